@@ -1,0 +1,174 @@
+//! Numbers that travel on the wire: error codes in `ERROR` replies and
+//! WebSocket close codes.
+//!
+//! Both tables are part of the contract in docs/protocol.md; a number, once
+//! published, never changes meaning.
+
+use std::fmt;
+
+/// The `code` field of an `ERROR` reply.
+///
+/// An error reply never closes the connection by itself: the client may
+/// correct the request and carry on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u16)]
+pub enum ErrorCode {
+    /// The frame is not one MessagePack message of the documented shape
+    /// (not MessagePack, wrong field types, missing fields, trailing bytes).
+    Malformed = 1,
+    /// The message type number is not one this broker knows.
+    UnknownMessageType = 2,
+    /// The topic of a publish is not a valid topic name.
+    InvalidTopic = 3,
+    /// The pattern of a subscribe or unsubscribe is not a valid pattern.
+    InvalidPattern = 4,
+    /// An option key this broker does not support, or an option value of the
+    /// wrong type.
+    InvalidOption = 5,
+    /// The connection already holds the maximum number of subscriptions.
+    TooManySubscriptions = 6,
+    /// The connection is already subscribed to exactly this pattern.
+    AlreadySubscribed = 7,
+    /// Unsubscribe for a pattern the connection is not subscribed to.
+    NotSubscribed = 8,
+    /// The broker tracks the maximum number of topics and this publish or
+    /// subscribe would create another.
+    TooManyTopics = 9,
+    /// The payload is larger than the broker accepts.
+    PayloadTooLarge = 10,
+    /// The broker is shutting down and takes no new work.
+    ShuttingDown = 11,
+    /// Something failed inside the broker; the request may be retried.
+    Internal = 12,
+}
+
+impl ErrorCode {
+    /// Every code, in numeric order.
+    pub const ALL: [ErrorCode; 12] = [
+        ErrorCode::Malformed,
+        ErrorCode::UnknownMessageType,
+        ErrorCode::InvalidTopic,
+        ErrorCode::InvalidPattern,
+        ErrorCode::InvalidOption,
+        ErrorCode::TooManySubscriptions,
+        ErrorCode::AlreadySubscribed,
+        ErrorCode::NotSubscribed,
+        ErrorCode::TooManyTopics,
+        ErrorCode::PayloadTooLarge,
+        ErrorCode::ShuttingDown,
+        ErrorCode::Internal,
+    ];
+
+    /// The number sent on the wire.
+    pub const fn as_u16(self) -> u16 {
+        self as u16
+    }
+
+    /// The code for a wire number, if it is one this version knows.
+    pub fn from_u16(n: u16) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.as_u16() == n)
+    }
+
+    /// A short snake_case name, used in logs, metrics labels and HTTP bodies.
+    pub const fn name(self) -> &'static str {
+        match self {
+            ErrorCode::Malformed => "malformed",
+            ErrorCode::UnknownMessageType => "unknown_message_type",
+            ErrorCode::InvalidTopic => "invalid_topic",
+            ErrorCode::InvalidPattern => "invalid_pattern",
+            ErrorCode::InvalidOption => "invalid_option",
+            ErrorCode::TooManySubscriptions => "too_many_subscriptions",
+            ErrorCode::AlreadySubscribed => "already_subscribed",
+            ErrorCode::NotSubscribed => "not_subscribed",
+            ErrorCode::TooManyTopics => "too_many_topics",
+            ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::ShuttingDown => "shutting_down",
+            ErrorCode::Internal => "internal",
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.name(), self.as_u16())
+    }
+}
+
+/// WebSocket close codes the broker sends, with the situations they mean.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u16)]
+pub enum CloseCode {
+    /// Orderly close requested by either side.
+    Normal = 1000,
+    /// The broker is shutting down (or the client is leaving).
+    GoingAway = 1001,
+    /// The peer broke RFC 6455 framing rules: reserved bits or opcodes,
+    /// unmasked client frame, control frame over 125 bytes or fragmented,
+    /// bad continuation, malformed close frame.
+    ProtocolError = 1002,
+    /// A text frame: tickwire speaks binary frames only.
+    UnsupportedData = 1003,
+    /// A close frame whose reason is not valid UTF-8.
+    InvalidPayload = 1007,
+    /// A message (one frame, or fragments together) over the size limit.
+    MessageTooBig = 1009,
+    /// The broker failed internally.
+    InternalError = 1011,
+    /// The connection's outbound queue exceeded its byte budget.
+    SlowConsumer = 4001,
+    /// Nothing was received from the peer within the keepalive timeout.
+    KeepaliveTimeout = 4002,
+}
+
+impl CloseCode {
+    /// The number sent on the wire.
+    pub const fn as_u16(self) -> u16 {
+        self as u16
+    }
+
+    /// The reason text the broker sends with this code.
+    pub const fn reason(self) -> &'static str {
+        match self {
+            CloseCode::Normal => "normal closure",
+            CloseCode::GoingAway => "broker shutting down",
+            CloseCode::ProtocolError => "protocol error",
+            CloseCode::UnsupportedData => "text frames are not supported; send binary MessagePack",
+            CloseCode::InvalidPayload => "invalid UTF-8 in close reason",
+            CloseCode::MessageTooBig => "message too big",
+            CloseCode::InternalError => "internal error",
+            CloseCode::SlowConsumer => "slow consumer: outbound queue over budget",
+            CloseCode::KeepaliveTimeout => "keepalive timeout",
+        }
+    }
+}
+
+/// Whether a peer may send `code` in a close frame (RFC 6455 section 7.4).
+pub fn is_valid_close_code(code: u16) -> bool {
+    matches!(code, 1000..=1003 | 1007..=1011 | 3000..=4999)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_codes_round_trip_and_are_unique() {
+        for code in ErrorCode::ALL {
+            assert_eq!(ErrorCode::from_u16(code.as_u16()), Some(code));
+        }
+        let mut numbers: Vec<u16> = ErrorCode::ALL.iter().map(|c| c.as_u16()).collect();
+        numbers.dedup();
+        assert_eq!(numbers.len(), ErrorCode::ALL.len());
+        assert_eq!(ErrorCode::from_u16(0), None);
+    }
+
+    #[test]
+    fn close_code_validity() {
+        for ok in [1000, 1001, 1002, 1003, 1007, 1011, 3000, 4001, 4999] {
+            assert!(is_valid_close_code(ok), "{ok}");
+        }
+        for bad in [0, 999, 1004, 1005, 1006, 1012, 1015, 2999, 5000] {
+            assert!(!is_valid_close_code(bad), "{bad}");
+        }
+    }
+}

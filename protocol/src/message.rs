@@ -1,0 +1,644 @@
+//! tickwire messages: what travels inside each binary WebSocket frame.
+//!
+//! Every message is one MessagePack array whose first element is the message
+//! type number ([`MessageType`]) and whose other elements are positional
+//! fields. docs/protocol.md lists each message with hex examples.
+//!
+//! Decoding borrows: [`ClientMessage::decode`] takes the frame as [`Bytes`]
+//! and hands back the publish payload as a slice of it (no copy), topics and
+//! patterns as `&str` into it. Encoding writes the canonical (shortest)
+//! MessagePack form.
+
+use bytes::Bytes;
+use thiserror::Error;
+
+use crate::codes::ErrorCode;
+use crate::msgpack::{self, MsgpackError, Reader};
+use crate::ws;
+
+/// The first element of every message array.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum MessageType {
+    /// Client → broker: start receiving messages on a topic or pattern.
+    Subscribe = 1,
+    /// Client → broker: stop a subscription.
+    Unsubscribe = 2,
+    /// Client → broker: publish a payload on a topic.
+    Publish = 3,
+    /// Client → broker: application-level liveness check.
+    Ping = 4,
+    /// Broker → client: a subscribe succeeded.
+    Subscribed = 11,
+    /// Broker → client: an unsubscribe succeeded.
+    Unsubscribed = 12,
+    /// Broker → client: a publish that asked for an acknowledgement was
+    /// accepted.
+    Published = 13,
+    /// Broker → client: answer to `Ping`.
+    Pong = 14,
+    /// Broker → client: a request failed.
+    Error = 15,
+    /// Broker → client: a message published on a subscribed topic.
+    Message = 16,
+}
+
+impl MessageType {
+    /// The type for a wire number, if known.
+    pub fn from_u64(n: u64) -> Option<Self> {
+        Some(match n {
+            1 => MessageType::Subscribe,
+            2 => MessageType::Unsubscribe,
+            3 => MessageType::Publish,
+            4 => MessageType::Ping,
+            11 => MessageType::Subscribed,
+            12 => MessageType::Unsubscribed,
+            13 => MessageType::Published,
+            14 => MessageType::Pong,
+            15 => MessageType::Error,
+            16 => MessageType::Message,
+            _ => return None,
+        })
+    }
+}
+
+/// Why a frame could not be decoded into a message.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum DecodeError {
+    /// Not MessagePack of the documented shape.
+    #[error("malformed message: {0}")]
+    Malformed(#[from] MsgpackError),
+    /// The array has the wrong number of fields for its type.
+    #[error("message type {kind} takes {expected} fields, got {got}")]
+    FieldCount {
+        /// The message type number.
+        kind: u64,
+        /// The accepted field counts, e.g. "3 or 4".
+        expected: &'static str,
+        /// The array length found.
+        got: usize,
+    },
+    /// A type number this side does not accept.
+    #[error("unknown message type {0}")]
+    UnknownType(u64),
+    /// An option key that is not supported, or a value of the wrong type.
+    #[error("unsupported option {0:?}")]
+    InvalidOption(String),
+    /// An `ERROR` reply with a code number this version does not know.
+    #[error("unknown error code {0}")]
+    UnknownErrorCode(u64),
+}
+
+impl DecodeError {
+    /// The [`ErrorCode`] the broker replies with for this decode failure.
+    pub fn error_code(&self) -> ErrorCode {
+        match self {
+            DecodeError::UnknownType(_) => ErrorCode::UnknownMessageType,
+            DecodeError::InvalidOption(_) => ErrorCode::InvalidOption,
+            _ => ErrorCode::Malformed,
+        }
+    }
+}
+
+/// Options of a subscribe request. Version 1 defines none; the map exists so
+/// that later features (resume, last value, rate limits) add keys without
+/// changing the message shape. An unknown key is refused with
+/// [`ErrorCode::InvalidOption`] rather than silently ignored.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SubscribeOptions {}
+
+/// A message a client sends to the broker, borrowing from the frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientMessage<'a> {
+    /// `[1, id, pattern, options?]`
+    Subscribe {
+        /// Request id echoed in the reply.
+        id: u64,
+        /// Topic or wildcard pattern (not yet validated).
+        pattern: &'a str,
+        /// Options; empty in version 1.
+        options: SubscribeOptions,
+    },
+    /// `[2, id, pattern]`
+    Unsubscribe {
+        /// Request id echoed in the reply.
+        id: u64,
+        /// The pattern exactly as subscribed.
+        pattern: &'a str,
+    },
+    /// `[3, id | nil, topic, payload]`
+    Publish {
+        /// `Some` asks for a `PUBLISHED` acknowledgement with this id.
+        id: Option<u64>,
+        /// Topic (not yet validated).
+        topic: &'a str,
+        /// The payload, a slice of the received frame.
+        payload: Bytes,
+    },
+    /// `[4, id]`
+    Ping {
+        /// Request id echoed in the `PONG`.
+        id: u64,
+    },
+}
+
+fn expect_fields(
+    kind: u64,
+    got: usize,
+    ok: &[usize],
+    expected: &'static str,
+) -> Result<(), DecodeError> {
+    if ok.contains(&got) {
+        Ok(())
+    } else {
+        Err(DecodeError::FieldCount {
+            kind,
+            expected,
+            got,
+        })
+    }
+}
+
+/// Reads the array header and the type number; returns (type, field count).
+fn read_envelope(r: &mut Reader<'_>) -> Result<(u64, usize), DecodeError> {
+    let len = r.read_array_len()?;
+    if len == 0 {
+        return Err(DecodeError::FieldCount {
+            kind: 0,
+            expected: "at least 1",
+            got: 0,
+        });
+    }
+    Ok((r.read_u64()?, len))
+}
+
+fn read_subscribe_options(r: &mut Reader<'_>) -> Result<SubscribeOptions, DecodeError> {
+    if r.read_nil()? {
+        return Ok(SubscribeOptions::default());
+    }
+    let pairs = r.read_map_len()?;
+    if pairs > 0 {
+        let key = r.read_str()?;
+        return Err(DecodeError::InvalidOption(key.to_owned()));
+    }
+    Ok(SubscribeOptions::default())
+}
+
+impl<'a> ClientMessage<'a> {
+    /// Decodes one client frame. `frame` must be the whole binary message.
+    pub fn decode(frame: &'a Bytes) -> Result<Self, DecodeError> {
+        let mut r = Reader::new(frame);
+        let (kind, len) = read_envelope(&mut r)?;
+        let msg = match MessageType::from_u64(kind) {
+            Some(MessageType::Subscribe) => {
+                expect_fields(kind, len, &[3, 4], "3 or 4")?;
+                let id = r.read_u64()?;
+                let pattern = r.read_str()?;
+                let options = if len == 4 {
+                    read_subscribe_options(&mut r)?
+                } else {
+                    SubscribeOptions::default()
+                };
+                ClientMessage::Subscribe {
+                    id,
+                    pattern,
+                    options,
+                }
+            }
+            Some(MessageType::Unsubscribe) => {
+                expect_fields(kind, len, &[3], "3")?;
+                ClientMessage::Unsubscribe {
+                    id: r.read_u64()?,
+                    pattern: r.read_str()?,
+                }
+            }
+            Some(MessageType::Publish) => {
+                expect_fields(kind, len, &[4], "4")?;
+                let id = if r.read_nil()? {
+                    None
+                } else {
+                    Some(r.read_u64()?)
+                };
+                let topic = r.read_str()?;
+                let range = r.read_bin_range()?;
+                ClientMessage::Publish {
+                    id,
+                    topic,
+                    payload: frame.slice(range),
+                }
+            }
+            Some(MessageType::Ping) => {
+                expect_fields(kind, len, &[2], "2")?;
+                ClientMessage::Ping { id: r.read_u64()? }
+            }
+            _ => return Err(DecodeError::UnknownType(kind)),
+        };
+        r.finish()?;
+        Ok(msg)
+    }
+
+    /// Appends this message's MessagePack encoding to `out`.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        match self {
+            ClientMessage::Subscribe { id, pattern, .. } => {
+                msgpack::write_array_len(out, 4);
+                msgpack::write_u64(out, MessageType::Subscribe as u64);
+                msgpack::write_u64(out, *id);
+                msgpack::write_str(out, pattern);
+                msgpack::write_map_len(out, 0);
+            }
+            ClientMessage::Unsubscribe { id, pattern } => {
+                msgpack::write_array_len(out, 3);
+                msgpack::write_u64(out, MessageType::Unsubscribe as u64);
+                msgpack::write_u64(out, *id);
+                msgpack::write_str(out, pattern);
+            }
+            ClientMessage::Publish { id, topic, payload } => {
+                msgpack::write_array_len(out, 4);
+                msgpack::write_u64(out, MessageType::Publish as u64);
+                match id {
+                    Some(id) => msgpack::write_u64(out, *id),
+                    None => msgpack::write_nil(out),
+                }
+                msgpack::write_str(out, topic);
+                msgpack::write_bin_header(out, payload.len());
+                out.extend_from_slice(payload);
+            }
+            ClientMessage::Ping { id } => {
+                msgpack::write_array_len(out, 2);
+                msgpack::write_u64(out, MessageType::Ping as u64);
+                msgpack::write_u64(out, *id);
+            }
+        }
+    }
+}
+
+/// One delivered message, as the broker sends it to every subscriber.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery<'a> {
+    /// The topic it was published on.
+    pub topic: &'a str,
+    /// Per-topic sequence number, starting at 1, increasing by 1 per publish.
+    pub seq: u64,
+    /// Publish time: microseconds since the Unix epoch, broker clock.
+    pub time_us: u64,
+    /// The payload, a slice of the received frame.
+    pub payload: Bytes,
+}
+
+/// A message the broker sends to a client, borrowing from the frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerMessage<'a> {
+    /// `[11, id, info]`: `info` is a map, empty in version 1.
+    Subscribed {
+        /// The subscribe request's id.
+        id: u64,
+    },
+    /// `[12, id]`
+    Unsubscribed {
+        /// The unsubscribe request's id.
+        id: u64,
+    },
+    /// `[13, id, seq]`
+    Published {
+        /// The publish request's id.
+        id: u64,
+        /// The sequence number the message got on its topic.
+        seq: u64,
+    },
+    /// `[14, id]`
+    Pong {
+        /// The ping's id.
+        id: u64,
+    },
+    /// `[15, id | nil, code, message]`
+    Error {
+        /// The failed request's id; `None` when the request could not be read
+        /// far enough to know it.
+        id: Option<u64>,
+        /// What went wrong, machine-readable.
+        code: ErrorCode,
+        /// What went wrong, for people.
+        message: &'a str,
+    },
+    /// `[16, topic, seq, time, payload]`
+    Message(Delivery<'a>),
+}
+
+impl<'a> ServerMessage<'a> {
+    /// Decodes one broker frame. Unknown keys in the `SUBSCRIBED` info map are
+    /// skipped, so newer brokers can add information.
+    pub fn decode(frame: &'a Bytes) -> Result<Self, DecodeError> {
+        let mut r = Reader::new(frame);
+        let (kind, len) = read_envelope(&mut r)?;
+        let msg = match MessageType::from_u64(kind) {
+            Some(MessageType::Subscribed) => {
+                expect_fields(kind, len, &[3], "3")?;
+                let id = r.read_u64()?;
+                r.skip_value()?;
+                ServerMessage::Subscribed { id }
+            }
+            Some(MessageType::Unsubscribed) => {
+                expect_fields(kind, len, &[2], "2")?;
+                ServerMessage::Unsubscribed { id: r.read_u64()? }
+            }
+            Some(MessageType::Published) => {
+                expect_fields(kind, len, &[3], "3")?;
+                ServerMessage::Published {
+                    id: r.read_u64()?,
+                    seq: r.read_u64()?,
+                }
+            }
+            Some(MessageType::Pong) => {
+                expect_fields(kind, len, &[2], "2")?;
+                ServerMessage::Pong { id: r.read_u64()? }
+            }
+            Some(MessageType::Error) => {
+                expect_fields(kind, len, &[4], "4")?;
+                let id = if r.read_nil()? {
+                    None
+                } else {
+                    Some(r.read_u64()?)
+                };
+                let raw = r.read_u64()?;
+                let code = u16::try_from(raw)
+                    .ok()
+                    .and_then(ErrorCode::from_u16)
+                    .ok_or(DecodeError::UnknownErrorCode(raw))?;
+                ServerMessage::Error {
+                    id,
+                    code,
+                    message: r.read_str()?,
+                }
+            }
+            Some(MessageType::Message) => {
+                expect_fields(kind, len, &[5], "5")?;
+                let topic = r.read_str()?;
+                let seq = r.read_u64()?;
+                let time_us = r.read_u64()?;
+                let range = r.read_bin_range()?;
+                ServerMessage::Message(Delivery {
+                    topic,
+                    seq,
+                    time_us,
+                    payload: frame.slice(range),
+                })
+            }
+            _ => return Err(DecodeError::UnknownType(kind)),
+        };
+        r.finish()?;
+        Ok(msg)
+    }
+
+    /// Appends this message's MessagePack encoding to `out`.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        match self {
+            ServerMessage::Subscribed { id } => {
+                msgpack::write_array_len(out, 3);
+                msgpack::write_u64(out, MessageType::Subscribed as u64);
+                msgpack::write_u64(out, *id);
+                msgpack::write_map_len(out, 0);
+            }
+            ServerMessage::Unsubscribed { id } => {
+                msgpack::write_array_len(out, 2);
+                msgpack::write_u64(out, MessageType::Unsubscribed as u64);
+                msgpack::write_u64(out, *id);
+            }
+            ServerMessage::Published { id, seq } => {
+                msgpack::write_array_len(out, 3);
+                msgpack::write_u64(out, MessageType::Published as u64);
+                msgpack::write_u64(out, *id);
+                msgpack::write_u64(out, *seq);
+            }
+            ServerMessage::Pong { id } => {
+                msgpack::write_array_len(out, 2);
+                msgpack::write_u64(out, MessageType::Pong as u64);
+                msgpack::write_u64(out, *id);
+            }
+            ServerMessage::Error { id, code, message } => {
+                msgpack::write_array_len(out, 4);
+                msgpack::write_u64(out, MessageType::Error as u64);
+                match id {
+                    Some(id) => msgpack::write_u64(out, *id),
+                    None => msgpack::write_nil(out),
+                }
+                msgpack::write_u64(out, u64::from(code.as_u16()));
+                msgpack::write_str(out, message);
+            }
+            ServerMessage::Message(d) => {
+                write_delivery_body(out, d.topic, d.seq, d.time_us, &d.payload);
+            }
+        }
+    }
+
+    /// Encodes this message as a complete, unmasked binary WebSocket frame,
+    /// ready to be written by the broker.
+    pub fn to_frame(&self) -> Bytes {
+        let mut body = Vec::with_capacity(64);
+        self.encode(&mut body);
+        ws::binary_frame(&body)
+    }
+}
+
+fn write_delivery_body(out: &mut Vec<u8>, topic: &str, seq: u64, time_us: u64, payload: &[u8]) {
+    msgpack::write_array_len(out, 5);
+    msgpack::write_u64(out, MessageType::Message as u64);
+    msgpack::write_str(out, topic);
+    msgpack::write_u64(out, seq);
+    msgpack::write_u64(out, time_us);
+    msgpack::write_bin_header(out, payload.len());
+    out.extend_from_slice(payload);
+}
+
+/// Encodes a `MESSAGE` delivery as one complete, unmasked binary WebSocket
+/// frame in a single allocation of exactly the right size.
+///
+/// This is the broker's hot path: called once per publish, and the returned
+/// [`Bytes`] is shared (reference-counted, not copied) by every subscriber.
+/// Nothing in it depends on the receiving connection.
+pub fn encode_delivery_frame(topic: &str, seq: u64, time_us: u64, payload: &[u8]) -> Bytes {
+    let body_len = 1
+        + 1
+        + msgpack::str_header_len(topic.len())
+        + topic.len()
+        + msgpack::u64_len(seq)
+        + msgpack::u64_len(time_us)
+        + msgpack::bin_header_len(payload.len())
+        + payload.len();
+    let mut out = Vec::with_capacity(ws::server_header_len(body_len) + body_len);
+    ws::write_server_header(&mut out, ws::OpCode::Binary, body_len);
+    write_delivery_body(&mut out, topic, seq, time_us, payload);
+    debug_assert_eq!(out.capacity(), out.len());
+    Bytes::from(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip_client(msg: ClientMessage<'_>) {
+        let mut out = Vec::new();
+        msg.encode(&mut out);
+        let frame = Bytes::from(out);
+        assert_eq!(ClientMessage::decode(&frame).unwrap(), msg);
+    }
+
+    fn round_trip_server(msg: ServerMessage<'_>) {
+        let mut out = Vec::new();
+        msg.encode(&mut out);
+        let frame = Bytes::from(out);
+        assert_eq!(ServerMessage::decode(&frame).unwrap(), msg);
+    }
+
+    #[test]
+    fn client_messages_round_trip() {
+        round_trip_client(ClientMessage::Subscribe {
+            id: 1,
+            pattern: "stocks.*",
+            options: SubscribeOptions::default(),
+        });
+        round_trip_client(ClientMessage::Unsubscribe {
+            id: 2,
+            pattern: "a",
+        });
+        round_trip_client(ClientMessage::Publish {
+            id: Some(300),
+            topic: "a.b",
+            payload: Bytes::from_static(b"\x01\x02"),
+        });
+        round_trip_client(ClientMessage::Publish {
+            id: None,
+            topic: "a.b",
+            payload: Bytes::new(),
+        });
+        round_trip_client(ClientMessage::Ping { id: u64::MAX });
+    }
+
+    #[test]
+    fn server_messages_round_trip() {
+        round_trip_server(ServerMessage::Subscribed { id: 1 });
+        round_trip_server(ServerMessage::Unsubscribed { id: 2 });
+        round_trip_server(ServerMessage::Published {
+            id: 3,
+            seq: 1 << 40,
+        });
+        round_trip_server(ServerMessage::Pong { id: 4 });
+        round_trip_server(ServerMessage::Error {
+            id: None,
+            code: ErrorCode::InvalidTopic,
+            message: "bad",
+        });
+        round_trip_server(ServerMessage::Message(Delivery {
+            topic: "stocks.AAPL",
+            seq: 7,
+            time_us: 1_700_000_000_000_000,
+            payload: Bytes::from_static(b"hello"),
+        }));
+    }
+
+    #[test]
+    fn documented_hex_examples() {
+        // These bytes appear in docs/protocol.md; keep both in step.
+        let mut out = Vec::new();
+        ClientMessage::Subscribe {
+            id: 1,
+            pattern: "stocks.*",
+            options: SubscribeOptions::default(),
+        }
+        .encode(&mut out);
+        assert_eq!(out, b"\x94\x01\x01\xa8stocks.*\x80");
+
+        let mut out = Vec::new();
+        ClientMessage::Publish {
+            id: Some(2),
+            topic: "stocks.AAPL",
+            payload: Bytes::from_static(b"hi"),
+        }
+        .encode(&mut out);
+        assert_eq!(out, b"\x94\x03\x02\xabstocks.AAPL\xc4\x02hi");
+
+        let frame = encode_delivery_frame("stocks.AAPL", 1, 0x0006_0000_0000_0000, b"hi");
+        assert_eq!(
+            &frame[..],
+            b"\x82\x1c\x95\x10\xabstocks.AAPL\x01\xcf\x00\x06\x00\x00\x00\x00\x00\x00\xc4\x02hi"
+        );
+    }
+
+    #[test]
+    fn delivery_frame_decodes_as_message() {
+        for payload_len in [0usize, 100, 200, 70_000] {
+            let payload = vec![9u8; payload_len];
+            let frame = encode_delivery_frame("a.b", 42, 123, &payload);
+            let header = ws::FrameHeader::parse(&frame, ws::Role::Client)
+                .unwrap()
+                .unwrap();
+            assert_eq!(header.opcode, ws::OpCode::Binary);
+            let body = frame.slice(header.header_len..);
+            assert_eq!(body.len() as u64, header.payload_len);
+            match ServerMessage::decode(&body).unwrap() {
+                ServerMessage::Message(d) => {
+                    assert_eq!((d.topic, d.seq, d.time_us), ("a.b", 42, 123));
+                    assert_eq!(&d.payload[..], &payload[..]);
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn publish_payload_is_a_slice_not_a_copy() {
+        let mut out = Vec::new();
+        ClientMessage::Publish {
+            id: None,
+            topic: "t",
+            payload: Bytes::from_static(b"payload"),
+        }
+        .encode(&mut out);
+        let frame = Bytes::from(out);
+        let ClientMessage::Publish { payload, .. } = ClientMessage::decode(&frame).unwrap() else {
+            panic!("not a publish");
+        };
+        let frame_range = frame.as_ptr() as usize..frame.as_ptr() as usize + frame.len();
+        assert!(frame_range.contains(&(payload.as_ptr() as usize)));
+    }
+
+    #[test]
+    fn malformed_client_frames_are_errors() {
+        let cases: &[(&[u8], ErrorCode)] = &[
+            (b"", ErrorCode::Malformed),
+            (b"hello", ErrorCode::Malformed),
+            (b"\x90", ErrorCode::Malformed),
+            (b"\x92\x63\x01", ErrorCode::UnknownMessageType),
+            (b"\x92\x10\x01", ErrorCode::UnknownMessageType),
+            (b"\x93\x01\x01", ErrorCode::Malformed),
+            (b"\x93\x01\x01\x05", ErrorCode::Malformed),
+            (
+                b"\x94\x01\x01\xa1a\x81\xa5since\x01",
+                ErrorCode::InvalidOption,
+            ),
+            (b"\x94\x03\xc0\xa1a\xa2hi", ErrorCode::Malformed),
+            (b"\x92\x04\x01\x00", ErrorCode::Malformed),
+        ];
+        for (bytes, code) in cases {
+            let frame = Bytes::from_static(bytes);
+            let err = ClientMessage::decode(&frame).unwrap_err();
+            assert_eq!(err.error_code(), *code, "{bytes:x?}: {err}");
+        }
+    }
+
+    #[test]
+    fn every_truncation_of_a_valid_frame_is_rejected() {
+        let mut out = Vec::new();
+        ClientMessage::Publish {
+            id: Some(9),
+            topic: "x.y",
+            payload: Bytes::from_static(&[1; 40]),
+        }
+        .encode(&mut out);
+        for cut in 0..out.len() {
+            let frame = Bytes::copy_from_slice(&out[..cut]);
+            assert!(ClientMessage::decode(&frame).is_err(), "cut at {cut}");
+        }
+    }
+}

@@ -1,0 +1,607 @@
+//! WebSocket framing (RFC 6455) as tickwire enforces it, without I/O.
+//!
+//! The broker and the client SDK read and write frames with this module; the
+//! HTTP upgrade handshake happens elsewhere. [`FrameDecoder`] turns bytes
+//! received from the peer into whole messages and control frames and refuses
+//! everything the RFC forbids, each with the close code to send:
+//!
+//! | violation | close code |
+//! |---|---|
+//! | reserved bits set (no extension is negotiated), reserved opcode | 1002 |
+//! | client frame not masked (server side) / server frame masked (client side) | 1002 |
+//! | control frame over 125 bytes, or fragmented | 1002 |
+//! | continuation without a started message, new message inside a fragmented one | 1002 |
+//! | 64-bit length with the top bit set | 1002 |
+//! | close frame with a 1-byte body or a code not allowed on the wire | 1002 |
+//! | close reason that is not UTF-8 | 1007 |
+//! | text frame (tickwire is binary-only) | 1003 |
+//! | a frame or a fragmented message over the size limit | 1009 |
+//!
+//! Oversized input is refused as soon as the header announces it, before the
+//! payload is buffered.
+
+use bytes::{Buf, Bytes, BytesMut};
+use thiserror::Error;
+
+use crate::codes::{CloseCode, is_valid_close_code};
+
+/// The largest payload a control frame may carry.
+pub const MAX_CONTROL_PAYLOAD: usize = 125;
+
+/// Which end of the connection is decoding; decides the masking rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The broker: incoming (client) frames must be masked.
+    Server,
+    /// A client: incoming (server) frames must not be masked.
+    Client,
+}
+
+/// A frame's opcode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpCode {
+    /// 0x0: continues a fragmented message.
+    Continuation,
+    /// 0x1: a text message (refused by tickwire).
+    Text,
+    /// 0x2: a binary message.
+    Binary,
+    /// 0x8: close.
+    Close,
+    /// 0x9: ping.
+    Ping,
+    /// 0xA: pong.
+    Pong,
+}
+
+impl OpCode {
+    fn from_bits(bits: u8) -> Option<Self> {
+        Some(match bits {
+            0x0 => OpCode::Continuation,
+            0x1 => OpCode::Text,
+            0x2 => OpCode::Binary,
+            0x8 => OpCode::Close,
+            0x9 => OpCode::Ping,
+            0xA => OpCode::Pong,
+            _ => return None,
+        })
+    }
+
+    fn bits(self) -> u8 {
+        match self {
+            OpCode::Continuation => 0x0,
+            OpCode::Text => 0x1,
+            OpCode::Binary => 0x2,
+            OpCode::Close => 0x8,
+            OpCode::Ping => 0x9,
+            OpCode::Pong => 0xA,
+        }
+    }
+
+    /// Whether this is a control opcode (close, ping, pong).
+    pub fn is_control(self) -> bool {
+        matches!(self, OpCode::Close | OpCode::Ping | OpCode::Pong)
+    }
+}
+
+/// A framing violation, with the close code that answers it.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum FrameError {
+    /// RSV1-3 set without a negotiated extension.
+    #[error("reserved bits set")]
+    ReservedBits,
+    /// Opcode 0x3-0x7 or 0xB-0xF.
+    #[error("reserved opcode 0x{0:x}")]
+    ReservedOpcode(u8),
+    /// A client frame without a mask (decoded by the server).
+    #[error("client frame is not masked")]
+    Unmasked,
+    /// A server frame with a mask (decoded by a client).
+    #[error("server frame is masked")]
+    Masked,
+    /// A control frame with more than 125 payload bytes.
+    #[error("control frame payload over {MAX_CONTROL_PAYLOAD} bytes")]
+    ControlTooLong,
+    /// A control frame without FIN.
+    #[error("fragmented control frame")]
+    FragmentedControl,
+    /// A continuation frame with no message in progress.
+    #[error("continuation frame without a started message")]
+    UnexpectedContinuation,
+    /// A new data frame while a fragmented message is in progress.
+    #[error("new message started inside a fragmented message")]
+    ExpectedContinuation,
+    /// A 64-bit payload length with its most significant bit set.
+    #[error("invalid 64-bit payload length")]
+    InvalidLength,
+    /// The close frame body is one byte long or carries a forbidden code.
+    #[error("invalid close frame")]
+    InvalidClose,
+    /// The close frame's reason is not UTF-8.
+    #[error("close reason is not valid UTF-8")]
+    InvalidCloseReason,
+    /// A text frame.
+    #[error("text frames are not supported")]
+    Text,
+    /// A frame or fragmented message over the limit.
+    #[error("message of {size} bytes exceeds the limit of {limit}")]
+    TooBig {
+        /// Announced (or accumulated) size.
+        size: u64,
+        /// The configured maximum.
+        limit: usize,
+    },
+}
+
+impl FrameError {
+    /// The close code to send for this violation.
+    pub fn close_code(&self) -> CloseCode {
+        match self {
+            FrameError::Text => CloseCode::UnsupportedData,
+            FrameError::TooBig { .. } => CloseCode::MessageTooBig,
+            FrameError::InvalidCloseReason => CloseCode::InvalidPayload,
+            _ => CloseCode::ProtocolError,
+        }
+    }
+}
+
+/// A parsed frame header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameHeader {
+    /// FIN bit: last frame of a message.
+    pub fin: bool,
+    /// The frame's opcode.
+    pub opcode: OpCode,
+    /// The masking key, if the frame is masked.
+    pub mask: Option<[u8; 4]>,
+    /// Payload length in bytes.
+    pub payload_len: u64,
+    /// Length of the header itself (2 to 14 bytes).
+    pub header_len: usize,
+}
+
+impl FrameHeader {
+    /// Parses a header from the start of `buf`; `Ok(None)` means more bytes
+    /// are needed. Checks every header-level rule for frames sent to `role`.
+    pub fn parse(buf: &[u8], role: Role) -> Result<Option<FrameHeader>, FrameError> {
+        let [b0, b1, ..] = *buf else { return Ok(None) };
+        if b0 & 0x70 != 0 {
+            return Err(FrameError::ReservedBits);
+        }
+        let fin = b0 & 0x80 != 0;
+        let opcode = OpCode::from_bits(b0 & 0x0f).ok_or(FrameError::ReservedOpcode(b0 & 0x0f))?;
+        let masked = b1 & 0x80 != 0;
+        match (role, masked) {
+            (Role::Server, false) => return Err(FrameError::Unmasked),
+            (Role::Client, true) => return Err(FrameError::Masked),
+            _ => {}
+        }
+        let (payload_len, mut header_len) = match b1 & 0x7f {
+            126 => match buf.get(2..4) {
+                Some(b) => (u64::from(u16::from_be_bytes([b[0], b[1]])), 4),
+                None => return Ok(None),
+            },
+            127 => match buf.get(2..10) {
+                Some(b) => {
+                    let mut a = [0u8; 8];
+                    a.copy_from_slice(b);
+                    (u64::from_be_bytes(a), 10)
+                }
+                None => return Ok(None),
+            },
+            n => (u64::from(n), 2),
+        };
+        if payload_len & (1 << 63) != 0 {
+            return Err(FrameError::InvalidLength);
+        }
+        if opcode.is_control() {
+            if !fin {
+                return Err(FrameError::FragmentedControl);
+            }
+            if payload_len > MAX_CONTROL_PAYLOAD as u64 {
+                return Err(FrameError::ControlTooLong);
+            }
+        }
+        let mask = if masked {
+            let Some(b) = buf.get(header_len..header_len + 4) else {
+                return Ok(None);
+            };
+            header_len += 4;
+            Some([b[0], b[1], b[2], b[3]])
+        } else {
+            None
+        };
+        Ok(Some(FrameHeader {
+            fin,
+            opcode,
+            mask,
+            payload_len,
+            header_len,
+        }))
+    }
+}
+
+/// XORs `buf` with the masking key, in place (masking and unmasking are the
+/// same operation).
+pub fn apply_mask(buf: &mut [u8], key: [u8; 4]) {
+    let word = u32::from_ne_bytes(key);
+    let mut chunks = buf.chunks_exact_mut(4);
+    for chunk in &mut chunks {
+        let v = u32::from_ne_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]) ^ word;
+        chunk.copy_from_slice(&v.to_ne_bytes());
+    }
+    for (i, b) in chunks.into_remainder().iter_mut().enumerate() {
+        *b ^= key[i];
+    }
+}
+
+/// A close frame's content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloseFrame {
+    /// The close code; `None` when the body was empty.
+    pub code: Option<u16>,
+    /// The reason text (may be empty).
+    pub reason: String,
+}
+
+/// What [`FrameDecoder::decode`] produces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Incoming {
+    /// A whole binary message (reassembled if it was fragmented).
+    Message(Bytes),
+    /// A ping with its payload, to be answered with a pong.
+    Ping(Bytes),
+    /// A pong.
+    Pong(Bytes),
+    /// The peer's close frame.
+    Close(CloseFrame),
+}
+
+/// Turns received bytes into [`Incoming`] items, enforcing every framing rule
+/// and the message size limit.
+#[derive(Debug)]
+pub struct FrameDecoder {
+    role: Role,
+    max_message_size: usize,
+    fragments: Option<BytesMut>,
+    wanted: usize,
+}
+
+impl FrameDecoder {
+    /// A decoder for frames sent to `role`, refusing messages over
+    /// `max_message_size` bytes.
+    pub fn new(role: Role, max_message_size: usize) -> Self {
+        FrameDecoder {
+            role,
+            max_message_size,
+            fragments: None,
+            wanted: 2,
+        }
+    }
+
+    /// How many bytes `buf` must hold, at least, for the next call to make
+    /// progress. Readers use it to reserve buffer space once for big frames.
+    pub fn wanted(&self) -> usize {
+        self.wanted
+    }
+
+    /// Decodes the next item from the front of `buf`, consuming its bytes.
+    /// `Ok(None)` means more input is needed.
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Incoming>, FrameError> {
+        loop {
+            let Some(header) = FrameHeader::parse(buf, self.role)? else {
+                self.wanted = buf.len() + 1;
+                return Ok(None);
+            };
+            let so_far = self.fragments.as_ref().map_or(0, |f| f.len() as u64);
+            if !header.opcode.is_control() {
+                let size = so_far.saturating_add(header.payload_len);
+                if size > self.max_message_size as u64 {
+                    return Err(FrameError::TooBig {
+                        size,
+                        limit: self.max_message_size,
+                    });
+                }
+            }
+            // Bounded by max_message_size (data) or 125 (control) above.
+            let total = header.header_len + header.payload_len as usize;
+            if buf.len() < total {
+                self.wanted = total;
+                return Ok(None);
+            }
+            self.wanted = 2;
+            buf.advance(header.header_len);
+            let mut payload = buf.split_to(header.payload_len as usize);
+            if let Some(key) = header.mask {
+                apply_mask(&mut payload, key);
+            }
+            match header.opcode {
+                OpCode::Ping => return Ok(Some(Incoming::Ping(payload.freeze()))),
+                OpCode::Pong => return Ok(Some(Incoming::Pong(payload.freeze()))),
+                OpCode::Close => return parse_close(&payload).map(|c| Some(Incoming::Close(c))),
+                OpCode::Text => return Err(FrameError::Text),
+                OpCode::Binary if self.fragments.is_some() => {
+                    return Err(FrameError::ExpectedContinuation);
+                }
+                OpCode::Binary if header.fin => {
+                    return Ok(Some(Incoming::Message(payload.freeze())));
+                }
+                OpCode::Binary => self.fragments = Some(payload),
+                OpCode::Continuation => {
+                    let Some(fragments) = self.fragments.as_mut() else {
+                        return Err(FrameError::UnexpectedContinuation);
+                    };
+                    fragments.extend_from_slice(&payload);
+                    if header.fin {
+                        let whole = self.fragments.take().unwrap_or_default();
+                        return Ok(Some(Incoming::Message(whole.freeze())));
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn parse_close(payload: &[u8]) -> Result<CloseFrame, FrameError> {
+    match payload {
+        [] => Ok(CloseFrame {
+            code: None,
+            reason: String::new(),
+        }),
+        [_] => Err(FrameError::InvalidClose),
+        [hi, lo, reason @ ..] => {
+            let code = u16::from_be_bytes([*hi, *lo]);
+            if !is_valid_close_code(code) {
+                return Err(FrameError::InvalidClose);
+            }
+            let reason = std::str::from_utf8(reason).map_err(|_| FrameError::InvalidCloseReason)?;
+            Ok(CloseFrame {
+                code: Some(code),
+                reason: reason.to_owned(),
+            })
+        }
+    }
+}
+
+/// Length of an unmasked (server) frame header for a payload of `len`.
+pub fn server_header_len(len: usize) -> usize {
+    match len {
+        0..=125 => 2,
+        126..=0xffff => 4,
+        _ => 10,
+    }
+}
+
+fn write_header(out: &mut Vec<u8>, opcode: OpCode, len: usize, mask_bit: u8) {
+    out.push(0x80 | opcode.bits());
+    match len {
+        0..=125 => out.push(mask_bit | len as u8),
+        126..=0xffff => {
+            out.push(mask_bit | 126);
+            out.extend_from_slice(&(len as u16).to_be_bytes());
+        }
+        _ => {
+            out.push(mask_bit | 127);
+            out.extend_from_slice(&(len as u64).to_be_bytes());
+        }
+    }
+}
+
+/// Appends the header of an unmasked, final frame (as the broker sends).
+pub fn write_server_header(out: &mut Vec<u8>, opcode: OpCode, len: usize) {
+    write_header(out, opcode, len, 0);
+}
+
+/// Encodes `body` as one unmasked, final frame of `opcode`.
+pub fn server_frame(opcode: OpCode, body: &[u8]) -> Bytes {
+    let mut out = Vec::with_capacity(server_header_len(body.len()) + body.len());
+    write_server_header(&mut out, opcode, body.len());
+    out.extend_from_slice(body);
+    Bytes::from(out)
+}
+
+/// Encodes `body` as one unmasked, final binary frame.
+pub fn binary_frame(body: &[u8]) -> Bytes {
+    server_frame(OpCode::Binary, body)
+}
+
+/// The body of a close frame: the code, then the reason truncated to fit the
+/// 125-byte control frame limit on a character boundary.
+pub fn close_body(code: u16, reason: &str) -> Vec<u8> {
+    let mut cut = reason.len().min(MAX_CONTROL_PAYLOAD - 2);
+    while !reason.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let mut body = Vec::with_capacity(2 + cut);
+    body.extend_from_slice(&code.to_be_bytes());
+    body.extend_from_slice(&reason.as_bytes()[..cut]);
+    body
+}
+
+/// An unmasked close frame with `code` and its documented reason.
+pub fn server_close_frame(code: CloseCode) -> Bytes {
+    server_frame(OpCode::Close, &close_body(code.as_u16(), code.reason()))
+}
+
+/// Appends a masked, final frame (as a client sends) with the given key.
+pub fn write_client_frame(out: &mut Vec<u8>, opcode: OpCode, payload: &[u8], key: [u8; 4]) {
+    write_header(out, opcode, payload.len(), 0x80);
+    out.extend_from_slice(&key);
+    let start = out.len();
+    out.extend_from_slice(payload);
+    apply_mask(&mut out[start..], key);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: [u8; 4] = [1, 2, 3, 4];
+
+    fn client_frame(opcode: OpCode, fin: bool, payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        write_client_frame(&mut out, opcode, payload, KEY);
+        if !fin {
+            out[0] &= 0x7f;
+        }
+        out
+    }
+
+    fn decode_all(bytes: &[u8], max: usize) -> Result<Vec<Incoming>, FrameError> {
+        let mut decoder = FrameDecoder::new(Role::Server, max);
+        let mut buf = BytesMut::from(bytes);
+        let mut items = Vec::new();
+        while let Some(item) = decoder.decode(&mut buf)? {
+            items.push(item);
+        }
+        Ok(items)
+    }
+
+    #[test]
+    fn masked_binary_round_trip_at_every_length_class() {
+        for len in [0, 125, 126, 65535, 65536] {
+            let payload: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            let items = decode_all(&client_frame(OpCode::Binary, true, &payload), 1 << 20).unwrap();
+            assert_eq!(items, vec![Incoming::Message(Bytes::from(payload))]);
+        }
+    }
+
+    #[test]
+    fn partial_input_waits_for_more() {
+        let frame = client_frame(OpCode::Binary, true, &[7; 300]);
+        let mut decoder = FrameDecoder::new(Role::Server, 1024);
+        let mut buf = BytesMut::new();
+        for (i, b) in frame.iter().enumerate() {
+            buf.extend_from_slice(&[*b]);
+            let item = decoder.decode(&mut buf).unwrap();
+            assert_eq!(item.is_some(), i + 1 == frame.len(), "byte {i}");
+            if item.is_none() {
+                assert!(decoder.wanted() > buf.len());
+            }
+        }
+    }
+
+    #[test]
+    fn fragments_reassemble_with_interleaved_control() {
+        let mut bytes = client_frame(OpCode::Binary, false, b"ab");
+        bytes.extend(client_frame(OpCode::Ping, true, b"p"));
+        bytes.extend(client_frame(OpCode::Continuation, false, b"cd"));
+        bytes.extend(client_frame(OpCode::Continuation, true, b"e"));
+        let items = decode_all(&bytes, 1024).unwrap();
+        assert_eq!(
+            items,
+            vec![
+                Incoming::Ping(Bytes::from_static(b"p")),
+                Incoming::Message(Bytes::from_static(b"abcde")),
+            ]
+        );
+    }
+
+    fn first_error(bytes: &[u8], max: usize) -> FrameError {
+        decode_all(bytes, max).unwrap_err()
+    }
+
+    #[test]
+    fn violations_map_to_close_codes() {
+        let mut rsv = client_frame(OpCode::Binary, true, b"x");
+        rsv[0] |= 0x40;
+        assert_eq!(first_error(&rsv, 64).close_code(), CloseCode::ProtocolError);
+
+        let mut reserved_op = client_frame(OpCode::Binary, true, b"x");
+        reserved_op[0] = 0x83;
+        assert_eq!(first_error(&reserved_op, 64), FrameError::ReservedOpcode(3));
+
+        let unmasked = [0x82, 0x01, b'x'];
+        assert_eq!(first_error(&unmasked, 64), FrameError::Unmasked);
+
+        let big_ping = client_frame(OpCode::Ping, true, &[0; 126]);
+        assert_eq!(first_error(&big_ping, 1024), FrameError::ControlTooLong);
+        assert_eq!(FrameError::ControlTooLong.close_code().as_u16(), 1002);
+
+        let frag_ping = client_frame(OpCode::Ping, false, b"");
+        assert_eq!(first_error(&frag_ping, 64), FrameError::FragmentedControl);
+
+        let cont = client_frame(OpCode::Continuation, true, b"x");
+        assert_eq!(first_error(&cont, 64), FrameError::UnexpectedContinuation);
+
+        let mut nested = client_frame(OpCode::Binary, false, b"x");
+        nested.extend(client_frame(OpCode::Binary, true, b"y"));
+        assert_eq!(first_error(&nested, 64), FrameError::ExpectedContinuation);
+
+        let text = client_frame(OpCode::Text, true, b"hi");
+        assert_eq!(first_error(&text, 64).close_code().as_u16(), 1003);
+
+        let big = client_frame(OpCode::Binary, true, &[0; 65]);
+        assert_eq!(first_error(&big, 64).close_code().as_u16(), 1009);
+
+        let bad_reason = client_frame(OpCode::Close, true, &[0x03, 0xe8, 0xff, 0xfe]);
+        assert_eq!(first_error(&bad_reason, 64).close_code().as_u16(), 1007);
+
+        let bad_code = client_frame(OpCode::Close, true, &[0x03, 0xed]);
+        assert_eq!(first_error(&bad_code, 64), FrameError::InvalidClose);
+
+        let one_byte = client_frame(OpCode::Close, true, &[0x03]);
+        assert_eq!(first_error(&one_byte, 64), FrameError::InvalidClose);
+
+        let huge_len = [0x82, 0xff, 0x80, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4];
+        assert_eq!(first_error(&huge_len, 64), FrameError::InvalidLength);
+    }
+
+    #[test]
+    fn oversized_fragmented_message_is_refused_before_buffering() {
+        let mut decoder = FrameDecoder::new(Role::Server, 100);
+        let mut buf = BytesMut::from(&client_frame(OpCode::Binary, false, &[0; 60])[..]);
+        assert_eq!(decoder.decode(&mut buf), Ok(None));
+        // Only the header of the second fragment has arrived.
+        let second = client_frame(OpCode::Continuation, true, &[0; 60]);
+        buf.extend_from_slice(&second[..8]);
+        assert_eq!(
+            decoder.decode(&mut buf).unwrap_err().close_code(),
+            CloseCode::MessageTooBig
+        );
+    }
+
+    #[test]
+    fn close_frames() {
+        let items = decode_all(
+            &client_frame(OpCode::Close, true, &close_body(1000, "bye")),
+            64,
+        )
+        .unwrap();
+        assert_eq!(
+            items,
+            vec![Incoming::Close(CloseFrame {
+                code: Some(1000),
+                reason: "bye".into()
+            })]
+        );
+        let long_reason = "é".repeat(100);
+        assert!(close_body(1000, &long_reason).len() <= MAX_CONTROL_PAYLOAD);
+        assert_eq!(
+            &server_close_frame(CloseCode::GoingAway)[..4],
+            &[0x88, 22, 0x03, 0xe9]
+        );
+    }
+
+    #[test]
+    fn client_role_rejects_masked_frames() {
+        let mut decoder = FrameDecoder::new(Role::Client, 64);
+        let mut buf = BytesMut::from(&client_frame(OpCode::Binary, true, b"x")[..]);
+        assert_eq!(decoder.decode(&mut buf), Err(FrameError::Masked));
+        let mut buf = BytesMut::from(&binary_frame(b"ok")[..]);
+        assert_eq!(
+            decoder.decode(&mut buf),
+            Ok(Some(Incoming::Message(Bytes::from_static(b"ok"))))
+        );
+    }
+
+    #[test]
+    fn mask_is_an_involution() {
+        let original: Vec<u8> = (0..37).collect();
+        let mut data = original.clone();
+        apply_mask(&mut data, [9, 8, 7, 6]);
+        assert_ne!(data, original);
+        apply_mask(&mut data, [9, 8, 7, 6]);
+        assert_eq!(data, original);
+    }
+}
