@@ -1,1 +1,31 @@
-//! tickwire broker.
+//! # tickwire-broker
+//!
+//! The tickwire pub/sub broker: one port serving WebSocket sessions
+//! (`GET /ws`), HTTP publish, Prometheus metrics and health checks.
+//!
+//! Where each thing happens:
+//!
+//! * [`server`]: accept loop, connection limit, graceful shutdown.
+//! * [`http`]: routing, the WebSocket upgrade, HTTP publish, health, metrics.
+//! * [`connection`]: one WebSocket connection's reader, keepalive and close
+//!   handshake; [`writer`]: its batched writer.
+//! * [`session`]: what a client may do (subscribe, publish, …).
+//! * [`registry`]: topics, subscriptions and the encode-once fan-out;
+//!   [`pattern_trie`]: the wildcard index.
+//! * [`queue`]: each connection's bounded outbound queue.
+//! * [`config`], [`metrics`], [`state`]: configuration, metrics, shared state.
+
+pub mod config;
+pub mod connection;
+pub mod http;
+pub mod metrics;
+pub mod pattern_trie;
+pub mod queue;
+pub mod registry;
+pub mod server;
+pub mod session;
+pub mod state;
+pub mod writer;
+
+pub use config::BrokerConfig;
+pub use server::{Broker, ShutdownHandle};

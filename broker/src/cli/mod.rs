@@ -1,0 +1,30 @@
+//! Command-line interface of the `tickwire` binary.
+
+mod serve;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// tickwire: a real-time pub/sub message broker.
+#[derive(Debug, Parser)]
+#[command(name = "tickwire", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the broker.
+    ///
+    /// Example: tickwire serve --listen 127.0.0.1:8080 --max-message-size 64KiB
+    Serve(tickwire_broker::config::ServeArgs),
+}
+
+/// Runs the chosen subcommand and returns the process exit code.
+pub fn run(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Serve(args) => serve::run(args),
+    }
+}

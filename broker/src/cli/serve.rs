@@ -1,0 +1,85 @@
+//! `tickwire serve`: run the broker until SIGTERM or SIGINT.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use tickwire_broker::config::{BrokerConfig, LogFormat, ServeArgs};
+use tickwire_broker::{Broker, ShutdownHandle};
+use tracing_subscriber::EnvFilter;
+
+/// Exit code when the configuration is invalid.
+const EXIT_CONFIG: u8 = 2;
+/// Exit code when the broker cannot start (e.g. the port is taken).
+const EXIT_START: u8 = 3;
+
+pub fn run(args: ServeArgs) -> ExitCode {
+    let config = match BrokerConfig::load(&args) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("tickwire: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    if let Err(e) = init_logging(&config) {
+        eprintln!("tickwire: {e:#}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tickwire: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_START);
+        }
+    };
+    match runtime.block_on(serve(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tickwire: {e:#}");
+            ExitCode::from(EXIT_START)
+        }
+    }
+}
+
+fn init_logging(config: &BrokerConfig) -> anyhow::Result<()> {
+    let filter = EnvFilter::try_new(&config.log_level)
+        .with_context(|| format!("invalid log level `{}`", config.log_level))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+    Ok(())
+}
+
+async fn serve(config: BrokerConfig) -> anyhow::Result<()> {
+    let listen = config.listen;
+    let broker = Broker::bind(config).await.with_context(|| {
+        format!(
+            "cannot listen on {listen}; is another process using the port? choose one with --listen"
+        )
+    })?;
+    let addr = broker.local_addr()?;
+    tracing::info!(%addr, "tickwire listening");
+    println!("tickwire listening on {addr} (WebSocket ws://{addr}/ws)");
+    tokio::spawn(shutdown_on_signal(broker.shutdown_handle()));
+    broker.run().await;
+    Ok(())
+}
+
+async fn shutdown_on_signal(handle: ShutdownHandle) {
+    let mut sigterm = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+    {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot install SIGTERM handler");
+            return;
+        }
+    };
+    tokio::select! {
+        _ = sigterm.recv() => tracing::info!("SIGTERM received; shutting down"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received; shutting down"),
+    }
+    handle.shutdown();
+}

@@ -1,0 +1,324 @@
+//! Broker configuration: flags, `TICKWIRE_*` environment variables and an
+//! optional TOML file, in that order of precedence, over safe defaults.
+//!
+//! Every setting is declared once, in the [`broker_settings!`] table below,
+//! which generates the resolved [`BrokerConfig`], the clap arguments
+//! ([`ServeArgs`]) and the file keys, so the three can never disagree. File
+//! values use the same syntax as flags (`"64KiB"`, `"30s"`), and the file key
+//! is the flag name with `-` replaced by `_`. docs/configuration.md lists the
+//! same table.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use thiserror::Error;
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML.
+    #[error("config file {path} is not valid TOML: {source}")]
+    Toml {
+        /// The file.
+        path: PathBuf,
+        /// The parse error.
+        source: Box<toml::de::Error>,
+    },
+    /// A key the broker does not know.
+    #[error("unknown key `{key}` in config file {path}; valid keys: {valid}")]
+    UnknownKey {
+        /// The file.
+        path: PathBuf,
+        /// The unknown key.
+        key: String,
+        /// Every valid key.
+        valid: String,
+    },
+    /// A value that does not parse.
+    #[error("invalid value for `{key}` in config file {path}: {message}")]
+    InvalidValue {
+        /// The file.
+        path: PathBuf,
+        /// The key.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Parses a byte size: a whole number with an optional unit `B`, `KiB`,
+/// `MiB`, `GiB` (powers of 1024) or `KB`, `MB`, `GB` (powers of 1000).
+pub fn parse_size(s: &str) -> Result<usize, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (digits, unit) = s.split_at(split);
+    let n: usize = digits
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size; write e.g. 65536, 64KiB or 8MiB"))?;
+    let factor: usize = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        other => {
+            return Err(format!(
+                "unknown size unit `{other}`; use B, KiB, MiB, GiB, KB, MB or GB"
+            ));
+        }
+    };
+    n.checked_mul(factor)
+        .ok_or_else(|| format!("`{s}` is too large"))
+}
+
+/// Parses a duration such as `500ms`, `10s` or `5m`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim())
+        .map_err(|e| format!("`{s}` is not a duration ({e}); write e.g. 500ms, 10s or 5m"))
+}
+
+/// Parses a positive count.
+pub fn parse_count(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(0) => Err("must be at least 1".to_owned()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("`{s}` is not a whole number")),
+    }
+}
+
+fn parse_addr(s: &str) -> Result<SocketAddr, String> {
+    s.trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not an address; write e.g. 0.0.0.0:8080 or 127.0.0.1:0"))
+}
+
+fn parse_log_format(s: &str) -> Result<LogFormat, String> {
+    match s.trim() {
+        "text" => Ok(LogFormat::Text),
+        "json" => Ok(LogFormat::Json),
+        other => Err(format!("`{other}` is not a log format; use text or json")),
+    }
+}
+
+fn parse_string(s: &str) -> Result<String, String> {
+    Ok(s.to_owned())
+}
+
+macro_rules! broker_settings {
+    ($(
+        $field:ident: $ty:ty = $default:expr, $default_text:literal,
+            env $env:literal, parse $parser:ident, $help:literal;
+    )*) => {
+        /// The resolved broker configuration.
+        #[derive(Debug, Clone)]
+        pub struct BrokerConfig {
+            $( #[doc = $help] pub $field: $ty, )*
+        }
+
+        impl Default for BrokerConfig {
+            fn default() -> Self {
+                BrokerConfig { $( $field: $default, )* }
+            }
+        }
+
+        /// Arguments of `tickwire serve`.
+        #[derive(Debug, Clone, Default, clap::Args)]
+        pub struct ServeArgs {
+            /// TOML configuration file; flags and environment variables override it.
+            #[arg(long, env = "TICKWIRE_CONFIG", value_name = "FILE")]
+            pub config: Option<PathBuf>,
+            $(
+                #[arg(long, env = $env, value_parser = $parser,
+                      help = concat!($help, " [default: ", $default_text, "]"))]
+                pub $field: Option<$ty>,
+            )*
+        }
+
+        /// Every key accepted in the configuration file.
+        pub const FILE_KEYS: &[&str] = &[$( stringify!($field), )*];
+
+        impl BrokerConfig {
+            fn apply_file(&mut self, path: &Path, table: BTreeMap<String, toml::Value>) -> Result<(), ConfigError> {
+                for (key, value) in table {
+                    let text = match &value {
+                        toml::Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    };
+                    let invalid = |message: String| ConfigError::InvalidValue {
+                        path: path.to_owned(),
+                        key: key.clone(),
+                        message,
+                    };
+                    match key.as_str() {
+                        $( stringify!($field) => self.$field = $parser(&text).map_err(invalid)?, )*
+                        _ => {
+                            return Err(ConfigError::UnknownKey {
+                                path: path.to_owned(),
+                                key,
+                                valid: FILE_KEYS.join(", "),
+                            })
+                        }
+                    }
+                }
+                Ok(())
+            }
+
+            fn apply_args(&mut self, args: &ServeArgs) {
+                $( if let Some(v) = &args.$field { self.$field = v.clone(); } )*
+            }
+        }
+    };
+}
+
+broker_settings! {
+    listen: SocketAddr = SocketAddr::from(([0, 0, 0, 0], 8080)), "0.0.0.0:8080",
+        env "TICKWIRE_LISTEN", parse parse_addr,
+        "Address and port to listen on (WebSocket, HTTP publish, metrics, health).";
+    max_connections: usize = 100_000, "100000",
+        env "TICKWIRE_MAX_CONNECTIONS", parse parse_count,
+        "Most simultaneous TCP connections; more are answered with HTTP 503.";
+    max_message_size: usize = 1 << 20, "1MiB",
+        env "TICKWIRE_MAX_MESSAGE_SIZE", parse parse_size,
+        "Largest WebSocket message (after reassembly of fragments); larger ones close with 1009.";
+    max_subscriptions: usize = 1024, "1024",
+        env "TICKWIRE_MAX_SUBSCRIPTIONS", parse parse_count,
+        "Most subscriptions one connection may hold.";
+    max_topics: usize = 1_000_000, "1000000",
+        env "TICKWIRE_MAX_TOPICS", parse parse_count,
+        "Most topics the broker tracks at once; publishes to new topics beyond it are refused.";
+    topic_idle_ttl: Duration = Duration::from_secs(300), "5m",
+        env "TICKWIRE_TOPIC_IDLE_TTL", parse parse_duration,
+        "A topic with no exact subscriber and no activity for this long is forgotten (its sequence restarts).";
+    outbound_queue_bytes: usize = 8 << 20, "8MiB",
+        env "TICKWIRE_OUTBOUND_QUEUE_BYTES", parse parse_size,
+        "Byte budget of each connection's outbound queue; a connection over it is closed as a slow consumer (4001).";
+    write_batch_bytes: usize = 64 << 10, "64KiB",
+        env "TICKWIRE_WRITE_BATCH_BYTES", parse parse_size,
+        "Most bytes gathered into one socket write.";
+    handshake_timeout: Duration = Duration::from_secs(10), "10s",
+        env "TICKWIRE_HANDSHAKE_TIMEOUT", parse parse_duration,
+        "Time allowed to send a complete HTTP request (and so to finish the WebSocket handshake).";
+    max_http_body: usize = 1 << 20, "1MiB",
+        env "TICKWIRE_MAX_HTTP_BODY", parse parse_size,
+        "Largest HTTP publish body; larger ones get 413.";
+    keepalive_interval: Duration = Duration::from_secs(20), "20s",
+        env "TICKWIRE_KEEPALIVE_INTERVAL", parse parse_duration,
+        "Ping a WebSocket connection after this long without receiving anything.";
+    keepalive_timeout: Duration = Duration::from_secs(10), "10s",
+        env "TICKWIRE_KEEPALIVE_TIMEOUT", parse parse_duration,
+        "Close a connection (4002) that stays silent this long after the ping.";
+    close_timeout: Duration = Duration::from_secs(5), "5s",
+        env "TICKWIRE_CLOSE_TIMEOUT", parse parse_duration,
+        "Time a closing connection gets to flush its close frame and answer it before the socket is dropped.";
+    shutdown_grace: Duration = Duration::from_secs(10), "10s",
+        env "TICKWIRE_SHUTDOWN_GRACE", parse parse_duration,
+        "On SIGTERM/SIGINT, time allowed for connections to flush and close before the process exits.";
+    log_level: String = "info".to_owned(), "info",
+        env "TICKWIRE_LOG_LEVEL", parse parse_string,
+        "Log filter, e.g. info, debug or tickwire_broker=debug (RUST_LOG syntax).";
+    log_format: LogFormat = LogFormat::Text, "text",
+        env "TICKWIRE_LOG_FORMAT", parse parse_log_format,
+        "Log format: text or json.";
+}
+
+impl BrokerConfig {
+    /// Resolves flags and environment (already merged by clap) over the
+    /// optional file over the defaults.
+    pub fn load(args: &ServeArgs) -> Result<Self, ConfigError> {
+        let mut config = BrokerConfig::default();
+        if let Some(path) = &args.config {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            let table: BTreeMap<String, toml::Value> =
+                toml::from_str(&text).map_err(|source| ConfigError::Toml {
+                    path: path.clone(),
+                    source: Box::new(source),
+                })?;
+            config.apply_file(path, table)?;
+        }
+        config.apply_args(args);
+        Ok(config)
+    }
+
+    /// A configuration for tests and embedding: listen on 127.0.0.1 with an
+    /// OS-chosen port, everything else default.
+    pub fn local_ephemeral() -> Self {
+        BrokerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            ..BrokerConfig::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_durations() {
+        assert_eq!(parse_size("65536"), Ok(65536));
+        assert_eq!(parse_size("64KiB"), Ok(65536));
+        assert_eq!(parse_size("8MiB"), Ok(8 << 20));
+        assert_eq!(parse_size("2KB"), Ok(2000));
+        assert!(parse_size("8 furlongs").is_err());
+        assert!(parse_size("-1").is_err());
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_count("0").is_err());
+    }
+
+    #[test]
+    fn flags_override_file_override_defaults() {
+        let dir = std::env::temp_dir().join(format!("tickwire-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("tickwire.toml");
+        std::fs::write(
+            &path,
+            "max_message_size = \"64KiB\"\nmax_subscriptions = 7\nkeepalive_interval = \"3s\"\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(path.clone()),
+            max_subscriptions: Some(9),
+            ..ServeArgs::default()
+        };
+        let config = BrokerConfig::load(&args).unwrap();
+        assert_eq!(config.max_message_size, 64 << 10);
+        assert_eq!(config.max_subscriptions, 9);
+        assert_eq!(config.keepalive_interval, Duration::from_secs(3));
+        assert_eq!(config.max_topics, 1_000_000);
+
+        std::fs::write(&path, "max_mesage_size = 1\n").unwrap();
+        let err = BrokerConfig::load(&args).unwrap_err().to_string();
+        assert!(err.contains("unknown key `max_mesage_size`"), "{err}");
+        assert!(err.contains("max_message_size"), "{err}");
+
+        std::fs::write(&path, "max_topics = \"lots\"\n").unwrap();
+        let err = BrokerConfig::load(&args).unwrap_err().to_string();
+        assert!(err.contains("max_topics"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

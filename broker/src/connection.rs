@@ -1,0 +1,207 @@
+//! One WebSocket connection, from the end of the HTTP upgrade to the closed
+//! socket.
+//!
+//! The connection runs two tasks: this reader, which decodes frames and
+//! hands client messages to its [`Session`], and the writer
+//! ([`crate::writer`]), which drains the outbound queue. The reader also keeps
+//! the connection alive (pings a quiet peer, closes a dead one) and runs the
+//! close handshake: once the connection starts closing, for whatever reason,
+//! the reader waits up to `close_timeout` for the peer's close frame or EOF
+//! while the writer flushes, and then the socket is dropped.
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use tickwire_protocol::CloseCode;
+use tickwire_protocol::ws::{self, FrameDecoder, Incoming, OpCode, Role};
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+use tokio::net::tcp::OwnedReadHalf;
+use tokio::time::{Instant, sleep_until, timeout_at};
+
+use crate::queue::SubscriberQueue;
+use crate::session::Session;
+use crate::state::BrokerState;
+use crate::writer::write_loop;
+
+/// Smallest free space offered to each socket read.
+const MIN_READ_SPACE: usize = 4096;
+
+/// Why the reading phase ended.
+enum ReadEnd {
+    /// The peer closed the TCP connection or it failed: nothing more to do.
+    Gone,
+    /// The broker started closing; wait for the peer's side of the handshake.
+    Closing,
+    /// The peer sent its close frame; ours is the answer.
+    PeerClosed,
+}
+
+/// Serves a WebSocket session on `stream`, whose first bytes (received with
+/// the upgrade request) are `early`.
+pub async fn serve(state: Arc<BrokerState>, stream: TcpStream, early: Bytes) {
+    let id = state.next_connection_id();
+    let (queue, outbound) =
+        SubscriberQueue::new(id, state.config.outbound_queue_bytes, state.metrics.clone());
+    let (reader, writer) = stream.into_split();
+    let mut writer_task = tokio::spawn(write_loop(
+        writer,
+        outbound,
+        state.config.write_batch_bytes,
+        state.metrics.clone(),
+    ));
+    state.metrics.websockets.inc();
+    tracing::debug!(connection = id, "websocket session started");
+
+    let mut session = Session::new(queue.clone());
+    let mut connection = Connection {
+        state: &state,
+        queue: &queue,
+        socket: reader,
+        buf: BytesMut::from(&early[..]),
+        decoder: FrameDecoder::new(Role::Server, state.config.max_message_size),
+    };
+    let end = connection.read_messages(&mut session).await;
+    session.release(&state);
+
+    let deadline = Instant::now() + state.config.close_timeout;
+    match end {
+        ReadEnd::Closing => connection.await_peer_close(deadline).await,
+        ReadEnd::PeerClosed => {}
+        ReadEnd::Gone => {
+            queue.abandon();
+            writer_task.abort();
+        }
+    }
+    if timeout_at(deadline, &mut writer_task).await.is_err() {
+        writer_task.abort();
+    }
+    state.metrics.websockets.dec();
+    tracing::debug!(connection = id, "websocket session ended");
+}
+
+struct Connection<'a> {
+    state: &'a BrokerState,
+    queue: &'a Arc<SubscriberQueue>,
+    socket: OwnedReadHalf,
+    buf: BytesMut,
+    decoder: FrameDecoder,
+}
+
+impl Connection<'_> {
+    /// Reads into the buffer; returns the byte count (0 at EOF or on error).
+    async fn fill(&mut self) -> usize {
+        let want = self
+            .decoder
+            .wanted()
+            .saturating_sub(self.buf.len())
+            .max(MIN_READ_SPACE);
+        self.buf.reserve(want);
+        match self.socket.read_buf(&mut self.buf).await {
+            Ok(n) => {
+                self.state.metrics.bytes_in.inc_by(n as u64);
+                n
+            }
+            Err(_) => 0,
+        }
+    }
+
+    /// Decodes and handles everything buffered. Returns `None` while the
+    /// connection stays open.
+    fn process(&mut self, session: &mut Session) -> Option<ReadEnd> {
+        loop {
+            match self.decoder.decode(&mut self.buf) {
+                Ok(None) => return None,
+                Ok(Some(Incoming::Message(frame))) => session.handle(self.state, frame),
+                Ok(Some(Incoming::Ping(payload))) => {
+                    let pong = ws::server_frame(OpCode::Pong, &payload);
+                    self.queue.push(pong, std::time::Instant::now());
+                }
+                Ok(Some(Incoming::Pong(_))) => {}
+                Ok(Some(Incoming::Close(close))) => {
+                    self.queue.echo_close(close.code);
+                    return Some(ReadEnd::PeerClosed);
+                }
+                Err(violation) => {
+                    tracing::debug!(connection = self.queue.id(), %violation, "closing on framing violation");
+                    self.queue.close(violation.close_code());
+                    return Some(ReadEnd::Closing);
+                }
+            }
+            if self.queue.is_closing() {
+                return Some(ReadEnd::Closing);
+            }
+        }
+    }
+
+    /// The main loop: read, handle, keep alive, until the connection closes.
+    async fn read_messages(&mut self, session: &mut Session) -> ReadEnd {
+        let config = &self.state.config;
+        let shutdown = self.state.shutdown.clone();
+        let shutdown = shutdown.cancelled();
+        tokio::pin!(shutdown);
+        let closing = self.queue.closing().clone();
+        let closing = closing.cancelled();
+        tokio::pin!(closing);
+        let mut quiet_since = Instant::now();
+        let mut pinged = false;
+        let keepalive = sleep_until(quiet_since + config.keepalive_interval);
+        tokio::pin!(keepalive);
+
+        if let Some(end) = self.process(session) {
+            return end;
+        }
+        loop {
+            tokio::select! {
+                biased;
+                _ = &mut closing => return ReadEnd::Closing,
+                _ = &mut shutdown => {
+                    self.queue.close(CloseCode::GoingAway);
+                    return ReadEnd::Closing;
+                }
+                n = self.fill() => {
+                    if n == 0 {
+                        return ReadEnd::Gone;
+                    }
+                    quiet_since = Instant::now();
+                    pinged = false;
+                    keepalive.as_mut().reset(quiet_since + config.keepalive_interval);
+                    if let Some(end) = self.process(session) {
+                        return end;
+                    }
+                }
+                _ = &mut keepalive => {
+                    if pinged {
+                        self.queue.close(CloseCode::KeepaliveTimeout);
+                        return ReadEnd::Closing;
+                    }
+                    pinged = true;
+                    self.queue.push(ws::server_frame(OpCode::Ping, b""), std::time::Instant::now());
+                    keepalive.as_mut().reset(
+                        quiet_since + config.keepalive_interval + config.keepalive_timeout,
+                    );
+                }
+            }
+        }
+    }
+
+    /// After the broker started closing: discard incoming data until the
+    /// peer's close frame, EOF, a violation or the deadline.
+    async fn await_peer_close(&mut self, deadline: Instant) {
+        let wait = async {
+            loop {
+                loop {
+                    match self.decoder.decode(&mut self.buf) {
+                        Ok(Some(Incoming::Close(_))) | Err(_) => return,
+                        Ok(Some(_)) => {}
+                        Ok(None) => break,
+                    }
+                }
+                if self.fill().await == 0 {
+                    return;
+                }
+            }
+        };
+        let _ = timeout_at(deadline, wait).await;
+    }
+}

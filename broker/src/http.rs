@@ -1,0 +1,226 @@
+//! The HTTP side of the broker's single port: routing, the WebSocket
+//! upgrade, HTTP publish, metrics and health endpoints.
+//!
+//! | route | answer |
+//! |---|---|
+//! | `GET /ws` (upgrade) | WebSocket session speaking `tickwire.v1` |
+//! | `POST /v1/publish/{topic}` | publishes the body; JSON `{topic, seq, deliveries}` |
+//! | `GET /metrics` | Prometheus text format |
+//! | `GET /healthz` | 200 while the process runs |
+//! | `GET /readyz` | 200 when ready, 503 while draining |
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, SEC_WEBSOCKET_PROTOCOL};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde_json::json;
+use tickwire_protocol::topic::validate_topic;
+use tickwire_protocol::{ErrorCode, SUBPROTOCOL, WEBSOCKET_PATH};
+use tokio::net::TcpStream;
+
+use crate::connection;
+use crate::server::ConnectionSlot;
+use crate::state::BrokerState;
+
+/// The body type of every response.
+pub type Body = Full<Bytes>;
+
+const PUBLISH_PREFIX: &str = "/v1/publish/";
+
+fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+    let mut response = Response::new(Full::new(body.into()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+fn json_response(status: StatusCode, value: serde_json::Value) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from(value.to_string())));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+fn json_error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
+    json_response(
+        status,
+        json!({ "error": { "code": code, "message": message } }),
+    )
+}
+
+/// Routes one HTTP request.
+pub async fn route(
+    state: Arc<BrokerState>,
+    slot: Arc<ConnectionSlot>,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    let path = req.uri().path().to_owned();
+    match (req.method(), path.as_str()) {
+        (&Method::GET, WEBSOCKET_PATH) => upgrade(state, slot, req),
+        (&Method::POST, p) if p.starts_with(PUBLISH_PREFIX) => {
+            publish(&state, &p[PUBLISH_PREFIX.len()..], req).await
+        }
+        (&Method::GET, "/metrics") => {
+            let mut response = text(StatusCode::OK, state.metrics.render());
+            response.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            response
+        }
+        (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
+        (&Method::GET, "/readyz") if state.is_ready() => text(StatusCode::OK, "ready\n"),
+        (&Method::GET, "/readyz") => text(StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
+        (_, WEBSOCKET_PATH | "/metrics" | "/healthz" | "/readyz") => json_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "use GET",
+        ),
+        (_, p) if p.starts_with(PUBLISH_PREFIX) => json_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "use POST",
+        ),
+        _ => json_error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "unknown path; routes are GET /ws, POST /v1/publish/{topic}, GET /metrics, /healthz, /readyz",
+        ),
+    }
+}
+
+/// Picks the subprotocol from the client's offer. `Ok(None)`: none offered
+/// (treated as v1). `Err`: only unknown ones offered.
+fn negotiate_subprotocol(req: &Request<Incoming>) -> Result<Option<&'static str>, String> {
+    let mut offered = Vec::new();
+    for value in req.headers().get_all(SEC_WEBSOCKET_PROTOCOL) {
+        let value = value.to_str().unwrap_or("");
+        offered.extend(value.split(',').map(str::trim).filter(|p| !p.is_empty()));
+    }
+    if offered.is_empty() {
+        Ok(None)
+    } else if offered.contains(&SUBPROTOCOL) {
+        Ok(Some(SUBPROTOCOL))
+    } else {
+        Err(format!(
+            "unsupported WebSocket subprotocol {offered:?}; this broker speaks {SUBPROTOCOL}\n"
+        ))
+    }
+}
+
+fn upgrade(
+    state: Arc<BrokerState>,
+    slot: Arc<ConnectionSlot>,
+    mut req: Request<Incoming>,
+) -> Response<Body> {
+    if !fastwebsockets::upgrade::is_upgrade_request(&req) {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "this endpoint expects a WebSocket upgrade (Connection: Upgrade, Upgrade: websocket)\n",
+        );
+    }
+    if !state.is_ready() {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "broker is shutting down; connect to another node\n",
+        );
+    }
+    let subprotocol = match negotiate_subprotocol(&req) {
+        Ok(p) => p,
+        Err(message) => return text(StatusCode::BAD_REQUEST, message),
+    };
+    let (response, upgrade) = match fastwebsockets::upgrade::upgrade(&mut req) {
+        Ok(pair) => pair,
+        Err(e) => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                format!("bad WebSocket handshake: {e}\n"),
+            );
+        }
+    };
+    let tasks = state.tasks.clone();
+    tasks.spawn(async move {
+        let ws = match upgrade.await {
+            Ok(ws) => ws,
+            Err(e) => {
+                tracing::debug!(error = %e, "websocket upgrade failed");
+                return;
+            }
+        };
+        match ws
+            .into_inner()
+            .into_inner()
+            .downcast::<TokioIo<TcpStream>>()
+        {
+            Ok(parts) => connection::serve(state, parts.io.into_inner(), parts.read_buf).await,
+            Err(_) => tracing::error!("upgraded connection is not a TCP stream"),
+        }
+        drop(slot);
+    });
+    let (mut parts, _) = response.into_parts();
+    if let Some(p) = subprotocol {
+        parts
+            .headers
+            .insert(SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(p));
+    }
+    Response::from_parts(parts, Full::new(Bytes::new()))
+}
+
+async fn publish(state: &BrokerState, topic: &str, req: Request<Incoming>) -> Response<Body> {
+    if let Err(e) = validate_topic(topic) {
+        state.metrics.protocol_error(ErrorCode::InvalidTopic);
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidTopic.name(),
+            &e.to_string(),
+        );
+    }
+    let limit = state.config.max_http_body;
+    let too_large = || {
+        state.metrics.protocol_error(ErrorCode::PayloadTooLarge);
+        json_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::PayloadTooLarge.name(),
+            &format!("body larger than the {limit}-byte limit (--max-http-body)"),
+        )
+    };
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return too_large();
+    }
+    let body = match Limited::new(req.into_body(), limit).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => return too_large(),
+        Err(e) => {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::Malformed.name(),
+                &format!("cannot read body: {e}"),
+            );
+        }
+    };
+    match state.registry.publish(topic, &body) {
+        Ok(receipt) => json_response(
+            StatusCode::OK,
+            json!({ "topic": topic, "seq": receipt.seq, "deliveries": receipt.deliveries }),
+        ),
+        Err(e) => {
+            let code = e.error_code();
+            state.metrics.protocol_error(code);
+            json_error(StatusCode::SERVICE_UNAVAILABLE, code.name(), &e.to_string())
+        }
+    }
+}

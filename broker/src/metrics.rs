@@ -1,0 +1,177 @@
+//! Prometheus metrics, served as text on `GET /metrics`.
+//!
+//! Every metric is broker-wide: no label carries a topic or a connection, so
+//! the number of series stays fixed however many topics exist. Hot-path
+//! counters are bumped once per publish or once per write batch, never once
+//! per delivery.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
+use tickwire_protocol::{CloseCode, ErrorCode};
+
+/// Bucket upper bounds, in seconds, of the publish-to-write latency histogram.
+pub const LATENCY_BUCKETS: [f64; 14] = [
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0,
+];
+
+/// All broker metrics, registered in one [`Registry`].
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// Open connections (WebSocket and HTTP).
+    pub connections: IntGauge,
+    /// Connections accepted since start.
+    pub connections_accepted: IntCounter,
+    /// Connections refused because `max_connections` was reached.
+    pub connections_rejected: IntCounter,
+    /// Open WebSocket sessions.
+    pub websockets: IntGauge,
+    /// Messages accepted for publishing (WebSocket and HTTP).
+    pub messages_published: IntCounter,
+    /// Messages queued to subscriber connections.
+    pub deliveries: IntCounter,
+    /// Bytes of WebSocket frames received.
+    pub bytes_in: IntCounter,
+    /// Bytes written to WebSocket connections.
+    pub bytes_out: IntCounter,
+    /// Active subscriptions (exact and wildcard).
+    pub subscriptions: IntGauge,
+    /// Topics the registry tracks.
+    pub topics: IntGauge,
+    /// Connections closed with 4001 because their queue exceeded its budget.
+    pub slow_consumer_disconnects: IntCounter,
+    /// Error replies sent, by error code name.
+    pub protocol_errors: IntCounterVec,
+    /// Connections closed by the broker, by close code.
+    pub closes: IntCounterVec,
+    /// Age of the oldest frame in each write batch when the batch is written.
+    pub publish_to_write_seconds: Histogram,
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str| {
+            let c = IntCounter::new(format!("tickwire_{name}"), help).expect("valid metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric");
+            c
+        };
+        let gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(format!("tickwire_{name}"), help).expect("valid metric");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("unique metric");
+            g
+        };
+        let counter_vec = |name: &str, help: &str, label: &str| {
+            let c = IntCounterVec::new(Opts::new(format!("tickwire_{name}"), help), &[label])
+                .expect("valid metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric");
+            c
+        };
+        let publish_to_write_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "tickwire_publish_to_write_seconds",
+                "Time from publish to the write of the batch holding the message (oldest frame per batch).",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+        )
+        .expect("valid histogram");
+        registry
+            .register(Box::new(publish_to_write_seconds.clone()))
+            .expect("unique metric");
+
+        let metrics = Metrics {
+            connections: gauge("connections", "Open TCP connections (WebSocket and HTTP)."),
+            connections_accepted: counter(
+                "connections_accepted_total",
+                "TCP connections accepted.",
+            ),
+            connections_rejected: counter(
+                "connections_rejected_total",
+                "TCP connections refused because max_connections was reached.",
+            ),
+            websockets: gauge("websockets", "Open WebSocket sessions."),
+            messages_published: counter(
+                "messages_published_total",
+                "Messages accepted for publishing.",
+            ),
+            deliveries: counter(
+                "deliveries_total",
+                "Messages queued to subscriber connections.",
+            ),
+            bytes_in: counter("bytes_in_total", "Bytes of WebSocket frames received."),
+            bytes_out: counter("bytes_out_total", "Bytes written to WebSocket connections."),
+            subscriptions: gauge("subscriptions", "Active subscriptions, exact and wildcard."),
+            topics: gauge("topics", "Topics tracked by the registry."),
+            slow_consumer_disconnects: counter(
+                "slow_consumer_disconnects_total",
+                "Connections closed with 4001 because their outbound queue exceeded its budget.",
+            ),
+            protocol_errors: counter_vec(
+                "protocol_errors_total",
+                "Error replies sent to clients, by error code.",
+                "code",
+            ),
+            closes: counter_vec(
+                "closes_total",
+                "WebSocket closes initiated by the broker, by close code.",
+                "code",
+            ),
+            publish_to_write_seconds,
+            registry,
+        };
+        for code in ErrorCode::ALL {
+            metrics.protocol_errors.with_label_values(&[code.name()]);
+        }
+        metrics
+    }
+
+    /// Counts one error reply.
+    pub fn protocol_error(&self, code: ErrorCode) {
+        self.protocol_errors.with_label_values(&[code.name()]).inc();
+    }
+
+    /// Counts one broker-initiated close.
+    pub fn close(&self, code: CloseCode) {
+        self.closes
+            .with_label_values(&[code.as_u16().to_string().as_str()])
+            .inc();
+        if code == CloseCode::SlowConsumer {
+            self.slow_consumer_disconnects.inc();
+        }
+    }
+
+    /// Renders every metric in the Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        // Encoding into a Vec cannot fail for well-formed registered metrics.
+        if TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .is_err()
+        {
+            return String::new();
+        }
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,212 @@
+//! The index of wildcard subscriptions: a token trie, after NATS' sublist.
+//!
+//! Each pattern is stored along the path of its tokens: literal tokens are
+//! map edges, `*` is one dedicated edge, and a trailing `>` parks the
+//! subscriber in the node's `rest` list. Finding the subscribers of a topic
+//! walks at most two edges per token (its literal and `*`), so the cost grows
+//! with the topic's depth and the number of patterns that actually match, not
+//! with the number of unrelated subscriptions.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tickwire_protocol::topic::{Pattern, PatternToken};
+
+use crate::queue::SubscriberQueue;
+
+/// A subscriber as the registry holds it.
+pub type Subscriber = Arc<SubscriberQueue>;
+
+#[derive(Debug, Default)]
+struct Node {
+    literal: HashMap<Box<str>, Node>,
+    any_one: Option<Box<Node>>,
+    /// Subscribers whose pattern ends at this node.
+    here: Vec<Subscriber>,
+    /// Subscribers whose pattern ends with `>` right after this node.
+    rest: Vec<Subscriber>,
+}
+
+impl Node {
+    fn is_empty(&self) -> bool {
+        self.literal.is_empty()
+            && self.any_one.is_none()
+            && self.here.is_empty()
+            && self.rest.is_empty()
+    }
+
+    fn collect(&self, tokens: &[&str], out: &mut Vec<Subscriber>) {
+        let Some((first, tail)) = tokens.split_first() else {
+            out.extend(self.here.iter().cloned());
+            return;
+        };
+        out.extend(self.rest.iter().cloned());
+        if let Some(child) = self.literal.get(*first) {
+            child.collect(tail, out);
+        }
+        if let Some(child) = &self.any_one {
+            child.collect(tail, out);
+        }
+    }
+
+    /// Removes subscriber `id` from the path of `tokens`; prunes empty nodes.
+    /// Returns whether a subscriber was removed.
+    fn remove(&mut self, tokens: &[PatternToken<'_>], id: u64) -> bool {
+        let Some((first, tail)) = tokens.split_first() else {
+            return remove_id(&mut self.here, id);
+        };
+        match first {
+            PatternToken::Rest => remove_id(&mut self.rest, id),
+            PatternToken::AnyOne => {
+                let Some(child) = self.any_one.as_mut() else {
+                    return false;
+                };
+                let removed = child.remove(tail, id);
+                if child.is_empty() {
+                    self.any_one = None;
+                }
+                removed
+            }
+            PatternToken::Literal(l) => {
+                let Some(child) = self.literal.get_mut(*l) else {
+                    return false;
+                };
+                let removed = child.remove(tail, id);
+                if child.is_empty() {
+                    self.literal.remove(*l);
+                }
+                removed
+            }
+        }
+    }
+}
+
+fn remove_id(list: &mut Vec<Subscriber>, id: u64) -> bool {
+    match list.iter().position(|s| s.id() == id) {
+        Some(i) => {
+            list.swap_remove(i);
+            true
+        }
+        None => false,
+    }
+}
+
+/// Wildcard subscriptions, indexed by token.
+#[derive(Debug, Default)]
+pub struct PatternTrie {
+    root: Node,
+    len: usize,
+}
+
+impl PatternTrie {
+    /// Number of (pattern, subscriber) entries.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether no pattern is stored.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Adds `subscriber` under `pattern`. The caller guarantees the same
+    /// subscriber is not added twice for one pattern.
+    pub fn insert(&mut self, pattern: &Pattern, subscriber: Subscriber) {
+        let mut node = &mut self.root;
+        for token in pattern.tokens() {
+            node = match token {
+                PatternToken::Rest => {
+                    node.rest.push(subscriber);
+                    self.len += 1;
+                    return;
+                }
+                PatternToken::AnyOne => node.any_one.get_or_insert_with(Default::default),
+                PatternToken::Literal(l) => node.literal.entry(l.into()).or_default(),
+            };
+        }
+        node.here.push(subscriber);
+        self.len += 1;
+    }
+
+    /// Removes subscriber `id` from `pattern`; returns whether it was there.
+    pub fn remove(&mut self, pattern: &Pattern, id: u64) -> bool {
+        let tokens: Vec<PatternToken<'_>> = pattern.tokens().collect();
+        let removed = self.root.remove(&tokens, id);
+        if removed {
+            self.len -= 1;
+        }
+        removed
+    }
+
+    /// Appends every subscriber whose pattern matches `topic` (which must be
+    /// a valid topic) to `out`. A subscriber appears once per matching
+    /// pattern; the caller deduplicates.
+    pub fn collect(&self, topic: &str, out: &mut Vec<Subscriber>) {
+        if self.len == 0 {
+            return;
+        }
+        let mut tokens = [""; tickwire_protocol::topic::MAX_TOKENS];
+        let mut depth = 0;
+        for token in topic.split('.') {
+            // A valid topic has at most MAX_TOKENS tokens; ignore extra ones
+            // rather than index out of bounds.
+            let Some(slot) = tokens.get_mut(depth) else {
+                return;
+            };
+            *slot = token;
+            depth += 1;
+        }
+        self.root.collect(&tokens[..depth], out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Metrics;
+
+    fn sub(id: u64) -> Subscriber {
+        SubscriberQueue::new(id, 1024, Metrics::new()).0
+    }
+
+    fn ids(trie: &PatternTrie, topic: &str) -> Vec<u64> {
+        let mut out = Vec::new();
+        trie.collect(topic, &mut out);
+        let mut ids: Vec<u64> = out.iter().map(|s| s.id()).collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    fn p(s: &str) -> Pattern {
+        Pattern::new(s).unwrap()
+    }
+
+    #[test]
+    fn wildcards_match_like_nats() {
+        let mut trie = PatternTrie::default();
+        trie.insert(&p("stocks.*"), sub(1));
+        trie.insert(&p("stocks.>"), sub(2));
+        trie.insert(&p("*.AAPL"), sub(3));
+        trie.insert(&p(">"), sub(4));
+        trie.insert(&p("stocks.*.bid"), sub(5));
+        assert_eq!(ids(&trie, "stocks.AAPL"), vec![1, 2, 3, 4]);
+        assert_eq!(ids(&trie, "stocks.AAPL.bid"), vec![2, 4, 5]);
+        assert_eq!(ids(&trie, "stocks"), vec![4]);
+        assert_eq!(ids(&trie, "fx.EURUSD"), vec![4]);
+        assert_eq!(trie.len(), 5);
+    }
+
+    #[test]
+    fn remove_prunes_and_only_removes_the_given_subscriber() {
+        let mut trie = PatternTrie::default();
+        trie.insert(&p("a.*.c"), sub(1));
+        trie.insert(&p("a.*.c"), sub(2));
+        assert!(trie.remove(&p("a.*.c"), 1));
+        assert!(!trie.remove(&p("a.*.c"), 1));
+        assert!(!trie.remove(&p("a.b.c"), 2));
+        assert_eq!(ids(&trie, "a.b.c"), vec![2]);
+        assert!(trie.remove(&p("a.*.c"), 2));
+        assert!(trie.is_empty());
+        assert!(trie.root.is_empty());
+    }
+}

@@ -1,0 +1,198 @@
+//! The accept loop and the broker's lifecycle: bind, serve, drain, stop.
+//!
+//! [`Broker::bind`] opens the port; [`Broker::run`] accepts connections
+//! until shutdown is requested (through [`ShutdownHandle`] or, in the
+//! binary, SIGTERM/SIGINT), then drains: readiness turns false, the listener
+//! closes, every WebSocket is closed with 1001 after its queued data, and
+//! `run` returns once every connection is gone or the grace period is over.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::config::BrokerConfig;
+use crate::http;
+use crate::metrics::Metrics;
+use crate::state::BrokerState;
+
+/// How often idle topics are swept, at most.
+const MAX_SWEEP_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Holds one of the `max_connections` places for as long as the connection
+/// (HTTP or WebSocket) lives.
+#[derive(Debug)]
+pub struct ConnectionSlot {
+    _permit: OwnedSemaphorePermit,
+    metrics: Metrics,
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.metrics.connections.dec();
+    }
+}
+
+/// Requests shutdown of a running broker.
+#[derive(Debug, Clone)]
+pub struct ShutdownHandle(Arc<BrokerState>);
+
+impl ShutdownHandle {
+    /// Starts the graceful shutdown; [`Broker::run`] returns once it is done.
+    pub fn shutdown(&self) {
+        self.0.begin_shutdown();
+    }
+}
+
+/// A bound, not yet running broker.
+#[derive(Debug)]
+pub struct Broker {
+    state: Arc<BrokerState>,
+    listener: TcpListener,
+}
+
+impl Broker {
+    /// Binds the listening socket.
+    pub async fn bind(config: BrokerConfig) -> io::Result<Broker> {
+        let listener = TcpListener::bind(config.listen).await?;
+        Ok(Broker {
+            state: Arc::new(BrokerState::new(config)),
+            listener,
+        })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// A handle that triggers graceful shutdown.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle(self.state.clone())
+    }
+
+    /// The broker's metrics.
+    pub fn metrics(&self) -> Metrics {
+        self.state.metrics.clone()
+    }
+
+    /// Accepts connections until shutdown, then drains them.
+    pub async fn run(self) {
+        let Broker { state, listener } = self;
+        let slots = Arc::new(Semaphore::new(state.config.max_connections));
+        let sweeper = tokio::spawn(sweep_idle_topics(state.clone()));
+        loop {
+            let accepted = tokio::select! {
+                _ = state.shutdown.cancelled() => break,
+                accepted = listener.accept() => accepted,
+            };
+            let (socket, peer) = match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Typically EMFILE: back off briefly instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let Ok(permit) = slots.clone().try_acquire_owned() else {
+                state.metrics.connections_rejected.inc();
+                tokio::spawn(refuse_full(socket));
+                continue;
+            };
+            state.metrics.connections_accepted.inc();
+            state.metrics.connections.inc();
+            let slot = Arc::new(ConnectionSlot {
+                _permit: permit,
+                metrics: state.metrics.clone(),
+            });
+            let _ = socket.set_nodelay(true);
+            state
+                .tasks
+                .spawn(serve_http(state.clone(), socket, peer, slot));
+        }
+        drop(listener);
+        sweeper.abort();
+        tracing::info!("draining connections");
+        state.tasks.close();
+        if tokio::time::timeout(state.config.shutdown_grace, state.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                remaining = state.tasks.len(),
+                "shutdown grace period over; dropping remaining connections"
+            );
+        }
+        tracing::info!("broker stopped");
+    }
+}
+
+/// Serves HTTP/1.1 on one connection; a WebSocket upgrade hands the socket
+/// over to [`crate::connection::serve`].
+async fn serve_http(
+    state: Arc<BrokerState>,
+    socket: TcpStream,
+    peer: SocketAddr,
+    slot: Arc<ConnectionSlot>,
+) {
+    let service = {
+        let state = state.clone();
+        service_fn(move |req| {
+            let state = state.clone();
+            let slot = slot.clone();
+            async move { Ok::<_, std::convert::Infallible>(http::route(state, slot, req).await) }
+        })
+    };
+    let connection = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(state.config.handshake_timeout)
+        .max_buf_size(64 * 1024)
+        .serve_connection(TokioIo::new(socket), service)
+        .with_upgrades();
+    tokio::pin!(connection);
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        _ = state.shutdown.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(%peer, error = %e, "http connection ended with an error");
+    }
+}
+
+/// Answers a connection over the limit with 503 and closes it.
+async fn refuse_full(mut socket: TcpStream) {
+    let body = "broker is at max_connections; retry later or connect to another node\n";
+    let response = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tokio::time::timeout(
+        Duration::from_secs(1),
+        socket.write_all(response.as_bytes()),
+    )
+    .await;
+}
+
+async fn sweep_idle_topics(state: Arc<BrokerState>) {
+    let period =
+        (state.config.topic_idle_ttl / 2).clamp(Duration::from_millis(100), MAX_SWEEP_INTERVAL);
+    let mut interval = tokio::time::interval(period);
+    loop {
+        interval.tick().await;
+        let removed = state.registry.sweep_idle(std::time::Instant::now());
+        if removed > 0 {
+            tracing::debug!(removed, "forgot idle topics");
+        }
+    }
+}

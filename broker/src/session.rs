@@ -1,0 +1,121 @@
+//! What one WebSocket client may do: the handling of each client message.
+//!
+//! A [`Session`] owns the connection's subscriptions and answers every
+//! request with exactly one reply frame (or none, for a publish without an
+//! id). Bad requests get an `ERROR` reply and the session carries on.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tickwire_protocol::topic::{Pattern, validate_topic};
+use tickwire_protocol::{ClientMessage, ErrorCode, ServerMessage};
+
+use crate::queue::SubscriberQueue;
+use crate::registry::TopicRegistry;
+use crate::state::BrokerState;
+
+/// The subscriptions and request handling of one connection.
+#[derive(Debug)]
+pub struct Session {
+    queue: Arc<SubscriberQueue>,
+    subscriptions: HashSet<Pattern>,
+}
+
+impl Session {
+    /// A session without subscriptions that replies through `queue`.
+    pub fn new(queue: Arc<SubscriberQueue>) -> Self {
+        Session {
+            queue,
+            subscriptions: HashSet::new(),
+        }
+    }
+
+    fn reply(&self, message: ServerMessage<'_>) {
+        TopicRegistry::queue_reply(&self.queue, message.to_frame());
+    }
+
+    fn error(&self, state: &BrokerState, id: Option<u64>, code: ErrorCode, message: &str) {
+        state.metrics.protocol_error(code);
+        self.reply(ServerMessage::Error { id, code, message });
+    }
+
+    /// Handles one complete binary message from the client.
+    pub fn handle(&mut self, state: &BrokerState, frame: Bytes) {
+        match ClientMessage::decode(&frame) {
+            Ok(ClientMessage::Subscribe { id, pattern, .. }) => self.subscribe(state, id, pattern),
+            Ok(ClientMessage::Unsubscribe { id, pattern }) => self.unsubscribe(state, id, pattern),
+            Ok(ClientMessage::Publish { id, topic, payload }) => {
+                self.publish(state, id, topic, &payload)
+            }
+            Ok(ClientMessage::Ping { id }) => self.reply(ServerMessage::Pong { id }),
+            Err(e) => self.error(state, None, e.error_code(), &e.to_string()),
+        }
+    }
+
+    fn subscribe(&mut self, state: &BrokerState, id: u64, pattern: &str) {
+        let pattern = match Pattern::new(pattern) {
+            Ok(p) => p,
+            Err(e) => {
+                return self.error(state, Some(id), ErrorCode::InvalidPattern, &e.to_string());
+            }
+        };
+        if self.subscriptions.contains(&pattern) {
+            let message = format!("already subscribed to {pattern}");
+            return self.error(state, Some(id), ErrorCode::AlreadySubscribed, &message);
+        }
+        let max = state.config.max_subscriptions;
+        if self.subscriptions.len() >= max {
+            let message = format!("a connection may hold at most {max} subscriptions");
+            return self.error(state, Some(id), ErrorCode::TooManySubscriptions, &message);
+        }
+        let registered = state.registry.subscribe(&pattern, &self.queue, || {
+            self.reply(ServerMessage::Subscribed { id })
+        });
+        match registered {
+            Ok(()) => {
+                self.subscriptions.insert(pattern);
+            }
+            Err(e) => self.error(state, Some(id), e.error_code(), &e.to_string()),
+        }
+    }
+
+    fn unsubscribe(&mut self, state: &BrokerState, id: u64, pattern: &str) {
+        let pattern = match Pattern::new(pattern) {
+            Ok(p) => p,
+            Err(e) => {
+                return self.error(state, Some(id), ErrorCode::InvalidPattern, &e.to_string());
+            }
+        };
+        if !self.subscriptions.remove(&pattern) {
+            let message = format!("not subscribed to {pattern}");
+            return self.error(state, Some(id), ErrorCode::NotSubscribed, &message);
+        }
+        state.registry.unsubscribe(&pattern, self.queue.id());
+        self.reply(ServerMessage::Unsubscribed { id });
+    }
+
+    fn publish(&mut self, state: &BrokerState, id: Option<u64>, topic: &str, payload: &[u8]) {
+        if let Err(e) = validate_topic(topic) {
+            return self.error(state, id, ErrorCode::InvalidTopic, &e.to_string());
+        }
+        match state.registry.publish(topic, payload) {
+            Ok(receipt) => {
+                if let Some(id) = id {
+                    self.reply(ServerMessage::Published {
+                        id,
+                        seq: receipt.seq,
+                    });
+                }
+            }
+            Err(e) => self.error(state, id, e.error_code(), &e.to_string()),
+        }
+    }
+
+    /// Removes every subscription of this session from the registry.
+    pub fn release(&mut self, state: &BrokerState) {
+        for pattern in self.subscriptions.drain() {
+            state.registry.unsubscribe(&pattern, self.queue.id());
+        }
+    }
+}

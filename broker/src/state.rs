@@ -1,0 +1,68 @@
+//! State shared by every connection of one broker: configuration, the topic
+//! registry, metrics, and the shutdown signal.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::BrokerConfig;
+use crate::metrics::Metrics;
+use crate::registry::{RegistryLimits, TopicRegistry};
+
+/// Everything connections share, behind one `Arc`.
+#[derive(Debug)]
+pub struct BrokerState {
+    /// The resolved configuration.
+    pub config: BrokerConfig,
+    /// Topics and subscriptions.
+    pub registry: TopicRegistry,
+    /// Prometheus metrics.
+    pub metrics: Metrics,
+    /// Cancelled when the broker starts shutting down.
+    pub shutdown: CancellationToken,
+    /// Every connection task, so shutdown can wait for them.
+    pub tasks: TaskTracker,
+    ready: AtomicBool,
+    next_connection_id: AtomicU64,
+}
+
+impl BrokerState {
+    /// Builds the shared state for `config`.
+    pub fn new(config: BrokerConfig) -> Self {
+        let metrics = Metrics::new();
+        let registry = TopicRegistry::new(
+            RegistryLimits {
+                max_topics: config.max_topics,
+                topic_idle_ttl: config.topic_idle_ttl,
+            },
+            metrics.clone(),
+        );
+        BrokerState {
+            config,
+            registry,
+            metrics,
+            shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+            ready: AtomicBool::new(true),
+            next_connection_id: AtomicU64::new(1),
+        }
+    }
+
+    /// A connection id, unique for this broker's lifetime.
+    pub fn next_connection_id(&self) -> u64 {
+        self.next_connection_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Whether `/readyz` reports ready (false once draining).
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+
+    /// Starts shutting down: readiness turns false and every connection is
+    /// told to close with 1001.
+    pub fn begin_shutdown(&self) {
+        self.ready.store(false, Ordering::Relaxed);
+        self.shutdown.cancel();
+    }
+}
