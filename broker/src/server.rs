@@ -14,7 +14,7 @@ use std::time::Duration;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -22,6 +22,11 @@ use crate::config::BrokerConfig;
 use crate::http;
 use crate::metrics::Metrics;
 use crate::state::BrokerState;
+
+/// Time a refused connection gets to read its 503 answer.
+const REFUSE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Request bytes read and discarded from a refused connection, at most.
+const REFUSE_READ_LIMIT: usize = 16 * 1024;
 
 /// How often idle topics are swept, at most.
 const MAX_SWEEP_INTERVAL: Duration = Duration::from_secs(30);
@@ -170,17 +175,28 @@ async fn serve_http(
     }
 }
 
-/// Answers a connection over the limit with 503 and closes it.
+/// Answers a connection over the limit with 503 and closes it. The request
+/// is read and discarded (briefly, boundedly) so that closing does not reset
+/// the connection before the client has read the answer.
 async fn refuse_full(mut socket: TcpStream) {
     let body = "broker is at max_connections; retry later or connect to another node\n";
     let response = format!(
         "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
     );
-    let _ = tokio::time::timeout(
-        Duration::from_secs(1),
-        socket.write_all(response.as_bytes()),
-    )
+    let _ = tokio::time::timeout(REFUSE_TIMEOUT, async {
+        socket.write_all(response.as_bytes()).await?;
+        socket.shutdown().await?;
+        let mut discard = [0u8; 1024];
+        let mut left = REFUSE_READ_LIMIT;
+        while left > 0 {
+            match socket.read(&mut discard).await? {
+                0 => break,
+                n => left = left.saturating_sub(n),
+            }
+        }
+        Ok::<_, io::Error>(())
+    })
     .await;
 }
 

@@ -1,1 +1,451 @@
-//! Helpers shared by the end-to-end tests.
+//! Helpers shared by the end-to-end tests: an in-process broker on port 0,
+//! a raw WebSocket client that speaks frames byte by byte, a minimal HTTP
+//! client, and a reader for `/metrics`.
+//!
+//! Every wait is bounded by [`WAIT`]: a broken broker fails a test, it never
+//! hangs the suite.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tickwire_broker::config::BrokerConfig;
+use tickwire_broker::{Broker, ShutdownHandle};
+use tickwire_protocol::ws::{self, FrameDecoder, Incoming, OpCode, Role};
+use tickwire_protocol::{ClientMessage, ErrorCode, ServerMessage, SubscribeOptions};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
+
+/// Longest any single wait in a test may take.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// A broker running inside the test process.
+pub struct TestBroker {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    shutdown: ShutdownHandle,
+    task: JoinHandle<()>,
+}
+
+impl TestBroker {
+    /// Starts a broker on 127.0.0.1:0 with `configure` applied to the
+    /// default configuration.
+    pub async fn start(configure: impl FnOnce(&mut BrokerConfig)) -> TestBroker {
+        let mut config = BrokerConfig::local_ephemeral();
+        configure(&mut config);
+        let broker = Broker::bind(config).await.expect("bind 127.0.0.1:0");
+        let addr = broker.local_addr().expect("local addr");
+        let shutdown = broker.shutdown_handle();
+        let task = tokio::spawn(broker.run());
+        TestBroker {
+            addr,
+            shutdown,
+            task,
+        }
+    }
+
+    /// Starts a broker with the default configuration.
+    pub async fn start_default() -> TestBroker {
+        Self::start(|_| {}).await
+    }
+
+    /// The WebSocket URL of this broker.
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    /// Shuts down gracefully and waits for the broker to stop.
+    pub async fn stop(self) {
+        self.shutdown.shutdown();
+        tokio::time::timeout(WAIT, self.task)
+            .await
+            .expect("broker stops in time")
+            .expect("broker task");
+    }
+
+    /// Reads one metric's value (summed over its label sets).
+    pub async fn metric(&self, name: &str) -> f64 {
+        metric(self.addr, name).await
+    }
+
+    /// Waits until `name` reaches `want`, re-reading `/metrics` as events
+    /// arrive on the broker; fails after [`WAIT`].
+    pub async fn wait_metric(&self, name: &str, want: f64) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let value = self.metric(name).await;
+            if value == want {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "metric {name} is {value}, expected {want}"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
+/// What a raw client received, owned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Received {
+    /// A `MESSAGE` delivery.
+    Message {
+        /// Topic.
+        topic: String,
+        /// Sequence number.
+        seq: u64,
+        /// Publish time in microseconds.
+        time_us: u64,
+        /// Payload.
+        payload: Bytes,
+    },
+    /// `SUBSCRIBED`.
+    Subscribed(u64),
+    /// `UNSUBSCRIBED`.
+    Unsubscribed(u64),
+    /// `PUBLISHED`.
+    Published {
+        /// Request id.
+        id: u64,
+        /// Assigned sequence.
+        seq: u64,
+    },
+    /// `PONG`.
+    Pong(u64),
+    /// `ERROR`.
+    Error {
+        /// Request id.
+        id: Option<u64>,
+        /// Error code.
+        code: ErrorCode,
+        /// Human message.
+        message: String,
+    },
+    /// A WebSocket ping from the broker.
+    Ping,
+    /// The broker's close frame.
+    Close {
+        /// Close code.
+        code: Option<u16>,
+        /// Reason.
+        reason: String,
+    },
+    /// The TCP connection ended without a close frame.
+    Eof,
+}
+
+/// A WebSocket client that builds every frame by hand, for tests that need
+/// to send what a well-behaved client never would.
+pub struct RawClient {
+    stream: TcpStream,
+    buf: BytesMut,
+    decoder: FrameDecoder,
+    next_id: u64,
+}
+
+/// Sends an HTTP request and returns the status code and the whole response
+/// (head and body) as text, plus bytes read past the head.
+async fn handshake(
+    stream: &mut TcpStream,
+    addr: SocketAddr,
+    extra_headers: &str,
+) -> (u16, String, BytesMut) {
+    let request = format!(
+        "GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra_headers}\r\n"
+    );
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .expect("send handshake");
+    let mut buf = BytesMut::with_capacity(4096);
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end + 4]).into_owned();
+            let rest = buf.split_off(end + 4);
+            let status = head
+                .split_whitespace()
+                .nth(1)
+                .and_then(|s| s.parse().ok())
+                .expect("status code");
+            return (status, head, rest);
+        }
+        let n = tokio::time::timeout(WAIT, stream.read_buf(&mut buf))
+            .await
+            .expect("handshake response in time")
+            .expect("read handshake");
+        if n == 0 {
+            let head = String::from_utf8_lossy(&buf).into_owned();
+            let status = head
+                .split_whitespace()
+                .nth(1)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
+            return (status, head, BytesMut::new());
+        }
+    }
+}
+
+/// Attempts a WebSocket handshake with the given extra header lines (each
+/// ending in `\r\n`); returns the status and the response text, reading the
+/// body of a non-101 response until the server closes.
+pub async fn try_handshake(addr: SocketAddr, extra_headers: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    let (status, head, mut rest) = handshake(&mut stream, addr, extra_headers).await;
+    let content_length = head
+        .lines()
+        .find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse::<usize>().ok())?
+        })
+        .unwrap_or(0);
+    if status != 101 {
+        while rest.len() < content_length {
+            let n = tokio::time::timeout(WAIT, stream.read_buf(&mut rest))
+                .await
+                .expect("response body in time")
+                .expect("read body");
+            if n == 0 {
+                break;
+            }
+        }
+    }
+    (status, format!("{head}{}", String::from_utf8_lossy(&rest)))
+}
+
+impl RawClient {
+    /// Connects and completes the handshake offering `tickwire.v1`.
+    pub async fn connect(addr: SocketAddr) -> RawClient {
+        let mut stream = TcpStream::connect(addr).await.expect("connect");
+        let (status, head, rest) =
+            handshake(&mut stream, addr, "Sec-WebSocket-Protocol: tickwire.v1\r\n").await;
+        assert_eq!(status, 101, "handshake failed: {head}");
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("sec-websocket-protocol: tickwire.v1"),
+            "subprotocol not echoed: {head}"
+        );
+        RawClient {
+            stream,
+            buf: rest,
+            decoder: FrameDecoder::new(Role::Client, 64 << 20),
+            next_id: 1,
+        }
+    }
+
+    /// A fresh request id.
+    pub fn next_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    /// Sends raw bytes as they are.
+    pub async fn send_raw(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).await.expect("send");
+    }
+
+    /// Sends one masked frame with FIN set.
+    pub async fn send_frame(&mut self, opcode: OpCode, payload: &[u8]) {
+        let mut out = Vec::with_capacity(payload.len() + 14);
+        ws::write_client_frame(&mut out, opcode, payload, [0x37, 0xfa, 0x21, 0x3d]);
+        self.send_raw(&out).await;
+    }
+
+    /// Sends one client message in a binary frame.
+    pub async fn send(&mut self, message: &ClientMessage<'_>) {
+        let mut body = Vec::new();
+        message.encode(&mut body);
+        self.send_frame(OpCode::Binary, &body).await;
+    }
+
+    /// Subscribes and waits for the `SUBSCRIBED` reply.
+    pub async fn subscribe(&mut self, pattern: &str) {
+        let id = self.next_id();
+        self.send(&ClientMessage::Subscribe {
+            id,
+            pattern,
+            options: SubscribeOptions::default(),
+        })
+        .await;
+        assert_eq!(
+            self.recv().await,
+            Received::Subscribed(id),
+            "subscribe {pattern}"
+        );
+    }
+
+    /// Publishes without asking for an acknowledgement.
+    pub async fn publish(&mut self, topic: &str, payload: &[u8]) {
+        self.send(&ClientMessage::Publish {
+            id: None,
+            topic,
+            payload: Bytes::copy_from_slice(payload),
+        })
+        .await;
+    }
+
+    /// Publishes and waits for the acknowledgement; returns the sequence.
+    pub async fn publish_acked(&mut self, topic: &str, payload: &[u8]) -> u64 {
+        let id = self.next_id();
+        self.send(&ClientMessage::Publish {
+            id: Some(id),
+            topic,
+            payload: Bytes::copy_from_slice(payload),
+        })
+        .await;
+        match self.recv().await {
+            Received::Published { id: got, seq } if got == id => seq,
+            other => panic!("expected PUBLISHED {id}, got {other:?}"),
+        }
+    }
+
+    /// Receives the next item, answering nothing; fails after [`WAIT`].
+    pub async fn recv(&mut self) -> Received {
+        tokio::time::timeout(WAIT, self.recv_unbounded())
+            .await
+            .expect("a frame from the broker in time")
+    }
+
+    /// Receives the next item, waiting as long as it takes.
+    pub async fn recv_unbounded(&mut self) -> Received {
+        loop {
+            match self.decoder.decode(&mut self.buf) {
+                Ok(Some(item)) => return to_received(item),
+                Ok(None) => {}
+                Err(e) => panic!("broker sent an invalid frame: {e}"),
+            }
+            self.buf.reserve(64 * 1024);
+            match self.stream.read_buf(&mut self.buf).await {
+                Ok(0) | Err(_) => return Received::Eof,
+                Ok(_) => {}
+            }
+        }
+    }
+
+    /// Receives until a close frame or EOF, skipping everything else.
+    pub async fn recv_close(&mut self) -> Received {
+        loop {
+            if let item @ (Received::Close { .. } | Received::Eof) = self.recv().await {
+                return item;
+            }
+        }
+    }
+}
+
+fn to_received(item: Incoming) -> Received {
+    match item {
+        Incoming::Message(frame) => {
+            match ServerMessage::decode(&frame).expect("valid server message") {
+                ServerMessage::Message(d) => Received::Message {
+                    topic: d.topic.to_owned(),
+                    seq: d.seq,
+                    time_us: d.time_us,
+                    payload: d.payload,
+                },
+                ServerMessage::Subscribed { id } => Received::Subscribed(id),
+                ServerMessage::Unsubscribed { id } => Received::Unsubscribed(id),
+                ServerMessage::Published { id, seq } => Received::Published { id, seq },
+                ServerMessage::Pong { id } => Received::Pong(id),
+                ServerMessage::Error { id, code, message } => Received::Error {
+                    id,
+                    code,
+                    message: message.to_owned(),
+                },
+            }
+        }
+        Incoming::Ping(_) => Received::Ping,
+        Incoming::Pong(_) => Received::Pong(0),
+        Incoming::Close(close) => Received::Close {
+            code: close.code,
+            reason: close.reason,
+        },
+    }
+}
+
+/// Sends one HTTP/1.1 request and returns (status, body).
+pub async fn http(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.expect("send head");
+    stream.write_all(body).await.expect("send body");
+    let mut response = Vec::new();
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut response))
+        .await
+        .expect("http response in time")
+        .expect("read response");
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status code");
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// Reads one metric from `/metrics`, summing every label set.
+pub async fn metric(addr: SocketAddr, name: &str) -> f64 {
+    let (status, body) = http(addr, "GET", "/metrics", b"").await;
+    assert_eq!(status, 200);
+    body.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let series_name = series.split('{').next()?;
+            (series_name == name).then(|| value.parse::<f64>().ok())?
+        })
+        .sum()
+}
+
+/// Reads one labelled series from `/metrics`, e.g. `("tickwire_closes_total", "code", "1009")`.
+pub async fn metric_with_label(addr: SocketAddr, name: &str, label: &str, value: &str) -> f64 {
+    let (_, body) = http(addr, "GET", "/metrics", b"").await;
+    let series = format!("{name}{{{label}=\"{value}\"}} ");
+    body.lines()
+        .find_map(|line| {
+            line.strip_prefix(series.as_str())
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0.0)
+}
+
+/// Path of the `tickwire` binary of this build, built on first use if the
+/// test run did not build it already.
+pub fn tickwire_binary() -> std::path::PathBuf {
+    static BUILT: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let exe = std::env::current_exe().expect("test executable path");
+            // target/<profile>/deps/<test> → target/<profile>/tickwire
+            let profile_dir = exe
+                .parent()
+                .and_then(|deps| deps.parent())
+                .expect("target profile directory");
+            let binary = profile_dir.join("tickwire");
+            if !binary.exists() {
+                let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+                let mut build = std::process::Command::new(cargo);
+                build.args(["build", "-p", "tickwire-broker", "--bin", "tickwire"]);
+                if profile_dir.file_name().is_some_and(|p| p == "release") {
+                    build.arg("--release");
+                }
+                let status = build.status().expect("run cargo build");
+                assert!(
+                    status.success(),
+                    "cargo build of the tickwire binary failed"
+                );
+            }
+            binary
+        })
+        .clone()
+}

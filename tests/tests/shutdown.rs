@@ -1,0 +1,87 @@
+//! SIGTERM on the real binary: readiness drops, clients get their queued
+//! messages and then a 1001 close, and the process exits in time.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use tickwire_e2e::{RawClient, Received, WAIT, http, tickwire_binary};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+
+#[tokio::test]
+async fn sigterm_closes_clients_with_1001_and_exits_in_time() {
+    let mut child = Command::new(tickwire_binary())
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--shutdown-grace",
+            "5s",
+            "--log-level",
+            "warn",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start tickwire serve");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let banner = tokio::time::timeout(WAIT, lines.next_line())
+        .await
+        .expect("banner in time")
+        .expect("read banner")
+        .expect("a banner line");
+    let addr: std::net::SocketAddr = banner
+        .split_whitespace()
+        .nth(3)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no address in banner {banner:?}"));
+
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        let mut client = RawClient::connect(addr).await;
+        client.subscribe("news").await;
+        clients.push(client);
+    }
+    let mut publisher = RawClient::connect(addr).await;
+    for _ in 0..99 {
+        publisher.publish("news", b"headline").await;
+    }
+    assert_eq!(publisher.publish_acked("news", b"last").await, 100);
+    assert_eq!(http(addr, "GET", "/readyz", b"").await.0, 200);
+
+    let pid = child.id().expect("pid").to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+
+    for client in &mut clients {
+        for seq in 1..=100 {
+            match client.recv().await {
+                Received::Message { seq: got, .. } => {
+                    assert_eq!(got, seq, "queued messages are flushed first")
+                }
+                other => panic!("expected message {seq}, got {other:?}"),
+            }
+        }
+        match client.recv().await {
+            Received::Close { code, .. } => assert_eq!(code, Some(1001)),
+            other => panic!("expected close 1001, got {other:?}"),
+        }
+    }
+    match publisher.recv().await {
+        Received::Close { code, .. } => assert_eq!(code, Some(1001)),
+        other => panic!("expected close 1001, got {other:?}"),
+    }
+    // Clients that leave promptly let the broker exit well inside its grace.
+    drop(clients);
+    drop(publisher);
+    let exit = tokio::time::timeout(Duration::from_secs(5), child.wait())
+        .await
+        .expect("broker exits within its grace period")
+        .expect("wait for broker");
+    assert!(exit.success(), "exit status {exit:?}");
+}
