@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The whole test suite, exactly as CI runs it: formatting, lints, every unit,
+# doc and end-to-end test. Needs only the Rust toolchain (cargo, rustfmt,
+# clippy); crates come from crates.io. Usage: ./scripts/test.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy (warnings are errors)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "cargo build (the end-to-end tests drive the real tickwire binary)"
+cargo build --workspace --bins --locked
+
+step "cargo test"
+cargo test --workspace --locked
