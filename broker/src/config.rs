@@ -231,6 +231,9 @@ broker_settings! {
     close_timeout: Duration = Duration::from_secs(5), "5s",
         env "TICKWIRE_CLOSE_TIMEOUT", parse parse_duration,
         "Time a closing connection gets to flush its close frame and answer it before the socket is dropped.";
+    shutdown_delay: Duration = Duration::ZERO, "0s",
+        env "TICKWIRE_SHUTDOWN_DELAY", parse parse_duration,
+        "On SIGTERM/SIGINT, keep serving this long with /readyz failing before closing connections (lets load balancers drain).";
     shutdown_grace: Duration = Duration::from_secs(10), "10s",
         env "TICKWIRE_SHUTDOWN_GRACE", parse parse_duration,
         "On SIGTERM/SIGINT, time allowed for connections to flush and close before the process exits.";

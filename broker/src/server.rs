@@ -2,9 +2,10 @@
 //!
 //! [`Broker::bind`] opens the port; [`Broker::run`] accepts connections
 //! until shutdown is requested (through [`ShutdownHandle`] or, in the
-//! binary, SIGTERM/SIGINT), then drains: readiness turns false, the listener
-//! closes, every WebSocket is closed with 1001 after its queued data, and
-//! `run` returns once every connection is gone or the grace period is over.
+//! binary, SIGTERM/SIGINT), then drains: readiness turns false at once; after
+//! `shutdown_delay` (time for load balancers to notice) the listener closes,
+//! every WebSocket is closed with 1001 after its queued data, and `run`
+//! returns once every connection is gone or the grace period is over.
 
 use std::io;
 use std::net::SocketAddr;
@@ -93,6 +94,7 @@ impl Broker {
         let Broker { state, listener } = self;
         let slots = Arc::new(Semaphore::new(state.config.max_connections));
         let sweeper = tokio::spawn(sweep_idle_topics(state.clone()));
+        tokio::spawn(close_after_drain_delay(state.clone()));
         loop {
             let accepted = tokio::select! {
                 _ = state.shutdown.cancelled() => break,
@@ -198,6 +200,15 @@ async fn refuse_full(mut socket: TcpStream) {
         Ok::<_, io::Error>(())
     })
     .await;
+}
+
+/// Once shutdown is requested, waits `shutdown_delay` (readiness already
+/// false, still serving) and then tells every connection to close.
+async fn close_after_drain_delay(state: Arc<BrokerState>) {
+    state.draining.cancelled().await;
+    tracing::info!(delay = ?state.config.shutdown_delay, "shutdown requested; readiness is now false");
+    tokio::time::sleep(state.config.shutdown_delay).await;
+    state.shutdown.cancel();
 }
 
 async fn sweep_idle_topics(state: Arc<BrokerState>) {

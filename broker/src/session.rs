@@ -49,7 +49,10 @@ impl Session {
                 self.publish(state, id, topic, &payload)
             }
             Ok(ClientMessage::Ping { id }) => self.reply(ServerMessage::Pong { id }),
-            Err(e) => self.error(state, None, e.error_code(), &e.to_string()),
+            Err(e) => {
+                let id = ClientMessage::request_id_hint(&frame);
+                self.error(state, id, e.error_code(), &e.to_string());
+            }
         }
     }
 

@@ -19,7 +19,10 @@ pub struct BrokerState {
     pub registry: TopicRegistry,
     /// Prometheus metrics.
     pub metrics: Metrics,
-    /// Cancelled when the broker starts shutting down.
+    /// Cancelled when shutdown is requested: readiness turns false, but the
+    /// broker keeps serving for `shutdown_delay`.
+    pub draining: CancellationToken,
+    /// Cancelled when connections are to close (after the drain delay).
     pub shutdown: CancellationToken,
     /// Every connection task, so shutdown can wait for them.
     pub tasks: TaskTracker,
@@ -42,6 +45,7 @@ impl BrokerState {
             config,
             registry,
             metrics,
+            draining: CancellationToken::new(),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             ready: AtomicBool::new(true),
@@ -59,10 +63,10 @@ impl BrokerState {
         self.ready.load(Ordering::Relaxed)
     }
 
-    /// Starts shutting down: readiness turns false and every connection is
-    /// told to close with 1001.
+    /// Requests shutdown: readiness turns false now; the server closes the
+    /// listener and every connection (1001) once the drain delay is over.
     pub fn begin_shutdown(&self) {
         self.ready.store(false, Ordering::Relaxed);
-        self.shutdown.cancel();
+        self.draining.cancel();
     }
 }

@@ -238,6 +238,24 @@ impl<'a> ClientMessage<'a> {
         Ok(msg)
     }
 
+    /// The request id of a frame that failed to decode, when the envelope is
+    /// readable that far, so the error reply can still name the request.
+    pub fn request_id_hint(frame: &[u8]) -> Option<u64> {
+        let mut r = Reader::new(frame);
+        let (kind, len) = read_envelope(&mut r).ok()?;
+        match MessageType::from_u64(kind)? {
+            MessageType::Subscribe
+            | MessageType::Unsubscribe
+            | MessageType::Publish
+            | MessageType::Ping
+                if len >= 2 =>
+            {
+                r.read_u64().ok()
+            }
+            _ => None,
+        }
+    }
+
     /// Appends this message's MessagePack encoding to `out`.
     pub fn encode(&self, out: &mut Vec<u8>) {
         match self {
@@ -625,6 +643,18 @@ mod tests {
             let err = ClientMessage::decode(&frame).unwrap_err();
             assert_eq!(err.error_code(), *code, "{bytes:x?}: {err}");
         }
+    }
+
+    #[test]
+    fn request_id_is_recovered_from_frames_that_fail_later() {
+        assert_eq!(
+            ClientMessage::request_id_hint(b"\x94\x01\x07\xa1a\x81\xa5since\x01"),
+            Some(7)
+        );
+        assert_eq!(ClientMessage::request_id_hint(b"\x94\x03\x09\x05"), Some(9));
+        assert_eq!(ClientMessage::request_id_hint(b"\x94\x03\xc0\x05"), None);
+        assert_eq!(ClientMessage::request_id_hint(b"\x92\x63\x01"), None);
+        assert_eq!(ClientMessage::request_id_hint(b"garbage"), None);
     }
 
     #[test]

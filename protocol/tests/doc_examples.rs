@@ -1,126 +1,465 @@
-use bytes::Bytes;
-use tickwire_protocol::message::*;
-use tickwire_protocol::ws;
-use tickwire_protocol::*;
+//! Keeps docs/protocol.md and the reference implementation in step.
+//!
+//! Every hex example in the document is produced here by the crate's real
+//! encoder (or fed to its real decoder), compared with the bytes written in
+//! this file, and looked up verbatim in the document. The topic tables, the
+//! error code table and the close code table are checked the same way. If
+//! one of these tests fails, either the code changed the wire format (update
+//! the document, and think about compatibility) or the document is wrong.
 
-fn hex(b: &[u8]) -> String {
-    b.iter()
-        .map(|x| format!("{x:02x}"))
+use bytes::{Bytes, BytesMut};
+use tickwire_protocol::message::{Delivery, encode_delivery_frame};
+use tickwire_protocol::topic::{
+    MAX_TOKENS, MAX_TOPIC_LEN, pattern_matches, validate_pattern, validate_topic,
+};
+use tickwire_protocol::ws::{self, FrameDecoder, Incoming, OpCode, Role};
+use tickwire_protocol::{
+    ClientMessage, CloseCode, ErrorCode, SUBPROTOCOL, ServerMessage, SubscribeOptions,
+    WEBSOCKET_PATH,
+};
+
+const DOC: &str = include_str!("../../docs/protocol.md");
+
+fn hex(bytes: &[u8]) -> String {
+    bytes
+        .iter()
+        .map(|b| format!("{b:02x}"))
         .collect::<Vec<_>>()
         .join(" ")
 }
-fn c(m: ClientMessage) -> Vec<u8> {
-    let mut o = Vec::new();
-    m.encode(&mut o);
-    o
+
+fn unhex(s: &str) -> Vec<u8> {
+    s.split_whitespace()
+        .map(|h| u8::from_str_radix(h, 16).expect("hex byte"))
+        .collect()
 }
-fn s(m: ServerMessage) -> Vec<u8> {
-    let mut o = Vec::new();
-    m.encode(&mut o);
-    o
+
+/// `bytes` must be exactly `expected`, and `expected` must be in the doc.
+fn check(what: &str, bytes: &[u8], expected: &str) {
+    assert_eq!(hex(bytes), expected, "{what}: code and test disagree");
+    assert!(
+        DOC.contains(expected),
+        "{what}: docs/protocol.md lacks the bytes\n{expected}"
+    );
+}
+
+/// `expected` must be in the doc; returns its bytes, to feed a decoder.
+fn doc_bytes(what: &str, expected: &str) -> Bytes {
+    assert!(
+        DOC.contains(expected),
+        "{what}: docs/protocol.md lacks the bytes\n{expected}"
+    );
+    Bytes::from(unhex(expected))
+}
+
+fn client(msg: &ClientMessage<'_>) -> Vec<u8> {
+    let mut out = Vec::new();
+    msg.encode(&mut out);
+    out
+}
+
+fn server(msg: &ServerMessage<'_>) -> Vec<u8> {
+    let mut out = Vec::new();
+    msg.encode(&mut out);
+    out
+}
+
+const SUBSCRIBE: &str = "94 01 01 a8 73 74 6f 63 6b 73 2e 2a 80";
+const PUBLISH_ACK: &str = "94 03 02 ab 73 74 6f 63 6b 73 2e 41 41 50 4c c4 02 68 69";
+const MESSAGE: &str =
+    "95 10 ab 73 74 6f 63 6b 73 2e 41 41 50 4c 01 cf 00 06 0a 24 18 1e 40 00 c4 02 68 69";
+const TIME_US: u64 = 1_700_000_000_000_000;
+
+#[test]
+fn constants_are_documented() {
+    assert_eq!(SUBPROTOCOL, "tickwire.v1");
+    assert_eq!(WEBSOCKET_PATH, "/ws");
+    assert!(DOC.contains("`tickwire.v1`"));
+    assert!(DOC.contains("**`GET /ws`**"));
+    assert_eq!(MAX_TOPIC_LEN, 255);
+    assert_eq!(MAX_TOKENS, 16);
+    assert!(DOC.contains("**255 bytes** (`MAX_TOPIC_LEN`)"));
+    assert!(DOC.contains("**16 tokens** (`MAX_TOKENS`)"));
+    assert_eq!(ws::MAX_CONTROL_PAYLOAD, 125);
 }
 
 #[test]
-fn generate() {
-    println!(
-        "SUB {}",
-        hex(&c(ClientMessage::Subscribe {
+fn client_message_examples() {
+    let hi = Bytes::from_static(b"hi");
+    check(
+        "SUBSCRIBE",
+        &client(&ClientMessage::Subscribe {
             id: 1,
             pattern: "stocks.*",
-            options: SubscribeOptions::default()
-        }))
+            options: SubscribeOptions::default(),
+        }),
+        SUBSCRIBE,
     );
-    println!(
-        "UNSUB {}",
-        hex(&c(ClientMessage::Unsubscribe {
+    check(
+        "UNSUBSCRIBE",
+        &client(&ClientMessage::Unsubscribe {
             id: 3,
-            pattern: "stocks.*"
-        }))
+            pattern: "stocks.*",
+        }),
+        "93 02 03 a8 73 74 6f 63 6b 73 2e 2a",
     );
-    println!(
-        "PUB {}",
-        hex(&c(ClientMessage::Publish {
+    check(
+        "PUBLISH with id",
+        &client(&ClientMessage::Publish {
             id: Some(2),
             topic: "stocks.AAPL",
-            payload: Bytes::from_static(b"hi")
-        }))
+            payload: hi.clone(),
+        }),
+        PUBLISH_ACK,
     );
-    println!(
-        "PUBnil {}",
-        hex(&c(ClientMessage::Publish {
+    check(
+        "PUBLISH fire-and-forget",
+        &client(&ClientMessage::Publish {
             id: None,
             topic: "stocks.AAPL",
-            payload: Bytes::from_static(b"hi")
-        }))
+            payload: hi,
+        }),
+        "94 03 c0 ab 73 74 6f 63 6b 73 2e 41 41 50 4c c4 02 68 69",
     );
-    println!("PING {}", hex(&c(ClientMessage::Ping { id: 4 })));
-    println!("PING300 {}", hex(&c(ClientMessage::Ping { id: 300 })));
-    println!("SUBD {}", hex(&s(ServerMessage::Subscribed { id: 1 })));
-    println!("UNSUBD {}", hex(&s(ServerMessage::Unsubscribed { id: 3 })));
-    println!(
-        "PUBD {}",
-        hex(&s(ServerMessage::Published { id: 2, seq: 1 }))
+    check("PING", &client(&ClientMessage::Ping { id: 4 }), "92 04 04");
+    check(
+        "PING 300",
+        &client(&ClientMessage::Ping { id: 300 }),
+        "92 04 cd 01 2c",
     );
-    println!(
-        "PUBD2 {}",
-        hex(&s(ServerMessage::Published { id: 2, seq: 70000 }))
+}
+
+#[test]
+fn server_message_examples() {
+    check(
+        "SUBSCRIBED",
+        &server(&ServerMessage::Subscribed { id: 1 }),
+        "93 0b 01 80",
     );
-    println!("PONG {}", hex(&s(ServerMessage::Pong { id: 4 })));
-    println!(
-        "ERR {}",
-        hex(&s(ServerMessage::Error {
+    check(
+        "UNSUBSCRIBED",
+        &server(&ServerMessage::Unsubscribed { id: 3 }),
+        "92 0c 03",
+    );
+    check(
+        "PUBLISHED",
+        &server(&ServerMessage::Published { id: 2, seq: 1 }),
+        "93 0d 02 01",
+    );
+    check(
+        "PUBLISHED seq 70000",
+        &server(&ServerMessage::Published { id: 2, seq: 70_000 }),
+        "93 0d 02 ce 00 01 11 70",
+    );
+    check("PONG", &server(&ServerMessage::Pong { id: 4 }), "92 0e 04");
+    check(
+        "ERROR with id",
+        &server(&ServerMessage::Error {
             id: Some(5),
             code: ErrorCode::InvalidTopic,
-            message: "bad topic"
-        }))
+            message: "bad topic",
+        }),
+        "94 0f 05 03 a9 62 61 64 20 74 6f 70 69 63",
     );
-    println!(
-        "ERRnil {}",
-        hex(&s(ServerMessage::Error {
+    check(
+        "ERROR without id",
+        &server(&ServerMessage::Error {
             id: None,
             code: ErrorCode::Malformed,
-            message: "malformed"
-        }))
+            message: "malformed",
+        }),
+        "94 0f c0 01 a9 6d 61 6c 66 6f 72 6d 65 64",
     );
-    println!(
-        "MSG {}",
-        hex(&s(ServerMessage::Message(Delivery {
+    check(
+        "MESSAGE",
+        &server(&ServerMessage::Message(Delivery {
             topic: "stocks.AAPL",
             seq: 1,
-            time_us: 1_700_000_000_000_000,
-            payload: Bytes::from_static(b"hi")
-        })))
+            time_us: TIME_US,
+            payload: Bytes::from_static(b"hi"),
+        })),
+        MESSAGE,
     );
-    println!(
-        "MSGFRAME {}",
-        hex(&encode_delivery_frame(
-            "stocks.AAPL",
-            1,
-            1_700_000_000_000_000,
-            b"hi"
-        ))
-    );
-    let mut o = Vec::new();
-    ws::write_client_frame(
-        &mut o,
-        ws::OpCode::Binary,
-        &c(ClientMessage::Publish {
+}
+
+#[test]
+fn broker_messages_decode_as_documented() {
+    let cases: [(&str, ServerMessage<'static>); 4] = [
+        ("93 0b 01 80", ServerMessage::Subscribed { id: 1 }),
+        ("93 0d 02 01", ServerMessage::Published { id: 2, seq: 1 }),
+        (
+            "94 0f c0 01 a9 6d 61 6c 66 6f 72 6d 65 64",
+            ServerMessage::Error {
+                id: None,
+                code: ErrorCode::Malformed,
+                message: "malformed",
+            },
+        ),
+        (
+            MESSAGE,
+            ServerMessage::Message(Delivery {
+                topic: "stocks.AAPL",
+                seq: 1,
+                time_us: TIME_US,
+                payload: Bytes::from_static(b"hi"),
+            }),
+        ),
+    ];
+    for (text, want) in cases {
+        let frame = doc_bytes(text, text);
+        assert_eq!(ServerMessage::decode(&frame).unwrap(), want, "{text}");
+    }
+}
+
+#[test]
+fn accepted_client_variants() {
+    let sub = ClientMessage::Subscribe {
+        id: 1,
+        pattern: "stocks.*",
+        options: SubscribeOptions::default(),
+    };
+    for text in [
+        SUBSCRIBE,
+        "93 01 01 a8 73 74 6f 63 6b 73 2e 2a",
+        "94 01 01 a8 73 74 6f 63 6b 73 2e 2a c0",
+    ] {
+        let frame = doc_bytes("SUBSCRIBE variant", text);
+        assert_eq!(ClientMessage::decode(&frame).unwrap(), sub, "{text}");
+    }
+    for text in [
+        "92 04 04",
+        "92 04 d0 04",
+        "92 04 cf 00 00 00 00 00 00 00 04",
+    ] {
+        let frame = doc_bytes("PING variant", text);
+        assert_eq!(
+            ClientMessage::decode(&frame).unwrap(),
+            ClientMessage::Ping { id: 4 },
+            "{text}"
+        );
+    }
+    let frame = doc_bytes("PUBLISH", PUBLISH_ACK);
+    assert_eq!(
+        ClientMessage::decode(&frame).unwrap(),
+        ClientMessage::Publish {
             id: Some(2),
             topic: "stocks.AAPL",
             payload: Bytes::from_static(b"hi"),
-        }),
-        [0x37, 0xfa, 0x21, 0x3d],
+        }
     );
-    println!("CFRAME {}", hex(&o));
-    println!(
-        "CLOSE1001 {}",
-        hex(&ws::server_close_frame(CloseCode::GoingAway))
+}
+
+#[test]
+fn refused_client_examples() {
+    let cases = [
+        (
+            "94 01 01 a8 73 74 6f 63 6b 73 2e 2a 81 a5 73 69 6e 63 65 01",
+            ErrorCode::InvalidOption,
+        ),
+        (
+            "94 03 c0 ab 73 74 6f 63 6b 73 2e 41 41 50 4c a2 68 69",
+            ErrorCode::Malformed,
+        ),
+        ("92 04 ff", ErrorCode::Malformed),
+        ("92 04 04 00", ErrorCode::Malformed),
+        ("92 63 01", ErrorCode::UnknownMessageType),
+    ];
+    for (text, code) in cases {
+        let frame = doc_bytes("refused example", text);
+        let err = ClientMessage::decode(&frame).unwrap_err();
+        assert_eq!(err.error_code(), code, "{text}: {err}");
+    }
+    // Rules stated in prose: an empty message and an empty array are
+    // malformed, and broker message types sent to the broker are unknown.
+    for (bytes, code) in [
+        (&b""[..], ErrorCode::Malformed),
+        (&b"\x90"[..], ErrorCode::Malformed),
+        (&b"\x92\x0e\x04"[..], ErrorCode::UnknownMessageType),
+        // A non-string option key.
+        (&b"\x94\x01\x01\xa1a\x81\x01\x01"[..], ErrorCode::Malformed),
+    ] {
+        let frame = Bytes::copy_from_slice(bytes);
+        assert_eq!(
+            ClientMessage::decode(&frame).unwrap_err().error_code(),
+            code,
+            "{bytes:x?}"
+        );
+    }
+}
+
+#[test]
+fn frame_examples() {
+    // The client PUBLISH frame, masked with 37 fa 21 3d.
+    let body = unhex(PUBLISH_ACK);
+    let mut frame = Vec::new();
+    ws::write_client_frame(&mut frame, OpCode::Binary, &body, [0x37, 0xfa, 0x21, 0x3d]);
+    check(
+        "client PUBLISH frame",
+        &frame,
+        "82 93 37 fa 21 3d a3 f9 23 96 44 8e 4e 5e 5c 89 0f 7c 76 aa 6d f9 35 92 48",
     );
-    println!(
-        "CLOSE4001 {}",
-        hex(&ws::server_close_frame(CloseCode::SlowConsumer))
+    // The broker unmasks it back into the PUBLISH.
+    let mut decoder = FrameDecoder::new(Role::Server, 1 << 20);
+    let mut buf = BytesMut::from(&frame[..]);
+    assert_eq!(
+        decoder.decode(&mut buf).unwrap(),
+        Some(Incoming::Message(Bytes::from(body)))
     );
-    for cc in [
+
+    // The broker MESSAGE frame: the encode-once path and the generic path
+    // produce the same bytes.
+    let expected =
+        "82 1c 95 10 ab 73 74 6f 63 6b 73 2e 41 41 50 4c 01 cf 00 06 0a 24 18 1e 40 00 c4 02 68 69";
+    let delivery = encode_delivery_frame("stocks.AAPL", 1, TIME_US, b"hi");
+    check("broker MESSAGE frame", &delivery, expected);
+    let generic = ServerMessage::Message(Delivery {
+        topic: "stocks.AAPL",
+        seq: 1,
+        time_us: TIME_US,
+        payload: Bytes::from_static(b"hi"),
+    })
+    .to_frame();
+    assert_eq!(generic, delivery);
+    let mut decoder = FrameDecoder::new(Role::Client, 1 << 20);
+    let mut buf = BytesMut::from(&delivery[..]);
+    assert_eq!(
+        decoder.decode(&mut buf).unwrap(),
+        Some(Incoming::Message(Bytes::from(unhex(MESSAGE))))
+    );
+
+    // A 200-byte payload: 226-byte message, 16-bit extended length.
+    let big = encode_delivery_frame("stocks.AAPL", 1, TIME_US, &[0; 200]);
+    check("extended length header", &big[..4], "82 7e 00 e2");
+    assert_eq!(big.len(), 4 + 226);
+    assert_eq!(&big[4 + 2 + 12 + 1 + 9..][..2], &[0xc4, 0xc8]);
+}
+
+#[test]
+fn close_frame_examples() {
+    check(
+        "close 1001",
+        &ws::server_close_frame(CloseCode::GoingAway),
+        "88 16 03 e9 62 72 6f 6b 65 72 20 73 68 75 74 74 69 6e 67 20 64 6f 77 6e",
+    );
+    check(
+        "close 4001",
+        &ws::server_close_frame(CloseCode::SlowConsumer),
+        "88 2b 0f a1 73 6c 6f 77 20 63 6f 6e 73 75 6d 65 72 3a 20 6f 75 74 62 6f 75 6e 64 20 71 75 65 75 65 20 6f 76 65 72 20 62 75 64 67 65 74",
+    );
+    // The broker's keepalive ping has an empty payload.
+    check(
+        "keepalive ping",
+        &ws::server_frame(OpCode::Ping, b""),
+        "89 00",
+    );
+    // Reasons are cut to 123 bytes.
+    assert_eq!(ws::close_body(1000, &"x".repeat(300)).len(), 125);
+}
+
+#[test]
+fn documented_size_arithmetic() {
+    // "a 20-byte topic and an id below 128: overhead 29 bytes".
+    let topic = "a".repeat(20);
+    let payload = vec![0u8; 1_048_547];
+    let out = client(&ClientMessage::Publish {
+        id: Some(127),
+        topic: &topic,
+        payload: Bytes::from(payload),
+    });
+    assert_eq!(out.len(), 1_048_576);
+    // "The overhead is never more than 273 bytes".
+    let topic = "a".repeat(255);
+    let out = client(&ClientMessage::Publish {
+        id: Some(u64::MAX),
+        topic: &topic,
+        payload: Bytes::from(vec![0u8; 70_000]),
+    });
+    assert_eq!(out.len() - 70_000, 273);
+    // "A MESSAGE adds at most 282 bytes to its payload".
+    let frame = encode_delivery_frame(&topic, u64::MAX, u64::MAX, &[0; 70_000]);
+    assert_eq!(frame.len() - 10 - 70_000, 282);
+}
+
+fn yes_no(b: bool) -> &'static str {
+    if b { "yes" } else { "no" }
+}
+
+#[test]
+fn topic_validity_table() {
+    let rows = [
+        "stocks.AAPL",
+        "sensors.eu-west.t_1042",
+        "a:b@c~d",
+        "stocks.*",
+        "stocks.>",
+        ">",
+        "*.*.bid",
+        "a.>.c",
+        "a.b*",
+        "a..b",
+        ".a",
+        "a b",
+        "stocks/AAPL",
+        "café",
+        "",
+    ];
+    for s in rows {
+        let topic_ok = validate_topic(s).is_ok();
+        let pattern_ok = validate_pattern(s).is_ok();
+        let cell = if s.is_empty() {
+            "(empty string)".to_owned()
+        } else {
+            format!("`{s}`")
+        };
+        let row = format!("| {cell} | {} | {} |", yes_no(topic_ok), yes_no(pattern_ok));
+        assert!(
+            DOC.contains(&row),
+            "validity table row missing or wrong: {row}"
+        );
+    }
+}
+
+#[test]
+fn matching_table() {
+    let rows = [
+        ("stocks.*", "stocks.AAPL"),
+        ("stocks.*", "stocks"),
+        ("stocks.*", "stocks.AAPL.bid"),
+        ("stocks.>", "stocks.AAPL"),
+        ("stocks.>", "stocks.AAPL.bid"),
+        ("stocks.>", "stocks"),
+        ("stocks.*.bid", "stocks.AAPL.bid"),
+        ("stocks.*.bid", "stocks.AAPL.ask"),
+        ("*.b", "a.b"),
+        ("*.b", "a.c"),
+        (">", "a"),
+        (">", "a.b.c"),
+        ("*", "a.b"),
+        ("a.b", "a.b"),
+        ("a.b", "a.b.c"),
+        ("a.b.c", "a.b"),
+        ("stocks.aapl", "stocks.AAPL"),
+    ];
+    for (p, t) in rows {
+        let row = format!("| `{p}` | `{t}` | {} |", yes_no(pattern_matches(p, t)));
+        assert!(
+            DOC.contains(&row),
+            "matching table row missing or wrong: {row}"
+        );
+    }
+}
+
+#[test]
+fn error_code_table() {
+    for code in ErrorCode::ALL {
+        let row = format!("| {} | `{}` |", code.as_u16(), code.name());
+        assert!(DOC.contains(&row), "error code row missing: {row}");
+    }
+}
+
+#[test]
+fn close_code_table() {
+    let all = [
         CloseCode::Normal,
         CloseCode::GoingAway,
         CloseCode::ProtocolError,
@@ -130,7 +469,15 @@ fn generate() {
         CloseCode::InternalError,
         CloseCode::SlowConsumer,
         CloseCode::KeepaliveTimeout,
-    ] {
-        println!("{} {} {}", cc.as_u16(), cc.reason().len(), cc.reason());
+    ];
+    for code in all {
+        let start = format!("| {} |", code.as_u16());
+        let reason = format!("`{}`", code.reason());
+        assert!(
+            DOC.lines()
+                .any(|l| l.starts_with(&start) && l.contains(&reason)),
+            "close code row for {} missing or without reason {reason}",
+            code.as_u16()
+        );
     }
 }

@@ -55,6 +55,11 @@ impl TestBroker {
         format!("ws://{}/ws", self.addr)
     }
 
+    /// Requests graceful shutdown without waiting for it.
+    pub fn begin_shutdown(&self) {
+        self.shutdown.shutdown();
+    }
+
     /// Shuts down gracefully and waits for the broker to stop.
     pub async fn stop(self) {
         self.shutdown.shutdown();

@@ -107,7 +107,7 @@ async fn malformed_messages_get_error_replies() {
             c.send_frame(OpCode::Binary, b"\x94\x01\x07\xa1a\x81\xa5since\x01")
                 .await
         },
-        None,
+        Some(7),
         ErrorCode::InvalidOption,
     )
     .await;

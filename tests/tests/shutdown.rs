@@ -85,3 +85,30 @@ async fn sigterm_closes_clients_with_1001_and_exits_in_time() {
         .expect("wait for broker");
     assert!(exit.success(), "exit status {exit:?}");
 }
+
+#[tokio::test]
+async fn drain_delay_fails_readiness_while_still_serving() {
+    use tickwire_e2e::{TestBroker, try_handshake};
+    let broker = TestBroker::start(|c| c.shutdown_delay = Duration::from_secs(2)).await;
+    let mut subscriber = RawClient::connect(broker.addr).await;
+    subscriber.subscribe("t").await;
+    let mut publisher = RawClient::connect(broker.addr).await;
+
+    broker.begin_shutdown();
+    let (status, body) = http(broker.addr, "GET", "/readyz", b"").await;
+    assert_eq!((status, body.as_str()), (503, "draining\n"));
+    assert_eq!(http(broker.addr, "GET", "/healthz", b"").await.0, 200);
+    // New WebSocket sessions are turned away; existing ones keep working.
+    let (status, text) = try_handshake(broker.addr, "").await;
+    assert_eq!(status, 503, "{text}");
+    publisher.publish_acked("t", b"still serving").await;
+    assert!(matches!(subscriber.recv().await, Received::Message { .. }));
+
+    // After the delay every session is closed with 1001.
+    match subscriber.recv().await {
+        Received::Close { code, .. } => assert_eq!(code, Some(1001)),
+        other => panic!("expected close 1001, got {other:?}"),
+    }
+    drop((subscriber, publisher));
+    broker.stop().await;
+}
