@@ -1,5 +1,6 @@
 //! Command-line interface of the `tickwire` binary.
 
+mod bench;
 mod serve;
 
 use std::process::ExitCode;
@@ -20,11 +21,20 @@ enum Command {
     ///
     /// Example: tickwire serve --listen 127.0.0.1:8080 --max-message-size 64KiB
     Serve(tickwire_broker::config::ServeArgs),
+    /// Measure a running broker: fan-out, many topics, idle connections.
+    ///
+    /// Exit codes: 0 ok; 1 messages lost or a slow-consumer close (4001);
+    /// 2 usage; 3 connection failure.
+    ///
+    /// Example: taskset -c 1 tickwire bench fanout --subscribers 1000 --payload 128
+    /// (against a broker started with taskset -c 0 tickwire serve)
+    Bench(bench::BenchArgs),
 }
 
 /// Runs the chosen subcommand and returns the process exit code.
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Serve(args) => serve::run(args),
+        Command::Bench(args) => bench::run(args),
     }
 }
