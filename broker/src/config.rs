@@ -14,6 +14,108 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use thiserror::Error;
+use tickwire_protocol::topic::Pattern;
+
+use crate::queue::SlowConsumerPolicy;
+
+/// The file key of the per-topic policy tables: `[[topic]]`.
+pub const TOPIC_TABLE: &str = "topic";
+
+/// What the broker keeps and how it treats slow subscribers for the topics
+/// matching one pattern.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TopicPolicy {
+    /// The topics this policy applies to.
+    pub pattern: Pattern,
+    /// Messages kept in the topic's history ring (0: no history).
+    pub history_messages: usize,
+    /// Bytes the history ring may hold.
+    pub history_bytes: usize,
+    /// Age after which history entries expire (`None`: no age limit).
+    pub history_age: Option<Duration>,
+    /// Keep the latest message as the topic's last value even without
+    /// history (as if every publish asked for `retain`).
+    pub retain: bool,
+    /// What happens to this topic's messages for a subscriber over budget.
+    pub slow_consumer: SlowConsumerPolicy,
+}
+
+impl TopicPolicy {
+    /// The policy of topics no `[[topic]]` table matches: no history, no
+    /// retained value unless a publish asks for it, disconnect slow
+    /// consumers.
+    pub fn fallback() -> Self {
+        TopicPolicy {
+            pattern: Pattern::everything(),
+            history_messages: 0,
+            history_bytes: 0,
+            history_age: None,
+            retain: false,
+            slow_consumer: SlowConsumerPolicy::Disconnect,
+        }
+    }
+}
+
+/// Default history byte bound when a policy sets `history_messages` only.
+pub const DEFAULT_HISTORY_BYTES: usize = 1 << 20;
+
+fn parse_slow_consumer(s: &str) -> Result<SlowConsumerPolicy, String> {
+    match s.trim() {
+        "disconnect" => Ok(SlowConsumerPolicy::Disconnect),
+        "drop-oldest" => Ok(SlowConsumerPolicy::DropOldest),
+        "conflate" => Ok(SlowConsumerPolicy::Conflate),
+        other => Err(format!(
+            "`{other}` is not a slow-consumer policy; use disconnect, drop-oldest or conflate"
+        )),
+    }
+}
+
+/// Parses the `[[topic]]` array of tables.
+fn parse_topic_policies(value: &toml::Value) -> Result<Vec<TopicPolicy>, String> {
+    let tables = value
+        .as_array()
+        .ok_or("write each policy as a [[topic]] table")?;
+    tables
+        .iter()
+        .map(|table| {
+            let table = table.as_table().ok_or("write each policy as a [[topic]] table")?;
+            let text = |key: &str| {
+                table.get(key).map(|v| match v {
+                    toml::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                })
+            };
+            let pattern = text("pattern").ok_or("every [[topic]] needs a `pattern`")?;
+            let mut policy = TopicPolicy {
+                pattern: Pattern::new(pattern.as_str()).map_err(|e| format!("pattern `{pattern}`: {e}"))?,
+                ..TopicPolicy::fallback()
+            };
+            for key in table.keys() {
+                let v = text(key).unwrap_or_default();
+                let field = |e: String| format!("[[topic]] `{pattern}` {key}: {e}");
+                match key.as_str() {
+                    "pattern" => {}
+                    "history_messages" => {
+                        policy.history_messages = v.trim().parse().map_err(|_| field(format!("`{v}` is not a count")))?
+                    }
+                    "history_bytes" => policy.history_bytes = parse_size(&v).map_err(field)?,
+                    "history_age" => policy.history_age = Some(parse_duration(&v).map_err(field)?),
+                    "retain" => policy.retain = v.trim().parse().map_err(|_| field(format!("`{v}` is not true or false")))?,
+                    "slow_consumer" => policy.slow_consumer = parse_slow_consumer(&v).map_err(field)?,
+                    other => {
+                        return Err(format!(
+                            "unknown key `{other}` in [[topic]] `{pattern}`; valid: pattern, history_messages, history_bytes, history_age, retain, slow_consumer"
+                        ));
+                    }
+                }
+            }
+            if policy.history_messages > 0 && policy.history_bytes == 0 {
+                policy.history_bytes = DEFAULT_HISTORY_BYTES;
+            }
+            Ok(policy)
+        })
+        .collect()
+}
 
 /// Why the configuration could not be loaded.
 #[derive(Debug, Error)]
@@ -134,11 +236,14 @@ macro_rules! broker_settings {
         #[derive(Debug, Clone)]
         pub struct BrokerConfig {
             $( #[doc = $help] pub $field: $ty, )*
+            /// Per-topic-pattern delivery policies (`[[topic]]` tables in the
+            /// file), first match wins.
+            pub topic_policies: Vec<TopicPolicy>,
         }
 
         impl Default for BrokerConfig {
             fn default() -> Self {
-                BrokerConfig { $( $field: $default, )* }
+                BrokerConfig { $( $field: $default, )* topic_policies: Vec::new() }
             }
         }
 
@@ -156,7 +261,7 @@ macro_rules! broker_settings {
         }
 
         /// Every key accepted in the configuration file.
-        pub const FILE_KEYS: &[&str] = &[$( stringify!($field), )*];
+        pub const FILE_KEYS: &[&str] = &[$( stringify!($field), )* TOPIC_TABLE];
 
         impl BrokerConfig {
             fn apply_file(&mut self, path: &Path, table: BTreeMap<String, toml::Value>) -> Result<(), ConfigError> {
@@ -172,6 +277,7 @@ macro_rules! broker_settings {
                     };
                     match key.as_str() {
                         $( stringify!($field) => self.$field = $parser(&text).map_err(invalid)?, )*
+                        TOPIC_TABLE => self.topic_policies = parse_topic_policies(&value).map_err(invalid)?,
                         _ => {
                             return Err(ConfigError::UnknownKey {
                                 path: path.to_owned(),
@@ -266,6 +372,14 @@ impl BrokerConfig {
         Ok(config)
     }
 
+    /// The policy for `topic`: the first `[[topic]]` whose pattern matches,
+    /// else [`TopicPolicy::fallback`].
+    pub fn policy_for(&self, topic: &str) -> Option<&TopicPolicy> {
+        self.topic_policies
+            .iter()
+            .find(|p| p.pattern.matches(topic))
+    }
+
     /// A configuration for tests and embedding: listen on 127.0.0.1 with an
     /// OS-chosen port, everything else default.
     pub fn local_ephemeral() -> Self {
@@ -318,6 +432,30 @@ mod tests {
         let err = BrokerConfig::load(&args).unwrap_err().to_string();
         assert!(err.contains("unknown key `max_mesage_size`"), "{err}");
         assert!(err.contains("max_message_size"), "{err}");
+
+        std::fs::write(
+            &path,
+            "[[topic]]\npattern = \"stocks.>\"\nhistory_messages = 1000\nhistory_age = \"60s\"\nslow_consumer = \"conflate\"\n\n[[topic]]\npattern = \"chat.>\"\nhistory_messages = 100\n",
+        )
+        .unwrap();
+        let config = BrokerConfig::load(&args).unwrap();
+        let stocks = config.policy_for("stocks.AAPL").unwrap();
+        assert_eq!(stocks.history_messages, 1000);
+        assert_eq!(stocks.history_age, Some(Duration::from_secs(60)));
+        assert_eq!(stocks.slow_consumer, SlowConsumerPolicy::Conflate);
+        assert_eq!(
+            config.policy_for("chat.room1").unwrap().history_bytes,
+            DEFAULT_HISTORY_BYTES
+        );
+        assert!(config.policy_for("fx.EURUSD").is_none());
+
+        std::fs::write(
+            &path,
+            "[[topic]]\npattern = \"a\"\nslow_consumer = \"panic\"\n",
+        )
+        .unwrap();
+        let err = BrokerConfig::load(&args).unwrap_err().to_string();
+        assert!(err.contains("drop-oldest"), "{err}");
 
         std::fs::write(&path, "max_topics = \"lots\"\n").unwrap();
         let err = BrokerConfig::load(&args).unwrap_err().to_string();

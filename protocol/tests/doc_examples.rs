@@ -109,6 +109,7 @@ fn client_message_examples() {
             id: Some(2),
             topic: "stocks.AAPL",
             payload: hi.clone(),
+            retain: false,
         }),
         PUBLISH_ACK,
     );
@@ -118,6 +119,7 @@ fn client_message_examples() {
             id: None,
             topic: "stocks.AAPL",
             payload: hi,
+            retain: false,
         }),
         "94 03 c0 ab 73 74 6f 63 6b 73 2e 41 41 50 4c c4 02 68 69",
     );
@@ -133,7 +135,10 @@ fn client_message_examples() {
 fn server_message_examples() {
     check(
         "SUBSCRIBED",
-        &server(&ServerMessage::Subscribed { id: 1 }),
+        &server(&ServerMessage::Subscribed {
+            id: 1,
+            info: Default::default(),
+        }),
         "93 0b 01 80",
     );
     check(
@@ -185,7 +190,13 @@ fn server_message_examples() {
 #[test]
 fn broker_messages_decode_as_documented() {
     let cases: [(&str, ServerMessage<'static>); 4] = [
-        ("93 0b 01 80", ServerMessage::Subscribed { id: 1 }),
+        (
+            "93 0b 01 80",
+            ServerMessage::Subscribed {
+                id: 1,
+                info: Default::default(),
+            },
+        ),
         ("93 0d 02 01", ServerMessage::Published { id: 2, seq: 1 }),
         (
             "94 0f c0 01 a9 6d 61 6c 66 6f 72 6d 65 64",
@@ -245,6 +256,7 @@ fn accepted_client_variants() {
             id: Some(2),
             topic: "stocks.AAPL",
             payload: Bytes::from_static(b"hi"),
+            retain: false,
         }
     );
 }
@@ -365,6 +377,7 @@ fn documented_size_arithmetic() {
         id: Some(127),
         topic: &topic,
         payload: Bytes::from(payload),
+        retain: false,
     });
     assert_eq!(out.len(), 1_048_576);
     // "The overhead is never more than 273 bytes".
@@ -373,6 +386,7 @@ fn documented_size_arithmetic() {
         id: Some(u64::MAX),
         topic: &topic,
         payload: Bytes::from(vec![0u8; 70_000]),
+        retain: false,
     });
     assert_eq!(out.len() - 70_000, 273);
     // "A MESSAGE adds at most 282 bytes to its payload".

@@ -11,6 +11,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use tickwire_broker::config::BrokerConfig;
 use tickwire_broker::{Broker, ShutdownHandle};
+use tickwire_protocol::message::SubscribedInfo;
 use tickwire_protocol::ws::{self, FrameDecoder, Incoming, OpCode, Role};
 use tickwire_protocol::{ClientMessage, ErrorCode, ServerMessage, SubscribeOptions};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -106,8 +107,8 @@ pub enum Received {
         /// Payload.
         payload: Bytes,
     },
-    /// `SUBSCRIBED`.
-    Subscribed(u64),
+    /// `SUBSCRIBED`, with its info map.
+    Subscribed(u64, SubscribedInfo),
     /// `UNSUBSCRIBED`.
     Unsubscribed(u64),
     /// `PUBLISHED`.
@@ -268,19 +269,44 @@ impl RawClient {
     }
 
     /// Subscribes and waits for the `SUBSCRIBED` reply.
-    pub async fn subscribe(&mut self, pattern: &str) {
+    pub async fn subscribe(&mut self, pattern: &str) -> SubscribedInfo {
+        self.subscribe_with(pattern, SubscribeOptions::default())
+            .await
+    }
+
+    /// Subscribes with options and returns the reply's info map.
+    pub async fn subscribe_with(
+        &mut self,
+        pattern: &str,
+        options: SubscribeOptions,
+    ) -> SubscribedInfo {
         let id = self.next_id();
         self.send(&ClientMessage::Subscribe {
             id,
             pattern,
-            options: SubscribeOptions::default(),
+            options,
         })
         .await;
-        assert_eq!(
-            self.recv().await,
-            Received::Subscribed(id),
-            "subscribe {pattern}"
-        );
+        match self.recv().await {
+            Received::Subscribed(got, info) if got == id => info,
+            other => panic!("subscribe {pattern}: expected SUBSCRIBED {id}, got {other:?}"),
+        }
+    }
+
+    /// Publishes a retained message and waits for the acknowledgement.
+    pub async fn publish_retained(&mut self, topic: &str, payload: &[u8]) -> u64 {
+        let id = self.next_id();
+        self.send(&ClientMessage::Publish {
+            id: Some(id),
+            topic,
+            payload: Bytes::copy_from_slice(payload),
+            retain: true,
+        })
+        .await;
+        match self.recv().await {
+            Received::Published { id: got, seq } if got == id => seq,
+            other => panic!("expected PUBLISHED {id}, got {other:?}"),
+        }
     }
 
     /// Publishes without asking for an acknowledgement.
@@ -289,6 +315,7 @@ impl RawClient {
             id: None,
             topic,
             payload: Bytes::copy_from_slice(payload),
+            retain: false,
         })
         .await;
     }
@@ -300,6 +327,7 @@ impl RawClient {
             id: Some(id),
             topic,
             payload: Bytes::copy_from_slice(payload),
+            retain: false,
         })
         .await;
         match self.recv().await {
@@ -351,7 +379,7 @@ fn to_received(item: Incoming) -> Received {
                     time_us: d.time_us,
                     payload: d.payload,
                 },
-                ServerMessage::Subscribed { id } => Received::Subscribed(id),
+                ServerMessage::Subscribed { id, info } => Received::Subscribed(id, info),
                 ServerMessage::Unsubscribed { id } => Received::Unsubscribed(id),
                 ServerMessage::Published { id, seq } => Received::Published { id, seq },
                 ServerMessage::Pong { id } => Received::Pong(id),
