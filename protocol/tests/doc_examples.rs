@@ -495,3 +495,55 @@ fn close_code_table() {
         );
     }
 }
+
+#[test]
+fn delivery_semantics_examples() {
+    use tickwire_protocol::message::{Position, SubscribedInfo};
+    check(
+        "SUBSCRIBE with since",
+        &client(&ClientMessage::Subscribe {
+            id: 2,
+            pattern: "iot.s1",
+            options: SubscribeOptions::default().since(vec![("iot.s1".into(), Position { epoch: 9, seq: 11 })]),
+        }),
+        "94 01 02 a6 69 6f 74 2e 73 31 81 a5 73 69 6e 63 65 81 a6 69 6f 74 2e 73 31 92 09 0b",
+    );
+    check(
+        "SUBSCRIBE with last and max_rate",
+        &client(&ClientMessage::Subscribe {
+            id: 3,
+            pattern: "stocks.*",
+            options: SubscribeOptions::default().last(true).max_rate(4),
+        }),
+        "94 01 03 a8 73 74 6f 63 6b 73 2e 2a 82 a4 6c 61 73 74 c3 a8 6d 61 78 5f 72 61 74 65 04",
+    );
+    check(
+        "PUBLISH with retain",
+        &client(&ClientMessage::Publish {
+            id: Some(4),
+            topic: "stocks.AAPL",
+            payload: Bytes::from_static(b"hi"),
+            retain: true,
+        }),
+        "95 03 04 ab 73 74 6f 63 6b 73 2e 41 41 50 4c c4 02 68 69 81 a6 72 65 74 61 69 6e c3",
+    );
+    let mut info = SubscribedInfo::default();
+    info.epoch = Some(9);
+    info.seq = Some(11);
+    info.recovered = Some(true);
+    check(
+        "SUBSCRIBED with position",
+        &server(&ServerMessage::Subscribed { id: 2, info }),
+        "93 0b 02 83 a5 65 70 6f 63 68 09 a3 73 65 71 0b a9 72 65 63 6f 76 65 72 65 64 c3",
+    );
+    let mut info = SubscribedInfo::default();
+    info.epoch = Some(9);
+    info.seq = Some(40);
+    info.recovered = Some(false);
+    info.missed = vec![("iot.s1".into(), Position { epoch: 9, seq: 40 })];
+    check(
+        "SUBSCRIBED not recovered",
+        &server(&ServerMessage::Subscribed { id: 2, info }),
+        "93 0b 02 84 a5 65 70 6f 63 68 09 a3 73 65 71 28 a9 72 65 63 6f 76 65 72 65 64 c2 a6 6d 69 73 73 65 64 81 a6 69 6f 74 2e 73 31 92 09 28",
+    );
+}
