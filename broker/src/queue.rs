@@ -275,8 +275,14 @@ impl SubscriberQueue {
             Entry::Occupied(e) => e.into_mut(),
             Entry::Vacant(v) => {
                 let over = self.queued_bytes.load(Ordering::Relaxed) + len > lane_budget;
-                if origin.max_rate.is_none() && !over {
-                    return self.push_direct(frame, queued_at, self.budget);
+                let disconnect = origin.policy == SlowConsumerPolicy::Disconnect;
+                if origin.max_rate.is_none() && (disconnect || !over) {
+                    // Channel and lanes together stay within the budget.
+                    return self.push_direct(
+                        frame,
+                        queued_at,
+                        self.budget.saturating_sub(lanes.bytes),
+                    );
                 }
                 self.active_lanes.fetch_add(1, Ordering::AcqRel);
                 v.insert(Lane {
@@ -293,7 +299,7 @@ impl SubscriberQueue {
             if due && lane.frames.is_empty() && !lane.token_queued {
                 lane.next_release = Some(now + interval);
                 lanes.due.push(Reverse((now + interval, origin.topic_id)));
-                return self.push_direct(frame, queued_at, self.budget);
+                return self.push_direct(frame, queued_at, self.budget.saturating_sub(lanes.bytes));
             }
         }
 
@@ -593,6 +599,31 @@ mod tests {
             }
         }
         assert_eq!(lanes.len(), 5);
+    }
+
+    #[test]
+    fn disconnect_topics_never_take_a_lane_even_beside_active_lanes() {
+        let metrics = Metrics::new();
+        let (queue, _rx) = SubscriberQueue::new(1, 1000, metrics.clone());
+        let now = Instant::now();
+        for _ in 0..6 {
+            queue.push_delivery(
+                frame(100),
+                now,
+                origin(1, SlowConsumerPolicy::Conflate, None),
+            );
+        }
+        assert!(queue.has_lanes());
+        // A disconnect-policy topic still fills the whole budget, then closes.
+        let d = origin(2, SlowConsumerPolicy::Disconnect, None);
+        for _ in 0..4 {
+            assert_eq!(queue.push_delivery(frame(100), now, d), PushOutcome::Queued);
+        }
+        assert_eq!(
+            queue.push_delivery(frame(100), now, d),
+            PushOutcome::Overflowed
+        );
+        assert_eq!(metrics.slow_consumer_disconnects.get(), 1);
     }
 
     #[test]

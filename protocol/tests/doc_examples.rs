@@ -504,7 +504,8 @@ fn delivery_semantics_examples() {
         &client(&ClientMessage::Subscribe {
             id: 2,
             pattern: "iot.s1",
-            options: SubscribeOptions::default().since(vec![("iot.s1".into(), Position { epoch: 9, seq: 11 })]),
+            options: SubscribeOptions::default()
+                .since(vec![("iot.s1".into(), Position { epoch: 9, seq: 11 })]),
         }),
         "94 01 02 a6 69 6f 74 2e 73 31 81 a5 73 69 6e 63 65 81 a6 69 6f 74 2e 73 31 92 09 0b",
     );
