@@ -146,6 +146,9 @@ pub enum ConfigError {
         /// Every valid key.
         valid: String,
     },
+    /// Settings that contradict each other.
+    #[error("invalid configuration: {0}")]
+    Inconsistent(String),
     /// A value that does not parse.
     #[error("invalid value for `{key}` in config file {path}: {message}")]
     InvalidValue {
@@ -157,6 +160,10 @@ pub enum ConfigError {
         message: String,
     },
 }
+
+/// Room left for a delivery's envelope (WebSocket header, topic, seq, time)
+/// on top of the largest payload when sizing queues.
+pub const ENVELOPE_ALLOWANCE: usize = 1024;
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -206,6 +213,27 @@ pub fn parse_count(s: &str) -> Result<usize, String> {
         Ok(0) => Err("must be at least 1".to_owned()),
         Ok(n) => Ok(n),
         Err(_) => Err(format!("`{s}` is not a whole number")),
+    }
+}
+
+fn parse_backlog(s: &str) -> Result<u32, String> {
+    let n = parse_count(s)?;
+    u32::try_from(n).map_err(|_| format!("`{s}` is too large"))
+}
+
+/// Parses a duration that must not be zero.
+fn parse_nonzero_duration(s: &str) -> Result<Duration, String> {
+    match parse_duration(s)? {
+        d if d.is_zero() => Err("must be longer than 0s".to_owned()),
+        d => Ok(d),
+    }
+}
+
+/// Parses a size that must not be zero.
+fn parse_nonzero_size(s: &str) -> Result<usize, String> {
+    match parse_size(s)? {
+        0 => Err("must be at least 1 byte".to_owned()),
+        n => Ok(n),
     }
 }
 
@@ -301,11 +329,14 @@ broker_settings! {
     listen: SocketAddr = SocketAddr::from(([0, 0, 0, 0], 8080)), "0.0.0.0:8080",
         env "TICKWIRE_LISTEN", parse parse_addr,
         "Address and port to listen on (WebSocket, HTTP publish, metrics, health).";
+    listen_backlog: u32 = 4096, "4096",
+        env "TICKWIRE_LISTEN_BACKLOG", parse parse_backlog,
+        "Length of the queue of connections not yet accepted (capped by net.core.somaxconn); matters when many clients reconnect at once.";
     max_connections: usize = 100_000, "100000",
         env "TICKWIRE_MAX_CONNECTIONS", parse parse_count,
         "Most simultaneous TCP connections; more are answered with HTTP 503.";
     max_message_size: usize = 1 << 20, "1MiB",
-        env "TICKWIRE_MAX_MESSAGE_SIZE", parse parse_size,
+        env "TICKWIRE_MAX_MESSAGE_SIZE", parse parse_nonzero_size,
         "Largest WebSocket message (after reassembly of fragments); larger ones close with 1009.";
     max_subscriptions: usize = 1024, "1024",
         env "TICKWIRE_MAX_SUBSCRIPTIONS", parse parse_count,
@@ -314,25 +345,25 @@ broker_settings! {
         env "TICKWIRE_MAX_TOPICS", parse parse_count,
         "Most topics the broker tracks at once; publishes to new topics beyond it are refused.";
     topic_idle_ttl: Duration = Duration::from_secs(300), "5m",
-        env "TICKWIRE_TOPIC_IDLE_TTL", parse parse_duration,
+        env "TICKWIRE_TOPIC_IDLE_TTL", parse parse_nonzero_duration,
         "A topic with no exact subscriber and no activity for this long is forgotten (its sequence restarts).";
     outbound_queue_bytes: usize = 8 << 20, "8MiB",
-        env "TICKWIRE_OUTBOUND_QUEUE_BYTES", parse parse_size,
+        env "TICKWIRE_OUTBOUND_QUEUE_BYTES", parse parse_nonzero_size,
         "Byte budget of each connection's outbound queue; a connection over it is closed as a slow consumer (4001).";
     write_batch_bytes: usize = 64 << 10, "64KiB",
-        env "TICKWIRE_WRITE_BATCH_BYTES", parse parse_size,
+        env "TICKWIRE_WRITE_BATCH_BYTES", parse parse_nonzero_size,
         "Most bytes gathered into one socket write.";
     handshake_timeout: Duration = Duration::from_secs(10), "10s",
-        env "TICKWIRE_HANDSHAKE_TIMEOUT", parse parse_duration,
+        env "TICKWIRE_HANDSHAKE_TIMEOUT", parse parse_nonzero_duration,
         "Time allowed to send a complete HTTP request (and so to finish the WebSocket handshake).";
     max_http_body: usize = 1 << 20, "1MiB",
-        env "TICKWIRE_MAX_HTTP_BODY", parse parse_size,
+        env "TICKWIRE_MAX_HTTP_BODY", parse parse_nonzero_size,
         "Largest HTTP publish body; larger ones get 413.";
     keepalive_interval: Duration = Duration::from_secs(20), "20s",
-        env "TICKWIRE_KEEPALIVE_INTERVAL", parse parse_duration,
+        env "TICKWIRE_KEEPALIVE_INTERVAL", parse parse_nonzero_duration,
         "Ping a WebSocket connection after this long without receiving anything.";
     keepalive_timeout: Duration = Duration::from_secs(10), "10s",
-        env "TICKWIRE_KEEPALIVE_TIMEOUT", parse parse_duration,
+        env "TICKWIRE_KEEPALIVE_TIMEOUT", parse parse_nonzero_duration,
         "Close a connection (4002) that stays silent this long after the ping.";
     close_timeout: Duration = Duration::from_secs(5), "5s",
         env "TICKWIRE_CLOSE_TIMEOUT", parse parse_duration,
@@ -369,7 +400,23 @@ impl BrokerConfig {
             config.apply_file(path, table)?;
         }
         config.apply_args(args);
+        config.validate()?;
         Ok(config)
+    }
+
+    /// Refuses combinations that would make the broker misbehave.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        // A delivery frame is the message plus its envelope (topic, seq,
+        // time, headers); leave room for the largest one.
+        let largest_frame = self.max_message_size.max(self.max_http_body) + ENVELOPE_ALLOWANCE;
+        if self.outbound_queue_bytes < 2 * largest_frame {
+            return Err(ConfigError::Inconsistent(format!(
+                "outbound_queue_bytes ({}) must be at least twice the largest message plus envelope ({largest_frame}); \
+                 raise --outbound-queue-bytes or lower --max-message-size / --max-http-body",
+                self.outbound_queue_bytes
+            )));
+        }
+        Ok(())
     }
 
     /// The policy for `topic`: the first `[[topic]]` whose pattern matches,
@@ -405,6 +452,17 @@ mod tests {
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert!(parse_duration("soon").is_err());
         assert!(parse_count("0").is_err());
+        assert!(parse_nonzero_size("0").is_err());
+        assert!(parse_nonzero_duration("0s").is_err());
+    }
+
+    #[test]
+    fn queue_budget_must_hold_the_largest_message() {
+        let mut config = BrokerConfig::default();
+        assert!(config.validate().is_ok());
+        config.outbound_queue_bytes = config.max_message_size;
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("--outbound-queue-bytes"), "{err}");
     }
 
     #[test]

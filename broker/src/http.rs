@@ -232,6 +232,7 @@ async fn publish(state: &BrokerState, topic: &str, req: Request<Incoming>) -> Re
         Ok(collected) => collected.to_bytes(),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => return too_large(),
         Err(e) => {
+            state.metrics.protocol_error(ErrorCode::Malformed);
             return json_error(
                 StatusCode::BAD_REQUEST,
                 ErrorCode::Malformed.name(),

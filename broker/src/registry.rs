@@ -464,10 +464,12 @@ impl TopicRegistry {
         } else if !replays {
             let mut patterns = self.patterns.write();
             patterns.insert(pattern, request.subscriber.clone());
+            // Invalidate cached resolutions before the reply is queued: a
+            // publish that resolves after it includes the new subscriber.
+            self.pattern_generation.fetch_add(1, Ordering::AcqRel);
             if let Some(f) = registered.take() {
                 f(SubscribedInfo::default());
             }
-            self.pattern_generation.fetch_add(1, Ordering::AcqRel);
         } else {
             self.subscribe_wildcard_with_replay(&request, |info| {
                 if let Some(f) = registered.take() {

@@ -252,6 +252,8 @@ fn fast_reader(mut client: RawClient) -> tokio::task::JoinHandle<()> {
 async fn conflation_gives_a_stalled_reader_the_latest_of_every_topic_in_bounded_memory() {
     let broker = TestBroker::start(|c| {
         c.outbound_queue_bytes = BUDGET;
+        c.max_message_size = 64 * 1024;
+        c.max_http_body = 64 * 1024;
         c.topic_policies = vec![policy("px.>", 0, SlowConsumerPolicy::Conflate)];
     })
     .await;
@@ -297,6 +299,8 @@ async fn conflation_gives_a_stalled_reader_the_latest_of_every_topic_in_bounded_
 async fn drop_oldest_shows_the_gap_in_sequences_and_metrics() {
     let broker = TestBroker::start(|c| {
         c.outbound_queue_bytes = BUDGET;
+        c.max_message_size = 64 * 1024;
+        c.max_http_body = 64 * 1024;
         c.topic_policies = vec![policy("log.>", 0, SlowConsumerPolicy::DropOldest)];
     })
     .await;
