@@ -1,0 +1,460 @@
+//! The [`Client`] handle.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use tickwire_protocol::ClientMessage;
+use tickwire_protocol::topic::{validate_pattern, validate_topic};
+use tickwire_protocol::ws::{self, OpCode};
+
+use crate::config::{ClientBuilder, Config, OfflinePolicy};
+use crate::driver::{Command, Driver, PublishReply};
+use crate::error::{Error, Result};
+use crate::state::ConnectionState;
+use crate::subscription::{SubShared, SubscribeOptions, Subscription};
+use crate::transport::{Connection, Target};
+use crate::url::BrokerUrl;
+
+/// State shared by client handles, subscriptions and the connection task.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub config: Config,
+    pub url: String,
+    pub state_rx: watch::Receiver<ConnectionState>,
+    /// Mirrors `ConnectionState::Connected`, readable without a lock.
+    pub connected: AtomicBool,
+    next_id: AtomicU64,
+}
+
+impl Shared {
+    /// A fresh id, unique for the client's lifetime: request ids and local
+    /// subscription ids.
+    pub fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// What every [`Client`] clone and every [`Subscription`] holds; the
+/// connection task runs while one exists.
+#[derive(Debug)]
+pub(crate) struct ClientInner {
+    pub cmd_tx: mpsc::Sender<Command>,
+    pub drop_tx: mpsc::UnboundedSender<u64>,
+    pub shared: Arc<Shared>,
+}
+
+/// Encodes a client message as one masked binary WebSocket frame.
+pub(crate) fn encode_frame(msg: &ClientMessage<'_>) -> Bytes {
+    let mut body = Vec::with_capacity(64);
+    msg.encode(&mut body);
+    let mut frame = Vec::with_capacity(body.len() + 14);
+    ws::write_client_frame(&mut frame, OpCode::Binary, &body, rand::random());
+    Bytes::from(frame)
+}
+
+/// A connection to a tickwire broker.
+///
+/// `Client` is a cheap handle: clone it freely and share it between tasks.
+/// One background task per client owns the socket, answers pings, renews
+/// subscriptions after reconnects and routes deliveries to
+/// [`Subscription`]s. The task (and the connection) lives until
+/// [`Client::close`] is called or every `Client` clone *and* every
+/// `Subscription` has been dropped; then it closes the connection
+/// gracefully.
+///
+/// ```no_run
+/// # async fn demo() -> tickwire_client::Result<()> {
+/// use futures::StreamExt;
+/// use tickwire_client::Client;
+///
+/// #[derive(serde::Serialize, serde::Deserialize, Debug)]
+/// struct Quote { symbol: String, price: f64 }
+///
+/// let client = Client::connect("ws://127.0.0.1:8080").await?;
+///
+/// let mut quotes = client.subscribe("stocks.*").await?;
+/// client.publish("stocks.AAPL", &Quote { symbol: "AAPL".into(), price: 189.5 }).await?;
+///
+/// if let Some(msg) = quotes.next().await {
+///     let quote: Quote = msg.decode()?;
+///     println!("{} #{}: {quote:?}", msg.topic(), msg.seq());
+/// }
+/// client.close().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<ClientInner>,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("url", &self.inner.shared.url)
+            .field("state", &*self.inner.shared.state_rx.borrow())
+            .finish()
+    }
+}
+
+impl Client {
+    /// Connects to the broker at `url` with default settings.
+    ///
+    /// `url` is `ws://host[:port][/path]` or `wss://...`; host may be a name,
+    /// an IPv4 address or a bracketed IPv6 address (`ws://[::1]:8080`). An
+    /// empty path means `/ws`, where the broker accepts WebSocket upgrades.
+    ///
+    /// # Errors
+    ///
+    /// See [`ClientBuilder::connect`].
+    pub async fn connect(url: &str) -> Result<Client> {
+        Client::builder(url).connect().await
+    }
+
+    /// Starts configuring a client for `url`; finish with
+    /// [`ClientBuilder::connect`].
+    pub fn builder(url: impl Into<String>) -> ClientBuilder {
+        ClientBuilder::new(url.into())
+    }
+
+    pub(crate) async fn start(builder: ClientBuilder) -> Result<Client> {
+        let ClientBuilder { url, config } = builder;
+        config.validate()?;
+        let target = Arc::new(Target::new(BrokerUrl::parse(&url)?, &config)?);
+        let conn = if config.retry_initial_connect {
+            connect_with_retry(&target, &config).await?
+        } else {
+            target.connect().await?
+        };
+        tracing::info!(url = %url, "connected to tickwire broker");
+        let (state_tx, state_rx) = watch::channel(ConnectionState::Connected);
+        let (cmd_tx, cmd_rx) = mpsc::channel(config.command_capacity);
+        let (drop_tx, drop_rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            config,
+            url,
+            state_rx,
+            connected: AtomicBool::new(true),
+            next_id: AtomicU64::new(1),
+        });
+        let driver = Driver::new(shared.clone(), target, state_tx, cmd_rx, drop_rx);
+        tokio::spawn(driver.run(conn));
+        Ok(Client {
+            inner: Arc::new(ClientInner {
+                cmd_tx,
+                drop_tx,
+                shared,
+            }),
+        })
+    }
+
+    /// The URL this client connects to, as given.
+    pub fn url(&self) -> &str {
+        &self.inner.shared.url
+    }
+
+    /// A watch on the connection state. `borrow()` reads the current state;
+    /// `changed().await` waits for the next transition.
+    pub fn state(&self) -> watch::Receiver<ConnectionState> {
+        self.inner.shared.state_rx.clone()
+    }
+
+    /// Whether the client is connected right now.
+    pub fn is_connected(&self) -> bool {
+        self.inner.shared.connected.load(Ordering::Acquire)
+    }
+
+    fn config(&self) -> &Config {
+        &self.inner.shared.config
+    }
+
+    /// Runs `fut` under the request timeout.
+    async fn bounded<T>(
+        &self,
+        operation: &'static str,
+        fut: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let after = self.config().request_timeout;
+        tokio::time::timeout(after, fut)
+            .await
+            .unwrap_or(Err(Error::Timeout { operation, after }))
+    }
+
+    /// Sends `cmd` to the connection task and waits for its reply, all under
+    /// the request timeout.
+    async fn request<T>(
+        &self,
+        operation: &'static str,
+        cmd: Command,
+        reply: oneshot::Receiver<Result<T>>,
+    ) -> Result<T> {
+        self.bounded(operation, async {
+            self.inner
+                .cmd_tx
+                .send(cmd)
+                .await
+                .map_err(|_| Error::Closed)?;
+            reply.await.unwrap_or(Err(Error::Closed))
+        })
+        .await
+    }
+
+    /// Subscribes to a topic or wildcard pattern (`stocks.*`, `stocks.>`).
+    ///
+    /// Resolves once the broker has confirmed the subscription (`SUBSCRIBED`).
+    /// Several local subscriptions may share a pattern: the broker sees one
+    /// subscription per distinct pattern, and each delivered message is
+    /// handed to every local subscription whose pattern matches its topic.
+    /// If the client is reconnecting, this waits for the new connection
+    /// (within the request timeout).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidPattern`] (checked locally), [`Error::Broker`] (for
+    /// example [`ErrorCode::TooManySubscriptions`](crate::ErrorCode::TooManySubscriptions)),
+    /// [`Error::Timeout`], [`Error::Closed`].
+    pub async fn subscribe(&self, pattern: &str) -> Result<Subscription> {
+        self.subscribe_with(pattern, SubscribeOptions::default())
+            .await
+    }
+
+    /// [`Client::subscribe`] with options.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::subscribe`].
+    pub async fn subscribe_with(
+        &self,
+        pattern: &str,
+        options: SubscribeOptions,
+    ) -> Result<Subscription> {
+        validate_pattern(pattern).map_err(|source| Error::InvalidPattern {
+            pattern: pattern.to_owned(),
+            source,
+        })?;
+        let capacity = options
+            .capacity
+            .unwrap_or(self.config().subscription_capacity)
+            .min(tokio::sync::Semaphore::MAX_PERMITS);
+        let (tx, rx) = mpsc::channel(capacity);
+        let id = self.inner.shared.next_id();
+        let pattern: Arc<str> = Arc::from(pattern);
+        let shared = Arc::new(SubShared::default());
+        // Built before the request so that cancelling this future (or an
+        // error) drops it, which tells the connection task to forget it.
+        let subscription = Subscription {
+            id,
+            pattern: pattern.clone(),
+            rx,
+            shared: shared.clone(),
+            client: self.inner.clone(),
+        };
+        let (reply_tx, reply_rx) = oneshot::channel();
+        let cmd = Command::Subscribe {
+            id,
+            pattern,
+            tx,
+            shared,
+            reply: reply_tx,
+        };
+        self.request("subscribe", cmd, reply_rx).await?;
+        Ok(subscription)
+    }
+
+    fn check_topic(topic: &str) -> Result<()> {
+        validate_topic(topic).map_err(|source| Error::InvalidTopic {
+            topic: topic.to_owned(),
+            source,
+        })
+    }
+
+    /// Whether a publish made now must be refused because the client is
+    /// offline and the policy says so.
+    fn offline_refusal(&self) -> Option<Error> {
+        if self.inner.cmd_tx.is_closed() {
+            return Some(Error::Closed);
+        }
+        if !self.is_connected() && self.config().offline == OfflinePolicy::Fail {
+            return Some(Error::NotConnected);
+        }
+        None
+    }
+
+    /// Publishes `value`, serialized as MessagePack with field names
+    /// (`rmp_serde::to_vec_named`), on `topic`. Fire-and-forget: returns once
+    /// the message is queued for the connection (or buffered while
+    /// reconnecting, per the [`OfflinePolicy`]); use
+    /// [`Client::publish_acked`] to know the broker accepted it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidTopic`], [`Error::Encode`], [`Error::NotConnected`],
+    /// [`Error::OfflineBufferFull`], [`Error::Timeout`] (no queue space
+    /// within the request timeout), [`Error::Closed`].
+    pub async fn publish<T: Serialize + ?Sized>(&self, topic: &str, value: &T) -> Result<()> {
+        Self::check_topic(topic)?;
+        let payload = rmp_serde::to_vec_named(value)?;
+        self.publish_bytes(topic, payload).await
+    }
+
+    /// Publishes a raw payload on `topic`; otherwise as [`Client::publish`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::publish`], except [`Error::Encode`].
+    pub async fn publish_bytes(&self, topic: &str, payload: impl Into<Bytes>) -> Result<()> {
+        Self::check_topic(topic)?;
+        if let Some(err) = self.offline_refusal() {
+            return Err(err);
+        }
+        let frame = encode_frame(&ClientMessage::Publish {
+            id: None,
+            topic,
+            payload: payload.into(),
+            retain: false,
+        });
+        if self.is_connected() {
+            let cmd = Command::Publish {
+                frame,
+                id: None,
+                reply: PublishReply::None,
+            };
+            self.bounded("publish", async {
+                self.inner.cmd_tx.send(cmd).await.map_err(|_| Error::Closed)
+            })
+            .await
+        } else {
+            // Offline: the connection task decides (buffer or refuse) and
+            // says so.
+            let (tx, rx) = oneshot::channel();
+            let cmd = Command::Publish {
+                frame,
+                id: None,
+                reply: PublishReply::Accepted(tx),
+            };
+            self.request("publish", cmd, rx).await
+        }
+    }
+
+    /// Publishes `value` (as [`Client::publish`]) and waits for the broker's
+    /// acknowledgement; returns the sequence number the message got on its
+    /// topic.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::publish`], plus [`Error::Broker`] (for example
+    /// [`ErrorCode::PayloadTooLarge`](crate::ErrorCode::PayloadTooLarge)) and
+    /// [`Error::ConnectionLost`] (the connection dropped after the publish
+    /// was sent: it may or may not have been applied).
+    pub async fn publish_acked<T: Serialize + ?Sized>(
+        &self,
+        topic: &str,
+        value: &T,
+    ) -> Result<u64> {
+        Self::check_topic(topic)?;
+        let payload = rmp_serde::to_vec_named(value)?;
+        self.publish_bytes_acked(topic, payload).await
+    }
+
+    /// Publishes a raw payload and waits for the acknowledgement; otherwise
+    /// as [`Client::publish_acked`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::publish_acked`], except [`Error::Encode`].
+    pub async fn publish_bytes_acked(&self, topic: &str, payload: impl Into<Bytes>) -> Result<u64> {
+        Self::check_topic(topic)?;
+        if let Some(err) = self.offline_refusal() {
+            return Err(err);
+        }
+        let id = self.inner.shared.next_id();
+        let frame = encode_frame(&ClientMessage::Publish {
+            id: Some(id),
+            topic,
+            payload: payload.into(),
+            retain: false,
+        });
+        let (tx, rx) = oneshot::channel();
+        let cmd = Command::Publish {
+            frame,
+            id: Some(id),
+            reply: PublishReply::Acked(tx),
+        };
+        self.request("publish", cmd, rx).await
+    }
+
+    /// Measures the round trip to the broker with an application-level
+    /// `PING`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotConnected`] while reconnecting, [`Error::Timeout`],
+    /// [`Error::ConnectionLost`], [`Error::Closed`].
+    pub async fn ping(&self) -> Result<Duration> {
+        let (tx, rx) = oneshot::channel();
+        self.request("ping", Command::Ping { reply: tx }, rx).await
+    }
+
+    /// Closes the connection in an orderly way and stops the client.
+    ///
+    /// Everything queued before the call is written first, then a close
+    /// frame (code 1000); the call waits for the broker's close frame (within
+    /// the request timeout). Acknowledged publishes still unanswered fail
+    /// with [`Error::Closed`], publishes still in the offline buffer are
+    /// discarded, and every [`Subscription`] stream ends. The state becomes
+    /// [`ConnectionState::Closed`]. Closing a closed client does nothing.
+    /// Affects every clone of this client.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Timeout`] if the connection task did not finish in time.
+    pub async fn close(&self) -> Result<()> {
+        let (tx, rx) = oneshot::channel();
+        // Queue space, then the close handshake, each bounded by the request
+        // timeout.
+        let after = self.config().request_timeout;
+        let timeout = Error::Timeout {
+            operation: "close",
+            after,
+        };
+        match tokio::time::timeout(after, self.inner.cmd_tx.send(Command::Close { reply: tx }))
+            .await
+        {
+            Err(_) => return Err(timeout),
+            Ok(Err(_)) => return Ok(()),
+            Ok(Ok(())) => {}
+        }
+        // The task bounds the handshake by the request timeout itself; allow
+        // a little more for the final flush.
+        match tokio::time::timeout(after + Duration::from_secs(2), rx).await {
+            Err(_) => Err(timeout),
+            Ok(_) => Ok(()),
+        }
+    }
+}
+
+/// The first connection, retried with the reconnect policy.
+async fn connect_with_retry(target: &Target, config: &Config) -> Result<Connection> {
+    let policy = &config.reconnect;
+    let mut attempt = 0u32;
+    loop {
+        match target.connect().await {
+            Ok(conn) => return Ok(conn),
+            Err(err) => {
+                attempt += 1;
+                if policy.max_attempts.is_some_and(|max| attempt > max) {
+                    return Err(err);
+                }
+                let delay = policy.delay(attempt);
+                tracing::warn!("connecting failed ({err}); retrying in {delay:?}");
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+}
