@@ -655,6 +655,26 @@ mod tests {
         }
     }
 
+    /// Subscribes a fresh connection to `pattern` with `since`; returns the
+    /// reply info and the connection's receiver.
+    fn subscribe_since(
+        reg: &TopicRegistry,
+        pattern: &str,
+        since: &[(String, Position)],
+    ) -> (SubscribedInfo, OutboundReceiver) {
+        let (s, rx) = sub(1);
+        let pattern = p(pattern);
+        let mut info = None;
+        let request = SubscribeRequest {
+            pattern: &pattern,
+            subscriber: s,
+            since: Some(since),
+            last: false,
+        };
+        reg.subscribe(request, |i| info = Some(i)).unwrap();
+        (info.expect("registered was called"), rx)
+    }
+
     fn drain(rx: &mut OutboundReceiver) -> Vec<Bytes> {
         let mut frames = Vec::new();
         while let Some(Outbound::Frame(f, _)) = rx.try_recv() {
@@ -780,21 +800,7 @@ mod tests {
             epoch: position.epoch,
             seq: 2,
         };
-        let since = vec![("h.a".to_owned(), from)];
-        let (s, mut rx) = sub(1);
-        let mut info = None;
-        let pattern = p("h.a");
-        reg.subscribe(
-            SubscribeRequest {
-                pattern: &pattern,
-                subscriber: s.clone(),
-                since: Some(&since),
-                last: false,
-            },
-            |i| info = Some(i),
-        )
-        .unwrap();
-        let info = info.unwrap();
+        let (info, mut rx) = subscribe_since(&reg, "h.a", &[("h.a".to_owned(), from)]);
         assert_eq!(info.recovered, Some(true));
         assert_eq!((info.epoch, info.seq), (Some(position.epoch), Some(5)));
         reg.publish("h.a", b"live", false).unwrap();
@@ -822,21 +828,7 @@ mod tests {
                 seq: 2,
             },
         ] {
-            let since = vec![("h.a".to_owned(), from)];
-            let (s, mut rx) = sub(1);
-            let mut info = None;
-            let pattern = p("h.a");
-            reg.subscribe(
-                SubscribeRequest {
-                    pattern: &pattern,
-                    subscriber: s,
-                    since: Some(&since),
-                    last: false,
-                },
-                |i| info = Some(i),
-            )
-            .unwrap();
-            let info = info.unwrap();
+            let (info, mut rx) = subscribe_since(&reg, "h.a", &[("h.a".to_owned(), from)]);
             assert_eq!(info.recovered, Some(false));
             assert_eq!(info.missed, vec![("h.a".to_owned(), current)]);
             assert!(

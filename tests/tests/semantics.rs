@@ -248,75 +248,41 @@ fn fast_reader(mut client: RawClient) -> tokio::task::JoinHandle<()> {
     })
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn conflation_gives_a_stalled_reader_the_latest_of_every_topic_in_bounded_memory() {
-    let broker = TestBroker::start(|c| {
-        c.outbound_queue_bytes = BUDGET;
-        c.max_message_size = 64 * 1024;
-        c.max_http_body = 64 * 1024;
-        c.topic_policies = vec![policy("px.>", 0, SlowConsumerPolicy::Conflate)];
-    })
-    .await;
-    let mut stalled = RawClient::connect(broker.addr).await;
-    stalled.subscribe("px.*").await;
-    let mut fast = RawClient::connect(broker.addr).await;
-    fast.subscribe("px.*").await;
-    let fast = fast_reader(fast);
-
-    let mut publisher = RawClient::connect(broker.addr).await;
-    publish_updates(&mut publisher, "px").await;
-    fast.await.expect("fast subscriber got all updates");
-
-    // The stalled reader resumes: it must end on each topic's latest value.
-    let latest = UPDATES / TOPICS;
-    let mut last_seq: HashMap<String, u64> = HashMap::new();
-    let mut received = 0usize;
-    while last_seq.len() < TOPICS as usize || last_seq.values().any(|s| *s != latest) {
-        let (topic, seq, _) = next_message(&mut stalled).await;
-        received += 1;
-        let previous = last_seq.insert(topic, seq).unwrap_or(0);
-        assert!(seq > previous, "per-topic order holds");
-    }
-    let frame = PAYLOAD + 64;
-    let bound = (kernel_buffer_bound() + BUDGET) / frame + TOPICS as usize;
-    assert!(received <= bound, "received {received}, bound {bound}");
-    assert!(
-        (received as u64) < UPDATES,
-        "conflation replaced some updates"
-    );
-    assert!(broker.metric("tickwire_messages_conflated_total").await > 0.0);
-    assert_eq!(
-        broker
-            .metric("tickwire_slow_consumer_disconnects_total")
-            .await,
-        0.0
-    );
-    drop((stalled, publisher));
-    broker.stop().await;
+/// What a stalled subscriber received once it read again.
+struct StalledOutcome {
+    broker: TestBroker,
+    received: u64,
+    gaps: u64,
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn drop_oldest_shows_the_gap_in_sequences_and_metrics() {
+/// A stalled and a fast subscriber on `prefix.*` (policy `slow_consumer`),
+/// `UPDATES` publishes, then the stalled one reads until it has every
+/// topic's latest message. The fast one must get everything in order.
+async fn stalled_reader_scenario(
+    prefix: &str,
+    slow_consumer: SlowConsumerPolicy,
+) -> StalledOutcome {
+    let pattern = format!("{prefix}.*");
     let broker = TestBroker::start(|c| {
         c.outbound_queue_bytes = BUDGET;
         c.max_message_size = 64 * 1024;
         c.max_http_body = 64 * 1024;
-        c.topic_policies = vec![policy("log.>", 0, SlowConsumerPolicy::DropOldest)];
+        c.topic_policies = vec![policy(&format!("{prefix}.>"), 0, slow_consumer)];
     })
     .await;
     let mut stalled = RawClient::connect(broker.addr).await;
-    stalled.subscribe("log.*").await;
+    stalled.subscribe(&pattern).await;
     let mut fast = RawClient::connect(broker.addr).await;
-    fast.subscribe("log.*").await;
+    fast.subscribe(&pattern).await;
     let fast = fast_reader(fast);
     let mut publisher = RawClient::connect(broker.addr).await;
-    publish_updates(&mut publisher, "log").await;
+    publish_updates(&mut publisher, prefix).await;
     fast.await.expect("fast subscriber got all updates");
 
     let latest = UPDATES / TOPICS;
     let mut last_seq: HashMap<String, u64> = HashMap::new();
-    let mut received = 0u64;
-    let mut gaps = 0u64;
+    let mut received = 0;
+    let mut gaps = 0;
     while last_seq.len() < TOPICS as usize || last_seq.values().any(|s| *s != latest) {
         let (topic, seq, _) = next_message(&mut stalled).await;
         received += 1;
@@ -324,10 +290,6 @@ async fn drop_oldest_shows_the_gap_in_sequences_and_metrics() {
         assert!(seq > previous, "per-topic order holds");
         gaps += seq - previous - 1;
     }
-    let dropped = broker.metric("tickwire_messages_dropped_total").await as u64;
-    assert!(gaps > 0, "the stalled reader saw sequence gaps");
-    assert_eq!(gaps, dropped, "every gap is a counted drop");
-    assert_eq!(received + dropped, UPDATES);
     assert_eq!(
         broker
             .metric("tickwire_slow_consumer_disconnects_total")
@@ -335,7 +297,48 @@ async fn drop_oldest_shows_the_gap_in_sequences_and_metrics() {
         0.0
     );
     drop((stalled, publisher));
-    broker.stop().await;
+    StalledOutcome {
+        broker,
+        received,
+        gaps,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conflation_gives_a_stalled_reader_the_latest_of_every_topic_in_bounded_memory() {
+    let outcome = stalled_reader_scenario("px", SlowConsumerPolicy::Conflate).await;
+    let frame = PAYLOAD + 64;
+    let bound = ((kernel_buffer_bound() + BUDGET) / frame) as u64 + TOPICS;
+    assert!(
+        outcome.received <= bound,
+        "received {}, bound {bound}",
+        outcome.received
+    );
+    assert!(
+        outcome.received < UPDATES,
+        "conflation replaced some updates"
+    );
+    assert!(
+        outcome
+            .broker
+            .metric("tickwire_messages_conflated_total")
+            .await
+            > 0.0
+    );
+    outcome.broker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drop_oldest_shows_the_gap_in_sequences_and_metrics() {
+    let outcome = stalled_reader_scenario("log", SlowConsumerPolicy::DropOldest).await;
+    let dropped = outcome
+        .broker
+        .metric("tickwire_messages_dropped_total")
+        .await as u64;
+    assert!(outcome.gaps > 0, "the stalled reader saw sequence gaps");
+    assert_eq!(outcome.gaps, dropped, "every gap is a counted drop");
+    assert_eq!(outcome.received + dropped, UPDATES);
+    outcome.broker.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
