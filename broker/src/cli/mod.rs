@@ -1,5 +1,6 @@
 //! Command-line interface of the `tickwire` binary.
 
+mod client;
 mod serve;
 
 use std::process::ExitCode;
@@ -20,11 +21,21 @@ enum Command {
     ///
     /// Example: tickwire serve --listen 127.0.0.1:8080 --max-message-size 64KiB
     Serve(tickwire_broker::config::ServeArgs),
+    /// Publish messages to a topic.
+    ///
+    /// Example: tickwire pub stocks.AAPL 189.5 --url ws://127.0.0.1:8080/ws
+    Pub(client::PubArgs),
+    /// Subscribe to topics or patterns and print their messages.
+    ///
+    /// Example: tickwire sub 'stocks.*' --format json
+    Sub(client::SubArgs),
 }
 
 /// Runs the chosen subcommand and returns the process exit code.
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Serve(args) => serve::run(args),
+        Command::Pub(args) => client::run_pub(args),
+        Command::Sub(args) => client::run_sub(args),
     }
 }
