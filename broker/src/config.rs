@@ -14,6 +14,108 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use thiserror::Error;
+use tickwire_protocol::topic::Pattern;
+
+use crate::queue::SlowConsumerPolicy;
+
+/// The file key of the per-topic policy tables: `[[topic]]`.
+pub const TOPIC_TABLE: &str = "topic";
+
+/// What the broker keeps and how it treats slow subscribers for the topics
+/// matching one pattern.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TopicPolicy {
+    /// The topics this policy applies to.
+    pub pattern: Pattern,
+    /// Messages kept in the topic's history ring (0: no history).
+    pub history_messages: usize,
+    /// Bytes the history ring may hold.
+    pub history_bytes: usize,
+    /// Age after which history entries expire (`None`: no age limit).
+    pub history_age: Option<Duration>,
+    /// Keep the latest message as the topic's last value even without
+    /// history (as if every publish asked for `retain`).
+    pub retain: bool,
+    /// What happens to this topic's messages for a subscriber over budget.
+    pub slow_consumer: SlowConsumerPolicy,
+}
+
+impl TopicPolicy {
+    /// The policy of topics no `[[topic]]` table matches: no history, no
+    /// retained value unless a publish asks for it, disconnect slow
+    /// consumers.
+    pub fn fallback() -> Self {
+        TopicPolicy {
+            pattern: Pattern::everything(),
+            history_messages: 0,
+            history_bytes: 0,
+            history_age: None,
+            retain: false,
+            slow_consumer: SlowConsumerPolicy::Disconnect,
+        }
+    }
+}
+
+/// Default history byte bound when a policy sets `history_messages` only.
+pub const DEFAULT_HISTORY_BYTES: usize = 1 << 20;
+
+fn parse_slow_consumer(s: &str) -> Result<SlowConsumerPolicy, String> {
+    match s.trim() {
+        "disconnect" => Ok(SlowConsumerPolicy::Disconnect),
+        "drop-oldest" => Ok(SlowConsumerPolicy::DropOldest),
+        "conflate" => Ok(SlowConsumerPolicy::Conflate),
+        other => Err(format!(
+            "`{other}` is not a slow-consumer policy; use disconnect, drop-oldest or conflate"
+        )),
+    }
+}
+
+/// Parses the `[[topic]]` array of tables.
+fn parse_topic_policies(value: &toml::Value) -> Result<Vec<TopicPolicy>, String> {
+    let tables = value
+        .as_array()
+        .ok_or("write each policy as a [[topic]] table")?;
+    tables
+        .iter()
+        .map(|table| {
+            let table = table.as_table().ok_or("write each policy as a [[topic]] table")?;
+            let text = |key: &str| {
+                table.get(key).map(|v| match v {
+                    toml::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                })
+            };
+            let pattern = text("pattern").ok_or("every [[topic]] needs a `pattern`")?;
+            let mut policy = TopicPolicy {
+                pattern: Pattern::new(pattern.as_str()).map_err(|e| format!("pattern `{pattern}`: {e}"))?,
+                ..TopicPolicy::fallback()
+            };
+            for key in table.keys() {
+                let v = text(key).unwrap_or_default();
+                let field = |e: String| format!("[[topic]] `{pattern}` {key}: {e}");
+                match key.as_str() {
+                    "pattern" => {}
+                    "history_messages" => {
+                        policy.history_messages = v.trim().parse().map_err(|_| field(format!("`{v}` is not a count")))?
+                    }
+                    "history_bytes" => policy.history_bytes = parse_size(&v).map_err(field)?,
+                    "history_age" => policy.history_age = Some(parse_duration(&v).map_err(field)?),
+                    "retain" => policy.retain = v.trim().parse().map_err(|_| field(format!("`{v}` is not true or false")))?,
+                    "slow_consumer" => policy.slow_consumer = parse_slow_consumer(&v).map_err(field)?,
+                    other => {
+                        return Err(format!(
+                            "unknown key `{other}` in [[topic]] `{pattern}`; valid: pattern, history_messages, history_bytes, history_age, retain, slow_consumer"
+                        ));
+                    }
+                }
+            }
+            if policy.history_messages > 0 && policy.history_bytes == 0 {
+                policy.history_bytes = DEFAULT_HISTORY_BYTES;
+            }
+            Ok(policy)
+        })
+        .collect()
+}
 
 /// Why the configuration could not be loaded.
 #[derive(Debug, Error)]
@@ -44,6 +146,9 @@ pub enum ConfigError {
         /// Every valid key.
         valid: String,
     },
+    /// Settings that contradict each other.
+    #[error("invalid configuration: {0}")]
+    Inconsistent(String),
     /// A value that does not parse.
     #[error("invalid value for `{key}` in config file {path}: {message}")]
     InvalidValue {
@@ -55,6 +160,10 @@ pub enum ConfigError {
         message: String,
     },
 }
+
+/// Room left for a delivery's envelope (WebSocket header, topic, seq, time)
+/// on top of the largest payload when sizing queues.
+pub const ENVELOPE_ALLOWANCE: usize = 1024;
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -107,6 +216,27 @@ pub fn parse_count(s: &str) -> Result<usize, String> {
     }
 }
 
+fn parse_backlog(s: &str) -> Result<u32, String> {
+    let n = parse_count(s)?;
+    u32::try_from(n).map_err(|_| format!("`{s}` is too large"))
+}
+
+/// Parses a duration that must not be zero.
+fn parse_nonzero_duration(s: &str) -> Result<Duration, String> {
+    match parse_duration(s)? {
+        d if d.is_zero() => Err("must be longer than 0s".to_owned()),
+        d => Ok(d),
+    }
+}
+
+/// Parses a size that must not be zero.
+fn parse_nonzero_size(s: &str) -> Result<usize, String> {
+    match parse_size(s)? {
+        0 => Err("must be at least 1 byte".to_owned()),
+        n => Ok(n),
+    }
+}
+
 fn parse_addr(s: &str) -> Result<SocketAddr, String> {
     s.trim()
         .parse()
@@ -134,11 +264,14 @@ macro_rules! broker_settings {
         #[derive(Debug, Clone)]
         pub struct BrokerConfig {
             $( #[doc = $help] pub $field: $ty, )*
+            /// Per-topic-pattern delivery policies (`[[topic]]` tables in the
+            /// file), first match wins.
+            pub topic_policies: Vec<TopicPolicy>,
         }
 
         impl Default for BrokerConfig {
             fn default() -> Self {
-                BrokerConfig { $( $field: $default, )* }
+                BrokerConfig { $( $field: $default, )* topic_policies: Vec::new() }
             }
         }
 
@@ -156,7 +289,7 @@ macro_rules! broker_settings {
         }
 
         /// Every key accepted in the configuration file.
-        pub const FILE_KEYS: &[&str] = &[$( stringify!($field), )*];
+        pub const FILE_KEYS: &[&str] = &[$( stringify!($field), )* TOPIC_TABLE];
 
         impl BrokerConfig {
             fn apply_file(&mut self, path: &Path, table: BTreeMap<String, toml::Value>) -> Result<(), ConfigError> {
@@ -172,6 +305,7 @@ macro_rules! broker_settings {
                     };
                     match key.as_str() {
                         $( stringify!($field) => self.$field = $parser(&text).map_err(invalid)?, )*
+                        TOPIC_TABLE => self.topic_policies = parse_topic_policies(&value).map_err(invalid)?,
                         _ => {
                             return Err(ConfigError::UnknownKey {
                                 path: path.to_owned(),
@@ -195,11 +329,14 @@ broker_settings! {
     listen: SocketAddr = SocketAddr::from(([0, 0, 0, 0], 8080)), "0.0.0.0:8080",
         env "TICKWIRE_LISTEN", parse parse_addr,
         "Address and port to listen on (WebSocket, HTTP publish, metrics, health).";
+    listen_backlog: u32 = 4096, "4096",
+        env "TICKWIRE_LISTEN_BACKLOG", parse parse_backlog,
+        "Length of the queue of connections not yet accepted (capped by net.core.somaxconn); matters when many clients reconnect at once.";
     max_connections: usize = 100_000, "100000",
         env "TICKWIRE_MAX_CONNECTIONS", parse parse_count,
         "Most simultaneous TCP connections; more are answered with HTTP 503.";
     max_message_size: usize = 1 << 20, "1MiB",
-        env "TICKWIRE_MAX_MESSAGE_SIZE", parse parse_size,
+        env "TICKWIRE_MAX_MESSAGE_SIZE", parse parse_nonzero_size,
         "Largest WebSocket message (after reassembly of fragments); larger ones close with 1009.";
     max_subscriptions: usize = 1024, "1024",
         env "TICKWIRE_MAX_SUBSCRIPTIONS", parse parse_count,
@@ -208,25 +345,25 @@ broker_settings! {
         env "TICKWIRE_MAX_TOPICS", parse parse_count,
         "Most topics the broker tracks at once; publishes to new topics beyond it are refused.";
     topic_idle_ttl: Duration = Duration::from_secs(300), "5m",
-        env "TICKWIRE_TOPIC_IDLE_TTL", parse parse_duration,
+        env "TICKWIRE_TOPIC_IDLE_TTL", parse parse_nonzero_duration,
         "A topic with no exact subscriber and no activity for this long is forgotten (its sequence restarts).";
     outbound_queue_bytes: usize = 8 << 20, "8MiB",
-        env "TICKWIRE_OUTBOUND_QUEUE_BYTES", parse parse_size,
+        env "TICKWIRE_OUTBOUND_QUEUE_BYTES", parse parse_nonzero_size,
         "Byte budget of each connection's outbound queue; a connection over it is closed as a slow consumer (4001).";
     write_batch_bytes: usize = 64 << 10, "64KiB",
-        env "TICKWIRE_WRITE_BATCH_BYTES", parse parse_size,
+        env "TICKWIRE_WRITE_BATCH_BYTES", parse parse_nonzero_size,
         "Most bytes gathered into one socket write.";
     handshake_timeout: Duration = Duration::from_secs(10), "10s",
-        env "TICKWIRE_HANDSHAKE_TIMEOUT", parse parse_duration,
+        env "TICKWIRE_HANDSHAKE_TIMEOUT", parse parse_nonzero_duration,
         "Time allowed to send a complete HTTP request (and so to finish the WebSocket handshake).";
     max_http_body: usize = 1 << 20, "1MiB",
-        env "TICKWIRE_MAX_HTTP_BODY", parse parse_size,
+        env "TICKWIRE_MAX_HTTP_BODY", parse parse_nonzero_size,
         "Largest HTTP publish body; larger ones get 413.";
     keepalive_interval: Duration = Duration::from_secs(20), "20s",
-        env "TICKWIRE_KEEPALIVE_INTERVAL", parse parse_duration,
+        env "TICKWIRE_KEEPALIVE_INTERVAL", parse parse_nonzero_duration,
         "Ping a WebSocket connection after this long without receiving anything.";
     keepalive_timeout: Duration = Duration::from_secs(10), "10s",
-        env "TICKWIRE_KEEPALIVE_TIMEOUT", parse parse_duration,
+        env "TICKWIRE_KEEPALIVE_TIMEOUT", parse parse_nonzero_duration,
         "Close a connection (4002) that stays silent this long after the ping.";
     close_timeout: Duration = Duration::from_secs(5), "5s",
         env "TICKWIRE_CLOSE_TIMEOUT", parse parse_duration,
@@ -263,7 +400,31 @@ impl BrokerConfig {
             config.apply_file(path, table)?;
         }
         config.apply_args(args);
+        config.validate()?;
         Ok(config)
+    }
+
+    /// Refuses combinations that would make the broker misbehave.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        // A delivery frame is the message plus its envelope (topic, seq,
+        // time, headers); leave room for the largest one.
+        let largest_frame = self.max_message_size.max(self.max_http_body) + ENVELOPE_ALLOWANCE;
+        if self.outbound_queue_bytes < 2 * largest_frame {
+            return Err(ConfigError::Inconsistent(format!(
+                "outbound_queue_bytes ({}) must be at least twice the largest message plus envelope ({largest_frame}); \
+                 raise --outbound-queue-bytes or lower --max-message-size / --max-http-body",
+                self.outbound_queue_bytes
+            )));
+        }
+        Ok(())
+    }
+
+    /// The policy for `topic`: the first `[[topic]]` whose pattern matches,
+    /// else [`TopicPolicy::fallback`].
+    pub fn policy_for(&self, topic: &str) -> Option<&TopicPolicy> {
+        self.topic_policies
+            .iter()
+            .find(|p| p.pattern.matches(topic))
     }
 
     /// A configuration for tests and embedding: listen on 127.0.0.1 with an
@@ -291,6 +452,17 @@ mod tests {
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert!(parse_duration("soon").is_err());
         assert!(parse_count("0").is_err());
+        assert!(parse_nonzero_size("0").is_err());
+        assert!(parse_nonzero_duration("0s").is_err());
+    }
+
+    #[test]
+    fn queue_budget_must_hold_the_largest_message() {
+        let mut config = BrokerConfig::default();
+        assert!(config.validate().is_ok());
+        config.outbound_queue_bytes = config.max_message_size;
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("--outbound-queue-bytes"), "{err}");
     }
 
     #[test]
@@ -318,6 +490,30 @@ mod tests {
         let err = BrokerConfig::load(&args).unwrap_err().to_string();
         assert!(err.contains("unknown key `max_mesage_size`"), "{err}");
         assert!(err.contains("max_message_size"), "{err}");
+
+        std::fs::write(
+            &path,
+            "[[topic]]\npattern = \"stocks.>\"\nhistory_messages = 1000\nhistory_age = \"60s\"\nslow_consumer = \"conflate\"\n\n[[topic]]\npattern = \"chat.>\"\nhistory_messages = 100\n",
+        )
+        .unwrap();
+        let config = BrokerConfig::load(&args).unwrap();
+        let stocks = config.policy_for("stocks.AAPL").unwrap();
+        assert_eq!(stocks.history_messages, 1000);
+        assert_eq!(stocks.history_age, Some(Duration::from_secs(60)));
+        assert_eq!(stocks.slow_consumer, SlowConsumerPolicy::Conflate);
+        assert_eq!(
+            config.policy_for("chat.room1").unwrap().history_bytes,
+            DEFAULT_HISTORY_BYTES
+        );
+        assert!(config.policy_for("fx.EURUSD").is_none());
+
+        std::fs::write(
+            &path,
+            "[[topic]]\npattern = \"a\"\nslow_consumer = \"panic\"\n",
+        )
+        .unwrap();
+        let err = BrokerConfig::load(&args).unwrap_err().to_string();
+        assert!(err.contains("drop-oldest"), "{err}");
 
         std::fs::write(&path, "max_topics = \"lots\"\n").unwrap();
         let err = BrokerConfig::load(&args).unwrap_err().to_string();

@@ -175,6 +175,23 @@ fn upgrade(
     Response::from_parts(parts, Full::new(Bytes::new()))
 }
 
+/// Reads the `retain` query parameter of an HTTP publish.
+fn retain_param(query: Option<&str>) -> Result<bool, String> {
+    let mut retain = false;
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=').unwrap_or((pair, "true")) {
+            ("retain", "true" | "1") => retain = true,
+            ("retain", "false" | "0") => retain = false,
+            (key, value) => {
+                return Err(format!(
+                    "unsupported query parameter {key}={value}; only retain=true|false"
+                ));
+            }
+        }
+    }
+    Ok(retain)
+}
+
 async fn publish(state: &BrokerState, topic: &str, req: Request<Incoming>) -> Response<Body> {
     if let Err(e) = validate_topic(topic) {
         state.metrics.protocol_error(ErrorCode::InvalidTopic);
@@ -193,6 +210,16 @@ async fn publish(state: &BrokerState, topic: &str, req: Request<Incoming>) -> Re
             &format!("body larger than the {limit}-byte limit (--max-http-body)"),
         )
     };
+    let req_retain = match retain_param(req.uri().query()) {
+        Ok(retain) => retain,
+        Err(message) => {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::InvalidOption.name(),
+                &message,
+            );
+        }
+    };
     let declared = req
         .headers()
         .get(CONTENT_LENGTH)
@@ -205,6 +232,7 @@ async fn publish(state: &BrokerState, topic: &str, req: Request<Incoming>) -> Re
         Ok(collected) => collected.to_bytes(),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => return too_large(),
         Err(e) => {
+            state.metrics.protocol_error(ErrorCode::Malformed);
             return json_error(
                 StatusCode::BAD_REQUEST,
                 ErrorCode::Malformed.name(),
@@ -212,7 +240,8 @@ async fn publish(state: &BrokerState, topic: &str, req: Request<Incoming>) -> Re
             );
         }
     };
-    match state.registry.publish(topic, &body) {
+    let retain = req_retain;
+    match state.registry.publish(topic, &body, retain) {
         Ok(receipt) => json_response(
             StatusCode::OK,
             json!({ "topic": topic, "seq": receipt.seq, "deliveries": receipt.deliveries }),

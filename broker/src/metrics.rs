@@ -49,7 +49,30 @@ pub struct Metrics {
     pub closes: IntCounterVec,
     /// Age of the oldest frame in each write batch when the batch is written.
     pub publish_to_write_seconds: Histogram,
+    /// Messages dropped by the drop-oldest slow-consumer policy.
+    pub dropped: IntCounter,
+    /// Messages replaced by a newer one of the same topic (conflate policy
+    /// and `max_rate`).
+    pub conflated: IntCounter,
+    /// Subscribes with `since`, by outcome (`recovered`, `incomplete`).
+    pub resumes: IntCounterVec,
+    /// Bytes queued for a connection, sampled at each write batch.
+    pub queue_depth_bytes: Histogram,
 }
+
+/// Bucket upper bounds, in bytes, of the queue depth histogram.
+pub const QUEUE_DEPTH_BUCKETS: [f64; 10] = [
+    1024.0,
+    4096.0,
+    16384.0,
+    65536.0,
+    262144.0,
+    1048576.0,
+    4194304.0,
+    16777216.0,
+    67108864.0,
+    268435456.0,
+];
 
 impl Metrics {
     /// Creates and registers every metric.
@@ -87,6 +110,18 @@ impl Metrics {
         .expect("valid histogram");
         registry
             .register(Box::new(publish_to_write_seconds.clone()))
+            .expect("unique metric");
+
+        let queue_depth_bytes = Histogram::with_opts(
+            HistogramOpts::new(
+                "tickwire_queue_depth_bytes",
+                "Bytes queued for a connection (channel and lanes), sampled at each write batch.",
+            )
+            .buckets(QUEUE_DEPTH_BUCKETS.to_vec()),
+        )
+        .expect("valid histogram");
+        registry
+            .register(Box::new(queue_depth_bytes.clone()))
             .expect("unique metric");
 
         let metrics = Metrics {
@@ -127,10 +162,27 @@ impl Metrics {
                 "code",
             ),
             publish_to_write_seconds,
+            dropped: counter(
+                "messages_dropped_total",
+                "Messages dropped for slow subscribers by the drop-oldest policy.",
+            ),
+            conflated: counter(
+                "messages_conflated_total",
+                "Queued messages replaced by a newer message of the same topic (conflate policy, max_rate).",
+            ),
+            resumes: counter_vec(
+                "resumes_total",
+                "Subscribes with `since`, by outcome.",
+                "outcome",
+            ),
+            queue_depth_bytes,
             registry,
         };
         for code in ErrorCode::ALL {
             metrics.protocol_errors.with_label_values(&[code.name()]);
+        }
+        for outcome in ["recovered", "incomplete"] {
+            metrics.resumes.with_label_values(&[outcome]);
         }
         metrics
     }

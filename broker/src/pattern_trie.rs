@@ -14,8 +14,30 @@ use tickwire_protocol::topic::{Pattern, PatternToken};
 
 use crate::queue::SubscriberQueue;
 
-/// A subscriber as the registry holds it.
-pub type Subscriber = Arc<SubscriberQueue>;
+/// A subscription as the registry holds it: the connection's queue and the
+/// subscription options that shape delivery.
+#[derive(Debug, Clone)]
+pub struct Subscriber {
+    /// The connection's outbound queue.
+    pub queue: Arc<SubscriberQueue>,
+    /// The subscription's `max_rate` (messages per second per topic).
+    pub max_rate: Option<u32>,
+}
+
+impl Subscriber {
+    /// A subscriber without a rate limit.
+    pub fn unlimited(queue: Arc<SubscriberQueue>) -> Self {
+        Subscriber {
+            queue,
+            max_rate: None,
+        }
+    }
+
+    /// The connection id.
+    pub fn id(&self) -> u64 {
+        self.queue.id()
+    }
+}
 
 #[derive(Debug, Default)]
 struct Node {
@@ -166,7 +188,7 @@ mod tests {
     use crate::metrics::Metrics;
 
     fn sub(id: u64) -> Subscriber {
-        SubscriberQueue::new(id, 1024, Metrics::new()).0
+        Subscriber::unlimited(SubscriberQueue::new(id, 1024, Metrics::new()).0)
     }
 
     fn ids(trie: &PatternTrie, topic: &str) -> Vec<u64> {

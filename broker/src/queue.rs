@@ -2,37 +2,84 @@
 //!
 //! Publishers on any task push already-encoded frames ([`Bytes`], shared by
 //! every subscriber) with [`SubscriberQueue::push`]; the connection's writer
-//! task drains them in batches ([`OutboundReceiver`]). Pushing takes no lock:
-//! it is an atomic add on the byte counter plus a lock-free channel send.
+//! task drains them in batches ([`OutboundReceiver`]). On the fast path a
+//! push takes no lock: an atomic add on the byte counter plus a lock-free
+//! channel send.
 //!
-//! The queue is bounded in bytes. A push that would take it over its budget is
-//! refused and, under the default slow-consumer policy, closes the connection
-//! with 4001: every other subscriber keeps its rate and the broker's memory
-//! for this connection never exceeds the budget. Other policies (drop-oldest,
-//! conflation) plug in at [`SubscriberQueue::push`], the one place that
-//! decides what happens to a frame that does not fit.
+//! The queue is bounded in bytes, and [`SubscriberQueue::push`] is the one
+//! place that decides what happens to a frame that does not fit, according
+//! to its topic's slow-consumer policy ([`SlowConsumerPolicy`]):
+//!
+//! * `disconnect`: over the budget, the connection is closed with 4001.
+//! * `drop-oldest` and `conflate`: once the channel holds half the budget,
+//!   the topic's frames are diverted into a per-topic *lane* (a small queue
+//!   beside the channel; a token in the channel marks its place). A
+//!   drop-oldest lane sheds its oldest frames to stay within the other half
+//!   of the budget; a conflate lane keeps only the newest frame. While a lane
+//!   is non-empty all of its topic's frames go through it, so per-topic order
+//!   holds. Only when the lanes alone exceed their half is the connection
+//!   closed.
+//! * A subscription with `max_rate` sends every frame of its topics through
+//!   a rate-limited lane that releases at most that many frames per second,
+//!   always the newest.
+//!
+//! Lanes are behind a mutex, taken only by connections that have at least
+//! one active lane; every other connection stays on the lock-free path.
 //!
 //! [`SubscriberQueue::close`] is the one way a connection starts closing,
 //! whatever the reason: it queues the close frame behind the data already
 //! queued (or, for a slow consumer, instead of it) and cancels the
 //! connection's `closing` token so the reader stops.
 
+use std::cmp::Reverse;
+use std::collections::hash_map::Entry;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use parking_lot::Mutex;
 use tickwire_protocol::CloseCode;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
 
+/// What a subscriber's queue does with a frame of this topic that does not
+/// fit its budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SlowConsumerPolicy {
+    /// Close the connection with 4001 (the default).
+    #[default]
+    Disconnect,
+    /// Drop the oldest queued messages of the topic; the client sees a gap
+    /// in sequence numbers.
+    DropOldest,
+    /// Keep only the newest queued message of the topic.
+    Conflate,
+}
+
+/// Where a frame comes from, for lane decisions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameOrigin {
+    /// The topic's id (unique for the broker's lifetime).
+    pub topic_id: u64,
+    /// The topic's slow-consumer policy.
+    pub policy: SlowConsumerPolicy,
+    /// The subscription's `max_rate`, messages per second.
+    pub max_rate: Option<u32>,
+}
+
 /// One item in a connection's outbound queue.
 #[derive(Debug)]
 pub enum Outbound {
     /// A complete WebSocket frame and when it was queued.
     Frame(Bytes, Instant),
+    /// The frames waiting in this topic's lane are next.
+    Lane(u64),
+    /// A rate-limited lane became due earlier than the writer planned.
+    Timer,
     /// Write a close frame with this code and reason, then stop.
     Close {
         /// The close code.
@@ -45,7 +92,8 @@ pub enum Outbound {
 /// What happened to a pushed frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PushOutcome {
-    /// The frame is queued.
+    /// The frame is queued (possibly in a lane, possibly replacing an older
+    /// frame of its topic).
     Queued,
     /// The frame did not fit the budget; the connection is being closed as
     /// a slow consumer.
@@ -58,6 +106,27 @@ const OPEN: u8 = 0;
 const CLOSING: u8 = 1;
 const OVERFLOWED: u8 = 2;
 
+#[derive(Debug, Default)]
+struct Lane {
+    frames: VecDeque<(Bytes, Instant)>,
+    token_queued: bool,
+    rate: Option<u32>,
+    next_release: Option<Instant>,
+}
+
+impl Lane {
+    fn interval(&self) -> Option<Duration> {
+        self.rate.map(|r| Duration::from_secs(1) / r)
+    }
+}
+
+#[derive(Debug, Default)]
+struct Lanes {
+    by_topic: HashMap<u64, Lane>,
+    bytes: usize,
+    due: BinaryHeap<Reverse<(Instant, u64)>>,
+}
+
 /// The sending side of a connection's outbound queue, shared (in an [`Arc`])
 /// by the topic registry and the connection itself.
 #[derive(Debug)]
@@ -68,6 +137,8 @@ pub struct SubscriberQueue {
     budget: usize,
     state: AtomicU8,
     closing: CancellationToken,
+    active_lanes: AtomicUsize,
+    lanes: Mutex<Lanes>,
     metrics: Metrics,
 }
 
@@ -89,6 +160,8 @@ impl SubscriberQueue {
             budget,
             state: AtomicU8::new(OPEN),
             closing: CancellationToken::new(),
+            active_lanes: AtomicUsize::new(0),
+            lanes: Mutex::new(Lanes::default()),
             metrics,
         });
         let receiver = OutboundReceiver {
@@ -103,9 +176,20 @@ impl SubscriberQueue {
         self.id
     }
 
-    /// Bytes currently queued and not yet taken by the writer.
+    /// Bytes currently queued (channel and lanes) and not yet taken by the
+    /// writer.
     pub fn queued_bytes(&self) -> usize {
-        self.queued_bytes.load(Ordering::Relaxed)
+        let lanes = if self.has_lanes() {
+            self.lanes.lock().bytes
+        } else {
+            0
+        };
+        self.queued_bytes.load(Ordering::Relaxed) + lanes
+    }
+
+    /// Whether any topic of this connection currently uses a lane.
+    pub fn has_lanes(&self) -> bool {
+        self.active_lanes.load(Ordering::Acquire) > 0
     }
 
     /// Cancelled once the connection starts closing, for any reason.
@@ -118,20 +202,47 @@ impl SubscriberQueue {
         self.state.load(Ordering::Relaxed) != OPEN
     }
 
-    /// Queues a frame if it fits the byte budget; otherwise closes the
-    /// connection as a slow consumer.
+    /// Queues a control frame or reply (never diverted, never dropped except
+    /// by overflow).
     pub fn push(&self, frame: Bytes, queued_at: Instant) -> PushOutcome {
+        self.push_direct(frame, queued_at, self.budget)
+    }
+
+    /// Queues a delivery of a topic, applying its slow-consumer policy and
+    /// the subscription's rate limit.
+    pub fn push_delivery(
+        &self,
+        frame: Bytes,
+        queued_at: Instant,
+        origin: FrameOrigin,
+    ) -> PushOutcome {
+        if origin.max_rate.is_none() && self.active_lanes.load(Ordering::Acquire) == 0 {
+            let limit = match origin.policy {
+                SlowConsumerPolicy::Disconnect => self.budget,
+                _ => self.budget / 2,
+            };
+            if self.state.load(Ordering::Relaxed) != OPEN {
+                return PushOutcome::Closed;
+            }
+            if self.queued_bytes.load(Ordering::Relaxed) + frame.len() <= limit
+                || origin.policy == SlowConsumerPolicy::Disconnect
+            {
+                return self.push_direct(frame, queued_at, limit);
+            }
+        }
+        self.push_slow(frame, queued_at, origin)
+    }
+
+    /// The lock-free path: channel send within `limit` bytes, else overflow.
+    fn push_direct(&self, frame: Bytes, queued_at: Instant, limit: usize) -> PushOutcome {
         if self.state.load(Ordering::Relaxed) != OPEN {
             return PushOutcome::Closed;
         }
         let len = frame.len();
         let before = self.queued_bytes.fetch_add(len, Ordering::Relaxed);
-        if before + len > self.budget {
+        if before + len > limit {
             self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
-            if self.begin_close(OVERFLOWED, CloseCode::SlowConsumer) {
-                return PushOutcome::Overflowed;
-            }
-            return PushOutcome::Closed;
+            return self.overflow();
         }
         match self.tx.send(Outbound::Frame(frame, queued_at)) {
             Ok(()) => PushOutcome::Queued,
@@ -140,6 +251,93 @@ impl SubscriberQueue {
                 PushOutcome::Closed
             }
         }
+    }
+
+    fn overflow(&self) -> PushOutcome {
+        if self.begin_close(OVERFLOWED, CloseCode::SlowConsumer) {
+            PushOutcome::Overflowed
+        } else {
+            PushOutcome::Closed
+        }
+    }
+
+    /// The lane path, under the lanes mutex.
+    fn push_slow(&self, frame: Bytes, queued_at: Instant, origin: FrameOrigin) -> PushOutcome {
+        if self.state.load(Ordering::Relaxed) != OPEN {
+            return PushOutcome::Closed;
+        }
+        let mut guard = self.lanes.lock();
+        let lane_budget = self.budget / 2;
+        let len = frame.len();
+        let now = Instant::now();
+        let lanes = &mut *guard;
+        let lane = match lanes.by_topic.entry(origin.topic_id) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(v) => {
+                let over = self.queued_bytes.load(Ordering::Relaxed) + len > lane_budget;
+                let disconnect = origin.policy == SlowConsumerPolicy::Disconnect;
+                if origin.max_rate.is_none() && (disconnect || !over) {
+                    // Channel and lanes together stay within the budget.
+                    return self.push_direct(
+                        frame,
+                        queued_at,
+                        self.budget.saturating_sub(lanes.bytes),
+                    );
+                }
+                self.active_lanes.fetch_add(1, Ordering::AcqRel);
+                v.insert(Lane {
+                    rate: origin.max_rate,
+                    ..Lane::default()
+                })
+            }
+        };
+        lane.rate = origin.max_rate;
+
+        // A rate-limited lane that is idle and due sends straight through.
+        if let Some(interval) = lane.interval() {
+            let due = lane.next_release.is_none_or(|t| t <= now);
+            if due && lane.frames.is_empty() && !lane.token_queued {
+                lane.next_release = Some(now + interval);
+                lanes.due.push(Reverse((now + interval, origin.topic_id)));
+                return self.push_direct(frame, queued_at, self.budget.saturating_sub(lanes.bytes));
+            }
+        }
+
+        let was_empty = lane.frames.is_empty();
+        let conflate = lane.rate.is_some() || origin.policy == SlowConsumerPolicy::Conflate;
+        if conflate {
+            for (old, _) in lane.frames.drain(..) {
+                lanes.bytes -= old.len();
+                self.metrics.conflated.inc();
+            }
+        }
+        lane.frames.push_back((frame, queued_at));
+        lanes.bytes += len;
+        if origin.policy == SlowConsumerPolicy::DropOldest {
+            while lanes.bytes > lane_budget && lane.frames.len() > 1 {
+                if let Some((old, _)) = lane.frames.pop_front() {
+                    lanes.bytes -= old.len();
+                    self.metrics.dropped.inc();
+                }
+            }
+        }
+        if lanes.bytes > lane_budget {
+            return self.overflow();
+        }
+        if lane.rate.is_some() {
+            // The writer releases it when due; plan that once per fill.
+            if let (true, Some(release)) = (was_empty, lane.next_release) {
+                let earliest = lanes.due.peek().map(|Reverse((t, _))| *t);
+                lanes.due.push(Reverse((release, origin.topic_id)));
+                if earliest.is_none_or(|t| release < t) {
+                    let _ = self.tx.send(Outbound::Timer);
+                }
+            }
+        } else if !lane.token_queued {
+            lane.token_queued = true;
+            let _ = self.tx.send(Outbound::Lane(origin.topic_id));
+        }
+        PushOutcome::Queued
     }
 
     /// Starts closing the connection with `code`, after the frames already
@@ -218,6 +416,58 @@ impl OutboundReceiver {
     pub fn overflowed(&self) -> bool {
         self.queue.state.load(Ordering::Relaxed) == OVERFLOWED
     }
+
+    /// Takes the frames waiting in `topic_id`'s lane, in order.
+    pub fn take_lane(&self, topic_id: u64, out: &mut Vec<(Bytes, Instant)>) {
+        let mut lanes = self.queue.lanes.lock();
+        let lanes = &mut *lanes;
+        let Some(lane) = lanes.by_topic.get_mut(&topic_id) else {
+            return;
+        };
+        lane.token_queued = false;
+        for item in lane.frames.drain(..) {
+            lanes.bytes -= item.0.len();
+            out.push(item);
+        }
+        if lane.rate.is_none() {
+            lanes.by_topic.remove(&topic_id);
+            self.queue.active_lanes.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Releases the rate-limited lanes that are due at `now` into `out` and
+    /// returns when the next one is due.
+    pub fn release_due(&self, now: Instant, out: &mut Vec<(Bytes, Instant)>) -> Option<Instant> {
+        let mut lanes = self.queue.lanes.lock();
+        let lanes = &mut *lanes;
+        while let Some(Reverse((at, topic_id))) = lanes.due.peek().copied() {
+            if at > now {
+                return Some(at);
+            }
+            lanes.due.pop();
+            let Some(lane) = lanes.by_topic.get_mut(&topic_id) else {
+                continue;
+            };
+            if lane.next_release.is_some_and(|t| t > now) {
+                continue;
+            }
+            match (lane.frames.pop_back(), lane.interval()) {
+                (Some(item), Some(interval)) => {
+                    lanes.bytes -= item.0.len();
+                    out.push(item);
+                    let next = now + interval;
+                    lane.next_release = Some(next);
+                    lanes.due.push(Reverse((next, topic_id)));
+                }
+                _ => {
+                    // Idle past its release time: the lane is no longer needed.
+                    lanes.by_topic.remove(&topic_id);
+                    self.queue.active_lanes.fetch_sub(1, Ordering::AcqRel);
+                }
+            }
+        }
+        None
+    }
 }
 
 #[cfg(test)]
@@ -226,6 +476,14 @@ mod tests {
 
     fn frame(n: usize) -> Bytes {
         Bytes::from(vec![0u8; n])
+    }
+
+    fn origin(topic_id: u64, policy: SlowConsumerPolicy, max_rate: Option<u32>) -> FrameOrigin {
+        FrameOrigin {
+            topic_id,
+            policy,
+            max_rate,
+        }
     }
 
     #[tokio::test]
@@ -277,5 +535,115 @@ mod tests {
         ));
         assert!(rx.try_recv().is_none());
         assert!(!rx.overflowed());
+    }
+
+    #[test]
+    fn conflate_keeps_the_newest_frame_per_topic_once_half_full() {
+        let metrics = Metrics::new();
+        let (queue, mut rx) = SubscriberQueue::new(1, 1000, metrics.clone());
+        let now = Instant::now();
+        let c = |t| origin(t, SlowConsumerPolicy::Conflate, None);
+        // Up to half the budget goes straight to the channel.
+        for _ in 0..5 {
+            assert_eq!(
+                queue.push_delivery(frame(100), now, c(1)),
+                PushOutcome::Queued
+            );
+        }
+        // Then each topic keeps only its newest frame.
+        for len in [101, 102, 103] {
+            assert_eq!(
+                queue.push_delivery(frame(len), now, c(1)),
+                PushOutcome::Queued
+            );
+        }
+        assert_eq!(
+            queue.push_delivery(frame(50), now, c(2)),
+            PushOutcome::Queued
+        );
+        assert_eq!(metrics.conflated.get(), 2);
+        let mut direct = 0;
+        let mut lanes = Vec::new();
+        while let Some(item) = rx.try_recv() {
+            match item {
+                Outbound::Frame(..) => direct += 1,
+                Outbound::Lane(topic) => rx.take_lane(topic, &mut lanes),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(direct, 5);
+        let lens: Vec<usize> = lanes.iter().map(|(f, _)| f.len()).collect();
+        assert_eq!(lens, vec![103, 50]);
+        assert_eq!(queue.queued_bytes(), 0);
+    }
+
+    #[test]
+    fn drop_oldest_sheds_old_frames_of_the_topic() {
+        let metrics = Metrics::new();
+        let (queue, mut rx) = SubscriberQueue::new(1, 1000, metrics.clone());
+        let now = Instant::now();
+        let d = origin(7, SlowConsumerPolicy::DropOldest, None);
+        for _ in 0..5 {
+            queue.push_delivery(frame(100), now, d);
+        }
+        for _ in 0..8 {
+            assert_eq!(queue.push_delivery(frame(100), now, d), PushOutcome::Queued);
+        }
+        // The lane holds at most half the budget: 5 frames, 3 dropped.
+        assert_eq!(metrics.dropped.get(), 3);
+        assert_eq!(queue.queued_bytes(), 1000);
+        let mut lanes = Vec::new();
+        while let Some(item) = rx.try_recv() {
+            if let Outbound::Lane(topic) = item {
+                rx.take_lane(topic, &mut lanes);
+            }
+        }
+        assert_eq!(lanes.len(), 5);
+    }
+
+    #[test]
+    fn disconnect_topics_never_take_a_lane_even_beside_active_lanes() {
+        let metrics = Metrics::new();
+        let (queue, _rx) = SubscriberQueue::new(1, 1000, metrics.clone());
+        let now = Instant::now();
+        for _ in 0..6 {
+            queue.push_delivery(
+                frame(100),
+                now,
+                origin(1, SlowConsumerPolicy::Conflate, None),
+            );
+        }
+        assert!(queue.has_lanes());
+        // A disconnect-policy topic still fills the whole budget, then closes.
+        let d = origin(2, SlowConsumerPolicy::Disconnect, None);
+        for _ in 0..4 {
+            assert_eq!(queue.push_delivery(frame(100), now, d), PushOutcome::Queued);
+        }
+        assert_eq!(
+            queue.push_delivery(frame(100), now, d),
+            PushOutcome::Overflowed
+        );
+        assert_eq!(metrics.slow_consumer_disconnects.get(), 1);
+    }
+
+    #[test]
+    fn max_rate_sends_the_first_then_the_newest_when_due() {
+        let metrics = Metrics::new();
+        let (queue, mut rx) = SubscriberQueue::new(1, 10_000, metrics.clone());
+        let now = Instant::now();
+        let r = origin(3, SlowConsumerPolicy::Disconnect, Some(4));
+        assert_eq!(queue.push_delivery(frame(10), now, r), PushOutcome::Queued);
+        for len in 11..20 {
+            assert_eq!(queue.push_delivery(frame(len), now, r), PushOutcome::Queued);
+        }
+        assert!(matches!(rx.try_recv(), Some(Outbound::Frame(f, _)) if f.len() == 10));
+        let mut out = Vec::new();
+        let next = rx.release_due(now, &mut out).expect("a release is planned");
+        assert!(out.is_empty());
+        assert!(next > now);
+        rx.release_due(next, &mut out);
+        let lens: Vec<usize> = out.iter().map(|(f, _)| f.len()).collect();
+        assert_eq!(lens, vec![19]);
+        assert_eq!(metrics.conflated.get(), 8);
     }
 }

@@ -1,20 +1,32 @@
-//! The topic registry: who is subscribed to what, and the publish fan-out.
+//! The topic registry: who is subscribed to what, what each topic keeps, and
+//! the publish fan-out.
 //!
 //! Exact topics live in a sharded concurrent map ([`DashMap`]); wildcard
 //! patterns in a [`PatternTrie`]. Each topic caches its *resolved* subscriber
 //! list (exact subscribers plus every matching pattern, one entry per
 //! connection) and re-resolves only when its own subscribers or the set of
 //! patterns changed, as NATS' sublist result cache does. A publish therefore
-//! costs one map lookup, usually no trie walk, one encode, and one lock-free
-//! queue push per subscriber.
+//! costs one map lookup, usually no trie walk, one encode, and one queue push
+//! per subscriber.
+//!
+//! Each topic has a position: an *epoch* (random, new whenever the topic's
+//! state is created, so it changes when history is lost) and a sequence
+//! number. Depending on its [`TopicPolicy`] it keeps a bounded history ring
+//! (count, bytes, age) and a retained last value; both hold the encoded
+//! delivery frames themselves, so a replay re-sends the very bytes that were
+//! sent live.
 //!
 //! Locking: the map guard is dropped right after the lookup; the topic's own
-//! mutex is held for the whole publish (sequence number, encode, fan-out) so
-//! that every subscriber sees one topic's messages in sequence order, and for
-//! subscribe and unsubscribe so that a subscription's reply is queued before
-//! any message it produces. Nothing is held across an `.await`: the registry
-//! is synchronous. Lock order is: map shard, then topic, then pattern trie.
+//! mutex is held for the whole publish (sequence number, encode, history,
+//! fan-out) so that every subscriber sees one topic's messages in sequence
+//! order, and for an exact subscribe so that its reply and replay are queued
+//! before any live message. A wildcard subscribe that replays (`since`,
+//! `last`) must line up many topics at once: it takes the replay gate for
+//! writing, which waits for publishes in progress and holds new ones off
+//! until the replay is queued. Nothing is held across an `.await`. Lock
+//! order: replay gate, map shard, topic, pattern trie.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -24,12 +36,13 @@ use dashmap::DashMap;
 use parking_lot::{Mutex, RwLock};
 use thiserror::Error;
 use tickwire_protocol::ErrorCode;
-use tickwire_protocol::message::encode_delivery_frame;
+use tickwire_protocol::message::{Position, SubscribedInfo, encode_delivery_frame};
 use tickwire_protocol::topic::Pattern;
 
+use crate::config::TopicPolicy;
 use crate::metrics::Metrics;
 use crate::pattern_trie::{PatternTrie, Subscriber};
-use crate::queue::PushOutcome;
+use crate::queue::{FrameOrigin, PushOutcome};
 
 /// Why the registry refused an operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
@@ -64,21 +77,168 @@ pub struct PublishReceipt {
 pub struct RegistryLimits {
     /// Most topics tracked at once.
     pub max_topics: usize,
-    /// A topic with no exact subscriber and no publish for this long is
-    /// forgotten (its sequence restarts at 1).
+    /// A topic with no exact subscriber, nothing retained and no activity for
+    /// this long is forgotten (its epoch changes when it comes back).
     pub topic_idle_ttl: Duration,
+}
+
+/// A subscribe request as the registry sees it.
+#[derive(Debug, Clone)]
+pub struct SubscribeRequest<'a> {
+    /// The validated pattern (or exact topic).
+    pub pattern: &'a Pattern,
+    /// Who subscribes.
+    pub subscriber: Subscriber,
+    /// `since`: resume after these positions.
+    pub since: Option<&'a [(String, Position)]>,
+    /// `last`: snapshot of each matching topic's latest retained message.
+    pub last: bool,
 }
 
 const STALE: u64 = u64::MAX;
 
+/// A message kept by a topic (history or last value): its encoded frame.
+#[derive(Debug, Clone)]
+struct Retained {
+    seq: u64,
+    at: Instant,
+    frame: Bytes,
+}
+
+/// A topic's history ring, bounded by its policy.
+#[derive(Debug, Default)]
+struct History {
+    entries: VecDeque<Retained>,
+    bytes: usize,
+}
+
+impl History {
+    fn push(&mut self, entry: Retained, policy: &TopicPolicy) {
+        self.bytes += entry.frame.len();
+        self.entries.push_back(entry);
+        while self.entries.len() > policy.history_messages || self.bytes > policy.history_bytes {
+            self.pop_front();
+        }
+    }
+
+    fn pop_front(&mut self) {
+        if let Some(old) = self.entries.pop_front() {
+            self.bytes -= old.frame.len();
+        }
+    }
+
+    fn expire(&mut self, now: Instant, policy: &TopicPolicy) {
+        let Some(age) = policy.history_age else {
+            return;
+        };
+        while self
+            .entries
+            .front()
+            .is_some_and(|e| now.saturating_duration_since(e.at) > age)
+        {
+            self.pop_front();
+        }
+    }
+}
+
 #[derive(Debug)]
 struct TopicState {
+    id: u64,
+    epoch: u64,
+    policy: Arc<TopicPolicy>,
     next_seq: u64,
     exact: Vec<Subscriber>,
     resolved: Arc<[Subscriber]>,
     resolved_generation: u64,
     last_active: Instant,
     evicted: bool,
+    history: History,
+    retained: Option<Retained>,
+}
+
+impl TopicState {
+    fn position(&self) -> Position {
+        Position {
+            epoch: self.epoch,
+            seq: self.next_seq - 1,
+        }
+    }
+
+    fn origin(&self, subscriber: &Subscriber) -> FrameOrigin {
+        FrameOrigin {
+            topic_id: self.id,
+            policy: self.policy.slow_consumer,
+            max_rate: subscriber.max_rate,
+        }
+    }
+
+    /// The newest message this topic keeps, if any.
+    fn latest(&self) -> Option<&Retained> {
+        match (self.history.entries.back(), &self.retained) {
+            (Some(h), Some(r)) if r.seq > h.seq => Some(r),
+            (Some(h), _) => Some(h),
+            (None, r) => r.as_ref(),
+        }
+    }
+
+    /// The frames after `from`, if the history reaches back that far without
+    /// a gap; `None` when `from` cannot be resumed.
+    fn frames_after(&self, from: Position) -> Option<Vec<Bytes>> {
+        let latest = self.next_seq - 1;
+        if from.epoch != self.epoch || from.seq > latest {
+            return None;
+        }
+        if from.seq == latest {
+            return Some(Vec::new());
+        }
+        match self.history.entries.front() {
+            Some(oldest) if oldest.seq <= from.seq + 1 => Some(
+                self.history
+                    .entries
+                    .iter()
+                    .filter(|e| e.seq > from.seq)
+                    .map(|e| e.frame.clone())
+                    .collect(),
+            ),
+            _ => None,
+        }
+    }
+
+    /// Works out what a new subscription gets from this topic before live
+    /// messages: replayed history after its `since` position, or the
+    /// latest message for `last`. Returns whether a `since` position for
+    /// this topic was resumed (`None` when the request named none).
+    fn replay(
+        &mut self,
+        topic: &str,
+        request: &SubscribeRequest<'_>,
+        now: Instant,
+        out: &mut Vec<Bytes>,
+    ) -> Option<bool> {
+        self.history.expire(now, &self.policy);
+        let produced_before = out.len();
+        let mut resumed = None;
+        if let Some(since) = request.since {
+            match since.iter().find(|(t, _)| t == topic) {
+                Some((_, from)) => match self.frames_after(*from) {
+                    Some(frames) => {
+                        out.extend(frames);
+                        resumed = Some(true);
+                    }
+                    None => resumed = Some(false),
+                },
+                // A topic the client has no position for is new to it: all
+                // of its history is news.
+                None => out.extend(self.history.entries.iter().map(|e| e.frame.clone())),
+            }
+        }
+        if request.last && resumed != Some(true) && out.len() == produced_before {
+            if let Some(latest) = self.latest() {
+                out.push(latest.frame.clone());
+            }
+        }
+        resumed
+    }
 }
 
 #[derive(Debug)]
@@ -86,28 +246,17 @@ struct Topic {
     state: Mutex<TopicState>,
 }
 
-impl Topic {
-    fn new(now: Instant) -> Self {
-        Topic {
-            state: Mutex::new(TopicState {
-                next_seq: 1,
-                exact: Vec::new(),
-                resolved: Arc::from(Vec::new()),
-                resolved_generation: STALE,
-                last_active: now,
-                evicted: false,
-            }),
-        }
-    }
-}
-
 /// All topics and subscriptions of one broker.
 #[derive(Debug)]
 pub struct TopicRegistry {
     topics: DashMap<Box<str>, Arc<Topic>>,
     topic_count: AtomicUsize,
+    next_topic_id: AtomicU64,
     patterns: RwLock<PatternTrie>,
     pattern_generation: AtomicU64,
+    replay_gate: RwLock<()>,
+    policies: Vec<Arc<TopicPolicy>>,
+    fallback_policy: Arc<TopicPolicy>,
     limits: RegistryLimits,
     metrics: Metrics,
 }
@@ -120,13 +269,17 @@ pub fn unix_micros() -> u64 {
 }
 
 impl TopicRegistry {
-    /// An empty registry.
-    pub fn new(limits: RegistryLimits, metrics: Metrics) -> Self {
+    /// An empty registry applying `policies` (first match wins).
+    pub fn new(limits: RegistryLimits, policies: Vec<TopicPolicy>, metrics: Metrics) -> Self {
         TopicRegistry {
             topics: DashMap::new(),
             topic_count: AtomicUsize::new(0),
+            next_topic_id: AtomicU64::new(1),
             patterns: RwLock::new(PatternTrie::default()),
             pattern_generation: AtomicU64::new(0),
+            replay_gate: RwLock::new(()),
+            policies: policies.into_iter().map(Arc::new).collect(),
+            fallback_policy: Arc::new(TopicPolicy::fallback()),
             limits,
             metrics,
         }
@@ -137,8 +290,36 @@ impl TopicRegistry {
         self.topic_count.load(Ordering::Relaxed)
     }
 
+    /// The current position of `topic`, if the registry tracks it.
+    pub fn position(&self, topic: &str) -> Option<Position> {
+        self.topic(topic).map(|t| t.state.lock().position())
+    }
+
     fn topic(&self, name: &str) -> Option<Arc<Topic>> {
         self.topics.get(name).map(|t| Arc::clone(t.value()))
+    }
+
+    fn new_topic(&self, name: &str) -> Topic {
+        let policy = self
+            .policies
+            .iter()
+            .find(|p| p.pattern.matches(name))
+            .unwrap_or(&self.fallback_policy);
+        Topic {
+            state: Mutex::new(TopicState {
+                id: self.next_topic_id.fetch_add(1, Ordering::Relaxed),
+                epoch: rand::random::<u64>().max(1),
+                policy: Arc::clone(policy),
+                next_seq: 1,
+                exact: Vec::new(),
+                resolved: Arc::from(Vec::new()),
+                resolved_generation: STALE,
+                last_active: Instant::now(),
+                evicted: false,
+                history: History::default(),
+                retained: None,
+            }),
+        }
     }
 
     fn topic_or_create(&self, name: &str) -> Result<Arc<Topic>, RegistryError> {
@@ -151,7 +332,7 @@ impl TopicRegistry {
         let entry = self.topics.entry(name.into()).or_insert_with(|| {
             self.topic_count.fetch_add(1, Ordering::Relaxed);
             self.metrics.topics.inc();
-            Arc::new(Topic::new(Instant::now()))
+            Arc::new(self.new_topic(name))
         });
         Ok(Arc::clone(entry.value()))
     }
@@ -173,19 +354,41 @@ impl TopicRegistry {
     }
 
     /// Publishes `payload` on `topic` (a valid topic name): assigns the next
-    /// sequence number, encodes the delivery frame once and queues the same
-    /// bytes to every matching connection.
-    pub fn publish(&self, topic: &str, payload: &[u8]) -> Result<PublishReceipt, RegistryError> {
+    /// sequence number, encodes the delivery frame once, keeps it in history
+    /// or as the last value as the topic's policy (or `retain`) asks, and
+    /// queues the same bytes to every matching connection.
+    pub fn publish(
+        &self,
+        topic: &str,
+        payload: &[u8],
+        retain: bool,
+    ) -> Result<PublishReceipt, RegistryError> {
+        let _gate = self.replay_gate.read();
         let receipt = self.with_topic(topic, |state| {
             let now = Instant::now();
             let seq = state.next_seq;
             state.next_seq += 1;
             state.last_active = now;
             let frame = encode_delivery_frame(topic, seq, unix_micros(), payload);
+            let kept = || Retained {
+                seq,
+                at: now,
+                frame: frame.clone(),
+            };
+            if state.policy.history_messages > 0 {
+                state.history.expire(now, &state.policy);
+                let policy = Arc::clone(&state.policy);
+                state.history.push(kept(), &policy);
+            }
+            if retain || state.policy.retain {
+                state.retained = Some(kept());
+            }
             let subscribers = self.resolve(topic, state);
             let mut deliveries = 0;
             for subscriber in subscribers.iter() {
-                if subscriber.push(frame.clone(), now) == PushOutcome::Queued {
+                let origin = state.origin(subscriber);
+                if subscriber.queue.push_delivery(frame.clone(), now, origin) == PushOutcome::Queued
+                {
                     deliveries += 1;
                 }
             }
@@ -207,42 +410,141 @@ impl TopicRegistry {
             patterns.collect(topic, &mut all);
             self.pattern_generation.load(Ordering::Acquire)
         };
-        all.sort_unstable_by_key(|s| s.id());
-        all.dedup_by_key(|s| s.id());
+        all.sort_unstable_by_key(Subscriber::id);
+        // One entry per connection; a rate limit applies only if every
+        // matching subscription of that connection has one.
+        all.dedup_by(|later, kept| {
+            let same = later.id() == kept.id();
+            if same {
+                kept.max_rate = kept.max_rate.zip(later.max_rate).map(|(a, b)| a.max(b));
+            }
+            same
+        });
         state.resolved = Arc::from(all);
         state.resolved_generation = generation;
         Arc::clone(&state.resolved)
     }
 
-    /// Adds `subscriber` for `pattern` and calls `registered` before any
-    /// publish can reach the new subscription, so the caller can queue its
-    /// reply ahead of the first message.
+    /// Adds a subscription. `registered` receives the reply information and
+    /// runs before any message reaches the new subscription; the replay
+    /// (`since`, `last`) is queued right after it and before live messages.
     pub fn subscribe(
         &self,
-        pattern: &Pattern,
-        subscriber: &Subscriber,
-        registered: impl FnOnce(),
+        request: SubscribeRequest<'_>,
+        registered: impl FnOnce(SubscribedInfo),
     ) -> Result<(), RegistryError> {
         let mut registered = Some(registered);
-        if pattern.is_wildcard() {
-            let mut patterns = self.patterns.write();
-            patterns.insert(pattern, Arc::clone(subscriber));
-            if let Some(f) = registered.take() {
-                f();
-            }
-            self.pattern_generation.fetch_add(1, Ordering::AcqRel);
-        } else {
+        let pattern = request.pattern;
+        let replays = request.since.is_some() || request.last;
+        if !pattern.is_wildcard() {
             self.with_topic(pattern.as_str(), |state| {
-                state.exact.push(Arc::clone(subscriber));
+                let now = Instant::now();
+                state.exact.push(request.subscriber.clone());
                 state.resolved_generation = STALE;
-                state.last_active = Instant::now();
+                state.last_active = now;
+                let mut frames = Vec::new();
+                let resumed = state.replay(pattern.as_str(), &request, now, &mut frames);
+                let mut info = SubscribedInfo::default();
+                info.epoch = Some(state.epoch);
+                info.seq = Some(state.next_seq - 1);
+                info.recovered = request.since.map(|_| resumed != Some(false));
+                if resumed == Some(false) {
+                    info.missed
+                        .push((pattern.as_str().to_owned(), state.position()));
+                }
+                self.count_resume(info.recovered);
                 if let Some(f) = registered.take() {
-                    f();
+                    f(info);
+                }
+                let origin = state.origin(&request.subscriber);
+                for frame in frames {
+                    request.subscriber.queue.push_delivery(frame, now, origin);
                 }
             })?;
+        } else if !replays {
+            let mut patterns = self.patterns.write();
+            patterns.insert(pattern, request.subscriber.clone());
+            // Invalidate cached resolutions before the reply is queued: a
+            // publish that resolves after it includes the new subscriber.
+            self.pattern_generation.fetch_add(1, Ordering::AcqRel);
+            if let Some(f) = registered.take() {
+                f(SubscribedInfo::default());
+            }
+        } else {
+            self.subscribe_wildcard_with_replay(&request, |info| {
+                if let Some(f) = registered.take() {
+                    f(info);
+                }
+            });
         }
         self.metrics.subscriptions.inc();
         Ok(())
+    }
+
+    /// A wildcard subscribe with `since` or `last`: with publishes held off by
+    /// the replay gate, registers the pattern and gathers the replay of every
+    /// matching topic, then queues reply and replay in order.
+    fn subscribe_wildcard_with_replay(
+        &self,
+        request: &SubscribeRequest<'_>,
+        registered: impl FnOnce(SubscribedInfo),
+    ) {
+        let _gate = self.replay_gate.write();
+        {
+            let mut patterns = self.patterns.write();
+            patterns.insert(request.pattern, request.subscriber.clone());
+            self.pattern_generation.fetch_add(1, Ordering::AcqRel);
+        }
+        let matching: Vec<(String, Arc<Topic>)> = self
+            .topics
+            .iter()
+            .filter(|entry| request.pattern.matches(entry.key()))
+            .map(|entry| (entry.key().to_string(), Arc::clone(entry.value())))
+            .collect();
+        let now = Instant::now();
+        let mut replay: Vec<(Bytes, FrameOrigin)> = Vec::new();
+        let mut info = SubscribedInfo::default();
+        let mut frames = Vec::new();
+        let mut present = Vec::with_capacity(matching.len());
+        for (name, topic) in &matching {
+            let mut state = topic.state.lock();
+            if state.evicted {
+                continue;
+            }
+            present.push(name.as_str());
+            if state.replay(name, request, now, &mut frames) == Some(false) {
+                info.missed.push((name.clone(), state.position()));
+            }
+            let origin = state.origin(&request.subscriber);
+            replay.extend(frames.drain(..).map(|f| (f, origin)));
+        }
+        if let Some(since) = request.since {
+            // Positions for topics that no longer exist cannot be resumed.
+            for (topic, _) in since {
+                if request.pattern.matches(topic) && !present.contains(&topic.as_str()) {
+                    info.missed
+                        .push((topic.clone(), Position { epoch: 0, seq: 0 }));
+                }
+            }
+            info.recovered = Some(info.missed.is_empty());
+        }
+        self.count_resume(info.recovered);
+        registered(info);
+        for (frame, origin) in replay {
+            request.subscriber.queue.push_delivery(frame, now, origin);
+        }
+    }
+
+    fn count_resume(&self, recovered: Option<bool>) {
+        match recovered {
+            Some(true) => self.metrics.resumes.with_label_values(&["recovered"]).inc(),
+            Some(false) => self
+                .metrics
+                .resumes
+                .with_label_values(&["incomplete"])
+                .inc(),
+            None => {}
+        }
     }
 
     /// Removes connection `id` from `pattern`; returns whether it was there.
@@ -270,8 +572,9 @@ impl TopicRegistry {
         removed
     }
 
-    /// Forgets topics that have no exact subscriber and saw no publish or
-    /// subscription change for the idle TTL. Returns how many were removed.
+    /// Forgets topics that have no exact subscriber, keep nothing (history
+    /// expired, no last value) and saw no activity for the idle TTL. Returns
+    /// how many were removed.
     pub fn sweep_idle(&self, now: Instant) -> usize {
         let ttl = self.limits.topic_idle_ttl;
         let mut removed = 0;
@@ -279,8 +582,12 @@ impl TopicRegistry {
             let Some(mut state) = topic.state.try_lock() else {
                 return true;
             };
-            let idle =
-                state.exact.is_empty() && now.saturating_duration_since(state.last_active) >= ttl;
+            let policy = Arc::clone(&state.policy);
+            state.history.expire(now, &policy);
+            let idle = state.exact.is_empty()
+                && state.history.entries.is_empty()
+                && state.retained.is_none()
+                && now.saturating_duration_since(state.last_active) >= ttl;
             if idle {
                 state.evicted = true;
                 removed += 1;
@@ -292,33 +599,80 @@ impl TopicRegistry {
         removed
     }
 
-    /// Encodes `frame` once and queues it to one subscriber; used for replies.
+    /// Queues a reply frame to one connection.
     pub fn queue_reply(subscriber: &Subscriber, frame: Bytes) -> PushOutcome {
-        subscriber.push(frame, Instant::now())
+        subscriber.queue.push(frame, Instant::now())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::queue::{Outbound, OutboundReceiver, SubscriberQueue};
+    use crate::queue::{Outbound, OutboundReceiver, SlowConsumerPolicy, SubscriberQueue};
+    use tickwire_protocol::ServerMessage;
 
-    fn registry(max_topics: usize) -> TopicRegistry {
+    fn registry_with(max_topics: usize, policies: Vec<TopicPolicy>) -> TopicRegistry {
         TopicRegistry::new(
             RegistryLimits {
                 max_topics,
                 topic_idle_ttl: Duration::from_secs(60),
             },
+            policies,
             Metrics::new(),
         )
     }
 
+    fn registry(max_topics: usize) -> TopicRegistry {
+        registry_with(max_topics, Vec::new())
+    }
+
+    fn history_policy(pattern: &str, messages: usize) -> TopicPolicy {
+        TopicPolicy {
+            pattern: Pattern::new(pattern).unwrap(),
+            history_messages: messages,
+            history_bytes: 1 << 20,
+            history_age: None,
+            retain: false,
+            slow_consumer: SlowConsumerPolicy::Disconnect,
+        }
+    }
+
     fn sub(id: u64) -> (Subscriber, OutboundReceiver) {
-        SubscriberQueue::new(id, 1 << 20, Metrics::new())
+        let (queue, rx) = SubscriberQueue::new(id, 1 << 20, Metrics::new());
+        (Subscriber::unlimited(queue), rx)
     }
 
     fn p(s: &str) -> Pattern {
         Pattern::new(s).unwrap()
+    }
+
+    fn plain<'a>(pattern: &'a Pattern, subscriber: &Subscriber) -> SubscribeRequest<'a> {
+        SubscribeRequest {
+            pattern,
+            subscriber: subscriber.clone(),
+            since: None,
+            last: false,
+        }
+    }
+
+    /// Subscribes a fresh connection to `pattern` with `since`; returns the
+    /// reply info and the connection's receiver.
+    fn subscribe_since(
+        reg: &TopicRegistry,
+        pattern: &str,
+        since: &[(String, Position)],
+    ) -> (SubscribedInfo, OutboundReceiver) {
+        let (s, rx) = sub(1);
+        let pattern = p(pattern);
+        let mut info = None;
+        let request = SubscribeRequest {
+            pattern: &pattern,
+            subscriber: s,
+            since: Some(since),
+            last: false,
+        };
+        reg.subscribe(request, |i| info = Some(i)).unwrap();
+        (info.expect("registered was called"), rx)
     }
 
     fn drain(rx: &mut OutboundReceiver) -> Vec<Bytes> {
@@ -329,14 +683,28 @@ mod tests {
         frames
     }
 
+    /// (topic, seq) of each delivery frame.
+    fn deliveries(frames: &[Bytes]) -> Vec<(String, u64)> {
+        frames
+            .iter()
+            .map(|f| {
+                let body = f.slice(2..);
+                match ServerMessage::decode(&body).unwrap() {
+                    ServerMessage::Message(d) => (d.topic.to_owned(), d.seq),
+                    other => panic!("not a delivery: {other:?}"),
+                }
+            })
+            .collect()
+    }
+
     #[test]
     fn overlapping_subscriptions_deliver_once() {
         let reg = registry(100);
         let (s, mut rx) = sub(1);
-        reg.subscribe(&p("stocks.*"), &s, || {}).unwrap();
-        reg.subscribe(&p("stocks.AAPL"), &s, || {}).unwrap();
-        reg.subscribe(&p("stocks.>"), &s, || {}).unwrap();
-        let receipt = reg.publish("stocks.AAPL", b"x").unwrap();
+        for pattern in ["stocks.*", "stocks.AAPL", "stocks.>"] {
+            reg.subscribe(plain(&p(pattern), &s), |_| {}).unwrap();
+        }
+        let receipt = reg.publish("stocks.AAPL", b"x", false).unwrap();
         assert_eq!(
             receipt,
             PublishReceipt {
@@ -352,9 +720,9 @@ mod tests {
         let reg = registry(100);
         let (a, mut rx_a) = sub(1);
         let (b, mut rx_b) = sub(2);
-        reg.subscribe(&p("t"), &a, || {}).unwrap();
-        reg.subscribe(&p(">"), &b, || {}).unwrap();
-        assert_eq!(reg.publish("t", b"payload").unwrap().deliveries, 2);
+        reg.subscribe(plain(&p("t"), &a), |_| {}).unwrap();
+        reg.subscribe(plain(&p(">"), &b), |_| {}).unwrap();
+        assert_eq!(reg.publish("t", b"payload", false).unwrap().deliveries, 2);
         let fa = drain(&mut rx_a);
         let fb = drain(&mut rx_b);
         assert_eq!(
@@ -367,20 +735,20 @@ mod tests {
     #[test]
     fn sequence_numbers_are_per_topic() {
         let reg = registry(100);
-        assert_eq!(reg.publish("a", b"").unwrap().seq, 1);
-        assert_eq!(reg.publish("a", b"").unwrap().seq, 2);
-        assert_eq!(reg.publish("b", b"").unwrap().seq, 1);
+        assert_eq!(reg.publish("a", b"", false).unwrap().seq, 1);
+        assert_eq!(reg.publish("a", b"", false).unwrap().seq, 2);
+        assert_eq!(reg.publish("b", b"", false).unwrap().seq, 1);
     }
 
     #[test]
     fn pattern_changes_invalidate_cached_resolution() {
         let reg = registry(100);
         let (s, mut rx) = sub(1);
-        assert_eq!(reg.publish("x.y", b"").unwrap().deliveries, 0);
-        reg.subscribe(&p("x.*"), &s, || {}).unwrap();
-        assert_eq!(reg.publish("x.y", b"").unwrap().deliveries, 1);
+        assert_eq!(reg.publish("x.y", b"", false).unwrap().deliveries, 0);
+        reg.subscribe(plain(&p("x.*"), &s), |_| {}).unwrap();
+        assert_eq!(reg.publish("x.y", b"", false).unwrap().deliveries, 1);
         assert!(reg.unsubscribe(&p("x.*"), 1));
-        assert_eq!(reg.publish("x.y", b"").unwrap().deliveries, 0);
+        assert_eq!(reg.publish("x.y", b"", false).unwrap().deliveries, 0);
         assert_eq!(drain(&mut rx).len(), 1);
     }
 
@@ -389,11 +757,11 @@ mod tests {
         let reg = registry(100);
         let (s, mut rx) = sub(1);
         let reply = Bytes::from_static(b"reply");
-        reg.subscribe(&p("t"), &s, || {
+        reg.subscribe(plain(&p("t"), &s), |_| {
             TopicRegistry::queue_reply(&s, reply.clone());
         })
         .unwrap();
-        reg.publish("t", b"m").unwrap();
+        reg.publish("t", b"m", false).unwrap();
         let frames = drain(&mut rx);
         assert_eq!(frames[0], reply);
         assert_eq!(frames.len(), 2);
@@ -402,16 +770,99 @@ mod tests {
     #[test]
     fn topic_limit_and_idle_eviction() {
         let reg = registry(2);
-        reg.publish("a", b"").unwrap();
-        reg.publish("b", b"").unwrap();
-        assert_eq!(reg.publish("c", b""), Err(RegistryError::TooManyTopics(2)));
+        reg.publish("a", b"", false).unwrap();
+        reg.publish("b", b"", false).unwrap();
+        assert_eq!(
+            reg.publish("c", b"", false),
+            Err(RegistryError::TooManyTopics(2))
+        );
         let (s, _rx) = sub(1);
-        reg.subscribe(&p("a"), &s, || {}).unwrap();
+        reg.subscribe(plain(&p("a"), &s), |_| {}).unwrap();
         let later = Instant::now() + Duration::from_secs(120);
         assert_eq!(reg.sweep_idle(later), 1, "b is idle; a has a subscriber");
         assert_eq!(reg.topic_count(), 1);
-        assert_eq!(reg.publish("c", b"").unwrap().seq, 1);
-        assert_eq!(reg.publish("b", b""), Err(RegistryError::TooManyTopics(2)));
-        assert_eq!(reg.publish("c", b"").unwrap().seq, 2);
+        assert_eq!(reg.publish("c", b"", false).unwrap().seq, 1);
+        assert_eq!(
+            reg.publish("b", b"", false),
+            Err(RegistryError::TooManyTopics(2))
+        );
+        assert_eq!(reg.publish("c", b"", false).unwrap().seq, 2);
+    }
+
+    #[test]
+    fn resume_replays_exactly_the_missed_messages() {
+        let reg = registry_with(100, vec![history_policy("h.>", 10)]);
+        for _ in 0..5 {
+            reg.publish("h.a", b"m", false).unwrap();
+        }
+        let position = reg.position("h.a").unwrap();
+        let from = Position {
+            epoch: position.epoch,
+            seq: 2,
+        };
+        let (info, mut rx) = subscribe_since(&reg, "h.a", &[("h.a".to_owned(), from)]);
+        assert_eq!(info.recovered, Some(true));
+        assert_eq!((info.epoch, info.seq), (Some(position.epoch), Some(5)));
+        reg.publish("h.a", b"live", false).unwrap();
+        let seqs: Vec<u64> = deliveries(&drain(&mut rx))
+            .into_iter()
+            .map(|(_, s)| s)
+            .collect();
+        assert_eq!(seqs, vec![3, 4, 5, 6]);
+    }
+
+    #[test]
+    fn resume_fails_on_another_epoch_or_exhausted_history() {
+        let reg = registry_with(100, vec![history_policy("h.>", 3)]);
+        for _ in 0..10 {
+            reg.publish("h.a", b"m", false).unwrap();
+        }
+        let current = reg.position("h.a").unwrap();
+        for from in [
+            Position {
+                epoch: current.epoch ^ 1,
+                seq: 9,
+            },
+            Position {
+                epoch: current.epoch,
+                seq: 2,
+            },
+        ] {
+            let (info, mut rx) = subscribe_since(&reg, "h.a", &[("h.a".to_owned(), from)]);
+            assert_eq!(info.recovered, Some(false));
+            assert_eq!(info.missed, vec![("h.a".to_owned(), current)]);
+            assert!(
+                drain(&mut rx).is_empty(),
+                "nothing is replayed when recovery fails"
+            );
+        }
+    }
+
+    #[test]
+    fn last_with_a_wildcard_snapshots_every_matching_topic() {
+        let reg = registry(100);
+        reg.publish("px.a", b"1", true).unwrap();
+        reg.publish("px.a", b"2", true).unwrap();
+        reg.publish("px.b", b"3", true).unwrap();
+        reg.publish("px.c", b"not retained", false).unwrap();
+        reg.publish("other", b"4", true).unwrap();
+        let (s, mut rx) = sub(1);
+        let pattern = p("px.*");
+        reg.subscribe(
+            SubscribeRequest {
+                pattern: &pattern,
+                subscriber: s,
+                since: None,
+                last: true,
+            },
+            |_| {},
+        )
+        .unwrap();
+        reg.publish("px.b", b"live", false).unwrap();
+        let mut got = deliveries(&drain(&mut rx));
+        let live = got.pop().unwrap();
+        got.sort();
+        assert_eq!(got, vec![("px.a".to_owned(), 2), ("px.b".to_owned(), 1)]);
+        assert_eq!(live, ("px.b".to_owned(), 2));
     }
 }

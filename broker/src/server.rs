@@ -16,7 +16,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::BrokerConfig;
@@ -65,9 +65,19 @@ pub struct Broker {
 }
 
 impl Broker {
-    /// Binds the listening socket.
+    /// Validates the configuration and binds the listening socket.
     pub async fn bind(config: BrokerConfig) -> io::Result<Broker> {
-        let listener = TcpListener::bind(config.listen).await?;
+        config
+            .validate()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        let socket = match config.listen {
+            SocketAddr::V4(_) => TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => TcpSocket::new_v6()?,
+        };
+        socket.set_reuseaddr(true)?;
+        socket.bind(config.listen)?;
+        // The kernel caps the backlog at net.core.somaxconn.
+        let listener = socket.listen(config.listen_backlog)?;
         Ok(Broker {
             state: Arc::new(BrokerState::new(config)),
             listener,

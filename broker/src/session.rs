@@ -9,10 +9,11 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use tickwire_protocol::topic::{Pattern, validate_topic};
-use tickwire_protocol::{ClientMessage, ErrorCode, ServerMessage};
+use tickwire_protocol::{ClientMessage, ErrorCode, ServerMessage, SubscribeOptions};
 
+use crate::pattern_trie::Subscriber;
 use crate::queue::SubscriberQueue;
-use crate::registry::TopicRegistry;
+use crate::registry::SubscribeRequest;
 use crate::state::BrokerState;
 
 /// The subscriptions and request handling of one connection.
@@ -32,7 +33,8 @@ impl Session {
     }
 
     fn reply(&self, message: ServerMessage<'_>) {
-        TopicRegistry::queue_reply(&self.queue, message.to_frame());
+        self.queue
+            .push(message.to_frame(), std::time::Instant::now());
     }
 
     fn error(&self, state: &BrokerState, id: Option<u64>, code: ErrorCode, message: &str) {
@@ -43,11 +45,18 @@ impl Session {
     /// Handles one complete binary message from the client.
     pub fn handle(&mut self, state: &BrokerState, frame: Bytes) {
         match ClientMessage::decode(&frame) {
-            Ok(ClientMessage::Subscribe { id, pattern, .. }) => self.subscribe(state, id, pattern),
+            Ok(ClientMessage::Subscribe {
+                id,
+                pattern,
+                options,
+            }) => self.subscribe(state, id, pattern, options),
             Ok(ClientMessage::Unsubscribe { id, pattern }) => self.unsubscribe(state, id, pattern),
-            Ok(ClientMessage::Publish { id, topic, payload }) => {
-                self.publish(state, id, topic, &payload)
-            }
+            Ok(ClientMessage::Publish {
+                id,
+                topic,
+                payload,
+                retain,
+            }) => self.publish(state, id, topic, &payload, retain),
             Ok(ClientMessage::Ping { id }) => self.reply(ServerMessage::Pong { id }),
             Err(e) => {
                 let id = ClientMessage::request_id_hint(&frame);
@@ -56,7 +65,13 @@ impl Session {
         }
     }
 
-    fn subscribe(&mut self, state: &BrokerState, id: u64, pattern: &str) {
+    fn subscribe(
+        &mut self,
+        state: &BrokerState,
+        id: u64,
+        pattern: &str,
+        options: SubscribeOptions,
+    ) {
         let pattern = match Pattern::new(pattern) {
             Ok(p) => p,
             Err(e) => {
@@ -72,8 +87,23 @@ impl Session {
             let message = format!("a connection may hold at most {max} subscriptions");
             return self.error(state, Some(id), ErrorCode::TooManySubscriptions, &message);
         }
-        let registered = state.registry.subscribe(&pattern, &self.queue, || {
-            self.reply(ServerMessage::Subscribed { id })
+        if let Some(since) = &options.since {
+            if let Some((topic, _)) = since.iter().find(|(t, _)| validate_topic(t).is_err()) {
+                let message = format!("`since` names {topic:?}, which is not a topic");
+                return self.error(state, Some(id), ErrorCode::InvalidOption, &message);
+            }
+        }
+        let request = SubscribeRequest {
+            pattern: &pattern,
+            subscriber: Subscriber {
+                queue: self.queue.clone(),
+                max_rate: options.max_rate,
+            },
+            since: options.since.as_deref(),
+            last: options.last,
+        };
+        let registered = state.registry.subscribe(request, |info| {
+            self.reply(ServerMessage::Subscribed { id, info })
         });
         match registered {
             Ok(()) => {
@@ -98,11 +128,18 @@ impl Session {
         self.reply(ServerMessage::Unsubscribed { id });
     }
 
-    fn publish(&mut self, state: &BrokerState, id: Option<u64>, topic: &str, payload: &[u8]) {
+    fn publish(
+        &mut self,
+        state: &BrokerState,
+        id: Option<u64>,
+        topic: &str,
+        payload: &[u8],
+        retain: bool,
+    ) {
         if let Err(e) = validate_topic(topic) {
             return self.error(state, id, ErrorCode::InvalidTopic, &e.to_string());
         }
-        match state.registry.publish(topic, payload) {
+        match state.registry.publish(topic, payload, retain) {
             Ok(receipt) => {
                 if let Some(id) = id {
                     self.reply(ServerMessage::Published {

@@ -39,6 +39,7 @@ impl BrokerState {
                 max_topics: config.max_topics,
                 topic_idle_ttl: config.topic_idle_ttl,
             },
+            config.topic_policies.clone(),
             metrics.clone(),
         );
         BrokerState {

@@ -4,10 +4,13 @@
 //! ready in the queue (up to `write_batch_bytes`) is copied into one buffer
 //! and written with a single system call, so a busy subscriber costs one
 //! `write` per batch, not per message. The frames themselves were encoded
-//! once per publish and are shared with every other subscriber.
+//! once per publish and are shared with every other subscriber. Frames
+//! waiting in lanes (slow-consumer policies, `max_rate`) join the batch at
+//! their token's place or when their rate limit releases them.
 
 use std::time::Instant;
 
+use bytes::Bytes;
 use tickwire_protocol::ws::{self, OpCode};
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
@@ -19,6 +22,30 @@ use crate::queue::{Outbound, OutboundReceiver};
 /// idle connections cost no buffer memory.
 const IDLE_BUFFER_KEEP: usize = 4096;
 
+/// One write batch being assembled.
+struct Batch {
+    buf: Vec<u8>,
+    oldest: Option<Instant>,
+}
+
+impl Batch {
+    fn add(&mut self, frame: &Bytes, queued_at: Instant) {
+        self.oldest = Some(self.oldest.map_or(queued_at, |o| o.min(queued_at)));
+        self.buf.extend_from_slice(frame);
+    }
+}
+
+/// Waits for the next queue item, or for the next rate-limit release.
+async fn next_item(outbound: &mut OutboundReceiver, due: Option<Instant>) -> Option<Outbound> {
+    match due {
+        Some(due) => tokio::select! {
+            item = outbound.recv() => item,
+            _ = tokio::time::sleep_until(due.into()) => Some(Outbound::Timer),
+        },
+        None => outbound.recv().await,
+    }
+}
+
 /// Writes queued frames until a close frame is written, the queue ends or the
 /// socket fails. On failure the connection is marked closing.
 pub async fn write_loop(
@@ -27,46 +54,64 @@ pub async fn write_loop(
     batch_bytes: usize,
     metrics: Metrics,
 ) {
-    let mut buf: Vec<u8> = Vec::new();
+    let mut batch = Batch {
+        buf: Vec::new(),
+        oldest: None,
+    };
+    let mut lane_frames: Vec<(Bytes, Instant)> = Vec::new();
+    let mut due: Option<Instant> = None;
     loop {
-        let Some(first) = outbound.recv().await else {
+        let Some(first) = next_item(&mut outbound, due).await else {
             return;
         };
-        let mut oldest: Option<Instant> = None;
         let mut close = None;
         let mut next = Some(first);
         while let Some(item) = next {
+            // After an overflow the queued data is dropped: only the close
+            // frame is still worth sending.
+            let keep = !outbound.overflowed();
             match item {
-                Outbound::Frame(frame, queued_at) => {
-                    // After an overflow the queued data is dropped: only the
-                    // close frame is still worth sending.
-                    if !outbound.overflowed() {
-                        oldest.get_or_insert(queued_at);
-                        buf.extend_from_slice(&frame);
+                Outbound::Frame(frame, queued_at) if keep => batch.add(&frame, queued_at),
+                Outbound::Lane(topic_id) if keep => {
+                    outbound.take_lane(topic_id, &mut lane_frames);
+                    for (frame, queued_at) in lane_frames.drain(..) {
+                        batch.add(&frame, queued_at);
                     }
                 }
                 Outbound::Close { code, reason } => {
                     close = Some((code, reason));
                     break;
                 }
+                _ => {}
             }
-            if buf.len() >= batch_bytes {
+            if batch.buf.len() >= batch_bytes {
                 break;
             }
             next = outbound.try_recv();
         }
-        if !buf.is_empty() {
-            if socket.write_all(&buf).await.is_err() {
+        if outbound.queue().has_lanes() && close.is_none() {
+            due = outbound.release_due(Instant::now(), &mut lane_frames);
+            for (frame, queued_at) in lane_frames.drain(..) {
+                batch.add(&frame, queued_at);
+            }
+        } else {
+            due = None;
+        }
+        if !batch.buf.is_empty() {
+            metrics
+                .queue_depth_bytes
+                .observe((batch.buf.len() + outbound.queue().queued_bytes()) as f64);
+            if socket.write_all(&batch.buf).await.is_err() {
                 outbound.queue().abandon();
                 return;
             }
-            metrics.bytes_out.inc_by(buf.len() as u64);
-            if let Some(oldest) = oldest {
+            metrics.bytes_out.inc_by(batch.buf.len() as u64);
+            if let Some(oldest) = batch.oldest.take() {
                 metrics
                     .publish_to_write_seconds
                     .observe(oldest.elapsed().as_secs_f64());
             }
-            buf.clear();
+            batch.buf.clear();
         }
         if let Some((code, reason)) = close {
             let frame = ws::server_frame(OpCode::Close, &ws::close_body(code, reason));
@@ -77,8 +122,8 @@ pub async fn write_loop(
             let _ = socket.shutdown().await;
             return;
         }
-        if buf.capacity() > IDLE_BUFFER_KEEP && outbound.queue().queued_bytes() == 0 {
-            buf = Vec::new();
+        if batch.buf.capacity() > IDLE_BUFFER_KEEP && outbound.queue().queued_bytes() == 0 {
+            batch.buf = Vec::new();
         }
     }
 }

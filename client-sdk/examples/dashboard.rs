@@ -5,14 +5,14 @@
 //! ```
 //!
 //! Run `stock_ticker` next to it to see quotes flow. The subscription
-//! survives broker restarts: the client reconnects and resubscribes on its
-//! own, and the dashboard only sees the connection state change.
-
-use std::collections::BTreeMap;
+//! starts with the latest retained quote of every symbol (`last`) and
+//! survives broker restarts: the client reconnects, resubscribes and resumes
+//! on its own, and the dashboard only sees the connection state change and
+//! the subscription's events (what could not be recovered, sequence gaps).
 
 use futures::StreamExt;
 use serde::Deserialize;
-use tickwire_client::{Client, Error};
+use tickwire_client::{Client, Error, SubscribeOptions, SubscriptionEvent};
 
 /// The fields of `stock_ticker`'s quote that the dashboard uses; unknown
 /// fields are ignored, so the producer can add more.
@@ -29,11 +29,13 @@ async fn main() -> Result<(), Error> {
         .nth(1)
         .unwrap_or_else(|| "ws://127.0.0.1:8080".into());
     let client = Client::connect(&url).await?;
-    let mut quotes = client.subscribe("stocks.*").await?;
+    let mut quotes = client
+        .subscribe_with("stocks.*", SubscribeOptions::new().last(true))
+        .await?;
+    let events = quotes.events();
     eprintln!("connected to {url}; watching stocks.* (Ctrl-C to stop)");
 
     let mut state = client.state();
-    let mut last_seq: BTreeMap<String, u64> = BTreeMap::new();
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
@@ -43,6 +45,17 @@ async fn main() -> Result<(), Error> {
                 }
                 eprintln!("connection: {}", *state.borrow_and_update());
             }
+            Some(event) = events.recv() => match event {
+                SubscriptionEvent::RecoveryIncomplete { missed } => {
+                    for (topic, now) in missed {
+                        eprintln!("({topic}: quotes before #{} may be missing)", now.seq);
+                    }
+                }
+                SubscriptionEvent::Gap { topic, expected, got } => {
+                    eprintln!("({topic}: quotes #{expected}..#{got} were not delivered)");
+                }
+                _ => {}
+            },
             msg = quotes.next() => {
                 let Some(msg) = msg else {
                     eprintln!("subscription ended: {:?}", quotes.error());
@@ -50,15 +63,6 @@ async fn main() -> Result<(), Error> {
                 };
                 if msg.skipped() > 0 {
                     eprintln!("(this dashboard fell behind: {} messages dropped)", msg.skipped());
-                }
-                // Sequence numbers are per topic: a jump means missed messages
-                // (for example during a reconnect), a drop means the broker
-                // restarted or forgot the topic.
-                let previous = last_seq.insert(msg.topic().to_owned(), msg.seq());
-                if let Some(prev) = previous
-                    && msg.seq() != prev + 1
-                {
-                    eprintln!("({}: seq {prev} -> {})", msg.topic(), msg.seq());
                 }
                 match msg.decode::<Quote>() {
                     Ok(q) => println!(

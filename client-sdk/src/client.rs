@@ -11,11 +11,12 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use tickwire_protocol::ClientMessage;
+use tickwire_protocol::message::MAX_SINCE_ENTRIES;
 use tickwire_protocol::topic::{validate_pattern, validate_topic};
 use tickwire_protocol::ws::{self, OpCode};
 
 use crate::config::{ClientBuilder, Config, OfflinePolicy};
-use crate::driver::{Command, Driver, PublishReply};
+use crate::driver::{BrokerOptions, Command, Driver, PublishReply};
 use crate::error::{Error, Result};
 use crate::state::ConnectionState;
 use crate::subscription::{SubShared, SubscribeOptions, Subscription};
@@ -224,11 +225,33 @@ impl Client {
             .await
     }
 
-    /// [`Client::subscribe`] with options.
+    /// [`Client::subscribe`] with options: resume from known positions
+    /// (`since`), a snapshot of retained values first (`last`), a rate
+    /// limit (`max_rate`), resuming after reconnects (`resume`, on by
+    /// default) and the local buffer size (`capacity`); see
+    /// [`SubscribeOptions`]. The outcome of `since` and of every renewal
+    /// after a reconnect is reported as [`SubscriptionEvent`](crate::SubscriptionEvent)s.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> tickwire_client::Result<()> {
+    /// use tickwire_client::{Client, SubscribeOptions};
+    ///
+    /// let client = Client::connect("ws://127.0.0.1:8080").await?;
+    /// client.publish_retained("stocks.AAPL", &189.5).await?;
+    /// let mut prices = client
+    ///     .subscribe_with("stocks.*", SubscribeOptions::new().last(true))
+    ///     .await?;
+    /// let latest = prices.recv().await; // the retained AAPL price, then live ones
+    /// # let _ = latest;
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
     ///
-    /// As [`Client::subscribe`].
+    /// As [`Client::subscribe`], plus [`Error::InvalidOptions`] for a `since`
+    /// position whose topic is invalid, more than 65,536 positions, or
+    /// options that conflict with this client's existing subscription of
+    /// the same pattern.
     pub async fn subscribe_with(
         &self,
         pattern: &str,
@@ -238,6 +261,22 @@ impl Client {
             pattern: pattern.to_owned(),
             source,
         })?;
+        let invalid = |reason: String| Error::InvalidOptions {
+            pattern: pattern.to_owned(),
+            reason,
+        };
+        if let Some(since) = &options.since {
+            if since.len() > MAX_SINCE_ENTRIES {
+                return Err(invalid(format!(
+                    "{} `since` positions, at most {MAX_SINCE_ENTRIES} are allowed",
+                    since.len()
+                )));
+            }
+            for (topic, _) in since {
+                validate_topic(topic)
+                    .map_err(|e| invalid(format!("`since` topic {topic:?}: {e}")))?;
+            }
+        }
         let capacity = options
             .capacity
             .unwrap_or(self.config().subscription_capacity)
@@ -256,9 +295,16 @@ impl Client {
             client: self.inner.clone(),
         };
         let (reply_tx, reply_rx) = oneshot::channel();
+        let broker_options = BrokerOptions {
+            last: options.last,
+            max_rate: options.max_rate,
+            resume: options.resume,
+        };
         let cmd = Command::Subscribe {
             id,
             pattern,
+            since: options.since,
+            options: broker_options,
             tx,
             shared,
             reply: reply_tx,
@@ -317,6 +363,7 @@ impl Client {
             id: None,
             topic,
             payload: payload.into(),
+            retain: false,
         });
         if self.is_connected() {
             let cmd = Command::Publish {
@@ -368,6 +415,57 @@ impl Client {
     ///
     /// As [`Client::publish_acked`], except [`Error::Encode`].
     pub async fn publish_bytes_acked(&self, topic: &str, payload: impl Into<Bytes>) -> Result<u64> {
+        self.publish_acked_frame(topic, payload.into(), false).await
+    }
+
+    /// Publishes `value` (as [`Client::publish`]) as the topic's **retained**
+    /// last value and waits for the acknowledgement; returns the sequence
+    /// number the message got.
+    ///
+    /// The broker keeps it (one per topic, until a newer retained publish
+    /// replaces it) and hands it to later subscribers that ask for a
+    /// snapshot with [`SubscribeOptions::last`], before live messages.
+    /// Current subscribers receive it like any other message.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> tickwire_client::Result<()> {
+    /// use tickwire_client::Client;
+    ///
+    /// let client = Client::connect("ws://127.0.0.1:8080").await?;
+    /// let seq = client.publish_retained("config.feature-x", &true).await?;
+    /// # let _ = seq;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::publish_acked`].
+    pub async fn publish_retained<T: Serialize + ?Sized>(
+        &self,
+        topic: &str,
+        value: &T,
+    ) -> Result<u64> {
+        Self::check_topic(topic)?;
+        let payload = rmp_serde::to_vec_named(value)?;
+        self.publish_bytes_retained(topic, payload).await
+    }
+
+    /// Publishes a raw payload as the topic's retained last value and waits
+    /// for the acknowledgement; otherwise as [`Client::publish_retained`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::publish_acked`], except [`Error::Encode`].
+    pub async fn publish_bytes_retained(
+        &self,
+        topic: &str,
+        payload: impl Into<Bytes>,
+    ) -> Result<u64> {
+        self.publish_acked_frame(topic, payload.into(), true).await
+    }
+
+    /// Sends an acknowledged `PUBLISH` and waits for its sequence number.
+    async fn publish_acked_frame(&self, topic: &str, payload: Bytes, retain: bool) -> Result<u64> {
         Self::check_topic(topic)?;
         if let Some(err) = self.offline_refusal() {
             return Err(err);
@@ -376,7 +474,8 @@ impl Client {
         let frame = encode_frame(&ClientMessage::Publish {
             id: Some(id),
             topic,
-            payload: payload.into(),
+            payload,
+            retain,
         });
         let (tx, rx) = oneshot::channel();
         let cmd = Command::Publish {

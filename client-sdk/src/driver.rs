@@ -22,18 +22,21 @@ use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
-use tickwire_protocol::message::Delivery;
+use tickwire_protocol::message::{Delivery, Position, SubscribedInfo};
 use tickwire_protocol::msgpack::Reader;
 use tickwire_protocol::topic::pattern_matches;
 use tickwire_protocol::ws::{self, FrameDecoder, Incoming, OpCode, Role};
-use tickwire_protocol::{ClientMessage, CloseCode, DecodeError, ErrorCode, ServerMessage};
+use tickwire_protocol::{
+    ClientMessage, CloseCode, DecodeError, ErrorCode, ServerMessage, SubscribeOptions,
+};
 
 use crate::client::{Shared, encode_frame};
 use crate::config::OfflinePolicy;
 use crate::error::{Error, Refusal, Result};
 use crate::message::Message;
+use crate::resume::{Admit, Tracker};
 use crate::state::{ConnectionState, Disconnect};
-use crate::subscription::{EndReason, SubShared};
+use crate::subscription::{EndReason, SubShared, SubscriptionEvent};
 use crate::transport::{Connection, MaybeTlsStream, Target};
 
 /// A connection that lasted this long resets the reconnect attempt counter.
@@ -51,6 +54,9 @@ pub(crate) enum Command {
     Subscribe {
         id: u64,
         pattern: Arc<str>,
+        /// The application's `since` positions, if any.
+        since: Option<Vec<(String, Position)>>,
+        options: BrokerOptions,
         tx: mpsc::Sender<Message>,
         shared: Arc<SubShared>,
         reply: oneshot::Sender<Result<()>>,
@@ -68,6 +74,44 @@ pub(crate) enum Command {
     },
     /// Close the connection and stop.
     Close { reply: oneshot::Sender<()> },
+}
+
+/// Subscription options that shape what the broker sends; the same for
+/// every local subscription sharing a broker subscription.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct BrokerOptions {
+    /// Ask for the latest retained message of each topic first.
+    pub last: bool,
+    /// The broker's per-topic rate limit.
+    pub max_rate: Option<u32>,
+    /// Renew with `since` after a reconnect.
+    pub resume: bool,
+}
+
+impl BrokerOptions {
+    /// Why a new local subscription with these options and `since` cannot
+    /// share the broker subscription of an entry with `self`, if it cannot.
+    fn conflict(&self, new: &BrokerOptions, since: bool) -> Option<&'static str> {
+        if since || new.last {
+            Some(
+                "the client already subscribes to this pattern and the broker cannot replay \
+                 (`since`) or snapshot (`last`) for a second subscription alone; read both from \
+                 one Subscription, or subscribe after dropping the first",
+            )
+        } else if new.max_rate != self.max_rate {
+            Some(
+                "the client already subscribes to this pattern with another `max_rate`; \
+                 subscriptions of one pattern share one broker subscription",
+            )
+        } else if new.resume != self.resume {
+            Some(
+                "the client already subscribes to this pattern with another `resume` setting; \
+                 subscriptions of one pattern share one broker subscription",
+            )
+        } else {
+            None
+        }
+    }
 }
 
 /// Who waits for what after a publish.
@@ -220,12 +264,49 @@ struct Entry {
     state: BrokerState,
     subs: Vec<LocalSub>,
     waiters: Vec<Waiter>,
+    options: BrokerOptions,
+    /// The application gave `since` positions (used until confirmed).
+    initial_since: bool,
+    /// The broker confirmed the subscription at least once.
+    confirmed: bool,
+    /// The request in flight carries `since`.
+    sent_since: bool,
+    /// `epoch` and `seq` of the latest `SUBSCRIBED` reply.
+    info: (Option<u64>, Option<u64>),
+    tracker: Tracker,
 }
 
 impl Entry {
     fn is_unused(&self) -> bool {
         self.subs.is_empty() && self.waiters.is_empty()
     }
+
+    /// Queues `event` for every local subscription.
+    fn emit(&self, event: &SubscriptionEvent) {
+        for sub in &self.subs {
+            sub.shared.push_event(event.clone());
+        }
+    }
+
+    /// The options of the next `SUBSCRIBE` for this entry.
+    fn request_options(&self) -> SubscribeOptions {
+        let since = if self.confirmed {
+            self.options.resume.then(|| self.tracker.positions())
+        } else {
+            self.initial_since.then(|| self.tracker.positions())
+        };
+        let mut options = SubscribeOptions::default().last(self.options.last);
+        options.since = since;
+        options.max_rate = self.options.max_rate;
+        options
+    }
+}
+
+/// A local subscription request, as the registry takes it.
+struct NewSub {
+    waiter: Waiter,
+    since: Option<Vec<(String, Position)>>,
+    options: BrokerOptions,
 }
 
 #[derive(Default)]
@@ -240,12 +321,30 @@ struct Registry {
 
 impl Registry {
     /// Adds a waiter. Returns whether a `SUBSCRIBE` must be sent (new
-    /// pattern).
-    fn add(&mut self, pattern: Arc<str>, waiter: Waiter) -> bool {
+    /// pattern). Refuses (answering the waiter) options that conflict with
+    /// the pattern's existing broker subscription.
+    fn add(&mut self, pattern: Arc<str>, new: NewSub) -> bool {
+        let NewSub {
+            waiter,
+            since,
+            options,
+        } = new;
+        if let Some(entry) = self.entries.get(&pattern)
+            && let Some(reason) = entry.options.conflict(&options, since.is_some())
+        {
+            let _ = waiter.reply.send(Err(Error::InvalidOptions {
+                pattern: pattern.to_string(),
+                reason: reason.to_owned(),
+            }));
+            return false;
+        }
         match self.entries.get_mut(&pattern) {
             Some(entry) if entry.state == BrokerState::Active => {
                 let Waiter { sub, reply } = waiter;
                 if reply.send(Ok(())).is_ok() {
+                    let (epoch, seq) = entry.info;
+                    sub.shared
+                        .push_event(SubscriptionEvent::Subscribed { epoch, seq });
                     self.owners.insert(sub.id, pattern);
                     entry.subs.push(sub);
                 }
@@ -262,6 +361,7 @@ impl Registry {
                     self.wildcards.push(pattern.clone());
                 }
                 self.owners.insert(waiter.sub.id, pattern.clone());
+                let tracker = Tracker::new(&pattern, options.max_rate.is_none(), since.as_deref());
                 self.entries.insert(
                     pattern,
                     Entry {
@@ -269,6 +369,12 @@ impl Registry {
                         state: BrokerState::Unsent,
                         subs: Vec::new(),
                         waiters: vec![waiter],
+                        options,
+                        initial_since: since.is_some(),
+                        confirmed: false,
+                        sent_since: false,
+                        info: (None, None),
+                        tracker,
                     },
                 );
                 true
@@ -316,22 +422,46 @@ impl Registry {
         let Registry {
             entries, wildcards, ..
         } = self;
+        // An exact subscription keeps the broker from forgetting the topic,
+        // so its sequence cannot restart while the client holds one.
+        let exact_held = entries
+            .get(delivery.topic)
+            .is_some_and(|e| !e.wildcard && e.state != BrokerState::Unsent);
         if let Some(entry) = entries.get_mut(delivery.topic)
             && !entry.wildcard
         {
-            deliver_to(delivery.topic, entry, &msg);
+            deliver_to(delivery.topic, entry, &msg, exact_held);
         }
         for pattern in wildcards.iter() {
             if pattern_matches(pattern, delivery.topic)
                 && let Some(entry) = entries.get_mut(pattern)
             {
-                deliver_to(pattern, entry, &msg);
+                deliver_to(pattern, entry, &msg, exact_held);
             }
         }
     }
 }
 
-fn deliver_to(pattern: &str, entry: &mut Entry, msg: &Message) {
+fn deliver_to(pattern: &str, entry: &mut Entry, msg: &Message, exact_held: bool) {
+    if entry.subs.is_empty() {
+        return;
+    }
+    match entry
+        .tracker
+        .admit(&msg.topic, msg.seq, msg.time_us, exact_held)
+    {
+        Admit::Duplicate => {
+            tracing::trace!(
+                pattern,
+                topic = &*msg.topic,
+                seq = msg.seq,
+                "dropping a message this subscription already delivered"
+            );
+            return;
+        }
+        Admit::Deliver(Some(gap)) => entry.emit(&gap),
+        Admit::Deliver(None) => {}
+    }
     for sub in &mut entry.subs {
         let mut copy = msg.clone();
         copy.skipped = sub.skipped;
@@ -784,8 +914,8 @@ impl Driver {
     fn on_message(&mut self, s: &mut Session, msg: ServerMessage<'_>) {
         match msg {
             ServerMessage::Message(delivery) => self.registry.deliver(delivery),
-            ServerMessage::Subscribed { id } => match self.pending.take(id) {
-                Some(PendingKind::Subscribe(pattern)) => self.on_subscribed(s, &pattern),
+            ServerMessage::Subscribed { id, info } => match self.pending.take(id) {
+                Some(PendingKind::Subscribe(pattern)) => self.on_subscribed(s, &pattern, &info),
                 other => self.unexpected_reply(id, other, "SUBSCRIBED"),
             },
             ServerMessage::Unsubscribed { id } => match self.pending.take(id) {
@@ -858,17 +988,20 @@ impl Driver {
             // Nothing follows our close frame.
             return;
         }
+        let Some(entry) = self.registry.entries.get_mut(pattern) else {
+            return;
+        };
+        let options = entry.request_options();
+        entry.sent_since = options.since.is_some();
+        entry.state = BrokerState::Pending;
         let id = self.shared.next_id();
         s.queue(&encode_frame(&ClientMessage::Subscribe {
             id,
             pattern,
-            options: Default::default(),
+            options,
         }));
         self.pending
             .insert(id, PendingKind::Subscribe(pattern.clone()), None);
-        if let Some(entry) = self.registry.entries.get_mut(pattern) {
-            entry.state = BrokerState::Pending;
-        }
     }
 
     fn send_unsubscribe(&mut self, s: &mut Session, pattern: Arc<str>) {
@@ -885,19 +1018,36 @@ impl Driver {
             .insert(id, PendingKind::Unsubscribe(pattern), Some(deadline));
     }
 
-    fn on_subscribed(&mut self, s: &mut Session, pattern: &Arc<str>) {
+    fn on_subscribed(&mut self, s: &mut Session, pattern: &Arc<str>, info: &SubscribedInfo) {
         let Some(entry) = self.registry.entries.get_mut(pattern) else {
             // Every local subscription went away meanwhile.
             self.send_unsubscribe(s, pattern.clone());
             return;
         };
         entry.state = BrokerState::Active;
+        entry.confirmed = true;
+        entry.info = (info.epoch, info.seq);
         for Waiter { sub, reply } in std::mem::take(&mut entry.waiters) {
             if !sub.tx.is_closed() && reply.send(Ok(())).is_ok() {
                 entry.subs.push(sub);
             } else {
                 self.registry.owners.remove(&sub.id);
             }
+        }
+        // Events go out before the replay that follows this reply.
+        let events =
+            entry
+                .tracker
+                .on_subscribed(pattern, info, entry.sent_since, entry.options.last);
+        for event in &events {
+            if let SubscriptionEvent::RecoveryIncomplete { missed } = event {
+                tracing::warn!(
+                    pattern = &**pattern,
+                    topics = missed.len(),
+                    "could not resume every topic of the subscription"
+                );
+            }
+            entry.emit(event);
         }
         if entry.is_unused() {
             self.registry.remove(pattern);
@@ -909,7 +1059,7 @@ impl Driver {
         let code = refusal.error_code();
         if code == Some(ErrorCode::AlreadySubscribed) {
             // The broker has it: as good as a confirmation.
-            self.on_subscribed(s, pattern);
+            self.on_subscribed(s, pattern, &SubscribedInfo::default());
             return;
         }
         let Some(entry) = self.registry.entries.get_mut(pattern) else {
@@ -935,7 +1085,7 @@ impl Driver {
         );
         if let Some(entry) = self.registry.remove(pattern) {
             for sub in entry.subs {
-                let _ = sub.shared.end.set(EndReason::Refused(refusal.clone()));
+                sub.shared.finish(EndReason::Refused(refusal.clone()));
             }
         }
     }
@@ -972,6 +1122,8 @@ impl Driver {
             Command::Subscribe {
                 id,
                 pattern,
+                since,
+                options,
                 tx,
                 shared,
                 reply,
@@ -989,7 +1141,12 @@ impl Driver {
                     },
                     reply,
                 };
-                if self.registry.add(pattern.clone(), waiter)
+                let new = NewSub {
+                    waiter,
+                    since,
+                    options,
+                };
+                if self.registry.add(pattern.clone(), new)
                     && let Some(s) = s
                 {
                     self.send_subscribe(s, &pattern);
@@ -1165,6 +1322,7 @@ impl Driver {
         }
         for entry in self.registry.entries.values_mut() {
             entry.state = BrokerState::Unsent;
+            entry.tracker.disconnected();
         }
         self.registry.prune();
     }
@@ -1262,7 +1420,7 @@ impl Driver {
                 let _ = waiter.reply.send(Err(Error::Closed));
             }
             for sub in entry.subs {
-                let _ = sub.shared.end.set(EndReason::Closed);
+                sub.shared.finish(EndReason::Closed);
             }
         }
         self.registry = Registry::default();
@@ -1348,6 +1506,35 @@ mod tests {
         assert_eq!(pending.next_deadline(), None);
         assert!(pending.take(3).is_some());
         assert!(pending.map.is_empty() && pending.timed.is_empty());
+    }
+
+    #[test]
+    fn options_that_cannot_share_a_broker_subscription_conflict() {
+        let plain = BrokerOptions {
+            last: false,
+            max_rate: None,
+            resume: true,
+        };
+        assert_eq!(plain.conflict(&plain, false), None);
+        let snapshot = BrokerOptions {
+            last: true,
+            ..plain
+        };
+        // A snapshot or replay cannot be given to a second subscription...
+        assert!(snapshot.conflict(&snapshot, false).is_some());
+        assert!(plain.conflict(&plain, true).is_some());
+        // ...but a plain one may join a subscription that had one.
+        assert_eq!(snapshot.conflict(&plain, false), None);
+        let limited = BrokerOptions {
+            max_rate: Some(4),
+            ..plain
+        };
+        assert!(plain.conflict(&limited, false).is_some());
+        let live_only = BrokerOptions {
+            resume: false,
+            ..plain
+        };
+        assert!(plain.conflict(&live_only, false).is_some());
     }
 
     #[test]

@@ -13,7 +13,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Errors are grouped by where they come from:
 ///
 /// * before anything is sent: [`Error::InvalidUrl`], [`Error::Config`],
-///   [`Error::InvalidTopic`], [`Error::InvalidPattern`], [`Error::Encode`];
+///   [`Error::InvalidTopic`], [`Error::InvalidPattern`],
+///   [`Error::InvalidOptions`], [`Error::Encode`];
 /// * while connecting: [`Error::ConnectionRefused`], [`Error::Connect`],
 ///   [`Error::Tls`], [`Error::Handshake`], [`Error::Timeout`];
 /// * from the broker: [`Error::Broker`] (an `ERROR` reply with its
@@ -122,6 +123,18 @@ pub enum Error {
         /// Which rule it breaks.
         #[source]
         source: TopicError,
+    },
+
+    /// Subscribe options that cannot be used: an invalid `since` position,
+    /// or options that conflict with the subscription this client already
+    /// holds for the same pattern (see
+    /// [`SubscribeOptions`](crate::SubscribeOptions)).
+    #[error("invalid subscribe options for {pattern:?}: {reason}")]
+    InvalidOptions {
+        /// The pattern as given.
+        pattern: String,
+        /// What is wrong, and what to do instead.
+        reason: String,
     },
 
     /// An operation did not complete within its configured time.

@@ -10,6 +10,14 @@
 //!   ([`ReconnectPolicy`]); subscriptions are renewed on every new
 //!   connection and publishes made while offline are buffered
 //!   ([`OfflinePolicy`]). Watch [`Client::state`] to observe it.
+//! * **Resume**: the client remembers the last [`Position`] delivered per
+//!   topic and renews subscriptions with it, so topics that keep history
+//!   continue after a reconnect without a gap or a duplicate; what could
+//!   not be recovered is reported as
+//!   [`SubscriptionEvent::RecoveryIncomplete`] ([`Subscription::events`]).
+//!   [`SubscribeOptions`] also asks for replays from known positions
+//!   (`since`), a snapshot of retained values (`last`, see
+//!   [`Client::publish_retained`]) and rate limits (`max_rate`).
 //! * Payloads are MessagePack via serde: [`Client::publish`] and
 //!   [`Message::decode`]; raw bytes with [`Client::publish_bytes`] and
 //!   [`Message::payload`].
@@ -42,9 +50,39 @@
 //! }
 //! ```
 //!
+//! Resuming needs nothing from the application; to react to what could not
+//! be recovered, read the subscription's events:
+//!
+//! ```no_run
+//! use tickwire_client::{Client, SubscribeOptions, SubscriptionEvent};
+//!
+//! # async fn demo() -> tickwire_client::Result<()> {
+//! let client = Client::connect("ws://127.0.0.1:8080").await?;
+//! let mut readings = client
+//!     .subscribe_with("sensors.>", SubscribeOptions::new().last(true))
+//!     .await?;
+//! let events = readings.events();
+//! loop {
+//!     tokio::select! {
+//!         Some(msg) = readings.recv() => println!("{} #{}", msg.topic(), msg.seq()),
+//!         Some(event) = events.recv() => match event {
+//!             SubscriptionEvent::RecoveryIncomplete { missed } => {
+//!                 eprintln!("reload the state of {missed:?}")
+//!             }
+//!             SubscriptionEvent::Gap { topic, expected, got } => {
+//!                 eprintln!("{topic}: messages {expected}..{got} were not delivered")
+//!             }
+//!             _ => {}
+//!         },
+//!         else => break,
+//!     }
+//! }
+//! # Ok(()) }
+//! ```
+//!
 //! The client needs a Tokio runtime. docs/client.md in the repository
-//! describes every option, the reconnect and offline behaviour and the
-//! errors in detail.
+//! describes every option, the reconnect, resume and offline behaviour, the
+//! exact delivery guarantees and the errors in detail.
 //!
 //! [tickwire]: https://github.com/tickwire/tickwire
 
@@ -56,6 +94,7 @@ mod driver;
 mod error;
 mod handshake;
 mod message;
+mod resume;
 mod state;
 mod subscription;
 mod transport;
@@ -70,7 +109,14 @@ pub use config::{
 pub use error::{Error, HandshakeError, Result};
 pub use message::Message;
 pub use state::{ConnectionState, Disconnect};
-pub use subscription::{SubscribeOptions, Subscription};
+pub use subscription::{
+    EVENT_CAPACITY, SubscribeOptions, Subscription, SubscriptionEvent, SubscriptionEvents,
+};
+
+/// A position in one topic's stream: its epoch and a sequence number, as
+/// used by [`SubscribeOptions::since`] and reported in
+/// [`SubscriptionEvent::RecoveryIncomplete`].
+pub use tickwire_protocol::message::Position;
 
 /// Error codes of broker `ERROR` replies and WebSocket close codes, from the
 /// protocol crate.

@@ -1,37 +1,82 @@
-//! Subscriptions: streams of messages matching a pattern.
+//! Subscriptions: streams of messages matching a pattern, their options and
+//! the events that report how resuming went.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::task::{Context, Poll};
 
 use futures_core::Stream;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
+
+use tickwire_protocol::message::Position;
 
 use crate::client::ClientInner;
 use crate::error::{Error, Refusal};
 use crate::message::Message;
 
+/// Events kept per subscription before the oldest is discarded; see
+/// [`Subscription::events_dropped`].
+pub const EVENT_CAPACITY: usize = 256;
+
 /// Options for [`Client::subscribe_with`](crate::Client::subscribe_with).
 ///
-/// Marked `#[non_exhaustive]`: later versions add options (such as resuming
-/// from a sequence number) without breaking code that uses the builder
-/// methods.
+/// Marked `#[non_exhaustive]`: build it with [`SubscribeOptions::new`] and
+/// the builder methods, so later options do not break your code.
+///
+/// * [`since`](SubscribeOptions::since): start by replaying what the broker
+///   still keeps after these positions (topics with history), then live.
+/// * [`last`](SubscribeOptions::last): start with the latest retained
+///   message of each matching topic (snapshot), then live.
+/// * [`max_rate`](SubscribeOptions::max_rate): at most this many messages
+///   per second per topic, always the newest.
+/// * [`resume`](SubscribeOptions::resume) (on by default): after a
+///   reconnect, continue from the last delivered position of every topic.
+/// * [`capacity`](SubscribeOptions::capacity): local buffer size.
+///
+/// `since`, `last`, `max_rate` and `resume` shape what the broker sends, and
+/// the broker keeps one subscription per pattern and connection: a second
+/// local subscription to a pattern this client already subscribes to must
+/// use the same `max_rate` and `resume` and neither `since` nor `last`
+/// (the broker cannot replay for it alone), or it fails with
+/// [`Error::InvalidOptions`].
 ///
 /// ```
-/// use tickwire_client::SubscribeOptions;
-/// let options = SubscribeOptions::new().capacity(64);
-/// # let _ = options;
+/// use tickwire_client::{Position, SubscribeOptions};
+///
+/// let dashboard = SubscribeOptions::new().last(true).max_rate(4);
+/// let backend = SubscribeOptions::new()
+///     .since([("sensors.t1".to_owned(), Position { epoch: 9182, seq: 4711 })])
+///     .capacity(10_000);
+/// let live_only = SubscribeOptions::new().resume(false);
+/// # let _ = (dashboard, backend, live_only);
 /// ```
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct SubscribeOptions {
     pub(crate) capacity: Option<usize>,
+    pub(crate) since: Option<Vec<(String, Position)>>,
+    pub(crate) last: bool,
+    pub(crate) max_rate: Option<u32>,
+    pub(crate) resume: bool,
+}
+
+impl Default for SubscribeOptions {
+    fn default() -> Self {
+        SubscribeOptions {
+            capacity: None,
+            since: None,
+            last: false,
+            max_rate: None,
+            resume: true,
+        }
+    }
 }
 
 impl SubscribeOptions {
-    /// Default options.
+    /// Default options: live messages only, resumed after reconnects.
     pub fn new() -> Self {
         SubscribeOptions::default()
     }
@@ -43,6 +88,108 @@ impl SubscribeOptions {
         self.capacity = Some(capacity.max(1));
         self
     }
+
+    /// Resume after these positions (topic → [`Position`] of the last message
+    /// the application processed): the broker replays every message it
+    /// still keeps after each position, then live messages, with no gap and
+    /// no duplicate; the outcome arrives as [`SubscriptionEvent::Resumed`] or
+    /// [`SubscriptionEvent::RecoveryIncomplete`].
+    ///
+    /// Positions of topics the pattern does not match are ignored. A
+    /// matching topic without a position is new to the application: the
+    /// broker replays all it keeps of it, so an empty list asks for every
+    /// retained message of the matching topics. At most 65,536 positions
+    /// (protocol limit); topics must be valid topic names, or subscribing
+    /// fails with [`Error::InvalidOptions`].
+    pub fn since(mut self, positions: impl IntoIterator<Item = (String, Position)>) -> Self {
+        self.since = Some(positions.into_iter().collect());
+        self
+    }
+
+    /// Start with a snapshot: the latest retained message of every matching
+    /// topic (see [`Client::publish_retained`](crate::Client::publish_retained)),
+    /// then live messages without a gap. With [`since`](Self::since), the
+    /// snapshot fills in for topics that could not be resumed; after a
+    /// reconnect it does the same for topics that could not be recovered.
+    pub fn last(mut self, last: bool) -> Self {
+        self.last = last;
+        self
+    }
+
+    /// At most `per_second` messages per second per topic, always the newest
+    /// (the broker conflates the others). Sequence numbers then jump by
+    /// design, so no [`SubscriptionEvent::Gap`] is reported for this
+    /// subscription. Clamped to at least 1.
+    pub fn max_rate(mut self, per_second: u32) -> Self {
+        self.max_rate = Some(per_second.max(1));
+        self
+    }
+
+    /// Whether to resume after a reconnect (default `true`): the client
+    /// remembers the position of the last message delivered per topic and
+    /// renews the broker subscription with `since`, so topics with history
+    /// continue without a gap or a duplicate, and anything that cannot be
+    /// recovered is reported as [`SubscriptionEvent::RecoveryIncomplete`].
+    /// With `false` a renewed subscription starts with live messages only.
+    /// docs/client.md, "Resuming after a reconnect", states the exact
+    /// guarantees, in particular for wildcard patterns.
+    pub fn resume(mut self, resume: bool) -> Self {
+        self.resume = resume;
+        self
+    }
+}
+
+/// Something that happened to a subscription, besides messages: its
+/// confirmation and renewals, how resuming went, and gaps in a topic's
+/// sequence.
+///
+/// Read them with [`Subscription::next_event`] or [`Subscription::event`].
+/// An event is queued before any message that follows it is handed to the
+/// subscription, so checking [`Subscription::next_event`] after each message
+/// sees every event that precedes that message. At most
+/// [`EVENT_CAPACITY`] events are kept; when the application does not read
+/// them, the oldest are discarded ([`Subscription::events_dropped`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SubscriptionEvent {
+    /// The broker confirmed the subscription, or renewed it on a new
+    /// connection. For an exact topic (no wildcard) it carries the topic's
+    /// epoch and latest sequence number at that moment.
+    Subscribed {
+        /// The topic's epoch (exact topics only).
+        epoch: Option<u64>,
+        /// The topic's latest sequence number, 0 if nothing was published in
+        /// this epoch (exact topics only).
+        seq: Option<u64>,
+    },
+    /// Every position the subscription asked to resume from (after a
+    /// reconnect, or the [`SubscribeOptions::since`] positions) was
+    /// recovered: the messages that follow continue each topic without a
+    /// gap and without a duplicate.
+    Resumed,
+    /// Some topics could not be resumed (the broker restarted or forgot the
+    /// topic, the topic keeps no history, or its history no longer reaches
+    /// back, or the client did not know the topic's epoch; see
+    /// docs/client.md). Each is listed with its *current* position; nothing
+    /// before that position will be delivered, so reload those topics' state
+    /// from your source of truth. Epoch 0 means the broker no longer tracks
+    /// the topic. Topics not listed were resumed.
+    RecoveryIncomplete {
+        /// Each topic that was not resumed, with its current position.
+        missed: Vec<(String, Position)>,
+    },
+    /// A delivered message's sequence number skipped ahead: messages
+    /// `expected..got` of this topic were not delivered (for example, the
+    /// topic's slow-consumer policy is `drop-oldest`, or the topic's
+    /// sequence restarted, in which case `expected` is 1). The message with
+    /// sequence number `got` is delivered right after this event.
+    Gap {
+        /// The topic.
+        topic: String,
+        /// The sequence number that should have come next.
+        expected: u64,
+        /// The sequence number that came.
+        got: u64,
+    },
 }
 
 /// Why a subscription's stream ended, recorded by the connection task.
@@ -53,13 +200,109 @@ pub(crate) enum EndReason {
     /// The broker refused the subscription when it was renewed after a
     /// reconnect.
     Refused(Refusal),
+    /// The application dropped the subscription (ends its event handles).
+    Dropped,
 }
 
 /// State shared between a [`Subscription`] and the connection task.
 #[derive(Debug, Default)]
 pub(crate) struct SubShared {
     pub dropped: AtomicU64,
-    pub end: OnceLock<EndReason>,
+    end: OnceLock<EndReason>,
+    events: Mutex<VecDeque<SubscriptionEvent>>,
+    events_dropped: AtomicU64,
+    event_ready: Notify,
+}
+
+impl SubShared {
+    fn events(&self) -> MutexGuard<'_, VecDeque<SubscriptionEvent>> {
+        // The queue stays consistent whatever panicked while holding it.
+        self.events.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues an event, discarding the oldest when the queue is full.
+    pub fn push_event(&self, event: SubscriptionEvent) {
+        {
+            let mut events = self.events();
+            if events.len() >= EVENT_CAPACITY {
+                events.pop_front();
+                self.events_dropped.fetch_add(1, Ordering::Relaxed);
+            }
+            events.push_back(event);
+        }
+        self.event_ready.notify_one();
+    }
+
+    fn pop_event(&self) -> Option<SubscriptionEvent> {
+        self.events().pop_front()
+    }
+
+    /// Waits for an event; `None` once the subscription ended and the
+    /// queue is empty. Cancel-safe.
+    async fn next_event(&self) -> Option<SubscriptionEvent> {
+        loop {
+            if let Some(event) = self.pop_event() {
+                return Some(event);
+            }
+            if self.end.get().is_some() {
+                return None;
+            }
+            // A notification sent since the check above is stored, so
+            // nothing is missed between the check and the wait.
+            self.event_ready.notified().await;
+        }
+    }
+
+    /// Records why the stream ended (the first reason wins) and wakes an
+    /// [`Subscription::event`] waiter.
+    pub fn finish(&self, reason: EndReason) {
+        let _ = self.end.set(reason);
+        self.event_ready.notify_one();
+    }
+}
+
+/// A handle on a [`Subscription`]'s [`SubscriptionEvent`]s, from
+/// [`Subscription::events`]: it lets a task wait for events and messages at
+/// once. Cheap to clone; all clones read the same queue (each event is
+/// returned once).
+///
+/// ```no_run
+/// # async fn demo() -> tickwire_client::Result<()> {
+/// use tickwire_client::{Client, SubscriptionEvent};
+///
+/// let client = Client::connect("ws://127.0.0.1:8080").await?;
+/// let mut readings = client.subscribe("sensors.>").await?;
+/// let events = readings.events();
+/// loop {
+///     tokio::select! {
+///         Some(msg) = readings.recv() => println!("{} #{}", msg.topic(), msg.seq()),
+///         Some(event) = events.recv() => {
+///             if let SubscriptionEvent::RecoveryIncomplete { missed } = event {
+///                 eprintln!("reload the state of {missed:?}");
+///             }
+///         }
+///         else => break,
+///     }
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct SubscriptionEvents {
+    shared: Arc<SubShared>,
+}
+
+impl SubscriptionEvents {
+    /// The next event, waiting for one; `None` once the subscription has
+    /// ended (client closed, renewal refused, or the [`Subscription`]
+    /// dropped) and no event is left. Cancel-safe.
+    pub async fn recv(&self) -> Option<SubscriptionEvent> {
+        self.shared.next_event().await
+    }
+
+    /// The oldest queued event, if any, without waiting.
+    pub fn try_recv(&self) -> Option<SubscriptionEvent> {
+        self.shared.pop_event()
+    }
 }
 
 /// A stream of the [`Message`]s whose topic matches a pattern.
@@ -67,7 +310,9 @@ pub(crate) struct SubShared {
 /// Created by [`Client::subscribe`](crate::Client::subscribe). Read it with
 /// [`Subscription::recv`] or as a [`futures_core::Stream`] (for example with
 /// `futures::StreamExt::next`). It survives reconnects: the client renews
-/// the broker subscription on every new connection.
+/// the broker subscription on every new connection and, unless
+/// [`SubscribeOptions::resume`] is off, resumes each topic where it left off
+/// ([`SubscriptionEvent`] reports how that went).
 ///
 /// **Dropping** the subscription unsubscribes: when the last local
 /// subscription for a pattern is dropped the client sends `UNSUBSCRIBE`.
@@ -85,12 +330,16 @@ pub(crate) struct SubShared {
 ///
 /// ```no_run
 /// # async fn demo() -> tickwire_client::Result<()> {
-/// use futures::StreamExt;
-/// use tickwire_client::Client;
+/// use tickwire_client::{Client, SubscriptionEvent};
 ///
 /// let client = Client::connect("ws://127.0.0.1:8080").await?;
 /// let mut quotes = client.subscribe("stocks.*").await?;
-/// while let Some(msg) = quotes.next().await {
+/// while let Some(msg) = quotes.recv().await {
+///     while let Some(event) = quotes.next_event() {
+///         if let SubscriptionEvent::RecoveryIncomplete { missed } = event {
+///             eprintln!("reload state of {missed:?}");
+///         }
+///     }
 ///     println!("{} #{}: {} bytes", msg.topic(), msg.seq(), msg.payload().len());
 /// }
 /// # Ok(()) }
@@ -121,6 +370,36 @@ impl Subscription {
         self.rx.try_recv().ok()
     }
 
+    /// The oldest queued [`SubscriptionEvent`], if any, without waiting.
+    pub fn next_event(&self) -> Option<SubscriptionEvent> {
+        self.shared.pop_event()
+    }
+
+    /// The next [`SubscriptionEvent`], waiting for one; `None` once the
+    /// stream has ended and no event is left. Cancel-safe.
+    ///
+    /// To wait for messages and events at once (`tokio::select!`), take a
+    /// [`Subscription::events`] handle: [`Subscription::recv`] borrows the
+    /// subscription mutably.
+    pub async fn event(&self) -> Option<SubscriptionEvent> {
+        self.shared.next_event().await
+    }
+
+    /// A handle on this subscription's event queue, to wait for events
+    /// while [`Subscription::recv`] waits for messages (see the example on
+    /// [`SubscriptionEvents`]). Every handle reads the same queue.
+    pub fn events(&self) -> SubscriptionEvents {
+        SubscriptionEvents {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Events discarded because more than [`EVENT_CAPACITY`] were waiting to
+    /// be read.
+    pub fn events_dropped(&self) -> u64 {
+        self.shared.events_dropped.load(Ordering::Relaxed)
+    }
+
     /// Total messages dropped for this subscription because its buffer was
     /// full.
     pub fn dropped(&self) -> u64 {
@@ -132,7 +411,7 @@ impl Subscription {
     /// subscription after a reconnect. `None` while the subscription is live.
     pub fn error(&self) -> Option<Error> {
         self.shared.end.get().map(|end| match end {
-            EndReason::Closed => Error::Closed,
+            EndReason::Closed | EndReason::Dropped => Error::Closed,
             EndReason::Refused(refusal) => refusal.to_error(),
         })
     }
@@ -152,6 +431,7 @@ impl Stream for Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
+        self.shared.finish(EndReason::Dropped);
         // Unbounded by type, bounded in practice: one notice per subscription.
         let _ = self.client.drop_tx.send(self.id);
     }
@@ -165,5 +445,41 @@ impl fmt::Debug for Subscription {
             .field("buffered", &self.rx.len())
             .field("dropped", &self.dropped())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_queue_is_bounded_and_drops_the_oldest() {
+        let shared = SubShared::default();
+        for seq in 0..EVENT_CAPACITY as u64 + 3 {
+            shared.push_event(SubscriptionEvent::Gap {
+                topic: "t".into(),
+                expected: seq,
+                got: seq + 2,
+            });
+        }
+        assert_eq!(shared.events_dropped.load(Ordering::Relaxed), 3);
+        assert!(matches!(
+            shared.pop_event(),
+            Some(SubscriptionEvent::Gap { expected: 3, .. })
+        ));
+    }
+
+    #[test]
+    fn options_defaults_and_clamping() {
+        let o = SubscribeOptions::new();
+        assert!(o.resume && !o.last && o.since.is_none() && o.max_rate.is_none());
+        let o = SubscribeOptions::new()
+            .max_rate(0)
+            .capacity(0)
+            .resume(false);
+        assert_eq!(
+            (o.max_rate, o.capacity, o.resume),
+            (Some(1), Some(1), false)
+        );
     }
 }

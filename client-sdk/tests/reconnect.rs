@@ -57,7 +57,11 @@ async fn reconnects_and_resubscribes_transparently() {
     for _ in 0..2 {
         match within("resubscribe", conn.recv()).await {
             Req::Subscribe { id, pattern } => {
-                conn.send(ServerMessage::Subscribed { id }).await;
+                conn.send(ServerMessage::Subscribed {
+                    id,
+                    info: Default::default(),
+                })
+                .await;
                 renewed.push(pattern);
             }
             other => panic!("expected SUBSCRIBE, got {other:?}"),

@@ -100,13 +100,124 @@ impl DecodeError {
     }
 }
 
-/// Options of a subscribe request. Version 1 defines none; the map exists so
-/// that later features (resume, last value, rate limits) add keys without
-/// changing the message shape. An unknown key is refused with
+/// A position in one topic's stream: the topic's epoch and a sequence number.
+///
+/// The epoch changes whenever the topic's history is lost (broker restart,
+/// topic forgotten after idling); sequence numbers are only comparable within
+/// one epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Position {
+    /// The topic's epoch.
+    pub epoch: u64,
+    /// A sequence number within that epoch.
+    pub seq: u64,
+}
+
+/// Most entries a `since` map may hold.
+pub const MAX_SINCE_ENTRIES: usize = 65_536;
+
+/// Options of a subscribe request (the map in `[1, id, pattern, options]`).
+/// An unknown key, or a value of the wrong type, is refused with
 /// [`ErrorCode::InvalidOption`] rather than silently ignored.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
-pub struct SubscribeOptions {}
+pub struct SubscribeOptions {
+    /// `since`: resume after these positions (topic → position). `Some` with
+    /// an empty list asks for every retained message of the matching topics.
+    pub since: Option<Vec<(String, Position)>>,
+    /// `last`: deliver the latest retained message of each matching topic
+    /// before live messages.
+    pub last: bool,
+    /// `max_rate`: at most this many messages per second per topic, always
+    /// the latest (conflated).
+    pub max_rate: Option<u32>,
+}
+
+impl SubscribeOptions {
+    /// Options with `since` set.
+    pub fn since(mut self, positions: Vec<(String, Position)>) -> Self {
+        self.since = Some(positions);
+        self
+    }
+
+    /// Options with `last` set.
+    pub fn last(mut self, last: bool) -> Self {
+        self.last = last;
+        self
+    }
+
+    /// Options with `max_rate` set.
+    pub fn max_rate(mut self, per_second: u32) -> Self {
+        self.max_rate = Some(per_second);
+        self
+    }
+
+    fn encode(&self, out: &mut Vec<u8>) {
+        let len = usize::from(self.since.is_some())
+            + usize::from(self.last)
+            + usize::from(self.max_rate.is_some());
+        msgpack::write_map_len(out, len);
+        if let Some(since) = &self.since {
+            msgpack::write_str(out, "since");
+            write_positions(
+                out,
+                since.iter().map(|(t, p)| (t.as_str(), *p)),
+                since.len(),
+            );
+        }
+        if self.last {
+            msgpack::write_str(out, "last");
+            msgpack::write_bool(out, true);
+        }
+        if let Some(rate) = self.max_rate {
+            msgpack::write_str(out, "max_rate");
+            msgpack::write_u64(out, u64::from(rate));
+        }
+    }
+}
+
+fn write_positions<'t>(
+    out: &mut Vec<u8>,
+    positions: impl Iterator<Item = (&'t str, Position)>,
+    len: usize,
+) {
+    msgpack::write_map_len(out, len);
+    for (topic, p) in positions {
+        msgpack::write_str(out, topic);
+        msgpack::write_array_len(out, 2);
+        msgpack::write_u64(out, p.epoch);
+        msgpack::write_u64(out, p.seq);
+    }
+}
+
+fn read_position(r: &mut Reader<'_>) -> Result<Position, MsgpackError> {
+    if r.read_array_len()? != 2 {
+        return Err(MsgpackError::UnexpectedType {
+            expected: "[epoch, seq]",
+            marker: 0x92,
+        });
+    }
+    Ok(Position {
+        epoch: r.read_u64()?,
+        seq: r.read_u64()?,
+    })
+}
+
+fn read_positions(
+    r: &mut Reader<'_>,
+    limit: usize,
+) -> Result<Vec<(String, Position)>, MsgpackError> {
+    let len = r.read_map_len()?;
+    if len > limit {
+        return Err(MsgpackError::IntegerOutOfRange);
+    }
+    let mut positions = Vec::with_capacity(len.min(1024));
+    for _ in 0..len {
+        let topic = r.read_str()?.to_owned();
+        positions.push((topic, read_position(r)?));
+    }
+    Ok(positions)
+}
 
 /// A message a client sends to the broker, borrowing from the frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,7 +238,7 @@ pub enum ClientMessage<'a> {
         /// The pattern exactly as subscribed.
         pattern: &'a str,
     },
-    /// `[3, id | nil, topic, payload]`
+    /// `[3, id | nil, topic, payload, options?]`
     Publish {
         /// `Some` asks for a `PUBLISHED` acknowledgement with this id.
         id: Option<u64>,
@@ -135,6 +246,8 @@ pub enum ClientMessage<'a> {
         topic: &'a str,
         /// The payload, a slice of the received frame.
         payload: Bytes,
+        /// Option `retain`: keep this message as the topic's last value.
+        retain: bool,
     },
     /// `[4, id]`
     Ping {
@@ -174,15 +287,48 @@ fn read_envelope(r: &mut Reader<'_>) -> Result<(u64, usize), DecodeError> {
 }
 
 fn read_subscribe_options(r: &mut Reader<'_>) -> Result<SubscribeOptions, DecodeError> {
+    let mut options = SubscribeOptions::default();
     if r.read_nil()? {
-        return Ok(SubscribeOptions::default());
+        return Ok(options);
     }
     let pairs = r.read_map_len()?;
-    if pairs > 0 {
+    for _ in 0..pairs {
         let key = r.read_str()?;
-        return Err(DecodeError::InvalidOption(key.to_owned()));
+        let invalid = |_| DecodeError::InvalidOption(key.to_owned());
+        match key {
+            "since" => options.since = Some(read_positions(r, MAX_SINCE_ENTRIES).map_err(invalid)?),
+            "last" => options.last = r.read_bool().map_err(invalid)?,
+            "max_rate" => {
+                let rate = r.read_u64().map_err(invalid)?;
+                let rate = u32::try_from(rate)
+                    .ok()
+                    .filter(|r| *r > 0)
+                    .ok_or_else(|| DecodeError::InvalidOption(key.to_owned()))?;
+                options.max_rate = Some(rate);
+            }
+            _ => return Err(DecodeError::InvalidOption(key.to_owned())),
+        }
     }
-    Ok(SubscribeOptions::default())
+    Ok(options)
+}
+
+fn read_publish_options(r: &mut Reader<'_>) -> Result<bool, DecodeError> {
+    let mut retain = false;
+    if r.read_nil()? {
+        return Ok(retain);
+    }
+    for _ in 0..r.read_map_len()? {
+        let key = r.read_str()?;
+        match key {
+            "retain" => {
+                retain = r
+                    .read_bool()
+                    .map_err(|_| DecodeError::InvalidOption(key.to_owned()))?
+            }
+            _ => return Err(DecodeError::InvalidOption(key.to_owned())),
+        }
+    }
+    Ok(retain)
 }
 
 impl<'a> ClientMessage<'a> {
@@ -214,7 +360,7 @@ impl<'a> ClientMessage<'a> {
                 }
             }
             Some(MessageType::Publish) => {
-                expect_fields(kind, len, &[4], "4")?;
+                expect_fields(kind, len, &[4, 5], "4 or 5")?;
                 let id = if r.read_nil()? {
                     None
                 } else {
@@ -222,10 +368,16 @@ impl<'a> ClientMessage<'a> {
                 };
                 let topic = r.read_str()?;
                 let range = r.read_bin_range()?;
+                let retain = if len == 5 {
+                    read_publish_options(&mut r)?
+                } else {
+                    false
+                };
                 ClientMessage::Publish {
                     id,
                     topic,
                     payload: frame.slice(range),
+                    retain,
                 }
             }
             Some(MessageType::Ping) => {
@@ -259,12 +411,16 @@ impl<'a> ClientMessage<'a> {
     /// Appends this message's MessagePack encoding to `out`.
     pub fn encode(&self, out: &mut Vec<u8>) {
         match self {
-            ClientMessage::Subscribe { id, pattern, .. } => {
+            ClientMessage::Subscribe {
+                id,
+                pattern,
+                options,
+            } => {
                 msgpack::write_array_len(out, 4);
                 msgpack::write_u64(out, MessageType::Subscribe as u64);
                 msgpack::write_u64(out, *id);
                 msgpack::write_str(out, pattern);
-                msgpack::write_map_len(out, 0);
+                options.encode(out);
             }
             ClientMessage::Unsubscribe { id, pattern } => {
                 msgpack::write_array_len(out, 3);
@@ -272,8 +428,13 @@ impl<'a> ClientMessage<'a> {
                 msgpack::write_u64(out, *id);
                 msgpack::write_str(out, pattern);
             }
-            ClientMessage::Publish { id, topic, payload } => {
-                msgpack::write_array_len(out, 4);
+            ClientMessage::Publish {
+                id,
+                topic,
+                payload,
+                retain,
+            } => {
+                msgpack::write_array_len(out, if *retain { 5 } else { 4 });
                 msgpack::write_u64(out, MessageType::Publish as u64);
                 match id {
                     Some(id) => msgpack::write_u64(out, *id),
@@ -282,6 +443,11 @@ impl<'a> ClientMessage<'a> {
                 msgpack::write_str(out, topic);
                 msgpack::write_bin_header(out, payload.len());
                 out.extend_from_slice(payload);
+                if *retain {
+                    msgpack::write_map_len(out, 1);
+                    msgpack::write_str(out, "retain");
+                    msgpack::write_bool(out, true);
+                }
             }
             ClientMessage::Ping { id } => {
                 msgpack::write_array_len(out, 2);
@@ -305,13 +471,77 @@ pub struct Delivery<'a> {
     pub payload: Bytes,
 }
 
+/// The `info` map of a `SUBSCRIBED` reply. Absent keys are `None`/empty;
+/// clients ignore keys they do not know.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SubscribedInfo {
+    /// `epoch`: the topic's epoch (exact-topic subscriptions).
+    pub epoch: Option<u64>,
+    /// `seq`: the topic's latest sequence number, 0 if nothing was published
+    /// in this epoch (exact-topic subscriptions).
+    pub seq: Option<u64>,
+    /// `recovered`: with `since`, whether every requested position could be
+    /// resumed without a gap.
+    pub recovered: Option<bool>,
+    /// `missed`: topics that could not be resumed, with their current
+    /// position, so the application can reload their state.
+    pub missed: Vec<(String, Position)>,
+}
+
+impl SubscribedInfo {
+    fn encode(&self, out: &mut Vec<u8>) {
+        let len = usize::from(self.epoch.is_some())
+            + usize::from(self.seq.is_some())
+            + usize::from(self.recovered.is_some())
+            + usize::from(!self.missed.is_empty());
+        msgpack::write_map_len(out, len);
+        if let Some(epoch) = self.epoch {
+            msgpack::write_str(out, "epoch");
+            msgpack::write_u64(out, epoch);
+        }
+        if let Some(seq) = self.seq {
+            msgpack::write_str(out, "seq");
+            msgpack::write_u64(out, seq);
+        }
+        if let Some(recovered) = self.recovered {
+            msgpack::write_str(out, "recovered");
+            msgpack::write_bool(out, recovered);
+        }
+        if !self.missed.is_empty() {
+            msgpack::write_str(out, "missed");
+            write_positions(
+                out,
+                self.missed.iter().map(|(t, p)| (t.as_str(), *p)),
+                self.missed.len(),
+            );
+        }
+    }
+
+    fn decode(r: &mut Reader<'_>) -> Result<Self, MsgpackError> {
+        let mut info = SubscribedInfo::default();
+        for _ in 0..r.read_map_len()? {
+            match r.read_str()? {
+                "epoch" => info.epoch = Some(r.read_u64()?),
+                "seq" => info.seq = Some(r.read_u64()?),
+                "recovered" => info.recovered = Some(r.read_bool()?),
+                "missed" => info.missed = read_positions(r, usize::MAX)?,
+                _ => r.skip_value()?,
+            }
+        }
+        Ok(info)
+    }
+}
+
 /// A message the broker sends to a client, borrowing from the frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ServerMessage<'a> {
-    /// `[11, id, info]`: `info` is a map, empty in version 1.
+    /// `[11, id, info]`
     Subscribed {
         /// The subscribe request's id.
         id: u64,
+        /// Positions and recovery outcome.
+        info: SubscribedInfo,
     },
     /// `[12, id]`
     Unsubscribed {
@@ -354,8 +584,8 @@ impl<'a> ServerMessage<'a> {
             Some(MessageType::Subscribed) => {
                 expect_fields(kind, len, &[3], "3")?;
                 let id = r.read_u64()?;
-                r.skip_value()?;
-                ServerMessage::Subscribed { id }
+                let info = SubscribedInfo::decode(&mut r)?;
+                ServerMessage::Subscribed { id, info }
             }
             Some(MessageType::Unsubscribed) => {
                 expect_fields(kind, len, &[2], "2")?;
@@ -412,11 +642,11 @@ impl<'a> ServerMessage<'a> {
     /// Appends this message's MessagePack encoding to `out`.
     pub fn encode(&self, out: &mut Vec<u8>) {
         match self {
-            ServerMessage::Subscribed { id } => {
+            ServerMessage::Subscribed { id, info } => {
                 msgpack::write_array_len(out, 3);
                 msgpack::write_u64(out, MessageType::Subscribed as u64);
                 msgpack::write_u64(out, *id);
-                msgpack::write_map_len(out, 0);
+                info.encode(out);
             }
             ServerMessage::Unsubscribed { id } => {
                 msgpack::write_array_len(out, 2);
@@ -524,18 +754,32 @@ mod tests {
             id: Some(300),
             topic: "a.b",
             payload: Bytes::from_static(b"\x01\x02"),
+            retain: true,
         });
         round_trip_client(ClientMessage::Publish {
             id: None,
             topic: "a.b",
             payload: Bytes::new(),
+            retain: false,
         });
         round_trip_client(ClientMessage::Ping { id: u64::MAX });
     }
 
     #[test]
     fn server_messages_round_trip() {
-        round_trip_server(ServerMessage::Subscribed { id: 1 });
+        round_trip_server(ServerMessage::Subscribed {
+            id: 1,
+            info: SubscribedInfo::default(),
+        });
+        round_trip_server(ServerMessage::Subscribed {
+            id: 2,
+            info: SubscribedInfo {
+                epoch: Some(77),
+                seq: Some(1 << 33),
+                recovered: Some(false),
+                missed: vec![("a.b".into(), Position { epoch: 3, seq: 9 })],
+            },
+        });
         round_trip_server(ServerMessage::Unsubscribed { id: 2 });
         round_trip_server(ServerMessage::Published {
             id: 3,
@@ -572,6 +816,7 @@ mod tests {
             id: Some(2),
             topic: "stocks.AAPL",
             payload: Bytes::from_static(b"hi"),
+            retain: false,
         }
         .encode(&mut out);
         assert_eq!(out, b"\x94\x03\x02\xabstocks.AAPL\xc4\x02hi");
@@ -611,6 +856,7 @@ mod tests {
             id: None,
             topic: "t",
             payload: Bytes::from_static(b"payload"),
+            retain: false,
         }
         .encode(&mut out);
         let frame = Bytes::from(out);
@@ -664,6 +910,7 @@ mod tests {
             id: Some(9),
             topic: "x.y",
             payload: Bytes::from_static(&[1; 40]),
+            retain: false,
         }
         .encode(&mut out);
         for cut in 0..out.len() {

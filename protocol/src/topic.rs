@@ -153,6 +153,11 @@ impl Pattern {
         Ok(Pattern(s))
     }
 
+    /// `>`: the pattern every topic matches.
+    pub fn everything() -> Self {
+        Pattern(">".to_owned())
+    }
+
     /// The pattern as written.
     pub fn as_str(&self) -> &str {
         &self.0

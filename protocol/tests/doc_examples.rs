@@ -109,6 +109,7 @@ fn client_message_examples() {
             id: Some(2),
             topic: "stocks.AAPL",
             payload: hi.clone(),
+            retain: false,
         }),
         PUBLISH_ACK,
     );
@@ -118,6 +119,7 @@ fn client_message_examples() {
             id: None,
             topic: "stocks.AAPL",
             payload: hi,
+            retain: false,
         }),
         "94 03 c0 ab 73 74 6f 63 6b 73 2e 41 41 50 4c c4 02 68 69",
     );
@@ -133,7 +135,10 @@ fn client_message_examples() {
 fn server_message_examples() {
     check(
         "SUBSCRIBED",
-        &server(&ServerMessage::Subscribed { id: 1 }),
+        &server(&ServerMessage::Subscribed {
+            id: 1,
+            info: Default::default(),
+        }),
         "93 0b 01 80",
     );
     check(
@@ -185,7 +190,13 @@ fn server_message_examples() {
 #[test]
 fn broker_messages_decode_as_documented() {
     let cases: [(&str, ServerMessage<'static>); 4] = [
-        ("93 0b 01 80", ServerMessage::Subscribed { id: 1 }),
+        (
+            "93 0b 01 80",
+            ServerMessage::Subscribed {
+                id: 1,
+                info: Default::default(),
+            },
+        ),
         ("93 0d 02 01", ServerMessage::Published { id: 2, seq: 1 }),
         (
             "94 0f c0 01 a9 6d 61 6c 66 6f 72 6d 65 64",
@@ -245,6 +256,7 @@ fn accepted_client_variants() {
             id: Some(2),
             topic: "stocks.AAPL",
             payload: Bytes::from_static(b"hi"),
+            retain: false,
         }
     );
 }
@@ -365,6 +377,7 @@ fn documented_size_arithmetic() {
         id: Some(127),
         topic: &topic,
         payload: Bytes::from(payload),
+        retain: false,
     });
     assert_eq!(out.len(), 1_048_576);
     // "The overhead is never more than 273 bytes".
@@ -373,6 +386,7 @@ fn documented_size_arithmetic() {
         id: Some(u64::MAX),
         topic: &topic,
         payload: Bytes::from(vec![0u8; 70_000]),
+        retain: false,
     });
     assert_eq!(out.len() - 70_000, 273);
     // "A MESSAGE adds at most 282 bytes to its payload".
@@ -480,4 +494,57 @@ fn close_code_table() {
             code.as_u16()
         );
     }
+}
+
+#[test]
+fn delivery_semantics_examples() {
+    use tickwire_protocol::message::{Position, SubscribedInfo};
+    check(
+        "SUBSCRIBE with since",
+        &client(&ClientMessage::Subscribe {
+            id: 2,
+            pattern: "iot.s1",
+            options: SubscribeOptions::default()
+                .since(vec![("iot.s1".into(), Position { epoch: 9, seq: 11 })]),
+        }),
+        "94 01 02 a6 69 6f 74 2e 73 31 81 a5 73 69 6e 63 65 81 a6 69 6f 74 2e 73 31 92 09 0b",
+    );
+    check(
+        "SUBSCRIBE with last and max_rate",
+        &client(&ClientMessage::Subscribe {
+            id: 3,
+            pattern: "stocks.*",
+            options: SubscribeOptions::default().last(true).max_rate(4),
+        }),
+        "94 01 03 a8 73 74 6f 63 6b 73 2e 2a 82 a4 6c 61 73 74 c3 a8 6d 61 78 5f 72 61 74 65 04",
+    );
+    check(
+        "PUBLISH with retain",
+        &client(&ClientMessage::Publish {
+            id: Some(4),
+            topic: "stocks.AAPL",
+            payload: Bytes::from_static(b"hi"),
+            retain: true,
+        }),
+        "95 03 04 ab 73 74 6f 63 6b 73 2e 41 41 50 4c c4 02 68 69 81 a6 72 65 74 61 69 6e c3",
+    );
+    let mut info = SubscribedInfo::default();
+    info.epoch = Some(9);
+    info.seq = Some(11);
+    info.recovered = Some(true);
+    check(
+        "SUBSCRIBED with position",
+        &server(&ServerMessage::Subscribed { id: 2, info }),
+        "93 0b 02 83 a5 65 70 6f 63 68 09 a3 73 65 71 0b a9 72 65 63 6f 76 65 72 65 64 c3",
+    );
+    let mut info = SubscribedInfo::default();
+    info.epoch = Some(9);
+    info.seq = Some(40);
+    info.recovered = Some(false);
+    info.missed = vec![("iot.s1".into(), Position { epoch: 9, seq: 40 })];
+    check(
+        "SUBSCRIBED not recovered",
+        &server(&ServerMessage::Subscribed { id: 2, info }),
+        "93 0b 02 84 a5 65 70 6f 63 68 09 a3 73 65 71 28 a9 72 65 63 6f 76 65 72 65 64 c2 a6 6d 69 73 73 65 64 81 a6 69 6f 74 2e 73 31 92 09 28",
+    );
 }

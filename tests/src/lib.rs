@@ -11,6 +11,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use tickwire_broker::config::BrokerConfig;
 use tickwire_broker::{Broker, ShutdownHandle};
+use tickwire_protocol::message::SubscribedInfo;
 use tickwire_protocol::ws::{self, FrameDecoder, Incoming, OpCode, Role};
 use tickwire_protocol::{ClientMessage, ErrorCode, ServerMessage, SubscribeOptions};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -106,8 +107,8 @@ pub enum Received {
         /// Payload.
         payload: Bytes,
     },
-    /// `SUBSCRIBED`.
-    Subscribed(u64),
+    /// `SUBSCRIBED`, with its info map.
+    Subscribed(u64, SubscribedInfo),
     /// `UNSUBSCRIBED`.
     Unsubscribed(u64),
     /// `PUBLISHED`.
@@ -268,19 +269,44 @@ impl RawClient {
     }
 
     /// Subscribes and waits for the `SUBSCRIBED` reply.
-    pub async fn subscribe(&mut self, pattern: &str) {
+    pub async fn subscribe(&mut self, pattern: &str) -> SubscribedInfo {
+        self.subscribe_with(pattern, SubscribeOptions::default())
+            .await
+    }
+
+    /// Subscribes with options and returns the reply's info map.
+    pub async fn subscribe_with(
+        &mut self,
+        pattern: &str,
+        options: SubscribeOptions,
+    ) -> SubscribedInfo {
         let id = self.next_id();
         self.send(&ClientMessage::Subscribe {
             id,
             pattern,
-            options: SubscribeOptions::default(),
+            options,
         })
         .await;
-        assert_eq!(
-            self.recv().await,
-            Received::Subscribed(id),
-            "subscribe {pattern}"
-        );
+        match self.recv().await {
+            Received::Subscribed(got, info) if got == id => info,
+            other => panic!("subscribe {pattern}: expected SUBSCRIBED {id}, got {other:?}"),
+        }
+    }
+
+    /// Publishes a retained message and waits for the acknowledgement.
+    pub async fn publish_retained(&mut self, topic: &str, payload: &[u8]) -> u64 {
+        let id = self.next_id();
+        self.send(&ClientMessage::Publish {
+            id: Some(id),
+            topic,
+            payload: Bytes::copy_from_slice(payload),
+            retain: true,
+        })
+        .await;
+        match self.recv().await {
+            Received::Published { id: got, seq } if got == id => seq,
+            other => panic!("expected PUBLISHED {id}, got {other:?}"),
+        }
     }
 
     /// Publishes without asking for an acknowledgement.
@@ -289,6 +315,7 @@ impl RawClient {
             id: None,
             topic,
             payload: Bytes::copy_from_slice(payload),
+            retain: false,
         })
         .await;
     }
@@ -300,6 +327,7 @@ impl RawClient {
             id: Some(id),
             topic,
             payload: Bytes::copy_from_slice(payload),
+            retain: false,
         })
         .await;
         match self.recv().await {
@@ -351,7 +379,7 @@ fn to_received(item: Incoming) -> Received {
                     time_us: d.time_us,
                     payload: d.payload,
                 },
-                ServerMessage::Subscribed { id } => Received::Subscribed(id),
+                ServerMessage::Subscribed { id, info } => Received::Subscribed(id, info),
                 ServerMessage::Unsubscribed { id } => Received::Unsubscribed(id),
                 ServerMessage::Published { id, seq } => Received::Published { id, seq },
                 ServerMessage::Pong { id } => Received::Pong(id),
@@ -453,4 +481,136 @@ pub fn tickwire_binary() -> std::path::PathBuf {
             binary
         })
         .clone()
+}
+
+impl TestBroker {
+    /// Starts a broker listening on `addr` exactly, with `configure` applied
+    /// to the default configuration: used to restart a broker on the address
+    /// of one that was stopped, so that clients reconnect to the new one.
+    /// Binding is retried briefly, since the old listener's port may take a
+    /// moment to be released.
+    pub async fn start_at(
+        addr: SocketAddr,
+        configure: impl FnOnce(&mut BrokerConfig),
+    ) -> TestBroker {
+        let mut config = BrokerConfig::local_ephemeral();
+        configure(&mut config);
+        config.listen = addr;
+        let deadline = tokio::time::Instant::now() + WAIT;
+        let broker = loop {
+            match Broker::bind(config.clone()).await {
+                Ok(broker) => break broker,
+                Err(e) if tokio::time::Instant::now() < deadline => {
+                    eprintln!("binding {addr} again failed ({e}); retrying");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => panic!("bind {addr}: {e}"),
+            }
+        };
+        let shutdown = broker.shutdown_handle();
+        let task = tokio::spawn(broker.run());
+        TestBroker {
+            addr,
+            shutdown,
+            task,
+        }
+    }
+}
+
+/// A TCP relay between clients and a broker, on 127.0.0.1:0, that can cut
+/// every connection on demand without stopping the broker: to test what a
+/// client does when its network fails.
+///
+/// While [`Relay::cut`] is in effect, new connections are accepted and
+/// closed at once, so a reconnecting client keeps failing until
+/// [`Relay::restore`].
+pub struct Relay {
+    /// Where clients connect.
+    pub addr: SocketAddr,
+    /// Bumped by every cut; connections end when it changes.
+    cuts: tokio::sync::watch::Sender<u64>,
+    /// Whether the relay refuses to forward.
+    down: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Connections forwarded so far.
+    forwarded: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    task: JoinHandle<()>,
+}
+
+impl Relay {
+    /// Starts relaying to `target`.
+    pub async fn start(target: SocketAddr) -> Relay {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind relay");
+        let addr = listener.local_addr().expect("relay address");
+        let (cuts, _) = tokio::sync::watch::channel(0u64);
+        let down = Arc::new(AtomicBool::new(false));
+        let forwarded = Arc::new(AtomicU64::new(0));
+        let task = {
+            let cuts = cuts.clone();
+            let down = down.clone();
+            let forwarded = forwarded.clone();
+            tokio::spawn(async move {
+                loop {
+                    let Ok((mut client, _)) = listener.accept().await else {
+                        continue;
+                    };
+                    if down.load(Ordering::Acquire) {
+                        drop(client);
+                        continue;
+                    }
+                    let mut cut = cuts.subscribe();
+                    forwarded.fetch_add(1, Ordering::Relaxed);
+                    tokio::spawn(async move {
+                        let Ok(mut server) = TcpStream::connect(target).await else {
+                            return;
+                        };
+                        tokio::select! {
+                            _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                            _ = cut.changed() => {}
+                        }
+                    });
+                }
+            })
+        };
+        Relay {
+            addr,
+            cuts,
+            down,
+            forwarded,
+            task,
+        }
+    }
+
+    /// The WebSocket URL of the broker through this relay.
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    /// Closes every relayed connection and refuses new ones until
+    /// [`Relay::restore`].
+    pub fn cut(&self) {
+        self.down.store(true, std::sync::atomic::Ordering::Release);
+        self.cuts.send_modify(|n| *n += 1);
+    }
+
+    /// Forwards new connections again.
+    pub fn restore(&self) {
+        self.down.store(false, std::sync::atomic::Ordering::Release);
+    }
+
+    /// How many connections were forwarded so far.
+    pub fn forwarded(&self) -> u64 {
+        self.forwarded.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.task.abort();
+        self.cuts.send_modify(|n| *n += 1);
+    }
 }

@@ -117,6 +117,7 @@ async fn malformed_messages_get_error_replies() {
                 id: Some(5),
                 topic: "a..b",
                 payload: bytes::Bytes::new(),
+                retain: false,
             })
             .await
         },

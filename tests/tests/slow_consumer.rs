@@ -12,6 +12,8 @@ const MAX_MESSAGES: u64 = 200_000;
 async fn stalled_reader_is_disconnected_and_fast_reader_gets_everything() {
     let broker = TestBroker::start(|c| {
         c.outbound_queue_bytes = 512 * 1024;
+        c.max_message_size = 64 * 1024;
+        c.max_http_body = 64 * 1024;
         c.close_timeout = std::time::Duration::from_secs(10);
     })
     .await;

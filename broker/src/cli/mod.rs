@@ -1,6 +1,7 @@
 //! Command-line interface of the `tickwire` binary.
 
 mod bench;
+mod client;
 mod serve;
 
 use std::process::ExitCode;
@@ -21,6 +22,14 @@ enum Command {
     ///
     /// Example: tickwire serve --listen 127.0.0.1:8080 --max-message-size 64KiB
     Serve(tickwire_broker::config::ServeArgs),
+    /// Publish messages to a topic.
+    ///
+    /// Example: tickwire pub stocks.AAPL 189.5 --url ws://127.0.0.1:8080/ws
+    Pub(client::PubArgs),
+    /// Subscribe to topics or patterns and print their messages.
+    ///
+    /// Example: tickwire sub 'stocks.*' --format json
+    Sub(client::SubArgs),
     /// Measure a running broker: fan-out, many topics, idle connections.
     ///
     /// Exit codes: 0 ok; 1 messages lost or a slow-consumer close (4001);
@@ -35,6 +44,8 @@ enum Command {
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Serve(args) => serve::run(args),
+        Command::Pub(args) => client::run_pub(args),
+        Command::Sub(args) => client::run_sub(args),
         Command::Bench(args) => bench::run(args),
     }
 }

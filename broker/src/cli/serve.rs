@@ -1,5 +1,6 @@
 //! `tickwire serve`: run the broker until SIGTERM or SIGINT.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -45,7 +46,8 @@ fn init_logging(config: &BrokerConfig) -> anyhow::Result<()> {
         .with_context(|| format!("invalid log level `{}`", config.log_level))?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     match config.log_format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -55,10 +57,17 @@ fn init_logging(config: &BrokerConfig) -> anyhow::Result<()> {
 
 async fn serve(config: BrokerConfig) -> anyhow::Result<()> {
     let listen = config.listen;
-    let broker = Broker::bind(config).await.with_context(|| {
-        format!(
-            "cannot listen on {listen}; is another process using the port? choose one with --listen"
-        )
+    let broker = Broker::bind(config).await.map_err(|e| {
+        let hint = match e.kind() {
+            std::io::ErrorKind::AddrInUse => {
+                "another process is using the port; choose one with --listen"
+            }
+            std::io::ErrorKind::PermissionDenied => {
+                "ports below 1024 need privileges; choose one with --listen"
+            }
+            _ => "check the address given to --listen",
+        };
+        anyhow::anyhow!("cannot listen on {listen}: {e}; {hint}")
     })?;
     let addr = broker.local_addr()?;
     tracing::info!(%addr, "tickwire listening");

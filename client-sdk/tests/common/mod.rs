@@ -248,7 +248,9 @@ impl FakeConn {
                             id,
                             pattern: pattern.to_owned(),
                         },
-                        ClientMessage::Publish { id, topic, payload } => Req::Publish {
+                        ClientMessage::Publish {
+                            id, topic, payload, ..
+                        } => Req::Publish {
                             id,
                             topic: topic.to_owned(),
                             payload,
@@ -290,7 +292,11 @@ impl FakeConn {
     pub async fn expect_subscribe(&mut self, pattern: &str) -> u64 {
         match self.recv().await {
             Req::Subscribe { id, pattern: p } if p == pattern => {
-                self.send(ServerMessage::Subscribed { id }).await;
+                self.send(ServerMessage::Subscribed {
+                    id,
+                    info: Default::default(),
+                })
+                .await;
                 id
             }
             other => panic!("expected SUBSCRIBE {pattern}, got {other:?}"),
