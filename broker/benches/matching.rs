@@ -1,6 +1,7 @@
 //! Micro-benchmarks of subscription matching and the publish fan-out:
-//! the wildcard trie with 10,000 patterns, `pattern_matches`, and
-//! `TopicRegistry::publish` to 1000 subscribers.
+//! the wildcard trie with 10,000 patterns, `pattern_matches`,
+//! `TopicRegistry::publish` to 1000 subscribers, and publish with the
+//! topic's history ring on and off.
 //!
 //! Run with `cargo bench -p tickwire-broker --bench matching`.
 
@@ -8,10 +9,11 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use tickwire_broker::config::TopicPolicy;
 use tickwire_broker::metrics::Metrics;
 use tickwire_broker::pattern_trie::{PatternTrie, Subscriber};
-use tickwire_broker::queue::{OutboundReceiver, SubscriberQueue};
-use tickwire_broker::registry::{RegistryLimits, TopicRegistry};
+use tickwire_broker::queue::{OutboundReceiver, SlowConsumerPolicy, SubscriberQueue};
+use tickwire_broker::registry::{RegistryLimits, SubscribeRequest, TopicRegistry};
 use tickwire_protocol::topic::{Pattern, pattern_matches};
 
 fn pattern(s: &str) -> Pattern {
@@ -22,7 +24,63 @@ fn pattern(s: &str) -> Pattern {
 }
 
 fn subscriber(id: u64, budget: usize) -> (Subscriber, OutboundReceiver) {
-    SubscriberQueue::new(id, budget, Metrics::new())
+    let (queue, rx) = SubscriberQueue::new(id, budget, Metrics::new());
+    (Subscriber::unlimited(queue), rx)
+}
+
+fn registry(policies: Vec<TopicPolicy>) -> TopicRegistry {
+    TopicRegistry::new(
+        RegistryLimits {
+            max_topics: 1000,
+            topic_idle_ttl: Duration::from_secs(3600),
+        },
+        policies,
+        Metrics::new(),
+    )
+}
+
+/// Subscribes `count` fresh connections to `topic`.
+fn subscribe_many(registry: &TopicRegistry, topic: &Pattern, count: u64) -> Vec<OutboundReceiver> {
+    (0..count)
+        .map(|id| {
+            let (s, rx) = subscriber(id, 8 << 20);
+            let request = SubscribeRequest {
+                pattern: topic,
+                subscriber: s,
+                since: None,
+                last: false,
+            };
+            if let Err(e) = registry.subscribe(request, |_| {}) {
+                panic!("subscribe: {e}");
+            }
+            rx
+        })
+        .collect()
+}
+
+/// Times `iters` publishes of `payload` on `topic`, draining the receivers
+/// every `burst` publishes outside the measured time so budgets never fill.
+fn timed_publishes(
+    registry: &TopicRegistry,
+    topic: &str,
+    payload: &[u8],
+    receivers: &mut [OutboundReceiver],
+    iters: u64,
+    burst: u64,
+) -> Duration {
+    let mut measured = Duration::ZERO;
+    let mut left = iters;
+    while left > 0 {
+        let n = left.min(burst);
+        let start = Instant::now();
+        for _ in 0..n {
+            black_box(registry.publish(topic, black_box(payload), false).is_ok());
+        }
+        measured += start.elapsed();
+        drain(receivers);
+        left -= n;
+    }
+    measured
 }
 
 fn trie(c: &mut Criterion) {
@@ -85,50 +143,53 @@ fn drain(receivers: &mut [OutboundReceiver]) -> usize {
 }
 
 fn fanout(c: &mut Criterion) {
-    const SUBSCRIBERS: u64 = 1000;
     // Publishes between drains; each queue holds this many frames at most.
     const BURST: u64 = 256;
-    let registry = TopicRegistry::new(
-        RegistryLimits {
-            max_topics: 1000,
-            topic_idle_ttl: Duration::from_secs(3600),
-        },
-        Metrics::new(),
-    );
-    let topic = pattern("bench.fanout");
-    let mut receivers = Vec::new();
-    for id in 0..SUBSCRIBERS {
-        let (s, rx) = subscriber(id, 8 << 20);
-        if let Err(e) = registry.subscribe(&topic, &s, || {}) {
-            panic!("subscribe: {e}");
-        }
-        receivers.push(rx);
-    }
+    let registry = registry(Vec::new());
+    let mut receivers = subscribe_many(&registry, &pattern("bench.fanout"), 1000);
     let payload = [7u8; 128];
     let mut g = c.benchmark_group("registry");
     // One element = one publish (1000 deliveries).
     g.throughput(Throughput::Elements(1));
     g.bench_function("publish/1000 subscribers/128B", |b| {
         b.iter_custom(|iters| {
-            let mut measured = Duration::ZERO;
-            let mut left = iters;
-            while left > 0 {
-                let burst = left.min(BURST);
-                let start = Instant::now();
-                for _ in 0..burst {
-                    let receipt = registry.publish("bench.fanout", black_box(&payload));
-                    black_box(receipt.is_ok());
-                }
-                measured += start.elapsed();
-                // Drain outside the measured time so budgets never fill.
-                drain(&mut receivers);
-                left -= burst;
-            }
-            measured
+            timed_publishes(
+                &registry,
+                "bench.fanout",
+                &payload,
+                &mut receivers,
+                iters,
+                BURST,
+            )
         })
     });
     g.finish();
 }
 
-criterion_group!(benches, trie, fanout);
+fn history(c: &mut Criterion) {
+    const BURST: u64 = 4096;
+    let payload = [7u8; 128];
+    let mut g = c.benchmark_group("history");
+    g.throughput(Throughput::Elements(1));
+    for (name, history_messages) in [("off", 0), ("on/1000 messages", 1000)] {
+        let policy = TopicPolicy {
+            pattern: pattern("h.>"),
+            history_messages,
+            history_bytes: 1 << 20,
+            history_age: Some(Duration::from_secs(60)),
+            retain: false,
+            slow_consumer: SlowConsumerPolicy::Disconnect,
+        };
+        let registry = registry(vec![policy]);
+        let mut receivers = subscribe_many(&registry, &pattern("h.t"), 1);
+        g.bench_function(format!("publish/1 subscriber/128B/history {name}"), |b| {
+            b.iter_custom(|iters| {
+                timed_publishes(&registry, "h.t", &payload, &mut receivers, iters, BURST)
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, trie, fanout, history);
 criterion_main!(benches);

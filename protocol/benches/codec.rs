@@ -25,6 +25,7 @@ fn publish_body() -> Vec<u8> {
         id: None,
         topic: TOPIC,
         payload: payload(),
+        retain: false,
     }
     .encode(&mut body);
     body

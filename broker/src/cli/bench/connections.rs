@@ -34,6 +34,7 @@ pub struct ConnectionsArgs {
     /// Connection n subscribes to PREFIX.n.
     #[arg(long, default_value = "idle", value_name = "PREFIX")]
     pub topic_prefix: String,
+    /// Options shared by every benchmark.
     #[command(flatten)]
     pub common: CommonArgs,
 }

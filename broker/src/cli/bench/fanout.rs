@@ -15,8 +15,10 @@ pub struct FanoutArgs {
     /// The topic to publish on.
     #[arg(long, default_value = "bench.fanout", value_name = "TOPIC")]
     pub topic: String,
+    /// Publish/subscribe load options.
     #[command(flatten)]
     pub load: LoadArgs,
+    /// Options shared by every benchmark.
     #[command(flatten)]
     pub common: CommonArgs,
 }

@@ -368,7 +368,7 @@ pub async fn subscribe(conn: &mut Conn, id: u64, pattern: &str) -> Result<(), Co
 /// reply to it is an error, anything else is skipped.
 fn reply_to(body: &Bytes, id: u64) -> Result<bool, ConnectError> {
     match ServerMessage::decode(body) {
-        Ok(ServerMessage::Subscribed { id: got }) => Ok(got == id),
+        Ok(ServerMessage::Subscribed { id: got, .. }) => Ok(got == id),
         Ok(ServerMessage::Error {
             id: got,
             code,
@@ -424,6 +424,7 @@ impl PublishTemplate {
             id: None,
             topic,
             payload: payload.clone(),
+            retain: false,
         }
         .encode(&mut body);
         let payload_in_body = body.len() - payload.len();
@@ -480,6 +481,7 @@ mod tests {
                     id,
                     topic: t,
                     payload,
+                    ..
                 } = ClientMessage::decode(&body).unwrap()
                 else {
                     panic!("not a publish");

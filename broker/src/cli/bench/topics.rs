@@ -24,8 +24,10 @@ pub struct TopicsArgs {
     /// Topic names are PREFIX.0 … PREFIX.(T-1).
     #[arg(long, default_value = "bench.topics", value_name = "PREFIX")]
     pub topic_prefix: String,
+    /// Publish/subscribe load options.
     #[command(flatten)]
     pub load: LoadArgs,
+    /// Options shared by every benchmark.
     #[command(flatten)]
     pub common: CommonArgs,
 }

@@ -65,7 +65,13 @@ fn counts_gaps_errors_and_stops_at_control_frames() {
         }
         .to_frame(),
     );
-    buf.extend_from_slice(&ServerMessage::Subscribed { id: 1 }.to_frame());
+    buf.extend_from_slice(
+        &ServerMessage::Subscribed {
+            id: 1,
+            info: Default::default(),
+        }
+        .to_frame(),
+    );
     buf.extend_from_slice(&server_frame(OpCode::Ping, b"hi"));
     let ping_end = buf.len();
     buf.extend_from_slice(&server_frame(OpCode::Close, &[0x0f, 0xa1]));
