@@ -14,7 +14,6 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use tickwire_protocol::CloseCode;
 use tickwire_protocol::ws::{self, FrameDecoder, Incoming, OpCode, Role};
-use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::time::{Instant, sleep_until, timeout_at};
@@ -54,11 +53,15 @@ pub async fn serve(state: Arc<BrokerState>, stream: TcpStream, early: Bytes) {
     tracing::debug!(connection = id, "websocket session started");
 
     let mut session = Session::new(queue.clone());
+    // `early` is a slice of hyper's read buffer: copy what it holds and let
+    // the buffer go, so an idle connection does not keep it alive.
+    let buf = BytesMut::from(&early[..]);
+    drop(early);
     let mut connection = Connection {
         state: &state,
         queue: &queue,
         socket: reader,
-        buf: BytesMut::from(&early[..]),
+        buf,
         decoder: FrameDecoder::new(Role::Server, state.config.max_message_size),
     };
     let end = connection.read_messages(&mut session).await;
@@ -90,19 +93,37 @@ struct Connection<'a> {
 
 impl Connection<'_> {
     /// Reads into the buffer; returns the byte count (0 at EOF or on error).
+    ///
+    /// Buffer space is reserved only once the socket is readable, and an
+    /// empty buffer is released after a short read, so an idle connection
+    /// holds no read buffer while it waits.
     async fn fill(&mut self) -> usize {
-        let want = self
-            .decoder
-            .wanted()
-            .saturating_sub(self.buf.len())
-            .max(MIN_READ_SPACE);
-        self.buf.reserve(want);
-        match self.socket.read_buf(&mut self.buf).await {
-            Ok(n) => {
-                self.state.metrics.bytes_in.inc_by(n as u64);
-                n
+        loop {
+            if self.socket.readable().await.is_err() {
+                return 0;
             }
-            Err(_) => 0,
+            let want = self
+                .decoder
+                .wanted()
+                .saturating_sub(self.buf.len())
+                .max(MIN_READ_SPACE);
+            self.buf.reserve(want);
+            match self.socket.try_read_buf(&mut self.buf) {
+                Ok(n) => {
+                    self.state.metrics.bytes_in.inc_by(n as u64);
+                    return n;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => return 0,
+            }
+        }
+    }
+
+    /// Releases the read buffer when it is empty and the last read was
+    /// short: the peer is not streaming, so idle memory goes back.
+    fn release_idle_buffer(&mut self, last_read: usize) {
+        if self.buf.is_empty() && last_read < MIN_READ_SPACE / 2 {
+            self.buf = BytesMut::new();
         }
     }
 
@@ -169,6 +190,7 @@ impl Connection<'_> {
                     if let Some(end) = self.process(session) {
                         return end;
                     }
+                    self.release_idle_buffer(n);
                 }
                 _ = &mut keepalive => {
                     if pinged {
