@@ -21,7 +21,7 @@ use tokio::time::{Instant, sleep_until, timeout_at};
 use crate::queue::SubscriberQueue;
 use crate::session::Session;
 use crate::state::BrokerState;
-use crate::writer::write_loop;
+use crate::writer::{WriterSettings, write_loop};
 
 /// Smallest free space offered to each socket read.
 const MIN_READ_SPACE: usize = 4096;
@@ -46,7 +46,10 @@ pub async fn serve(state: Arc<BrokerState>, stream: TcpStream, early: Bytes) {
     let mut writer_task = tokio::spawn(write_loop(
         writer,
         outbound,
-        state.config.write_batch_bytes,
+        WriterSettings {
+            batch_bytes: state.config.write_batch_bytes,
+            coalesce: state.config.write_coalesce,
+        },
         state.metrics.clone(),
     ));
     state.metrics.websockets.inc();

@@ -41,7 +41,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use parking_lot::Mutex;
 use tickwire_protocol::CloseCode;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
@@ -139,6 +139,7 @@ pub struct SubscriberQueue {
     closing: CancellationToken,
     active_lanes: AtomicUsize,
     lanes: Mutex<Lanes>,
+    urgent: Notify,
     metrics: Metrics,
 }
 
@@ -162,6 +163,7 @@ impl SubscriberQueue {
             closing: CancellationToken::new(),
             active_lanes: AtomicUsize::new(0),
             lanes: Mutex::new(Lanes::default()),
+            urgent: Notify::new(),
             metrics,
         });
         let receiver = OutboundReceiver {
@@ -203,9 +205,16 @@ impl SubscriberQueue {
     }
 
     /// Queues a control frame or reply (never diverted, never dropped except
-    /// by overflow).
+    /// by overflow). Replies are urgent: they cut a coalescing pause short.
     pub fn push(&self, frame: Bytes, queued_at: Instant) -> PushOutcome {
-        self.push_direct(frame, queued_at, self.budget)
+        let outcome = self.push_direct(frame, queued_at, self.budget);
+        self.urgent.notify_one();
+        outcome
+    }
+
+    /// Resolves when a reply or control frame was queued since the last call.
+    pub async fn urgent(&self) {
+        self.urgent.notified().await;
     }
 
     /// Queues a delivery of a topic, applying its slow-consumer policy and

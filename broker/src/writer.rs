@@ -35,6 +35,15 @@ impl Batch {
     }
 }
 
+/// How a connection's writer batches.
+#[derive(Debug, Clone, Copy)]
+pub struct WriterSettings {
+    /// Most bytes gathered into one write (`write_batch_bytes`).
+    pub batch_bytes: usize,
+    /// Pause after a write that did not fill a batch (`write_coalesce`).
+    pub coalesce: std::time::Duration,
+}
+
 /// Waits for the next queue item, or for the next rate-limit release.
 async fn next_item(outbound: &mut OutboundReceiver, due: Option<Instant>) -> Option<Outbound> {
     match due {
@@ -51,9 +60,13 @@ async fn next_item(outbound: &mut OutboundReceiver, due: Option<Instant>) -> Opt
 pub async fn write_loop(
     mut socket: OwnedWriteHalf,
     mut outbound: OutboundReceiver,
-    batch_bytes: usize,
+    settings: WriterSettings,
     metrics: Metrics,
 ) {
+    let WriterSettings {
+        batch_bytes,
+        coalesce,
+    } = settings;
     let mut batch = Batch {
         buf: Vec::new(),
         oldest: None,
@@ -111,7 +124,17 @@ pub async fn write_loop(
                     .publish_to_write_seconds
                     .observe(oldest.elapsed().as_secs_f64());
             }
+            let filled = batch.buf.len() >= batch_bytes;
             batch.buf.clear();
+            // Coalescing: let more messages gather before the next write
+            // (they keep queuing meanwhile; a close still comes after them).
+            // Replies and control frames end the pause at once.
+            if !coalesce.is_zero() && !filled && close.is_none() {
+                tokio::select! {
+                    _ = tokio::time::sleep(coalesce) => {}
+                    _ = outbound.queue().urgent() => {}
+                }
+            }
         }
         if let Some((code, reason)) = close {
             let frame = ws::server_frame(OpCode::Close, &ws::close_body(code, reason));

@@ -218,3 +218,31 @@ async fn health_readiness_and_unknown_routes() {
     assert_eq!(http(broker.addr, "GET", "/v1/publish/a", b"").await.0, 405);
     broker.stop().await;
 }
+
+#[tokio::test]
+async fn write_coalescing_delivers_everything_and_never_delays_replies() {
+    const WINDOW: std::time::Duration = std::time::Duration::from_millis(200);
+    const MESSAGES: u64 = 20;
+    let broker = TestBroker::start(|c| c.write_coalesce = WINDOW).await;
+    let mut sub = RawClient::connect(broker.addr).await;
+    sub.subscribe("co.t").await;
+    let mut publisher = RawClient::connect(broker.addr).await;
+    let started = std::time::Instant::now();
+    for n in 1..=MESSAGES {
+        assert_eq!(publisher.publish_acked("co.t", &n.to_be_bytes()).await, n);
+    }
+    // Each acknowledgement would wait out a window if replies were coalesced.
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed < WINDOW * (MESSAGES as u32) / 2,
+        "{MESSAGES} acknowledged publishes took {elapsed:?}"
+    );
+    for n in 1..=MESSAGES {
+        assert_eq!(
+            recv_message(&mut sub).await,
+            message("co.t", n, &n.to_be_bytes())
+        );
+    }
+    drop((sub, publisher));
+    broker.stop().await;
+}
