@@ -295,18 +295,7 @@ impl RawClient {
 
     /// Publishes a retained message and waits for the acknowledgement.
     pub async fn publish_retained(&mut self, topic: &str, payload: &[u8]) -> u64 {
-        let id = self.next_id();
-        self.send(&ClientMessage::Publish {
-            id: Some(id),
-            topic,
-            payload: Bytes::copy_from_slice(payload),
-            retain: true,
-        })
-        .await;
-        match self.recv().await {
-            Received::Published { id: got, seq } if got == id => seq,
-            other => panic!("expected PUBLISHED {id}, got {other:?}"),
-        }
+        self.publish_with_ack(topic, payload, true).await
     }
 
     /// Publishes without asking for an acknowledgement.
@@ -322,12 +311,16 @@ impl RawClient {
 
     /// Publishes and waits for the acknowledgement; returns the sequence.
     pub async fn publish_acked(&mut self, topic: &str, payload: &[u8]) -> u64 {
+        self.publish_with_ack(topic, payload, false).await
+    }
+
+    async fn publish_with_ack(&mut self, topic: &str, payload: &[u8], retain: bool) -> u64 {
         let id = self.next_id();
         self.send(&ClientMessage::Publish {
             id: Some(id),
             topic,
             payload: Bytes::copy_from_slice(payload),
-            retain: false,
+            retain,
         })
         .await;
         match self.recv().await {
@@ -612,5 +605,52 @@ impl Drop for Relay {
     fn drop(&mut self) {
         self.task.abort();
         self.cuts.send_modify(|n| *n += 1);
+    }
+}
+
+/// Helpers for tests that drive the broker through the Rust SDK.
+pub mod sdk {
+    use std::time::Duration;
+
+    use tickwire_client::{
+        Client, ConnectionState, Message, OfflinePolicy, ReconnectPolicy, Subscription,
+    };
+
+    use crate::WAIT;
+
+    /// A client that reconnects quickly, with the default offline policy.
+    pub async fn client(url: &str) -> Client {
+        client_with(url, OfflinePolicy::default()).await
+    }
+
+    /// A client that reconnects quickly, with the given offline policy.
+    pub async fn client_with(url: &str, offline: OfflinePolicy) -> Client {
+        Client::builder(url)
+            .reconnect(
+                ReconnectPolicy::default()
+                    .with_initial(Duration::from_millis(20))
+                    .with_max(Duration::from_millis(200)),
+            )
+            .offline_policy(offline)
+            .connect()
+            .await
+            .expect("connect to the test broker")
+    }
+
+    /// The next message of `sub`; fails after [`WAIT`].
+    pub async fn recv(sub: &mut Subscription) -> Message {
+        tokio::time::timeout(WAIT, sub.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no message on {} in time", sub.pattern()))
+            .expect("subscription still open")
+    }
+
+    /// Waits until the client's connection state satisfies `want`.
+    pub async fn wait_state(client: &Client, what: &str, want: impl Fn(&ConnectionState) -> bool) {
+        let mut state = client.state();
+        tokio::time::timeout(WAIT, state.wait_for(|s| want(s)))
+            .await
+            .unwrap_or_else(|_| panic!("client not {what} in time"))
+            .expect("client state is watched");
     }
 }

@@ -4,39 +4,12 @@
 //!
 //! Every wait is bounded by [`WAIT`]; nothing sleeps for correctness.
 
-use std::time::Duration;
-
 use serde_json::json;
 use tickwire_client::{
-    Client, ConnectionState, Error, Message, OfflinePolicy, ReconnectPolicy, SubscribeOptions,
-    Subscription, SubscriptionEvent,
+    ConnectionState, Error, OfflinePolicy, SubscribeOptions, Subscription, SubscriptionEvent,
 };
+use tickwire_e2e::sdk::{client, client_with, recv, wait_state};
 use tickwire_e2e::{Relay, TestBroker, WAIT};
-
-/// A client that reconnects quickly.
-async fn client(url: &str) -> Client {
-    client_with(url, OfflinePolicy::default()).await
-}
-
-async fn client_with(url: &str, offline: OfflinePolicy) -> Client {
-    Client::builder(url)
-        .reconnect(
-            ReconnectPolicy::default()
-                .with_initial(Duration::from_millis(20))
-                .with_max(Duration::from_millis(200)),
-        )
-        .offline_policy(offline)
-        .connect()
-        .await
-        .expect("connect to the test broker")
-}
-
-async fn recv(sub: &mut Subscription) -> Message {
-    tokio::time::timeout(WAIT, sub.recv())
-        .await
-        .unwrap_or_else(|_| panic!("no message on {} in time", sub.pattern()))
-        .expect("subscription still open")
-}
 
 /// Waits for the broker's (re)confirmation of `sub`.
 async fn confirmed(sub: &mut Subscription) -> SubscriptionEvent {
@@ -49,14 +22,6 @@ async fn confirmed(sub: &mut Subscription) -> SubscriptionEvent {
         "expected a confirmation, got {event:?}"
     );
     event
-}
-
-async fn wait_state(client: &Client, what: &str, want: impl Fn(&ConnectionState) -> bool) {
-    let mut state = client.state();
-    tokio::time::timeout(WAIT, state.wait_for(|s| want(s)))
-        .await
-        .unwrap_or_else(|_| panic!("client not {what} in time"))
-        .expect("client state is watched");
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]

@@ -6,14 +6,12 @@
 //!
 //! Every wait is bounded by [`WAIT`]; nothing sleeps for correctness.
 
-use std::time::Duration;
-
 use tickwire_broker::config::{BrokerConfig, TopicPolicy};
 use tickwire_broker::queue::SlowConsumerPolicy;
 use tickwire_client::{
-    Client, ConnectionState, Message, Position, ReconnectPolicy, SubscribeOptions, Subscription,
-    SubscriptionEvent,
+    Client, ConnectionState, Position, SubscribeOptions, Subscription, SubscriptionEvent,
 };
+use tickwire_e2e::sdk::{client, recv, wait_state};
 use tickwire_e2e::{Relay, TestBroker, WAIT};
 use tickwire_protocol::topic::Pattern;
 
@@ -26,25 +24,6 @@ fn with_history(c: &mut BrokerConfig) {
         retain: false,
         slow_consumer: SlowConsumerPolicy::Disconnect,
     }];
-}
-
-async fn client(url: &str) -> Client {
-    Client::builder(url)
-        .reconnect(
-            ReconnectPolicy::default()
-                .with_initial(Duration::from_millis(20))
-                .with_max(Duration::from_millis(200)),
-        )
-        .connect()
-        .await
-        .expect("connect to the test broker")
-}
-
-async fn recv(sub: &mut Subscription) -> Message {
-    tokio::time::timeout(WAIT, sub.recv())
-        .await
-        .unwrap_or_else(|_| panic!("no message on {} in time", sub.pattern()))
-        .expect("subscription still open")
 }
 
 /// The next `n` messages as (topic, seq, payload).
@@ -72,14 +51,6 @@ async fn renewal_outcome(sub: &mut Subscription) -> SubscriptionEvent {
         "expected the renewal's confirmation, got {confirmation:?}"
     );
     next_event(sub).await
-}
-
-async fn wait_state(client: &Client, what: &str, want: impl Fn(&ConnectionState) -> bool) {
-    let mut state = client.state();
-    tokio::time::timeout(WAIT, state.wait_for(|s| want(s)))
-        .await
-        .unwrap_or_else(|_| panic!("client not {what} in time"))
-        .expect("client state is watched");
 }
 
 async fn cut(relay: &Relay, client: &Client) {
