@@ -846,7 +846,10 @@ async fn publish_windowed(
     templates: &[PublishTemplate],
     writer: &mut OwnedWriteHalf,
 ) -> std::io::Result<()> {
-    let window = ctx.load.max_in_flight as u64;
+    // The window is a total over all topics: each topic may be its share
+    // ahead of its slowest subscriber, so the broker's backlog stays bounded
+    // however many topics there are.
+    let window = (ctx.load.max_in_flight / ctx.topics.len().max(1)).max(1) as u64;
     let batch = ctx.load.batch;
     let per_topic = (batch / topics.len()).max(1) as u64;
     let frame_len = templates

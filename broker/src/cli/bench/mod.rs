@@ -135,8 +135,9 @@ pub struct LoadArgs {
     /// control allows.
     #[arg(long, value_name = "MSGS_PER_SEC")]
     pub rate: Option<f64>,
-    /// At max rate, the most messages a publisher may be ahead of the
-    /// slowest subscriber of a topic (per topic). Ignored with --rate.
+    /// At max rate, the most messages in flight (published but not yet
+    /// received by the slowest subscriber), in total over all topics: each
+    /// topic gets an equal share, at least 1. Ignored with --rate.
     #[arg(long, default_value = "4096", value_parser = parse_count, value_name = "N")]
     pub max_in_flight: usize,
     /// Most messages a publisher writes per system call.
