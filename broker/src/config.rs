@@ -353,9 +353,9 @@ broker_settings! {
     write_batch_bytes: usize = 64 << 10, "64KiB",
         env "TICKWIRE_WRITE_BATCH_BYTES", parse parse_nonzero_size,
         "Most bytes gathered into one socket write.";
-    write_coalesce: Duration = Duration::ZERO, "0s",
+    write_coalesce: Duration = Duration::from_millis(10), "10ms",
         env "TICKWIRE_WRITE_COALESCE", parse parse_duration,
-        "After a write that did not fill a batch, wait this long for more messages before the next write (0s: write at once). Trades up to this much latency for far fewer system calls under high fan-out.";
+        "When the broker falls behind (a batch waited 2ms or more), a writer pauses up to this long after a write that did not fill a batch, so deliveries go out in fewer, larger writes; replies end the pause; 0s turns it off.";
     handshake_timeout: Duration = Duration::from_secs(10), "10s",
         env "TICKWIRE_HANDSHAKE_TIMEOUT", parse parse_nonzero_duration,
         "Time allowed to send a complete HTTP request (and so to finish the WebSocket handshake).";

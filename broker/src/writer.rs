@@ -35,6 +35,10 @@ impl Batch {
     }
 }
 
+/// A batch whose oldest frame waited at least this long shows the broker is
+/// behind; only then does the writer coalesce.
+pub const COALESCE_WHEN_WAITED: std::time::Duration = std::time::Duration::from_millis(2);
+
 /// How a connection's writer batches.
 #[derive(Debug, Clone, Copy)]
 pub struct WriterSettings {
@@ -119,17 +123,21 @@ pub async fn write_loop(
                 return;
             }
             metrics.bytes_out.inc_by(batch.buf.len() as u64);
-            if let Some(oldest) = batch.oldest.take() {
-                metrics
-                    .publish_to_write_seconds
-                    .observe(oldest.elapsed().as_secs_f64());
-            }
+            let waited = batch
+                .oldest
+                .take()
+                .map_or(std::time::Duration::ZERO, |oldest| oldest.elapsed());
+            metrics
+                .publish_to_write_seconds
+                .observe(waited.as_secs_f64());
             let filled = batch.buf.len() >= batch_bytes;
             batch.buf.clear();
-            // Coalescing: let more messages gather before the next write
-            // (they keep queuing meanwhile; a close still comes after them).
-            // Replies and control frames end the pause at once.
-            if !coalesce.is_zero() && !filled && close.is_none() {
+            // Coalescing, only while the broker is behind (the batch's oldest
+            // frame already waited): let more messages gather before the next
+            // write; they keep queuing meanwhile, and a close still comes
+            // after them. Replies and control frames end the pause at once.
+            let behind = waited >= COALESCE_WHEN_WAITED;
+            if !coalesce.is_zero() && behind && !filled && close.is_none() {
                 tokio::select! {
                     _ = tokio::time::sleep(coalesce) => {}
                     _ = outbound.queue().urgent() => {}
