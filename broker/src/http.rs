@@ -64,6 +64,15 @@ pub async fn route(
     req: Request<Incoming>,
 ) -> Response<Body> {
     let path = req.uri().path().to_owned();
+    let probe_route = matches!(path.as_str(), "/healthz" | "/readyz" | "/metrics");
+    if slot.probe_only() && !probe_route {
+        // Over max_connections: only probes and scrapes are served.
+        state.metrics.connections_rejected.inc();
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "broker is at max_connections; retry later or connect to another node\n",
+        );
+    }
     match (req.method(), path.as_str()) {
         (&Method::GET, WEBSOCKET_PATH) => upgrade(state, slot, req),
         (&Method::POST, p) if p.starts_with(PUBLISH_PREFIX) => {

@@ -32,12 +32,27 @@ const REFUSE_READ_LIMIT: usize = 16 * 1024;
 /// How often idle topics are swept, at most.
 const MAX_SWEEP_INTERVAL: Duration = Duration::from_secs(30);
 
-/// Holds one of the `max_connections` places for as long as the connection
-/// (HTTP or WebSocket) lives.
+/// Connections accepted beyond `max_connections` that may only ask for
+/// health, readiness and metrics, so probes and scrapes still get answers
+/// from a full broker.
+pub const PROBE_CONNECTIONS: usize = 16;
+
+/// Holds one of the `max_connections` places (or one of the
+/// [`PROBE_CONNECTIONS`]) for as long as the connection (HTTP or WebSocket)
+/// lives.
 #[derive(Debug)]
 pub struct ConnectionSlot {
     _permit: OwnedSemaphorePermit,
+    probe_only: bool,
     metrics: Metrics,
+}
+
+impl ConnectionSlot {
+    /// Whether this connection came in over the limit and may only use
+    /// `/healthz`, `/readyz` and `/metrics`.
+    pub fn probe_only(&self) -> bool {
+        self.probe_only
+    }
 }
 
 impl Drop for ConnectionSlot {
@@ -103,6 +118,7 @@ impl Broker {
     pub async fn run(self) {
         let Broker { state, listener } = self;
         let slots = Arc::new(Semaphore::new(state.config.max_connections));
+        let probe_slots = Arc::new(Semaphore::new(PROBE_CONNECTIONS));
         let sweeper = tokio::spawn(sweep_idle_topics(state.clone()));
         tokio::spawn(close_after_drain_delay(state.clone()));
         loop {
@@ -119,15 +135,22 @@ impl Broker {
                     continue;
                 }
             };
-            let Ok(permit) = slots.clone().try_acquire_owned() else {
-                state.metrics.connections_rejected.inc();
-                tokio::spawn(refuse_full(socket));
-                continue;
+            let (permit, probe_only) = match slots.clone().try_acquire_owned() {
+                Ok(permit) => (permit, false),
+                Err(_) => match probe_slots.clone().try_acquire_owned() {
+                    Ok(permit) => (permit, true),
+                    Err(_) => {
+                        state.metrics.connections_rejected.inc();
+                        tokio::spawn(refuse_full(socket));
+                        continue;
+                    }
+                },
             };
             state.metrics.connections_accepted.inc();
             state.metrics.connections.inc();
             let slot = Arc::new(ConnectionSlot {
                 _permit: permit,
+                probe_only,
                 metrics: state.metrics.clone(),
             });
             let _ = socket.set_nodelay(true);
