@@ -36,6 +36,37 @@ impl TestBroker {
         let mut config = BrokerConfig::local_ephemeral();
         configure(&mut config);
         let broker = Broker::bind(config).await.expect("bind 127.0.0.1:0");
+        Self::run(broker)
+    }
+
+    /// Starts a broker listening on `addr` exactly, with `configure` applied
+    /// to the default configuration: used to restart a broker on the address
+    /// of one that was stopped, so that clients reconnect to the new one.
+    /// Binding is retried briefly, since the old listener's port may take a
+    /// moment to be released.
+    pub async fn start_at(
+        addr: SocketAddr,
+        configure: impl FnOnce(&mut BrokerConfig),
+    ) -> TestBroker {
+        let mut config = BrokerConfig::local_ephemeral();
+        configure(&mut config);
+        config.listen = addr;
+        let deadline = tokio::time::Instant::now() + WAIT;
+        let broker = loop {
+            match Broker::bind(config.clone()).await {
+                Ok(broker) => break broker,
+                Err(e) if tokio::time::Instant::now() < deadline => {
+                    eprintln!("binding {addr} again failed ({e}); retrying");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => panic!("bind {addr}: {e}"),
+            }
+        };
+        Self::run(broker)
+    }
+
+    /// Runs a bound broker on a task of the test's runtime.
+    fn run(broker: Broker) -> TestBroker {
         let addr = broker.local_addr().expect("local addr");
         let shutdown = broker.shutdown_handle();
         let task = tokio::spawn(broker.run());
@@ -474,40 +505,6 @@ pub fn tickwire_binary() -> std::path::PathBuf {
             binary
         })
         .clone()
-}
-
-impl TestBroker {
-    /// Starts a broker listening on `addr` exactly, with `configure` applied
-    /// to the default configuration: used to restart a broker on the address
-    /// of one that was stopped, so that clients reconnect to the new one.
-    /// Binding is retried briefly, since the old listener's port may take a
-    /// moment to be released.
-    pub async fn start_at(
-        addr: SocketAddr,
-        configure: impl FnOnce(&mut BrokerConfig),
-    ) -> TestBroker {
-        let mut config = BrokerConfig::local_ephemeral();
-        configure(&mut config);
-        config.listen = addr;
-        let deadline = tokio::time::Instant::now() + WAIT;
-        let broker = loop {
-            match Broker::bind(config.clone()).await {
-                Ok(broker) => break broker,
-                Err(e) if tokio::time::Instant::now() < deadline => {
-                    eprintln!("binding {addr} again failed ({e}); retrying");
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                Err(e) => panic!("bind {addr}: {e}"),
-            }
-        };
-        let shutdown = broker.shutdown_handle();
-        let task = tokio::spawn(broker.run());
-        TestBroker {
-            addr,
-            shutdown,
-            task,
-        }
-    }
 }
 
 /// A TCP relay between clients and a broker, on 127.0.0.1:0, that can cut
