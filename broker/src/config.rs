@@ -346,10 +346,10 @@ broker_settings! {
         "Most topics the broker tracks at once; publishes to new topics beyond it are refused.";
     topic_idle_ttl: Duration = Duration::from_secs(300), "5m",
         env "TICKWIRE_TOPIC_IDLE_TTL", parse parse_nonzero_duration,
-        "A topic with no exact subscriber and no activity for this long is forgotten (its sequence restarts).";
+        "A topic with no exact subscriber, nothing kept (history, retained value) and no activity for this long is forgotten; it comes back with a new epoch and its sequence restarts.";
     outbound_queue_bytes: usize = 8 << 20, "8MiB",
         env "TICKWIRE_OUTBOUND_QUEUE_BYTES", parse parse_nonzero_size,
-        "Byte budget of each connection's outbound queue; a connection over it is closed as a slow consumer (4001).";
+        "Byte budget of each connection's outbound queue; beyond it the topic's slow-consumer policy applies (default: close with 4001).";
     write_batch_bytes: usize = 64 << 10, "64KiB",
         env "TICKWIRE_WRITE_BATCH_BYTES", parse parse_nonzero_size,
         "Most bytes gathered into one socket write.";

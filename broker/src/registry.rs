@@ -285,16 +285,6 @@ impl TopicRegistry {
         }
     }
 
-    /// Number of topics tracked.
-    pub fn topic_count(&self) -> usize {
-        self.topic_count.load(Ordering::Relaxed)
-    }
-
-    /// The current position of `topic`, if the registry tracks it.
-    pub fn position(&self, topic: &str) -> Option<Position> {
-        self.topic(topic).map(|t| t.state.lock().position())
-    }
-
     fn topic(&self, name: &str) -> Option<Arc<Topic>> {
         self.topics.get(name).map(|t| Arc::clone(t.value()))
     }
@@ -598,11 +588,6 @@ impl TopicRegistry {
         self.metrics.topics.sub(removed as i64);
         removed
     }
-
-    /// Queues a reply frame to one connection.
-    pub fn queue_reply(subscriber: &Subscriber, frame: Bytes) -> PushOutcome {
-        subscriber.queue.push(frame, Instant::now())
-    }
 }
 
 #[cfg(test)]
@@ -673,6 +658,15 @@ mod tests {
         };
         reg.subscribe(request, |i| info = Some(i)).unwrap();
         (info.expect("registered was called"), rx)
+    }
+
+    /// The current position of a tracked topic.
+    fn position(reg: &TopicRegistry, topic: &str) -> Position {
+        reg.topic(topic)
+            .expect("topic is tracked")
+            .state
+            .lock()
+            .position()
     }
 
     fn drain(rx: &mut OutboundReceiver) -> Vec<Bytes> {
@@ -758,7 +752,7 @@ mod tests {
         let (s, mut rx) = sub(1);
         let reply = Bytes::from_static(b"reply");
         reg.subscribe(plain(&p("t"), &s), |_| {
-            TopicRegistry::queue_reply(&s, reply.clone());
+            s.queue.push(reply.clone(), Instant::now());
         })
         .unwrap();
         reg.publish("t", b"m", false).unwrap();
@@ -780,7 +774,7 @@ mod tests {
         reg.subscribe(plain(&p("a"), &s), |_| {}).unwrap();
         let later = Instant::now() + Duration::from_secs(120);
         assert_eq!(reg.sweep_idle(later), 1, "b is idle; a has a subscriber");
-        assert_eq!(reg.topic_count(), 1);
+        assert_eq!(reg.topic_count.load(Ordering::Relaxed), 1);
         assert_eq!(reg.publish("c", b"", false).unwrap().seq, 1);
         assert_eq!(
             reg.publish("b", b"", false),
@@ -795,7 +789,7 @@ mod tests {
         for _ in 0..5 {
             reg.publish("h.a", b"m", false).unwrap();
         }
-        let position = reg.position("h.a").unwrap();
+        let position = position(&reg, "h.a");
         let from = Position {
             epoch: position.epoch,
             seq: 2,
@@ -817,7 +811,7 @@ mod tests {
         for _ in 0..10 {
             reg.publish("h.a", b"m", false).unwrap();
         }
-        let current = reg.position("h.a").unwrap();
+        let current = position(&reg, "h.a");
         for from in [
             Position {
                 epoch: current.epoch ^ 1,
