@@ -226,17 +226,16 @@ impl SubscriberQueue {
         origin: FrameOrigin,
     ) -> PushOutcome {
         if origin.max_rate.is_none() && self.active_lanes.load(Ordering::Acquire) == 0 {
-            let limit = match origin.policy {
-                SlowConsumerPolicy::Disconnect => self.budget,
-                _ => self.budget / 2,
-            };
-            if self.state.load(Ordering::Relaxed) != OPEN {
-                return PushOutcome::Closed;
-            }
-            if self.queued_bytes.load(Ordering::Relaxed) + frame.len() <= limit
-                || origin.policy == SlowConsumerPolicy::Disconnect
-            {
-                return self.push_direct(frame, queued_at, limit);
+            let half = self.budget / 2;
+            match origin.policy {
+                SlowConsumerPolicy::Disconnect => {
+                    return self.push_direct(frame, queued_at, self.budget);
+                }
+                // Lane policies divert once the channel holds half the budget.
+                _ if self.queued_bytes.load(Ordering::Relaxed) + frame.len() <= half => {
+                    return self.push_direct(frame, queued_at, half);
+                }
+                _ => {}
             }
         }
         self.push_slow(frame, queued_at, origin)
