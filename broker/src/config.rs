@@ -1,9 +1,10 @@
 //! Broker configuration: flags, `TICKWIRE_*` environment variables and an
 //! optional TOML file, in that order of precedence, over safe defaults.
 //!
-//! Every setting is declared once, in the [`broker_settings!`] table below,
-//! which generates the resolved [`BrokerConfig`], the clap arguments
-//! ([`ServeArgs`]) and the file keys, so the three can never disagree. File
+//! Every setting is declared once, in the `broker_settings!` table below,
+//! which generates the resolved [`BrokerConfig`], the [`SETTINGS`] list the
+//! command line turns into flags, and the file keys, so the three can never
+//! disagree. File
 //! values use the same syntax as flags (`"64KiB"`, `"30s"`), and the file key
 //! is the flag name with `-` replaced by `_`. docs/configuration.md lists the
 //! same table.
@@ -146,6 +147,14 @@ pub enum ConfigError {
         /// Every valid key.
         valid: String,
     },
+    /// A flag or environment value that does not parse.
+    #[error("invalid value for `{key}`: {message}")]
+    InvalidSetting {
+        /// The setting's file key.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
     /// Settings that contradict each other.
     #[error("invalid configuration: {0}")]
     Inconsistent(String),
@@ -166,7 +175,7 @@ pub enum ConfigError {
 pub const ENVELOPE_ALLOWANCE: usize = 1024;
 
 /// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
     /// Human-readable lines.
     Text,
@@ -255,6 +264,35 @@ fn parse_string(s: &str) -> Result<String, String> {
     Ok(s.to_owned())
 }
 
+/// One setting of the broker, as a flag, an environment variable and a file
+/// key. The command line builds its `tickwire serve` flags from
+/// [`SETTINGS`], so flags, environment and file can never disagree.
+#[derive(Debug, Clone, Copy)]
+pub struct Setting {
+    /// The file key, e.g. `max_message_size`; the flag is the same with `-`
+    /// for `_` ([`Setting::flag`]).
+    pub key: &'static str,
+    /// The environment variable, e.g. `TICKWIRE_MAX_MESSAGE_SIZE`.
+    pub env: &'static str,
+    /// The default, written as a user would write it.
+    pub default: &'static str,
+    /// One-paragraph help text.
+    pub help: &'static str,
+    check: fn(&str) -> Result<(), String>,
+}
+
+impl Setting {
+    /// The long flag without its dashes, e.g. `max-message-size`.
+    pub fn flag(&self) -> String {
+        self.key.replace('_', "-")
+    }
+
+    /// Whether `value` parses for this setting; the error says what to write.
+    pub fn check(&self, value: &str) -> Result<(), String> {
+        (self.check)(value)
+    }
+}
+
 macro_rules! broker_settings {
     ($(
         $field:ident: $ty:ty = $default:expr, $default_text:literal,
@@ -275,51 +313,30 @@ macro_rules! broker_settings {
             }
         }
 
-        /// Arguments of `tickwire serve`.
-        #[derive(Debug, Clone, Default, clap::Args)]
-        pub struct ServeArgs {
-            /// TOML configuration file; flags and environment variables override it.
-            #[arg(long, env = "TICKWIRE_CONFIG", value_name = "FILE")]
-            pub config: Option<PathBuf>,
-            $(
-                #[arg(long, env = $env, value_parser = $parser,
-                      help = concat!($help, " [default: ", $default_text, "]"))]
-                pub $field: Option<$ty>,
-            )*
-        }
+        /// Every setting that is a single value, in the order `--help` lists
+        /// them.
+        pub const SETTINGS: &[Setting] = &[$(
+            Setting {
+                key: stringify!($field),
+                env: $env,
+                default: $default_text,
+                help: $help,
+                check: |v| $parser(v).map(drop),
+            },
+        )*];
 
         /// Every key accepted in the configuration file.
         pub const FILE_KEYS: &[&str] = &[$( stringify!($field), )* TOPIC_TABLE];
 
         impl BrokerConfig {
-            fn apply_file(&mut self, path: &Path, table: BTreeMap<String, toml::Value>) -> Result<(), ConfigError> {
-                for (key, value) in table {
-                    let text = match &value {
-                        toml::Value::String(s) => s.clone(),
-                        other => other.to_string(),
-                    };
-                    let invalid = |message: String| ConfigError::InvalidValue {
-                        path: path.to_owned(),
-                        key: key.clone(),
-                        message,
-                    };
-                    match key.as_str() {
-                        $( stringify!($field) => self.$field = $parser(&text).map_err(invalid)?, )*
-                        TOPIC_TABLE => self.topic_policies = parse_topic_policies(&value).map_err(invalid)?,
-                        _ => {
-                            return Err(ConfigError::UnknownKey {
-                                path: path.to_owned(),
-                                key,
-                                valid: FILE_KEYS.join(", "),
-                            })
-                        }
-                    }
+            /// Sets one setting from its text form; `Ok(false)` if `key` is
+            /// not a setting.
+            fn set(&mut self, key: &str, text: &str) -> Result<bool, String> {
+                match key {
+                    $( stringify!($field) => self.$field = $parser(text)?, )*
+                    _ => return Ok(false),
                 }
-                Ok(())
-            }
-
-            fn apply_args(&mut self, args: &ServeArgs) {
-                $( if let Some(v) = &args.$field { self.$field = v.clone(); } )*
+                Ok(true)
             }
         }
     };
@@ -386,25 +403,63 @@ broker_settings! {
 }
 
 impl BrokerConfig {
-    /// Resolves flags and environment (already merged by clap) over the
-    /// optional file over the defaults.
-    pub fn load(args: &ServeArgs) -> Result<Self, ConfigError> {
+    /// Resolves `overrides` (flags and environment, as `(key, text)`) over
+    /// the optional TOML `file` over the defaults, then validates.
+    pub fn load(file: Option<&Path>, overrides: &[(&str, String)]) -> Result<Self, ConfigError> {
         let mut config = BrokerConfig::default();
-        if let Some(path) = &args.config {
+        if let Some(path) = file {
             let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-                path: path.clone(),
+                path: path.to_owned(),
                 source,
             })?;
             let table: BTreeMap<String, toml::Value> =
                 toml::from_str(&text).map_err(|source| ConfigError::Toml {
-                    path: path.clone(),
+                    path: path.to_owned(),
                     source: Box::new(source),
                 })?;
             config.apply_file(path, table)?;
         }
-        config.apply_args(args);
+        for (key, text) in overrides {
+            let invalid = |message: String| ConfigError::InvalidSetting {
+                key: (*key).to_owned(),
+                message,
+            };
+            if !config.set(key, text).map_err(invalid)? {
+                return Err(invalid("not a setting".to_owned()));
+            }
+        }
         config.validate()?;
         Ok(config)
+    }
+
+    fn apply_file(
+        &mut self,
+        path: &Path,
+        table: BTreeMap<String, toml::Value>,
+    ) -> Result<(), ConfigError> {
+        for (key, value) in table {
+            let invalid = |message: String| ConfigError::InvalidValue {
+                path: path.to_owned(),
+                key: key.clone(),
+                message,
+            };
+            if key == TOPIC_TABLE {
+                self.topic_policies = parse_topic_policies(&value).map_err(invalid)?;
+                continue;
+            }
+            let text = match &value {
+                toml::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            if !self.set(&key, &text).map_err(invalid)? {
+                return Err(ConfigError::UnknownKey {
+                    path: path.to_owned(),
+                    key,
+                    valid: FILE_KEYS.join(", "),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Refuses combinations that would make the broker misbehave.
@@ -478,19 +533,15 @@ mod tests {
             "max_message_size = \"64KiB\"\nmax_subscriptions = 7\nkeepalive_interval = \"3s\"\n",
         )
         .unwrap();
-        let args = ServeArgs {
-            config: Some(path.clone()),
-            max_subscriptions: Some(9),
-            ..ServeArgs::default()
-        };
-        let config = BrokerConfig::load(&args).unwrap();
+        let load = || BrokerConfig::load(Some(&path), &[("max_subscriptions", "9".to_owned())]);
+        let config = load().unwrap();
         assert_eq!(config.max_message_size, 64 << 10);
         assert_eq!(config.max_subscriptions, 9);
         assert_eq!(config.keepalive_interval, Duration::from_secs(3));
         assert_eq!(config.max_topics, 1_000_000);
 
         std::fs::write(&path, "max_mesage_size = 1\n").unwrap();
-        let err = BrokerConfig::load(&args).unwrap_err().to_string();
+        let err = load().unwrap_err().to_string();
         assert!(err.contains("unknown key `max_mesage_size`"), "{err}");
         assert!(err.contains("max_message_size"), "{err}");
 
@@ -499,7 +550,7 @@ mod tests {
             "[[topic]]\npattern = \"stocks.>\"\nhistory_messages = 1000\nhistory_age = \"60s\"\nslow_consumer = \"conflate\"\n\n[[topic]]\npattern = \"chat.>\"\nhistory_messages = 100\n",
         )
         .unwrap();
-        let config = BrokerConfig::load(&args).unwrap();
+        let config = load().unwrap();
         let stocks = config.policy_for("stocks.AAPL").unwrap();
         assert_eq!(stocks.history_messages, 1000);
         assert_eq!(stocks.history_age, Some(Duration::from_secs(60)));
@@ -515,11 +566,11 @@ mod tests {
             "[[topic]]\npattern = \"a\"\nslow_consumer = \"panic\"\n",
         )
         .unwrap();
-        let err = BrokerConfig::load(&args).unwrap_err().to_string();
+        let err = load().unwrap_err().to_string();
         assert!(err.contains("drop-oldest"), "{err}");
 
         std::fs::write(&path, "max_topics = \"lots\"\n").unwrap();
-        let err = BrokerConfig::load(&args).unwrap_err().to_string();
+        let err = load().unwrap_err().to_string();
         assert!(err.contains("max_topics"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -492,7 +492,7 @@ pub fn tickwire_binary() -> std::path::PathBuf {
             if !binary.exists() {
                 let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
                 let mut build = std::process::Command::new(cargo);
-                build.args(["build", "-p", "tickwire-broker", "--bin", "tickwire"]);
+                build.args(["build", "-p", "tickwire-cli", "--bin", "tickwire"]);
                 if profile_dir.file_name().is_some_and(|p| p == "release") {
                     build.arg("--release");
                 }

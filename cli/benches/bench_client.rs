@@ -13,7 +13,7 @@ use hdrhistogram::Histogram;
 use tickwire_protocol::message::encode_delivery_frame;
 
 #[allow(dead_code)]
-#[path = "../src/cli/bench/walker.rs"]
+#[path = "../src/bench/walker.rs"]
 mod walker;
 
 fn walk(c: &mut Criterion) {

@@ -1,4 +1,6 @@
-//! Command-line interface of the `tickwire` binary.
+//! The `tickwire` command: the broker (`serve`), its command-line clients
+//! (`pub`, `sub`) and the load tool (`bench`), on top of the
+//! `tickwire-broker` library and the `tickwire-client` SDK.
 
 mod bench;
 mod client;
@@ -11,7 +13,7 @@ use clap::{Parser, Subcommand};
 /// tickwire: a real-time pub/sub message broker.
 #[derive(Debug, Parser)]
 #[command(name = "tickwire", version, about, long_about = None)]
-pub struct Cli {
+struct Cli {
     #[command(subcommand)]
     command: Command,
 }
@@ -21,7 +23,7 @@ enum Command {
     /// Run the broker.
     ///
     /// Example: tickwire serve --listen 127.0.0.1:8080 --max-message-size 64KiB
-    Serve(tickwire_broker::config::ServeArgs),
+    Serve(serve::ServeArgs),
     /// Publish messages to a topic.
     ///
     /// Example: tickwire pub stocks.AAPL 189.5 --url ws://127.0.0.1:8080/ws
@@ -40,9 +42,8 @@ enum Command {
     Bench(bench::BenchArgs),
 }
 
-/// Runs the chosen subcommand and returns the process exit code.
-pub fn run(cli: Cli) -> ExitCode {
-    match cli.command {
+fn main() -> ExitCode {
+    match Cli::parse().command {
         Command::Serve(args) => serve::run(args),
         Command::Pub(args) => client::run_pub(args),
         Command::Sub(args) => client::run_sub(args),

@@ -1,20 +1,89 @@
 //! `tickwire serve`: run the broker until SIGTERM or SIGINT.
 
 use std::io::IsTerminal;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use tickwire_broker::config::{BrokerConfig, LogFormat, ServeArgs};
+use clap::{Arg, ArgMatches, Command, FromArgMatches};
+use tickwire_broker::config::{BrokerConfig, LogFormat, SETTINGS};
 use tickwire_broker::{Broker, ShutdownHandle};
 use tracing_subscriber::EnvFilter;
+
+/// The id of the `--config` argument.
+const CONFIG: &str = "config";
+
+/// Arguments of `tickwire serve`: one flag and one `TICKWIRE_*` variable per
+/// broker setting, generated from [`SETTINGS`], plus `--config FILE`.
+#[derive(Debug, Clone, Default)]
+pub struct ServeArgs {
+    /// The TOML configuration file, if any.
+    config: Option<PathBuf>,
+    /// The settings given as flags or environment variables, as
+    /// `(file key, text)`; they override the file.
+    overrides: Vec<(&'static str, String)>,
+}
+
+impl clap::Args for ServeArgs {
+    fn augment_args(cmd: Command) -> Command {
+        let config = Arg::new(CONFIG)
+            .long(CONFIG)
+            .env("TICKWIRE_CONFIG")
+            .value_name("FILE")
+            .value_parser(clap::value_parser!(PathBuf))
+            .help("TOML configuration file; flags and environment variables override it.");
+        SETTINGS.iter().fold(cmd.arg(config), |cmd, setting| {
+            let check = move |v: &str| setting.check(v).map(|()| v.to_owned());
+            cmd.arg(
+                Arg::new(setting.key)
+                    .long(setting.flag())
+                    .env(setting.env)
+                    .value_name(setting.key.to_uppercase())
+                    .value_parser(check)
+                    .help(format!("{} [default: {}]", setting.help, setting.default)),
+            )
+        })
+    }
+
+    fn augment_args_for_update(cmd: Command) -> Command {
+        Self::augment_args(cmd)
+    }
+}
+
+impl FromArgMatches for ServeArgs {
+    fn from_arg_matches(matches: &ArgMatches) -> Result<Self, clap::Error> {
+        let overrides = SETTINGS
+            .iter()
+            .filter_map(|s| {
+                let value = matches.get_one::<String>(s.key)?;
+                Some((s.key, value.clone()))
+            })
+            .collect();
+        Ok(ServeArgs {
+            config: matches.get_one::<PathBuf>(CONFIG).cloned(),
+            overrides,
+        })
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(matches)?;
+        Ok(())
+    }
+}
 
 /// Exit code when the configuration is invalid.
 const EXIT_CONFIG: u8 = 2;
 /// Exit code when the broker cannot start (e.g. the port is taken).
 const EXIT_START: u8 = 3;
 
+/// Runs the broker with `args` until SIGTERM or SIGINT.
 pub fn run(args: ServeArgs) -> ExitCode {
-    let config = match BrokerConfig::load(&args) {
+    let overrides: Vec<(&str, String)> = args
+        .overrides
+        .iter()
+        .map(|(k, v)| (*k, v.clone()))
+        .collect();
+    let config = match BrokerConfig::load(args.config.as_deref(), &overrides) {
         Ok(config) => config,
         Err(e) => {
             eprintln!("tickwire: {e}");
