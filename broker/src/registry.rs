@@ -359,7 +359,11 @@ impl TopicRegistry {
             let seq = state.next_seq;
             state.next_seq += 1;
             state.last_active = now;
-            let frame = encode_delivery_frame(topic, seq, unix_micros(), payload);
+            let at = Position {
+                epoch: state.epoch,
+                seq,
+            };
+            let frame = encode_delivery_frame(topic, at, unix_micros(), payload);
             let kept = || Retained {
                 seq,
                 at: now,

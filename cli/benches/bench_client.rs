@@ -10,7 +10,7 @@ use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use hdrhistogram::Histogram;
-use tickwire_protocol::message::encode_delivery_frame;
+use tickwire_protocol::message::{Position, encode_delivery_frame};
 
 #[allow(dead_code)]
 #[path = "../src/bench/walker.rs"]
@@ -25,7 +25,10 @@ fn walk(c: &mut Criterion) {
     for seq in 1..=FRAMES {
         buf.extend_from_slice(&encode_delivery_frame(
             "bench.fanout",
-            seq,
+            Position {
+                epoch: u64::MAX - 1,
+                seq,
+            },
             1_700_000_000_000_000,
             &payload,
         ));

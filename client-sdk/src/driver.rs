@@ -23,12 +23,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use tickwire_protocol::message::{Delivery, Position, SubscribedInfo};
-use tickwire_protocol::msgpack::Reader;
 use tickwire_protocol::topic::pattern_matches;
 use tickwire_protocol::ws::{self, FrameDecoder, Incoming, OpCode, Role};
-use tickwire_protocol::{
-    ClientMessage, CloseCode, DecodeError, ErrorCode, ServerMessage, SubscribeOptions,
-};
+use tickwire_protocol::{ClientMessage, CloseCode, ErrorCode, ServerMessage, SubscribeOptions};
 
 use crate::client::{Shared, encode_frame};
 use crate::config::OfflinePolicy;
@@ -356,7 +353,7 @@ impl Registry {
                 false
             }
             None => {
-                let wildcard = pattern.split('.').any(|t| t == "*" || t == ">");
+                let wildcard = tickwire_protocol::topic::is_wildcard(&pattern);
                 if wildcard {
                     self.wildcards.push(pattern.clone());
                 }
@@ -414,6 +411,7 @@ impl Registry {
     fn deliver(&mut self, delivery: Delivery<'_>) {
         let msg = Message {
             topic: Arc::from(delivery.topic),
+            epoch: delivery.epoch,
             seq: delivery.seq,
             time_us: delivery.time_us,
             payload: delivery.payload,
@@ -615,23 +613,6 @@ async fn write_or_flush<W: AsyncWrite + Unpin>(writer: &mut W, out: &[u8]) -> io
     } else {
         Ok(Written::Bytes(writer.write(out).await?))
     }
-}
-
-/// Reads the id, code and message of an `ERROR` reply whose code the
-/// protocol crate does not know.
-fn parse_error_reply(frame: &[u8]) -> Option<(Option<u64>, Refusal)> {
-    let mut r = Reader::new(frame);
-    if r.read_array_len().ok()? != 4 || r.read_u64().ok()? != 15 {
-        return None;
-    }
-    let id = if r.read_nil().ok()? {
-        None
-    } else {
-        Some(r.read_u64().ok()?)
-    };
-    let code = r.read_u64().ok()?;
-    let message = r.read_str().ok()?.to_owned();
-    Some((id, Refusal { code, message }))
 }
 
 // ---------------------------------------------------------------------------
@@ -898,15 +879,6 @@ impl Driver {
     fn on_frame(&mut self, s: &mut Session, frame: &Bytes) {
         match ServerMessage::decode(frame) {
             Ok(msg) => self.on_message(s, msg),
-            Err(DecodeError::UnknownErrorCode(_)) => match parse_error_reply(frame) {
-                Some((Some(id), refusal)) => self.on_request_failed(s, id, refusal),
-                Some((None, refusal)) => tracing::warn!(
-                    "broker reported an error (unknown code {}): {}",
-                    refusal.code,
-                    refusal.message
-                ),
-                None => tracing::warn!("ignoring an undecodable ERROR message from the broker"),
-            },
             Err(e) => tracing::warn!("ignoring a message the client cannot decode: {e}"),
         }
     }
@@ -938,7 +910,7 @@ impl Driver {
                 id: Some(id),
                 code,
                 message,
-            } => self.on_request_failed(s, id, Refusal::known(code, message)),
+            } => self.on_request_failed(s, id, Refusal::new(code, message)),
             ServerMessage::Error {
                 id: None,
                 code,
@@ -1056,8 +1028,7 @@ impl Driver {
     }
 
     fn on_subscribe_refused(&mut self, s: &mut Session, pattern: &Arc<str>, refusal: Refusal) {
-        let code = refusal.error_code();
-        if code == Some(ErrorCode::AlreadySubscribed) {
+        if refusal.code == ErrorCode::AlreadySubscribed {
             // The broker has it: as good as a confirmation.
             self.on_subscribed(s, pattern, &SubscribedInfo::default());
             return;
@@ -1073,7 +1044,7 @@ impl Driver {
             self.registry.remove(pattern);
             return;
         }
-        if code == Some(ErrorCode::ShuttingDown) {
+        if refusal.code == ErrorCode::ShuttingDown {
             // Renewed on the next connection.
             entry.state = BrokerState::Unsent;
             return;
@@ -1460,30 +1431,6 @@ impl Driver {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tickwire_protocol::ServerMessage;
-
-    #[test]
-    fn parses_error_replies_with_unknown_codes() {
-        let mut out = Vec::new();
-        ServerMessage::Error {
-            id: Some(9),
-            code: ErrorCode::Internal,
-            message: "boom",
-        }
-        .encode(&mut out);
-        // Patch the code (12, a positive fixint) into an unknown one (99).
-        let pos = out.iter().rposition(|b| *b == 12).unwrap();
-        out[pos] = 99;
-        let (id, refusal) = parse_error_reply(&out).unwrap();
-        assert_eq!(id, Some(9));
-        assert_eq!(refusal.code, 99);
-        assert_eq!(refusal.message, "boom");
-        assert!(matches!(
-            refusal.to_error(),
-            Error::UnknownBrokerError { code: 99, .. }
-        ));
-        assert!(parse_error_reply(b"\x92\x0e\x01").is_none());
-    }
 
     #[test]
     fn pending_expiry_is_ordered_and_bounded() {

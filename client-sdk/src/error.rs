@@ -18,7 +18,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// * while connecting: [`Error::ConnectionRefused`], [`Error::Connect`],
 ///   [`Error::Tls`], [`Error::Handshake`], [`Error::Timeout`];
 /// * from the broker: [`Error::Broker`] (an `ERROR` reply with its
-///   [`ErrorCode`]) and [`Error::UnknownBrokerError`];
+///   [`ErrorCode`], [`ErrorCode::Unknown`] for codes of newer brokers);
 /// * from the connection's life: [`Error::NotConnected`],
 ///   [`Error::OfflineBufferFull`], [`Error::ConnectionLost`],
 ///   [`Error::Closed`], [`Error::Timeout`];
@@ -89,18 +89,9 @@ pub enum Error {
     /// The broker answered a request with an `ERROR` reply.
     #[error("broker error {code}: {message}")]
     Broker {
-        /// The machine-readable reason.
+        /// The machine-readable reason; [`ErrorCode::Unknown`] for a code
+        /// this client version does not know (the broker is newer).
         code: ErrorCode,
-        /// The broker's explanation, for people.
-        message: String,
-    },
-
-    /// The broker answered with an `ERROR` reply whose code this client
-    /// version does not know (the broker is newer than the client).
-    #[error("broker error with unknown code {code}: {message}")]
-    UnknownBrokerError {
-        /// The code number from the wire.
-        code: u64,
         /// The broker's explanation, for people.
         message: String,
     },
@@ -250,37 +241,26 @@ pub enum HandshakeError {
 /// more than once (for every local subscription it concerns).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Refusal {
-    /// The wire code (known or not).
-    pub code: u64,
+    /// The code (known or not).
+    pub code: ErrorCode,
     /// The broker's explanation.
     pub message: String,
 }
 
 impl Refusal {
-    /// A refusal with a known code.
-    pub fn known(code: ErrorCode, message: &str) -> Self {
+    /// A refusal with `code` and `message`.
+    pub fn new(code: ErrorCode, message: &str) -> Self {
         Refusal {
-            code: u64::from(code.as_u16()),
+            code,
             message: message.to_owned(),
         }
     }
 
-    /// The code, if this version knows it.
-    pub fn error_code(&self) -> Option<ErrorCode> {
-        u16::try_from(self.code).ok().and_then(ErrorCode::from_u16)
-    }
-
-    /// The matching [`Error::Broker`] or [`Error::UnknownBrokerError`].
+    /// The matching [`Error::Broker`].
     pub fn to_error(&self) -> Error {
-        match self.error_code() {
-            Some(code) => Error::Broker {
-                code,
-                message: self.message.clone(),
-            },
-            None => Error::UnknownBrokerError {
-                code: self.code,
-                message: self.message.clone(),
-            },
+        Error::Broker {
+            code: self.code,
+            message: self.message.clone(),
         }
     }
 }

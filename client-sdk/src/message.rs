@@ -6,6 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
+use crate::Position;
 use crate::error::Result;
 
 /// One message published on a topic and delivered to a
@@ -17,23 +18,26 @@ use crate::error::Result;
 ///
 /// ```
 /// use std::time::{Duration, UNIX_EPOCH};
-/// use tickwire_client::Message;
+/// use tickwire_client::{Message, Position};
 ///
 /// #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
 /// struct Quote { symbol: String, price: f64 }
 ///
 /// let quote = Quote { symbol: "AAPL".into(), price: 189.5 };
 /// let payload = rmp_serde::to_vec_named(&quote).unwrap();
-/// let msg = Message::new("stocks.AAPL", 7, UNIX_EPOCH + Duration::from_secs(1), payload);
+/// let at = Position { epoch: 42, seq: 7 };
+/// let msg = Message::new("stocks.AAPL", at, UNIX_EPOCH + Duration::from_secs(1), payload);
 ///
 /// assert_eq!(msg.topic(), "stocks.AAPL");
 /// assert_eq!(msg.seq(), 7);
+/// assert_eq!(msg.position(), at);
 /// assert_eq!(msg.time_micros(), 1_000_000);
 /// assert_eq!(msg.decode::<Quote>().unwrap(), quote);
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
     pub(crate) topic: Arc<str>,
+    pub(crate) epoch: u64,
     pub(crate) seq: u64,
     pub(crate) time_us: u64,
     pub(crate) payload: Bytes,
@@ -45,7 +49,7 @@ impl Message {
     /// messages. `time` before the Unix epoch is stored as the epoch.
     pub fn new(
         topic: impl Into<Arc<str>>,
-        seq: u64,
+        at: Position,
         time: SystemTime,
         payload: impl Into<Bytes>,
     ) -> Self {
@@ -55,7 +59,8 @@ impl Message {
             .unwrap_or(0);
         Message {
             topic: topic.into(),
-            seq,
+            epoch: at.epoch,
+            seq: at.seq,
             time_us,
             payload: payload.into(),
             skipped: 0,
@@ -76,6 +81,22 @@ impl Message {
     /// per publish on that topic, as assigned by the broker.
     pub fn seq(&self) -> u64 {
         self.seq
+    }
+
+    /// The topic's epoch: sequence numbers count within it, and it changes
+    /// when the topic was reset (its history lost, e.g. a broker restart).
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// The message's position, `(epoch, seq)`: what
+    /// [`SubscribeOptions::since`](crate::SubscribeOptions::since) resumes
+    /// after.
+    pub fn position(&self) -> Position {
+        Position {
+            epoch: self.epoch,
+            seq: self.seq,
+        }
     }
 
     /// When the broker accepted the publish (broker clock).

@@ -71,7 +71,7 @@ impl Tracker {
     /// A tracker for `pattern`, starting from the application's `since`
     /// positions (those of topics the pattern matches).
     pub fn new(pattern: &str, gaps: bool, since: Option<&[(String, Position)]>) -> Self {
-        let wildcard = pattern.split('.').any(|t| t == "*" || t == ">");
+        let wildcard = tickwire_protocol::topic::is_wildcard(pattern);
         let cursors = since
             .unwrap_or_default()
             .iter()

@@ -120,24 +120,8 @@ impl Disconnect {
         else {
             return None;
         };
-        close_code_from_u16(*code)
+        CloseCode::from_u16(*code)
     }
-}
-
-pub(crate) fn close_code_from_u16(code: u16) -> Option<CloseCode> {
-    [
-        CloseCode::Normal,
-        CloseCode::GoingAway,
-        CloseCode::ProtocolError,
-        CloseCode::UnsupportedData,
-        CloseCode::InvalidPayload,
-        CloseCode::MessageTooBig,
-        CloseCode::InternalError,
-        CloseCode::SlowConsumer,
-        CloseCode::KeepaliveTimeout,
-    ]
-    .into_iter()
-    .find(|c| c.as_u16() == code)
 }
 
 impl fmt::Display for Disconnect {

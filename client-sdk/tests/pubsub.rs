@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use common::{FakeBroker, Req, barrier, connect, within};
 use tickwire_client::{Client, ConnectionState, Error, ErrorCode, SubscribeOptions};
 use tickwire_protocol::ServerMessage;
+use tickwire_protocol::message::Position;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Quote {
@@ -287,7 +288,7 @@ async fn error_replies_surface_as_broker_errors() {
     })
     .await;
     assert!(
-        matches!(&res, Err(Error::UnknownBrokerError { code: 77, message }) if message == "from the future"),
+        matches!(&res, Err(Error::Broker { code: ErrorCode::Unknown(77), message }) if message == "from the future"),
         "{res:?}"
     );
 
@@ -410,7 +411,15 @@ async fn fragmented_broker_messages_are_reassembled() {
     })
     .await;
     let mut sub = sub.unwrap();
-    let frame = tickwire_protocol::message::encode_delivery_frame("f", 3, 0, b"fragmented payload");
+    let frame = tickwire_protocol::message::encode_delivery_frame(
+        "f",
+        Position {
+            epoch: common::FAKE_EPOCH,
+            seq: 3,
+        },
+        0,
+        b"fragmented payload",
+    );
     let body = &frame[2..];
     let (first, second) = body.split_at(5);
     let mut raw = vec![0x02, first.len() as u8];
@@ -537,7 +546,10 @@ async fn a_flood_of_deliveries_does_not_starve_requests() {
         for seq in 0..256 {
             batch.extend_from_slice(&tickwire_protocol::message::encode_delivery_frame(
                 "flood",
-                seq,
+                Position {
+                    epoch: common::FAKE_EPOCH,
+                    seq,
+                },
                 0,
                 &[7u8; 200],
             ));

@@ -8,7 +8,13 @@ use std::hint::black_box;
 
 use bytes::{Bytes, BytesMut};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use tickwire_protocol::message::encode_delivery_frame;
+use tickwire_protocol::message::{Position, encode_delivery_frame};
+
+/// A realistic position: epochs are random 64-bit numbers.
+const AT: Position = Position {
+    epoch: 0x8a3f_0c2e_5b7d_1946,
+    seq: 123_456,
+};
 use tickwire_protocol::ws::{self, FrameDecoder, Incoming, OpCode, Role};
 use tickwire_protocol::{ClientMessage, ServerMessage};
 
@@ -40,7 +46,7 @@ fn codec(c: &mut Criterion) {
         b.iter(|| {
             encode_delivery_frame(
                 black_box(TOPIC),
-                black_box(123_456),
+                black_box(AT),
                 black_box(1_700_000_000_000_000),
                 black_box(&payload),
             )
@@ -55,7 +61,7 @@ fn codec(c: &mut Criterion) {
         })
     });
 
-    let frame = encode_delivery_frame(TOPIC, 123_456, 1_700_000_000_000_000, &payload);
+    let frame = encode_delivery_frame(TOPIC, AT, 1_700_000_000_000_000, &payload);
     let header = ws::server_header_len(frame.len() - 2);
     let delivery = frame.slice(header..);
     g.bench_function("ServerMessage::decode/delivery 128B", |b| {

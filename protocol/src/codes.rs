@@ -10,40 +10,45 @@ use std::fmt;
 ///
 /// An error reply never closes the connection by itself: the client may
 /// correct the request and carry on.
+///
+/// A code this version does not know decodes as [`ErrorCode::Unknown`], so
+/// a client keeps working against a newer broker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[repr(u16)]
 pub enum ErrorCode {
     /// The frame is not one MessagePack message of the documented shape
     /// (not MessagePack, wrong field types, missing fields, trailing bytes).
-    Malformed = 1,
+    Malformed,
     /// The message type number is not one this broker knows.
-    UnknownMessageType = 2,
+    UnknownMessageType,
     /// The topic of a publish is not a valid topic name.
-    InvalidTopic = 3,
+    InvalidTopic,
     /// The pattern of a subscribe or unsubscribe is not a valid pattern.
-    InvalidPattern = 4,
+    InvalidPattern,
     /// An option key this broker does not support, or an option value of the
     /// wrong type.
-    InvalidOption = 5,
+    InvalidOption,
     /// The connection already holds the maximum number of subscriptions.
-    TooManySubscriptions = 6,
+    TooManySubscriptions,
     /// The connection is already subscribed to exactly this pattern.
-    AlreadySubscribed = 7,
+    AlreadySubscribed,
     /// Unsubscribe for a pattern the connection is not subscribed to.
-    NotSubscribed = 8,
+    NotSubscribed,
     /// The broker tracks the maximum number of topics and this publish or
     /// subscribe would create another.
-    TooManyTopics = 9,
+    TooManyTopics,
     /// The payload is larger than the broker accepts.
-    PayloadTooLarge = 10,
+    PayloadTooLarge,
     /// The broker is shutting down and takes no new work.
-    ShuttingDown = 11,
+    ShuttingDown,
     /// Something failed inside the broker; the request may be retried.
-    Internal = 12,
+    Internal,
+    /// A code this version does not know (from a newer broker); treat it as
+    /// a refusal of the request.
+    Unknown(u16),
 }
 
 impl ErrorCode {
-    /// Every code, in numeric order.
+    /// Every code this version knows, in numeric order.
     pub const ALL: [ErrorCode; 12] = [
         ErrorCode::Malformed,
         ErrorCode::UnknownMessageType,
@@ -61,12 +66,29 @@ impl ErrorCode {
 
     /// The number sent on the wire.
     pub const fn as_u16(self) -> u16 {
-        self as u16
+        match self {
+            ErrorCode::Malformed => 1,
+            ErrorCode::UnknownMessageType => 2,
+            ErrorCode::InvalidTopic => 3,
+            ErrorCode::InvalidPattern => 4,
+            ErrorCode::InvalidOption => 5,
+            ErrorCode::TooManySubscriptions => 6,
+            ErrorCode::AlreadySubscribed => 7,
+            ErrorCode::NotSubscribed => 8,
+            ErrorCode::TooManyTopics => 9,
+            ErrorCode::PayloadTooLarge => 10,
+            ErrorCode::ShuttingDown => 11,
+            ErrorCode::Internal => 12,
+            ErrorCode::Unknown(n) => n,
+        }
     }
 
-    /// The code for a wire number, if it is one this version knows.
-    pub fn from_u16(n: u16) -> Option<Self> {
-        Self::ALL.into_iter().find(|c| c.as_u16() == n)
+    /// The code for a wire number: a known one, or [`ErrorCode::Unknown`].
+    pub fn from_u16(n: u16) -> Self {
+        Self::ALL
+            .into_iter()
+            .find(|c| c.as_u16() == n)
+            .unwrap_or(ErrorCode::Unknown(n))
     }
 
     /// A short snake_case name, used in logs, metrics labels and HTTP bodies.
@@ -84,6 +106,7 @@ impl ErrorCode {
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::ShuttingDown => "shutting_down",
             ErrorCode::Internal => "internal",
+            ErrorCode::Unknown(_) => "unknown",
         }
     }
 }
@@ -126,6 +149,24 @@ impl CloseCode {
         self as u16
     }
 
+    /// Every code the broker sends, in numeric order.
+    pub const ALL: [CloseCode; 9] = [
+        CloseCode::Normal,
+        CloseCode::GoingAway,
+        CloseCode::ProtocolError,
+        CloseCode::UnsupportedData,
+        CloseCode::InvalidPayload,
+        CloseCode::MessageTooBig,
+        CloseCode::InternalError,
+        CloseCode::SlowConsumer,
+        CloseCode::KeepaliveTimeout,
+    ];
+
+    /// The code for a wire number, if it is one of [`CloseCode::ALL`].
+    pub fn from_u16(n: u16) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.as_u16() == n)
+    }
+
     /// The reason text the broker sends with this code.
     pub const fn reason(self) -> &'static str {
         match self {
@@ -154,12 +195,22 @@ mod tests {
     #[test]
     fn error_codes_round_trip_and_are_unique() {
         for code in ErrorCode::ALL {
-            assert_eq!(ErrorCode::from_u16(code.as_u16()), Some(code));
+            assert_eq!(ErrorCode::from_u16(code.as_u16()), code);
         }
         let mut numbers: Vec<u16> = ErrorCode::ALL.iter().map(|c| c.as_u16()).collect();
         numbers.dedup();
         assert_eq!(numbers.len(), ErrorCode::ALL.len());
-        assert_eq!(ErrorCode::from_u16(0), None);
+        assert_eq!(ErrorCode::from_u16(0), ErrorCode::Unknown(0));
+        assert_eq!(ErrorCode::from_u16(4242).as_u16(), 4242);
+        assert_eq!(ErrorCode::Unknown(99).to_string(), "unknown (99)");
+    }
+
+    #[test]
+    fn close_codes_round_trip() {
+        for code in CloseCode::ALL {
+            assert_eq!(CloseCode::from_u16(code.as_u16()), Some(code));
+        }
+        assert_eq!(CloseCode::from_u16(1005), None);
     }
 
     #[test]

@@ -84,9 +84,10 @@ pub enum DecodeError {
     /// An option key that is not supported, or a value of the wrong type.
     #[error("unsupported option {0:?}")]
     InvalidOption(String),
-    /// An `ERROR` reply with a code number this version does not know.
-    #[error("unknown error code {0}")]
-    UnknownErrorCode(u64),
+    /// An `ERROR` reply whose code does not fit in 16 bits (codes this
+    /// version does not know decode as [`ErrorCode::Unknown`]).
+    #[error("error code {0} is out of range (0-65535)")]
+    ErrorCodeOutOfRange(u64),
 }
 
 impl DecodeError {
@@ -463,12 +464,26 @@ impl<'a> ClientMessage<'a> {
 pub struct Delivery<'a> {
     /// The topic it was published on.
     pub topic: &'a str,
+    /// The topic's epoch: the sequence below counts within it, and a
+    /// different epoch than before means the topic was reset (see
+    /// [`Position`]).
+    pub epoch: u64,
     /// Per-topic sequence number, starting at 1, increasing by 1 per publish.
     pub seq: u64,
     /// Publish time: microseconds since the Unix epoch, broker clock.
     pub time_us: u64,
     /// The payload, a slice of the received frame.
     pub payload: Bytes,
+}
+
+impl Delivery<'_> {
+    /// The message's position: the topic's epoch and its sequence number.
+    pub fn position(&self) -> Position {
+        Position {
+            epoch: self.epoch,
+            seq: self.seq,
+        }
+    }
 }
 
 /// The `info` map of a `SUBSCRIBED` reply. Absent keys are `None`/empty;
@@ -570,7 +585,7 @@ pub enum ServerMessage<'a> {
         /// What went wrong, for people.
         message: &'a str,
     },
-    /// `[16, topic, seq, time, payload]`
+    /// `[16, topic, epoch, seq, time, payload]`
     Message(Delivery<'a>),
 }
 
@@ -611,9 +626,8 @@ impl<'a> ServerMessage<'a> {
                 };
                 let raw = r.read_u64()?;
                 let code = u16::try_from(raw)
-                    .ok()
-                    .and_then(ErrorCode::from_u16)
-                    .ok_or(DecodeError::UnknownErrorCode(raw))?;
+                    .map(ErrorCode::from_u16)
+                    .map_err(|_| DecodeError::ErrorCodeOutOfRange(raw))?;
                 ServerMessage::Error {
                     id,
                     code,
@@ -621,13 +635,15 @@ impl<'a> ServerMessage<'a> {
                 }
             }
             Some(MessageType::Message) => {
-                expect_fields(kind, len, &[5], "5")?;
+                expect_fields(kind, len, &[6], "6")?;
                 let topic = r.read_str()?;
+                let epoch = r.read_u64()?;
                 let seq = r.read_u64()?;
                 let time_us = r.read_u64()?;
                 let range = r.read_bin_range()?;
                 ServerMessage::Message(Delivery {
                     topic,
+                    epoch,
                     seq,
                     time_us,
                     payload: frame.slice(range),
@@ -675,7 +691,7 @@ impl<'a> ServerMessage<'a> {
                 msgpack::write_str(out, message);
             }
             ServerMessage::Message(d) => {
-                write_delivery_body(out, d.topic, d.seq, d.time_us, &d.payload);
+                write_delivery_body(out, d.topic, d.position(), d.time_us, &d.payload);
             }
         }
     }
@@ -689,34 +705,37 @@ impl<'a> ServerMessage<'a> {
     }
 }
 
-fn write_delivery_body(out: &mut Vec<u8>, topic: &str, seq: u64, time_us: u64, payload: &[u8]) {
-    msgpack::write_array_len(out, 5);
+fn write_delivery_body(out: &mut Vec<u8>, topic: &str, at: Position, time_us: u64, payload: &[u8]) {
+    msgpack::write_array_len(out, 6);
     msgpack::write_u64(out, MessageType::Message as u64);
     msgpack::write_str(out, topic);
-    msgpack::write_u64(out, seq);
+    msgpack::write_u64(out, at.epoch);
+    msgpack::write_u64(out, at.seq);
     msgpack::write_u64(out, time_us);
     msgpack::write_bin_header(out, payload.len());
     out.extend_from_slice(payload);
 }
 
-/// Encodes a `MESSAGE` delivery as one complete, unmasked binary WebSocket
-/// frame in a single allocation of exactly the right size.
+/// Encodes a `MESSAGE` delivery (`at`: the topic's epoch and the message's
+/// sequence number) as one complete, unmasked binary WebSocket frame in a
+/// single allocation of exactly the right size.
 ///
 /// This is the broker's hot path: called once per publish, and the returned
 /// [`Bytes`] is shared (reference-counted, not copied) by every subscriber.
 /// Nothing in it depends on the receiving connection.
-pub fn encode_delivery_frame(topic: &str, seq: u64, time_us: u64, payload: &[u8]) -> Bytes {
+pub fn encode_delivery_frame(topic: &str, at: Position, time_us: u64, payload: &[u8]) -> Bytes {
     let body_len = 1
         + 1
         + msgpack::str_header_len(topic.len())
         + topic.len()
-        + msgpack::u64_len(seq)
+        + msgpack::u64_len(at.epoch)
+        + msgpack::u64_len(at.seq)
         + msgpack::u64_len(time_us)
         + msgpack::bin_header_len(payload.len())
         + payload.len();
     let mut out = Vec::with_capacity(ws::server_header_len(body_len) + body_len);
     ws::write_server_header(&mut out, ws::OpCode::Binary, body_len);
-    write_delivery_body(&mut out, topic, seq, time_us, payload);
+    write_delivery_body(&mut out, topic, at, time_us, payload);
     debug_assert_eq!(out.capacity(), out.len());
     Bytes::from(out)
 }
@@ -793,6 +812,7 @@ mod tests {
         });
         round_trip_server(ServerMessage::Message(Delivery {
             topic: "stocks.AAPL",
+            epoch: u64::MAX,
             seq: 7,
             time_us: 1_700_000_000_000_000,
             payload: Bytes::from_static(b"hello"),
@@ -821,10 +841,11 @@ mod tests {
         .encode(&mut out);
         assert_eq!(out, b"\x94\x03\x02\xabstocks.AAPL\xc4\x02hi");
 
-        let frame = encode_delivery_frame("stocks.AAPL", 1, 0x0006_0000_0000_0000, b"hi");
+        let at = Position { epoch: 7, seq: 1 };
+        let frame = encode_delivery_frame("stocks.AAPL", at, 0x0006_0000_0000_0000, b"hi");
         assert_eq!(
             &frame[..],
-            b"\x82\x1c\x95\x10\xabstocks.AAPL\x01\xcf\x00\x06\x00\x00\x00\x00\x00\x00\xc4\x02hi"
+            b"\x82\x1d\x96\x10\xabstocks.AAPL\x07\x01\xcf\x00\x06\x00\x00\x00\x00\x00\x00\xc4\x02hi"
         );
     }
 
@@ -832,7 +853,11 @@ mod tests {
     fn delivery_frame_decodes_as_message() {
         for payload_len in [0usize, 100, 200, 70_000] {
             let payload = vec![9u8; payload_len];
-            let frame = encode_delivery_frame("a.b", 42, 123, &payload);
+            let at = Position {
+                epoch: 1 << 40,
+                seq: 42,
+            };
+            let frame = encode_delivery_frame("a.b", at, 123, &payload);
             let header = ws::FrameHeader::parse(&frame, ws::Role::Client)
                 .unwrap()
                 .unwrap();
@@ -841,7 +866,8 @@ mod tests {
             assert_eq!(body.len() as u64, header.payload_len);
             match ServerMessage::decode(&body).unwrap() {
                 ServerMessage::Message(d) => {
-                    assert_eq!((d.topic, d.seq, d.time_us), ("a.b", 42, 123));
+                    assert_eq!((d.topic, d.epoch, d.seq), ("a.b", 1 << 40, 42));
+                    assert_eq!(d.time_us, 123);
                     assert_eq!(&d.payload[..], &payload[..]);
                 }
                 other => panic!("unexpected {other:?}"),

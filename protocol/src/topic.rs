@@ -165,8 +165,7 @@ impl Pattern {
 
     /// Whether the pattern contains `*` or `>`.
     pub fn is_wildcard(&self) -> bool {
-        self.tokens()
-            .any(|t| !matches!(t, PatternToken::Literal(_)))
+        is_wildcard(&self.0)
     }
 
     /// The pattern's tokens, in order.
@@ -184,6 +183,14 @@ impl fmt::Display for Pattern {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
+}
+
+/// Whether `pattern` (assumed valid) has a `*` or `>` token, so it can match
+/// more than one topic.
+pub fn is_wildcard(pattern: &str) -> bool {
+    pattern
+        .split('.')
+        .any(|t| !matches!(PatternToken::parse(t), PatternToken::Literal(_)))
 }
 
 /// Whether `topic` matches `pattern`; both are assumed valid.

@@ -8,7 +8,7 @@
 //! the document, and think about compatibility) or the document is wrong.
 
 use bytes::{Bytes, BytesMut};
-use tickwire_protocol::message::{Delivery, encode_delivery_frame};
+use tickwire_protocol::message::{Delivery, Position, encode_delivery_frame};
 use tickwire_protocol::topic::{
     MAX_TOKENS, MAX_TOPIC_LEN, pattern_matches, validate_pattern, validate_topic,
 };
@@ -66,8 +66,12 @@ fn server(msg: &ServerMessage<'_>) -> Vec<u8> {
 
 const SUBSCRIBE: &str = "94 01 01 a8 73 74 6f 63 6b 73 2e 2a 80";
 const PUBLISH_ACK: &str = "94 03 02 ab 73 74 6f 63 6b 73 2e 41 41 50 4c c4 02 68 69";
-const MESSAGE: &str =
-    "95 10 ab 73 74 6f 63 6b 73 2e 41 41 50 4c 01 cf 00 06 0a 24 18 1e 40 00 c4 02 68 69";
+const MESSAGE: &str = "96 10 ab 73 74 6f 63 6b 73 2e 41 41 50 4c cf 8a 3f 0c 2e 5b 7d 19 46 01 cf 00 06 0a 24 18 1e 40 00 c4 02 68 69";
+const EPOCH: u64 = 0x8a3f_0c2e_5b7d_1946;
+const AT: Position = Position {
+    epoch: EPOCH,
+    seq: 1,
+};
 const TIME_US: u64 = 1_700_000_000_000_000;
 
 #[test]
@@ -179,6 +183,7 @@ fn server_message_examples() {
         "MESSAGE",
         &server(&ServerMessage::Message(Delivery {
             topic: "stocks.AAPL",
+            epoch: EPOCH,
             seq: 1,
             time_us: TIME_US,
             payload: Bytes::from_static(b"hi"),
@@ -210,6 +215,7 @@ fn broker_messages_decode_as_documented() {
             MESSAGE,
             ServerMessage::Message(Delivery {
                 topic: "stocks.AAPL",
+                epoch: EPOCH,
                 seq: 1,
                 time_us: TIME_US,
                 payload: Bytes::from_static(b"hi"),
@@ -320,12 +326,12 @@ fn frame_examples() {
 
     // The broker MESSAGE frame: the encode-once path and the generic path
     // produce the same bytes.
-    let expected =
-        "82 1c 95 10 ab 73 74 6f 63 6b 73 2e 41 41 50 4c 01 cf 00 06 0a 24 18 1e 40 00 c4 02 68 69";
-    let delivery = encode_delivery_frame("stocks.AAPL", 1, TIME_US, b"hi");
+    let expected = "82 25 96 10 ab 73 74 6f 63 6b 73 2e 41 41 50 4c cf 8a 3f 0c 2e 5b 7d 19 46 01 cf 00 06 0a 24 18 1e 40 00 c4 02 68 69";
+    let delivery = encode_delivery_frame("stocks.AAPL", AT, TIME_US, b"hi");
     check("broker MESSAGE frame", &delivery, expected);
     let generic = ServerMessage::Message(Delivery {
         topic: "stocks.AAPL",
+        epoch: EPOCH,
         seq: 1,
         time_us: TIME_US,
         payload: Bytes::from_static(b"hi"),
@@ -339,11 +345,11 @@ fn frame_examples() {
         Some(Incoming::Message(Bytes::from(unhex(MESSAGE))))
     );
 
-    // A 200-byte payload: 226-byte message, 16-bit extended length.
-    let big = encode_delivery_frame("stocks.AAPL", 1, TIME_US, &[0; 200]);
-    check("extended length header", &big[..4], "82 7e 00 e2");
-    assert_eq!(big.len(), 4 + 226);
-    assert_eq!(&big[4 + 2 + 12 + 1 + 9..][..2], &[0xc4, 0xc8]);
+    // A 200-byte payload: 235-byte message, 16-bit extended length.
+    let big = encode_delivery_frame("stocks.AAPL", AT, TIME_US, &[0; 200]);
+    check("extended length header", &big[..4], "82 7e 00 eb");
+    assert_eq!(big.len(), 4 + 235);
+    assert_eq!(&big[4 + 2 + 12 + 9 + 1 + 9..][..2], &[0xc4, 0xc8]);
 }
 
 #[test]
@@ -389,9 +395,13 @@ fn documented_size_arithmetic() {
         retain: false,
     });
     assert_eq!(out.len() - 70_000, 273);
-    // "A MESSAGE adds at most 282 bytes to its payload".
-    let frame = encode_delivery_frame(&topic, u64::MAX, u64::MAX, &[0; 70_000]);
-    assert_eq!(frame.len() - 10 - 70_000, 282);
+    // "A MESSAGE adds at most 291 bytes to its payload".
+    let most = Position {
+        epoch: u64::MAX,
+        seq: u64::MAX,
+    };
+    let frame = encode_delivery_frame(&topic, most, u64::MAX, &[0; 70_000]);
+    assert_eq!(frame.len() - 10 - 70_000, 291);
 }
 
 fn yes_no(b: bool) -> &'static str {

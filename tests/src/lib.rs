@@ -131,6 +131,8 @@ pub enum Received {
     Message {
         /// Topic.
         topic: String,
+        /// The topic's epoch.
+        epoch: u64,
         /// Sequence number.
         seq: u64,
         /// Publish time in microseconds.
@@ -399,6 +401,7 @@ fn to_received(item: Incoming) -> Received {
             match ServerMessage::decode(&frame).expect("valid server message") {
                 ServerMessage::Message(d) => Received::Message {
                     topic: d.topic.to_owned(),
+                    epoch: d.epoch,
                     seq: d.seq,
                     time_us: d.time_us,
                     payload: d.payload,

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use serde::Serialize;
 use tickwire_broker::config::{parse_count, parse_duration, parse_size};
-use tickwire_protocol::message::encode_delivery_frame;
+use tickwire_protocol::message::{Position, encode_delivery_frame};
 use tokio::task::LocalSet;
 
 use super::load::{SubShared, now_ns, receive};
@@ -236,7 +236,7 @@ async fn futures_join<F: std::future::Future<Output = ()>>(futures: impl Iterato
 fn one_frame(payload: usize) -> Vec<u8> {
     let mut p = vec![0u8; payload];
     p[..8].copy_from_slice(&now_ns().to_le_bytes());
-    encode_delivery_frame("bench.capacity", 1, 0, &p).to_vec()
+    encode_delivery_frame("bench.capacity", Position { epoch: 1, seq: 1 }, 0, &p).to_vec()
 }
 
 /// The built-in sender: accepts `count` connections and writes a cyclic

@@ -1,14 +1,14 @@
 //! The subscriber's hot path: walks broker frames in place in a receive
 //! buffer, reading only what the benchmark needs.
 //!
-//! For each `MESSAGE` (`[16, topic, seq, time, payload]`) it reads the
+//! For each `MESSAGE` (`[16, topic, epoch, seq, time, payload]`) it reads the
 //! sequence number (to count gaps) and the first 8 payload bytes (the
 //! publisher's send time, nanoseconds since the Unix epoch, little-endian) and
 //! skips everything else. It never allocates and never copies a payload.
 //! Control frames (ping, close) stop the walk so the caller can answer them.
 //!
 //! This file depends on nothing but `std` so that the criterion benchmark
-//! `broker/benches/bench_client.rs` can include it and measure the load
+//! `cli/benches/bench_client.rs` can include it and measure the load
 //! tool's receive ceiling without sockets.
 
 /// Frames larger than this are refused as corrupt input rather than buffered.
@@ -108,7 +108,7 @@ fn read_uint(b: &[u8], pos: usize) -> Option<(u64, usize)> {
 /// number and the send time in the first 8 payload bytes (0 if shorter).
 #[inline(always)]
 fn parse_message(b: &[u8]) -> Option<(u64, u64)> {
-    // b[0] = 0x95 (array of 5) and b[1] = 16 were checked by the caller.
+    // b[0] = 0x96 (array of 6) and b[1] = 16 were checked by the caller.
     let marker = *b.get(2)?;
     let after_topic = match marker {
         0xa0..=0xbf => 3 + usize::from(marker & 0x1f),
@@ -119,7 +119,8 @@ fn parse_message(b: &[u8]) -> Option<(u64, u64)> {
         }
         _ => return None,
     };
-    let (seq, pos) = read_uint(b, after_topic)?;
+    let (_epoch, pos) = read_uint(b, after_topic)?;
+    let (seq, pos) = read_uint(b, pos)?;
     let (_time, pos) = read_uint(b, pos)?;
     let (len, start) = match *b.get(pos)? {
         0xc4 => (usize::from(*b.get(pos + 1)?), pos + 2),
@@ -200,7 +201,7 @@ impl Walker {
             pos += total;
             match b0 {
                 0x82 => {
-                    if let [0x95, 0x10, ..] = body {
+                    if let [0x96, 0x10, ..] = body {
                         match parse_message(body) {
                             Some((seq, sent)) => {
                                 self.messages += 1;

@@ -2,9 +2,17 @@
 //! that includes walker.rs compiles without them.
 
 use super::walker::*;
-use tickwire_protocol::message::encode_delivery_frame;
+use tickwire_protocol::message::{Position, encode_delivery_frame};
 use tickwire_protocol::ws::{OpCode, server_frame};
 use tickwire_protocol::{ErrorCode, ServerMessage};
+
+/// Position `seq` in a 64-bit epoch, the size real epochs have.
+fn at(seq: u64) -> Position {
+    Position {
+        epoch: u64::MAX - 1,
+        seq,
+    }
+}
 
 fn payload(sent: u64, len: usize) -> Vec<u8> {
     let mut p = vec![0xab; len];
@@ -25,7 +33,7 @@ fn walks_messages_of_every_size_class() {
     for (seq, (topic, len)) in (1u64..).zip(sizes) {
         buf.extend_from_slice(&encode_delivery_frame(
             topic,
-            seq,
+            at(seq),
             1 << 40,
             &payload(seq * 10, len),
         ));
@@ -40,7 +48,7 @@ fn walks_messages_of_every_size_class() {
 
 #[test]
 fn partial_frames_report_what_they_need() {
-    let frame = encode_delivery_frame("t", 5, 1, &payload(1, 300));
+    let frame = encode_delivery_frame("t", at(5), 1, &payload(1, 300));
     let mut w = Walker::new();
     for cut in 0..frame.len() {
         let walked = w.walk(&frame[..cut], |_| {}).unwrap();
@@ -55,8 +63,8 @@ fn partial_frames_report_what_they_need() {
 #[test]
 fn counts_gaps_errors_and_stops_at_control_frames() {
     let mut buf = Vec::new();
-    buf.extend_from_slice(&encode_delivery_frame("t", 1, 1, &payload(1, 8)));
-    buf.extend_from_slice(&encode_delivery_frame("t", 4, 1, &payload(1, 8)));
+    buf.extend_from_slice(&encode_delivery_frame("t", at(1), 1, &payload(1, 8)));
+    buf.extend_from_slice(&encode_delivery_frame("t", at(4), 1, &payload(1, 8)));
     buf.extend_from_slice(
         &ServerMessage::Error {
             id: None,

@@ -140,12 +140,19 @@ pub fn json_to_msgpack(input: &[u8]) -> Result<Vec<u8>, String> {
 mod tests {
     use std::time::{Duration, UNIX_EPOCH};
 
+    use tickwire_client::Position;
+
     use super::*;
 
     fn message(payload: &[u8]) -> Message {
         // 2024-05-01T14:03:05.123456Z
         let time = UNIX_EPOCH + Duration::from_micros(1_714_572_185_123_456);
-        Message::new("stocks.AAPL", 12, time, payload.to_vec())
+        Message::new(
+            "stocks.AAPL",
+            Position { epoch: 9, seq: 12 },
+            time,
+            payload.to_vec(),
+        )
     }
 
     fn rendered(format: Format, payload: &[u8]) -> String {

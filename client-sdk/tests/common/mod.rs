@@ -17,11 +17,15 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use tickwire_client::{Client, ClientBuilder, ConnectionState};
+use tickwire_protocol::message::Position;
 use tickwire_protocol::ws::{self, FrameDecoder, Incoming, OpCode, Role};
 use tickwire_protocol::{ClientMessage, ServerMessage};
 
 /// Upper bound for any single wait in a test.
 pub const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The epoch of every topic of the fake broker.
+pub const FAKE_EPOCH: u64 = 0x5eed;
 
 /// Awaits `fut`, panicking with `what` if it takes longer than [`TIMEOUT`].
 pub async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
@@ -311,11 +315,15 @@ impl FakeConn {
         }
     }
 
-    /// Sends a delivery.
+    /// Sends a delivery in epoch [`FAKE_EPOCH`].
     pub async fn deliver(&mut self, topic: &str, seq: u64, payload: &[u8]) {
+        let at = Position {
+            epoch: FAKE_EPOCH,
+            seq,
+        };
         self.send_raw(&tickwire_protocol::message::encode_delivery_frame(
             topic,
-            seq,
+            at,
             1_700_000_000_000_000 + seq,
             payload,
         ))
