@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, exactly as CI runs it: formatting, lints, every unit,
-# doc and end-to-end test. Needs only the Rust toolchain (cargo, rustfmt,
-# clippy); crates come from crates.io. Usage: ./scripts/test.sh
+# doc and end-to-end test. Needs the Rust toolchain (cargo, rustfmt, clippy)
+# and Python 3; crates come from crates.io. Usage: ./scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,6 +9,9 @@ step() { printf '\n==> %s\n' "$*"; }
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
+
+step "no import cycles between modules"
+python3 scripts/check-module-cycles.py protocol/src broker/src client-sdk/src cli/src tests/src
 
 step "cargo clippy (warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
