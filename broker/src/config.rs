@@ -170,8 +170,8 @@ pub enum ConfigError {
     },
 }
 
-/// Room left for a delivery's envelope (WebSocket header, topic, seq, time)
-/// on top of the largest payload when sizing queues.
+/// Room left for a delivery's envelope (WebSocket header, topic, epoch, seq,
+/// time) on top of the largest payload when sizing queues.
 pub const ENVELOPE_ALLOWANCE: usize = 1024;
 
 /// Log output format.
