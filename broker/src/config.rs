@@ -515,6 +515,36 @@ mod tests {
     }
 
     #[test]
+    fn every_setting_is_listed_once_and_its_default_text_parses() {
+        let mut keys: Vec<&str> = SETTINGS.iter().map(|s| s.key).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        assert_eq!(keys.len(), SETTINGS.len());
+        for setting in SETTINGS {
+            assert_eq!(setting.check(setting.default), Ok(()), "{}", setting.key);
+            assert_eq!(
+                setting.env,
+                format!("TICKWIRE_{}", setting.key.to_uppercase())
+            );
+        }
+        let defaults: Vec<(&str, String)> = SETTINGS
+            .iter()
+            .map(|s| (s.key, s.default.to_owned()))
+            .collect();
+        let loaded = BrokerConfig::load(None, &defaults).unwrap();
+        let default = BrokerConfig::default();
+        assert_eq!(format!("{loaded:?}"), format!("{default:?}"));
+    }
+
+    #[test]
+    fn overrides_are_checked_like_file_values() {
+        let err = BrokerConfig::load(None, &[("max_topics", "lots".to_owned())]).unwrap_err();
+        assert!(err.to_string().contains("`max_topics`"), "{err}");
+        let err = BrokerConfig::load(None, &[("max_topicz", "1".to_owned())]).unwrap_err();
+        assert!(err.to_string().contains("not a setting"), "{err}");
+    }
+
+    #[test]
     fn queue_budget_must_hold_the_largest_message() {
         let mut config = BrokerConfig::default();
         assert!(config.validate().is_ok());
