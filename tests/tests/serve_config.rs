@@ -9,6 +9,9 @@ use tickwire_protocol::{ClientMessage, ErrorCode};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+/// Flags, environment variables, and what the case expects.
+type Case<'a, T> = (&'a [&'a str], &'a [(&'a str, &'a str)], T);
+
 /// `tickwire serve` on an ephemeral port with `args` and `env`, without any
 /// inherited `TICKWIRE_*` variable.
 fn serve(args: &[&str], env: &[(&str, &str)]) -> Command {
@@ -58,7 +61,10 @@ async fn subscription_limit(addr: SocketAddr) -> usize {
             .await;
         match client.recv().await {
             Received::Subscribed(got, _) if got == id => {}
-            Received::Error { code, .. } if code == ErrorCode::TooManySubscriptions => return n,
+            Received::Error {
+                code: ErrorCode::TooManySubscriptions,
+                ..
+            } => return n,
             other => panic!("unexpected {other:?}"),
         }
     }
@@ -73,7 +79,7 @@ async fn flags_override_environment_override_file() {
     std::fs::write(&file, "max_subscriptions = 5\n").expect("write config");
     let file = file.to_str().expect("utf-8 path");
 
-    let cases: [(&[&str], &[(&str, &str)], usize); 3] = [
+    let cases: [Case<usize>; 3] = [
         (&["--config", file], &[], 5),
         (
             &[],
@@ -99,7 +105,7 @@ async fn flags_override_environment_override_file() {
 
 #[tokio::test]
 async fn invalid_values_exit_2_naming_the_setting() {
-    let cases: [(&[&str], &[(&str, &str)], &str); 3] = [
+    let cases: [Case<&str>; 3] = [
         (&["--max-topics", "lots"], &[], "--max-topics"),
         (&[], &[("TICKWIRE_KEEPALIVE_INTERVAL", "soon")], "keepalive"),
         (
