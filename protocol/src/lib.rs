@@ -3,6 +3,8 @@
 //! The tickwire wire format, with no I/O: everything a broker or a client
 //! needs to agree on, and nothing about sockets.
 //!
+//! * [`handshake`]: the client's WebSocket opening handshake (request,
+//!   response checks, the accept key), sans I/O.
 //! * [`ws`]: WebSocket framing (RFC 6455) with tickwire's strict rules.
 //! * [`message`]: the MessagePack messages inside each binary frame, and
 //!   [`message::encode_delivery_frame`], the encode-once delivery frame.
@@ -14,6 +16,7 @@
 //! crate is its reference implementation.
 
 pub mod codes;
+pub mod handshake;
 pub mod message;
 pub mod msgpack;
 pub mod topic;

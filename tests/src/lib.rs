@@ -11,9 +11,12 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use tickwire_broker::config::BrokerConfig;
 use tickwire_broker::{Broker, ShutdownHandle};
+use tickwire_protocol::handshake::{ResponseHead, SubprotocolRule, UpgradeRequest};
 use tickwire_protocol::message::SubscribedInfo;
 use tickwire_protocol::ws::{self, FrameDecoder, Incoming, OpCode, Role};
-use tickwire_protocol::{ClientMessage, ErrorCode, ServerMessage, SubscribeOptions};
+use tickwire_protocol::{
+    ClientMessage, ErrorCode, ServerMessage, SubscribeOptions, WEBSOCKET_PATH,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
@@ -184,64 +187,61 @@ pub struct RawClient {
     next_id: u64,
 }
 
-/// Sends an HTTP request and returns the status code and the whole response
-/// (head and body) as text, plus bytes read past the head.
-async fn handshake(
-    stream: &mut TcpStream,
-    addr: SocketAddr,
-    extra_headers: &str,
-) -> (u16, String, BytesMut) {
-    let request = format!(
-        "GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra_headers}\r\n"
-    );
+/// A handshake's response: the parsed head, its text, and the bytes read
+/// past it.
+struct Response {
+    head: ResponseHead,
+    text: String,
+    rest: BytesMut,
+}
+
+/// Sends `request` and reads the response head; an error with whatever
+/// arrived, as text, if the connection closed first.
+async fn handshake(stream: &mut TcpStream, request: &UpgradeRequest) -> Result<Response, String> {
     stream
-        .write_all(request.as_bytes())
+        .write_all(&request.to_bytes())
         .await
         .expect("send handshake");
     let mut buf = BytesMut::with_capacity(4096);
     loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end + 4]).into_owned();
-            let rest = buf.split_off(end + 4);
-            let status = head
-                .split_whitespace()
-                .nth(1)
-                .and_then(|s| s.parse().ok())
-                .expect("status code");
-            return (status, head, rest);
+        if let Some(head) = ResponseHead::parse(&buf).expect("an HTTP response head") {
+            let rest = buf.split_off(head.len());
+            let text = String::from_utf8_lossy(&buf).into_owned();
+            return Ok(Response { head, text, rest });
         }
         let n = tokio::time::timeout(WAIT, stream.read_buf(&mut buf))
             .await
             .expect("handshake response in time")
             .expect("read handshake");
         if n == 0 {
-            let head = String::from_utf8_lossy(&buf).into_owned();
-            let status = head
-                .split_whitespace()
-                .nth(1)
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(0);
-            return (status, head, BytesMut::new());
+            return Err(String::from_utf8_lossy(&buf).into_owned());
         }
     }
 }
 
 /// Attempts a WebSocket handshake with the given extra header lines (each
-/// ending in `\r\n`); returns the status and the response text, reading the
-/// body of a non-101 response until the server closes.
+/// ending in `\r\n`, e.g. a `Sec-WebSocket-Protocol` offer: none is made
+/// otherwise); returns the status (0 if the connection closed before a
+/// response head) and the response text, reading the body of a non-101
+/// response until the server closes.
 pub async fn try_handshake(addr: SocketAddr, extra_headers: &str) -> (u16, String) {
     let mut stream = TcpStream::connect(addr).await.expect("connect");
-    let (status, head, mut rest) = handshake(&mut stream, addr, extra_headers).await;
-    let content_length = head
-        .lines()
-        .find_map(|line| {
-            let (name, value) = line.split_once(':')?;
-            name.eq_ignore_ascii_case("content-length")
-                .then(|| value.trim().parse::<usize>().ok())?
-        })
-        .unwrap_or(0);
-    if status != 101 {
+    let mut request =
+        UpgradeRequest::new(&addr.to_string(), WEBSOCKET_PATH).offer_subprotocol(false);
+    for line in extra_headers.split("\r\n").filter(|l| !l.is_empty()) {
+        let (name, value) = line.split_once(':').expect("header line `name: value`");
+        request = request.header(name.trim(), value.trim());
+    }
+    let Response {
+        head,
+        text,
+        mut rest,
+    } = match handshake(&mut stream, &request).await {
+        Ok(response) => response,
+        Err(text) => return (0, text),
+    };
+    if head.status != 101 {
+        let content_length = head.content_length().unwrap_or(0);
         while rest.len() < content_length {
             let n = tokio::time::timeout(WAIT, stream.read_buf(&mut rest))
                 .await
@@ -252,21 +252,23 @@ pub async fn try_handshake(addr: SocketAddr, extra_headers: &str) -> (u16, Strin
             }
         }
     }
-    (status, format!("{head}{}", String::from_utf8_lossy(&rest)))
+    (
+        head.status,
+        format!("{text}{}", String::from_utf8_lossy(&rest)),
+    )
 }
 
 impl RawClient {
     /// Connects and completes the handshake offering `tickwire.v1`.
     pub async fn connect(addr: SocketAddr) -> RawClient {
         let mut stream = TcpStream::connect(addr).await.expect("connect");
-        let (status, head, rest) =
-            handshake(&mut stream, addr, "Sec-WebSocket-Protocol: tickwire.v1\r\n").await;
-        assert_eq!(status, 101, "handshake failed: {head}");
-        assert!(
-            head.to_ascii_lowercase()
-                .contains("sec-websocket-protocol: tickwire.v1"),
-            "subprotocol not echoed: {head}"
-        );
+        let request = UpgradeRequest::new(&addr.to_string(), WEBSOCKET_PATH);
+        let Response { head, text, rest } = handshake(&mut stream, &request)
+            .await
+            .unwrap_or_else(|text| panic!("connection closed during the handshake: {text}"));
+        if let Err(e) = head.verify(request.key(), SubprotocolRule::Required) {
+            panic!("handshake failed: {e}\n{text}");
+        }
         RawClient {
             stream,
             buf: rest,

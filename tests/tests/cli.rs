@@ -150,6 +150,102 @@ async fn pub_json_is_printed_back_by_sub_msgpack_json() {
 }
 
 #[tokio::test]
+async fn sub_shows_a_pub_json_payload_as_json_by_default() {
+    let broker = TestBroker::start_default().await;
+    let url = broker.ws_url();
+    let text = spawn(&["sub", "--url", &url, "stocks.*", "--count", "2"]);
+    let json = spawn(&[
+        "sub", "--url", &url, "stocks.*", "--count", "2", "--format", "json",
+    ]);
+    broker.wait_metric("tickwire_subscriptions", 2.0).await;
+
+    let published = run(&[
+        "pub",
+        "stocks.AAPL",
+        r#"{"price":189.5}"#,
+        "--json",
+        "--url",
+        &url,
+    ])
+    .await;
+    assert_exit(&published, 0);
+    let published = run(&["pub", "stocks.AAPL", "plain", "--url", &url]).await;
+    assert_exit(&published, 0);
+
+    let received = finish(text).await;
+    assert_exit(&received, 0);
+    let lines: Vec<String> = stdout(&received).lines().map(str::to_owned).collect();
+    assert_eq!(lines.len(), 2, "{}", stdout(&received));
+    assert!(
+        lines[0].starts_with("[stocks.AAPL #1 ") && lines[0].ends_with("] {\"price\":189.5}"),
+        "{}",
+        lines[0]
+    );
+    assert!(lines[1].ends_with("] plain"), "{}", lines[1]);
+
+    let received = finish(json).await;
+    assert_exit(&received, 0);
+    let lines = json_lines(&received);
+    assert_eq!(lines.len(), 2, "{}", stdout(&received));
+    assert_eq!(lines[0]["payload"], serde_json::json!({"price": 189.5}));
+    assert_eq!(lines[0]["payload_encoding"], "msgpack");
+    assert_eq!(lines[1]["payload"], "plain");
+    assert_eq!(lines[1]["payload_encoding"], "utf8");
+    let epoch = lines[0]["epoch"].as_u64().expect("epoch is a number");
+    assert!(epoch > 0);
+    assert_eq!(lines[1]["epoch"].as_u64(), Some(epoch));
+    assert_eq!(
+        (lines[0]["seq"].as_u64(), lines[1]["seq"].as_u64()),
+        (Some(1), Some(2))
+    );
+}
+
+#[tokio::test]
+async fn sub_payload_decodings_on_request() {
+    let broker = TestBroker::start_default().await;
+    let url = broker.ws_url();
+    let sub = spawn(&[
+        "sub",
+        "--url",
+        &url,
+        "p.t",
+        "--count",
+        "1",
+        "--payload",
+        "hex",
+    ]);
+    broker.wait_metric("tickwire_subscriptions", 1.0).await;
+    let published = run(&["pub", "p.t", "5", "--json", "--url", &url]).await;
+    assert_exit(&published, 0);
+    let received = finish(sub).await;
+    assert_exit(&received, 0);
+    assert!(
+        stdout(&received).ends_with("] hex:05\n"),
+        "{}",
+        stdout(&received)
+    );
+
+    // --payload does not apply to the formats that print only the payload.
+    let refused = run(&[
+        "sub",
+        "--url",
+        &url,
+        "p.t",
+        "--format",
+        "raw",
+        "--payload",
+        "utf8",
+    ])
+    .await;
+    assert_exit(&refused, 2);
+    assert!(
+        stderr(&refused).contains("--payload"),
+        "{}",
+        stderr(&refused)
+    );
+}
+
+#[tokio::test]
 async fn pub_reads_standard_input_line_by_line() {
     let broker = TestBroker::start_default().await;
     let url = broker.ws_url();

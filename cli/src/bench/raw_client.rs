@@ -1,5 +1,6 @@
-//! A minimal WebSocket client for load generation: the HTTP upgrade written
-//! by hand, subscribe and publish frames built once and reused.
+//! A minimal WebSocket client for load generation: the HTTP upgrade through
+//! `tickwire_protocol::handshake`, subscribe and publish frames built once
+//! and reused.
 //!
 //! Nothing here is on the per-message receive path except through
 //! [`super::walker`]; this module sets connections up and builds the
@@ -18,18 +19,15 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use tickwire_protocol::handshake::{ResponseHead, SubprotocolRule, UpgradeRequest};
 use tickwire_protocol::ws::{FrameDecoder, Incoming, OpCode, Role, write_client_frame};
-use tickwire_protocol::{ClientMessage, SUBPROTOCOL, ServerMessage, SubscribeOptions};
+use tickwire_protocol::{ClientMessage, ServerMessage, SubscribeOptions};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
 /// The masking key of every frame the benchmark sends (RFC 6455, section
 /// 5.7's example key `0x37fa213d`).
 pub const MASK_KEY: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
-
-/// The RFC 6455 sample `Sec-WebSocket-Key`, and the accept value it implies.
-const WS_KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
-const WS_ACCEPT: &str = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
 
 /// Longest HTTP response head accepted during the upgrade.
 const MAX_RESPONSE_HEAD: usize = 16 * 1024;
@@ -223,55 +221,22 @@ async fn handshake(
     token: Option<&str>,
 ) -> Result<Conn, ConnectError> {
     let addr = target.addr;
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: {WS_KEY}\r\nSec-WebSocket-Version: 13\r\n\
-         Sec-WebSocket-Protocol: {SUBPROTOCOL}\r\n{auth}\r\n",
-        path = target.path,
-        host = target.host,
-    );
+    let mut request = UpgradeRequest::new(&target.host, &target.path);
+    if let Some(token) = token {
+        request = request.header("Authorization", &format!("Bearer {token}"));
+    }
     stream
-        .write_all(request.as_bytes())
+        .write_all(&request.to_bytes())
         .await
         .map_err(|e| ConnectError::Io(addr, e))?;
     let mut buf = Vec::with_capacity(1024);
-    loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-            let status = head
-                .split_whitespace()
-                .nth(1)
-                .and_then(|s| s.parse::<u16>().ok())
-                .unwrap_or(0);
-            if status != 101 {
-                // Give a short error body a moment to arrive, for the message.
-                let mut rest = buf[end + 4..].to_vec();
-                let _ =
-                    tokio::time::timeout(Duration::from_millis(200), stream.read_buf(&mut rest))
-                        .await;
-                let response = format!("{head}\n{}", String::from_utf8_lossy(&rest));
-                return Err(ConnectError::Handshake { status, response });
-            }
-            let lower = head.to_ascii_lowercase();
-            if !lower.contains(&WS_ACCEPT.to_ascii_lowercase()) {
-                return Err(ConnectError::Handshake {
-                    status,
-                    response: format!("{head}\n(missing or wrong Sec-WebSocket-Accept)"),
-                });
-            }
-            if !lower.contains(SUBPROTOCOL) {
-                return Err(ConnectError::Handshake {
-                    status,
-                    response: format!("{head}\n(the broker did not accept {SUBPROTOCOL})"),
-                });
-            }
-            return Ok(Conn {
-                stream,
-                leftover: buf[end + 4..].to_vec(),
-            });
+    let head = loop {
+        let parsed = ResponseHead::parse(&buf).map_err(|e| ConnectError::Handshake {
+            status: 0,
+            response: format!("{e}: {}", String::from_utf8_lossy(&buf)),
+        })?;
+        if let Some(head) = parsed {
+            break head;
         }
         if buf.len() > MAX_RESPONSE_HEAD {
             return Err(ConnectError::Handshake {
@@ -292,7 +257,29 @@ async fn handshake(
                 ),
             });
         }
+    };
+    let head_text = String::from_utf8_lossy(&buf[..head.len()])
+        .trim()
+        .to_owned();
+    let mut rest = buf.split_off(head.len());
+    if head.status != 101 {
+        // Give a short error body a moment to arrive, for the message.
+        let _ = tokio::time::timeout(Duration::from_millis(200), stream.read_buf(&mut rest)).await;
+        let response = format!("{head_text}\n{}", String::from_utf8_lossy(&rest));
+        return Err(ConnectError::Handshake {
+            status: head.status,
+            response,
+        });
     }
+    head.verify(request.key(), SubprotocolRule::Required)
+        .map_err(|e| ConnectError::Handshake {
+            status: head.status,
+            response: format!("{head_text}\n({e})"),
+        })?;
+    Ok(Conn {
+        stream,
+        leftover: rest,
+    })
 }
 
 /// Builds one masked client frame holding `message`.

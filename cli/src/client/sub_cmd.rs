@@ -16,7 +16,7 @@ use tickwire_client::{
 use tickwire_protocol::topic::{Pattern, validate_topic};
 use tokio::time::{Instant, MissedTickBehavior};
 
-use super::output::{Format, render};
+use super::output::{Format, PayloadMode, render};
 use super::{ConnectArgs, EXIT_CODES_HELP, Exit, Failure, execute, interrupted, plural};
 
 /// Examples and notes at the end of `tickwire sub --help`.
@@ -29,8 +29,13 @@ Examples:
   tickwire sub 'feed.*' --max-rate 4               # at most 4 messages/s per topic
   tickwire sub orders.new --count 1 --wait 30s --format raw
   tickwire sub 'stocks.*' --format json | jq .
+  tickwire sub 'bin.*' --payload hex               # bytes in hex, never decoded
 
-Standard output carries only the messages, one line each; subscription
+Standard output carries only the messages, one line each. The text and json
+formats show a payload that is printable text as text, else one MessagePack
+value (what `tickwire pub --json` sends) as JSON, else its bytes; text marks
+a payload that is both text and MessagePack with `utf8:` or `msgpack:`, json
+names the decoding in `payload_encoding`. Subscription
 events (the epoch and seq of an exact topic, resumed, recovery incomplete,
 gaps, reconnects) and the final `received N messages` go to standard error.
 For exact topics the summary says how to resume with --since. Ctrl-C exits 0.
@@ -50,6 +55,12 @@ pub struct SubArgs {
     /// How each message is printed.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
+
+    /// How the text and json formats show the payload: auto (printable
+    /// UTF-8 as text, else one MessagePack value as JSON, else hex in text
+    /// and base64 in json), msgpack, utf8, hex or base64.
+    #[arg(long, value_enum, value_name = "DECODING")]
+    payload: Option<PayloadMode>,
 
     /// Exit after N messages.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
@@ -124,6 +135,12 @@ async fn subscribe(args: SubArgs) -> Result<(), Failure> {
             patterns.push(parsed);
         }
     }
+    if args.payload.is_some() && !args.format.decodes_payload() {
+        return Err(Failure::new(
+            Exit::Usage,
+            "--payload applies to --format text and json only; the other formats print the payload as their name says".to_owned(),
+        ));
+    }
     if let Some(since) = args
         .since
         .iter()
@@ -176,6 +193,7 @@ async fn subscribe(args: SubArgs) -> Result<(), Failure> {
 /// Prints deliveries and events and keeps the counts.
 struct Printer {
     format: Format,
+    payload: PayloadMode,
     count: Option<u64>,
     wait: Option<Duration>,
     patterns: Vec<Pattern>,
@@ -210,6 +228,7 @@ impl Printer {
             .collect();
         Printer {
             format: args.format,
+            payload: args.payload.unwrap_or_default(),
             count: args.count,
             wait: args.wait,
             confirmed: vec![false; patterns.len()],
@@ -341,10 +360,10 @@ impl Printer {
         }
         self.received += 1;
         if let Some(position) = self.positions.get_mut(msg.topic()) {
-            position.seq = msg.seq();
+            *position = msg.position();
         }
         self.line.clear();
-        match render(self.format, &msg, &mut self.line) {
+        match render(self.format, self.payload, &msg, &mut self.line) {
             Ok(()) => {
                 if let Err(e) = self.out.write_all(&self.line) {
                     return write_failed(e);

@@ -9,14 +9,12 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::{Bytes, BytesMut};
-use sha1::{Digest, Sha1};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use tickwire_client::{Client, ClientBuilder, ConnectionState};
+use tickwire_protocol::handshake::accept_key;
 use tickwire_protocol::message::Position;
 use tickwire_protocol::ws::{self, FrameDecoder, Incoming, OpCode, Role};
 use tickwire_protocol::{ClientMessage, ServerMessage};
@@ -151,13 +149,6 @@ pub async fn answer_upgrade(mut io: Box<dyn Io>, answer: Answer) -> (FakeConn, R
         .expect("write response");
     io.flush().await.expect("flush response");
     (FakeConn::new(io, buf.split_off(head_len)), head)
-}
-
-pub fn accept_key(key: &str) -> String {
-    let mut sha = Sha1::new();
-    sha.update(key.as_bytes());
-    sha.update(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
-    BASE64.encode(sha.finalize())
 }
 
 fn upgrade_response(accept: &str, protocol: Option<&str>) -> String {
