@@ -89,12 +89,18 @@
 #![warn(missing_docs)]
 
 mod client;
+mod command;
 mod config;
 mod driver;
 mod error;
+mod event;
 mod handshake;
 mod message;
+mod offline;
+mod pending;
+mod registry;
 mod resume;
+mod session;
 mod state;
 mod subscription;
 mod transport;
@@ -103,15 +109,14 @@ mod url;
 pub use client::Client;
 pub use config::{
     ClientBuilder, DEFAULT_COMMAND_CAPACITY, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_MESSAGE_SIZE,
-    DEFAULT_REQUEST_TIMEOUT, DEFAULT_SUBSCRIPTION_CAPACITY, DEFAULT_WRITE_BUFFER_LIMIT, Keepalive,
-    OfflinePolicy, ReconnectPolicy, TlsRoots,
+    DEFAULT_MAX_OUTGOING_MESSAGE_SIZE, DEFAULT_REQUEST_TIMEOUT, DEFAULT_SUBSCRIPTION_CAPACITY,
+    DEFAULT_WRITE_BUFFER_LIMIT, Keepalive, OfflinePolicy, ReconnectPolicy, TlsRoots,
 };
 pub use error::{Error, HandshakeError, Result};
+pub use event::{EVENT_CAPACITY, SubscriptionEvent, SubscriptionEvents};
 pub use message::Message;
 pub use state::{ConnectionState, Disconnect};
-pub use subscription::{
-    EVENT_CAPACITY, SubscribeOptions, Subscription, SubscriptionEvent, SubscriptionEvents,
-};
+pub use subscription::{SubscribeOptions, Subscription};
 
 /// A position in one topic's stream: its epoch and a sequence number, as
 /// used by [`SubscribeOptions::since`] and reported in
