@@ -294,15 +294,18 @@ impl Client {
 
     /// Publishes `value`, serialized as MessagePack with field names
     /// (`rmp_serde::to_vec_named`), on `topic`. Fire-and-forget: returns once
-    /// the message is queued for the connection (or buffered while
-    /// reconnecting, per the [`OfflinePolicy`]); use
+    /// the message is queued in the connection's write buffer (or buffered
+    /// while reconnecting, per the [`OfflinePolicy`]; docs/client.md says
+    /// what a lost connection does to queued publishes); use
     /// [`Client::publish_acked`] to know the broker accepted it.
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidTopic`], [`Error::Encode`], [`Error::NotConnected`],
-    /// [`Error::OfflineBufferFull`], [`Error::Timeout`] (no queue space
-    /// within the request timeout), [`Error::Closed`].
+    /// [`Error::InvalidTopic`], [`Error::Encode`], [`Error::MessageTooLarge`]
+    /// (larger than [`ClientBuilder::max_outgoing_message_size`]; nothing
+    /// is sent), [`Error::NotConnected`], [`Error::OfflineBufferFull`],
+    /// [`Error::Timeout`] (no queue space within the request timeout),
+    /// [`Error::Closed`].
     pub async fn publish<T: Serialize + ?Sized>(&self, topic: &str, value: &T) -> Result<()> {
         Self::check_topic(topic)?;
         let payload = rmp_serde::to_vec_named(value)?;
@@ -358,7 +361,11 @@ impl Client {
     /// As [`Client::publish`], plus [`Error::Broker`] (for example
     /// [`ErrorCode::PayloadTooLarge`](crate::ErrorCode::PayloadTooLarge)) and
     /// [`Error::ConnectionLost`] (the connection dropped after the publish
-    /// was sent: it may or may not have been applied).
+    /// was written: it may or may not have been applied) and
+    /// [`Error::NotSent`] (under [`OfflinePolicy::Fail`], the connection
+    /// dropped before the publish was written whole: it was not applied).
+    /// Under [`OfflinePolicy::Buffer`] a publish not written whole when the
+    /// connection drops is sent on the next connection instead.
     pub async fn publish_acked<T: Serialize + ?Sized>(
         &self,
         topic: &str,

@@ -84,6 +84,26 @@
 //! describes every option, the reconnect, resume and offline behaviour, the
 //! exact delivery guarantees and the errors in detail.
 //!
+//! Where each thing happens (source files of `src/`; dependencies point one
+//! way, from the handles down to the wire):
+//!
+//! * `client`: the [`Client`] handle: validates calls and sends commands to
+//!   the connection task; `subscription`: [`Subscription`] and
+//!   [`SubscribeOptions`].
+//! * `driver`: the connection task, one select loop per connection, and
+//!   reconnects. It owns: `session` (one connection's socket, buffers,
+//!   keepalive clocks, and which publish frames are not written whole),
+//!   `pending` (requests awaiting replies), `registry` (one entry per
+//!   pattern, routing deliveries to local subscriptions), `resume` (per-topic
+//!   positions: `since`, de-duplication, gaps) and `offline` (publishes
+//!   waiting for a connection).
+//! * `command`: what handles share with the task (commands, shared state,
+//!   frame encoding); `event`: [`SubscriptionEvent`] and the state a
+//!   subscription shares with the task.
+//! * `config`, `state`, `error`, `message`, `url`: settings, connection
+//!   state, errors, received messages, broker URLs; `transport` and
+//!   `handshake`: TCP, TLS and the WebSocket upgrade.
+//!
 //! [tickwire]: https://github.com/tickwire/tickwire
 
 #![warn(missing_docs)]

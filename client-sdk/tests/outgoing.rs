@@ -79,6 +79,7 @@ async fn stalled(offline: OfflinePolicy) -> Stalled {
 /// publish's outcome and the indices the new connection received, in order.
 async fn publish_through_a_stall(stalled: &Stalled) -> (Vec<Result<u64, Error>>, Vec<usize>) {
     let received = Arc::new(Mutex::new(Vec::new()));
+    let mut server: Option<JoinHandle<()>> = None;
     let publishes = futures::future::join_all(
         (0..PUBLISHES).map(|i| stalled.client.publish_bytes_acked("t", payload(i))),
     );
@@ -86,7 +87,7 @@ async fn publish_through_a_stall(stalled: &Stalled) -> (Vec<Result<u64, Error>>,
         // The client gives up on the stalled connection and comes back.
         let mut conn = stalled.broker.accept().await;
         let received = received.clone();
-        tokio::spawn(async move {
+        server = Some(tokio::spawn(async move {
             while let Some(req) = conn.try_recv().await {
                 if let Req::Publish {
                     id: Some(id),
@@ -100,14 +101,16 @@ async fn publish_through_a_stall(stalled: &Stalled) -> (Vec<Result<u64, Error>>,
                     conn.send(ServerMessage::Published { id, seq }).await;
                 }
             }
-        })
+        }));
     };
-    let (results, server) = within("publishes through a stall", async {
+    let (results, ()) = within("publishes through a stall", async {
         tokio::join!(publishes, serve)
     })
     .await;
     stalled.pinger.abort();
-    server.abort();
+    if let Some(server) = server {
+        server.abort();
+    }
     let received = received.lock().unwrap().clone();
     (results, received)
 }
