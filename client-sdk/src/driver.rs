@@ -8,6 +8,10 @@
 //! subscriptions, and one housekeeping timer (keepalive, request expiry,
 //! close deadline). Reading never waits on anything else, so pings are
 //! answered and deliveries routed even while writes are stalled.
+//!
+//! The loop and the handling of frames and commands live here;
+//! `subscriptions` handles the broker's side of subscriptions, and
+//! `disconnected` what happens between connections.
 
 use std::ops::ControlFlow;
 use std::sync::Arc;
@@ -19,20 +23,21 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
-use tickwire_protocol::message::SubscribedInfo;
 use tickwire_protocol::ws::{self, Incoming, OpCode};
-use tickwire_protocol::{ClientMessage, CloseCode, ErrorCode, ServerMessage};
+use tickwire_protocol::{ClientMessage, CloseCode, ServerMessage};
 
 use crate::command::{Command, PublishReply, Shared, encode_frame};
 use crate::config::OfflinePolicy;
 use crate::error::{Error, Refusal};
-use crate::event::{EndReason, SubscriptionEvent};
 use crate::offline::{Buffered, Offline};
 use crate::pending::{Pending, PendingKind};
-use crate::registry::{BrokerState, Entry, LocalSub, NewSub, Registry, Waiter};
+use crate::registry::{Entry, LocalSub, NewSub, Registry, Waiter};
 use crate::session::{Session, Written, write_or_flush};
 use crate::state::{ConnectionState, Disconnect};
 use crate::transport::{Connection, Target};
+
+mod disconnected;
+mod subscriptions;
 
 /// A connection that lasted this long resets the reconnect attempt counter.
 const STABLE_AFTER: Duration = Duration::from_secs(10);
@@ -428,133 +433,6 @@ impl Driver {
         }
     }
 
-    // -- subscriptions -----------------------------------------------------
-
-    fn send_subscribe(&mut self, s: &mut Session, pattern: &Arc<str>) {
-        if s.closing_deadline.is_some() {
-            // Nothing follows our close frame.
-            return;
-        }
-        let Some(entry) = self.registry.entries.get_mut(pattern) else {
-            return;
-        };
-        let options = entry.request_options();
-        entry.sent_since = options.since.is_some();
-        entry.state = BrokerState::Pending;
-        let id = self.shared.next_id();
-        s.queue(&encode_frame(&ClientMessage::Subscribe {
-            id,
-            pattern,
-            options,
-        }));
-        self.pending
-            .insert(id, PendingKind::Subscribe(pattern.clone()), None);
-    }
-
-    fn send_unsubscribe(&mut self, s: &mut Session, pattern: Arc<str>) {
-        if s.closing_deadline.is_some() {
-            return;
-        }
-        let id = self.shared.next_id();
-        s.queue(&encode_frame(&ClientMessage::Unsubscribe {
-            id,
-            pattern: &pattern,
-        }));
-        let deadline = self.request_deadline();
-        self.pending
-            .insert(id, PendingKind::Unsubscribe(pattern), Some(deadline));
-    }
-
-    fn on_subscribed(&mut self, s: &mut Session, pattern: &Arc<str>, info: &SubscribedInfo) {
-        let Some(entry) = self.registry.entries.get_mut(pattern) else {
-            // Every local subscription went away meanwhile.
-            self.send_unsubscribe(s, pattern.clone());
-            return;
-        };
-        entry.state = BrokerState::Active;
-        entry.confirmed = true;
-        entry.info = (info.epoch, info.seq);
-        for Waiter { sub, reply } in std::mem::take(&mut entry.waiters) {
-            if !sub.tx.is_closed() && reply.send(Ok(())).is_ok() {
-                entry.subs.push(sub);
-            } else {
-                self.registry.owners.remove(&sub.id);
-            }
-        }
-        // Events go out before the replay that follows this reply.
-        let events =
-            entry
-                .tracker
-                .on_subscribed(pattern, info, entry.sent_since, entry.options.last);
-        for event in &events {
-            if let SubscriptionEvent::RecoveryIncomplete { missed } = event {
-                tracing::warn!(
-                    pattern = &**pattern,
-                    topics = missed.len(),
-                    "could not resume every topic of the subscription"
-                );
-            }
-            entry.emit(event);
-        }
-        if entry.is_unused() {
-            self.registry.remove(pattern);
-            self.send_unsubscribe(s, pattern.clone());
-        }
-    }
-
-    fn on_subscribe_refused(&mut self, s: &mut Session, pattern: &Arc<str>, refusal: Refusal) {
-        if refusal.code == ErrorCode::AlreadySubscribed {
-            // The broker has it: as good as a confirmation.
-            self.on_subscribed(s, pattern, &SubscribedInfo::default());
-            return;
-        }
-        let Some(entry) = self.registry.entries.get_mut(pattern) else {
-            return;
-        };
-        for Waiter { sub, reply } in std::mem::take(&mut entry.waiters) {
-            let _ = reply.send(Err(refusal.to_error()));
-            self.registry.owners.remove(&sub.id);
-        }
-        if entry.subs.is_empty() {
-            self.registry.remove(pattern);
-            return;
-        }
-        if refusal.code == ErrorCode::ShuttingDown {
-            // Renewed on the next connection.
-            entry.state = BrokerState::Unsent;
-            return;
-        }
-        tracing::warn!(
-            pattern = &**pattern,
-            "broker refused to renew the subscription: {}; ending it",
-            refusal.to_error()
-        );
-        if let Some(entry) = self.registry.remove(pattern) {
-            for sub in entry.subs {
-                sub.shared.finish(EndReason::Refused(refusal.clone()));
-            }
-        }
-    }
-
-    fn on_sub_dropped(&mut self, id: u64, s: Option<&mut Session>) {
-        let Some(pattern) = self.registry.owners.remove(&id) else {
-            return;
-        };
-        let Some(entry) = self.registry.entries.get_mut(&pattern) else {
-            return;
-        };
-        entry.subs.retain(|sub| sub.id != id);
-        entry.waiters.retain(|w| w.sub.id != id);
-        // A pending entry is settled when its reply arrives.
-        if entry.is_unused() && entry.state != BrokerState::Pending {
-            let was_active = entry.state == BrokerState::Active;
-            self.registry.remove(&pattern);
-            if was_active && let Some(s) = s {
-                self.send_unsubscribe(s, pattern);
-            }
-        }
-    }
-
     // -- commands ----------------------------------------------------------
 
     /// Handles a command; `s` is the session, if connected. `Break` means
@@ -752,145 +630,5 @@ impl Driver {
             }
         }
         None
-    }
-
-    // -- disconnected ------------------------------------------------------
-
-    fn connection_lost(&mut self) {
-        self.shared.connected.store(false, Ordering::Release);
-        for kind in self.pending.drain() {
-            kind.fail(|| Error::ConnectionLost);
-        }
-        self.registry.disconnected();
-    }
-
-    /// Waits and reconnects per the policy, serving commands meanwhile.
-    /// `None` means stop: the client is closing or the policy gave up.
-    async fn reconnect(&mut self, attempt: &mut u32, mut cause: Disconnect) -> Option<Connection> {
-        let policy = self.shared.config.reconnect.clone();
-        loop {
-            if policy.max_attempts.is_some_and(|max| *attempt >= max) {
-                if policy.is_enabled() {
-                    tracing::warn!("giving up after {attempt} reconnect attempts");
-                }
-                self.final_cause = Some(cause);
-                return None;
-            }
-            *attempt += 1;
-            self.set_state(ConnectionState::Reconnecting {
-                attempt: *attempt,
-                cause: cause.clone(),
-            });
-            let delay = policy.delay(*attempt);
-            tracing::info!("reconnecting in {delay:?} (attempt {attempt})");
-            let sleep = tokio::time::sleep(delay);
-            tokio::pin!(sleep);
-            loop {
-                tokio::select! {
-                    () = &mut sleep => break,
-                    flow = self.serve_offline() => if flow.is_break() {
-                        return None;
-                    },
-                }
-            }
-            self.set_state(ConnectionState::Connecting);
-            let target = self.target.clone();
-            let connect = async move { target.connect().await };
-            tokio::pin!(connect);
-            let result = loop {
-                tokio::select! {
-                    result = &mut connect => break result,
-                    flow = self.serve_offline() => if flow.is_break() {
-                        return None;
-                    },
-                }
-            };
-            match result {
-                Ok(conn) => {
-                    tracing::info!(url = %self.shared.url, "reconnected");
-                    return Some(conn);
-                }
-                Err(e) => {
-                    tracing::warn!("reconnect attempt {attempt} failed: {e}");
-                    cause = Disconnect::ConnectFailed(e.to_string());
-                }
-            }
-        }
-    }
-
-    /// Serves one command or drop notice while disconnected. Cancel-safe.
-    async fn serve_offline(&mut self) -> ControlFlow<()> {
-        tokio::select! {
-            id = self.drop_rx.recv(), if self.drop_open => {
-                match id {
-                    Some(id) => self.on_sub_dropped(id, None),
-                    None => self.drop_open = false,
-                }
-                ControlFlow::Continue(())
-            }
-            cmd = self.cmd_rx.recv() => {
-                self.drain_drop_notices(None);
-                self.on_command(cmd, None)
-            }
-        }
-    }
-
-    /// Handles every drop notice already sent.
-    fn drain_drop_notices(&mut self, mut s: Option<&mut Session>) {
-        while let Ok(id) = self.drop_rx.try_recv() {
-            self.on_sub_dropped(id, s.as_deref_mut());
-        }
-    }
-
-    /// Fails everything still waiting and marks the client closed.
-    fn shutdown(&mut self) {
-        self.shared.connected.store(false, Ordering::Release);
-        for kind in self.pending.drain() {
-            kind.fail(|| Error::Closed);
-        }
-        while let Some(item) = self.offline.pop() {
-            if let Some(ack) = item.ack {
-                let _ = ack.send(Err(Error::Closed));
-            }
-        }
-        for (_, entry) in self.registry.entries.drain() {
-            for waiter in entry.waiters {
-                let _ = waiter.reply.send(Err(Error::Closed));
-            }
-            for sub in entry.subs {
-                sub.shared.finish(EndReason::Closed);
-            }
-        }
-        self.registry = Registry::default();
-        let cause = self.final_cause.take();
-        match &cause {
-            Some(cause) => tracing::warn!(url = %self.shared.url, "client closed: {cause}"),
-            None => tracing::info!(url = %self.shared.url, "client closed"),
-        }
-        self.set_state(ConnectionState::Closed { cause });
-        self.cmd_rx.close();
-        while let Ok(cmd) = self.cmd_rx.try_recv() {
-            match cmd {
-                Command::Subscribe { reply, .. } => {
-                    let _ = reply.send(Err(Error::Closed));
-                }
-                Command::Publish { reply, .. } => match reply {
-                    PublishReply::None => {}
-                    PublishReply::Accepted(tx) => {
-                        let _ = tx.send(Err(Error::Closed));
-                    }
-                    PublishReply::Acked(tx) => {
-                        let _ = tx.send(Err(Error::Closed));
-                    }
-                },
-                Command::Ping { reply } => {
-                    let _ = reply.send(Err(Error::Closed));
-                }
-                Command::Close { reply } => self.close_replies.push(reply),
-            }
-        }
-        for reply in self.close_replies.drain(..) {
-            let _ = reply.send(());
-        }
     }
 }

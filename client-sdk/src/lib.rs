@@ -90,8 +90,9 @@
 //! * `client`: the [`Client`] handle: validates calls and sends commands to
 //!   the connection task; `subscription`: [`Subscription`] and
 //!   [`SubscribeOptions`].
-//! * `driver`: the connection task, one select loop per connection, and
-//!   reconnects. It owns: `session` (one connection's socket, buffers,
+//! * `driver`: the connection task, one select loop per connection
+//!   (`driver::subscriptions`: subscribe requests and replies;
+//!   `driver::disconnected`: reconnects and shutdown). It owns: `session` (one connection's socket, buffers,
 //!   keepalive clocks, and which publish frames are not written whole),
 //!   `pending` (requests awaiting replies), `registry` (one entry per
 //!   pattern, routing deliveries to local subscriptions), `resume` (per-topic
