@@ -44,8 +44,7 @@ pub enum SubscriptionEvent {
     Resumed,
     /// Some topics could not be resumed (the broker restarted or forgot the
     /// topic, the topic keeps no history, or its history no longer reaches
-    /// back, or the client did not know the topic's epoch; see
-    /// docs/client.md). Each is listed with its *current* position; nothing
+    /// back; see docs/client.md). Each is listed with its *current* position; nothing
     /// before that position will be delivered, so reload those topics' state
     /// from your source of truth. Epoch 0 means the broker no longer tracks
     /// the topic. Topics not listed were resumed.
@@ -55,8 +54,8 @@ pub enum SubscriptionEvent {
     },
     /// A delivered message's sequence number skipped ahead: messages
     /// `expected..got` of this topic were not delivered (for example, the
-    /// topic's slow-consumer policy is `drop-oldest`, or the topic's
-    /// sequence restarted, in which case `expected` is 1). The message with
+    /// topic's slow-consumer policy is `drop-oldest`, or the topic was reset
+    /// and the message is in a new epoch, in which case `expected` is 1). The message with
     /// sequence number `got` is delivered right after this event.
     Gap {
         /// The topic.
