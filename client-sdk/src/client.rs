@@ -3,7 +3,7 @@
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -13,52 +13,18 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tickwire_protocol::ClientMessage;
 use tickwire_protocol::message::MAX_SINCE_ENTRIES;
 use tickwire_protocol::topic::{validate_pattern, validate_topic};
-use tickwire_protocol::ws::{self, OpCode};
 
+use crate::command::{
+    BrokerOptions, ClientInner, Command, PublishReply, Shared, encode_bounded_frame,
+};
 use crate::config::{ClientBuilder, Config, OfflinePolicy};
-use crate::driver::{BrokerOptions, Command, Driver, PublishReply};
+use crate::driver::Driver;
 use crate::error::{Error, Result};
+use crate::event::SubShared;
 use crate::state::ConnectionState;
-use crate::subscription::{SubShared, SubscribeOptions, Subscription};
+use crate::subscription::{SubscribeOptions, Subscription};
 use crate::transport::{Connection, Target};
 use crate::url::BrokerUrl;
-
-/// State shared by client handles, subscriptions and the connection task.
-#[derive(Debug)]
-pub(crate) struct Shared {
-    pub config: Config,
-    pub url: String,
-    pub state_rx: watch::Receiver<ConnectionState>,
-    /// Mirrors `ConnectionState::Connected`, readable without a lock.
-    pub connected: AtomicBool,
-    next_id: AtomicU64,
-}
-
-impl Shared {
-    /// A fresh id, unique for the client's lifetime: request ids and local
-    /// subscription ids.
-    pub fn next_id(&self) -> u64 {
-        self.next_id.fetch_add(1, Ordering::Relaxed)
-    }
-}
-
-/// What every [`Client`] clone and every [`Subscription`] holds; the
-/// connection task runs while one exists.
-#[derive(Debug)]
-pub(crate) struct ClientInner {
-    pub cmd_tx: mpsc::Sender<Command>,
-    pub drop_tx: mpsc::UnboundedSender<u64>,
-    pub shared: Arc<Shared>,
-}
-
-/// Encodes a client message as one masked binary WebSocket frame.
-pub(crate) fn encode_frame(msg: &ClientMessage<'_>) -> Bytes {
-    let mut body = Vec::with_capacity(64);
-    msg.encode(&mut body);
-    let mut frame = Vec::with_capacity(body.len() + 14);
-    ws::write_client_frame(&mut frame, OpCode::Binary, &body, rand::random());
-    Bytes::from(frame)
-}
 
 /// A connection to a tickwire broker.
 ///
@@ -124,7 +90,7 @@ impl Client {
         ClientBuilder::new(url.into())
     }
 
-    pub(crate) async fn start(builder: ClientBuilder) -> Result<Client> {
+    async fn start(builder: ClientBuilder) -> Result<Client> {
         let ClientBuilder { url, config } = builder;
         config.validate()?;
         let target = Arc::new(Target::new(BrokerUrl::parse(&url)?, &config)?);
@@ -137,13 +103,7 @@ impl Client {
         let (state_tx, state_rx) = watch::channel(ConnectionState::Connected);
         let (cmd_tx, cmd_rx) = mpsc::channel(config.command_capacity);
         let (drop_tx, drop_rx) = mpsc::unbounded_channel();
-        let shared = Arc::new(Shared {
-            config,
-            url,
-            state_rx,
-            connected: AtomicBool::new(true),
-            next_id: AtomicU64::new(1),
-        });
+        let shared = Arc::new(Shared::new(config, url, state_rx));
         let driver = Driver::new(shared.clone(), target, state_tx, cmd_rx, drop_rx);
         tokio::spawn(driver.run(conn));
         Ok(Client {
@@ -334,15 +294,18 @@ impl Client {
 
     /// Publishes `value`, serialized as MessagePack with field names
     /// (`rmp_serde::to_vec_named`), on `topic`. Fire-and-forget: returns once
-    /// the message is queued for the connection (or buffered while
-    /// reconnecting, per the [`OfflinePolicy`]); use
+    /// the message is queued in the connection's write buffer (or buffered
+    /// while reconnecting, per the [`OfflinePolicy`]; docs/client.md says
+    /// what a lost connection does to queued publishes); use
     /// [`Client::publish_acked`] to know the broker accepted it.
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidTopic`], [`Error::Encode`], [`Error::NotConnected`],
-    /// [`Error::OfflineBufferFull`], [`Error::Timeout`] (no queue space
-    /// within the request timeout), [`Error::Closed`].
+    /// [`Error::InvalidTopic`], [`Error::Encode`], [`Error::MessageTooLarge`]
+    /// (larger than [`ClientBuilder::max_outgoing_message_size`]; nothing
+    /// is sent), [`Error::NotConnected`], [`Error::OfflineBufferFull`],
+    /// [`Error::Timeout`] (no queue space within the request timeout),
+    /// [`Error::Closed`].
     pub async fn publish<T: Serialize + ?Sized>(&self, topic: &str, value: &T) -> Result<()> {
         Self::check_topic(topic)?;
         let payload = rmp_serde::to_vec_named(value)?;
@@ -359,12 +322,13 @@ impl Client {
         if let Some(err) = self.offline_refusal() {
             return Err(err);
         }
-        let frame = encode_frame(&ClientMessage::Publish {
+        let publish = ClientMessage::Publish {
             id: None,
             topic,
             payload: payload.into(),
             retain: false,
-        });
+        };
+        let frame = encode_bounded_frame(&publish, self.config().max_outgoing_message_size)?;
         if self.is_connected() {
             let cmd = Command::Publish {
                 frame,
@@ -397,7 +361,11 @@ impl Client {
     /// As [`Client::publish`], plus [`Error::Broker`] (for example
     /// [`ErrorCode::PayloadTooLarge`](crate::ErrorCode::PayloadTooLarge)) and
     /// [`Error::ConnectionLost`] (the connection dropped after the publish
-    /// was sent: it may or may not have been applied).
+    /// was written: it may or may not have been applied) and
+    /// [`Error::NotSent`] (under [`OfflinePolicy::Fail`], the connection
+    /// dropped before the publish was written whole: it was not applied).
+    /// Under [`OfflinePolicy::Buffer`] a publish not written whole when the
+    /// connection drops is sent on the next connection instead.
     pub async fn publish_acked<T: Serialize + ?Sized>(
         &self,
         topic: &str,
@@ -471,12 +439,13 @@ impl Client {
             return Err(err);
         }
         let id = self.inner.shared.next_id();
-        let frame = encode_frame(&ClientMessage::Publish {
+        let publish = ClientMessage::Publish {
             id: Some(id),
             topic,
             payload,
             retain,
-        });
+        };
+        let frame = encode_bounded_frame(&publish, self.config().max_outgoing_message_size)?;
         let (tx, rx) = oneshot::channel();
         let cmd = Command::Publish {
             frame,
@@ -533,6 +502,23 @@ impl Client {
             Err(_) => Err(timeout),
             Ok(_) => Ok(()),
         }
+    }
+}
+
+impl ClientBuilder {
+    /// Connects to the broker and starts the client's background task.
+    ///
+    /// Returns once the WebSocket handshake has completed. Must be called
+    /// within a Tokio runtime.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidUrl`], [`Error::Config`] for bad settings; otherwise
+    /// the connection error ([`Error::ConnectionRefused`],
+    /// [`Error::Connect`], [`Error::Tls`], [`Error::Handshake`],
+    /// [`Error::Timeout`]).
+    pub async fn connect(self) -> Result<Client> {
+        Client::start(self).await
     }
 }
 

@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::client::Client;
 use crate::error::{Error, Result};
 
 /// Default for [`ClientBuilder::connect_timeout`].
@@ -20,6 +19,9 @@ pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 8 * 1024 * 1024;
 pub const DEFAULT_COMMAND_CAPACITY: usize = 1024;
 /// Default for [`ClientBuilder::write_buffer_limit`]: 1 MiB.
 pub const DEFAULT_WRITE_BUFFER_LIMIT: usize = 1024 * 1024;
+/// Default [`ClientBuilder::max_outgoing_message_size`]: 1 MiB, the broker's
+/// default `--max-message-size`.
+pub const DEFAULT_MAX_OUTGOING_MESSAGE_SIZE: usize = 1024 * 1024;
 
 /// How the client reconnects after losing its connection: exponential
 /// backoff with full jitter, capped.
@@ -255,6 +257,7 @@ pub(crate) struct Config {
     pub request_timeout: Duration,
     pub subscription_capacity: usize,
     pub max_message_size: usize,
+    pub max_outgoing_message_size: usize,
     pub command_capacity: usize,
     pub write_buffer_limit: usize,
     pub reconnect: ReconnectPolicy,
@@ -273,6 +276,7 @@ impl Default for Config {
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             subscription_capacity: DEFAULT_SUBSCRIPTION_CAPACITY,
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            max_outgoing_message_size: DEFAULT_MAX_OUTGOING_MESSAGE_SIZE,
             command_capacity: DEFAULT_COMMAND_CAPACITY,
             write_buffer_limit: DEFAULT_WRITE_BUFFER_LIMIT,
             reconnect: ReconnectPolicy::default(),
@@ -293,6 +297,7 @@ impl fmt::Debug for Config {
             .field("request_timeout", &self.request_timeout)
             .field("subscription_capacity", &self.subscription_capacity)
             .field("max_message_size", &self.max_message_size)
+            .field("max_outgoing_message_size", &self.max_outgoing_message_size)
             .field("command_capacity", &self.command_capacity)
             .field("write_buffer_limit", &self.write_buffer_limit)
             .field("reconnect", &self.reconnect)
@@ -361,7 +366,8 @@ impl Config {
     }
 }
 
-/// Configures and connects a [`Client`]. Created by [`Client::builder`].
+/// Configures and connects a [`Client`](crate::Client). Created by
+/// [`Client::builder`](crate::Client::builder).
 ///
 /// Every option has a production-ready default; see each method.
 ///
@@ -438,6 +444,16 @@ impl ClientBuilder {
         self
     }
 
+    /// Largest WebSocket message the client sends: a publish whose encoded
+    /// message is larger fails at once with [`Error::MessageTooLarge`]
+    /// instead of reaching a broker that would close the connection for it
+    /// (close code 1009). Set it to the broker's `--max-message-size`.
+    /// Default: 1 MiB, the broker's default.
+    pub fn max_outgoing_message_size(mut self, bytes: usize) -> Self {
+        self.config.max_outgoing_message_size = bytes;
+        self
+    }
+
     /// Capacity of the queue from client handles to the connection task.
     /// When it is full, calls wait (backpressure). Default: 1024.
     pub fn command_capacity(mut self, capacity: usize) -> Self {
@@ -507,21 +523,6 @@ impl ClientBuilder {
     pub fn retry_initial_connect(mut self, retry: bool) -> Self {
         self.config.retry_initial_connect = retry;
         self
-    }
-
-    /// Connects to the broker and starts the client's background task.
-    ///
-    /// Returns once the WebSocket handshake has completed. Must be called
-    /// within a Tokio runtime.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::InvalidUrl`], [`Error::Config`] for bad settings; otherwise
-    /// the connection error ([`Error::ConnectionRefused`],
-    /// [`Error::Connect`], [`Error::Tls`], [`Error::Handshake`],
-    /// [`Error::Timeout`]).
-    pub async fn connect(self) -> Result<Client> {
-        Client::start(self).await
     }
 }
 

@@ -14,13 +14,13 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 ///
 /// * before anything is sent: [`Error::InvalidUrl`], [`Error::Config`],
 ///   [`Error::InvalidTopic`], [`Error::InvalidPattern`],
-///   [`Error::InvalidOptions`], [`Error::Encode`];
+///   [`Error::InvalidOptions`], [`Error::Encode`], [`Error::MessageTooLarge`];
 /// * while connecting: [`Error::ConnectionRefused`], [`Error::Connect`],
 ///   [`Error::Tls`], [`Error::Handshake`], [`Error::Timeout`];
 /// * from the broker: [`Error::Broker`] (an `ERROR` reply with its
 ///   [`ErrorCode`], [`ErrorCode::Unknown`] for codes of newer brokers);
 /// * from the connection's life: [`Error::NotConnected`],
-///   [`Error::OfflineBufferFull`], [`Error::ConnectionLost`],
+///   [`Error::OfflineBufferFull`], [`Error::ConnectionLost`], [`Error::NotSent`],
 ///   [`Error::Closed`], [`Error::Timeout`];
 /// * from payloads: [`Error::Decode`].
 ///
@@ -159,6 +159,24 @@ pub enum Error {
     /// reply arrived; the request may or may not have taken effect.
     #[error("connection to the broker was lost before the reply arrived")]
     ConnectionLost,
+
+    /// The connection was lost before the publish was written to it whole,
+    /// so the broker never applied it, and the offline policy is
+    /// [`OfflinePolicy::Fail`](crate::OfflinePolicy::Fail), so it is not
+    /// sent again. (Under `Buffer` it is sent on the next connection.)
+    #[error("connection to the broker was lost before the publish was sent; it was not applied")]
+    NotSent,
+
+    /// A publish's encoded message is larger than
+    /// [`ClientBuilder::max_outgoing_message_size`](crate::ClientBuilder::max_outgoing_message_size),
+    /// the largest message the broker accepts; nothing was sent.
+    #[error("message of {size} bytes exceeds the broker's limit of {limit} bytes")]
+    MessageTooLarge {
+        /// The encoded message's size in bytes.
+        size: usize,
+        /// The configured limit.
+        limit: usize,
+    },
 
     /// The client was closed (by [`Client::close`](crate::Client::close), or
     /// because reconnecting was disabled or gave up).

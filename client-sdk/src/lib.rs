@@ -84,17 +84,44 @@
 //! describes every option, the reconnect, resume and offline behaviour, the
 //! exact delivery guarantees and the errors in detail.
 //!
+//! Where each thing happens (source files of `src/`; dependencies point one
+//! way, from the handles down to the wire):
+//!
+//! * `client`: the [`Client`] handle: validates calls and sends commands to
+//!   the connection task; `subscription`: [`Subscription`] and
+//!   [`SubscribeOptions`].
+//! * `driver`: the connection task, one select loop per connection
+//!   (`driver::subscriptions`: subscribe requests and replies;
+//!   `driver::disconnected`: reconnects and shutdown). It owns: `session` (one connection's socket, buffers,
+//!   keepalive clocks, and which publish frames are not written whole),
+//!   `pending` (requests awaiting replies), `registry` (one entry per
+//!   pattern, routing deliveries to local subscriptions), `resume` (per-topic
+//!   positions: `since`, de-duplication, gaps) and `offline` (publishes
+//!   waiting for a connection).
+//! * `command`: what handles share with the task (commands, shared state,
+//!   frame encoding); `event`: [`SubscriptionEvent`] and the state a
+//!   subscription shares with the task.
+//! * `config`, `state`, `error`, `message`, `url`: settings, connection
+//!   state, errors, received messages, broker URLs; `transport` and
+//!   `handshake`: TCP, TLS and the WebSocket upgrade.
+//!
 //! [tickwire]: https://github.com/tickwire/tickwire
 
 #![warn(missing_docs)]
 
 mod client;
+mod command;
 mod config;
 mod driver;
 mod error;
+mod event;
 mod handshake;
 mod message;
+mod offline;
+mod pending;
+mod registry;
 mod resume;
+mod session;
 mod state;
 mod subscription;
 mod transport;
@@ -103,15 +130,14 @@ mod url;
 pub use client::Client;
 pub use config::{
     ClientBuilder, DEFAULT_COMMAND_CAPACITY, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_MESSAGE_SIZE,
-    DEFAULT_REQUEST_TIMEOUT, DEFAULT_SUBSCRIPTION_CAPACITY, DEFAULT_WRITE_BUFFER_LIMIT, Keepalive,
-    OfflinePolicy, ReconnectPolicy, TlsRoots,
+    DEFAULT_MAX_OUTGOING_MESSAGE_SIZE, DEFAULT_REQUEST_TIMEOUT, DEFAULT_SUBSCRIPTION_CAPACITY,
+    DEFAULT_WRITE_BUFFER_LIMIT, Keepalive, OfflinePolicy, ReconnectPolicy, TlsRoots,
 };
 pub use error::{Error, HandshakeError, Result};
+pub use event::{EVENT_CAPACITY, SubscriptionEvent, SubscriptionEvents};
 pub use message::Message;
 pub use state::{ConnectionState, Disconnect};
-pub use subscription::{
-    EVENT_CAPACITY, SubscribeOptions, Subscription, SubscriptionEvent, SubscriptionEvents,
-};
+pub use subscription::{SubscribeOptions, Subscription};
 
 /// A position in one topic's stream: its epoch and a sequence number, as
 /// used by [`SubscribeOptions::since`] and reported in

@@ -99,7 +99,9 @@ impl Message {
         }
     }
 
-    /// When the broker accepted the publish (broker clock).
+    /// When the broker accepted the publish (broker clock). For display
+    /// only: ordering, resuming and de-duplication use [`Message::position`],
+    /// never clocks.
     pub fn time(&self) -> SystemTime {
         UNIX_EPOCH
             .checked_add(Duration::from_micros(self.time_us))

@@ -32,15 +32,18 @@ use tickwire_protocol::CloseCode;
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ConnectionState {
-    /// The first connection is being established. (Today
-    /// [`ClientBuilder::connect`](crate::ClientBuilder::connect) returns only
-    /// once connected, so a `Client` starts in `Connected`; the variant
-    /// exists for a lazily connecting mode.)
+    /// A reconnect attempt is under way: name resolution, TCP, TLS and the
+    /// WebSocket handshake. It follows [`ConnectionState::Reconnecting`]
+    /// once its backoff delay has passed, and ends in `Connected` or in
+    /// `Reconnecting` for the next attempt. (A `Client` starts `Connected`:
+    /// [`ClientBuilder::connect`](crate::ClientBuilder::connect) returns once
+    /// connected.)
     Connecting,
     /// The WebSocket session is up; requests go straight to the broker.
     Connected,
-    /// The connection was lost and the client is waiting for, or performing,
-    /// reconnect attempt number `attempt` (starting at 1).
+    /// The connection (or the last attempt) ended and the client waits out
+    /// the backoff delay before reconnect attempt number `attempt`
+    /// (starting at 1), then goes to [`ConnectionState::Connecting`].
     Reconnecting {
         /// The attempt in progress or about to start, counting from 1.
         attempt: u32,

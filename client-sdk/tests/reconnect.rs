@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 
-use common::{FakeBroker, Req, barrier, connect, fast, wait_state, within};
+use common::{Answer, FakeBroker, Req, answer_upgrade, barrier, connect, fast, wait_state, within};
 use tickwire_client::{
     Client, CloseCode, ConnectionState, Disconnect, Error, Keepalive, OfflinePolicy,
 };
@@ -361,4 +361,83 @@ async fn retry_initial_connect_waits_for_the_broker() {
     .await;
     let client = client.expect("connect after a retry");
     assert!(client.is_connected());
+}
+
+#[tokio::test]
+async fn state_reports_each_step_of_a_reconnect() {
+    let broker = FakeBroker::bind().await;
+    let (client, conn) = connect(&broker, fast(&broker)).await;
+    assert!(client.state().borrow().is_connected());
+    drop(conn);
+    wait_state(&client, "reconnecting after the loss", |s| {
+        matches!(
+            s,
+            ConnectionState::Reconnecting {
+                attempt: 1,
+                cause: Disconnect::ConnectionLost(_)
+            }
+        )
+    })
+    .await;
+    // The attempt is under way until the upgrade is answered.
+    let tcp = broker.accept_tcp().await;
+    wait_state(&client, "connecting", |s| *s == ConnectionState::Connecting).await;
+    assert!(!client.is_connected());
+    drop(tcp);
+    wait_state(&client, "the second attempt", |s| {
+        matches!(
+            s,
+            ConnectionState::Reconnecting {
+                attempt: 2,
+                cause: Disconnect::ConnectFailed(_)
+            }
+        )
+    })
+    .await;
+    let tcp = broker.accept_tcp().await;
+    wait_state(&client, "connecting again", |s| {
+        *s == ConnectionState::Connecting
+    })
+    .await;
+    let (mut conn, _) = answer_upgrade(Box::new(tcp), Answer::Upgrade).await;
+    wait_state(&client, "connected", |s| s.is_connected()).await;
+    barrier(&client, &mut conn).await;
+}
+
+#[tokio::test]
+async fn a_later_message_stamped_earlier_is_delivered_after_a_reconnect() {
+    const T: u64 = 1_700_000_000_000_000;
+    let broker = FakeBroker::bind().await;
+    let (client, mut conn) = connect(&broker, fast(&broker)).await;
+    let (sub, _) = within("subscribe", async {
+        tokio::join!(
+            client.subscribe("clock.*"),
+            conn.expect_subscribe("clock.*")
+        )
+    })
+    .await;
+    let mut sub = sub.unwrap();
+    conn.deliver_at("clock.a", 1, T, b"first").await;
+    assert_eq!(within("delivery", sub.next()).await.unwrap().seq(), 1);
+
+    drop(conn);
+    wait_state(&client, "reconnecting", is_reconnecting).await;
+    let mut conn = broker.accept().await;
+    conn.expect_subscribe("clock.*").await;
+    // Another broker node, or a clock stepped back: message 2 is stamped a
+    // second before message 1. The replay of message 1 is still a repeat.
+    conn.deliver_at("clock.a", 1, T, b"first").await;
+    conn.deliver_at("clock.a", 2, T - 1_000_000, b"second")
+        .await;
+    let msg = within("delivery", sub.next()).await.unwrap();
+    assert_eq!((msg.seq(), msg.payload().as_ref()), (2, &b"second"[..]));
+    assert!(msg.time() < std::time::UNIX_EPOCH + Duration::from_micros(T));
+    barrier(&client, &mut conn).await;
+    assert!(sub.try_recv().is_none());
+    while let Some(event) = sub.next_event() {
+        assert!(
+            matches!(event, tickwire_client::SubscriptionEvent::Subscribed { .. }),
+            "{event:?}"
+        );
+    }
 }

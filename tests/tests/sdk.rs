@@ -377,3 +377,100 @@ async fn options_are_checked_and_max_rate_reaches_the_broker() {
     );
     assert_eq!(slow.next_event(), None);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_larger_than_the_broker_accepts_fails_locally() {
+    let broker = TestBroker::start_default().await;
+    let publisher = client(&broker.ws_url()).await;
+    let reader = client(&broker.ws_url()).await;
+    let mut inbox = reader.subscribe("big.*").await.expect("subscribe");
+    confirmed(&mut inbox).await;
+    let state = publisher.state();
+
+    // The client's default limit is the broker's default: 1 MiB per message.
+    let err = publisher
+        .publish_bytes_acked("big.one", vec![0u8; 1 << 20])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::MessageTooLarge { size, limit } if size > limit && limit == 1 << 20),
+        "{err:?}"
+    );
+    // Nothing was sent: the broker did not close the connection for it, and
+    // a message just within the limit goes through.
+    let seq = publisher
+        .publish_bytes_acked("big.one", vec![1u8; (1 << 20) - 64])
+        .await
+        .expect("a message within the limit");
+    let msg = recv(&mut inbox).await;
+    assert_eq!((msg.seq(), msg.payload().len()), (seq, (1 << 20) - 64));
+    assert!(
+        !state.has_changed().expect("client open"),
+        "never disconnected"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishes_in_flight_when_the_link_is_cut_arrive_once_or_fail_typed() {
+    const PUBLISHES: usize = 200;
+    let broker = TestBroker::start_default().await;
+    let relay = Relay::start(broker.addr).await;
+    let reader = client(&broker.ws_url()).await;
+    let mut inbox = reader.subscribe("cut.*").await.expect("subscribe");
+    confirmed(&mut inbox).await;
+    let publisher = client(&relay.ws_url()).await;
+
+    // Many acknowledged publishes of 16 KiB at once; the link is cut as
+    // soon as the first one arrives, and restored once the client noticed.
+    let publishes: Vec<_> = (0..PUBLISHES)
+        .map(|i| {
+            let publisher = publisher.clone();
+            let mut payload = vec![0u8; 16 << 10];
+            payload[..4].copy_from_slice(&(i as u32).to_be_bytes());
+            tokio::spawn(async move { publisher.publish_bytes_acked("cut.t", payload).await })
+        })
+        .collect();
+    let first = recv(&mut inbox).await;
+    relay.cut();
+    wait_state(&publisher, "disconnected", |s| !s.is_connected()).await;
+    relay.restore();
+    let mut results = Vec::with_capacity(PUBLISHES);
+    for publish in publishes {
+        results.push(publish.await.expect("publish task"));
+    }
+
+    // Each publish was either acknowledged or, having been written whole to
+    // the cut connection, reported as possibly lost; none failed otherwise.
+    let mut acked = Vec::new();
+    for (i, result) in results.iter().enumerate() {
+        match result {
+            Ok(_) => acked.push(i),
+            Err(Error::ConnectionLost) => {}
+            Err(other) => panic!("publish {i}: {other:?}"),
+        }
+    }
+    // The reader gets every acknowledged one, and nothing twice.
+    let index = |payload: &[u8]| u32::from_be_bytes(payload[..4].try_into().unwrap()) as usize;
+    let marker = publisher
+        .publish_bytes_acked("cut.t", u32::MAX.to_be_bytes().to_vec())
+        .await
+        .expect("marker");
+    let mut seen = vec![index(first.payload())];
+    loop {
+        let msg = recv(&mut inbox).await;
+        if msg.seq() == marker {
+            break;
+        }
+        seen.push(index(msg.payload()));
+    }
+    let mut distinct = seen.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    assert_eq!(distinct.len(), seen.len(), "no publish arrived twice");
+    for i in acked {
+        assert!(
+            distinct.binary_search(&i).is_ok(),
+            "acknowledged publish {i} arrived"
+        );
+    }
+}

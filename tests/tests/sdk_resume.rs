@@ -146,7 +146,7 @@ async fn a_cut_connection_resumes_gaplessly_and_a_restart_is_reported() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn wildcard_topics_resume_once_their_epoch_is_known() {
+async fn a_wildcard_subscription_resumes_gaplessly_on_the_first_reconnect() {
     let broker = TestBroker::start(with_history).await;
     let relay = Relay::start(broker.addr).await;
     let publisher = client(&broker.ws_url()).await;
@@ -162,42 +162,28 @@ async fn wildcard_topics_resume_once_their_epoch_is_known() {
     let seen = publish_n(&publisher, "iot.a", "seen", 2).await;
     assert_eq!(take(&mut sub, 2).await, expected("iot.a", "seen", &seen));
 
-    // First cut: the broker's deliveries carry no epoch, so the client
-    // cannot prove where it left off on iot.a and reports it with its
-    // current position. A topic it never saw (iot.new) is new to it: its
-    // whole history is replayed.
+    // First cut: every delivery carried its topic's epoch, so the renewal
+    // asks for iot.a's exact position and the broker resumes it. A topic the
+    // client never saw (iot.new) is new to it: its whole history is
+    // replayed.
     cut(&relay, &subscriber).await;
     let lost = publish_n(&publisher, "iot.a", "lost", 4).await;
     let new = publish_n(&publisher, "iot.new", "new", 3).await;
     relay.restore();
-    let SubscriptionEvent::RecoveryIncomplete { missed } = renewal_outcome(&mut sub).await else {
-        panic!("an unknown epoch cannot be resumed");
-    };
-    assert_eq!(missed.len(), 1);
-    assert_eq!((missed[0].0.as_str(), missed[0].1.seq), ("iot.a", lost[3]));
-    assert_eq!(take(&mut sub, 3).await, expected("iot.new", "new", &new));
+    assert_eq!(renewal_outcome(&mut sub).await, SubscriptionEvent::Resumed);
+    let mut got = take(&mut sub, 7).await;
+    got.sort();
+    let mut want = expected("iot.a", "lost", &lost);
+    want.extend(expected("iot.new", "new", &new));
+    want.sort();
+    assert_eq!(got, want, "exactly the messages published while away");
 
     let live = publish_n(&publisher, "iot.a", "live", 1).await;
     assert_eq!(take(&mut sub, 1).await, expected("iot.a", "live", &live));
+    assert!(sub.try_recv().is_none(), "no duplicate");
+    assert_eq!(sub.next_event(), None, "no gap, no incomplete recovery");
 
-    // Second cut: both epochs are known now (iot.a from `missed`, iot.new
-    // not yet: it is reported), and iot.a resumes without a gap.
-    cut(&relay, &subscriber).await;
-    let missed_a = publish_n(&publisher, "iot.a", "away", 20).await;
-    relay.restore();
-    let SubscriptionEvent::RecoveryIncomplete { missed } = renewal_outcome(&mut sub).await else {
-        panic!("iot.new was only seen through a replay: its epoch is unknown");
-    };
-    assert_eq!(
-        missed.iter().map(|(t, _)| t.as_str()).collect::<Vec<_>>(),
-        ["iot.new"]
-    );
-    assert_eq!(
-        take(&mut sub, 20).await,
-        expected("iot.a", "away", &missed_a)
-    );
-
-    // Third cut: everything is known, everything resumes.
+    // Second cut: both topics resume, iot.new from its replayed position.
     cut(&relay, &subscriber).await;
     let a = publish_n(&publisher, "iot.a", "a", 5).await;
     let n = publish_n(&publisher, "iot.new", "n", 5).await;
@@ -210,6 +196,7 @@ async fn wildcard_topics_resume_once_their_epoch_is_known() {
     want.sort();
     assert_eq!(got, want);
     assert!(sub.try_recv().is_none());
+    assert_eq!(sub.next_event(), None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -229,25 +216,8 @@ async fn overlapping_replays_are_delivered_once_per_subscription() {
         assert_eq!(take(sub, 1).await, expected("iot.s1", "first", &first));
     }
 
-    // The first cut teaches the wildcard subscription the topic's epoch.
-    cut(&relay, &subscriber).await;
-    publish_n(&publisher, "iot.s1", "x", 3).await;
-    relay.restore();
-    assert_eq!(
-        renewal_outcome(&mut exact).await,
-        SubscriptionEvent::Resumed
-    );
-    assert!(matches!(
-        renewal_outcome(&mut wide).await,
-        SubscriptionEvent::RecoveryIncomplete { .. }
-    ));
-    let marker = publish_n(&publisher, "iot.s1", "marker", 1).await;
-    for sub in [&mut exact, &mut wide] {
-        while recv(sub).await.seq() != marker[0] {}
-    }
-
-    // Now both broker subscriptions replay the same messages on one
-    // connection; each local subscription gets each message once.
+    // Both broker subscriptions replay the same messages on one connection;
+    // each local subscription gets each message once.
     cut(&relay, &subscriber).await;
     let away = publish_n(&publisher, "iot.s1", "away", 50).await;
     relay.restore();
@@ -342,15 +312,15 @@ async fn a_renewed_snapshot_does_not_repeat_what_was_delivered() {
     ));
     assert_eq!(recv(&mut board).await.seq(), retained);
 
-    // Nothing changes while the client is away. The renewal cannot resume
-    // px.a (its epoch was unknown), so the broker sends its snapshot again:
+    // Nothing changes while the client is away. The renewal resumes px.a
+    // from the snapshot it delivered; a snapshot the broker sends again is
     // the same message, which the client does not deliver twice.
     cut(&relay, &subscriber).await;
     relay.restore();
-    let SubscriptionEvent::RecoveryIncomplete { missed } = renewal_outcome(&mut board).await else {
-        panic!("px.a's epoch was unknown");
-    };
-    assert_eq!((missed[0].0.as_str(), missed[0].1.seq), ("px.a", retained));
+    assert_eq!(
+        renewal_outcome(&mut board).await,
+        SubscriptionEvent::Resumed
+    );
     let live = publisher
         .publish_acked("px.a", &2.5)
         .await

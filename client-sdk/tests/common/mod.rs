@@ -78,6 +78,19 @@ impl FakeBroker {
             .expect("bind 127.0.0.1:0")
     }
 
+    /// A fake broker whose connections have a tiny receive window, so that
+    /// a client's writes stall as soon as the fake stops reading.
+    pub async fn bind_small_window() -> Self {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+        socket
+            .bind("127.0.0.1:0".parse().expect("address"))
+            .expect("bind 127.0.0.1:0");
+        let listener = socket.listen(16).expect("listen");
+        let addr = listener.local_addr().expect("local address");
+        FakeBroker { listener, addr }
+    }
+
     pub async fn bind_addr(addr: &str) -> std::io::Result<Self> {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
@@ -308,15 +321,19 @@ impl FakeConn {
 
     /// Sends a delivery in epoch [`FAKE_EPOCH`].
     pub async fn deliver(&mut self, topic: &str, seq: u64, payload: &[u8]) {
+        self.deliver_at(topic, seq, 1_700_000_000_000_000 + seq, payload)
+            .await;
+    }
+
+    /// Sends a delivery in epoch [`FAKE_EPOCH`] stamped `time_us` by the
+    /// broker's clock.
+    pub async fn deliver_at(&mut self, topic: &str, seq: u64, time_us: u64, payload: &[u8]) {
         let at = Position {
             epoch: FAKE_EPOCH,
             seq,
         };
         self.send_raw(&tickwire_protocol::message::encode_delivery_frame(
-            topic,
-            at,
-            1_700_000_000_000_000 + seq,
-            payload,
+            topic, at, time_us, payload,
         ))
         .await;
     }
