@@ -15,15 +15,19 @@
 //! * [`queue`]: each connection's bounded outbound queue.
 //! * [`config`], [`metrics`], [`state`]: configuration, metrics, shared state.
 
+pub mod closing;
 pub mod config;
 pub mod connection;
+pub mod history;
 pub mod http;
 pub mod metrics;
+pub mod outbound;
 pub mod pattern_trie;
-pub mod queue;
 pub mod registry;
+pub mod replay;
 pub mod server;
 pub mod session;
+pub mod slot;
 pub mod state;
 pub mod writer;
 

@@ -8,24 +8,24 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tickwire_protocol::topic::{Pattern, validate_topic};
+use tickwire_protocol::topic::{Pattern, Topic};
 use tickwire_protocol::{ClientMessage, ErrorCode, ServerMessage, SubscribeOptions};
 
+use crate::outbound::OutboundQueue;
 use crate::pattern_trie::Subscriber;
-use crate::queue::SubscriberQueue;
 use crate::registry::SubscribeRequest;
 use crate::state::BrokerState;
 
 /// The subscriptions and request handling of one connection.
 #[derive(Debug)]
 pub struct Session {
-    queue: Arc<SubscriberQueue>,
+    queue: Arc<OutboundQueue>,
     subscriptions: HashSet<Pattern>,
 }
 
 impl Session {
     /// A session without subscriptions that replies through `queue`.
-    pub fn new(queue: Arc<SubscriberQueue>) -> Self {
+    pub fn new(queue: Arc<OutboundQueue>) -> Self {
         Session {
             queue,
             subscriptions: HashSet::new(),
@@ -88,7 +88,7 @@ impl Session {
             return self.error(state, Some(id), ErrorCode::TooManySubscriptions, &message);
         }
         if let Some(since) = &options.since {
-            if let Some((topic, _)) = since.iter().find(|(t, _)| validate_topic(t).is_err()) {
+            if let Some((topic, _)) = since.iter().find(|(t, _)| Topic::new(t).is_err()) {
                 let message = format!("`since` names {topic:?}, which is not a topic");
                 return self.error(state, Some(id), ErrorCode::InvalidOption, &message);
             }
@@ -98,6 +98,7 @@ impl Session {
             subscriber: Subscriber {
                 queue: self.queue.clone(),
                 max_rate: options.max_rate,
+                replay: None,
             },
             since: options.since.as_deref(),
             last: options.last,
@@ -136,9 +137,10 @@ impl Session {
         payload: &[u8],
         retain: bool,
     ) {
-        if let Err(e) = validate_topic(topic) {
-            return self.error(state, id, ErrorCode::InvalidTopic, &e.to_string());
-        }
+        let topic = match Topic::new(topic) {
+            Ok(topic) => topic,
+            Err(e) => return self.error(state, id, ErrorCode::InvalidTopic, &e.to_string()),
+        };
         match state.registry.publish(topic, payload, retain) {
             Ok(receipt) => {
                 if let Some(id) = id {
