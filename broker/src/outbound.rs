@@ -186,6 +186,18 @@ impl OutboundQueue {
         self.queued_bytes.load(Ordering::Relaxed) + lanes
     }
 
+    /// The byte budget (`outbound_queue_bytes`).
+    pub fn budget(&self) -> usize {
+        self.budget
+    }
+
+    /// Closes the connection as a slow consumer (4001, queued data
+    /// discarded) because frames meant for it outgrew its budget before
+    /// they could be queued (held during a replay).
+    pub fn overflow_held(&self) -> PushOutcome {
+        self.overflow()
+    }
+
     /// Whether any topic of this connection currently uses a lane.
     pub fn has_lanes(&self) -> bool {
         self.active_lanes.load(Ordering::Acquire) > 0

@@ -20,7 +20,9 @@
 //! (the replay covered them, or chose not to send them). Held frames of
 //! topics that were not replayed (created during the walk) are all queued.
 //! So per topic the subscriber sees replay then live, without gap or
-//! duplicate, and no other topic ever waits for the walk.
+//! duplicate, and no other topic ever waits for the walk. Held frames count
+//! against the connection's queue budget: a subscriber that would overflow
+//! its queue with them is closed as a slow consumer (4001).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -134,7 +136,14 @@ impl ReplayBatch {
 #[derive(Debug, Default)]
 pub struct PendingReplay {
     done: AtomicBool,
-    held: Mutex<Vec<Held>>,
+    held: Mutex<HeldFrames>,
+}
+
+/// The live frames held so far and their size.
+#[derive(Debug, Default)]
+struct HeldFrames {
+    frames: Vec<Held>,
+    bytes: usize,
 }
 
 impl PendingReplay {
@@ -164,7 +173,13 @@ impl PendingReplay {
             let mut held = self.held.lock();
             // `done` is set under this mutex, so this answer is final.
             if !self.is_done() {
-                held.push(Held {
+                held.bytes += frame.len();
+                if held.bytes > queue.budget() {
+                    // They would not fit the queue either: a slow consumer.
+                    queue.overflow_held();
+                    return false;
+                }
+                held.frames.push(Held {
                     topic_id,
                     seq,
                     frame,
@@ -192,12 +207,11 @@ impl PendingReplay {
         for (frame, origin) in batch.frames {
             queue.push_delivery(frame, now, origin);
         }
-        for h in held.drain(..) {
+        for h in std::mem::take(&mut *held).frames {
             if batch.cuts.get(&h.topic_id).is_none_or(|cut| h.seq > *cut) {
                 queue.push_delivery(h.frame, h.queued_at, h.origin);
             }
         }
-        *held = Vec::new();
         self.done.store(true, Ordering::Release);
     }
 }
@@ -256,5 +270,15 @@ mod tests {
         ];
         assert_eq!(drain(&mut rx), expected);
         assert!(pending.is_done());
+    }
+
+    #[test]
+    fn holding_more_than_the_budget_closes_as_slow_consumer() {
+        let (queue, _rx) = OutboundQueue::new(1, 10, Metrics::new());
+        let pending = PendingReplay::new();
+        let now = Instant::now();
+        assert!(pending.deliver(&queue, 1, 1, Bytes::from_static(b"12345"), now, origin(1)));
+        assert!(!pending.deliver(&queue, 1, 2, Bytes::from_static(b"123456"), now, origin(1)));
+        assert!(queue.is_closing());
     }
 }
