@@ -50,7 +50,7 @@ impl Subscriber {
     pub fn deliver(&self, seq: u64, frame: Bytes, now: Instant, origin: FrameOrigin) -> bool {
         match &self.replay {
             None => self.queue.push_delivery(frame, now, origin) == PushOutcome::Queued,
-            Some(pending) => pending.deliver(&self.queue, origin.topic_id, seq, frame, now, origin),
+            Some(pending) => pending.deliver(&self.queue, seq, frame, now, origin),
         }
     }
 }

@@ -107,7 +107,6 @@ impl<'a> ReplayAsk<'a> {
 /// A live frame held back while its subscription's replay is in progress.
 #[derive(Debug)]
 struct Held {
-    topic_id: u64,
     seq: u64,
     frame: Bytes,
     queued_at: Instant,
@@ -157,13 +156,12 @@ impl PendingReplay {
         self.done.load(Ordering::Acquire)
     }
 
-    /// Delivers live message `seq` of topic `topic_id` to `queue`: holds it
-    /// while the replay is in progress, else queues it. Returns whether the
-    /// frame was queued or held. Called under the topic's lock.
+    /// Delivers live message `seq` of topic `origin.topic_id` to `queue`:
+    /// holds it while the replay is in progress, else queues it. Returns
+    /// whether the frame was queued or held. Called under the topic's lock.
     pub fn deliver(
         &self,
         queue: &OutboundQueue,
-        topic_id: u64,
         seq: u64,
         frame: Bytes,
         queued_at: Instant,
@@ -180,7 +178,6 @@ impl PendingReplay {
                     return false;
                 }
                 held.frames.push(Held {
-                    topic_id,
                     seq,
                     frame,
                     queued_at,
@@ -208,7 +205,11 @@ impl PendingReplay {
             queue.push_delivery(frame, now, origin);
         }
         for h in std::mem::take(&mut *held).frames {
-            if batch.cuts.get(&h.topic_id).is_none_or(|cut| h.seq > *cut) {
+            if batch
+                .cuts
+                .get(&h.origin.topic_id)
+                .is_none_or(|cut| h.seq > *cut)
+            {
                 queue.push_delivery(h.frame, h.queued_at, h.origin);
             }
         }
@@ -249,17 +250,17 @@ mod tests {
         let now = Instant::now();
         // Topic 1: live 5 arrives before its replay (which covers up to 5),
         // live 6 after it. Topic 2 was never replayed (created later).
-        assert!(pending.deliver(&queue, 1, 5, frame(1, 5), now, origin(1)));
+        assert!(pending.deliver(&queue, 5, frame(1, 5), now, origin(1)));
         let mut batch = ReplayBatch::default();
         let mut replayed = vec![frame(1, 4), frame(1, 5)];
         batch.add(1, 5, &mut replayed, origin(1));
-        assert!(pending.deliver(&queue, 1, 6, frame(1, 6), now, origin(1)));
-        assert!(pending.deliver(&queue, 2, 1, frame(2, 1), now, origin(2)));
+        assert!(pending.deliver(&queue, 6, frame(1, 6), now, origin(1)));
+        assert!(pending.deliver(&queue, 1, frame(2, 1), now, origin(2)));
         assert!(drain(&mut rx).is_empty(), "nothing before the reply");
         pending.finish(&queue, batch, now, || {
             queue.push(Bytes::from_static(b"reply"), now);
         });
-        assert!(pending.deliver(&queue, 1, 7, frame(1, 7), now, origin(1)));
+        assert!(pending.deliver(&queue, 7, frame(1, 7), now, origin(1)));
         let expected = vec![
             Bytes::from_static(b"reply"),
             frame(1, 4),
@@ -277,8 +278,8 @@ mod tests {
         let (queue, _rx) = OutboundQueue::new(1, 10, Metrics::new());
         let pending = PendingReplay::new();
         let now = Instant::now();
-        assert!(pending.deliver(&queue, 1, 1, Bytes::from_static(b"12345"), now, origin(1)));
-        assert!(!pending.deliver(&queue, 1, 2, Bytes::from_static(b"123456"), now, origin(1)));
+        assert!(pending.deliver(&queue, 1, Bytes::from_static(b"12345"), now, origin(1)));
+        assert!(!pending.deliver(&queue, 2, Bytes::from_static(b"123456"), now, origin(1)));
         assert!(queue.is_closing());
     }
 }
