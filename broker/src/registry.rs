@@ -90,8 +90,8 @@ pub struct SubscribeRequest<'a> {
     pub pattern: &'a Pattern,
     /// Who subscribes.
     pub subscriber: Subscriber,
-    /// `since`: resume after these positions (validated topics).
-    pub since: Option<&'a [(String, Position)]>,
+    /// `since`: resume after these positions.
+    pub since: Option<&'a [(Topic<'a>, Position)]>,
     /// `last`: snapshot of each matching topic's latest retained message.
     pub last: bool,
 }

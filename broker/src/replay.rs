@@ -32,6 +32,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use parking_lot::Mutex;
 use tickwire_protocol::message::Position;
+use tickwire_protocol::topic::Topic;
 
 use crate::history::TopicMemory;
 use crate::outbound::{FrameOrigin, OutboundQueue, PushOutcome};
@@ -45,7 +46,7 @@ pub struct ReplayAsk<'a> {
 
 impl<'a> ReplayAsk<'a> {
     /// The request's `since` positions (by topic) and `last` flag.
-    pub fn new(since: Option<&'a [(String, Position)]>, last: bool) -> Self {
+    pub fn new(since: Option<&[(Topic<'a>, Position)]>, last: bool) -> Self {
         ReplayAsk {
             since: since.map(|s| s.iter().map(|(t, p)| (t.as_str(), *p)).collect()),
             last,

@@ -8,6 +8,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use tickwire_protocol::message::Position;
 use tickwire_protocol::topic::{Pattern, Topic};
 use tickwire_protocol::{ClientMessage, ErrorCode, ServerMessage, SubscribeOptions};
 
@@ -15,6 +16,19 @@ use crate::outbound::OutboundQueue;
 use crate::pattern_trie::Subscriber;
 use crate::registry::SubscribeRequest;
 use crate::state::BrokerState;
+
+/// Validates the topics of a `since` option; `Err` names the first one that
+/// is not a topic.
+fn since_topics(since: &[(String, Position)]) -> Result<Vec<(Topic<'_>, Position)>, &str> {
+    since
+        .iter()
+        .map(|(topic, position)| {
+            Topic::new(topic)
+                .map(|t| (t, *position))
+                .map_err(|_| topic.as_str())
+        })
+        .collect()
+}
 
 /// The subscriptions and request handling of one connection.
 #[derive(Debug)]
@@ -87,12 +101,13 @@ impl Session {
             let message = format!("a connection may hold at most {max} subscriptions");
             return self.error(state, Some(id), ErrorCode::TooManySubscriptions, &message);
         }
-        if let Some(since) = &options.since {
-            if let Some((topic, _)) = since.iter().find(|(t, _)| Topic::new(t).is_err()) {
+        let since = match options.since.as_deref().map(since_topics).transpose() {
+            Ok(since) => since,
+            Err(topic) => {
                 let message = format!("`since` names {topic:?}, which is not a topic");
                 return self.error(state, Some(id), ErrorCode::InvalidOption, &message);
             }
-        }
+        };
         let request = SubscribeRequest {
             pattern: &pattern,
             subscriber: Subscriber {
@@ -100,7 +115,7 @@ impl Session {
                 max_rate: options.max_rate,
                 replay: None,
             },
-            since: options.since.as_deref(),
+            since: since.as_deref(),
             last: options.last,
         };
         let registered = state.registry.subscribe(request, |info| {

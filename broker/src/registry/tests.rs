@@ -58,7 +58,7 @@ fn plain<'a>(pattern: &'a Pattern, subscriber: &Subscriber) -> SubscribeRequest<
 fn subscribe_since(
     reg: &TopicRegistry,
     pattern: &str,
-    since: &[(String, Position)],
+    since: &[(Topic<'_>, Position)],
 ) -> (SubscribedInfo, OutboundReceiver) {
     let (s, rx) = sub(1);
     let pattern = p(pattern);
@@ -210,7 +210,7 @@ fn resume_replays_exactly_the_missed_messages() {
         epoch: position.epoch,
         seq: 2,
     };
-    let (info, mut rx) = subscribe_since(&reg, "h.a", &[("h.a".to_owned(), from)]);
+    let (info, mut rx) = subscribe_since(&reg, "h.a", &[(t("h.a"), from)]);
     assert_eq!(info.recovered, Some(true));
     assert_eq!((info.epoch, info.seq), (Some(position.epoch), Some(5)));
     reg.publish(t("h.a"), b"live", false).unwrap();
@@ -238,7 +238,7 @@ fn resume_fails_on_another_epoch_or_exhausted_history() {
             seq: 2,
         },
     ] {
-        let (info, mut rx) = subscribe_since(&reg, "h.a", &[("h.a".to_owned(), from)]);
+        let (info, mut rx) = subscribe_since(&reg, "h.a", &[(t("h.a"), from)]);
         assert_eq!(info.recovered, Some(false));
         assert_eq!(info.missed, vec![("h.a".to_owned(), current)]);
         assert!(
@@ -289,6 +289,9 @@ fn subscribe_on_thread(
     let reg = Arc::clone(reg);
     let pattern = p(pattern);
     let walker = std::thread::spawn(move || {
+        let since: Option<Vec<(Topic<'_>, Position)>> = since
+            .as_ref()
+            .map(|s| s.iter().map(|(name, at)| (t(name), *at)).collect());
         let mut info = None;
         let request = SubscribeRequest {
             pattern: &pattern,
