@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use tickwire_broker::config::TopicPolicy;
 use tickwire_broker::metrics::Metrics;
+use tickwire_broker::outbound::{OutboundQueue, OutboundReceiver, SlowConsumerPolicy};
 use tickwire_broker::pattern_trie::{PatternTrie, Subscriber};
-use tickwire_broker::queue::{OutboundReceiver, SlowConsumerPolicy, SubscriberQueue};
 use tickwire_broker::registry::{RegistryLimits, SubscribeRequest, TopicRegistry};
-use tickwire_protocol::topic::{Pattern, pattern_matches};
+use tickwire_protocol::topic::{Pattern, Topic, pattern_matches};
 
 fn pattern(s: &str) -> Pattern {
     match Pattern::new(s) {
@@ -24,7 +24,7 @@ fn pattern(s: &str) -> Pattern {
 }
 
 fn subscriber(id: u64, budget: usize) -> (Subscriber, OutboundReceiver) {
-    let (queue, rx) = SubscriberQueue::new(id, budget, Metrics::new());
+    let (queue, rx) = OutboundQueue::new(id, budget, Metrics::new());
     (Subscriber::unlimited(queue), rx)
 }
 
@@ -68,6 +68,10 @@ fn timed_publishes(
     iters: u64,
     burst: u64,
 ) -> Duration {
+    let topic = match Topic::new(topic) {
+        Ok(t) => t,
+        Err(e) => panic!("benchmark topic {topic}: {e}"),
+    };
     let mut measured = Duration::ZERO;
     let mut left = iters;
     while left > 0 {

@@ -17,7 +17,7 @@ use std::time::Duration;
 use thiserror::Error;
 use tickwire_protocol::topic::Pattern;
 
-use crate::queue::SlowConsumerPolicy;
+use crate::outbound::SlowConsumerPolicy;
 
 /// The file key of the per-topic policy tables: `[[topic]]`.
 pub const TOPIC_TABLE: &str = "topic";

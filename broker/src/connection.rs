@@ -18,7 +18,7 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::time::{Instant, sleep_until, timeout_at};
 
-use crate::queue::SubscriberQueue;
+use crate::outbound::OutboundQueue;
 use crate::session::Session;
 use crate::state::BrokerState;
 use crate::writer::{WriterSettings, write_loop};
@@ -41,7 +41,7 @@ enum ReadEnd {
 pub async fn serve(state: Arc<BrokerState>, stream: TcpStream, early: Bytes) {
     let id = state.next_connection_id();
     let (queue, outbound) =
-        SubscriberQueue::new(id, state.config.outbound_queue_bytes, state.metrics.clone());
+        OutboundQueue::new(id, state.config.outbound_queue_bytes, state.metrics.clone());
     let (reader, writer) = stream.into_split();
     let mut writer_task = tokio::spawn(write_loop(
         writer,
@@ -88,7 +88,7 @@ pub async fn serve(state: Arc<BrokerState>, stream: TcpStream, early: Bytes) {
 
 struct Connection<'a> {
     state: &'a BrokerState,
-    queue: &'a Arc<SubscriberQueue>,
+    queue: &'a Arc<OutboundQueue>,
     socket: OwnedReadHalf,
     buf: BytesMut,
     decoder: FrameDecoder,

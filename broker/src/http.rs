@@ -18,12 +18,12 @@ use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, SEC_WEBSOCKET_PRO
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde_json::json;
-use tickwire_protocol::topic::validate_topic;
+use tickwire_protocol::topic::Topic;
 use tickwire_protocol::{ErrorCode, SUBPROTOCOL, WEBSOCKET_PATH};
 use tokio::net::TcpStream;
 
 use crate::connection;
-use crate::server::ConnectionSlot;
+use crate::slot::ConnectionSlot;
 use crate::state::BrokerState;
 
 /// The body type of every response.
@@ -202,14 +202,17 @@ fn retain_param(query: Option<&str>) -> Result<bool, String> {
 }
 
 async fn publish(state: &BrokerState, topic: &str, req: Request<Incoming>) -> Response<Body> {
-    if let Err(e) = validate_topic(topic) {
-        state.metrics.protocol_error(ErrorCode::InvalidTopic);
-        return json_error(
-            StatusCode::BAD_REQUEST,
-            ErrorCode::InvalidTopic.name(),
-            &e.to_string(),
-        );
-    }
+    let topic = match Topic::new(topic) {
+        Ok(topic) => topic,
+        Err(e) => {
+            state.metrics.protocol_error(ErrorCode::InvalidTopic);
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::InvalidTopic.name(),
+                &e.to_string(),
+            );
+        }
+    };
     let limit = state.config.max_http_body;
     let too_large = || {
         state.metrics.protocol_error(ErrorCode::PayloadTooLarge);
@@ -253,7 +256,7 @@ async fn publish(state: &BrokerState, topic: &str, req: Request<Incoming>) -> Re
     match state.registry.publish(topic, &body, retain) {
         Ok(receipt) => json_response(
             StatusCode::OK,
-            json!({ "topic": topic, "seq": receipt.seq, "deliveries": receipt.deliveries }),
+            json!({ "topic": topic.as_str(), "seq": receipt.seq, "deliveries": receipt.deliveries }),
         ),
         Err(e) => {
             let code = e.error_code();

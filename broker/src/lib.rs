@@ -5,27 +5,40 @@
 //!
 //! Where each thing happens:
 //!
-//! * [`server`]: accept loop, connection limit, graceful shutdown.
+//! * [`server`]: accept loop, connection limit, graceful shutdown;
+//!   [`slot`]: a connection's hold on one of the connection places.
 //! * [`http`]: routing, the WebSocket upgrade, HTTP publish, health, metrics.
 //! * [`connection`]: one WebSocket connection's reader, keepalive and close
 //!   handshake; [`writer`]: its batched writer.
 //! * [`session`]: what a client may do (subscribe, publish, …).
 //! * [`registry`]: topics, subscriptions and the encode-once fan-out;
-//!   [`pattern_trie`]: the wildcard index.
-//! * [`queue`]: each connection's bounded outbound queue.
+//!   [`pattern_trie`]: the wildcard index; [`history`]: what a topic keeps
+//!   (history ring, retained value); [`replay`]: what a new subscription
+//!   gets before live messages, and the wildcard replay's seam with live
+//!   publishes.
+//! * [`outbound`]: each connection's bounded outbound queue (replies, pings,
+//!   deliveries); [`closing`]: its close state machine.
 //! * [`config`], [`metrics`], [`state`]: configuration, metrics, shared state.
+//!
+//! The `tickwire` binary that runs the broker lives in the `tickwire-cli`
+//! crate.
 
+pub mod closing;
 pub mod config;
 pub mod connection;
+pub mod history;
 pub mod http;
 pub mod metrics;
+pub mod outbound;
 pub mod pattern_trie;
-pub mod queue;
 pub mod registry;
+pub mod replay;
 pub mod server;
 pub mod session;
+pub mod slot;
 pub mod state;
 pub mod writer;
 
 pub use config::BrokerConfig;
+pub use outbound::SlowConsumerPolicy;
 pub use server::{Broker, ShutdownHandle};

@@ -9,33 +9,49 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Instant;
 
+use bytes::Bytes;
 use tickwire_protocol::topic::{Pattern, PatternToken};
 
-use crate::queue::SubscriberQueue;
+use crate::outbound::{FrameOrigin, OutboundQueue, PushOutcome};
+use crate::replay::PendingReplay;
 
 /// A subscription as the registry holds it: the connection's queue and the
 /// subscription options that shape delivery.
 #[derive(Debug, Clone)]
 pub struct Subscriber {
     /// The connection's outbound queue.
-    pub queue: Arc<SubscriberQueue>,
+    pub queue: Arc<OutboundQueue>,
     /// The subscription's `max_rate` (messages per second per topic).
     pub max_rate: Option<u32>,
+    /// Set while a wildcard subscription's replay is in progress (and kept,
+    /// finished, afterwards): live deliveries go through it.
+    pub replay: Option<Arc<PendingReplay>>,
 }
 
 impl Subscriber {
     /// A subscriber without a rate limit.
-    pub fn unlimited(queue: Arc<SubscriberQueue>) -> Self {
+    pub fn unlimited(queue: Arc<OutboundQueue>) -> Self {
         Subscriber {
             queue,
             max_rate: None,
+            replay: None,
         }
     }
 
     /// The connection id.
     pub fn id(&self) -> u64 {
         self.queue.id()
+    }
+
+    /// Delivers live message `seq` of topic `origin.topic_id`; returns
+    /// whether it was queued (or held for a replay in progress).
+    pub fn deliver(&self, seq: u64, frame: Bytes, now: Instant, origin: FrameOrigin) -> bool {
+        match &self.replay {
+            None => self.queue.push_delivery(frame, now, origin) == PushOutcome::Queued,
+            Some(pending) => pending.deliver(&self.queue, seq, frame, now, origin),
+        }
     }
 }
 
@@ -188,7 +204,7 @@ mod tests {
     use crate::metrics::Metrics;
 
     fn sub(id: u64) -> Subscriber {
-        Subscriber::unlimited(SubscriberQueue::new(id, 1024, Metrics::new()).0)
+        Subscriber::unlimited(OutboundQueue::new(id, 1024, Metrics::new()).0)
     }
 
     fn ids(trie: &PatternTrie, topic: &str) -> Vec<u64> {

@@ -1,5 +1,4 @@
-//! The topic registry: who is subscribed to what, what each topic keeps, and
-//! the publish fan-out.
+//! The topic registry: who is subscribed to what, and the publish fan-out.
 //!
 //! Exact topics live in a sharded concurrent map ([`DashMap`]); wildcard
 //! patterns in a [`PatternTrie`]. Each topic caches its *resolved* subscriber
@@ -11,22 +10,22 @@
 //!
 //! Each topic has a position: an *epoch* (random, new whenever the topic's
 //! state is created, so it changes when history is lost) and a sequence
-//! number. Depending on its [`TopicPolicy`] it keeps a bounded history ring
-//! (count, bytes, age) and a retained last value; both hold the encoded
-//! delivery frames themselves, so a replay re-sends the very bytes that were
-//! sent live.
+//! number. What it keeps of its past (history ring, retained value) is in
+//! [`crate::history`]; what a new subscription gets from it before live
+//! messages is in [`crate::replay`].
 //!
 //! Locking: the map guard is dropped right after the lookup; the topic's own
 //! mutex is held for the whole publish (sequence number, encode, history,
 //! fan-out) so that every subscriber sees one topic's messages in sequence
 //! order, and for an exact subscribe so that its reply and replay are queued
 //! before any live message. A wildcard subscribe that replays (`since`,
-//! `last`) must line up many topics at once: it takes the replay gate for
-//! writing, which waits for publishes in progress and holds new ones off
-//! until the replay is queued. Nothing is held across an `.await`. Lock
-//! order: replay gate, map shard, topic, pattern trie.
+//! `last`) registers first and then replays each matching topic under that
+//! topic's own mutex; live deliveries to it are held meanwhile (see
+//! [`crate::replay::PendingReplay`]). No lock spans all topics, and nothing
+//! is held across an `.await`. Lock order: map shard, topic, pattern trie,
+//! pending replay.
 
-use std::collections::VecDeque;
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -37,12 +36,14 @@ use parking_lot::{Mutex, RwLock};
 use thiserror::Error;
 use tickwire_protocol::ErrorCode;
 use tickwire_protocol::message::{Position, SubscribedInfo, encode_delivery_frame};
-use tickwire_protocol::topic::Pattern;
+use tickwire_protocol::topic::{Pattern, Topic};
 
 use crate::config::TopicPolicy;
+use crate::history::TopicMemory;
 use crate::metrics::Metrics;
+use crate::outbound::FrameOrigin;
 use crate::pattern_trie::{PatternTrie, Subscriber};
-use crate::queue::{FrameOrigin, PushOutcome};
+use crate::replay::{PendingReplay, ReplayAsk, ReplayBatch};
 
 /// Why the registry refused an operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
@@ -90,56 +91,12 @@ pub struct SubscribeRequest<'a> {
     /// Who subscribes.
     pub subscriber: Subscriber,
     /// `since`: resume after these positions.
-    pub since: Option<&'a [(String, Position)]>,
+    pub since: Option<&'a [(Topic<'a>, Position)]>,
     /// `last`: snapshot of each matching topic's latest retained message.
     pub last: bool,
 }
 
 const STALE: u64 = u64::MAX;
-
-/// A message kept by a topic (history or last value): its encoded frame.
-#[derive(Debug, Clone)]
-struct Retained {
-    seq: u64,
-    at: Instant,
-    frame: Bytes,
-}
-
-/// A topic's history ring, bounded by its policy.
-#[derive(Debug, Default)]
-struct History {
-    entries: VecDeque<Retained>,
-    bytes: usize,
-}
-
-impl History {
-    fn push(&mut self, entry: Retained, policy: &TopicPolicy) {
-        self.bytes += entry.frame.len();
-        self.entries.push_back(entry);
-        while self.entries.len() > policy.history_messages || self.bytes > policy.history_bytes {
-            self.pop_front();
-        }
-    }
-
-    fn pop_front(&mut self) {
-        if let Some(old) = self.entries.pop_front() {
-            self.bytes -= old.frame.len();
-        }
-    }
-
-    fn expire(&mut self, now: Instant, policy: &TopicPolicy) {
-        let Some(age) = policy.history_age else {
-            return;
-        };
-        while self
-            .entries
-            .front()
-            .is_some_and(|e| now.saturating_duration_since(e.at) > age)
-        {
-            self.pop_front();
-        }
-    }
-}
 
 #[derive(Debug)]
 struct TopicState {
@@ -152,8 +109,7 @@ struct TopicState {
     resolved_generation: u64,
     last_active: Instant,
     evicted: bool,
-    history: History,
-    retained: Option<Retained>,
+    memory: TopicMemory,
 }
 
 impl TopicState {
@@ -172,89 +128,35 @@ impl TopicState {
         }
     }
 
-    /// The newest message this topic keeps, if any.
-    fn latest(&self) -> Option<&Retained> {
-        match (self.history.entries.back(), &self.retained) {
-            (Some(h), Some(r)) if r.seq > h.seq => Some(r),
-            (Some(h), _) => Some(h),
-            (None, r) => r.as_ref(),
-        }
-    }
-
-    /// The frames after `from`, if the history reaches back that far without
-    /// a gap; `None` when `from` cannot be resumed.
-    fn frames_after(&self, from: Position) -> Option<Vec<Bytes>> {
-        let latest = self.next_seq - 1;
-        if from.epoch != self.epoch || from.seq > latest {
-            return None;
-        }
-        if from.seq == latest {
-            return Some(Vec::new());
-        }
-        match self.history.entries.front() {
-            Some(oldest) if oldest.seq <= from.seq + 1 => Some(
-                self.history
-                    .entries
-                    .iter()
-                    .filter(|e| e.seq > from.seq)
-                    .map(|e| e.frame.clone())
-                    .collect(),
-            ),
-            _ => None,
-        }
-    }
-
-    /// Works out what a new subscription gets from this topic before live
-    /// messages: replayed history after its `since` position, or the
-    /// latest message for `last`. Returns whether a `since` position for
-    /// this topic was resumed (`None` when the request named none).
+    /// Appends what a new subscription gets from this topic before live
+    /// messages to `out`; see [`ReplayAsk::replay`].
     fn replay(
         &mut self,
         topic: &str,
-        request: &SubscribeRequest<'_>,
+        ask: &ReplayAsk<'_>,
         now: Instant,
         out: &mut Vec<Bytes>,
     ) -> Option<bool> {
-        self.history.expire(now, &self.policy);
-        let produced_before = out.len();
-        let mut resumed = None;
-        if let Some(since) = request.since {
-            match since.iter().find(|(t, _)| t == topic) {
-                Some((_, from)) => match self.frames_after(*from) {
-                    Some(frames) => {
-                        out.extend(frames);
-                        resumed = Some(true);
-                    }
-                    None => resumed = Some(false),
-                },
-                // A topic the client has no position for is new to it: all
-                // of its history is news.
-                None => out.extend(self.history.entries.iter().map(|e| e.frame.clone())),
-            }
-        }
-        if request.last && resumed != Some(true) && out.len() == produced_before {
-            if let Some(latest) = self.latest() {
-                out.push(latest.frame.clone());
-            }
-        }
-        resumed
+        let policy = Arc::clone(&self.policy);
+        self.memory.expire(now, &policy);
+        ask.replay(topic, &self.memory, self.position(), out)
     }
 }
 
 #[derive(Debug)]
-struct Topic {
+struct TopicEntry {
+    name: Box<str>,
     state: Mutex<TopicState>,
 }
 
 /// All topics and subscriptions of one broker.
 #[derive(Debug)]
 pub struct TopicRegistry {
-    topics: DashMap<Box<str>, Arc<Topic>>,
+    topics: DashMap<Box<str>, Arc<TopicEntry>>,
     topic_count: AtomicUsize,
     next_topic_id: AtomicU64,
     patterns: RwLock<PatternTrie>,
     pattern_generation: AtomicU64,
-    replay_gate: RwLock<()>,
     policies: Vec<Arc<TopicPolicy>>,
     fallback_policy: Arc<TopicPolicy>,
     limits: RegistryLimits,
@@ -268,6 +170,19 @@ pub fn unix_micros() -> u64 {
         .map_or(0, |d| d.as_micros() as u64)
 }
 
+/// Merges the replay state of two subscriptions of one connection that both
+/// match a topic: the topic is held back only if every matching subscription
+/// is one unfinished replay; any other subscription already receives it live.
+fn merge_replay(
+    kept: Option<Arc<PendingReplay>>,
+    later: &Option<Arc<PendingReplay>>,
+) -> Option<Arc<PendingReplay>> {
+    match (kept, later) {
+        (Some(a), Some(b)) if Arc::ptr_eq(&a, b) && !a.is_done() => Some(a),
+        _ => None,
+    }
+}
+
 impl TopicRegistry {
     /// An empty registry applying `policies` (first match wins).
     pub fn new(limits: RegistryLimits, policies: Vec<TopicPolicy>, metrics: Metrics) -> Self {
@@ -277,7 +192,6 @@ impl TopicRegistry {
             next_topic_id: AtomicU64::new(1),
             patterns: RwLock::new(PatternTrie::default()),
             pattern_generation: AtomicU64::new(0),
-            replay_gate: RwLock::new(()),
             policies: policies.into_iter().map(Arc::new).collect(),
             fallback_policy: Arc::new(TopicPolicy::fallback()),
             limits,
@@ -285,17 +199,18 @@ impl TopicRegistry {
         }
     }
 
-    fn topic(&self, name: &str) -> Option<Arc<Topic>> {
+    fn topic(&self, name: &str) -> Option<Arc<TopicEntry>> {
         self.topics.get(name).map(|t| Arc::clone(t.value()))
     }
 
-    fn new_topic(&self, name: &str) -> Topic {
+    fn new_topic(&self, name: &str) -> TopicEntry {
         let policy = self
             .policies
             .iter()
             .find(|p| p.pattern.matches(name))
             .unwrap_or(&self.fallback_policy);
-        Topic {
+        TopicEntry {
+            name: name.into(),
             state: Mutex::new(TopicState {
                 id: self.next_topic_id.fetch_add(1, Ordering::Relaxed),
                 epoch: rand::random::<u64>().max(1),
@@ -306,13 +221,12 @@ impl TopicRegistry {
                 resolved_generation: STALE,
                 last_active: Instant::now(),
                 evicted: false,
-                history: History::default(),
-                retained: None,
+                memory: TopicMemory::default(),
             }),
         }
     }
 
-    fn topic_or_create(&self, name: &str) -> Result<Arc<Topic>, RegistryError> {
+    fn topic_or_create(&self, name: &str) -> Result<Arc<TopicEntry>, RegistryError> {
         if let Some(topic) = self.topic(name) {
             return Ok(topic);
         }
@@ -331,11 +245,11 @@ impl TopicRegistry {
     /// needed. Retries when it raced with eviction.
     fn with_topic<R>(
         &self,
-        name: &str,
+        name: Topic<'_>,
         mut f: impl FnMut(&mut TopicState) -> R,
     ) -> Result<R, RegistryError> {
         loop {
-            let topic = self.topic_or_create(name)?;
+            let topic = self.topic_or_create(name.as_str())?;
             let mut state = topic.state.lock();
             if !state.evicted {
                 return Ok(f(&mut state));
@@ -343,17 +257,16 @@ impl TopicRegistry {
         }
     }
 
-    /// Publishes `payload` on `topic` (a valid topic name): assigns the next
-    /// sequence number, encodes the delivery frame once, keeps it in history
-    /// or as the last value as the topic's policy (or `retain`) asks, and
-    /// queues the same bytes to every matching connection.
+    /// Publishes `payload` on `topic`: assigns the next sequence number,
+    /// encodes the delivery frame once, keeps it in history or as the last
+    /// value as the topic's policy (or `retain`) asks, and queues the same
+    /// bytes to every matching connection.
     pub fn publish(
         &self,
-        topic: &str,
+        topic: Topic<'_>,
         payload: &[u8],
         retain: bool,
     ) -> Result<PublishReceipt, RegistryError> {
-        let _gate = self.replay_gate.read();
         let receipt = self.with_topic(topic, |state| {
             let now = Instant::now();
             let seq = state.next_seq;
@@ -363,26 +276,14 @@ impl TopicRegistry {
                 epoch: state.epoch,
                 seq,
             };
-            let frame = encode_delivery_frame(topic, at, unix_micros(), payload);
-            let kept = || Retained {
-                seq,
-                at: now,
-                frame: frame.clone(),
-            };
-            if state.policy.history_messages > 0 {
-                state.history.expire(now, &state.policy);
-                let policy = Arc::clone(&state.policy);
-                state.history.push(kept(), &policy);
-            }
-            if retain || state.policy.retain {
-                state.retained = Some(kept());
-            }
-            let subscribers = self.resolve(topic, state);
+            let frame = encode_delivery_frame(topic.as_str(), at, unix_micros(), payload);
+            let policy = Arc::clone(&state.policy);
+            state.memory.record(seq, now, &frame, &policy, retain);
+            let subscribers = self.resolve(topic.as_str(), state);
             let mut deliveries = 0;
             for subscriber in subscribers.iter() {
                 let origin = state.origin(subscriber);
-                if subscriber.queue.push_delivery(frame.clone(), now, origin) == PushOutcome::Queued
-                {
+                if subscriber.deliver(seq, frame.clone(), now, origin) {
                     deliveries += 1;
                 }
             }
@@ -411,6 +312,7 @@ impl TopicRegistry {
             let same = later.id() == kept.id();
             if same {
                 kept.max_rate = kept.max_rate.zip(later.max_rate).map(|(a, b)| a.max(b));
+                kept.replay = merge_replay(kept.replay.take(), &later.replay);
             }
             same
         });
@@ -427,106 +329,116 @@ impl TopicRegistry {
         request: SubscribeRequest<'_>,
         registered: impl FnOnce(SubscribedInfo),
     ) -> Result<(), RegistryError> {
-        let mut registered = Some(registered);
-        let pattern = request.pattern;
-        let replays = request.since.is_some() || request.last;
-        if !pattern.is_wildcard() {
-            self.with_topic(pattern.as_str(), |state| {
-                let now = Instant::now();
-                state.exact.push(request.subscriber.clone());
-                state.resolved_generation = STALE;
-                state.last_active = now;
-                let mut frames = Vec::new();
-                let resumed = state.replay(pattern.as_str(), &request, now, &mut frames);
-                let mut info = SubscribedInfo::default();
-                info.epoch = Some(state.epoch);
-                info.seq = Some(state.next_seq - 1);
-                info.recovered = request.since.map(|_| resumed != Some(false));
-                if resumed == Some(false) {
-                    info.missed
-                        .push((pattern.as_str().to_owned(), state.position()));
-                }
-                self.count_resume(info.recovered);
-                if let Some(f) = registered.take() {
-                    f(info);
-                }
-                let origin = state.origin(&request.subscriber);
-                for frame in frames {
-                    request.subscriber.queue.push_delivery(frame, now, origin);
-                }
-            })?;
-        } else if !replays {
-            let mut patterns = self.patterns.write();
-            patterns.insert(pattern, request.subscriber.clone());
-            // Invalidate cached resolutions before the reply is queued: a
-            // publish that resolves after it includes the new subscriber.
-            self.pattern_generation.fetch_add(1, Ordering::AcqRel);
-            if let Some(f) = registered.take() {
-                f(SubscribedInfo::default());
+        let ask = ReplayAsk::new(request.since, request.last);
+        match request.pattern.as_topic() {
+            Some(topic) => self.subscribe_exact(topic, &request, &ask, registered)?,
+            None if ask.is_empty() => {
+                let mut patterns = self.patterns.write();
+                patterns.insert(request.pattern, request.subscriber.clone());
+                // Invalidate cached resolutions before the reply is queued: a
+                // publish that resolves after it includes the new subscriber.
+                self.pattern_generation.fetch_add(1, Ordering::AcqRel);
+                registered(SubscribedInfo::default());
             }
-        } else {
-            self.subscribe_wildcard_with_replay(&request, |info| {
-                if let Some(f) = registered.take() {
-                    f(info);
-                }
-            });
+            None => self.subscribe_wildcard_with_replay(&request, &ask, registered),
         }
         self.metrics.subscriptions.inc();
         Ok(())
     }
 
-    /// A wildcard subscribe with `since` or `last`: with publishes held off by
-    /// the replay gate, registers the pattern and gathers the replay of every
-    /// matching topic, then queues reply and replay in order.
+    /// An exact subscribe: under the topic's mutex, registers, queues the
+    /// reply, then the replay.
+    fn subscribe_exact(
+        &self,
+        topic: Topic<'_>,
+        request: &SubscribeRequest<'_>,
+        ask: &ReplayAsk<'_>,
+        registered: impl FnOnce(SubscribedInfo),
+    ) -> Result<(), RegistryError> {
+        let mut registered = Some(registered);
+        self.with_topic(topic, |state| {
+            let now = Instant::now();
+            state.exact.push(request.subscriber.clone());
+            state.resolved_generation = STALE;
+            state.last_active = now;
+            let mut frames = Vec::new();
+            let resumed = state.replay(topic.as_str(), ask, now, &mut frames);
+            let mut info = SubscribedInfo::default();
+            info.epoch = Some(state.epoch);
+            info.seq = Some(state.next_seq - 1);
+            info.recovered = ask.has_since().then_some(resumed != Some(false));
+            if resumed == Some(false) {
+                info.missed
+                    .push((topic.as_str().to_owned(), state.position()));
+            }
+            self.count_resume(info.recovered);
+            if let Some(f) = registered.take() {
+                f(info);
+            }
+            let origin = state.origin(&request.subscriber);
+            for frame in frames {
+                request.subscriber.queue.push_delivery(frame, now, origin);
+            }
+        })
+    }
+
+    /// A wildcard subscribe with `since` or `last`, without stopping anyone:
+    /// registers the pattern with a [`PendingReplay`] (live deliveries to it
+    /// are held from then on), replays each matching topic under its own
+    /// mutex, then queues reply, replay and the held live frames in order.
     fn subscribe_wildcard_with_replay(
         &self,
         request: &SubscribeRequest<'_>,
+        ask: &ReplayAsk<'_>,
         registered: impl FnOnce(SubscribedInfo),
     ) {
-        let _gate = self.replay_gate.write();
+        let pending = PendingReplay::new();
+        let subscriber = Subscriber {
+            replay: Some(Arc::clone(&pending)),
+            ..request.subscriber.clone()
+        };
         {
             let mut patterns = self.patterns.write();
-            patterns.insert(request.pattern, request.subscriber.clone());
+            patterns.insert(request.pattern, subscriber.clone());
             self.pattern_generation.fetch_add(1, Ordering::AcqRel);
         }
-        let matching: Vec<(String, Arc<Topic>)> = self
+        // Topics created from here on resolve with the new subscriber, so
+        // all their messages are held; the rest are replayed below.
+        let matching: Vec<Arc<TopicEntry>> = self
             .topics
             .iter()
             .filter(|entry| request.pattern.matches(entry.key()))
-            .map(|entry| (entry.key().to_string(), Arc::clone(entry.value())))
+            .map(|entry| Arc::clone(entry.value()))
             .collect();
         let now = Instant::now();
-        let mut replay: Vec<(Bytes, FrameOrigin)> = Vec::new();
+        let mut batch = ReplayBatch::default();
         let mut info = SubscribedInfo::default();
         let mut frames = Vec::new();
-        let mut present = Vec::with_capacity(matching.len());
-        for (name, topic) in &matching {
+        let mut present = HashSet::new();
+        for topic in &matching {
             let mut state = topic.state.lock();
             if state.evicted {
                 continue;
             }
-            present.push(name.as_str());
-            if state.replay(name, request, now, &mut frames) == Some(false) {
-                info.missed.push((name.clone(), state.position()));
+            present.insert(&*topic.name);
+            if state.replay(&topic.name, ask, now, &mut frames) == Some(false) {
+                info.missed.push((topic.name.to_string(), state.position()));
             }
-            let origin = state.origin(&request.subscriber);
-            replay.extend(frames.drain(..).map(|f| (f, origin)));
+            let origin = state.origin(&subscriber);
+            batch.add(state.id, state.next_seq - 1, &mut frames, origin);
         }
-        if let Some(since) = request.since {
+        if ask.has_since() {
             // Positions for topics that no longer exist cannot be resumed.
-            for (topic, _) in since {
-                if request.pattern.matches(topic) && !present.contains(&topic.as_str()) {
+            for topic in ask.since_topics() {
+                if request.pattern.matches(topic) && !present.contains(topic) {
                     info.missed
-                        .push((topic.clone(), Position { epoch: 0, seq: 0 }));
+                        .push((topic.to_owned(), Position { epoch: 0, seq: 0 }));
                 }
             }
             info.recovered = Some(info.missed.is_empty());
         }
         self.count_resume(info.recovered);
-        registered(info);
-        for (frame, origin) in replay {
-            request.subscriber.queue.push_delivery(frame, now, origin);
-        }
+        pending.finish(&subscriber.queue, batch, now, || registered(info));
     }
 
     fn count_resume(&self, recovered: Option<bool>) {
@@ -543,22 +455,23 @@ impl TopicRegistry {
 
     /// Removes connection `id` from `pattern`; returns whether it was there.
     pub fn unsubscribe(&self, pattern: &Pattern, id: u64) -> bool {
-        let removed = if pattern.is_wildcard() {
-            let mut patterns = self.patterns.write();
-            let removed = patterns.remove(pattern, id);
-            if removed {
-                self.pattern_generation.fetch_add(1, Ordering::AcqRel);
+        let removed = match pattern.as_topic() {
+            None => {
+                let mut patterns = self.patterns.write();
+                let removed = patterns.remove(pattern, id);
+                if removed {
+                    self.pattern_generation.fetch_add(1, Ordering::AcqRel);
+                }
+                removed
             }
-            removed
-        } else {
-            self.topic(pattern.as_str()).is_some_and(|topic| {
+            Some(topic) => self.topic(topic.as_str()).is_some_and(|topic| {
                 let mut state = topic.state.lock();
                 let before = state.exact.len();
                 state.exact.retain(|s| s.id() != id);
                 state.resolved_generation = STALE;
                 state.last_active = Instant::now();
                 state.exact.len() != before
-            })
+            }),
         };
         if removed {
             self.metrics.subscriptions.dec();
@@ -577,10 +490,9 @@ impl TopicRegistry {
                 return true;
             };
             let policy = Arc::clone(&state.policy);
-            state.history.expire(now, &policy);
+            state.memory.expire(now, &policy);
             let idle = state.exact.is_empty()
-                && state.history.entries.is_empty()
-                && state.retained.is_none()
+                && state.memory.is_empty()
                 && now.saturating_duration_since(state.last_active) >= ttl;
             if idle {
                 state.evicted = true;
@@ -595,272 +507,4 @@ impl TopicRegistry {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::queue::{Outbound, OutboundReceiver, SlowConsumerPolicy, SubscriberQueue};
-    use tickwire_protocol::ServerMessage;
-
-    fn registry_with(max_topics: usize, policies: Vec<TopicPolicy>) -> TopicRegistry {
-        TopicRegistry::new(
-            RegistryLimits {
-                max_topics,
-                topic_idle_ttl: Duration::from_secs(60),
-            },
-            policies,
-            Metrics::new(),
-        )
-    }
-
-    fn registry(max_topics: usize) -> TopicRegistry {
-        registry_with(max_topics, Vec::new())
-    }
-
-    fn history_policy(pattern: &str, messages: usize) -> TopicPolicy {
-        TopicPolicy {
-            pattern: Pattern::new(pattern).unwrap(),
-            history_messages: messages,
-            history_bytes: 1 << 20,
-            history_age: None,
-            retain: false,
-            slow_consumer: SlowConsumerPolicy::Disconnect,
-        }
-    }
-
-    fn sub(id: u64) -> (Subscriber, OutboundReceiver) {
-        let (queue, rx) = SubscriberQueue::new(id, 1 << 20, Metrics::new());
-        (Subscriber::unlimited(queue), rx)
-    }
-
-    fn p(s: &str) -> Pattern {
-        Pattern::new(s).unwrap()
-    }
-
-    fn plain<'a>(pattern: &'a Pattern, subscriber: &Subscriber) -> SubscribeRequest<'a> {
-        SubscribeRequest {
-            pattern,
-            subscriber: subscriber.clone(),
-            since: None,
-            last: false,
-        }
-    }
-
-    /// Subscribes a fresh connection to `pattern` with `since`; returns the
-    /// reply info and the connection's receiver.
-    fn subscribe_since(
-        reg: &TopicRegistry,
-        pattern: &str,
-        since: &[(String, Position)],
-    ) -> (SubscribedInfo, OutboundReceiver) {
-        let (s, rx) = sub(1);
-        let pattern = p(pattern);
-        let mut info = None;
-        let request = SubscribeRequest {
-            pattern: &pattern,
-            subscriber: s,
-            since: Some(since),
-            last: false,
-        };
-        reg.subscribe(request, |i| info = Some(i)).unwrap();
-        (info.expect("registered was called"), rx)
-    }
-
-    /// The current position of a tracked topic.
-    fn position(reg: &TopicRegistry, topic: &str) -> Position {
-        reg.topic(topic)
-            .expect("topic is tracked")
-            .state
-            .lock()
-            .position()
-    }
-
-    fn drain(rx: &mut OutboundReceiver) -> Vec<Bytes> {
-        let mut frames = Vec::new();
-        while let Some(Outbound::Frame(f, _)) = rx.try_recv() {
-            frames.push(f);
-        }
-        frames
-    }
-
-    /// (topic, seq) of each delivery frame.
-    fn deliveries(frames: &[Bytes]) -> Vec<(String, u64)> {
-        frames
-            .iter()
-            .map(|f| {
-                let body = f.slice(2..);
-                match ServerMessage::decode(&body).unwrap() {
-                    ServerMessage::Message(d) => (d.topic.to_owned(), d.seq),
-                    other => panic!("not a delivery: {other:?}"),
-                }
-            })
-            .collect()
-    }
-
-    #[test]
-    fn overlapping_subscriptions_deliver_once() {
-        let reg = registry(100);
-        let (s, mut rx) = sub(1);
-        for pattern in ["stocks.*", "stocks.AAPL", "stocks.>"] {
-            reg.subscribe(plain(&p(pattern), &s), |_| {}).unwrap();
-        }
-        let receipt = reg.publish("stocks.AAPL", b"x", false).unwrap();
-        assert_eq!(
-            receipt,
-            PublishReceipt {
-                seq: 1,
-                deliveries: 1
-            }
-        );
-        assert_eq!(drain(&mut rx).len(), 1);
-    }
-
-    #[test]
-    fn all_subscribers_share_one_encoded_frame() {
-        let reg = registry(100);
-        let (a, mut rx_a) = sub(1);
-        let (b, mut rx_b) = sub(2);
-        reg.subscribe(plain(&p("t"), &a), |_| {}).unwrap();
-        reg.subscribe(plain(&p(">"), &b), |_| {}).unwrap();
-        assert_eq!(reg.publish("t", b"payload", false).unwrap().deliveries, 2);
-        let fa = drain(&mut rx_a);
-        let fb = drain(&mut rx_b);
-        assert_eq!(
-            fa[0].as_ptr(),
-            fb[0].as_ptr(),
-            "same allocation, not a copy"
-        );
-    }
-
-    #[test]
-    fn sequence_numbers_are_per_topic() {
-        let reg = registry(100);
-        assert_eq!(reg.publish("a", b"", false).unwrap().seq, 1);
-        assert_eq!(reg.publish("a", b"", false).unwrap().seq, 2);
-        assert_eq!(reg.publish("b", b"", false).unwrap().seq, 1);
-    }
-
-    #[test]
-    fn pattern_changes_invalidate_cached_resolution() {
-        let reg = registry(100);
-        let (s, mut rx) = sub(1);
-        assert_eq!(reg.publish("x.y", b"", false).unwrap().deliveries, 0);
-        reg.subscribe(plain(&p("x.*"), &s), |_| {}).unwrap();
-        assert_eq!(reg.publish("x.y", b"", false).unwrap().deliveries, 1);
-        assert!(reg.unsubscribe(&p("x.*"), 1));
-        assert_eq!(reg.publish("x.y", b"", false).unwrap().deliveries, 0);
-        assert_eq!(drain(&mut rx).len(), 1);
-    }
-
-    #[test]
-    fn reply_is_queued_before_the_first_message() {
-        let reg = registry(100);
-        let (s, mut rx) = sub(1);
-        let reply = Bytes::from_static(b"reply");
-        reg.subscribe(plain(&p("t"), &s), |_| {
-            s.queue.push(reply.clone(), Instant::now());
-        })
-        .unwrap();
-        reg.publish("t", b"m", false).unwrap();
-        let frames = drain(&mut rx);
-        assert_eq!(frames[0], reply);
-        assert_eq!(frames.len(), 2);
-    }
-
-    #[test]
-    fn topic_limit_and_idle_eviction() {
-        let reg = registry(2);
-        reg.publish("a", b"", false).unwrap();
-        reg.publish("b", b"", false).unwrap();
-        assert_eq!(
-            reg.publish("c", b"", false),
-            Err(RegistryError::TooManyTopics(2))
-        );
-        let (s, _rx) = sub(1);
-        reg.subscribe(plain(&p("a"), &s), |_| {}).unwrap();
-        let later = Instant::now() + Duration::from_secs(120);
-        assert_eq!(reg.sweep_idle(later), 1, "b is idle; a has a subscriber");
-        assert_eq!(reg.topic_count.load(Ordering::Relaxed), 1);
-        assert_eq!(reg.publish("c", b"", false).unwrap().seq, 1);
-        assert_eq!(
-            reg.publish("b", b"", false),
-            Err(RegistryError::TooManyTopics(2))
-        );
-        assert_eq!(reg.publish("c", b"", false).unwrap().seq, 2);
-    }
-
-    #[test]
-    fn resume_replays_exactly_the_missed_messages() {
-        let reg = registry_with(100, vec![history_policy("h.>", 10)]);
-        for _ in 0..5 {
-            reg.publish("h.a", b"m", false).unwrap();
-        }
-        let position = position(&reg, "h.a");
-        let from = Position {
-            epoch: position.epoch,
-            seq: 2,
-        };
-        let (info, mut rx) = subscribe_since(&reg, "h.a", &[("h.a".to_owned(), from)]);
-        assert_eq!(info.recovered, Some(true));
-        assert_eq!((info.epoch, info.seq), (Some(position.epoch), Some(5)));
-        reg.publish("h.a", b"live", false).unwrap();
-        let seqs: Vec<u64> = deliveries(&drain(&mut rx))
-            .into_iter()
-            .map(|(_, s)| s)
-            .collect();
-        assert_eq!(seqs, vec![3, 4, 5, 6]);
-    }
-
-    #[test]
-    fn resume_fails_on_another_epoch_or_exhausted_history() {
-        let reg = registry_with(100, vec![history_policy("h.>", 3)]);
-        for _ in 0..10 {
-            reg.publish("h.a", b"m", false).unwrap();
-        }
-        let current = position(&reg, "h.a");
-        for from in [
-            Position {
-                epoch: current.epoch ^ 1,
-                seq: 9,
-            },
-            Position {
-                epoch: current.epoch,
-                seq: 2,
-            },
-        ] {
-            let (info, mut rx) = subscribe_since(&reg, "h.a", &[("h.a".to_owned(), from)]);
-            assert_eq!(info.recovered, Some(false));
-            assert_eq!(info.missed, vec![("h.a".to_owned(), current)]);
-            assert!(
-                drain(&mut rx).is_empty(),
-                "nothing is replayed when recovery fails"
-            );
-        }
-    }
-
-    #[test]
-    fn last_with_a_wildcard_snapshots_every_matching_topic() {
-        let reg = registry(100);
-        reg.publish("px.a", b"1", true).unwrap();
-        reg.publish("px.a", b"2", true).unwrap();
-        reg.publish("px.b", b"3", true).unwrap();
-        reg.publish("px.c", b"not retained", false).unwrap();
-        reg.publish("other", b"4", true).unwrap();
-        let (s, mut rx) = sub(1);
-        let pattern = p("px.*");
-        reg.subscribe(
-            SubscribeRequest {
-                pattern: &pattern,
-                subscriber: s,
-                since: None,
-                last: true,
-            },
-            |_| {},
-        )
-        .unwrap();
-        reg.publish("px.b", b"live", false).unwrap();
-        let mut got = deliveries(&drain(&mut rx));
-        let live = got.pop().unwrap();
-        got.sort();
-        assert_eq!(got, vec![("px.a".to_owned(), 2), ("px.b".to_owned(), 1)]);
-        assert_eq!(live, ("px.b".to_owned(), 2));
-    }
-}
+mod tests;

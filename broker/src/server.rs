@@ -17,11 +17,12 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
 
 use crate::config::BrokerConfig;
 use crate::http;
 use crate::metrics::Metrics;
+use crate::slot::{ConnectionSlot, PROBE_CONNECTIONS};
 use crate::state::BrokerState;
 
 /// Time a refused connection gets to read its 503 answer.
@@ -31,35 +32,6 @@ const REFUSE_READ_LIMIT: usize = 16 * 1024;
 
 /// How often idle topics are swept, at most.
 const MAX_SWEEP_INTERVAL: Duration = Duration::from_secs(30);
-
-/// Connections accepted beyond `max_connections` that may only ask for
-/// health, readiness and metrics, so probes and scrapes still get answers
-/// from a full broker.
-pub const PROBE_CONNECTIONS: usize = 16;
-
-/// Holds one of the `max_connections` places (or one of the
-/// [`PROBE_CONNECTIONS`]) for as long as the connection (HTTP or WebSocket)
-/// lives.
-#[derive(Debug)]
-pub struct ConnectionSlot {
-    _permit: OwnedSemaphorePermit,
-    probe_only: bool,
-    metrics: Metrics,
-}
-
-impl ConnectionSlot {
-    /// Whether this connection came in over the limit and may only use
-    /// `/healthz`, `/readyz` and `/metrics`.
-    pub fn probe_only(&self) -> bool {
-        self.probe_only
-    }
-}
-
-impl Drop for ConnectionSlot {
-    fn drop(&mut self) {
-        self.metrics.connections.dec();
-    }
-}
 
 /// Requests shutdown of a running broker.
 #[derive(Debug, Clone)]
@@ -148,11 +120,11 @@ impl Broker {
             };
             state.metrics.connections_accepted.inc();
             state.metrics.connections.inc();
-            let slot = Arc::new(ConnectionSlot {
-                _permit: permit,
+            let slot = Arc::new(ConnectionSlot::new(
+                permit,
                 probe_only,
-                metrics: state.metrics.clone(),
-            });
+                state.metrics.clone(),
+            ));
             let _ = socket.set_nodelay(true);
             state
                 .tasks

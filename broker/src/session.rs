@@ -8,24 +8,38 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tickwire_protocol::topic::{Pattern, validate_topic};
+use tickwire_protocol::message::Position;
+use tickwire_protocol::topic::{Pattern, Topic};
 use tickwire_protocol::{ClientMessage, ErrorCode, ServerMessage, SubscribeOptions};
 
+use crate::outbound::OutboundQueue;
 use crate::pattern_trie::Subscriber;
-use crate::queue::SubscriberQueue;
 use crate::registry::SubscribeRequest;
 use crate::state::BrokerState;
+
+/// Validates the topics of a `since` option; `Err` names the first one that
+/// is not a topic.
+fn since_topics(since: &[(String, Position)]) -> Result<Vec<(Topic<'_>, Position)>, &str> {
+    since
+        .iter()
+        .map(|(topic, position)| {
+            Topic::new(topic)
+                .map(|t| (t, *position))
+                .map_err(|_| topic.as_str())
+        })
+        .collect()
+}
 
 /// The subscriptions and request handling of one connection.
 #[derive(Debug)]
 pub struct Session {
-    queue: Arc<SubscriberQueue>,
+    queue: Arc<OutboundQueue>,
     subscriptions: HashSet<Pattern>,
 }
 
 impl Session {
     /// A session without subscriptions that replies through `queue`.
-    pub fn new(queue: Arc<SubscriberQueue>) -> Self {
+    pub fn new(queue: Arc<OutboundQueue>) -> Self {
         Session {
             queue,
             subscriptions: HashSet::new(),
@@ -87,19 +101,21 @@ impl Session {
             let message = format!("a connection may hold at most {max} subscriptions");
             return self.error(state, Some(id), ErrorCode::TooManySubscriptions, &message);
         }
-        if let Some(since) = &options.since {
-            if let Some((topic, _)) = since.iter().find(|(t, _)| validate_topic(t).is_err()) {
+        let since = match options.since.as_deref().map(since_topics).transpose() {
+            Ok(since) => since,
+            Err(topic) => {
                 let message = format!("`since` names {topic:?}, which is not a topic");
                 return self.error(state, Some(id), ErrorCode::InvalidOption, &message);
             }
-        }
+        };
         let request = SubscribeRequest {
             pattern: &pattern,
             subscriber: Subscriber {
                 queue: self.queue.clone(),
                 max_rate: options.max_rate,
+                replay: None,
             },
-            since: options.since.as_deref(),
+            since: since.as_deref(),
             last: options.last,
         };
         let registered = state.registry.subscribe(request, |info| {
@@ -136,9 +152,10 @@ impl Session {
         payload: &[u8],
         retain: bool,
     ) {
-        if let Err(e) = validate_topic(topic) {
-            return self.error(state, id, ErrorCode::InvalidTopic, &e.to_string());
-        }
+        let topic = match Topic::new(topic) {
+            Ok(topic) => topic,
+            Err(e) => return self.error(state, id, ErrorCode::InvalidTopic, &e.to_string()),
+        };
         match state.registry.publish(topic, payload, retain) {
             Ok(receipt) => {
                 if let Some(id) = id {

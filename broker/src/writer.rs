@@ -16,7 +16,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 
 use crate::metrics::Metrics;
-use crate::queue::{Outbound, OutboundReceiver};
+use crate::outbound::{Outbound, OutboundReceiver};
 
 /// Above this capacity an idle connection's write buffer is released, so
 /// idle connections cost no buffer memory.

@@ -177,11 +177,61 @@ impl Pattern {
     pub fn matches(&self, topic: &str) -> bool {
         pattern_matches(&self.0, topic)
     }
+
+    /// The pattern as a topic when it has no wildcard (an exact
+    /// subscription); `None` for a wildcard pattern.
+    pub fn as_topic(&self) -> Option<Topic<'_>> {
+        // A valid pattern without wildcards passes the topic rules.
+        (!self.is_wildcard()).then_some(Topic(&self.0))
+    }
 }
 
 impl fmt::Display for Pattern {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+/// A validated topic name (no wildcards), borrowed from the text it was
+/// read from.
+///
+/// The constructor validates once; code that takes a `Topic` can rely on it
+/// and never validates again. It is a `&str` underneath, so passing one
+/// around costs nothing and allocates nothing.
+///
+/// ```
+/// use tickwire_protocol::topic::Topic;
+/// let t = Topic::new("stocks.AAPL").unwrap();
+/// assert_eq!(t.as_str(), "stocks.AAPL");
+/// assert!(Topic::new("stocks.*").is_err());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Topic<'a>(&'a str);
+
+impl<'a> Topic<'a> {
+    /// Validates `s` as a topic and wraps it.
+    pub fn new(s: &'a str) -> Result<Self, TopicError> {
+        validate_topic(s)?;
+        Ok(Topic(s))
+    }
+
+    /// The topic name.
+    pub fn as_str(&self) -> &'a str {
+        self.0
+    }
+}
+
+impl<'a> TryFrom<&'a str> for Topic<'a> {
+    type Error = TopicError;
+
+    fn try_from(s: &'a str) -> Result<Self, TopicError> {
+        Topic::new(s)
+    }
+}
+
+impl fmt::Display for Topic<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0)
     }
 }
 
@@ -210,6 +260,20 @@ pub fn pattern_matches(pattern: &str, topic: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn topic_type_validates_once_and_patterns_convert() {
+        assert_eq!(Topic::new("a.b").map(|t| t.as_str()), Ok("a.b"));
+        assert_eq!(Topic::try_from("a.*"), Err(TopicError::WildcardInTopic));
+        assert_eq!(Topic::new("a..b"), Err(TopicError::EmptyToken));
+        assert_eq!(
+            Topic::new("x.y").map(|t| t.to_string()),
+            Ok("x.y".to_owned())
+        );
+        let exact = Pattern::new("a.b").unwrap();
+        assert_eq!(exact.as_topic(), Topic::new("a.b").ok());
+        assert_eq!(Pattern::new("a.>").unwrap().as_topic(), None);
+    }
 
     #[test]
     fn valid_topics() {

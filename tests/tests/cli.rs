@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use std::process::{Output, Stdio};
 
 use tickwire_broker::config::TopicPolicy;
-use tickwire_broker::queue::SlowConsumerPolicy;
+use tickwire_broker::outbound::SlowConsumerPolicy;
 use tickwire_e2e::{RawClient, TestBroker, WAIT, tickwire_binary};
 use tickwire_protocol::topic::Pattern;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};

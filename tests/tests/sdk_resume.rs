@@ -7,7 +7,7 @@
 //! Every wait is bounded by [`WAIT`]; nothing sleeps for correctness.
 
 use tickwire_broker::config::{BrokerConfig, TopicPolicy};
-use tickwire_broker::queue::SlowConsumerPolicy;
+use tickwire_broker::outbound::SlowConsumerPolicy;
 use tickwire_client::{
     Client, ConnectionState, Position, SubscribeOptions, Subscription, SubscriptionEvent,
 };

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use tickwire_broker::config::TopicPolicy;
-use tickwire_broker::queue::SlowConsumerPolicy;
+use tickwire_broker::outbound::SlowConsumerPolicy;
 use tickwire_e2e::{RawClient, Received, TestBroker};
 use tickwire_protocol::SubscribeOptions;
 use tickwire_protocol::message::Position;

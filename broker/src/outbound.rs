@@ -1,12 +1,13 @@
-//! The outbound queue of one WebSocket connection.
+//! The outbound queue of one WebSocket connection: everything the broker
+//! sends to it (replies, pongs, pings, deliveries and the close frame).
 //!
 //! Publishers on any task push already-encoded frames ([`Bytes`], shared by
-//! every subscriber) with [`SubscriberQueue::push`]; the connection's writer
+//! every subscriber) with [`OutboundQueue::push`]; the connection's writer
 //! task drains them in batches ([`OutboundReceiver`]). On the fast path a
 //! push takes no lock: an atomic add on the byte counter plus a lock-free
 //! channel send.
 //!
-//! The queue is bounded in bytes, and [`SubscriberQueue::push`] is the one
+//! The queue is bounded in bytes, and [`OutboundQueue::push`] is the one
 //! place that decides what happens to a frame that does not fit, according
 //! to its topic's slow-consumer policy ([`SlowConsumerPolicy`]):
 //!
@@ -26,16 +27,17 @@
 //! Lanes are behind a mutex, taken only by connections that have at least
 //! one active lane; every other connection stays on the lock-free path.
 //!
-//! [`SubscriberQueue::close`] is the one way a connection starts closing,
+//! [`OutboundQueue::close`] is the one way a connection starts closing,
 //! whatever the reason: it queues the close frame behind the data already
 //! queued (or, for a slow consumer, instead of it) and cancels the
-//! connection's `closing` token so the reader stops.
+//! connection's `closing` token so the reader stops. The state machine
+//! behind it is [`crate::closing::CloseState`].
 
 use std::cmp::Reverse;
 use std::collections::hash_map::Entry;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -44,6 +46,7 @@ use tickwire_protocol::CloseCode;
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
+use crate::closing::{CloseKind, CloseState};
 use crate::metrics::Metrics;
 
 /// What a subscriber's queue does with a frame of this topic that does not
@@ -102,10 +105,6 @@ pub enum PushOutcome {
     Closed,
 }
 
-const OPEN: u8 = 0;
-const CLOSING: u8 = 1;
-const OVERFLOWED: u8 = 2;
-
 #[derive(Debug, Default)]
 struct Lane {
     frames: VecDeque<(Bytes, Instant)>,
@@ -130,13 +129,12 @@ struct Lanes {
 /// The sending side of a connection's outbound queue, shared (in an [`Arc`])
 /// by the topic registry and the connection itself.
 #[derive(Debug)]
-pub struct SubscriberQueue {
+pub struct OutboundQueue {
     id: u64,
     tx: mpsc::UnboundedSender<Outbound>,
     queued_bytes: AtomicUsize,
     budget: usize,
-    state: AtomicU8,
-    closing: CancellationToken,
+    close_state: CloseState,
     active_lanes: AtomicUsize,
     lanes: Mutex<Lanes>,
     urgent: Notify,
@@ -147,20 +145,19 @@ pub struct SubscriberQueue {
 #[derive(Debug)]
 pub struct OutboundReceiver {
     rx: mpsc::UnboundedReceiver<Outbound>,
-    queue: Arc<SubscriberQueue>,
+    queue: Arc<OutboundQueue>,
 }
 
-impl SubscriberQueue {
+impl OutboundQueue {
     /// Creates the queue of connection `id`, bounded to `budget` bytes.
     pub fn new(id: u64, budget: usize, metrics: Metrics) -> (Arc<Self>, OutboundReceiver) {
         let (tx, rx) = mpsc::unbounded_channel();
-        let queue = Arc::new(SubscriberQueue {
+        let queue = Arc::new(OutboundQueue {
             id,
             tx,
             queued_bytes: AtomicUsize::new(0),
             budget,
-            state: AtomicU8::new(OPEN),
-            closing: CancellationToken::new(),
+            close_state: CloseState::new(),
             active_lanes: AtomicUsize::new(0),
             lanes: Mutex::new(Lanes::default()),
             urgent: Notify::new(),
@@ -189,6 +186,18 @@ impl SubscriberQueue {
         self.queued_bytes.load(Ordering::Relaxed) + lanes
     }
 
+    /// The byte budget (`outbound_queue_bytes`).
+    pub fn budget(&self) -> usize {
+        self.budget
+    }
+
+    /// Closes the connection as a slow consumer (4001, queued data
+    /// discarded) because frames meant for it outgrew its budget before
+    /// they could be queued (held during a replay).
+    pub fn overflow_held(&self) -> PushOutcome {
+        self.overflow()
+    }
+
     /// Whether any topic of this connection currently uses a lane.
     pub fn has_lanes(&self) -> bool {
         self.active_lanes.load(Ordering::Acquire) > 0
@@ -196,12 +205,12 @@ impl SubscriberQueue {
 
     /// Cancelled once the connection starts closing, for any reason.
     pub fn closing(&self) -> &CancellationToken {
-        &self.closing
+        self.close_state.token()
     }
 
     /// Whether the connection has started closing.
     pub fn is_closing(&self) -> bool {
-        self.state.load(Ordering::Relaxed) != OPEN
+        !self.close_state.is_open()
     }
 
     /// Queues a control frame or reply (never diverted, never dropped except
@@ -243,7 +252,7 @@ impl SubscriberQueue {
 
     /// The lock-free path: channel send within `limit` bytes, else overflow.
     fn push_direct(&self, frame: Bytes, queued_at: Instant, limit: usize) -> PushOutcome {
-        if self.state.load(Ordering::Relaxed) != OPEN {
+        if !self.close_state.is_open() {
             return PushOutcome::Closed;
         }
         let len = frame.len();
@@ -262,7 +271,7 @@ impl SubscriberQueue {
     }
 
     fn overflow(&self) -> PushOutcome {
-        if self.begin_close(OVERFLOWED, CloseCode::SlowConsumer) {
+        if self.begin_close(CloseKind::Overflow, CloseCode::SlowConsumer) {
             PushOutcome::Overflowed
         } else {
             PushOutcome::Closed
@@ -271,7 +280,7 @@ impl SubscriberQueue {
 
     /// The lane path, under the lanes mutex.
     fn push_slow(&self, frame: Bytes, queued_at: Instant, origin: FrameOrigin) -> PushOutcome {
-        if self.state.load(Ordering::Relaxed) != OPEN {
+        if !self.close_state.is_open() {
             return PushOutcome::Closed;
         }
         let mut guard = self.lanes.lock();
@@ -351,13 +360,13 @@ impl SubscriberQueue {
     /// Starts closing the connection with `code`, after the frames already
     /// queued. Later calls (and pushes) are ignored.
     pub fn close(&self, code: CloseCode) {
-        self.begin_close(CLOSING, code);
+        self.begin_close(CloseKind::Graceful, code);
     }
 
     /// Answers the peer's close frame by echoing its code (1000 when it sent
     /// none), as RFC 6455 asks.
     pub fn echo_close(&self, peer_code: Option<u16>) {
-        if self.transition(CLOSING) {
+        if self.close_state.begin(CloseKind::Graceful) {
             self.send_close(peer_code.unwrap_or(CloseCode::Normal.as_u16()), "");
         }
     }
@@ -365,24 +374,18 @@ impl SubscriberQueue {
     /// Marks the connection closing without a close frame, because the
     /// socket is already unusable.
     pub fn abandon(&self) {
-        self.transition(CLOSING);
-        self.closing.cancel();
-    }
-
-    fn transition(&self, state: u8) -> bool {
-        self.state
-            .compare_exchange(OPEN, state, Ordering::AcqRel, Ordering::Relaxed)
-            .is_ok()
+        self.close_state.begin(CloseKind::Graceful);
+        self.close_state.cancel();
     }
 
     fn send_close(&self, code: u16, reason: &'static str) {
         // The receiver may already be gone; then nothing is left to close.
         let _ = self.tx.send(Outbound::Close { code, reason });
-        self.closing.cancel();
+        self.close_state.cancel();
     }
 
-    fn begin_close(&self, state: u8, code: CloseCode) -> bool {
-        if !self.transition(state) {
+    fn begin_close(&self, kind: CloseKind, code: CloseCode) -> bool {
+        if !self.close_state.begin(kind) {
             return false;
         }
         self.metrics.close(code);
@@ -393,7 +396,7 @@ impl SubscriberQueue {
 
 impl OutboundReceiver {
     /// The queue this receiver drains.
-    pub fn queue(&self) -> &Arc<SubscriberQueue> {
+    pub fn queue(&self) -> &Arc<OutboundQueue> {
         &self.queue
     }
 
@@ -422,7 +425,7 @@ impl OutboundReceiver {
     /// Whether the queue overflowed: queued data is to be discarded and only
     /// the close frame written.
     pub fn overflowed(&self) -> bool {
-        self.queue.state.load(Ordering::Relaxed) == OVERFLOWED
+        self.queue.close_state.overflowed()
     }
 
     /// Takes the frames waiting in `topic_id`'s lane, in order.
@@ -496,7 +499,7 @@ mod tests {
 
     #[tokio::test]
     async fn frames_within_budget_are_queued_in_order() {
-        let (queue, mut rx) = SubscriberQueue::new(1, 100, Metrics::new());
+        let (queue, mut rx) = OutboundQueue::new(1, 100, Metrics::new());
         let now = Instant::now();
         assert_eq!(queue.push(frame(40), now), PushOutcome::Queued);
         assert_eq!(queue.push(frame(60), now), PushOutcome::Queued);
@@ -514,7 +517,7 @@ mod tests {
     #[tokio::test]
     async fn overflow_closes_once_as_slow_consumer() {
         let metrics = Metrics::new();
-        let (queue, mut rx) = SubscriberQueue::new(1, 100, metrics.clone());
+        let (queue, mut rx) = OutboundQueue::new(1, 100, metrics.clone());
         let now = Instant::now();
         assert_eq!(queue.push(frame(80), now), PushOutcome::Queued);
         assert_eq!(queue.push(frame(30), now), PushOutcome::Overflowed);
@@ -532,7 +535,7 @@ mod tests {
 
     #[tokio::test]
     async fn close_is_queued_after_data_and_only_once() {
-        let (queue, mut rx) = SubscriberQueue::new(1, 100, Metrics::new());
+        let (queue, mut rx) = OutboundQueue::new(1, 100, Metrics::new());
         queue.push(frame(10), Instant::now());
         queue.close(CloseCode::GoingAway);
         queue.close(CloseCode::ProtocolError);
@@ -548,7 +551,7 @@ mod tests {
     #[test]
     fn conflate_keeps_the_newest_frame_per_topic_once_half_full() {
         let metrics = Metrics::new();
-        let (queue, mut rx) = SubscriberQueue::new(1, 1000, metrics.clone());
+        let (queue, mut rx) = OutboundQueue::new(1, 1000, metrics.clone());
         let now = Instant::now();
         let c = |t| origin(t, SlowConsumerPolicy::Conflate, None);
         // Up to half the budget goes straight to the channel.
@@ -588,7 +591,7 @@ mod tests {
     #[test]
     fn drop_oldest_sheds_old_frames_of_the_topic() {
         let metrics = Metrics::new();
-        let (queue, mut rx) = SubscriberQueue::new(1, 1000, metrics.clone());
+        let (queue, mut rx) = OutboundQueue::new(1, 1000, metrics.clone());
         let now = Instant::now();
         let d = origin(7, SlowConsumerPolicy::DropOldest, None);
         for _ in 0..5 {
@@ -612,7 +615,7 @@ mod tests {
     #[test]
     fn disconnect_topics_never_take_a_lane_even_beside_active_lanes() {
         let metrics = Metrics::new();
-        let (queue, _rx) = SubscriberQueue::new(1, 1000, metrics.clone());
+        let (queue, _rx) = OutboundQueue::new(1, 1000, metrics.clone());
         let now = Instant::now();
         for _ in 0..6 {
             queue.push_delivery(
@@ -637,7 +640,7 @@ mod tests {
     #[test]
     fn max_rate_sends_the_first_then_the_newest_when_due() {
         let metrics = Metrics::new();
-        let (queue, mut rx) = SubscriberQueue::new(1, 10_000, metrics.clone());
+        let (queue, mut rx) = OutboundQueue::new(1, 10_000, metrics.clone());
         let now = Instant::now();
         let r = origin(3, SlowConsumerPolicy::Disconnect, Some(4));
         assert_eq!(queue.push_delivery(frame(10), now, r), PushOutcome::Queued);

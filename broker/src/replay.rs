@@ -1,0 +1,286 @@
+//! What a new subscription receives before live messages (`since`, `last`),
+//! and how a wildcard replay lines up with live publishes without stopping
+//! publishes on other topics.
+//!
+//! [`ReplayAsk`] works out, for one topic under its lock, the frames a
+//! subscription gets before live messages: the history after its `since`
+//! position, all history for a topic it has no position for, or the latest
+//! kept message for `last`.
+//!
+//! [`PendingReplay`] is the seam of a wildcard subscribe with `since` or
+//! `last`. The subscriber is registered in the pattern trie *first*, carrying
+//! a `PendingReplay`; then every matching topic is replayed under its own
+//! lock, one at a time. Until the subscribe finishes, live deliveries to that
+//! subscriber are *held* in the `PendingReplay` instead of being queued. When
+//! a topic is replayed (under its lock, so no publish on it runs meanwhile)
+//! the replay stands for everything up to the topic's position at that
+//! moment, its *cut*. Finishing queues, in this order and under the
+//! `PendingReplay`'s mutex: the `SUBSCRIBED` reply, every replayed frame, and
+//! then the held live frames, dropping those at or below their topic's cut
+//! (the replay covered them, or chose not to send them). Held frames of
+//! topics that were not replayed (created during the walk) are all queued.
+//! So per topic the subscriber sees replay then live, without gap or
+//! duplicate, and no other topic ever waits for the walk. Held frames count
+//! against the connection's queue budget: a subscriber that would overflow
+//! its queue with them is closed as a slow consumer (4001).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use tickwire_protocol::message::Position;
+use tickwire_protocol::topic::Topic;
+
+use crate::history::TopicMemory;
+use crate::outbound::{FrameOrigin, OutboundQueue, PushOutcome};
+
+/// What a subscription asks to receive before live messages.
+#[derive(Debug)]
+pub struct ReplayAsk<'a> {
+    since: Option<HashMap<&'a str, Position>>,
+    last: bool,
+}
+
+impl<'a> ReplayAsk<'a> {
+    /// The request's `since` positions (by topic) and `last` flag.
+    pub fn new(since: Option<&[(Topic<'a>, Position)]>, last: bool) -> Self {
+        ReplayAsk {
+            since: since.map(|s| s.iter().map(|(t, p)| (t.as_str(), *p)).collect()),
+            last,
+        }
+    }
+
+    /// Whether the subscription asks for anything before live messages.
+    pub fn is_empty(&self) -> bool {
+        self.since.is_none() && !self.last
+    }
+
+    /// Whether the request had `since` (then the reply says `recovered`).
+    pub fn has_since(&self) -> bool {
+        self.since.is_some()
+    }
+
+    /// The topics named in `since`.
+    pub fn since_topics(&self) -> impl Iterator<Item = &'a str> + '_ {
+        self.since.iter().flat_map(|s| s.keys().copied())
+    }
+
+    /// Appends what topic `topic` (at `position`, keeping `memory`) gives
+    /// the subscription before live messages to `out`: the history after its
+    /// `since` position, all history when `since` names other topics only,
+    /// or else, for `last`, the newest kept message. Returns whether a
+    /// `since` position for this topic was resumed (`None` when the request
+    /// named none for it). The caller holds the topic's lock and has expired
+    /// its history.
+    pub fn replay(
+        &self,
+        topic: &str,
+        memory: &TopicMemory,
+        position: Position,
+        out: &mut Vec<Bytes>,
+    ) -> Option<bool> {
+        let produced_before = out.len();
+        let mut resumed = None;
+        if let Some(since) = &self.since {
+            match since.get(topic) {
+                Some(from) => {
+                    let ok = from.epoch == position.epoch
+                        && memory.frames_after(from.seq, position.seq, out);
+                    resumed = Some(ok);
+                }
+                // A topic the client has no position for is new to it: all
+                // of its history is news.
+                None => memory.history_frames(out),
+            }
+        }
+        if self.last && resumed != Some(true) && out.len() == produced_before {
+            if let Some(latest) = memory.latest() {
+                out.push(latest.clone());
+            }
+        }
+        resumed
+    }
+}
+
+/// A live frame held back while its subscription's replay is in progress.
+#[derive(Debug)]
+struct Held {
+    seq: u64,
+    frame: Bytes,
+    queued_at: Instant,
+    origin: FrameOrigin,
+}
+
+/// The replay of one wildcard subscribe, gathered topic by topic.
+#[derive(Debug, Default)]
+pub struct ReplayBatch {
+    frames: Vec<(Bytes, FrameOrigin)>,
+    cuts: HashMap<u64, u64>,
+}
+
+impl ReplayBatch {
+    /// Records the replay of topic `topic_id`: `frames` stand for every
+    /// message of the topic up to seq `cut`.
+    pub fn add(&mut self, topic_id: u64, cut: u64, frames: &mut Vec<Bytes>, origin: FrameOrigin) {
+        self.cuts.insert(topic_id, cut);
+        self.frames.extend(frames.drain(..).map(|f| (f, origin)));
+    }
+}
+
+/// The seam between a wildcard subscription's replay and live publishes
+/// (see the module documentation). Shared by the subscribe and every
+/// resolved subscriber list that contains the subscription.
+#[derive(Debug, Default)]
+pub struct PendingReplay {
+    done: AtomicBool,
+    held: Mutex<HeldFrames>,
+}
+
+/// The live frames held so far and their size.
+#[derive(Debug, Default)]
+struct HeldFrames {
+    frames: Vec<Held>,
+    bytes: usize,
+}
+
+impl PendingReplay {
+    /// A replay that has not finished yet.
+    pub fn new() -> Arc<Self> {
+        Arc::default()
+    }
+
+    /// Whether the replay finished: deliveries go straight to the queue.
+    pub fn is_done(&self) -> bool {
+        self.done.load(Ordering::Acquire)
+    }
+
+    /// Delivers live message `seq` of topic `origin.topic_id` to `queue`:
+    /// holds it while the replay is in progress, else queues it. Returns
+    /// whether the frame was queued or held. Called under the topic's lock.
+    pub fn deliver(
+        &self,
+        queue: &OutboundQueue,
+        seq: u64,
+        frame: Bytes,
+        queued_at: Instant,
+        origin: FrameOrigin,
+    ) -> bool {
+        if !self.is_done() {
+            let mut held = self.held.lock();
+            // `done` is set under this mutex, so this answer is final.
+            if !self.is_done() {
+                held.bytes += frame.len();
+                if held.bytes > queue.budget() {
+                    // They would not fit the queue either: a slow consumer.
+                    queue.overflow_held();
+                    return false;
+                }
+                held.frames.push(Held {
+                    seq,
+                    frame,
+                    queued_at,
+                    origin,
+                });
+                return true;
+            }
+        }
+        queue.push_delivery(frame, queued_at, origin) == PushOutcome::Queued
+    }
+
+    /// Ends the replay: runs `reply` (which queues the `SUBSCRIBED` reply),
+    /// then queues the replayed frames and the held live frames that are
+    /// above their topic's cut, and from then on lets deliveries through.
+    pub fn finish(
+        &self,
+        queue: &OutboundQueue,
+        batch: ReplayBatch,
+        now: Instant,
+        reply: impl FnOnce(),
+    ) {
+        let mut held = self.held.lock();
+        reply();
+        for (frame, origin) in batch.frames {
+            queue.push_delivery(frame, now, origin);
+        }
+        for h in std::mem::take(&mut *held).frames {
+            if batch
+                .cuts
+                .get(&h.origin.topic_id)
+                .is_none_or(|cut| h.seq > *cut)
+            {
+                queue.push_delivery(h.frame, h.queued_at, h.origin);
+            }
+        }
+        self.done.store(true, Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Metrics;
+    use crate::outbound::{Outbound, OutboundReceiver, SlowConsumerPolicy};
+
+    fn origin(topic_id: u64) -> FrameOrigin {
+        FrameOrigin {
+            topic_id,
+            policy: SlowConsumerPolicy::Disconnect,
+            max_rate: None,
+        }
+    }
+
+    fn frame(topic: u64, seq: u64) -> Bytes {
+        Bytes::from(format!("{topic}:{seq}"))
+    }
+
+    fn drain(rx: &mut OutboundReceiver) -> Vec<Bytes> {
+        let mut frames = Vec::new();
+        while let Some(Outbound::Frame(f, _)) = rx.try_recv() {
+            frames.push(f);
+        }
+        frames
+    }
+
+    #[test]
+    fn held_frames_follow_reply_and_replay_and_skip_what_the_replay_covers() {
+        let (queue, mut rx) = OutboundQueue::new(1, 1 << 20, Metrics::new());
+        let pending = PendingReplay::new();
+        let now = Instant::now();
+        // Topic 1: live 5 arrives before its replay (which covers up to 5),
+        // live 6 after it. Topic 2 was never replayed (created later).
+        assert!(pending.deliver(&queue, 5, frame(1, 5), now, origin(1)));
+        let mut batch = ReplayBatch::default();
+        let mut replayed = vec![frame(1, 4), frame(1, 5)];
+        batch.add(1, 5, &mut replayed, origin(1));
+        assert!(pending.deliver(&queue, 6, frame(1, 6), now, origin(1)));
+        assert!(pending.deliver(&queue, 1, frame(2, 1), now, origin(2)));
+        assert!(drain(&mut rx).is_empty(), "nothing before the reply");
+        pending.finish(&queue, batch, now, || {
+            queue.push(Bytes::from_static(b"reply"), now);
+        });
+        assert!(pending.deliver(&queue, 7, frame(1, 7), now, origin(1)));
+        let expected = vec![
+            Bytes::from_static(b"reply"),
+            frame(1, 4),
+            frame(1, 5),
+            frame(1, 6),
+            frame(2, 1),
+            frame(1, 7),
+        ];
+        assert_eq!(drain(&mut rx), expected);
+        assert!(pending.is_done());
+    }
+
+    #[test]
+    fn holding_more_than_the_budget_closes_as_slow_consumer() {
+        let (queue, _rx) = OutboundQueue::new(1, 10, Metrics::new());
+        let pending = PendingReplay::new();
+        let now = Instant::now();
+        assert!(pending.deliver(&queue, 1, Bytes::from_static(b"12345"), now, origin(1)));
+        assert!(!pending.deliver(&queue, 2, Bytes::from_static(b"123456"), now, origin(1)));
+        assert!(queue.is_closing());
+    }
+}
