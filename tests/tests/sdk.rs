@@ -439,13 +439,18 @@ async fn publishes_in_flight_when_the_link_is_cut_arrive_once_or_fail_typed() {
         results.push(publish.await.expect("publish task"));
     }
 
-    // Each publish was either acknowledged or, having been written whole to
-    // the cut connection, reported as possibly lost; none failed otherwise.
+    // Each publish was either acknowledged; or, having been written whole to
+    // the cut connection, reported as possibly lost; or refused up front
+    // because the offline buffer was full while disconnected (3.2 MiB of
+    // publishes against a 1 MiB buffer), and then never sent. None failed
+    // otherwise.
     let mut acked = Vec::new();
+    let mut refused = Vec::new();
     for (i, result) in results.iter().enumerate() {
         match result {
             Ok(_) => acked.push(i),
             Err(Error::ConnectionLost) => {}
+            Err(Error::OfflineBufferFull { .. }) => refused.push(i),
             Err(other) => panic!("publish {i}: {other:?}"),
         }
     }
@@ -471,6 +476,12 @@ async fn publishes_in_flight_when_the_link_is_cut_arrive_once_or_fail_typed() {
         assert!(
             distinct.binary_search(&i).is_ok(),
             "acknowledged publish {i} arrived"
+        );
+    }
+    for i in refused {
+        assert!(
+            distinct.binary_search(&i).is_err(),
+            "refused publish {i} never arrived"
         );
     }
 }
