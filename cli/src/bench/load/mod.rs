@@ -7,7 +7,7 @@
 //! `--duration`, waits for the drain and collects the results. Threads share
 //! nothing but atomic counters.
 //!
-//! Per message, a subscriber does only what [`Walker::walk`] does plus one
+//! Per message, a subscriber does only what [`Walker::walk`](super::walker::Walker::walk) does plus one
 //! histogram record; per read it takes one clock reading (every message in
 //! one read arrived at the same time) and stores its counters.
 //!

@@ -1,0 +1,170 @@
+//! Positions in a topic's stream and the options of `SUBSCRIBE` and
+//! `PUBLISH`, with their MessagePack encodings.
+
+use crate::msgpack::{self, MsgpackError, Reader};
+
+use super::DecodeError;
+
+/// A position in one topic's stream: the topic's epoch and a sequence number.
+///
+/// The epoch changes whenever the topic's history is lost (broker restart,
+/// topic forgotten after idling); sequence numbers are only comparable within
+/// one epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Position {
+    /// The topic's epoch.
+    pub epoch: u64,
+    /// A sequence number within that epoch.
+    pub seq: u64,
+}
+
+/// Most entries a `since` map may hold.
+pub const MAX_SINCE_ENTRIES: usize = 65_536;
+
+/// Options of a subscribe request (the map in `[1, id, pattern, options]`).
+/// An unknown key, or a value of the wrong type, is refused with
+/// [`ErrorCode::InvalidOption`](crate::ErrorCode::InvalidOption) rather than silently ignored.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SubscribeOptions {
+    /// `since`: resume after these positions (topic → position). `Some` with
+    /// an empty list asks for every retained message of the matching topics.
+    pub since: Option<Vec<(String, Position)>>,
+    /// `last`: deliver the latest retained message of each matching topic
+    /// before live messages.
+    pub last: bool,
+    /// `max_rate`: at most this many messages per second per topic, always
+    /// the latest (conflated).
+    pub max_rate: Option<u32>,
+}
+
+impl SubscribeOptions {
+    /// Options with `since` set.
+    pub fn since(mut self, positions: Vec<(String, Position)>) -> Self {
+        self.since = Some(positions);
+        self
+    }
+
+    /// Options with `last` set.
+    pub fn last(mut self, last: bool) -> Self {
+        self.last = last;
+        self
+    }
+
+    /// Options with `max_rate` set.
+    pub fn max_rate(mut self, per_second: u32) -> Self {
+        self.max_rate = Some(per_second);
+        self
+    }
+
+    pub(crate) fn encode(&self, out: &mut Vec<u8>) {
+        let len = usize::from(self.since.is_some())
+            + usize::from(self.last)
+            + usize::from(self.max_rate.is_some());
+        msgpack::write_map_len(out, len);
+        if let Some(since) = &self.since {
+            msgpack::write_str(out, "since");
+            write_positions(
+                out,
+                since.iter().map(|(t, p)| (t.as_str(), *p)),
+                since.len(),
+            );
+        }
+        if self.last {
+            msgpack::write_str(out, "last");
+            msgpack::write_bool(out, true);
+        }
+        if let Some(rate) = self.max_rate {
+            msgpack::write_str(out, "max_rate");
+            msgpack::write_u64(out, u64::from(rate));
+        }
+    }
+}
+
+pub(crate) fn write_positions<'t>(
+    out: &mut Vec<u8>,
+    positions: impl Iterator<Item = (&'t str, Position)>,
+    len: usize,
+) {
+    msgpack::write_map_len(out, len);
+    for (topic, p) in positions {
+        msgpack::write_str(out, topic);
+        msgpack::write_array_len(out, 2);
+        msgpack::write_u64(out, p.epoch);
+        msgpack::write_u64(out, p.seq);
+    }
+}
+
+fn read_position(r: &mut Reader<'_>) -> Result<Position, MsgpackError> {
+    if r.read_array_len()? != 2 {
+        return Err(MsgpackError::UnexpectedType {
+            expected: "[epoch, seq]",
+            marker: 0x92,
+        });
+    }
+    Ok(Position {
+        epoch: r.read_u64()?,
+        seq: r.read_u64()?,
+    })
+}
+
+pub(crate) fn read_positions(
+    r: &mut Reader<'_>,
+    limit: usize,
+) -> Result<Vec<(String, Position)>, MsgpackError> {
+    let len = r.read_map_len()?;
+    if len > limit {
+        return Err(MsgpackError::IntegerOutOfRange);
+    }
+    let mut positions = Vec::with_capacity(len.min(1024));
+    for _ in 0..len {
+        let topic = r.read_str()?.to_owned();
+        positions.push((topic, read_position(r)?));
+    }
+    Ok(positions)
+}
+
+pub(crate) fn read_subscribe_options(r: &mut Reader<'_>) -> Result<SubscribeOptions, DecodeError> {
+    let mut options = SubscribeOptions::default();
+    if r.read_nil()? {
+        return Ok(options);
+    }
+    let pairs = r.read_map_len()?;
+    for _ in 0..pairs {
+        let key = r.read_str()?;
+        let invalid = |_| DecodeError::InvalidOption(key.to_owned());
+        match key {
+            "since" => options.since = Some(read_positions(r, MAX_SINCE_ENTRIES).map_err(invalid)?),
+            "last" => options.last = r.read_bool().map_err(invalid)?,
+            "max_rate" => {
+                let rate = r.read_u64().map_err(invalid)?;
+                let rate = u32::try_from(rate)
+                    .ok()
+                    .filter(|r| *r > 0)
+                    .ok_or_else(|| DecodeError::InvalidOption(key.to_owned()))?;
+                options.max_rate = Some(rate);
+            }
+            _ => return Err(DecodeError::InvalidOption(key.to_owned())),
+        }
+    }
+    Ok(options)
+}
+
+pub(crate) fn read_publish_options(r: &mut Reader<'_>) -> Result<bool, DecodeError> {
+    let mut retain = false;
+    if r.read_nil()? {
+        return Ok(retain);
+    }
+    for _ in 0..r.read_map_len()? {
+        let key = r.read_str()?;
+        match key {
+            "retain" => {
+                retain = r
+                    .read_bool()
+                    .map_err(|_| DecodeError::InvalidOption(key.to_owned()))?
+            }
+            _ => return Err(DecodeError::InvalidOption(key.to_owned())),
+        }
+    }
+    Ok(retain)
+}

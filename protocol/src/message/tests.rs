@@ -1,0 +1,208 @@
+//! Round trips, documented bytes and hostile frames.
+
+use bytes::Bytes;
+
+use super::*;
+use crate::codes::ErrorCode;
+use crate::ws;
+
+fn round_trip_client(msg: ClientMessage<'_>) {
+    let mut out = Vec::new();
+    msg.encode(&mut out);
+    let frame = Bytes::from(out);
+    assert_eq!(ClientMessage::decode(&frame).unwrap(), msg);
+}
+
+fn round_trip_server(msg: ServerMessage<'_>) {
+    let mut out = Vec::new();
+    msg.encode(&mut out);
+    let frame = Bytes::from(out);
+    assert_eq!(ServerMessage::decode(&frame).unwrap(), msg);
+}
+
+#[test]
+fn client_messages_round_trip() {
+    round_trip_client(ClientMessage::Subscribe {
+        id: 1,
+        pattern: "stocks.*",
+        options: SubscribeOptions::default(),
+    });
+    round_trip_client(ClientMessage::Unsubscribe {
+        id: 2,
+        pattern: "a",
+    });
+    round_trip_client(ClientMessage::Publish {
+        id: Some(300),
+        topic: "a.b",
+        payload: Bytes::from_static(b"\x01\x02"),
+        retain: true,
+    });
+    round_trip_client(ClientMessage::Publish {
+        id: None,
+        topic: "a.b",
+        payload: Bytes::new(),
+        retain: false,
+    });
+    round_trip_client(ClientMessage::Ping { id: u64::MAX });
+}
+
+#[test]
+fn server_messages_round_trip() {
+    round_trip_server(ServerMessage::Subscribed {
+        id: 1,
+        info: SubscribedInfo::default(),
+    });
+    round_trip_server(ServerMessage::Subscribed {
+        id: 2,
+        info: SubscribedInfo {
+            epoch: Some(77),
+            seq: Some(1 << 33),
+            recovered: Some(false),
+            missed: vec![("a.b".into(), Position { epoch: 3, seq: 9 })],
+        },
+    });
+    round_trip_server(ServerMessage::Unsubscribed { id: 2 });
+    round_trip_server(ServerMessage::Published {
+        id: 3,
+        seq: 1 << 40,
+    });
+    round_trip_server(ServerMessage::Pong { id: 4 });
+    round_trip_server(ServerMessage::Error {
+        id: None,
+        code: ErrorCode::InvalidTopic,
+        message: "bad",
+    });
+    round_trip_server(ServerMessage::Message(Delivery {
+        topic: "stocks.AAPL",
+        epoch: u64::MAX,
+        seq: 7,
+        time_us: 1_700_000_000_000_000,
+        payload: Bytes::from_static(b"hello"),
+    }));
+}
+
+#[test]
+fn documented_hex_examples() {
+    // These bytes appear in docs/protocol.md; keep both in step.
+    let mut out = Vec::new();
+    ClientMessage::Subscribe {
+        id: 1,
+        pattern: "stocks.*",
+        options: SubscribeOptions::default(),
+    }
+    .encode(&mut out);
+    assert_eq!(out, b"\x94\x01\x01\xa8stocks.*\x80");
+
+    let mut out = Vec::new();
+    ClientMessage::Publish {
+        id: Some(2),
+        topic: "stocks.AAPL",
+        payload: Bytes::from_static(b"hi"),
+        retain: false,
+    }
+    .encode(&mut out);
+    assert_eq!(out, b"\x94\x03\x02\xabstocks.AAPL\xc4\x02hi");
+
+    let at = Position { epoch: 7, seq: 1 };
+    let frame = encode_delivery_frame("stocks.AAPL", at, 0x0006_0000_0000_0000, b"hi");
+    assert_eq!(
+        &frame[..],
+        b"\x82\x1d\x96\x10\xabstocks.AAPL\x07\x01\xcf\x00\x06\x00\x00\x00\x00\x00\x00\xc4\x02hi"
+    );
+}
+
+#[test]
+fn delivery_frame_decodes_as_message() {
+    for payload_len in [0usize, 100, 200, 70_000] {
+        let payload = vec![9u8; payload_len];
+        let at = Position {
+            epoch: 1 << 40,
+            seq: 42,
+        };
+        let frame = encode_delivery_frame("a.b", at, 123, &payload);
+        let header = ws::FrameHeader::parse(&frame, ws::Role::Client)
+            .unwrap()
+            .unwrap();
+        assert_eq!(header.opcode, ws::OpCode::Binary);
+        let body = frame.slice(header.header_len..);
+        assert_eq!(body.len() as u64, header.payload_len);
+        match ServerMessage::decode(&body).unwrap() {
+            ServerMessage::Message(d) => {
+                assert_eq!((d.topic, d.epoch, d.seq), ("a.b", 1 << 40, 42));
+                assert_eq!(d.time_us, 123);
+                assert_eq!(&d.payload[..], &payload[..]);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn publish_payload_is_a_slice_not_a_copy() {
+    let mut out = Vec::new();
+    ClientMessage::Publish {
+        id: None,
+        topic: "t",
+        payload: Bytes::from_static(b"payload"),
+        retain: false,
+    }
+    .encode(&mut out);
+    let frame = Bytes::from(out);
+    let ClientMessage::Publish { payload, .. } = ClientMessage::decode(&frame).unwrap() else {
+        panic!("not a publish");
+    };
+    let frame_range = frame.as_ptr() as usize..frame.as_ptr() as usize + frame.len();
+    assert!(frame_range.contains(&(payload.as_ptr() as usize)));
+}
+
+#[test]
+fn malformed_client_frames_are_errors() {
+    let cases: &[(&[u8], ErrorCode)] = &[
+        (b"", ErrorCode::Malformed),
+        (b"hello", ErrorCode::Malformed),
+        (b"\x90", ErrorCode::Malformed),
+        (b"\x92\x63\x01", ErrorCode::UnknownMessageType),
+        (b"\x92\x10\x01", ErrorCode::UnknownMessageType),
+        (b"\x93\x01\x01", ErrorCode::Malformed),
+        (b"\x93\x01\x01\x05", ErrorCode::Malformed),
+        (
+            b"\x94\x01\x01\xa1a\x81\xa5since\x01",
+            ErrorCode::InvalidOption,
+        ),
+        (b"\x94\x03\xc0\xa1a\xa2hi", ErrorCode::Malformed),
+        (b"\x92\x04\x01\x00", ErrorCode::Malformed),
+    ];
+    for (bytes, code) in cases {
+        let frame = Bytes::from_static(bytes);
+        let err = ClientMessage::decode(&frame).unwrap_err();
+        assert_eq!(err.error_code(), *code, "{bytes:x?}: {err}");
+    }
+}
+
+#[test]
+fn request_id_is_recovered_from_frames_that_fail_later() {
+    assert_eq!(
+        ClientMessage::request_id_hint(b"\x94\x01\x07\xa1a\x81\xa5since\x01"),
+        Some(7)
+    );
+    assert_eq!(ClientMessage::request_id_hint(b"\x94\x03\x09\x05"), Some(9));
+    assert_eq!(ClientMessage::request_id_hint(b"\x94\x03\xc0\x05"), None);
+    assert_eq!(ClientMessage::request_id_hint(b"\x92\x63\x01"), None);
+    assert_eq!(ClientMessage::request_id_hint(b"garbage"), None);
+}
+
+#[test]
+fn every_truncation_of_a_valid_frame_is_rejected() {
+    let mut out = Vec::new();
+    ClientMessage::Publish {
+        id: Some(9),
+        topic: "x.y",
+        payload: Bytes::from_static(&[1; 40]),
+        retain: false,
+    }
+    .encode(&mut out);
+    for cut in 0..out.len() {
+        let frame = Bytes::copy_from_slice(&out[..cut]);
+        assert!(ClientMessage::decode(&frame).is_err(), "cut at {cut}");
+    }
+}
