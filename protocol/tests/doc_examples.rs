@@ -483,18 +483,7 @@ fn error_code_table() {
 
 #[test]
 fn close_code_table() {
-    let all = [
-        CloseCode::Normal,
-        CloseCode::GoingAway,
-        CloseCode::ProtocolError,
-        CloseCode::UnsupportedData,
-        CloseCode::InvalidPayload,
-        CloseCode::MessageTooBig,
-        CloseCode::InternalError,
-        CloseCode::SlowConsumer,
-        CloseCode::KeepaliveTimeout,
-    ];
-    for code in all {
+    for code in CloseCode::ALL {
         let start = format!("| {} |", code.as_u16());
         let reason = format!("`{}`", code.reason());
         assert!(
