@@ -16,6 +16,9 @@ python3 scripts/check-module-cycles.py protocol/src broker/src client-sdk/src cl
 step "cargo clippy (warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+step "cargo doc (warnings are errors, e.g. broken links)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
+
 step "cargo build (the end-to-end tests drive the real tickwire binary)"
 cargo build --workspace --bins --locked
 
