@@ -400,6 +400,9 @@ broker_settings! {
     log_format: LogFormat = LogFormat::Text, "text",
         env "TICKWIRE_LOG_FORMAT", parse parse_log_format,
         "Log format: text or json.";
+    http_body_timeout: Duration = Duration::from_secs(10), "10s",
+        env "TICKWIRE_HTTP_BODY_TIMEOUT", parse parse_nonzero_duration,
+        "Time allowed to receive a whole HTTP publish body once the request head is in; a slower body gets 408 and the connection is closed.";
 }
 
 impl BrokerConfig {

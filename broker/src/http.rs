@@ -14,12 +14,15 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, SEC_WEBSOCKET_PROTOCOL};
+use hyper::header::{
+    CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_PROTOCOL,
+    SEC_WEBSOCKET_VERSION,
+};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde_json::json;
 use tickwire_protocol::topic::Topic;
-use tickwire_protocol::{ErrorCode, SUBPROTOCOL, WEBSOCKET_PATH};
+use tickwire_protocol::{ErrorCode, SUBPROTOCOL, WEBSOCKET_PATH, handshake};
 use tokio::net::TcpStream;
 
 use crate::connection;
@@ -126,6 +129,30 @@ fn negotiate_subprotocol(req: &Request<Incoming>) -> Result<Option<&'static str>
     }
 }
 
+/// Checks `Sec-WebSocket-Version` (13, else 426 naming it, as RFC 6455
+/// section 4.4 asks) and `Sec-WebSocket-Key` (base64 of 16 bytes, else 400).
+fn check_handshake_headers(req: &Request<Incoming>) -> Result<(), Response<Body>> {
+    let version = req.headers().get(SEC_WEBSOCKET_VERSION);
+    if version.is_none_or(|v| v.as_bytes().trim_ascii() != b"13") {
+        let mut response = text(
+            StatusCode::UPGRADE_REQUIRED,
+            "unsupported WebSocket version; this broker speaks Sec-WebSocket-Version: 13\n",
+        );
+        response
+            .headers_mut()
+            .insert(SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+        return Err(response);
+    }
+    let key = req.headers().get(SEC_WEBSOCKET_KEY);
+    if !key.is_some_and(|k| handshake::is_valid_key(k.as_bytes())) {
+        return Err(text(
+            StatusCode::BAD_REQUEST,
+            "missing or invalid Sec-WebSocket-Key: send the base64 encoding of 16 random bytes\n",
+        ));
+    }
+    Ok(())
+}
+
 fn upgrade(
     state: Arc<BrokerState>,
     slot: Arc<ConnectionSlot>,
@@ -142,6 +169,9 @@ fn upgrade(
             StatusCode::SERVICE_UNAVAILABLE,
             "broker is shutting down; connect to another node\n",
         );
+    }
+    if let Err(refusal) = check_handshake_headers(&req) {
+        return refusal;
     }
     let subprotocol = match negotiate_subprotocol(&req) {
         Ok(p) => p,
@@ -240,7 +270,25 @@ async fn publish(state: &BrokerState, topic: &str, req: Request<Incoming>) -> Re
     if declared.is_some_and(|len| len > limit as u64) {
         return too_large();
     }
-    let body = match Limited::new(req.into_body(), limit).collect().await {
+    let timeout = state.config.http_body_timeout;
+    let collected = Limited::new(req.into_body(), limit).collect();
+    let Ok(collected) = tokio::time::timeout(timeout, collected).await else {
+        state.metrics.http_body_timeouts.inc();
+        let mut response = json_error(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            &format!(
+                "the body did not arrive within {} (--http-body-timeout); send it in one go",
+                humantime::format_duration(timeout)
+            ),
+        );
+        // The rest of the body is not read: the connection cannot be reused.
+        response
+            .headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("close"));
+        return response;
+    };
+    let body = match collected {
         Ok(collected) => collected.to_bytes(),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => return too_large(),
         Err(e) => {

@@ -58,6 +58,8 @@ pub struct Metrics {
     pub resumes: IntCounterVec,
     /// Bytes queued for a connection, sampled at each write batch.
     pub queue_depth_bytes: Histogram,
+    /// HTTP publishes answered 408 because the body was too slow.
+    pub http_body_timeouts: IntCounter,
 }
 
 /// Bucket upper bounds, in bytes, of the queue depth histogram.
@@ -176,6 +178,10 @@ impl Metrics {
                 "outcome",
             ),
             queue_depth_bytes,
+            http_body_timeouts: counter(
+                "http_body_timeouts_total",
+                "HTTP publishes answered 408 because the body did not arrive within http_body_timeout.",
+            ),
             registry,
         };
         for code in ErrorCode::ALL {

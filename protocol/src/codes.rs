@@ -42,6 +42,13 @@ pub enum ErrorCode {
     ShuttingDown,
     /// Something failed inside the broker; the request may be retried.
     Internal,
+    /// The connection publishes faster than its `publish_rate` /
+    /// `publish_bytes_rate` allow; this publish was not applied. Slow down
+    /// and retry.
+    RateLimited,
+    /// Keeping this message (a requested `retain`) would exceed the broker's
+    /// `max_retained_bytes`; nothing was published.
+    StorageFull,
     /// A code this version does not know (from a newer broker); treat it as
     /// a refusal of the request.
     Unknown(u16),
@@ -49,7 +56,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code this version knows, in numeric order.
-    pub const ALL: [ErrorCode; 12] = [
+    pub const ALL: [ErrorCode; 14] = [
         ErrorCode::Malformed,
         ErrorCode::UnknownMessageType,
         ErrorCode::InvalidTopic,
@@ -62,6 +69,8 @@ impl ErrorCode {
         ErrorCode::PayloadTooLarge,
         ErrorCode::ShuttingDown,
         ErrorCode::Internal,
+        ErrorCode::RateLimited,
+        ErrorCode::StorageFull,
     ];
 
     /// The number sent on the wire.
@@ -79,6 +88,8 @@ impl ErrorCode {
             ErrorCode::PayloadTooLarge => 10,
             ErrorCode::ShuttingDown => 11,
             ErrorCode::Internal => 12,
+            ErrorCode::RateLimited => 15,
+            ErrorCode::StorageFull => 16,
             ErrorCode::Unknown(n) => n,
         }
     }
@@ -106,6 +117,8 @@ impl ErrorCode {
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::ShuttingDown => "shutting_down",
             ErrorCode::Internal => "internal",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::StorageFull => "storage_full",
             ErrorCode::Unknown(_) => "unknown",
         }
     }
@@ -141,6 +154,11 @@ pub enum CloseCode {
     SlowConsumer = 4001,
     /// Nothing was received from the peer within the keepalive timeout.
     KeepaliveTimeout = 4002,
+    /// The connection kept publishing over its rate limit (a sustained
+    /// flood of refused publishes).
+    PublishFlood = 4005,
+    /// A message was started but not completed within `message_timeout`.
+    MessageTimeout = 4006,
 }
 
 impl CloseCode {
@@ -150,7 +168,7 @@ impl CloseCode {
     }
 
     /// Every code the broker sends, in numeric order.
-    pub const ALL: [CloseCode; 9] = [
+    pub const ALL: [CloseCode; 11] = [
         CloseCode::Normal,
         CloseCode::GoingAway,
         CloseCode::ProtocolError,
@@ -160,6 +178,8 @@ impl CloseCode {
         CloseCode::InternalError,
         CloseCode::SlowConsumer,
         CloseCode::KeepaliveTimeout,
+        CloseCode::PublishFlood,
+        CloseCode::MessageTimeout,
     ];
 
     /// The code for a wire number, if it is one of [`CloseCode::ALL`].
@@ -179,6 +199,8 @@ impl CloseCode {
             CloseCode::InternalError => "internal error",
             CloseCode::SlowConsumer => "slow consumer: outbound queue over budget",
             CloseCode::KeepaliveTimeout => "keepalive timeout",
+            CloseCode::PublishFlood => "publish flood: rate limit exceeded for too long",
+            CloseCode::MessageTimeout => "message not completed within message_timeout",
         }
     }
 }

@@ -64,6 +64,15 @@ pub fn generate_key() -> String {
     BASE64.encode(rand::random::<[u8; 16]>())
 }
 
+/// Whether `key` is a valid `Sec-WebSocket-Key`: the base64 encoding of
+/// exactly 16 bytes (RFC 6455 section 4.1), so 24 characters. Surrounding
+/// whitespace is not part of a header value and is ignored.
+pub fn is_valid_key(key: &[u8]) -> bool {
+    let key = key.trim_ascii();
+    let mut decoded = [0u8; 18];
+    key.len() == 24 && BASE64.decode_slice(key, &mut decoded) == Ok(16)
+}
+
 /// The `Sec-WebSocket-Accept` value that answers `key`: base64 of the SHA-1
 /// of the key followed by the RFC 6455 GUID.
 pub fn accept_key(key: &str) -> String {
@@ -293,6 +302,22 @@ mod tests {
     use super::*;
 
     const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+
+    #[test]
+    fn keys_must_be_sixteen_bytes_of_base64() {
+        assert!(is_valid_key(KEY.as_bytes()));
+        assert!(is_valid_key(generate_key().as_bytes()));
+        for bad in [
+            "",
+            "abc",
+            "dGhlIHNhbXBsZSBub25jZQ",
+            "dGhlIHNhbXBsZSBub25jZQ==AA",
+            "dGhlIHNhbXBsZSBub25jZ!==",
+            "dGhlIHNhbXBsZSBub25jZXg=",
+        ] {
+            assert!(!is_valid_key(bad.as_bytes()), "{bad}");
+        }
+    }
 
     fn response(accept: &str, extra: &str) -> String {
         format!(

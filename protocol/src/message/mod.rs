@@ -98,6 +98,9 @@ pub enum DecodeError {
     /// An option key that is not supported, or a value of the wrong type.
     #[error("unsupported option {0:?}")]
     InvalidOption(String),
+    /// An option key given more than once in one options map.
+    #[error("option {0:?} is given more than once; give each option at most once")]
+    DuplicateOption(String),
     /// An `ERROR` reply whose code does not fit in 16 bits (codes this
     /// version does not know decode as [`ErrorCode::Unknown`]).
     #[error("error code {0} is out of range (0-65535)")]
@@ -109,7 +112,9 @@ impl DecodeError {
     pub fn error_code(&self) -> ErrorCode {
         match self {
             DecodeError::UnknownType(_) => ErrorCode::UnknownMessageType,
-            DecodeError::InvalidOption(_) => ErrorCode::InvalidOption,
+            DecodeError::InvalidOption(_) | DecodeError::DuplicateOption(_) => {
+                ErrorCode::InvalidOption
+            }
             _ => ErrorCode::Malformed,
         }
     }

@@ -124,15 +124,38 @@ pub(crate) fn read_positions(
     Ok(positions)
 }
 
+/// The known option keys already read in one options map, to refuse a key
+/// given twice instead of silently keeping one of the values.
+#[derive(Default)]
+struct SeenKeys(u32);
+
+impl SeenKeys {
+    /// Records `key` if it is one of `known` (at most 32); an error if it
+    /// was already seen. Unknown keys are left to the caller.
+    fn first(&mut self, key: &str, known: &[&str]) -> Result<(), DecodeError> {
+        let Some(index) = known.iter().position(|k| *k == key) else {
+            return Ok(());
+        };
+        let bit = 1u32 << index;
+        if self.0 & bit != 0 {
+            return Err(DecodeError::DuplicateOption(key.to_owned()));
+        }
+        self.0 |= bit;
+        Ok(())
+    }
+}
+
 pub(crate) fn read_subscribe_options(r: &mut Reader<'_>) -> Result<SubscribeOptions, DecodeError> {
     let mut options = SubscribeOptions::default();
     if r.read_nil()? {
         return Ok(options);
     }
     let pairs = r.read_map_len()?;
+    let mut seen = SeenKeys::default();
     for _ in 0..pairs {
         let key = r.read_str()?;
         let invalid = |_| DecodeError::InvalidOption(key.to_owned());
+        seen.first(key, &["since", "last", "max_rate"])?;
         match key {
             "since" => options.since = Some(read_positions(r, MAX_SINCE_ENTRIES).map_err(invalid)?),
             "last" => options.last = r.read_bool().map_err(invalid)?,
@@ -155,8 +178,10 @@ pub(crate) fn read_publish_options(r: &mut Reader<'_>) -> Result<bool, DecodeErr
     if r.read_nil()? {
         return Ok(retain);
     }
+    let mut seen = SeenKeys::default();
     for _ in 0..r.read_map_len()? {
         let key = r.read_str()?;
+        seen.first(key, &["retain"])?;
         match key {
             "retain" => {
                 retain = r

@@ -206,3 +206,19 @@ fn every_truncation_of_a_valid_frame_is_rejected() {
         assert!(ClientMessage::decode(&frame).is_err(), "cut at {cut}");
     }
 }
+
+#[test]
+fn an_option_given_twice_is_refused() {
+    let cases: &[&[u8]] = &[
+        b"\x94\x01\x01\xa1a\x82\xa4last\xc3\xa4last\xc2",
+        b"\x95\x03\x01\xa1a\xc4\x02hi\x82\xa6retain\xc3\xa6retain\xc2",
+    ];
+    for bytes in cases {
+        let frame = Bytes::from_static(bytes);
+        let err = ClientMessage::decode(&frame).unwrap_err();
+        assert_eq!(err.error_code(), ErrorCode::InvalidOption, "{bytes:x?}");
+        assert!(err.to_string().contains("more than once"), "{err}");
+    }
+    let once = Bytes::from_static(b"\x95\x03\x01\xa1a\xc4\x02hi\x81\xa6retain\xc3");
+    assert!(ClientMessage::decode(&once).is_ok());
+}
