@@ -403,6 +403,9 @@ broker_settings! {
     http_body_timeout: Duration = Duration::from_secs(10), "10s",
         env "TICKWIRE_HTTP_BODY_TIMEOUT", parse parse_nonzero_duration,
         "Time allowed to receive a whole HTTP publish body once the request head is in; a slower body gets 408 and the connection is closed.";
+    message_timeout: Duration = Duration::from_secs(10), "10s",
+        env "TICKWIRE_MESSAGE_TIMEOUT", parse parse_nonzero_duration,
+        "Time allowed to complete a WebSocket message (all its fragments) once its first byte has arrived; a slower one closes the connection with 4006.";
 }
 
 impl BrokerConfig {

@@ -86,6 +86,24 @@ pub async fn serve(state: Arc<BrokerState>, stream: TcpStream, early: Bytes) {
     tracing::debug!(connection = id, "websocket session ended");
 }
 
+/// Whether the `message_timeout` clock runs for an incomplete message.
+#[derive(Debug, Default)]
+struct MessageTimer {
+    armed: bool,
+}
+
+impl MessageTimer {
+    /// Updates the clock after a read was processed: `pending` says whether
+    /// an incomplete frame or message is buffered, `completed` whether one
+    /// was completed in that read. Returns whether the clock (re)starts now:
+    /// a new message began, so its time counts from this read.
+    fn arm(&mut self, pending: bool, completed: bool) -> bool {
+        let restart = pending && (!self.armed || completed);
+        self.armed = pending;
+        restart
+    }
+}
+
 struct Connection<'a> {
     state: &'a BrokerState,
     queue: &'a Arc<OutboundQueue>,
@@ -122,6 +140,12 @@ impl Connection<'_> {
         }
     }
 
+    /// Whether part of a frame or message has been received and awaits the
+    /// rest.
+    fn pending(&self) -> bool {
+        !self.buf.is_empty() || self.decoder.mid_message()
+    }
+
     /// Releases the read buffer when it is empty and the last read was
     /// short: the peer is not streaming, so idle memory goes back.
     fn release_idle_buffer(&mut self, last_read: usize) {
@@ -131,10 +155,15 @@ impl Connection<'_> {
     }
 
     /// Decodes and handles everything buffered. Returns `None` while the
-    /// connection stays open.
-    fn process(&mut self, session: &mut Session) -> Option<ReadEnd> {
+    /// connection stays open; `completed` is set when a message or control
+    /// frame was completed outside a fragmented message.
+    fn process(&mut self, session: &mut Session, completed: &mut bool) -> Option<ReadEnd> {
         loop {
-            match self.decoder.decode(&mut self.buf) {
+            let item = self.decoder.decode(&mut self.buf);
+            if matches!(item, Ok(Some(_))) && !self.decoder.mid_message() {
+                *completed = true;
+            }
+            match item {
                 Ok(None) => return None,
                 Ok(Some(Incoming::Message(frame))) => session.handle(self.state, frame),
                 Ok(Some(Incoming::Ping(payload))) => {
@@ -171,9 +200,18 @@ impl Connection<'_> {
         let mut pinged = false;
         let keepalive = sleep_until(quiet_since + config.keepalive_interval);
         tokio::pin!(keepalive);
+        // Runs while a message is incomplete: from its first byte (the read
+        // that brought it) until its last.
+        let mut message = MessageTimer::default();
+        let message_deadline = sleep_until(quiet_since + config.message_timeout);
+        tokio::pin!(message_deadline);
 
-        if let Some(end) = self.process(session) {
+        let mut completed = false;
+        if let Some(end) = self.process(session, &mut completed) {
             return end;
+        }
+        if message.arm(self.pending(), completed) {
+            message_deadline.as_mut().reset(Instant::now() + config.message_timeout);
         }
         loop {
             tokio::select! {
@@ -190,10 +228,18 @@ impl Connection<'_> {
                     quiet_since = Instant::now();
                     pinged = false;
                     keepalive.as_mut().reset(quiet_since + config.keepalive_interval);
-                    if let Some(end) = self.process(session) {
+                    let mut completed = false;
+                    if let Some(end) = self.process(session, &mut completed) {
                         return end;
                     }
+                    if message.arm(self.pending(), completed) {
+                        message_deadline.as_mut().reset(quiet_since + config.message_timeout);
+                    }
                     self.release_idle_buffer(n);
+                }
+                _ = &mut message_deadline, if message.armed => {
+                    self.queue.close(CloseCode::MessageTimeout);
+                    return ReadEnd::Closing;
                 }
                 _ = &mut keepalive => {
                     if pinged {
@@ -228,5 +274,24 @@ impl Connection<'_> {
             }
         };
         let _ = timeout_at(deadline, wait).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::MessageTimer;
+
+    #[test]
+    fn the_message_clock_runs_from_a_messages_first_read_to_its_last() {
+        let mut timer = MessageTimer::default();
+        assert!(!timer.arm(false, true), "nothing pending: no clock");
+        assert!(timer.arm(true, false), "a frame started: the clock starts");
+        assert!(!timer.arm(true, false), "more of it: the clock keeps running");
+        assert!(
+            timer.arm(true, true),
+            "it completed and the next one started: the clock restarts"
+        );
+        assert!(!timer.arm(false, true), "all complete: no clock");
+        assert!(!timer.armed);
     }
 }

@@ -285,6 +285,12 @@ impl FrameDecoder {
         self.wanted
     }
 
+    /// Whether a fragmented message has started and not yet ended: its
+    /// first frames are held until the last one arrives.
+    pub fn mid_message(&self) -> bool {
+        self.fragments.is_some()
+    }
+
     /// Decodes the next item from the front of `buf`, consuming its bytes.
     /// `Ok(None)` means more input is needed.
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Incoming>, FrameError> {

@@ -165,3 +165,68 @@ async fn an_option_given_twice_is_refused_as_invalid_option() {
     broker.stop().await;
 }
 
+
+/// A masked binary frame without FIN: the first fragment of a message.
+fn first_fragment(payload: &[u8]) -> Vec<u8> {
+    assert!(payload.len() < 126);
+    let key = [1, 2, 3, 4];
+    let mut masked = payload.to_vec();
+    tickwire_protocol::ws::apply_mask(&mut masked, key);
+    let mut frame = vec![0x02, 0x80 | payload.len() as u8];
+    frame.extend_from_slice(&key);
+    frame.extend_from_slice(&masked);
+    frame
+}
+
+#[tokio::test]
+async fn a_message_not_completed_in_time_closes_with_4006() {
+    let broker = TestBroker::start(|c| c.message_timeout = Duration::from_millis(300)).await;
+    let mut witness = RawClient::connect(broker.addr).await;
+    witness.subscribe("alive").await;
+
+    // Trickled: two bytes of a frame header, then one byte at a time while
+    // each read still counts as activity for keepalive.
+    let mut trickler = RawClient::connect(broker.addr).await;
+    trickler.send_raw(&[0x82, 0x80 | 20]).await;
+    let closing = tokio::spawn(async move {
+        for byte in [1u8, 2, 3, 4, 5, 6, 7, 8] {
+            trickler.send_raw(&[byte]).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        trickler
+    });
+    let mut trickler = closing.await.expect("trickler");
+    assert_eq!(
+        trickler.recv_close().await,
+        Received::Close {
+            code: Some(4006),
+            reason: "message not completed within message_timeout".to_owned()
+        }
+    );
+
+    // Fragmented: the first fragment arrives whole, pings keep the
+    // connection busy, the last fragment never comes.
+    let mut fragmenter = RawClient::connect(broker.addr).await;
+    fragmenter.send_raw(&first_fragment(b"\x94\x01\x01")).await;
+    fragmenter.send_frame(OpCode::Ping, b"1").await;
+    assert_eq!(fragmenter.recv().await, Received::Pong(0));
+    assert!(matches!(
+        fragmenter.recv_close().await,
+        Received::Close {
+            code: Some(4006),
+            ..
+        }
+    ));
+    assert_eq!(
+        tickwire_e2e::metric_with_label(broker.addr, "tickwire_closes_total", "code", "4006")
+            .await,
+        2.0
+    );
+
+    // Everyone else carries on.
+    let mut publisher = RawClient::connect(broker.addr).await;
+    publisher.publish_acked("alive", b"yes").await;
+    assert!(matches!(witness.recv().await, Received::Message { .. }));
+    drop((witness, publisher, trickler, fragmenter));
+    broker.stop().await;
+}
