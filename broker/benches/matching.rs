@@ -33,6 +33,7 @@ fn registry(policies: Vec<TopicPolicy>) -> TopicRegistry {
         RegistryLimits {
             max_topics: 1000,
             topic_idle_ttl: Duration::from_secs(3600),
+            max_retained_bytes: usize::MAX,
         },
         policies,
         Metrics::new(),
@@ -183,6 +184,7 @@ fn history(c: &mut Criterion) {
             history_age: Some(Duration::from_secs(60)),
             retain: false,
             slow_consumer: SlowConsumerPolicy::Disconnect,
+            client_retain: None,
         };
         let registry = registry(vec![policy]);
         let mut receivers = subscribe_many(&registry, &pattern("h.t"), 1);

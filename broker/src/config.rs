@@ -39,6 +39,9 @@ pub struct TopicPolicy {
     pub retain: bool,
     /// What happens to this topic's messages for a subscriber over budget.
     pub slow_consumer: SlowConsumerPolicy,
+    /// Whether a client may ask for `retain` on these topics (`None`: as
+    /// `client_retain_patterns` says).
+    pub client_retain: Option<bool>,
 }
 
 impl TopicPolicy {
@@ -53,6 +56,7 @@ impl TopicPolicy {
             history_age: None,
             retain: false,
             slow_consumer: SlowConsumerPolicy::Disconnect,
+            client_retain: None,
         }
     }
 }
@@ -103,9 +107,10 @@ fn parse_topic_policies(value: &toml::Value) -> Result<Vec<TopicPolicy>, String>
                     "history_age" => policy.history_age = Some(parse_duration(&v).map_err(field)?),
                     "retain" => policy.retain = v.trim().parse().map_err(|_| field(format!("`{v}` is not true or false")))?,
                     "slow_consumer" => policy.slow_consumer = parse_slow_consumer(&v).map_err(field)?,
+                    "client_retain" => policy.client_retain = Some(v.trim().parse().map_err(|_| field(format!("`{v}` is not true or false")))?),
                     other => {
                         return Err(format!(
-                            "unknown key `{other}` in [[topic]] `{pattern}`; valid: pattern, history_messages, history_bytes, history_age, retain, slow_consumer"
+                            "unknown key `{other}` in [[topic]] `{pattern}`; valid: pattern, history_messages, history_bytes, history_age, retain, slow_consumer, client_retain"
                         ));
                     }
                 }
@@ -260,6 +265,15 @@ fn parse_log_format(s: &str) -> Result<LogFormat, String> {
     }
 }
 
+/// Parses a comma-separated list of topic patterns; empty means none.
+fn parse_patterns(s: &str) -> Result<Vec<Pattern>, String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| Pattern::new(p).map_err(|e| format!("pattern `{p}`: {e}")))
+        .collect()
+}
+
 fn parse_string(s: &str) -> Result<String, String> {
     Ok(s.to_owned())
 }
@@ -406,6 +420,12 @@ broker_settings! {
     message_timeout: Duration = Duration::from_secs(10), "10s",
         env "TICKWIRE_MESSAGE_TIMEOUT", parse parse_nonzero_duration,
         "Time allowed to complete a WebSocket message (all its fragments) once its first byte has arrived; a slower one closes the connection with 4006.";
+    max_retained_bytes: usize = 256 << 20, "256MiB",
+        env "TICKWIRE_MAX_RETAINED_BYTES", parse parse_nonzero_size,
+        "Most bytes of messages kept for all topics together (retained values and history); beyond it a client's retain is refused with `storage_full` and policy-kept messages evict their topic's oldest.";
+    client_retain_patterns: Vec<Pattern> = Vec::new(), "",
+        env "TICKWIRE_CLIENT_RETAIN_PATTERNS", parse parse_patterns,
+        "Comma-separated topic patterns on which clients may ask for retain (`>`: all); empty: none, unless a `[[topic]]` policy sets `client_retain = true`.";
 }
 
 impl BrokerConfig {
@@ -489,6 +509,21 @@ impl BrokerConfig {
         self.topic_policies
             .iter()
             .find(|p| p.pattern.matches(topic))
+    }
+
+    /// Whether a client may ask the broker to retain a message on `topic`:
+    /// the topic's policy retains anyway, or its `client_retain` allows it,
+    /// or (when the policy does not say) `client_retain_patterns` matches.
+    /// The one place this is decided is [`crate::limits::may_retain`].
+    pub fn client_retain_allowed(&self, topic: &str) -> bool {
+        match self.policy_for(topic) {
+            Some(policy) if policy.retain => true,
+            Some(TopicPolicy {
+                client_retain: Some(allowed),
+                ..
+            }) => *allowed,
+            _ => self.client_retain_patterns.iter().any(|p| p.matches(topic)),
+        }
     }
 
     /// A configuration for tests and embedding: listen on 127.0.0.1 with an

@@ -211,7 +211,9 @@ impl Connection<'_> {
             return end;
         }
         if message.arm(self.pending(), completed) {
-            message_deadline.as_mut().reset(Instant::now() + config.message_timeout);
+            message_deadline
+                .as_mut()
+                .reset(Instant::now() + config.message_timeout);
         }
         loop {
             tokio::select! {
@@ -286,7 +288,10 @@ mod tests {
         let mut timer = MessageTimer::default();
         assert!(!timer.arm(false, true), "nothing pending: no clock");
         assert!(timer.arm(true, false), "a frame started: the clock starts");
-        assert!(!timer.arm(true, false), "more of it: the clock keeps running");
+        assert!(
+            !timer.arm(true, false),
+            "more of it: the clock keeps running"
+        );
         assert!(
             timer.arm(true, true),
             "it completed and the next one started: the clock restarts"

@@ -15,8 +15,8 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{
-    CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_PROTOCOL,
-    SEC_WEBSOCKET_VERSION,
+    CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, SEC_WEBSOCKET_KEY,
+    SEC_WEBSOCKET_PROTOCOL, SEC_WEBSOCKET_VERSION,
 };
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
@@ -26,6 +26,8 @@ use tickwire_protocol::{ErrorCode, SUBPROTOCOL, WEBSOCKET_PATH, handshake};
 use tokio::net::TcpStream;
 
 use crate::connection;
+use crate::limits;
+use crate::registry::RegistryError;
 use crate::slot::ConnectionSlot;
 use crate::state::BrokerState;
 
@@ -130,8 +132,9 @@ fn negotiate_subprotocol(req: &Request<Incoming>) -> Result<Option<&'static str>
 }
 
 /// Checks `Sec-WebSocket-Version` (13, else 426 naming it, as RFC 6455
-/// section 4.4 asks) and `Sec-WebSocket-Key` (base64 of 16 bytes, else 400).
-fn check_handshake_headers(req: &Request<Incoming>) -> Result<(), Response<Body>> {
+/// section 4.4 asks) and `Sec-WebSocket-Key` (base64 of 16 bytes, else 400);
+/// the refusal, if any.
+fn handshake_refusal(req: &Request<Incoming>) -> Option<Response<Body>> {
     let version = req.headers().get(SEC_WEBSOCKET_VERSION);
     if version.is_none_or(|v| v.as_bytes().trim_ascii() != b"13") {
         let mut response = text(
@@ -141,16 +144,15 @@ fn check_handshake_headers(req: &Request<Incoming>) -> Result<(), Response<Body>
         response
             .headers_mut()
             .insert(SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
-        return Err(response);
+        return Some(response);
     }
     let key = req.headers().get(SEC_WEBSOCKET_KEY);
-    if !key.is_some_and(|k| handshake::is_valid_key(k.as_bytes())) {
-        return Err(text(
+    (!key.is_some_and(|k| handshake::is_valid_key(k.as_bytes()))).then(|| {
+        text(
             StatusCode::BAD_REQUEST,
             "missing or invalid Sec-WebSocket-Key: send the base64 encoding of 16 random bytes\n",
-        ));
-    }
-    Ok(())
+        )
+    })
 }
 
 fn upgrade(
@@ -170,7 +172,7 @@ fn upgrade(
             "broker is shutting down; connect to another node\n",
         );
     }
-    if let Err(refusal) = check_handshake_headers(&req) {
+    if let Some(refusal) = handshake_refusal(&req) {
         return refusal;
     }
     let subprotocol = match negotiate_subprotocol(&req) {
@@ -262,6 +264,16 @@ async fn publish(state: &BrokerState, topic: &str, req: Request<Incoming>) -> Re
             );
         }
     };
+    if req_retain {
+        if let Err(e) = limits::may_retain(&state.config, topic) {
+            state.metrics.protocol_error(ErrorCode::InvalidOption);
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::InvalidOption.name(),
+                &e.to_string(),
+            );
+        }
+    }
     let declared = req
         .headers()
         .get(CONTENT_LENGTH)
@@ -309,7 +321,11 @@ async fn publish(state: &BrokerState, topic: &str, req: Request<Incoming>) -> Re
         Err(e) => {
             let code = e.error_code();
             state.metrics.protocol_error(code);
-            json_error(StatusCode::SERVICE_UNAVAILABLE, code.name(), &e.to_string())
+            let status = match e {
+                RegistryError::TooManyTopics(_) => StatusCode::SERVICE_UNAVAILABLE,
+                RegistryError::StorageFull(_) => StatusCode::INSUFFICIENT_STORAGE,
+            };
+            json_error(status, code.name(), &e.to_string())
         }
     }
 }

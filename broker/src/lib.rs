@@ -18,6 +18,7 @@
 //!   publishes.
 //! * [`outbound`]: each connection's bounded outbound queue (replies, pings,
 //!   deliveries); [`closing`]: its close state machine.
+//! * [`limits`]: what one client may make the broker keep (retain).
 //! * [`config`], [`metrics`], [`state`]: configuration, metrics, shared state.
 //!
 //! The `tickwire` binary that runs the broker lives in the `tickwire-cli`
@@ -28,6 +29,7 @@ pub mod config;
 pub mod connection;
 pub mod history;
 pub mod http;
+pub mod limits;
 pub mod metrics;
 pub mod outbound;
 pub mod pattern_trie;

@@ -60,6 +60,11 @@ pub struct Metrics {
     pub queue_depth_bytes: Histogram,
     /// HTTP publishes answered 408 because the body was too slow.
     pub http_body_timeouts: IntCounter,
+    /// Bytes of kept messages (retained values and history), all topics.
+    pub retained_bytes: IntGauge,
+    /// Messages a topic policy asked to keep that `max_retained_bytes` left
+    /// no room for.
+    pub retained_dropped: IntCounter,
 }
 
 /// Bucket upper bounds, in bytes, of the queue depth histogram.
@@ -181,6 +186,14 @@ impl Metrics {
             http_body_timeouts: counter(
                 "http_body_timeouts_total",
                 "HTTP publishes answered 408 because the body did not arrive within http_body_timeout.",
+            ),
+            retained_bytes: gauge(
+                "retained_bytes",
+                "Bytes of messages kept for all topics (retained values and history), bounded by max_retained_bytes.",
+            ),
+            retained_dropped: counter(
+                "retained_dropped_total",
+                "Messages a topic policy asked to keep (history, retain) that were not kept because max_retained_bytes was reached; they were still delivered live.",
             ),
             registry,
         };

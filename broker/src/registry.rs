@@ -39,7 +39,7 @@ use tickwire_protocol::message::{Position, SubscribedInfo, encode_delivery_frame
 use tickwire_protocol::topic::{Pattern, Topic};
 
 use crate::config::TopicPolicy;
-use crate::history::TopicMemory;
+use crate::history::{StorageBudget, StorageFull, TopicMemory};
 use crate::metrics::Metrics;
 use crate::outbound::FrameOrigin;
 use crate::pattern_trie::{PatternTrie, Subscriber};
@@ -53,6 +53,12 @@ pub enum RegistryError {
         "the broker tracks the maximum number of topics ({0}); retry later or raise --max-topics"
     )]
     TooManyTopics(usize),
+    /// A client's retain would take the kept messages over
+    /// `max_retained_bytes`; nothing was published.
+    #[error(
+        "the broker keeps the maximum of retained and history bytes ({0}); nothing was published; publish without retain, retry later or raise --max-retained-bytes"
+    )]
+    StorageFull(usize),
 }
 
 impl RegistryError {
@@ -60,6 +66,7 @@ impl RegistryError {
     pub fn error_code(&self) -> ErrorCode {
         match self {
             RegistryError::TooManyTopics(_) => ErrorCode::TooManyTopics,
+            RegistryError::StorageFull(_) => ErrorCode::StorageFull,
         }
     }
 }
@@ -81,6 +88,9 @@ pub struct RegistryLimits {
     /// A topic with no exact subscriber, nothing retained and no activity for
     /// this long is forgotten (its epoch changes when it comes back).
     pub topic_idle_ttl: Duration,
+    /// Most bytes of kept messages (retained values and history), all
+    /// topics together.
+    pub max_retained_bytes: usize,
 }
 
 /// A subscribe request as the registry sees it.
@@ -160,6 +170,7 @@ pub struct TopicRegistry {
     policies: Vec<Arc<TopicPolicy>>,
     fallback_policy: Arc<TopicPolicy>,
     limits: RegistryLimits,
+    storage: Arc<StorageBudget>,
     metrics: Metrics,
 }
 
@@ -195,6 +206,7 @@ impl TopicRegistry {
             policies: policies.into_iter().map(Arc::new).collect(),
             fallback_policy: Arc::new(TopicPolicy::fallback()),
             limits,
+            storage: Arc::new(StorageBudget::new(limits.max_retained_bytes, &metrics)),
             metrics,
         }
     }
@@ -221,7 +233,7 @@ impl TopicRegistry {
                 resolved_generation: STALE,
                 last_active: Instant::now(),
                 evicted: false,
-                memory: TopicMemory::default(),
+                memory: TopicMemory::new(Arc::clone(&self.storage)),
             }),
         }
     }
@@ -261,6 +273,10 @@ impl TopicRegistry {
     /// encodes the delivery frame once, keeps it in history or as the last
     /// value as the topic's policy (or `retain`) asks, and queues the same
     /// bytes to every matching connection.
+    ///
+    /// `retain` is the publisher's request, already allowed by
+    /// [`crate::limits::may_retain`]; if `max_retained_bytes` cannot hold
+    /// it, the publish is refused and nothing is published.
     pub fn publish(
         &self,
         topic: Topic<'_>,
@@ -270,15 +286,17 @@ impl TopicRegistry {
         let receipt = self.with_topic(topic, |state| {
             let now = Instant::now();
             let seq = state.next_seq;
-            state.next_seq += 1;
-            state.last_active = now;
             let at = Position {
                 epoch: state.epoch,
                 seq,
             };
             let frame = encode_delivery_frame(topic.as_str(), at, unix_micros(), payload);
             let policy = Arc::clone(&state.policy);
-            state.memory.record(seq, now, &frame, &policy, retain);
+            if let Err(StorageFull) = state.memory.record(seq, now, &frame, &policy, retain) {
+                return Err(RegistryError::StorageFull(self.storage.limit()));
+            }
+            state.next_seq += 1;
+            state.last_active = now;
             let subscribers = self.resolve(topic.as_str(), state);
             let mut deliveries = 0;
             for subscriber in subscribers.iter() {
@@ -287,8 +305,8 @@ impl TopicRegistry {
                     deliveries += 1;
                 }
             }
-            PublishReceipt { seq, deliveries }
-        })?;
+            Ok(PublishReceipt { seq, deliveries })
+        })??;
         self.metrics.messages_published.inc();
         self.metrics.deliveries.inc_by(receipt.deliveries as u64);
         Ok(receipt)

@@ -12,6 +12,7 @@ use tickwire_protocol::message::Position;
 use tickwire_protocol::topic::{Pattern, Topic};
 use tickwire_protocol::{ClientMessage, ErrorCode, ServerMessage, SubscribeOptions};
 
+use crate::limits;
 use crate::outbound::OutboundQueue;
 use crate::pattern_trie::Subscriber;
 use crate::registry::SubscribeRequest;
@@ -156,6 +157,11 @@ impl Session {
             Ok(topic) => topic,
             Err(e) => return self.error(state, id, ErrorCode::InvalidTopic, &e.to_string()),
         };
+        if retain {
+            if let Err(e) = limits::may_retain(&state.config, topic) {
+                return self.error(state, id, ErrorCode::InvalidOption, &e.to_string());
+            }
+        }
         match state.registry.publish(topic, payload, retain) {
             Ok(receipt) => {
                 if let Some(id) = id {

@@ -38,6 +38,7 @@ impl BrokerState {
             RegistryLimits {
                 max_topics: config.max_topics,
                 topic_idle_ttl: config.topic_idle_ttl,
+                max_retained_bytes: config.max_retained_bytes,
             },
             config.topic_policies.clone(),
             metrics.clone(),

@@ -13,6 +13,7 @@ use tickwire_broker::config::BrokerConfig;
 use tickwire_broker::{Broker, ShutdownHandle};
 use tickwire_protocol::handshake::{ResponseHead, SubprotocolRule, UpgradeRequest};
 use tickwire_protocol::message::SubscribedInfo;
+use tickwire_protocol::topic::Pattern;
 use tickwire_protocol::ws::{self, FrameDecoder, Incoming, OpCode, Role};
 use tickwire_protocol::{
     ClientMessage, ErrorCode, ServerMessage, SubscribeOptions, WEBSOCKET_PATH,
@@ -24,6 +25,17 @@ use tokio::task::JoinHandle;
 /// Longest any single wait in a test may take.
 pub const WAIT: Duration = Duration::from_secs(10);
 
+/// The configuration test brokers start from: the defaults on
+/// 127.0.0.1:0, except that clients may retain on every topic
+/// (`client_retain_patterns = ">"`), which many tests rely on; tests of the
+/// retain policy set it back.
+pub fn test_config() -> BrokerConfig {
+    BrokerConfig {
+        client_retain_patterns: vec![Pattern::everything()],
+        ..BrokerConfig::local_ephemeral()
+    }
+}
+
 /// A broker running inside the test process.
 pub struct TestBroker {
     /// Where it listens.
@@ -33,17 +45,17 @@ pub struct TestBroker {
 }
 
 impl TestBroker {
-    /// Starts a broker on 127.0.0.1:0 with `configure` applied to the
-    /// default configuration.
+    /// Starts a broker on 127.0.0.1:0 with `configure` applied to
+    /// [`test_config`].
     pub async fn start(configure: impl FnOnce(&mut BrokerConfig)) -> TestBroker {
-        let mut config = BrokerConfig::local_ephemeral();
+        let mut config = test_config();
         configure(&mut config);
         let broker = Broker::bind(config).await.expect("bind 127.0.0.1:0");
         Self::run(broker)
     }
 
     /// Starts a broker listening on `addr` exactly, with `configure` applied
-    /// to the default configuration: used to restart a broker on the address
+    /// to [`test_config`]: used to restart a broker on the address
     /// of one that was stopped, so that clients reconnect to the new one.
     /// Binding is retried briefly, since the old listener's port may take a
     /// moment to be released.
@@ -51,7 +63,7 @@ impl TestBroker {
         addr: SocketAddr,
         configure: impl FnOnce(&mut BrokerConfig),
     ) -> TestBroker {
-        let mut config = BrokerConfig::local_ephemeral();
+        let mut config = test_config();
         configure(&mut config);
         config.listen = addr;
         let deadline = tokio::time::Instant::now() + WAIT;

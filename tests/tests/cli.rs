@@ -318,6 +318,7 @@ async fn sub_since_resumes_after_the_given_position() {
             history_age: None,
             retain: false,
             slow_consumer: SlowConsumerPolicy::Disconnect,
+            client_retain: None,
         }]
     })
     .await;

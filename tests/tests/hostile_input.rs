@@ -75,7 +75,9 @@ async fn a_slow_http_body_gets_408_and_frees_its_connection() {
 const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
 
 fn upgrade_request(key: Option<&str>, version: Option<&str>) -> String {
-    let mut request = "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade, close\r\n".to_owned();
+    let mut request =
+        "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade, close\r\n"
+            .to_owned();
     if let Some(key) = key {
         request.push_str(&format!("Sec-WebSocket-Key: {key}\r\n"));
     }
@@ -165,7 +167,6 @@ async fn an_option_given_twice_is_refused_as_invalid_option() {
     broker.stop().await;
 }
 
-
 /// A masked binary frame without FIN: the first fragment of a message.
 fn first_fragment(payload: &[u8]) -> Vec<u8> {
     assert!(payload.len() < 126);
@@ -218,8 +219,7 @@ async fn a_message_not_completed_in_time_closes_with_4006() {
         }
     ));
     assert_eq!(
-        tickwire_e2e::metric_with_label(broker.addr, "tickwire_closes_total", "code", "4006")
-            .await,
+        tickwire_e2e::metric_with_label(broker.addr, "tickwire_closes_total", "code", "4006").await,
         2.0
     );
 

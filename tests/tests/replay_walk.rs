@@ -27,6 +27,7 @@ fn history(pattern: &str, messages: usize) -> TopicPolicy {
         history_age: None,
         retain: false,
         slow_consumer: SlowConsumerPolicy::Disconnect,
+        client_retain: None,
     }
 }
 

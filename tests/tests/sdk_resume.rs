@@ -23,6 +23,7 @@ fn with_history(c: &mut BrokerConfig) {
         history_age: None,
         retain: false,
         slow_consumer: SlowConsumerPolicy::Disconnect,
+        client_retain: None,
     }];
 }
 

@@ -19,6 +19,7 @@ fn policy(pattern: &str, history: usize, slow_consumer: SlowConsumerPolicy) -> T
         history_age: None,
         retain: false,
         slow_consumer,
+        client_retain: None,
     }
 }
 

@@ -10,6 +10,7 @@ fn registry_with(max_topics: usize, policies: Vec<TopicPolicy>) -> TopicRegistry
         RegistryLimits {
             max_topics,
             topic_idle_ttl: Duration::from_secs(60),
+            max_retained_bytes: usize::MAX,
         },
         policies,
         Metrics::new(),
@@ -28,6 +29,7 @@ fn history_policy(pattern: &str, messages: usize) -> TopicPolicy {
         history_age: None,
         retain: false,
         slow_consumer: SlowConsumerPolicy::Disconnect,
+        client_retain: None,
     }
 }
 
