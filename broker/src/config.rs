@@ -230,6 +230,12 @@ pub fn parse_count(s: &str) -> Result<usize, String> {
     }
 }
 
+/// Parses a positive count that fits in 32 bits.
+fn parse_u32(s: &str) -> Result<u32, String> {
+    let n = parse_count(s)?;
+    u32::try_from(n).map_err(|_| format!("`{s}` is too large"))
+}
+
 fn parse_backlog(s: &str) -> Result<u32, String> {
     let n = parse_count(s)?;
     u32::try_from(n).map_err(|_| format!("`{s}` is too large"))
@@ -426,6 +432,21 @@ broker_settings! {
     client_retain_patterns: Vec<Pattern> = Vec::new(), "",
         env "TICKWIRE_CLIENT_RETAIN_PATTERNS", parse parse_patterns,
         "Comma-separated topic patterns on which clients may ask for retain (`>`: all); empty: none, unless a `[[topic]]` policy sets `client_retain = true`.";
+    publish_rate: u32 = 10_000, "10000",
+        env "TICKWIRE_PUBLISH_RATE", parse parse_u32,
+        "Publishes per second one WebSocket connection may sustain; over it (and the burst) a publish is refused with rate_limited.";
+    publish_burst: u32 = 20_000, "20000",
+        env "TICKWIRE_PUBLISH_BURST", parse parse_u32,
+        "Publishes one WebSocket connection may send at once above publish_rate.";
+    publish_bytes_rate: usize = 64 << 20, "64MiB",
+        env "TICKWIRE_PUBLISH_BYTES_RATE", parse parse_nonzero_size,
+        "Payload bytes per second one WebSocket connection may sustain in publishes; over it (and the burst) a publish is refused with rate_limited.";
+    publish_bytes_burst: usize = 64 << 20, "64MiB",
+        env "TICKWIRE_PUBLISH_BYTES_BURST", parse parse_nonzero_size,
+        "Payload bytes one WebSocket connection may publish at once above publish_bytes_rate; at least max_message_size.";
+    publish_flood_refusals: u32 = 1000, "1000",
+        env "TICKWIRE_PUBLISH_FLOOD_REFUSALS", parse parse_u32,
+        "Publishes refused with rate_limited in a row, with none accepted in between, after which the connection is closed with 4005.";
 }
 
 impl BrokerConfig {
@@ -490,6 +511,13 @@ impl BrokerConfig {
 
     /// Refuses combinations that would make the broker misbehave.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.publish_bytes_burst < self.max_message_size {
+            return Err(ConfigError::Inconsistent(format!(
+                "publish_bytes_burst ({}) must be at least max_message_size ({}), or the largest messages could never be published; \
+                 raise --publish-bytes-burst or lower --max-message-size",
+                self.publish_bytes_burst, self.max_message_size
+            )));
+        }
         // A delivery frame is the message plus its envelope (topic, seq,
         // time, headers); leave room for the largest one.
         let largest_frame = self.max_message_size.max(self.max_http_body) + ENVELOPE_ALLOWANCE;

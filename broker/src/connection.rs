@@ -18,6 +18,7 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::time::{Instant, sleep_until, timeout_at};
 
+use crate::limits::PublishLimits;
 use crate::outbound::OutboundQueue;
 use crate::session::Session;
 use crate::state::BrokerState;
@@ -55,7 +56,7 @@ pub async fn serve(state: Arc<BrokerState>, stream: TcpStream, early: Bytes) {
     state.metrics.websockets.inc();
     tracing::debug!(connection = id, "websocket session started");
 
-    let mut session = Session::new(queue.clone());
+    let mut session = Session::new(queue.clone(), PublishLimits::from_config(&state.config));
     // `early` is a slice of hyper's read buffer: copy what it holds and let
     // the buffer go, so an idle connection does not keep it alive.
     let buf = BytesMut::from(&early[..]);

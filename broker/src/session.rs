@@ -6,13 +6,14 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use tickwire_protocol::message::Position;
 use tickwire_protocol::topic::{Pattern, Topic};
-use tickwire_protocol::{ClientMessage, ErrorCode, ServerMessage, SubscribeOptions};
+use tickwire_protocol::{ClientMessage, CloseCode, ErrorCode, ServerMessage, SubscribeOptions};
 
-use crate::limits;
+use crate::limits::{self, Admission, PublishLimiter, PublishLimits};
 use crate::outbound::OutboundQueue;
 use crate::pattern_trie::Subscriber;
 use crate::registry::SubscribeRequest;
@@ -36,14 +37,17 @@ fn since_topics(since: &[(String, Position)]) -> Result<Vec<(Topic<'_>, Position
 pub struct Session {
     queue: Arc<OutboundQueue>,
     subscriptions: HashSet<Pattern>,
+    publish_limiter: PublishLimiter,
 }
 
 impl Session {
-    /// A session without subscriptions that replies through `queue`.
-    pub fn new(queue: Arc<OutboundQueue>) -> Self {
+    /// A session without subscriptions that replies through `queue` and
+    /// publishes within `limits`.
+    pub fn new(queue: Arc<OutboundQueue>, limits: PublishLimits) -> Self {
         Session {
             queue,
             subscriptions: HashSet::new(),
+            publish_limiter: PublishLimiter::new(limits, Instant::now()),
         }
     }
 
@@ -153,6 +157,17 @@ impl Session {
         payload: &[u8],
         retain: bool,
     ) {
+        match self.publish_limiter.admit(payload.len(), Instant::now()) {
+            Admission::Accepted => {}
+            refused => {
+                let message = "publish refused: over this connection's publish rate (--publish-rate, --publish-bytes-rate); slow down";
+                self.error(state, id, ErrorCode::RateLimited, message);
+                if refused == Admission::Flood {
+                    self.queue.close(CloseCode::PublishFlood);
+                }
+                return;
+            }
+        }
         let topic = match Topic::new(topic) {
             Ok(topic) => topic,
             Err(e) => return self.error(state, id, ErrorCode::InvalidTopic, &e.to_string()),

@@ -46,7 +46,12 @@ async fn next_message(client: &mut RawClient) -> (String, u64, u64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 3)]
 async fn publishes_on_other_topics_flow_while_a_wildcard_last_walks_many_topics() {
     const TOPICS: usize = 100_000;
-    let broker = TestBroker::start(|c| c.outbound_queue_bytes = 64 << 20).await;
+    let broker = TestBroker::start(|c| {
+        c.outbound_queue_bytes = 64 << 20;
+        // The setup publishes every topic at once from one connection.
+        c.publish_burst = 2 * TOPICS as u32;
+    })
+    .await;
     let mut setup = RawClient::connect(broker.addr).await;
     for i in 0..TOPICS {
         let topic = format!("w.{i}");
