@@ -447,6 +447,15 @@ broker_settings! {
     publish_flood_refusals: u32 = 1000, "1000",
         env "TICKWIRE_PUBLISH_FLOOD_REFUSALS", parse parse_u32,
         "Publishes refused with rate_limited in a row, with none accepted in between, after which the connection is closed with 4005.";
+    max_connections_per_ip: usize = 1000, "1000",
+        env "TICKWIRE_MAX_CONNECTIONS_PER_IP", parse parse_count,
+        "Most simultaneous TCP connections from one source address; more are answered with HTTP 429. Behind a proxy every client has the proxy's address: raise it.";
+    connection_rate_per_ip: u32 = 100, "100",
+        env "TICKWIRE_CONNECTION_RATE_PER_IP", parse parse_u32,
+        "New TCP connections per second one source address may sustain; faster ones (beyond the burst) are answered with HTTP 429.";
+    connection_burst_per_ip: u32 = 1000, "1000",
+        env "TICKWIRE_CONNECTION_BURST_PER_IP", parse parse_u32,
+        "New TCP connections one source address may open at once above connection_rate_per_ip.";
 }
 
 impl BrokerConfig {

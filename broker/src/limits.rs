@@ -1,9 +1,14 @@
 //! What one client may make the broker keep or do, beyond the shape of its
-//! requests: whether a publish may ask for `retain`, and how fast one
-//! connection may publish ([`PublishLimiter`]).
+//! requests: whether a publish may ask for `retain`, how fast one
+//! connection may publish ([`PublishLimiter`]), and how many connections one
+//! source address may open, and how fast ([`IpLimits`]).
 
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
+use parking_lot::Mutex;
 use thiserror::Error;
 use tickwire_protocol::topic::Topic;
 
@@ -167,6 +172,131 @@ impl PublishLimiter {
     }
 }
 
+/// Fewest source addresses [`IpLimits`] can track, whatever
+/// `max_connections` is.
+pub const MIN_TRACKED_ADDRESSES: usize = 65_536;
+
+/// Why a new connection from one address was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum IpRefusal {
+    /// The address already holds `max_connections_per_ip` connections.
+    #[error(
+        "too many connections from your address (max_connections_per_ip); close some or retry later"
+    )]
+    TooManyConnections,
+    /// The address opens connections faster than `connection_rate_per_ip`.
+    #[error(
+        "too many new connections from your address (connection_rate_per_ip); retry later, with backoff"
+    )]
+    TooFast,
+}
+
+impl IpRefusal {
+    /// The value of the `reason` label of
+    /// `tickwire_connections_rejected_per_ip_total`: the setting refusing.
+    pub const fn reason(self) -> &'static str {
+        match self {
+            IpRefusal::TooManyConnections => "max_connections_per_ip",
+            IpRefusal::TooFast => "connection_rate_per_ip",
+        }
+    }
+}
+
+#[derive(Debug)]
+struct AddressState {
+    open: usize,
+    attempts: TokenBucket,
+}
+
+/// Connections per source address: how many are open and how fast new
+/// ones come. Consulted once per accepted TCP connection (never on the
+/// publish path). The table is bounded: an address is forgotten as soon as
+/// it has no open connection and its rate bucket has refilled, and when
+/// the table is full such addresses are dropped first, then those with no
+/// open connection; addresses with open connections always fit, since the
+/// table holds at least `max_connections` plus the probe connections.
+#[derive(Debug)]
+pub struct IpLimits {
+    addresses: Mutex<HashMap<IpAddr, AddressState>>,
+    max_per_address: usize,
+    rate: f64,
+    burst: f64,
+    capacity: usize,
+}
+
+impl IpLimits {
+    /// Limits as `config` sets them, for a broker that holds at most
+    /// `connections` connections at once.
+    pub fn new(config: &BrokerConfig, connections: usize) -> Self {
+        IpLimits {
+            addresses: Mutex::new(HashMap::new()),
+            max_per_address: config.max_connections_per_ip,
+            rate: f64::from(config.connection_rate_per_ip),
+            burst: f64::from(config.connection_burst_per_ip),
+            capacity: connections.saturating_add(1).max(MIN_TRACKED_ADDRESSES),
+        }
+    }
+
+    /// Admits a new connection from `ip` at `now`, or says why not. The
+    /// returned hold counts the connection until it is dropped.
+    pub fn admit(self: &Arc<Self>, ip: IpAddr, now: Instant) -> Result<IpHold, IpRefusal> {
+        let mut addresses = self.addresses.lock();
+        if !addresses.contains_key(&ip) && addresses.len() >= self.capacity {
+            addresses.retain(|_, a| a.open > 0 || !a.attempts.is_full(now));
+            if addresses.len() >= self.capacity {
+                addresses.retain(|_, a| a.open > 0);
+            }
+        }
+        let address = addresses.entry(ip).or_insert_with(|| AddressState {
+            open: 0,
+            attempts: TokenBucket::new(self.rate, self.burst, now),
+        });
+        if !address.attempts.try_take(1.0, now) {
+            return Err(IpRefusal::TooFast);
+        }
+        if address.open >= self.max_per_address {
+            return Err(IpRefusal::TooManyConnections);
+        }
+        address.open += 1;
+        Ok(IpHold {
+            limits: Arc::clone(self),
+            ip,
+        })
+    }
+
+    /// Forgets addresses with no open connection whose rate bucket has
+    /// refilled; returns how many addresses are still tracked.
+    pub fn prune(&self, now: Instant) -> usize {
+        let mut addresses = self.addresses.lock();
+        addresses.retain(|_, a| a.open > 0 || !a.attempts.is_full(now));
+        addresses.len()
+    }
+
+    fn release(&self, ip: IpAddr) {
+        let mut addresses = self.addresses.lock();
+        if let Some(address) = addresses.get_mut(&ip) {
+            address.open = address.open.saturating_sub(1);
+            if address.open == 0 && address.attempts.is_full(Instant::now()) {
+                addresses.remove(&ip);
+            }
+        }
+    }
+}
+
+/// One open connection from one address, counted in [`IpLimits`] until it
+/// is dropped.
+#[derive(Debug)]
+pub struct IpHold {
+    limits: Arc<IpLimits>,
+    ip: IpAddr,
+}
+
+impl Drop for IpHold {
+    fn drop(&mut self) {
+        self.limits.release(self.ip);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -212,5 +342,55 @@ mod tests {
             Admission::Refused,
             "in a row again"
         );
+    }
+
+    fn ip_limits(max: usize, rate: u32, burst: u32) -> Arc<IpLimits> {
+        let config = BrokerConfig {
+            max_connections_per_ip: max,
+            connection_rate_per_ip: rate,
+            connection_burst_per_ip: burst,
+            ..BrokerConfig::default()
+        };
+        Arc::new(IpLimits::new(&config, 10))
+    }
+
+    #[test]
+    fn an_address_is_limited_in_connections_and_rate_and_then_forgotten() {
+        let limits = ip_limits(2, 1000, 3);
+        let a: IpAddr = [10, 0, 0, 1].into();
+        let b: IpAddr = [10, 0, 0, 2].into();
+        let now = Instant::now();
+        let first = limits.admit(a, now).unwrap();
+        let _second = limits.admit(a, now).unwrap();
+        assert_eq!(
+            limits.admit(a, now).unwrap_err(),
+            IpRefusal::TooManyConnections
+        );
+        assert!(
+            limits.admit(b, now).is_ok(),
+            "other addresses are not affected"
+        );
+        drop(first);
+        assert_eq!(limits.admit(a, now).unwrap_err(), IpRefusal::TooFast);
+        let later = now + Duration::from_secs(1);
+        let third = limits.admit(a, later).unwrap();
+        drop((third, _second));
+        assert_eq!(limits.prune(later + Duration::from_secs(1)), 0);
+    }
+
+    #[test]
+    fn a_full_table_forgets_idle_addresses_first() {
+        let limits = ip_limits(10, 1, 1);
+        let now = Instant::now();
+        let held: Vec<IpHold> = (0..MIN_TRACKED_ADDRESSES as u32)
+            .filter_map(|n| limits.admit(IpAddr::from(n.to_be_bytes()), now).ok())
+            .collect();
+        assert_eq!(held.len(), MIN_TRACKED_ADDRESSES);
+        drop(held);
+        // Each address is idle but its bucket is not refilled yet: they
+        // are dropped anyway to make room.
+        let new: IpAddr = [192, 168, 0, 1].into();
+        assert!(limits.admit(new, now).is_ok());
+        assert_eq!(limits.prune(now), 1);
     }
 }

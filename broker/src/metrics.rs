@@ -65,6 +65,9 @@ pub struct Metrics {
     /// Messages a topic policy asked to keep that `max_retained_bytes` left
     /// no room for.
     pub retained_dropped: IntCounter,
+    /// Connections refused by a per-address limit, by `reason` (the
+    /// setting: `max_connections_per_ip`, `connection_rate_per_ip`).
+    pub connections_rejected_per_ip: IntCounterVec,
 }
 
 /// Bucket upper bounds, in bytes, of the queue depth histogram.
@@ -195,10 +198,20 @@ impl Metrics {
                 "retained_dropped_total",
                 "Messages a topic policy asked to keep (history, retain) that were not kept because max_retained_bytes was reached; they were still delivered live.",
             ),
+            connections_rejected_per_ip: counter_vec(
+                "connections_rejected_per_ip_total",
+                "TCP connections refused with 429 by a per-address limit, by the setting that refused them.",
+                "reason",
+            ),
             registry,
         };
         for code in ErrorCode::ALL {
             metrics.protocol_errors.with_label_values(&[code.name()]);
+        }
+        for reason in ["max_connections_per_ip", "connection_rate_per_ip"] {
+            metrics
+                .connections_rejected_per_ip
+                .with_label_values(&[reason]);
         }
         for outcome in ["recovered", "incomplete"] {
             metrics.resumes.with_label_values(&[outcome]);

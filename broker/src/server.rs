@@ -21,6 +21,7 @@ use tokio::sync::Semaphore;
 
 use crate::config::BrokerConfig;
 use crate::http;
+use crate::limits::IpLimits;
 use crate::metrics::Metrics;
 use crate::slot::{ConnectionSlot, PROBE_CONNECTIONS};
 use crate::state::BrokerState;
@@ -91,7 +92,11 @@ impl Broker {
         let Broker { state, listener } = self;
         let slots = Arc::new(Semaphore::new(state.config.max_connections));
         let probe_slots = Arc::new(Semaphore::new(PROBE_CONNECTIONS));
-        let sweeper = tokio::spawn(sweep_idle_topics(state.clone()));
+        let addresses = Arc::new(IpLimits::new(
+            &state.config,
+            state.config.max_connections + PROBE_CONNECTIONS,
+        ));
+        let sweeper = tokio::spawn(sweep_idle(state.clone(), addresses.clone()));
         tokio::spawn(close_after_drain_delay(state.clone()));
         loop {
             let accepted = tokio::select! {
@@ -107,13 +112,33 @@ impl Broker {
                     continue;
                 }
             };
+            let address = match addresses.admit(peer.ip(), std::time::Instant::now()) {
+                Ok(hold) => hold,
+                Err(refusal) => {
+                    state
+                        .metrics
+                        .connections_rejected_per_ip
+                        .with_label_values(&[refusal.reason()])
+                        .inc();
+                    tokio::spawn(refuse(
+                        socket,
+                        "429 Too Many Requests",
+                        format!("{refusal}\n"),
+                    ));
+                    continue;
+                }
+            };
             let (permit, probe_only) = match slots.clone().try_acquire_owned() {
                 Ok(permit) => (permit, false),
                 Err(_) => match probe_slots.clone().try_acquire_owned() {
                     Ok(permit) => (permit, true),
                     Err(_) => {
                         state.metrics.connections_rejected.inc();
-                        tokio::spawn(refuse_full(socket));
+                        tokio::spawn(refuse(
+                            socket,
+                            "503 Service Unavailable",
+                            FULL_BODY.to_owned(),
+                        ));
                         continue;
                     }
                 },
@@ -122,6 +147,7 @@ impl Broker {
             state.metrics.connections.inc();
             let slot = Arc::new(ConnectionSlot::new(
                 permit,
+                address,
                 probe_only,
                 state.metrics.clone(),
             ));
@@ -182,13 +208,16 @@ async fn serve_http(
     }
 }
 
-/// Answers a connection over the limit with 503 and closes it. The request
-/// is read and discarded (briefly, boundedly) so that closing does not reset
-/// the connection before the client has read the answer.
-async fn refuse_full(mut socket: TcpStream) {
-    let body = "broker is at max_connections; retry later or connect to another node\n";
+/// The body of the 503 answer to a connection over `max_connections`.
+const FULL_BODY: &str = "broker is at max_connections; retry later or connect to another node\n";
+
+/// Answers a connection over a limit with `status` (e.g. `503 Service
+/// Unavailable`) and `body`, and closes it. The request is read and
+/// discarded (briefly, boundedly) so that closing does not reset the
+/// connection before the client has read the answer.
+async fn refuse(mut socket: TcpStream, status: &str, body: String) {
     let response = format!(
-        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {status}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
     );
     let _ = tokio::time::timeout(REFUSE_TIMEOUT, async {
@@ -216,13 +245,16 @@ async fn close_after_drain_delay(state: Arc<BrokerState>) {
     state.shutdown.cancel();
 }
 
-async fn sweep_idle_topics(state: Arc<BrokerState>) {
+/// Forgets idle topics and idle source addresses, periodically.
+async fn sweep_idle(state: Arc<BrokerState>, addresses: Arc<IpLimits>) {
     let period =
         (state.config.topic_idle_ttl / 2).clamp(Duration::from_millis(100), MAX_SWEEP_INTERVAL);
     let mut interval = tokio::time::interval(period);
     loop {
         interval.tick().await;
-        let removed = state.registry.sweep_idle(std::time::Instant::now());
+        let now = std::time::Instant::now();
+        addresses.prune(now);
+        let removed = state.registry.sweep_idle(now);
         if removed > 0 {
             tracing::debug!(removed, "forgot idle topics");
         }

@@ -7,6 +7,7 @@
 
 use tokio::sync::OwnedSemaphorePermit;
 
+use crate::limits::IpHold;
 use crate::metrics::Metrics;
 
 /// Connections accepted beyond `max_connections` that may only ask for
@@ -20,17 +21,25 @@ pub const PROBE_CONNECTIONS: usize = 16;
 #[derive(Debug)]
 pub struct ConnectionSlot {
     _permit: OwnedSemaphorePermit,
+    _address: IpHold,
     probe_only: bool,
     metrics: Metrics,
 }
 
 impl ConnectionSlot {
-    /// Takes the place held by `permit`; `probe_only` marks a connection that
-    /// came in over the limit. The caller has counted the connection in
+    /// Takes the place held by `permit` and, among its source address's
+    /// connections, by `address`; `probe_only` marks a connection that came
+    /// in over the limit. The caller has counted the connection in
     /// `tickwire_connections`.
-    pub fn new(permit: OwnedSemaphorePermit, probe_only: bool, metrics: Metrics) -> Self {
+    pub fn new(
+        permit: OwnedSemaphorePermit,
+        address: IpHold,
+        probe_only: bool,
+        metrics: Metrics,
+    ) -> Self {
         ConnectionSlot {
             _permit: permit,
+            _address: address,
             probe_only,
             metrics,
         }
