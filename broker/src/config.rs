@@ -280,6 +280,27 @@ fn parse_patterns(s: &str) -> Result<Vec<Pattern>, String> {
         .collect()
 }
 
+/// Parses a comma-separated list of web origins (`scheme://host[:port]`),
+/// kept in lower case; empty means any origin.
+fn parse_origins(s: &str) -> Result<Vec<String>, String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|o| !o.is_empty())
+        .map(|o| {
+            let host = o
+                .split_once("://")
+                .map(|(_, host)| host)
+                .filter(|host| !host.is_empty() && !host.contains('/'));
+            match host {
+                Some(_) => Ok(o.to_ascii_lowercase()),
+                None => Err(format!(
+                    "`{o}` is not an origin; write scheme://host[:port], e.g. https://app.example.com"
+                )),
+            }
+        })
+        .collect()
+}
+
 fn parse_string(s: &str) -> Result<String, String> {
     Ok(s.to_owned())
 }
@@ -456,6 +477,9 @@ broker_settings! {
     connection_burst_per_ip: u32 = 1000, "1000",
         env "TICKWIRE_CONNECTION_BURST_PER_IP", parse parse_u32,
         "New TCP connections one source address may open at once above connection_rate_per_ip.";
+    allowed_origins: Vec<String> = Vec::new(), "",
+        env "TICKWIRE_ALLOWED_ORIGINS", parse parse_origins,
+        "Comma-separated web origins (e.g. https://app.example.com) whose pages may open WebSocket connections; an upgrade with another Origin header gets 403; requests without Origin (non-browser clients) are allowed; empty: any origin.";
 }
 
 impl BrokerConfig {
@@ -561,6 +585,16 @@ impl BrokerConfig {
             }) => *allowed,
             _ => self.client_retain_patterns.iter().any(|p| p.matches(topic)),
         }
+    }
+
+    /// Whether a browser page from `origin` (an `Origin` header) may open a
+    /// WebSocket connection: any origin when `allowed_origins` is empty.
+    pub fn origin_allowed(&self, origin: &[u8]) -> bool {
+        self.allowed_origins.is_empty()
+            || self
+                .allowed_origins
+                .iter()
+                .any(|allowed| allowed.as_bytes().eq_ignore_ascii_case(origin.trim_ascii()))
     }
 
     /// A configuration for tests and embedding: listen on 127.0.0.1 with an

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{
-    CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, SEC_WEBSOCKET_KEY,
+    CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, ORIGIN, SEC_WEBSOCKET_KEY,
     SEC_WEBSOCKET_PROTOCOL, SEC_WEBSOCKET_VERSION,
 };
 use hyper::{Method, Request, Response, StatusCode};
@@ -25,6 +25,7 @@ use tickwire_protocol::topic::Topic;
 use tickwire_protocol::{ErrorCode, SUBPROTOCOL, WEBSOCKET_PATH, handshake};
 use tokio::net::TcpStream;
 
+use crate::config::BrokerConfig;
 use crate::connection;
 use crate::limits;
 use crate::registry::RegistryError;
@@ -131,10 +132,28 @@ fn negotiate_subprotocol(req: &Request<Incoming>) -> Result<Option<&'static str>
     }
 }
 
-/// Checks `Sec-WebSocket-Version` (13, else 426 naming it, as RFC 6455
-/// section 4.4 asks) and `Sec-WebSocket-Key` (base64 of 16 bytes, else 400);
-/// the refusal, if any.
-fn handshake_refusal(req: &Request<Incoming>) -> Option<Response<Body>> {
+/// Checks `Origin` (one of `allowed_origins` if present and the list is
+/// set, else 403), `Sec-WebSocket-Version` (13, else 426 naming it, as
+/// RFC 6455 section 4.4 asks) and `Sec-WebSocket-Key` (base64 of 16 bytes,
+/// else 400); the refusal with its metric reason, if any.
+fn handshake_refusal(
+    config: &BrokerConfig,
+    req: &Request<Incoming>,
+) -> Option<(&'static str, Response<Body>)> {
+    if let Some(origin) = req.headers().get(ORIGIN) {
+        if !config.origin_allowed(origin.as_bytes()) {
+            let origin = String::from_utf8_lossy(origin.as_bytes());
+            return Some((
+                "origin",
+                text(
+                    StatusCode::FORBIDDEN,
+                    format!(
+                        "origin {origin:?} may not open WebSocket connections to this broker (allowed_origins)\n"
+                    ),
+                ),
+            ));
+        }
+    }
     let version = req.headers().get(SEC_WEBSOCKET_VERSION);
     if version.is_none_or(|v| v.as_bytes().trim_ascii() != b"13") {
         let mut response = text(
@@ -144,14 +163,15 @@ fn handshake_refusal(req: &Request<Incoming>) -> Option<Response<Body>> {
         response
             .headers_mut()
             .insert(SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
-        return Some(response);
+        return Some(("version", response));
     }
     let key = req.headers().get(SEC_WEBSOCKET_KEY);
     (!key.is_some_and(|k| handshake::is_valid_key(k.as_bytes()))).then(|| {
-        text(
+        let response = text(
             StatusCode::BAD_REQUEST,
             "missing or invalid Sec-WebSocket-Key: send the base64 encoding of 16 random bytes\n",
-        )
+        );
+        ("key", response)
     })
 }
 
@@ -172,7 +192,12 @@ fn upgrade(
             "broker is shutting down; connect to another node\n",
         );
     }
-    if let Some(refusal) = handshake_refusal(&req) {
+    if let Some((reason, refusal)) = handshake_refusal(&state.config, &req) {
+        state
+            .metrics
+            .handshakes_refused
+            .with_label_values(&[reason])
+            .inc();
         return refusal;
     }
     let subprotocol = match negotiate_subprotocol(&req) {

@@ -68,6 +68,9 @@ pub struct Metrics {
     /// Connections refused by a per-address limit, by `reason` (the
     /// setting: `max_connections_per_ip`, `connection_rate_per_ip`).
     pub connections_rejected_per_ip: IntCounterVec,
+    /// WebSocket upgrades refused by a header check, by `reason` (`origin`,
+    /// `version`, `key`).
+    pub handshakes_refused: IntCounterVec,
 }
 
 /// Bucket upper bounds, in bytes, of the queue depth histogram.
@@ -203,6 +206,11 @@ impl Metrics {
                 "TCP connections refused with 429 by a per-address limit, by the setting that refused them.",
                 "reason",
             ),
+            handshakes_refused: counter_vec(
+                "handshakes_refused_total",
+                "WebSocket upgrades refused by a header check: origin (403), version (426), key (400).",
+                "reason",
+            ),
             registry,
         };
         for code in ErrorCode::ALL {
@@ -212,6 +220,9 @@ impl Metrics {
             metrics
                 .connections_rejected_per_ip
                 .with_label_values(&[reason]);
+        }
+        for reason in ["origin", "version", "key"] {
+            metrics.handshakes_refused.with_label_values(&[reason]);
         }
         for outcome in ["recovered", "incomplete"] {
             metrics.resumes.with_label_values(&[outcome]);

@@ -90,6 +90,11 @@ impl Broker {
     /// Accepts connections until shutdown, then drains them.
     pub async fn run(self) {
         let Broker { state, listener } = self;
+        if state.config.allowed_origins.is_empty() {
+            tracing::warn!(
+                "allowed_origins is not set: web pages from any site may open WebSocket connections to this broker; set --allowed-origins to the origins of your web apps"
+            );
+        }
         let slots = Arc::new(Semaphore::new(state.config.max_connections));
         let probe_slots = Arc::new(Semaphore::new(PROBE_CONNECTIONS));
         let addresses = Arc::new(IpLimits::new(

@@ -72,6 +72,16 @@ async fn a_slow_http_body_gets_408_and_frees_its_connection() {
     broker.stop().await;
 }
 
+async fn handshakes_refused(broker: &TestBroker, reason: &str) -> f64 {
+    tickwire_e2e::metric_with_label(
+        broker.addr,
+        "tickwire_handshakes_refused_total",
+        "reason",
+        reason,
+    )
+    .await
+}
+
 const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
 
 fn upgrade_request(key: Option<&str>, version: Option<&str>) -> String {
@@ -100,6 +110,7 @@ async fn the_websocket_key_must_be_sixteen_bytes_of_base64() {
         assert_eq!(status(&response), 400, "key {key:?}: {response}");
         assert!(response.contains("Sec-WebSocket-Key"), "{response}");
     }
+    assert_eq!(handshakes_refused(&broker, "key").await, 4.0);
     let mut stream = TcpStream::connect(broker.addr).await.expect("connect");
     let request = upgrade_request(Some(KEY), Some("13"));
     stream.write_all(request.as_bytes()).await.expect("send");
@@ -126,6 +137,7 @@ async fn a_wrong_websocket_version_gets_426_naming_version_13() {
             "{response}"
         );
     }
+    assert_eq!(handshakes_refused(&broker, "version").await, 3.0);
     broker.stop().await;
 }
 
@@ -228,5 +240,24 @@ async fn a_message_not_completed_in_time_closes_with_4006() {
     publisher.publish_acked("alive", b"yes").await;
     assert!(matches!(witness.recv().await, Received::Message { .. }));
     drop((witness, publisher, trickler, fragmenter));
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn only_allowed_origins_may_upgrade_and_clients_without_origin_always_may() {
+    let broker = TestBroker::start(|c| {
+        c.allowed_origins = vec!["https://app.example.com".to_owned()];
+    })
+    .await;
+    let (status, text) =
+        tickwire_e2e::try_handshake(broker.addr, "Origin: https://evil.example\r\n").await;
+    assert_eq!(status, 403, "{text}");
+    assert!(text.contains("allowed_origins"), "{text}");
+    let (status, text) =
+        tickwire_e2e::try_handshake(broker.addr, "Origin: https://App.Example.com\r\n").await;
+    assert_eq!(status, 101, "{text}");
+    let (status, text) = tickwire_e2e::try_handshake(broker.addr, "").await;
+    assert_eq!(status, 101, "{text}");
+    assert_eq!(handshakes_refused(&broker, "origin").await, 1.0);
     broker.stop().await;
 }
