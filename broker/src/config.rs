@@ -455,16 +455,16 @@ broker_settings! {
         "Comma-separated topic patterns on which clients may ask for retain (`>`: all); empty: none, unless a `[[topic]]` policy sets `client_retain = true`.";
     publish_rate: u32 = 10_000, "10000",
         env "TICKWIRE_PUBLISH_RATE", parse parse_u32,
-        "Publishes per second one WebSocket connection may sustain; over it (and the burst) a publish is refused with rate_limited.";
+        "Publishes per second one connection (WebSocket or HTTP) may sustain; over it (and the burst) a publish is refused with rate_limited (HTTP 429).";
     publish_burst: u32 = 20_000, "20000",
         env "TICKWIRE_PUBLISH_BURST", parse parse_u32,
-        "Publishes one WebSocket connection may send at once above publish_rate.";
+        "Publishes one connection may send at once above publish_rate.";
     publish_bytes_rate: usize = 64 << 20, "64MiB",
         env "TICKWIRE_PUBLISH_BYTES_RATE", parse parse_nonzero_size,
-        "Payload bytes per second one WebSocket connection may sustain in publishes; over it (and the burst) a publish is refused with rate_limited.";
+        "Payload bytes per second one connection may sustain in publishes; over it (and the burst) a publish is refused with rate_limited.";
     publish_bytes_burst: usize = 64 << 20, "64MiB",
         env "TICKWIRE_PUBLISH_BYTES_BURST", parse parse_nonzero_size,
-        "Payload bytes one WebSocket connection may publish at once above publish_bytes_rate; at least max_message_size.";
+        "Payload bytes one connection may publish at once above publish_bytes_rate; at least max_message_size and max_http_body.";
     publish_flood_refusals: u32 = 1000, "1000",
         env "TICKWIRE_PUBLISH_FLOOD_REFUSALS", parse parse_u32,
         "Publishes refused with rate_limited in a row, with none accepted in between, after which the connection is closed with 4005.";
@@ -544,11 +544,12 @@ impl BrokerConfig {
 
     /// Refuses combinations that would make the broker misbehave.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.publish_bytes_burst < self.max_message_size {
+        let largest_publish = self.max_message_size.max(self.max_http_body);
+        if self.publish_bytes_burst < largest_publish {
             return Err(ConfigError::Inconsistent(format!(
-                "publish_bytes_burst ({}) must be at least max_message_size ({}), or the largest messages could never be published; \
-                 raise --publish-bytes-burst or lower --max-message-size",
-                self.publish_bytes_burst, self.max_message_size
+                "publish_bytes_burst ({}) must be at least max_message_size and max_http_body ({largest_publish}), or the largest messages could never be published; \
+                 raise --publish-bytes-burst or lower --max-message-size / --max-http-body",
+                self.publish_bytes_burst
             )));
         }
         // A delivery frame is the message plus its envelope (topic, seq,
@@ -663,6 +664,11 @@ mod tests {
         config.outbound_queue_bytes = config.max_message_size;
         let err = config.validate().unwrap_err().to_string();
         assert!(err.contains("--outbound-queue-bytes"), "{err}");
+
+        let mut config = BrokerConfig::default();
+        config.max_http_body = config.publish_bytes_burst + 1;
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("--publish-bytes-burst"), "{err}");
     }
 
     #[test]

@@ -27,7 +27,7 @@ use tokio::net::TcpStream;
 
 use crate::config::BrokerConfig;
 use crate::connection;
-use crate::limits;
+use crate::limits::{self, Admission};
 use crate::registry::RegistryError;
 use crate::slot::ConnectionSlot;
 use crate::state::BrokerState;
@@ -82,7 +82,7 @@ pub async fn route(
     match (req.method(), path.as_str()) {
         (&Method::GET, WEBSOCKET_PATH) => upgrade(state, slot, req),
         (&Method::POST, p) if p.starts_with(PUBLISH_PREFIX) => {
-            publish(&state, &p[PUBLISH_PREFIX.len()..], req).await
+            publish(&state, &slot, &p[PUBLISH_PREFIX.len()..], req).await
         }
         (&Method::GET, "/metrics") => {
             let mut response = text(StatusCode::OK, state.metrics.render());
@@ -258,7 +258,12 @@ fn retain_param(query: Option<&str>) -> Result<bool, String> {
     Ok(retain)
 }
 
-async fn publish(state: &BrokerState, topic: &str, req: Request<Incoming>) -> Response<Body> {
+async fn publish(
+    state: &BrokerState,
+    slot: &ConnectionSlot,
+    topic: &str,
+    req: Request<Incoming>,
+) -> Response<Body> {
     let topic = match Topic::new(topic) {
         Ok(topic) => topic,
         Err(e) => {
@@ -337,6 +342,21 @@ async fn publish(state: &BrokerState, topic: &str, req: Request<Incoming>) -> Re
             );
         }
     };
+    let admission = slot.admit_http_publish(body.len());
+    if admission != Admission::Accepted {
+        state.metrics.protocol_error(ErrorCode::RateLimited);
+        let mut response = json_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::RateLimited.name(),
+            "publish refused: over this connection's publish rate (--publish-rate, --publish-bytes-rate); slow down",
+        );
+        if admission == Admission::Flood {
+            response
+                .headers_mut()
+                .insert(CONNECTION, HeaderValue::from_static("close"));
+        }
+        return response;
+    }
     let retain = req_retain;
     match state.registry.publish(topic, &body, retain) {
         Ok(receipt) => json_response(

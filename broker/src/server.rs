@@ -17,11 +17,11 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::BrokerConfig;
 use crate::http;
-use crate::limits::IpLimits;
+use crate::limits::{IpLimits, PublishLimits};
 use crate::metrics::Metrics;
 use crate::slot::{ConnectionSlot, PROBE_CONNECTIONS};
 use crate::state::BrokerState;
@@ -30,6 +30,10 @@ use crate::state::BrokerState;
 const REFUSE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Request bytes read and discarded from a refused connection, at most.
 const REFUSE_READ_LIMIT: usize = 16 * 1024;
+/// Refused connections being answered at once, at most; beyond it a refused
+/// connection is closed without an answer, so a flood of connections cannot
+/// pile up sockets and tasks.
+const MAX_REFUSING: usize = 1024;
 
 /// How often idle topics are swept, at most.
 const MAX_SWEEP_INTERVAL: Duration = Duration::from_secs(30);
@@ -97,6 +101,7 @@ impl Broker {
         }
         let slots = Arc::new(Semaphore::new(state.config.max_connections));
         let probe_slots = Arc::new(Semaphore::new(PROBE_CONNECTIONS));
+        let refusing = Arc::new(Semaphore::new(MAX_REFUSING));
         let addresses = Arc::new(IpLimits::new(
             &state.config,
             state.config.max_connections + PROBE_CONNECTIONS,
@@ -125,11 +130,14 @@ impl Broker {
                         .connections_rejected_per_ip
                         .with_label_values(&[refusal.reason()])
                         .inc();
-                    tokio::spawn(refuse(
-                        socket,
-                        "429 Too Many Requests",
-                        format!("{refusal}\n"),
-                    ));
+                    if let Ok(permit) = refusing.clone().try_acquire_owned() {
+                        tokio::spawn(refuse(
+                            socket,
+                            "429 Too Many Requests",
+                            format!("{refusal}\n"),
+                            permit,
+                        ));
+                    }
                     continue;
                 }
             };
@@ -139,11 +147,14 @@ impl Broker {
                     Ok(permit) => (permit, true),
                     Err(_) => {
                         state.metrics.connections_rejected.inc();
-                        tokio::spawn(refuse(
-                            socket,
-                            "503 Service Unavailable",
-                            FULL_BODY.to_owned(),
-                        ));
+                        if let Ok(permit) = refusing.clone().try_acquire_owned() {
+                            tokio::spawn(refuse(
+                                socket,
+                                "503 Service Unavailable",
+                                FULL_BODY.to_owned(),
+                                permit,
+                            ));
+                        }
                         continue;
                     }
                 },
@@ -154,6 +165,7 @@ impl Broker {
                 permit,
                 address,
                 probe_only,
+                PublishLimits::from_config(&state.config),
                 state.metrics.clone(),
             ));
             let _ = socket.set_nodelay(true);
@@ -219,8 +231,9 @@ const FULL_BODY: &str = "broker is at max_connections; retry later or connect to
 /// Answers a connection over a limit with `status` (e.g. `503 Service
 /// Unavailable`) and `body`, and closes it. The request is read and
 /// discarded (briefly, boundedly) so that closing does not reset the
-/// connection before the client has read the answer.
-async fn refuse(mut socket: TcpStream, status: &str, body: String) {
+/// connection before the client has read the answer. `_permit` is one of
+/// the [`MAX_REFUSING`] places, held until then.
+async fn refuse(mut socket: TcpStream, status: &str, body: String, _permit: OwnedSemaphorePermit) {
     let response = format!(
         "HTTP/1.1 {status}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()

@@ -7,7 +7,11 @@
 
 use tokio::sync::OwnedSemaphorePermit;
 
-use crate::limits::IpHold;
+use std::time::Instant;
+
+use parking_lot::Mutex;
+
+use crate::limits::{Admission, IpHold, PublishLimiter, PublishLimits};
 use crate::metrics::Metrics;
 
 /// Connections accepted beyond `max_connections` that may only ask for
@@ -22,6 +26,10 @@ pub const PROBE_CONNECTIONS: usize = 16;
 pub struct ConnectionSlot {
     _permit: OwnedSemaphorePermit,
     _address: IpHold,
+    /// The HTTP publishes of this connection, rate limited like a
+    /// WebSocket session's (requests on one connection come one at a time,
+    /// so the lock is never contended).
+    http_publishes: Mutex<PublishLimiter>,
     probe_only: bool,
     metrics: Metrics,
 }
@@ -29,17 +37,19 @@ pub struct ConnectionSlot {
 impl ConnectionSlot {
     /// Takes the place held by `permit` and, among its source address's
     /// connections, by `address`; `probe_only` marks a connection that came
-    /// in over the limit. The caller has counted the connection in
+    /// in over the limit; `publish_limits` rate-limit its HTTP publishes. The caller has counted the connection in
     /// `tickwire_connections`.
     pub fn new(
         permit: OwnedSemaphorePermit,
         address: IpHold,
         probe_only: bool,
+        publish_limits: PublishLimits,
         metrics: Metrics,
     ) -> Self {
         ConnectionSlot {
             _permit: permit,
             _address: address,
+            http_publishes: Mutex::new(PublishLimiter::new(publish_limits, Instant::now())),
             probe_only,
             metrics,
         }
@@ -49,6 +59,12 @@ impl ConnectionSlot {
     /// `/healthz`, `/readyz` and `/metrics`.
     pub fn probe_only(&self) -> bool {
         self.probe_only
+    }
+
+    /// Whether an HTTP publish of `bytes` payload bytes on this connection
+    /// is within its publish rate.
+    pub fn admit_http_publish(&self, bytes: usize) -> Admission {
+        self.http_publishes.lock().admit(bytes, Instant::now())
     }
 }
 

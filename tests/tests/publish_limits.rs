@@ -36,6 +36,7 @@ async fn publishes_over_the_rate_are_refused_then_accepted_again() {
         c.publish_rate = 5;
         c.publish_burst = 3;
         c.max_message_size = 4096;
+        c.max_http_body = 4096;
         c.publish_bytes_burst = 4096;
         c.publish_bytes_rate = 4096;
     })
@@ -83,6 +84,7 @@ async fn publishes_over_the_rate_are_refused_then_accepted_again() {
 async fn a_publish_over_the_byte_rate_is_refused() {
     let broker = TestBroker::start(|c| {
         c.max_message_size = 4096;
+        c.max_http_body = 4096;
         c.publish_bytes_burst = 4096;
         c.publish_bytes_rate = 1;
     })
@@ -141,5 +143,67 @@ async fn a_sustained_flood_is_closed_with_4005() {
     let mut client = RawClient::connect(broker.addr).await;
     client.publish_acked("t", b"calm").await;
     drop((flooder, client));
+    broker.stop().await;
+}
+
+/// Sends one HTTP publish on a kept-alive connection and reads its answer:
+/// the status and the body.
+async fn http_publish_on(stream: &mut tokio::net::TcpStream, body: &[u8]) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let head = format!(
+        "POST /v1/publish/t HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.expect("send head");
+    stream.write_all(body).await.expect("send body");
+    let mut buf = Vec::new();
+    loop {
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        if let Some((head, rest)) = text.split_once("\r\n\r\n") {
+            let length = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse::<usize>())
+                })
+                .and_then(Result::ok)
+                .unwrap_or(0);
+            if rest.len() >= length {
+                let status = head
+                    .split_whitespace()
+                    .nth(1)
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0);
+                return (status, rest.to_owned());
+            }
+        }
+        let n = tokio::time::timeout(WAIT, stream.read_buf(&mut buf))
+            .await
+            .expect("answer in time")
+            .expect("read");
+        assert!(n > 0, "connection closed early: {text}");
+    }
+}
+
+#[tokio::test]
+async fn http_publishes_on_one_connection_are_rate_limited_too() {
+    let broker = TestBroker::start(|c| {
+        c.publish_rate = 1;
+        c.publish_burst = 1;
+    })
+    .await;
+    let mut stream = tokio::net::TcpStream::connect(broker.addr)
+        .await
+        .expect("connect");
+    let (status, body) = http_publish_on(&mut stream, b"one").await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = http_publish_on(&mut stream, b"two").await;
+    assert_eq!(status, 429, "{body}");
+    assert!(body.contains("\"rate_limited\""), "{body}");
+    // Another connection has its own allowance.
+    let (status, body) = tickwire_e2e::http(broker.addr, "POST", "/v1/publish/t", b"x").await;
+    assert_eq!(status, 200, "{body}");
+    drop(stream);
     broker.stop().await;
 }
