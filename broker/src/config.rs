@@ -453,10 +453,10 @@ broker_settings! {
     client_retain_patterns: Vec<Pattern> = Vec::new(), "",
         env "TICKWIRE_CLIENT_RETAIN_PATTERNS", parse parse_patterns,
         "Comma-separated topic patterns on which clients may ask for retain (`>`: all); empty: none, unless a `[[topic]]` policy sets `client_retain = true`.";
-    publish_rate: u32 = 10_000, "10000",
+    publish_rate: u32 = 100_000, "100000",
         env "TICKWIRE_PUBLISH_RATE", parse parse_u32,
         "Publishes per second one connection (WebSocket or HTTP) may sustain; over it (and the burst) a publish is refused with rate_limited (HTTP 429).";
-    publish_burst: u32 = 20_000, "20000",
+    publish_burst: u32 = 200_000, "200000",
         env "TICKWIRE_PUBLISH_BURST", parse parse_u32,
         "Publishes one connection may send at once above publish_rate.";
     publish_bytes_rate: usize = 64 << 20, "64MiB",

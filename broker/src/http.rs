@@ -348,7 +348,7 @@ async fn publish(
         let mut response = json_error(
             StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::RateLimited.name(),
-            "publish refused: over this connection's publish rate (--publish-rate, --publish-bytes-rate); slow down",
+            limits::RATE_LIMITED_MESSAGE,
         );
         if admission == Admission::Flood {
             response

@@ -119,6 +119,9 @@ impl PublishLimits {
     }
 }
 
+/// The message of a publish refused with `rate_limited`.
+pub const RATE_LIMITED_MESSAGE: &str = "publish refused: over this connection's publish rate (--publish-rate, --publish-bytes-rate); slow down";
+
 /// What a [`PublishLimiter`] says about one publish.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Admission {

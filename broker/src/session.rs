@@ -160,8 +160,12 @@ impl Session {
         match self.publish_limiter.admit(payload.len(), Instant::now()) {
             Admission::Accepted => {}
             refused => {
-                let message = "publish refused: over this connection's publish rate (--publish-rate, --publish-bytes-rate); slow down";
-                self.error(state, id, ErrorCode::RateLimited, message);
+                self.error(
+                    state,
+                    id,
+                    ErrorCode::RateLimited,
+                    limits::RATE_LIMITED_MESSAGE,
+                );
                 if refused == Admission::Flood {
                     self.queue.close(CloseCode::PublishFlood);
                 }

@@ -9,9 +9,14 @@ use tickwire_broker::{Broker, BrokerConfig};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fanout_runs_with_zero_loss() {
-    let broker = Broker::bind(BrokerConfig::local_ephemeral())
-        .await
-        .expect("bind 127.0.0.1:0");
+    // The load tool publishes as fast as it can from one connection: lift
+    // the per-connection publish rate so the run measures the broker.
+    let config = BrokerConfig {
+        publish_rate: u32::MAX,
+        publish_burst: u32::MAX,
+        ..BrokerConfig::local_ephemeral()
+    };
+    let broker = Broker::bind(config).await.expect("bind 127.0.0.1:0");
     let addr = broker.local_addr().expect("local addr");
     let shutdown = broker.shutdown_handle();
     let server = tokio::spawn(broker.run());
