@@ -479,7 +479,7 @@ broker_settings! {
         "New TCP connections one source address may open at once above connection_rate_per_ip.";
     allowed_origins: Vec<String> = Vec::new(), "",
         env "TICKWIRE_ALLOWED_ORIGINS", parse parse_origins,
-        "Comma-separated web origins (e.g. https://app.example.com) whose pages may open WebSocket connections; an upgrade with another Origin header gets 403; requests without Origin (non-browser clients) are allowed; empty: any origin.";
+        "Comma-separated web origins (e.g. `https://app.example.com`) whose pages may open WebSocket connections; an upgrade with another Origin header gets 403; requests without Origin (non-browser clients) are allowed; empty: any origin.";
 }
 
 impl BrokerConfig {
