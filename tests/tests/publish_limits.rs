@@ -33,7 +33,7 @@ fn assert_rate_limited(received: Received, want_id: Option<u64>) {
 #[tokio::test]
 async fn publishes_over_the_rate_are_refused_then_accepted_again() {
     let broker = TestBroker::start(|c| {
-        c.publish_rate = 5;
+        c.publish_rate = 1;
         c.publish_burst = 3;
         c.max_message_size = 4096;
         c.max_http_body = 4096;

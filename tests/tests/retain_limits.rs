@@ -85,7 +85,7 @@ async fn retained_and_history_bytes_are_bounded_and_given_back() {
         c.topic_policies = vec![TopicPolicy {
             history_messages: 100,
             history_bytes: 1 << 20,
-            history_age: Some(Duration::from_millis(300)),
+            history_age: Some(Duration::from_secs(1)),
             ..TopicPolicy {
                 pattern: Pattern::new("hist.>").unwrap(),
                 ..TopicPolicy::fallback()
