@@ -142,6 +142,21 @@ impl History {
     }
 }
 
+/// Makes `kept` the value in `retained` if `budget` holds the difference
+/// with the current one; whether it did.
+fn replace_retained(retained: &mut Option<Kept>, kept: Kept, budget: &StorageBudget) -> bool {
+    let old = retained.as_ref().map_or(0, |k| k.frame.len());
+    let new = kept.frame.len();
+    if new > old && !budget.try_reserve(new - old) {
+        return false;
+    }
+    if old > new {
+        budget.release(old - new);
+    }
+    *retained = Some(kept);
+    true
+}
+
 /// Everything one topic keeps: its history ring and its retained value.
 /// What it holds is counted in the shared [`StorageBudget`] until it is
 /// dropped.
@@ -186,19 +201,20 @@ impl TopicMemory {
             at,
             frame: frame.clone(),
         };
-        let budget = Arc::clone(&self.budget);
-        if client_retain && !policy.retain && !self.replace_retained(kept()) {
+        let budget = &*self.budget;
+        if client_retain && !policy.retain && !replace_retained(&mut self.retained, kept(), budget)
+        {
             return Err(StorageFull);
         }
         if policy.history_messages > 0 {
-            self.history.expire(at, policy, &budget);
-            if !self.history.push(kept(), policy, &budget) {
+            self.history.expire(at, policy, budget);
+            if !self.history.push(kept(), policy, budget) {
                 budget.dropped.inc();
             }
         }
         if policy.retain {
-            while !self.replace_retained(kept()) {
-                if !self.history.pop_front(&budget) {
+            while !replace_retained(&mut self.retained, kept(), budget) {
+                if !self.history.pop_front(budget) {
                     if let Some(stale) = self.retained.take() {
                         budget.release(stale.frame.len());
                     }
@@ -208,21 +224,6 @@ impl TopicMemory {
             }
         }
         Ok(())
-    }
-
-    /// Makes `kept` the retained value if the budget holds the difference
-    /// with the current one; whether it did.
-    fn replace_retained(&mut self, kept: Kept) -> bool {
-        let old = self.retained.as_ref().map_or(0, |k| k.frame.len());
-        let new = kept.frame.len();
-        if new > old && !self.budget.try_reserve(new - old) {
-            return false;
-        }
-        if old > new {
-            self.budget.release(old - new);
-        }
-        self.retained = Some(kept);
-        true
     }
 
     /// Drops history entries older than the policy's `history_age`.
