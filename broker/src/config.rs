@@ -18,6 +18,7 @@ use thiserror::Error;
 use tickwire_protocol::topic::Pattern;
 
 use crate::outbound::SlowConsumerPolicy;
+use crate::tls::TlsFiles;
 
 /// The file key of the per-topic policy tables: `[[topic]]`.
 pub const TOPIC_TABLE: &str = "topic";
@@ -264,6 +265,11 @@ fn parse_string(s: &str) -> Result<String, String> {
     Ok(s.to_owned())
 }
 
+/// Parses an optional file path; empty means none.
+fn parse_optional_path(s: &str) -> Result<Option<PathBuf>, String> {
+    Ok(Some(s.trim()).filter(|s| !s.is_empty()).map(PathBuf::from))
+}
+
 /// One setting of the broker, as a flag, an environment variable and a file
 /// key. The command line builds its `tickwire serve` flags from
 /// [`SETTINGS`], so flags, environment and file can never disagree.
@@ -400,6 +406,15 @@ broker_settings! {
     log_format: LogFormat = LogFormat::Text, "text",
         env "TICKWIRE_LOG_FORMAT", parse parse_log_format,
         "Log format: text or json.";
+    tls_cert_file: Option<PathBuf> = None, "",
+        env "TICKWIRE_TLS_CERT_FILE", parse parse_optional_path,
+        "PEM certificate chain (leaf first); with --tls-key-file, the port speaks TLS (wss://, https://). Reloaded on SIGHUP.";
+    tls_key_file: Option<PathBuf> = None, "",
+        env "TICKWIRE_TLS_KEY_FILE", parse parse_optional_path,
+        "PEM private key (PKCS#8, RSA or EC) of --tls-cert-file. Reloaded on SIGHUP.";
+    tls_client_ca_file: Option<PathBuf> = None, "",
+        env "TICKWIRE_TLS_CLIENT_CA_FILE", parse parse_optional_path,
+        "PEM CA bundle; when set, every client must present a TLS certificate signed by one of these CAs. Reloaded on SIGHUP.";
 }
 
 impl BrokerConfig {
@@ -464,6 +479,21 @@ impl BrokerConfig {
 
     /// Refuses combinations that would make the broker misbehave.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        match (&self.tls_cert_file, &self.tls_key_file) {
+            (Some(_), None) | (None, Some(_)) => {
+                return Err(ConfigError::Inconsistent(
+                    "--tls-cert-file and --tls-key-file go together: give both to serve TLS, or neither"
+                        .to_owned(),
+                ));
+            }
+            (None, None) if self.tls_client_ca_file.is_some() => {
+                return Err(ConfigError::Inconsistent(
+                    "--tls-client-ca-file needs TLS: also give --tls-cert-file and --tls-key-file"
+                        .to_owned(),
+                ));
+            }
+            _ => {}
+        }
         // A delivery frame is the message plus its envelope (topic, seq,
         // time, headers); leave room for the largest one.
         let largest_frame = self.max_message_size.max(self.max_http_body) + ENVELOPE_ALLOWANCE;
@@ -483,6 +513,15 @@ impl BrokerConfig {
         self.topic_policies
             .iter()
             .find(|p| p.pattern.matches(topic))
+    }
+
+    /// The TLS files, when the port is to speak TLS.
+    pub fn tls_files(&self) -> Option<TlsFiles> {
+        Some(TlsFiles {
+            cert: self.tls_cert_file.clone()?,
+            key: self.tls_key_file.clone()?,
+            client_ca: self.tls_client_ca_file.clone(),
+        })
     }
 
     /// A configuration for tests and embedding: listen on 127.0.0.1 with an
@@ -542,6 +581,27 @@ mod tests {
         assert!(err.to_string().contains("`max_topics`"), "{err}");
         let err = BrokerConfig::load(None, &[("max_topicz", "1".to_owned())]).unwrap_err();
         assert!(err.to_string().contains("not a setting"), "{err}");
+    }
+
+    #[test]
+    fn tls_files_come_in_pairs() {
+        let load = |pairs: &[(&str, &str)]| {
+            let overrides: Vec<(&str, String)> =
+                pairs.iter().map(|(k, v)| (*k, (*v).to_owned())).collect();
+            BrokerConfig::load(None, &overrides)
+        };
+        let err = load(&[("tls_cert_file", "c.pem")]).unwrap_err().to_string();
+        assert!(err.contains("give both"), "{err}");
+        let err = load(&[("tls_key_file", "k.pem")]).unwrap_err().to_string();
+        assert!(err.contains("give both"), "{err}");
+        let err = load(&[("tls_client_ca_file", "ca.pem")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--tls-client-ca-file needs TLS"), "{err}");
+        let config = load(&[("tls_cert_file", "c.pem"), ("tls_key_file", "k.pem")]).unwrap();
+        let files = config.tls_files().unwrap();
+        assert_eq!((files.cert, files.key), ("c.pem".into(), "k.pem".into()));
+        assert!(BrokerConfig::default().tls_files().is_none());
     }
 
     #[test]

@@ -20,11 +20,12 @@ use hyper_util::rt::TokioIo;
 use serde_json::json;
 use tickwire_protocol::topic::Topic;
 use tickwire_protocol::{ErrorCode, SUBPROTOCOL, WEBSOCKET_PATH};
-use tokio::net::TcpStream;
 
 use crate::connection;
 use crate::slot::ConnectionSlot;
 use crate::state::BrokerState;
+use crate::stream::Transport;
+use crate::tls::PeerIdentity;
 
 /// The body type of every response.
 pub type Body = Full<Bytes>;
@@ -57,10 +58,12 @@ fn json_error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
     )
 }
 
-/// Routes one HTTP request.
-pub async fn route(
+/// Routes one HTTP request received on a connection of stream type `S`;
+/// `identity` is the connection's verified TLS client certificate, if any.
+pub async fn route<S: Transport>(
     state: Arc<BrokerState>,
     slot: Arc<ConnectionSlot>,
+    identity: Option<Arc<PeerIdentity>>,
     req: Request<Incoming>,
 ) -> Response<Body> {
     let path = req.uri().path().to_owned();
@@ -74,7 +77,7 @@ pub async fn route(
         );
     }
     match (req.method(), path.as_str()) {
-        (&Method::GET, WEBSOCKET_PATH) => upgrade(state, slot, req),
+        (&Method::GET, WEBSOCKET_PATH) => upgrade::<S>(state, slot, identity, req),
         (&Method::POST, p) if p.starts_with(PUBLISH_PREFIX) => {
             publish(&state, &p[PUBLISH_PREFIX.len()..], req).await
         }
@@ -126,9 +129,10 @@ fn negotiate_subprotocol(req: &Request<Incoming>) -> Result<Option<&'static str>
     }
 }
 
-fn upgrade(
+fn upgrade<S: Transport>(
     state: Arc<BrokerState>,
     slot: Arc<ConnectionSlot>,
+    identity: Option<Arc<PeerIdentity>>,
     mut req: Request<Incoming>,
 ) -> Response<Body> {
     if !fastwebsockets::upgrade::is_upgrade_request(&req) {
@@ -165,13 +169,11 @@ fn upgrade(
                 return;
             }
         };
-        match ws
-            .into_inner()
-            .into_inner()
-            .downcast::<TokioIo<TcpStream>>()
-        {
-            Ok(parts) => connection::serve(state, parts.io.into_inner(), parts.read_buf).await,
-            Err(_) => tracing::error!("upgraded connection is not a TCP stream"),
+        match ws.into_inner().into_inner().downcast::<TokioIo<S>>() {
+            Ok(parts) => {
+                connection::serve(state, parts.io.into_inner(), parts.read_buf, identity).await
+            }
+            Err(_) => tracing::error!("upgraded connection is not the accepted stream"),
         }
         drop(slot);
     });

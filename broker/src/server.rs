@@ -22,13 +22,19 @@ use tokio::sync::Semaphore;
 use crate::config::BrokerConfig;
 use crate::http;
 use crate::metrics::Metrics;
+use crate::reload::ReloadHandle;
 use crate::slot::{ConnectionSlot, PROBE_CONNECTIONS};
 use crate::state::BrokerState;
+use crate::stream::Transport;
 
 /// Time a refused connection gets to read its 503 answer.
 const REFUSE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Request bytes read and discarded from a refused connection, at most.
 const REFUSE_READ_LIMIT: usize = 16 * 1024;
+
+/// The first byte of a TLS handshake record; anything else on a TLS port is
+/// taken for plain HTTP.
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 
 /// How often idle topics are swept, at most.
 const MAX_SWEEP_INTERVAL: Duration = Duration::from_secs(30);
@@ -52,11 +58,16 @@ pub struct Broker {
 }
 
 impl Broker {
-    /// Validates the configuration and binds the listening socket.
+    /// Validates the configuration, loads the TLS files if any, and binds
+    /// the listening socket. An invalid configuration or TLS file is an
+    /// [`io::ErrorKind::InvalidInput`] error whose text says what to fix.
     pub async fn bind(config: BrokerConfig) -> io::Result<Broker> {
         config
             .validate()
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        let state = BrokerState::new(config)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        let config = &state.config;
         let socket = match config.listen {
             SocketAddr::V4(_) => TcpSocket::new_v4()?,
             SocketAddr::V6(_) => TcpSocket::new_v6()?,
@@ -66,7 +77,7 @@ impl Broker {
         // The kernel caps the backlog at net.core.somaxconn.
         let listener = socket.listen(config.listen_backlog)?;
         Ok(Broker {
-            state: Arc::new(BrokerState::new(config)),
+            state: Arc::new(state),
             listener,
         })
     }
@@ -79,6 +90,17 @@ impl Broker {
     /// A handle that triggers graceful shutdown.
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         ShutdownHandle(self.state.clone())
+    }
+
+    /// A handle that reloads the reloadable parts (the TLS certificate) for
+    /// new connections; see [`crate::reload`].
+    pub fn reload_handle(&self) -> ReloadHandle {
+        ReloadHandle::new(self.state.clone())
+    }
+
+    /// Whether the port speaks TLS.
+    pub fn is_tls(&self) -> bool {
+        self.state.tls.is_some()
     }
 
     /// The broker's metrics.
@@ -113,7 +135,7 @@ impl Broker {
                     Ok(permit) => (permit, true),
                     Err(_) => {
                         state.metrics.connections_rejected.inc();
-                        tokio::spawn(refuse_full(socket));
+                        tokio::spawn(refuse(socket, REFUSED_FULL));
                         continue;
                     }
                 },
@@ -128,7 +150,7 @@ impl Broker {
             let _ = socket.set_nodelay(true);
             state
                 .tasks
-                .spawn(serve_http(state.clone(), socket, peer, slot));
+                .spawn(serve_connection(state.clone(), socket, peer, slot));
         }
         drop(listener);
         sweeper.abort();
@@ -147,20 +169,65 @@ impl Broker {
     }
 }
 
-/// Serves HTTP/1.1 on one connection; a WebSocket upgrade hands the socket
-/// over to [`crate::connection::serve`].
-async fn serve_http(
+/// Serves one accepted connection: the TLS handshake first if the port
+/// speaks TLS (bounded by `handshake_timeout`, in this connection's task so
+/// the accept loop never waits for it), then HTTP.
+async fn serve_connection(
     state: Arc<BrokerState>,
     socket: TcpStream,
     peer: SocketAddr,
     slot: Arc<ConnectionSlot>,
 ) {
+    let Some(acceptor) = state.tls.as_ref().map(|tls| tls.acceptor()) else {
+        return serve_http(state, socket, peer, slot).await;
+    };
+    let handshake = async {
+        let mut first = [0u8; 1];
+        match socket.peek(&mut first).await {
+            Ok(0) => return Ok(None),
+            Ok(_) if first[0] != TLS_HANDSHAKE_RECORD => {
+                // Most likely ws:// or http:// to a TLS port: say so in
+                // plain HTTP rather than a TLS alert the client cannot read.
+                refuse(socket, REFUSED_PLAINTEXT).await;
+                return Ok(None);
+            }
+            Ok(_) => {}
+            Err(e) => return Err(e),
+        }
+        acceptor.accept(socket).await.map(Some)
+    };
+    let outcome = tokio::select! {
+        outcome = tokio::time::timeout(state.config.handshake_timeout, handshake) => outcome,
+        _ = state.shutdown.cancelled() => return,
+    };
+    match outcome {
+        Ok(Ok(Some(tls))) => serve_http(state, tls, peer, slot).await,
+        Ok(Ok(None)) => {}
+        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+    }
+}
+
+/// Serves HTTP/1.1 on one connection; a WebSocket upgrade hands the socket
+/// over to [`crate::connection::serve`].
+async fn serve_http<S: Transport>(
+    state: Arc<BrokerState>,
+    socket: S,
+    peer: SocketAddr,
+    slot: Arc<ConnectionSlot>,
+) {
+    let identity = socket.peer_identity().map(Arc::new);
     let service = {
         let state = state.clone();
         service_fn(move |req| {
             let state = state.clone();
             let slot = slot.clone();
-            async move { Ok::<_, std::convert::Infallible>(http::route(state, slot, req).await) }
+            let identity = identity.clone();
+            async move {
+                Ok::<_, std::convert::Infallible>(
+                    http::route::<S>(state, slot, identity, req).await,
+                )
+            }
         })
     };
     let connection = http1::Builder::new()
@@ -182,13 +249,27 @@ async fn serve_http(
     }
 }
 
-/// Answers a connection over the limit with 503 and closes it. The request
-/// is read and discarded (briefly, boundedly) so that closing does not reset
-/// the connection before the client has read the answer.
-async fn refuse_full(mut socket: TcpStream) {
-    let body = "broker is at max_connections; retry later or connect to another node\n";
+/// A refusal in plain HTTP: status line and body.
+type Refusal = (&'static str, &'static str);
+
+/// The answer to a connection over `max_connections`.
+const REFUSED_FULL: Refusal = (
+    "503 Service Unavailable",
+    "broker is at max_connections; retry later or connect to another node\n",
+);
+
+/// The answer to plain HTTP on a TLS port.
+const REFUSED_PLAINTEXT: Refusal = (
+    "400 Bad Request",
+    "this port speaks TLS; connect with wss:// or https://\n",
+);
+
+/// Answers a connection with `refusal` and closes it. The request is read
+/// and discarded (briefly, boundedly) so that closing does not reset the
+/// connection before the client has read the answer.
+async fn refuse(mut socket: TcpStream, (status, body): Refusal) {
     let response = format!(
-        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {status}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
     );
     let _ = tokio::time::timeout(REFUSE_TIMEOUT, async {

@@ -16,6 +16,7 @@ use crate::outbound::OutboundQueue;
 use crate::pattern_trie::Subscriber;
 use crate::registry::SubscribeRequest;
 use crate::state::BrokerState;
+use crate::tls::PeerIdentity;
 
 /// Validates the topics of a `since` option; `Err` names the first one that
 /// is not a topic.
@@ -35,15 +36,25 @@ fn since_topics(since: &[(String, Position)]) -> Result<Vec<(Topic<'_>, Position
 pub struct Session {
     queue: Arc<OutboundQueue>,
     subscriptions: HashSet<Pattern>,
+    peer_identity: Option<Arc<PeerIdentity>>,
 }
 
 impl Session {
-    /// A session without subscriptions that replies through `queue`.
-    pub fn new(queue: Arc<OutboundQueue>) -> Self {
+    /// A session without subscriptions that replies through `queue`;
+    /// `peer_identity` is the client certificate's identity, if the client
+    /// presented one over TLS.
+    pub fn new(queue: Arc<OutboundQueue>, peer_identity: Option<Arc<PeerIdentity>>) -> Self {
         Session {
             queue,
             subscriptions: HashSet::new(),
+            peer_identity,
         }
+    }
+
+    /// Who the client is according to its verified TLS client certificate
+    /// (`tls_client_ca_file`); `None` without one.
+    pub fn peer_identity(&self) -> Option<&PeerIdentity> {
+        self.peer_identity.as_deref()
     }
 
     fn reply(&self, message: ServerMessage<'_>) {

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Arg, ArgMatches, Command, FromArgMatches};
 use tickwire_broker::config::{BrokerConfig, LogFormat, SETTINGS};
-use tickwire_broker::{Broker, ShutdownHandle};
+use tickwire_broker::{Broker, ReloadHandle, ShutdownHandle};
 use tracing_subscriber::EnvFilter;
 
 /// The id of the `--config` argument.
@@ -40,7 +40,10 @@ impl clap::Args for ServeArgs {
                     .env(setting.env)
                     .value_name(setting.key.to_uppercase())
                     .value_parser(check)
-                    .help(format!("{} [default: {}]", setting.help, setting.default)),
+                    .help(match setting.default {
+                        "" => setting.help.to_owned(),
+                        default => format!("{} [default: {default}]", setting.help),
+                    }),
             )
         })
     }
@@ -105,7 +108,16 @@ pub fn run(args: ServeArgs) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("tickwire: {e:#}");
-            ExitCode::from(EXIT_START)
+            // The broker reports an invalid configuration (such as an
+            // unreadable TLS file) as InvalidInput.
+            let invalid_config = e
+                .downcast_ref::<std::io::Error>()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::InvalidInput);
+            ExitCode::from(if invalid_config {
+                EXIT_CONFIG
+            } else {
+                EXIT_START
+            })
         }
     }
 }
@@ -128,6 +140,7 @@ async fn serve(config: BrokerConfig) -> anyhow::Result<()> {
     let listen = config.listen;
     let broker = Broker::bind(config).await.map_err(|e| {
         let hint = match e.kind() {
+            std::io::ErrorKind::InvalidInput => return anyhow::Error::new(e),
             std::io::ErrorKind::AddrInUse => {
                 "another process is using the port; choose one with --listen"
             }
@@ -139,11 +152,30 @@ async fn serve(config: BrokerConfig) -> anyhow::Result<()> {
         anyhow::anyhow!("cannot listen on {listen}: {e}; {hint}")
     })?;
     let addr = broker.local_addr()?;
-    tracing::info!(%addr, "tickwire listening");
-    println!("tickwire listening on {addr} (WebSocket ws://{addr}/ws)");
+    let scheme = if broker.is_tls() { "wss" } else { "ws" };
+    tracing::info!(%addr, tls = broker.is_tls(), "tickwire listening");
+    println!("tickwire listening on {addr} (WebSocket {scheme}://{addr}/ws)");
     tokio::spawn(shutdown_on_signal(broker.shutdown_handle()));
+    tokio::spawn(reload_on_sighup(broker.reload_handle()));
     broker.run().await;
     Ok(())
+}
+
+/// Reloads what the broker can reload (the TLS certificate) on every SIGHUP.
+async fn reload_on_sighup(handle: ReloadHandle) {
+    let mut sighup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot install SIGHUP handler; reloading is not available");
+            return;
+        }
+    };
+    while sighup.recv().await.is_some() {
+        match handle.reload() {
+            Ok(reloaded) => tracing::info!(tls = reloaded.tls, "SIGHUP received; reload done"),
+            Err(e) => tracing::error!("SIGHUP received; reload failed: {e}"),
+        }
+    }
 }
 
 async fn shutdown_on_signal(handle: ShutdownHandle) {
