@@ -265,6 +265,14 @@ fn parse_string(s: &str) -> Result<String, String> {
     Ok(s.to_owned())
 }
 
+/// Parses an optional address; empty means none.
+fn parse_optional_addr(s: &str) -> Result<Option<SocketAddr>, String> {
+    match s.trim() {
+        "" => Ok(None),
+        addr => parse_addr(addr).map(Some),
+    }
+}
+
 /// Parses an optional file path; empty means none.
 fn parse_optional_path(s: &str) -> Result<Option<PathBuf>, String> {
     Ok(Some(s.trim()).filter(|s| !s.is_empty()).map(PathBuf::from))
@@ -349,9 +357,9 @@ macro_rules! broker_settings {
 }
 
 broker_settings! {
-    listen: SocketAddr = SocketAddr::from(([0, 0, 0, 0], 8080)), "0.0.0.0:8080",
+    listen: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 8080)), "127.0.0.1:8080",
         env "TICKWIRE_LISTEN", parse parse_addr,
-        "Address and port to listen on (WebSocket, HTTP publish, metrics, health).";
+        "Address and port to listen on (WebSocket, HTTP publish, and metrics and health unless --metrics-listen is set); 0.0.0.0:8080 accepts clients from other hosts.";
     listen_backlog: u32 = 4096, "4096",
         env "TICKWIRE_LISTEN_BACKLOG", parse parse_backlog,
         "Length of the queue of connections not yet accepted (capped by net.core.somaxconn); matters when many clients reconnect at once.";
@@ -415,6 +423,9 @@ broker_settings! {
     tls_client_ca_file: Option<PathBuf> = None, "",
         env "TICKWIRE_TLS_CLIENT_CA_FILE", parse parse_optional_path,
         "PEM CA bundle; when set, every client must present a TLS certificate signed by one of these CAs. Reloaded on SIGHUP.";
+    metrics_listen: Option<SocketAddr> = None, "",
+        env "TICKWIRE_METRICS_LISTEN", parse parse_optional_addr,
+        "Serve /metrics, /healthz and /readyz on this address (plain HTTP) instead of the main port, which then serves only clients (/ws, /v1/publish).";
 }
 
 impl BrokerConfig {
@@ -493,6 +504,12 @@ impl BrokerConfig {
                 ));
             }
             _ => {}
+        }
+        if self.metrics_listen == Some(self.listen) && self.listen.port() != 0 {
+            return Err(ConfigError::Inconsistent(format!(
+                "--metrics-listen {} is the address of --listen; choose another port",
+                self.listen
+            )));
         }
         // A delivery frame is the message plus its envelope (topic, seq,
         // time, headers); leave room for the largest one.

@@ -49,4 +49,4 @@ pub mod writer;
 pub use config::BrokerConfig;
 pub use outbound::SlowConsumerPolicy;
 pub use reload::{ReloadError, ReloadHandle};
-pub use server::{Broker, ShutdownHandle};
+pub use server::{Broker, MetricsListenError, ShutdownHandle};

@@ -6,6 +6,10 @@
 //! `shutdown_delay` (time for load balancers to notice) the listener closes,
 //! every WebSocket is closed with 1001 after its queued data, and `run`
 //! returns once every connection is gone or the grace period is over.
+//!
+//! With `metrics_listen`, a second, small listener serves only metrics,
+//! health and readiness ([`http::route_operational`]) until `run` returns,
+//! so probes and scrapes keep working during the drain.
 
 use std::io;
 use std::net::SocketAddr;
@@ -18,6 +22,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::BrokerConfig;
 use crate::http;
@@ -50,11 +55,23 @@ impl ShutdownHandle {
     }
 }
 
+/// The metrics listener (`metrics_listen`) could not be opened; the error
+/// inside [`Broker::bind`]'s `io::Error`.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {addr} (--metrics-listen): {source}")]
+pub struct MetricsListenError {
+    /// The address asked for.
+    pub addr: SocketAddr,
+    /// Why binding failed.
+    pub source: io::Error,
+}
+
 /// A bound, not yet running broker.
 #[derive(Debug)]
 pub struct Broker {
     state: Arc<BrokerState>,
     listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
 }
 
 impl Broker {
@@ -76,15 +93,27 @@ impl Broker {
         socket.bind(config.listen)?;
         // The kernel caps the backlog at net.core.somaxconn.
         let listener = socket.listen(config.listen_backlog)?;
+        let metrics_listener = match config.metrics_listen {
+            Some(addr) => Some(TcpListener::bind(addr).await.map_err(|source| {
+                io::Error::new(source.kind(), MetricsListenError { addr, source })
+            })?),
+            None => None,
+        };
         Ok(Broker {
             state: Arc::new(state),
             listener,
+            metrics_listener,
         })
     }
 
     /// The address actually bound (useful with port 0).
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// The address of the metrics listener, if `metrics_listen` is set.
+    pub fn metrics_addr(&self) -> Option<io::Result<SocketAddr>> {
+        self.metrics_listener.as_ref().map(TcpListener::local_addr)
     }
 
     /// A handle that triggers graceful shutdown.
@@ -110,9 +139,26 @@ impl Broker {
 
     /// Accepts connections until shutdown, then drains them.
     pub async fn run(self) {
-        let Broker { state, listener } = self;
+        let Broker {
+            state,
+            listener,
+            metrics_listener,
+        } = self;
         let slots = Arc::new(Semaphore::new(state.config.max_connections));
-        let probe_slots = Arc::new(Semaphore::new(PROBE_CONNECTIONS));
+        // With a metrics listener, probes go there: no reserve places here.
+        let probe_places = match metrics_listener {
+            Some(_) => 0,
+            None => PROBE_CONNECTIONS,
+        };
+        let probe_slots = Arc::new(Semaphore::new(probe_places));
+        let stop_metrics = CancellationToken::new();
+        if let Some(metrics_listener) = metrics_listener {
+            tokio::spawn(serve_metrics(
+                state.clone(),
+                metrics_listener,
+                stop_metrics.clone(),
+            ));
+        }
         let sweeper = tokio::spawn(sweep_idle_topics(state.clone()));
         tokio::spawn(close_after_drain_delay(state.clone()));
         loop {
@@ -165,6 +211,7 @@ impl Broker {
                 "shutdown grace period over; dropping remaining connections"
             );
         }
+        stop_metrics.cancel();
         tracing::info!("broker stopped");
     }
 }
@@ -263,6 +310,55 @@ const REFUSED_PLAINTEXT: Refusal = (
     "400 Bad Request",
     "this port speaks TLS; connect with wss:// or https://\n",
 );
+
+/// The answer to a connection over the metrics listener's limit.
+const REFUSED_METRICS_FULL: Refusal = (
+    "503 Service Unavailable",
+    "too many connections to the metrics listener; retry later\n",
+);
+
+/// Serves the metrics listener until `stop`: at most [`PROBE_CONNECTIONS`]
+/// connections at once (more get 503), outside `max_connections`, plain
+/// HTTP/1.1 with the same header deadline as the main port.
+async fn serve_metrics(state: Arc<BrokerState>, listener: TcpListener, stop: CancellationToken) {
+    let places = Arc::new(Semaphore::new(PROBE_CONNECTIONS));
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let socket = match accepted {
+            Ok((socket, _)) => socket,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed on the metrics listener");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(place) = places.clone().try_acquire_owned() else {
+            tokio::spawn(refuse(socket, REFUSED_METRICS_FULL));
+            continue;
+        };
+        let state = state.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let service = service_fn(|req| {
+                let response = http::route_operational(&state, &req);
+                async move { Ok::<_, std::convert::Infallible>(response) }
+            });
+            let connection = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(state.config.handshake_timeout)
+                .max_buf_size(64 * 1024)
+                .serve_connection(TokioIo::new(socket), service);
+            tokio::select! {
+                _ = connection => {}
+                _ = stop.cancelled() => {}
+            }
+            drop(place);
+        });
+    }
+}
 
 /// Answers a connection with `refusal` and closes it. The request is read
 /// and discarded (briefly, boundedly) so that closing does not reset the

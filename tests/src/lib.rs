@@ -31,6 +31,8 @@ pub const WAIT: Duration = Duration::from_secs(10);
 pub struct TestBroker {
     /// Where it listens.
     pub addr: SocketAddr,
+    /// Where its metrics listener listens, if `metrics_listen` is set.
+    pub metrics_addr: Option<SocketAddr>,
     shutdown: ShutdownHandle,
     reload: ReloadHandle,
     task: JoinHandle<()>,
@@ -75,11 +77,15 @@ impl TestBroker {
     /// Runs a bound broker on a task of the test's runtime.
     fn run(broker: Broker) -> TestBroker {
         let addr = broker.local_addr().expect("local addr");
+        let metrics_addr = broker
+            .metrics_addr()
+            .map(|addr| addr.expect("metrics listener address"));
         let shutdown = broker.shutdown_handle();
         let reload = broker.reload_handle();
         let task = tokio::spawn(broker.run());
         TestBroker {
             addr,
+            metrics_addr,
             shutdown,
             reload,
             task,
@@ -115,9 +121,10 @@ impl TestBroker {
             .expect("broker task");
     }
 
-    /// Reads one metric's value (summed over its label sets).
+    /// Reads one metric's value (summed over its label sets), from the
+    /// metrics listener if there is one.
     pub async fn metric(&self, name: &str) -> f64 {
-        metric(self.addr, name).await
+        metric(self.metrics_addr.unwrap_or(self.addr), name).await
     }
 
     /// Waits until `name` reaches `want`, re-reading `/metrics` as events
