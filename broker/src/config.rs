@@ -18,6 +18,7 @@ use thiserror::Error;
 use tickwire_protocol::topic::Pattern;
 
 use crate::outbound::SlowConsumerPolicy;
+use crate::tls::TlsFiles;
 
 /// The file key of the per-topic policy tables: `[[topic]]`.
 pub const TOPIC_TABLE: &str = "topic";
@@ -305,6 +306,19 @@ fn parse_string(s: &str) -> Result<String, String> {
     Ok(s.to_owned())
 }
 
+/// Parses an optional address; empty means none.
+fn parse_optional_addr(s: &str) -> Result<Option<SocketAddr>, String> {
+    match s.trim() {
+        "" => Ok(None),
+        addr => parse_addr(addr).map(Some),
+    }
+}
+
+/// Parses an optional file path; empty means none.
+fn parse_optional_path(s: &str) -> Result<Option<PathBuf>, String> {
+    Ok(Some(s.trim()).filter(|s| !s.is_empty()).map(PathBuf::from))
+}
+
 /// One setting of the broker, as a flag, an environment variable and a file
 /// key. The command line builds its `tickwire serve` flags from
 /// [`SETTINGS`], so flags, environment and file can never disagree.
@@ -384,9 +398,9 @@ macro_rules! broker_settings {
 }
 
 broker_settings! {
-    listen: SocketAddr = SocketAddr::from(([0, 0, 0, 0], 8080)), "0.0.0.0:8080",
+    listen: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 8080)), "127.0.0.1:8080",
         env "TICKWIRE_LISTEN", parse parse_addr,
-        "Address and port to listen on (WebSocket, HTTP publish, metrics, health).";
+        "Address and port to listen on (WebSocket, HTTP publish, and metrics and health unless --metrics-listen is set); 0.0.0.0:8080 accepts clients from other hosts.";
     listen_backlog: u32 = 4096, "4096",
         env "TICKWIRE_LISTEN_BACKLOG", parse parse_backlog,
         "Length of the queue of connections not yet accepted (capped by net.core.somaxconn); matters when many clients reconnect at once.";
@@ -480,6 +494,18 @@ broker_settings! {
     allowed_origins: Vec<String> = Vec::new(), "",
         env "TICKWIRE_ALLOWED_ORIGINS", parse parse_origins,
         "Comma-separated web origins (e.g. `https://app.example.com`) whose pages may open WebSocket connections; an upgrade with another Origin header gets 403; requests without Origin (non-browser clients) are allowed; empty: any origin.";
+    tls_cert_file: Option<PathBuf> = None, "",
+        env "TICKWIRE_TLS_CERT_FILE", parse parse_optional_path,
+        "PEM certificate chain (leaf first); with --tls-key-file, the port speaks TLS (wss://, https://). Reloaded on SIGHUP.";
+    tls_key_file: Option<PathBuf> = None, "",
+        env "TICKWIRE_TLS_KEY_FILE", parse parse_optional_path,
+        "PEM private key (PKCS#8, RSA or EC) of --tls-cert-file. Reloaded on SIGHUP.";
+    tls_client_ca_file: Option<PathBuf> = None, "",
+        env "TICKWIRE_TLS_CLIENT_CA_FILE", parse parse_optional_path,
+        "PEM CA bundle; when set, every client must present a TLS certificate signed by one of these CAs. Reloaded on SIGHUP.";
+    metrics_listen: Option<SocketAddr> = None, "",
+        env "TICKWIRE_METRICS_LISTEN", parse parse_optional_addr,
+        "Serve /metrics, /healthz and /readyz on this address (plain HTTP) instead of the main port, which then serves only clients (/ws, /v1/publish).";
 }
 
 impl BrokerConfig {
@@ -552,6 +578,27 @@ impl BrokerConfig {
                 self.publish_bytes_burst
             )));
         }
+        match (&self.tls_cert_file, &self.tls_key_file) {
+            (Some(_), None) | (None, Some(_)) => {
+                return Err(ConfigError::Inconsistent(
+                    "--tls-cert-file and --tls-key-file go together: give both to serve TLS, or neither"
+                        .to_owned(),
+                ));
+            }
+            (None, None) if self.tls_client_ca_file.is_some() => {
+                return Err(ConfigError::Inconsistent(
+                    "--tls-client-ca-file needs TLS: also give --tls-cert-file and --tls-key-file"
+                        .to_owned(),
+                ));
+            }
+            _ => {}
+        }
+        if self.metrics_listen == Some(self.listen) && self.listen.port() != 0 {
+            return Err(ConfigError::Inconsistent(format!(
+                "--metrics-listen {} is the address of --listen; choose another port",
+                self.listen
+            )));
+        }
         // A delivery frame is the message plus its envelope (topic, seq,
         // time, headers); leave room for the largest one.
         let largest_frame = self.max_message_size.max(self.max_http_body) + ENVELOPE_ALLOWANCE;
@@ -596,6 +643,15 @@ impl BrokerConfig {
                 .allowed_origins
                 .iter()
                 .any(|allowed| allowed.as_bytes().eq_ignore_ascii_case(origin.trim_ascii()))
+    }
+
+    /// The TLS files, when the port is to speak TLS.
+    pub fn tls_files(&self) -> Option<TlsFiles> {
+        Some(TlsFiles {
+            cert: self.tls_cert_file.clone()?,
+            key: self.tls_key_file.clone()?,
+            client_ca: self.tls_client_ca_file.clone(),
+        })
     }
 
     /// A configuration for tests and embedding: listen on 127.0.0.1 with an
@@ -655,6 +711,27 @@ mod tests {
         assert!(err.to_string().contains("`max_topics`"), "{err}");
         let err = BrokerConfig::load(None, &[("max_topicz", "1".to_owned())]).unwrap_err();
         assert!(err.to_string().contains("not a setting"), "{err}");
+    }
+
+    #[test]
+    fn tls_files_come_in_pairs() {
+        let load = |pairs: &[(&str, &str)]| {
+            let overrides: Vec<(&str, String)> =
+                pairs.iter().map(|(k, v)| (*k, (*v).to_owned())).collect();
+            BrokerConfig::load(None, &overrides)
+        };
+        let err = load(&[("tls_cert_file", "c.pem")]).unwrap_err().to_string();
+        assert!(err.contains("give both"), "{err}");
+        let err = load(&[("tls_key_file", "k.pem")]).unwrap_err().to_string();
+        assert!(err.contains("give both"), "{err}");
+        let err = load(&[("tls_client_ca_file", "ca.pem")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--tls-client-ca-file needs TLS"), "{err}");
+        let config = load(&[("tls_cert_file", "c.pem"), ("tls_key_file", "k.pem")]).unwrap();
+        let files = config.tls_files().unwrap();
+        assert_eq!((files.cert, files.key), ("c.pem".into(), "k.pem".into()));
+        assert!(BrokerConfig::default().tls_files().is_none());
     }
 
     #[test]

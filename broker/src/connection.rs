@@ -14,14 +14,14 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use tickwire_protocol::CloseCode;
 use tickwire_protocol::ws::{self, FrameDecoder, Incoming, OpCode, Role};
-use tokio::net::TcpStream;
-use tokio::net::tcp::OwnedReadHalf;
 use tokio::time::{Instant, sleep_until, timeout_at};
 
 use crate::limits::PublishLimits;
 use crate::outbound::OutboundQueue;
 use crate::session::Session;
 use crate::state::BrokerState;
+use crate::stream::{ReadSide, Transport};
+use crate::tls::PeerIdentity;
 use crate::writer::{WriterSettings, write_loop};
 
 /// Smallest free space offered to each socket read.
@@ -38,12 +38,18 @@ enum ReadEnd {
 }
 
 /// Serves a WebSocket session on `stream`, whose first bytes (received with
-/// the upgrade request) are `early`.
-pub async fn serve(state: Arc<BrokerState>, stream: TcpStream, early: Bytes) {
+/// the upgrade request) are `early`; `peer_identity` is the client
+/// certificate's identity, if the client presented one over TLS.
+pub async fn serve<S: Transport>(
+    state: Arc<BrokerState>,
+    stream: S,
+    early: Bytes,
+    peer_identity: Option<Arc<PeerIdentity>>,
+) {
     let id = state.next_connection_id();
     let (queue, outbound) =
         OutboundQueue::new(id, state.config.outbound_queue_bytes, state.metrics.clone());
-    let (reader, writer) = stream.into_split();
+    let (reader, writer) = stream.split();
     let mut writer_task = tokio::spawn(write_loop(
         writer,
         outbound,
@@ -54,9 +60,16 @@ pub async fn serve(state: Arc<BrokerState>, stream: TcpStream, early: Bytes) {
         state.metrics.clone(),
     ));
     state.metrics.websockets.inc();
-    tracing::debug!(connection = id, "websocket session started");
+    match &peer_identity {
+        Some(peer) => tracing::debug!(connection = id, %peer, "websocket session started"),
+        None => tracing::debug!(connection = id, "websocket session started"),
+    }
 
-    let mut session = Session::new(queue.clone(), PublishLimits::from_config(&state.config));
+    let mut session = Session::new(
+        queue.clone(),
+        PublishLimits::from_config(&state.config),
+        peer_identity,
+    );
     // `early` is a slice of hyper's read buffer: copy what it holds and let
     // the buffer go, so an idle connection does not keep it alive.
     let buf = BytesMut::from(&early[..]);
@@ -105,39 +118,32 @@ impl MessageTimer {
     }
 }
 
-struct Connection<'a> {
+struct Connection<'a, R> {
     state: &'a BrokerState,
     queue: &'a Arc<OutboundQueue>,
-    socket: OwnedReadHalf,
+    socket: R,
     buf: BytesMut,
     decoder: FrameDecoder,
 }
 
-impl Connection<'_> {
+impl<R: ReadSide> Connection<'_, R> {
     /// Reads into the buffer; returns the byte count (0 at EOF or on error).
     ///
-    /// Buffer space is reserved only once the socket is readable, and an
-    /// empty buffer is released after a short read, so an idle connection
-    /// holds no read buffer while it waits.
+    /// On plain TCP, buffer space is reserved only once the socket is
+    /// readable ([`ReadSide::fill`]), and an empty buffer is released after a
+    /// short read, so an idle connection holds no read buffer while it waits.
     async fn fill(&mut self) -> usize {
-        loop {
-            if self.socket.readable().await.is_err() {
-                return 0;
+        let want = self
+            .decoder
+            .wanted()
+            .saturating_sub(self.buf.len())
+            .max(MIN_READ_SPACE);
+        match self.socket.fill(&mut self.buf, want).await {
+            Ok(n) => {
+                self.state.metrics.bytes_in.inc_by(n as u64);
+                n
             }
-            let want = self
-                .decoder
-                .wanted()
-                .saturating_sub(self.buf.len())
-                .max(MIN_READ_SPACE);
-            self.buf.reserve(want);
-            match self.socket.try_read_buf(&mut self.buf) {
-                Ok(n) => {
-                    self.state.metrics.bytes_in.inc_by(n as u64);
-                    return n;
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(_) => return 0,
-            }
+            Err(_) => 0,
         }
     }
 

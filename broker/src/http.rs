@@ -1,5 +1,5 @@
-//! The HTTP side of the broker's single port: routing, the WebSocket
-//! upgrade, HTTP publish, metrics and health endpoints.
+//! The HTTP side of the broker's port: routing, the WebSocket upgrade, HTTP
+//! publish, metrics and health endpoints.
 //!
 //! | route | answer |
 //! |---|---|
@@ -8,6 +8,10 @@
 //! | `GET /metrics` | Prometheus text format |
 //! | `GET /healthz` | 200 while the process runs |
 //! | `GET /readyz` | 200 when ready, 503 while draining |
+//!
+//! With `metrics_listen` set, the last three are served by
+//! [`route_operational`] on that listener only, and the main port answers
+//! them with 404.
 
 use std::sync::Arc;
 
@@ -23,7 +27,6 @@ use hyper_util::rt::TokioIo;
 use serde_json::json;
 use tickwire_protocol::topic::Topic;
 use tickwire_protocol::{ErrorCode, SUBPROTOCOL, WEBSOCKET_PATH, handshake};
-use tokio::net::TcpStream;
 
 use crate::config::BrokerConfig;
 use crate::connection;
@@ -31,6 +34,8 @@ use crate::limits::{self, Admission};
 use crate::registry::RegistryError;
 use crate::slot::ConnectionSlot;
 use crate::state::BrokerState;
+use crate::stream::Transport;
+use crate::tls::PeerIdentity;
 
 /// The body type of every response.
 pub type Body = Full<Bytes>;
@@ -63,27 +68,12 @@ fn json_error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
     )
 }
 
-/// Routes one HTTP request.
-pub async fn route(
-    state: Arc<BrokerState>,
-    slot: Arc<ConnectionSlot>,
-    req: Request<Incoming>,
-) -> Response<Body> {
-    let path = req.uri().path().to_owned();
-    let probe_route = matches!(path.as_str(), "/healthz" | "/readyz" | "/metrics");
-    if slot.probe_only() && !probe_route {
-        // Over max_connections: only probes and scrapes are served.
-        state.metrics.connections_rejected.inc();
-        return text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "broker is at max_connections; retry later or connect to another node\n",
-        );
-    }
-    match (req.method(), path.as_str()) {
-        (&Method::GET, WEBSOCKET_PATH) => upgrade(state, slot, req),
-        (&Method::POST, p) if p.starts_with(PUBLISH_PREFIX) => {
-            publish(&state, &slot, &p[PUBLISH_PREFIX.len()..], req).await
-        }
+/// The operational endpoints: metrics, health and readiness.
+const OPERATIONAL_PATHS: [&str; 3] = ["/metrics", "/healthz", "/readyz"];
+
+/// Answers `/metrics`, `/healthz` and `/readyz`; `None` for other paths.
+fn operational(state: &BrokerState, method: &Method, path: &str) -> Option<Response<Body>> {
+    let response = match (method, path) {
         (&Method::GET, "/metrics") => {
             let mut response = text(StatusCode::OK, state.metrics.render());
             response.headers_mut().insert(
@@ -95,7 +85,60 @@ pub async fn route(
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
         (&Method::GET, "/readyz") if state.is_ready() => text(StatusCode::OK, "ready\n"),
         (&Method::GET, "/readyz") => text(StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
-        (_, WEBSOCKET_PATH | "/metrics" | "/healthz" | "/readyz") => json_error(
+        (_, p) if OPERATIONAL_PATHS.contains(&p) => json_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "use GET",
+        ),
+        _ => return None,
+    };
+    Some(response)
+}
+
+/// Routes one request on the metrics listener (`metrics_listen`): only
+/// `/metrics`, `/healthz` and `/readyz`.
+pub fn route_operational(state: &BrokerState, req: &Request<Incoming>) -> Response<Body> {
+    operational(state, req.method(), req.uri().path()).unwrap_or_else(|| {
+        json_error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "unknown path; this listener serves GET /metrics, /healthz and /readyz; clients connect to the main port",
+        )
+    })
+}
+
+/// Routes one HTTP request received on a connection of stream type `S`;
+/// `identity` is the connection's verified TLS client certificate, if any.
+pub async fn route<S: Transport>(
+    state: Arc<BrokerState>,
+    slot: Arc<ConnectionSlot>,
+    identity: Option<Arc<PeerIdentity>>,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    let path = req.uri().path().to_owned();
+    // Without a metrics listener, this port also serves the operational
+    // endpoints.
+    let operational_here = state.config.metrics_listen.is_none();
+    let probe_route = operational_here && OPERATIONAL_PATHS.contains(&path.as_str());
+    if slot.probe_only() && !probe_route {
+        // Over max_connections: only probes and scrapes are served.
+        state.metrics.connections_rejected.inc();
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "broker is at max_connections; retry later or connect to another node\n",
+        );
+    }
+    if operational_here {
+        if let Some(response) = operational(&state, req.method(), &path) {
+            return response;
+        }
+    }
+    match (req.method(), path.as_str()) {
+        (&Method::GET, WEBSOCKET_PATH) => upgrade::<S>(state, slot, identity, req),
+        (&Method::POST, p) if p.starts_with(PUBLISH_PREFIX) => {
+            publish(&state, &slot, &p[PUBLISH_PREFIX.len()..], req).await
+        }
+        (_, WEBSOCKET_PATH) => json_error(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
             "use GET",
@@ -105,10 +148,15 @@ pub async fn route(
             "method_not_allowed",
             "use POST",
         ),
-        _ => json_error(
+        _ if operational_here => json_error(
             StatusCode::NOT_FOUND,
             "not_found",
             "unknown path; routes are GET /ws, POST /v1/publish/{topic}, GET /metrics, /healthz, /readyz",
+        ),
+        _ => json_error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "unknown path; routes here are GET /ws and POST /v1/publish/{topic}; metrics and health are on the metrics listener (--metrics-listen)",
         ),
     }
 }
@@ -172,9 +220,10 @@ fn handshake_refusal(
     })
 }
 
-fn upgrade(
+fn upgrade<S: Transport>(
     state: Arc<BrokerState>,
     slot: Arc<ConnectionSlot>,
+    identity: Option<Arc<PeerIdentity>>,
     mut req: Request<Incoming>,
 ) -> Response<Body> {
     if !fastwebsockets::upgrade::is_upgrade_request(&req) {
@@ -219,13 +268,11 @@ fn upgrade(
                 return;
             }
         };
-        match ws
-            .into_inner()
-            .into_inner()
-            .downcast::<TokioIo<TcpStream>>()
-        {
-            Ok(parts) => connection::serve(state, parts.io.into_inner(), parts.read_buf).await,
-            Err(_) => tracing::error!("upgraded connection is not a TCP stream"),
+        match ws.into_inner().into_inner().downcast::<TokioIo<S>>() {
+            Ok(parts) => {
+                connection::serve(state, parts.io.into_inner(), parts.read_buf, identity).await
+            }
+            Err(_) => tracing::error!("upgraded connection is not the accepted stream"),
         }
         drop(slot);
     });

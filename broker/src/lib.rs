@@ -20,6 +20,10 @@
 //!   deliveries); [`closing`]: its close state machine.
 //! * [`limits`]: what one client may make the broker keep (retain).
 //! * [`config`], [`metrics`], [`state`]: configuration, metrics, shared state.
+//! * [`tls`]: TLS on the port (certificate, key, client CA, the client
+//!   certificate's [`tls::PeerIdentity`]); [`stream`]: plain TCP or TLS
+//!   streams, chosen per connection; [`reload`]: reloading what can change
+//!   while running (SIGHUP in the binary).
 //!
 //! The `tickwire` binary that runs the broker lives in the `tickwire-cli`
 //! crate.
@@ -34,13 +38,17 @@ pub mod metrics;
 pub mod outbound;
 pub mod pattern_trie;
 pub mod registry;
+pub mod reload;
 pub mod replay;
 pub mod server;
 pub mod session;
 pub mod slot;
 pub mod state;
+pub mod stream;
+pub mod tls;
 pub mod writer;
 
 pub use config::BrokerConfig;
 pub use outbound::SlowConsumerPolicy;
-pub use server::{Broker, ShutdownHandle};
+pub use reload::{ReloadError, ReloadHandle};
+pub use server::{Broker, MetricsListenError, ShutdownHandle};

@@ -6,6 +6,10 @@
 //! `shutdown_delay` (time for load balancers to notice) the listener closes,
 //! every WebSocket is closed with 1001 after its queued data, and `run`
 //! returns once every connection is gone or the grace period is over.
+//!
+//! With `metrics_listen`, a second, small listener serves only metrics,
+//! health and readiness ([`http::route_operational`]) until `run` returns,
+//! so probes and scrapes keep working during the drain.
 
 use std::io;
 use std::net::SocketAddr;
@@ -18,13 +22,16 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
 
 use crate::config::BrokerConfig;
 use crate::http;
 use crate::limits::{IpLimits, PublishLimits};
 use crate::metrics::Metrics;
+use crate::reload::ReloadHandle;
 use crate::slot::{ConnectionSlot, PROBE_CONNECTIONS};
 use crate::state::BrokerState;
+use crate::stream::Transport;
 
 /// Time a refused connection gets to read its 503 answer.
 const REFUSE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -34,6 +41,10 @@ const REFUSE_READ_LIMIT: usize = 16 * 1024;
 /// connection is closed without an answer, so a flood of connections cannot
 /// pile up sockets and tasks.
 const MAX_REFUSING: usize = 1024;
+
+/// The first byte of a TLS handshake record; anything else on a TLS port is
+/// taken for plain HTTP.
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 
 /// How often idle topics are swept, at most.
 const MAX_SWEEP_INTERVAL: Duration = Duration::from_secs(30);
@@ -49,19 +60,36 @@ impl ShutdownHandle {
     }
 }
 
+/// The metrics listener (`metrics_listen`) could not be opened; the error
+/// inside [`Broker::bind`]'s `io::Error`.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {addr} (--metrics-listen): {source}")]
+pub struct MetricsListenError {
+    /// The address asked for.
+    pub addr: SocketAddr,
+    /// Why binding failed.
+    pub source: io::Error,
+}
+
 /// A bound, not yet running broker.
 #[derive(Debug)]
 pub struct Broker {
     state: Arc<BrokerState>,
     listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
 }
 
 impl Broker {
-    /// Validates the configuration and binds the listening socket.
+    /// Validates the configuration, loads the TLS files if any, and binds
+    /// the listening socket. An invalid configuration or TLS file is an
+    /// [`io::ErrorKind::InvalidInput`] error whose text says what to fix.
     pub async fn bind(config: BrokerConfig) -> io::Result<Broker> {
         config
             .validate()
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        let state = BrokerState::new(config)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        let config = &state.config;
         let socket = match config.listen {
             SocketAddr::V4(_) => TcpSocket::new_v4()?,
             SocketAddr::V6(_) => TcpSocket::new_v6()?,
@@ -70,9 +98,16 @@ impl Broker {
         socket.bind(config.listen)?;
         // The kernel caps the backlog at net.core.somaxconn.
         let listener = socket.listen(config.listen_backlog)?;
+        let metrics_listener = match config.metrics_listen {
+            Some(addr) => Some(TcpListener::bind(addr).await.map_err(|source| {
+                io::Error::new(source.kind(), MetricsListenError { addr, source })
+            })?),
+            None => None,
+        };
         Ok(Broker {
-            state: Arc::new(BrokerState::new(config)),
+            state: Arc::new(state),
             listener,
+            metrics_listener,
         })
     }
 
@@ -81,9 +116,25 @@ impl Broker {
         self.listener.local_addr()
     }
 
+    /// The address of the metrics listener, if `metrics_listen` is set.
+    pub fn metrics_addr(&self) -> Option<io::Result<SocketAddr>> {
+        self.metrics_listener.as_ref().map(TcpListener::local_addr)
+    }
+
     /// A handle that triggers graceful shutdown.
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         ShutdownHandle(self.state.clone())
+    }
+
+    /// A handle that reloads the reloadable parts (the TLS certificate) for
+    /// new connections; see [`crate::reload`].
+    pub fn reload_handle(&self) -> ReloadHandle {
+        ReloadHandle::new(self.state.clone())
+    }
+
+    /// Whether the port speaks TLS.
+    pub fn is_tls(&self) -> bool {
+        self.state.tls.is_some()
     }
 
     /// The broker's metrics.
@@ -93,19 +144,37 @@ impl Broker {
 
     /// Accepts connections until shutdown, then drains them.
     pub async fn run(self) {
-        let Broker { state, listener } = self;
+        let Broker {
+            state,
+            listener,
+            metrics_listener,
+        } = self;
         if state.config.allowed_origins.is_empty() {
             tracing::warn!(
                 "allowed_origins is not set: web pages from any site may open WebSocket connections to this broker; set --allowed-origins to the origins of your web apps"
             );
         }
         let slots = Arc::new(Semaphore::new(state.config.max_connections));
-        let probe_slots = Arc::new(Semaphore::new(PROBE_CONNECTIONS));
+        // With a metrics listener, probes go there: no reserve places here.
+        let probe_places = match metrics_listener {
+            Some(_) => 0,
+            None => PROBE_CONNECTIONS,
+        };
+        let probe_slots = Arc::new(Semaphore::new(probe_places));
         let refusing = Arc::new(Semaphore::new(MAX_REFUSING));
         let addresses = Arc::new(IpLimits::new(
             &state.config,
             state.config.max_connections + PROBE_CONNECTIONS,
         ));
+        let stop_metrics = CancellationToken::new();
+        if let Some(metrics_listener) = metrics_listener {
+            tokio::spawn(serve_metrics(
+                state.clone(),
+                metrics_listener,
+                stop_metrics.clone(),
+                refusing.clone(),
+            ));
+        }
         let sweeper = tokio::spawn(sweep_idle(state.clone(), addresses.clone()));
         tokio::spawn(close_after_drain_delay(state.clone()));
         loop {
@@ -135,7 +204,7 @@ impl Broker {
                             socket,
                             "429 Too Many Requests",
                             format!("{refusal}\n"),
-                            permit,
+                            Some(permit),
                         ));
                     }
                     continue;
@@ -152,7 +221,7 @@ impl Broker {
                                 socket,
                                 "503 Service Unavailable",
                                 FULL_BODY.to_owned(),
-                                permit,
+                                Some(permit),
                             ));
                         }
                         continue;
@@ -171,7 +240,7 @@ impl Broker {
             let _ = socket.set_nodelay(true);
             state
                 .tasks
-                .spawn(serve_http(state.clone(), socket, peer, slot));
+                .spawn(serve_connection(state.clone(), socket, peer, slot));
         }
         drop(listener);
         sweeper.abort();
@@ -186,24 +255,70 @@ impl Broker {
                 "shutdown grace period over; dropping remaining connections"
             );
         }
+        stop_metrics.cancel();
         tracing::info!("broker stopped");
     }
 }
 
-/// Serves HTTP/1.1 on one connection; a WebSocket upgrade hands the socket
-/// over to [`crate::connection::serve`].
-async fn serve_http(
+/// Serves one accepted connection: the TLS handshake first if the port
+/// speaks TLS (bounded by `handshake_timeout`, in this connection's task so
+/// the accept loop never waits for it), then HTTP.
+async fn serve_connection(
     state: Arc<BrokerState>,
     socket: TcpStream,
     peer: SocketAddr,
     slot: Arc<ConnectionSlot>,
 ) {
+    let Some(acceptor) = state.tls.as_ref().map(|tls| tls.acceptor()) else {
+        return serve_http(state, socket, peer, slot).await;
+    };
+    let handshake = async {
+        let mut first = [0u8; 1];
+        match socket.peek(&mut first).await {
+            Ok(0) => return Ok(None),
+            Ok(_) if first[0] != TLS_HANDSHAKE_RECORD => {
+                // Most likely ws:// or http:// to a TLS port: say so in
+                // plain HTTP rather than a TLS alert the client cannot read.
+                refuse(socket, "400 Bad Request", PLAINTEXT_BODY.to_owned(), None).await;
+                return Ok(None);
+            }
+            Ok(_) => {}
+            Err(e) => return Err(e),
+        }
+        acceptor.accept(socket).await.map(Some)
+    };
+    let outcome = tokio::select! {
+        outcome = tokio::time::timeout(state.config.handshake_timeout, handshake) => outcome,
+        _ = state.shutdown.cancelled() => return,
+    };
+    match outcome {
+        Ok(Ok(Some(tls))) => serve_http(state, tls, peer, slot).await,
+        Ok(Ok(None)) => {}
+        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+    }
+}
+
+/// Serves HTTP/1.1 on one connection; a WebSocket upgrade hands the socket
+/// over to [`crate::connection::serve`].
+async fn serve_http<S: Transport>(
+    state: Arc<BrokerState>,
+    socket: S,
+    peer: SocketAddr,
+    slot: Arc<ConnectionSlot>,
+) {
+    let identity = socket.peer_identity().map(Arc::new);
     let service = {
         let state = state.clone();
         service_fn(move |req| {
             let state = state.clone();
             let slot = slot.clone();
-            async move { Ok::<_, std::convert::Infallible>(http::route(state, slot, req).await) }
+            let identity = identity.clone();
+            async move {
+                Ok::<_, std::convert::Infallible>(
+                    http::route::<S>(state, slot, identity, req).await,
+                )
+            }
         })
     };
     let connection = http1::Builder::new()
@@ -228,12 +343,80 @@ async fn serve_http(
 /// The body of the 503 answer to a connection over `max_connections`.
 const FULL_BODY: &str = "broker is at max_connections; retry later or connect to another node\n";
 
-/// Answers a connection over a limit with `status` (e.g. `503 Service
-/// Unavailable`) and `body`, and closes it. The request is read and
-/// discarded (briefly, boundedly) so that closing does not reset the
-/// connection before the client has read the answer. `_permit` is one of
-/// the [`MAX_REFUSING`] places, held until then.
-async fn refuse(mut socket: TcpStream, status: &str, body: String, _permit: OwnedSemaphorePermit) {
+/// The body of the 400 answer to plain HTTP on a TLS port.
+const PLAINTEXT_BODY: &str = "this port speaks TLS; connect with wss:// or https://\n";
+
+/// The body of the 503 answer to a connection over the metrics listener's
+/// limit.
+const METRICS_FULL_BODY: &str = "too many connections to the metrics listener; retry later\n";
+
+/// Serves the metrics listener until `stop`: at most [`PROBE_CONNECTIONS`]
+/// connections at once (more get 503), outside `max_connections`, plain
+/// HTTP/1.1 with the same header deadline as the main port. Refusals take
+/// one of the `refusing` places, shared with the main port.
+async fn serve_metrics(
+    state: Arc<BrokerState>,
+    listener: TcpListener,
+    stop: CancellationToken,
+    refusing: Arc<Semaphore>,
+) {
+    let places = Arc::new(Semaphore::new(PROBE_CONNECTIONS));
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let socket = match accepted {
+            Ok((socket, _)) => socket,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed on the metrics listener");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(place) = places.clone().try_acquire_owned() else {
+            if let Ok(permit) = refusing.clone().try_acquire_owned() {
+                tokio::spawn(refuse(
+                    socket,
+                    "503 Service Unavailable",
+                    METRICS_FULL_BODY.to_owned(),
+                    Some(permit),
+                ));
+            }
+            continue;
+        };
+        let state = state.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let service = service_fn(|req| {
+                let response = http::route_operational(&state, &req);
+                async move { Ok::<_, std::convert::Infallible>(response) }
+            });
+            let connection = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(state.config.handshake_timeout)
+                .max_buf_size(64 * 1024)
+                .serve_connection(TokioIo::new(socket), service);
+            tokio::select! {
+                _ = connection => {}
+                _ = stop.cancelled() => {}
+            }
+            drop(place);
+        });
+    }
+}
+
+/// Answers a connection with `status` (e.g. `503 Service Unavailable`) and
+/// `body`, and closes it. The request is read and discarded (briefly,
+/// boundedly) so that closing does not reset the connection before the
+/// client has read the answer. `_permit`, when the refusal is spawned from
+/// an accept loop, is one of the [`MAX_REFUSING`] places, held until then.
+async fn refuse(
+    mut socket: TcpStream,
+    status: &str,
+    body: String,
+    _permit: Option<OwnedSemaphorePermit>,
+) {
     let response = format!(
         "HTTP/1.1 {status}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()

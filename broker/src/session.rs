@@ -18,6 +18,7 @@ use crate::outbound::OutboundQueue;
 use crate::pattern_trie::Subscriber;
 use crate::registry::SubscribeRequest;
 use crate::state::BrokerState;
+use crate::tls::PeerIdentity;
 
 /// Validates the topics of a `since` option; `Err` names the first one that
 /// is not a topic.
@@ -38,17 +39,30 @@ pub struct Session {
     queue: Arc<OutboundQueue>,
     subscriptions: HashSet<Pattern>,
     publish_limiter: PublishLimiter,
+    peer_identity: Option<Arc<PeerIdentity>>,
 }
 
 impl Session {
     /// A session without subscriptions that replies through `queue` and
-    /// publishes within `limits`.
-    pub fn new(queue: Arc<OutboundQueue>, limits: PublishLimits) -> Self {
+    /// publishes within `limits`; `peer_identity` is the client
+    /// certificate's identity, if the client presented one over TLS.
+    pub fn new(
+        queue: Arc<OutboundQueue>,
+        limits: PublishLimits,
+        peer_identity: Option<Arc<PeerIdentity>>,
+    ) -> Self {
         Session {
             queue,
             subscriptions: HashSet::new(),
             publish_limiter: PublishLimiter::new(limits, Instant::now()),
+            peer_identity,
         }
+    }
+
+    /// Who the client is according to its verified TLS client certificate
+    /// (`tls_client_ca_file`); `None` without one.
+    pub fn peer_identity(&self) -> Option<&PeerIdentity> {
+        self.peer_identity.as_deref()
     }
 
     fn reply(&self, message: ServerMessage<'_>) {

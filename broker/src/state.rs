@@ -9,6 +9,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::BrokerConfig;
 use crate::metrics::Metrics;
 use crate::registry::{RegistryLimits, TopicRegistry};
+use crate::tls::{TlsError, TlsTerminator};
 
 /// Everything connections share, behind one `Arc`.
 #[derive(Debug)]
@@ -26,13 +27,17 @@ pub struct BrokerState {
     pub shutdown: CancellationToken,
     /// Every connection task, so shutdown can wait for them.
     pub tasks: TaskTracker,
+    /// TLS termination, when `tls_cert_file` and `tls_key_file` are set.
+    pub tls: Option<TlsTerminator>,
     ready: AtomicBool,
     next_connection_id: AtomicU64,
 }
 
 impl BrokerState {
-    /// Builds the shared state for `config`.
-    pub fn new(config: BrokerConfig) -> Self {
+    /// Builds the shared state for `config`, loading its TLS files if it
+    /// has any.
+    pub fn new(config: BrokerConfig) -> Result<Self, TlsError> {
+        let tls = config.tls_files().map(TlsTerminator::new).transpose()?;
         let metrics = Metrics::new();
         let registry = TopicRegistry::new(
             RegistryLimits {
@@ -43,16 +48,17 @@ impl BrokerState {
             config.topic_policies.clone(),
             metrics.clone(),
         );
-        BrokerState {
+        Ok(BrokerState {
             config,
             registry,
             metrics,
             draining: CancellationToken::new(),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
+            tls,
             ready: AtomicBool::new(true),
             next_connection_id: AtomicU64::new(1),
-        }
+        })
     }
 
     /// A connection id, unique for this broker's lifetime.

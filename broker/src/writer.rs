@@ -12,8 +12,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use tickwire_protocol::ws::{self, OpCode};
-use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use crate::metrics::Metrics;
 use crate::outbound::{Outbound, OutboundReceiver};
@@ -61,8 +60,8 @@ async fn next_item(outbound: &mut OutboundReceiver, due: Option<Instant>) -> Opt
 
 /// Writes queued frames until a close frame is written, the queue ends or the
 /// socket fails. On failure the connection is marked closing.
-pub async fn write_loop(
-    mut socket: OwnedWriteHalf,
+pub async fn write_loop<W: AsyncWrite + Unpin>(
+    mut socket: W,
     mut outbound: OutboundReceiver,
     settings: WriterSettings,
     metrics: Metrics,

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Arg, ArgMatches, Command, FromArgMatches};
 use tickwire_broker::config::{BrokerConfig, LogFormat, SETTINGS};
-use tickwire_broker::{Broker, ShutdownHandle};
+use tickwire_broker::{Broker, MetricsListenError, ReloadHandle, ShutdownHandle};
 use tracing_subscriber::EnvFilter;
 
 /// The id of the `--config` argument.
@@ -40,7 +40,10 @@ impl clap::Args for ServeArgs {
                     .env(setting.env)
                     .value_name(setting.key.to_uppercase())
                     .value_parser(check)
-                    .help(format!("{} [default: {}]", setting.help, setting.default)),
+                    .help(match setting.default {
+                        "" => setting.help.to_owned(),
+                        default => format!("{} [default: {default}]", setting.help),
+                    }),
             )
         })
     }
@@ -105,7 +108,16 @@ pub fn run(args: ServeArgs) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("tickwire: {e:#}");
-            ExitCode::from(EXIT_START)
+            // The broker reports an invalid configuration (such as an
+            // unreadable TLS file) as InvalidInput.
+            let invalid_config = e
+                .downcast_ref::<std::io::Error>()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::InvalidInput);
+            ExitCode::from(if invalid_config {
+                EXIT_CONFIG
+            } else {
+                EXIT_START
+            })
         }
     }
 }
@@ -127,23 +139,68 @@ fn init_logging(config: &BrokerConfig) -> anyhow::Result<()> {
 async fn serve(config: BrokerConfig) -> anyhow::Result<()> {
     let listen = config.listen;
     let broker = Broker::bind(config).await.map_err(|e| {
+        if e.kind() == std::io::ErrorKind::InvalidInput {
+            return anyhow::Error::new(e);
+        }
+        let metrics = e
+            .get_ref()
+            .is_some_and(|inner| inner.is::<MetricsListenError>());
+        let flag = if metrics {
+            "--metrics-listen"
+        } else {
+            "--listen"
+        };
         let hint = match e.kind() {
             std::io::ErrorKind::AddrInUse => {
-                "another process is using the port; choose one with --listen"
+                format!("another process is using the port; choose one with {flag}")
             }
             std::io::ErrorKind::PermissionDenied => {
-                "ports below 1024 need privileges; choose one with --listen"
+                format!("ports below 1024 need privileges; choose one with {flag}")
             }
-            _ => "check the address given to --listen",
+            _ => format!("check the address given to {flag}"),
         };
-        anyhow::anyhow!("cannot listen on {listen}: {e}; {hint}")
+        if metrics {
+            anyhow::anyhow!("{e}; {hint}")
+        } else {
+            anyhow::anyhow!("cannot listen on {listen}: {e}; {hint}")
+        }
     })?;
     let addr = broker.local_addr()?;
-    tracing::info!(%addr, "tickwire listening");
-    println!("tickwire listening on {addr} (WebSocket ws://{addr}/ws)");
+    let scheme = if broker.is_tls() { "wss" } else { "ws" };
+    tracing::info!(%addr, tls = broker.is_tls(), "tickwire listening");
+    if !addr.ip().is_loopback() && !broker.is_tls() {
+        tracing::warn!(
+            "listening on {addr} WITHOUT TLS: anyone who can reach this address can connect, \
+             and messages and tokens cross the network in clear text; give --tls-cert-file and \
+             --tls-key-file, or keep the default 127.0.0.1 behind a TLS-terminating proxy"
+        );
+    }
+    println!("tickwire listening on {addr} (WebSocket {scheme}://{addr}/ws)");
+    if let Some(metrics_addr) = broker.metrics_addr().transpose()? {
+        tracing::info!(addr = %metrics_addr, "metrics listener ready");
+        println!("tickwire metrics on {metrics_addr} (http://{metrics_addr}/metrics)");
+    }
     tokio::spawn(shutdown_on_signal(broker.shutdown_handle()));
+    tokio::spawn(reload_on_sighup(broker.reload_handle()));
     broker.run().await;
     Ok(())
+}
+
+/// Reloads what the broker can reload (the TLS certificate) on every SIGHUP.
+async fn reload_on_sighup(handle: ReloadHandle) {
+    let mut sighup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot install SIGHUP handler; reloading is not available");
+            return;
+        }
+    };
+    while sighup.recv().await.is_some() {
+        match handle.reload() {
+            Ok(reloaded) => tracing::info!(tls = reloaded.tls, "SIGHUP received; reload done"),
+            Err(e) => tracing::error!("SIGHUP received; reload failed: {e}"),
+        }
+    }
 }
 
 async fn shutdown_on_signal(handle: ShutdownHandle) {

@@ -263,6 +263,9 @@ pub(crate) struct Config {
     pub reconnect: ReconnectPolicy,
     pub keepalive: Option<Keepalive>,
     pub tls_roots: TlsRoots,
+    /// Client certificate chain and key files (PEM), for brokers that ask
+    /// for a client certificate.
+    pub tls_client_identity: Option<(PathBuf, PathBuf)>,
     pub tls_config: Option<Arc<rustls::ClientConfig>>,
     pub offline: OfflinePolicy,
     pub retry_initial_connect: bool,
@@ -282,6 +285,7 @@ impl Default for Config {
             reconnect: ReconnectPolicy::default(),
             keepalive: Some(Keepalive::default()),
             tls_roots: TlsRoots::default(),
+            tls_client_identity: None,
             tls_config: None,
             offline: OfflinePolicy::default(),
             retry_initial_connect: false,
@@ -303,6 +307,7 @@ impl fmt::Debug for Config {
             .field("reconnect", &self.reconnect)
             .field("keepalive", &self.keepalive)
             .field("tls_roots", &self.tls_roots)
+            .field("tls_client_identity", &self.tls_client_identity)
             .field("tls_config", &self.tls_config.as_ref().map(|_| "<custom>"))
             .field("offline", &self.offline)
             .field("retry_initial_connect", &self.retry_initial_connect)
@@ -498,6 +503,20 @@ impl ClientBuilder {
     /// Root certificates for `wss://`. Default: [`TlsRoots::WebPki`].
     pub fn tls_roots(mut self, roots: TlsRoots) -> Self {
         self.config.tls_roots = roots;
+        self
+    }
+
+    /// A client certificate for `wss://` brokers that require one
+    /// (`--tls-client-ca-file`): a PEM certificate chain (leaf first) and its
+    /// PEM private key (PKCS#8, RSA or EC). The files are read when the
+    /// client connects; an unreadable file is an [`Error::Tls`]. Default:
+    /// none.
+    pub fn tls_client_identity(
+        mut self,
+        cert_file: impl Into<PathBuf>,
+        key_file: impl Into<PathBuf>,
+    ) -> Self {
+        self.config.tls_client_identity = Some((cert_file.into(), key_file.into()));
         self
     }
 

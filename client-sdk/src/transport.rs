@@ -2,6 +2,7 @@
 //! WebSocket handshake, all under one timeout.
 
 use std::io;
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -10,7 +11,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use rustls::RootCertStore;
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, ServerName};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -100,7 +101,11 @@ impl Target {
         let tls = if url.tls {
             let client_config = match &config.tls_config {
                 Some(c) => c.clone(),
-                None => Arc::new(build_tls_config(&config.tls_roots, &url.host)?),
+                None => Arc::new(build_tls_config(
+                    &config.tls_roots,
+                    config.tls_client_identity.as_ref(),
+                    &url.host,
+                )?),
             };
             Some(TlsConnector::from(client_config))
         } else {
@@ -194,10 +199,15 @@ impl Target {
     }
 }
 
-/// A rustls client configuration with the requested roots and the `ring`
-/// crypto provider (chosen explicitly so that applications enabling another
-/// provider elsewhere don't make this ambiguous).
-fn build_tls_config(roots: &TlsRoots, host: &str) -> Result<rustls::ClientConfig> {
+/// A rustls client configuration with the requested roots, the client
+/// certificate `(cert file, key file)` if any, and the `ring` crypto provider
+/// (chosen explicitly so that applications enabling another provider
+/// elsewhere don't make this ambiguous).
+fn build_tls_config(
+    roots: &TlsRoots,
+    identity: Option<&(PathBuf, PathBuf)>,
+    host: &str,
+) -> Result<rustls::ClientConfig> {
     let tls_err = |msg: String| Error::Tls {
         host: host.to_owned(),
         source: io::Error::other(msg),
@@ -231,12 +241,36 @@ fn build_tls_config(roots: &TlsRoots, host: &str) -> Result<rustls::ClientConfig
         }
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| tls_err(e.to_string()))?
-        .with_root_certificates(store)
-        .with_no_client_auth();
-    Ok(config)
+        .with_root_certificates(store);
+    let Some((cert_file, key_file)) = identity else {
+        return Ok(builder.with_no_client_auth());
+    };
+    let chain = CertificateDer::pem_file_iter(cert_file)
+        .and_then(|certs| certs.collect::<std::result::Result<Vec<_>, _>>())
+        .map_err(|e| {
+            tls_err(format!(
+                "cannot read client certificate {}: {e}",
+                cert_file.display()
+            ))
+        })?;
+    if chain.is_empty() {
+        return Err(tls_err(format!(
+            "client certificate file {} contains no certificate",
+            cert_file.display()
+        )));
+    }
+    let key = PrivateKeyDer::from_pem_file(key_file).map_err(|e| {
+        tls_err(format!(
+            "cannot read client key {}: {e}",
+            key_file.display()
+        ))
+    })?;
+    builder
+        .with_client_auth_cert(chain, key)
+        .map_err(|e| tls_err(format!("unusable client certificate: {e}")))
 }
 
 #[cfg(test)]
@@ -245,17 +279,29 @@ mod tests {
 
     #[test]
     fn webpki_config_builds() {
-        assert!(build_tls_config(&TlsRoots::WebPki, "example.com").is_ok());
+        assert!(build_tls_config(&TlsRoots::WebPki, None, "example.com").is_ok());
     }
 
     #[test]
     fn missing_ca_file_is_a_tls_error() {
         let err = build_tls_config(
             &TlsRoots::CaFile("/nonexistent/ca.pem".into()),
+            None,
             "example.com",
         )
         .unwrap_err();
         assert!(matches!(err, Error::Tls { .. }), "{err}");
         assert!(err.to_string().contains("/nonexistent/ca.pem"));
+    }
+
+    #[test]
+    fn missing_client_certificate_is_a_tls_error() {
+        let identity = (
+            "/nonexistent/client.pem".into(),
+            "/nonexistent/client.key".into(),
+        );
+        let err = build_tls_config(&TlsRoots::WebPki, Some(&identity), "example.com").unwrap_err();
+        assert!(matches!(err, Error::Tls { .. }), "{err}");
+        assert!(err.to_string().contains("/nonexistent/client.pem"), "{err}");
     }
 }

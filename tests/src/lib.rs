@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tickwire_broker::config::BrokerConfig;
-use tickwire_broker::{Broker, ShutdownHandle};
+use tickwire_broker::reload::Reloaded;
+use tickwire_broker::{Broker, ReloadError, ReloadHandle, ShutdownHandle};
 use tickwire_protocol::handshake::{ResponseHead, SubprotocolRule, UpgradeRequest};
 use tickwire_protocol::message::SubscribedInfo;
 use tickwire_protocol::topic::Pattern;
@@ -21,6 +22,8 @@ use tickwire_protocol::{
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
+
+pub mod pki;
 
 /// Longest any single wait in a test may take.
 pub const WAIT: Duration = Duration::from_secs(10);
@@ -40,7 +43,10 @@ pub fn test_config() -> BrokerConfig {
 pub struct TestBroker {
     /// Where it listens.
     pub addr: SocketAddr,
+    /// Where its metrics listener listens, if `metrics_listen` is set.
+    pub metrics_addr: Option<SocketAddr>,
     shutdown: ShutdownHandle,
+    reload: ReloadHandle,
     task: JoinHandle<()>,
 }
 
@@ -83,11 +89,17 @@ impl TestBroker {
     /// Runs a bound broker on a task of the test's runtime.
     fn run(broker: Broker) -> TestBroker {
         let addr = broker.local_addr().expect("local addr");
+        let metrics_addr = broker
+            .metrics_addr()
+            .map(|addr| addr.expect("metrics listener address"));
         let shutdown = broker.shutdown_handle();
+        let reload = broker.reload_handle();
         let task = tokio::spawn(broker.run());
         TestBroker {
             addr,
+            metrics_addr,
             shutdown,
+            reload,
             task,
         }
     }
@@ -100,6 +112,11 @@ impl TestBroker {
     /// The WebSocket URL of this broker.
     pub fn ws_url(&self) -> String {
         format!("ws://{}/ws", self.addr)
+    }
+
+    /// Reloads the broker's reloadable parts (as SIGHUP does).
+    pub fn reload(&self) -> Result<Reloaded, ReloadError> {
+        self.reload.reload()
     }
 
     /// Requests graceful shutdown without waiting for it.
@@ -116,9 +133,10 @@ impl TestBroker {
             .expect("broker task");
     }
 
-    /// Reads one metric's value (summed over its label sets).
+    /// Reads one metric's value (summed over its label sets), from the
+    /// metrics listener if there is one.
     pub async fn metric(&self, name: &str) -> f64 {
-        metric(self.addr, name).await
+        metric(self.metrics_addr.unwrap_or(self.addr), name).await
     }
 
     /// Waits until `name` reaches `want`, re-reading `/metrics` as events
@@ -442,7 +460,19 @@ fn to_received(item: Incoming) -> Received {
 
 /// Sends one HTTP/1.1 request and returns (status, body).
 pub async fn http(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    let stream = TcpStream::connect(addr).await.expect("connect");
+    http_on(stream, addr, method, path, body).await
+}
+
+/// Sends one HTTP/1.1 request on `stream` (plain or TLS, connected to
+/// `addr`) and returns (status, body).
+pub async fn http_on(
+    mut stream: impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> (u16, String) {
     let head = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
@@ -450,10 +480,16 @@ pub async fn http(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> (u
     stream.write_all(head.as_bytes()).await.expect("send head");
     stream.write_all(body).await.expect("send body");
     let mut response = Vec::new();
-    tokio::time::timeout(WAIT, stream.read_to_end(&mut response))
+    let read = tokio::time::timeout(WAIT, stream.read_to_end(&mut response))
         .await
-        .expect("http response in time")
-        .expect("read response");
+        .expect("http response in time");
+    // A TLS peer may close without close_notify once it has answered.
+    match read {
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !response.is_empty() => {}
+        other => {
+            other.expect("read response");
+        }
+    }
     let text = String::from_utf8_lossy(&response).into_owned();
     let status = text
         .split_whitespace()

@@ -10,10 +10,11 @@ mod sub_cmd;
 
 use std::fmt;
 use std::future::Future;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use tickwire_client::{Client, ClientBuilder, ConnectionState, Error};
+use tickwire_client::{Client, ClientBuilder, ConnectionState, Error, TlsRoots};
 
 pub use pub_cmd::{PubArgs, run as run_pub};
 pub use sub_cmd::{SubArgs, run as run_sub};
@@ -57,18 +58,49 @@ pub struct ConnectArgs {
     /// (subscribe, acknowledged publish).
     #[arg(long, default_value = "10s", value_parser = parse_timeout, value_name = "DURATION")]
     timeout: Duration,
+
+    /// PEM file of the CA certificates to trust for wss:// instead of the
+    /// built-in public roots (for a broker with a private CA).
+    #[arg(long, env = "TICKWIRE_CA_FILE", value_name = "FILE")]
+    ca_file: Option<PathBuf>,
+
+    /// PEM client certificate chain for wss://, for a broker that requires
+    /// client certificates (tickwire serve --tls-client-ca-file); needs
+    /// --key-file.
+    #[arg(
+        long,
+        env = "TICKWIRE_CERT_FILE",
+        value_name = "FILE",
+        requires = "key_file"
+    )]
+    cert_file: Option<PathBuf>,
+
+    /// PEM private key of --cert-file.
+    #[arg(
+        long,
+        env = "TICKWIRE_KEY_FILE",
+        value_name = "FILE",
+        requires = "cert_file"
+    )]
+    key_file: Option<PathBuf>,
 }
 
 impl ConnectArgs {
     /// A client builder for these flags.
     fn builder(&self) -> ClientBuilder {
-        let builder = Client::builder(self.url.as_str())
+        let mut builder = Client::builder(self.url.as_str())
             .connect_timeout(self.timeout)
             .request_timeout(self.timeout);
-        match &self.token {
-            Some(token) => builder.token(token.as_str()),
-            None => builder,
+        if let Some(token) = &self.token {
+            builder = builder.token(token.as_str());
         }
+        if let Some(ca_file) = &self.ca_file {
+            builder = builder.tls_roots(TlsRoots::CaFile(ca_file.clone()));
+        }
+        if let (Some(cert), Some(key)) = (&self.cert_file, &self.key_file) {
+            builder = builder.tls_client_identity(cert, key);
+        }
+        builder
     }
 }
 
