@@ -42,6 +42,12 @@ pub enum ErrorCode {
     ShuttingDown,
     /// Something failed inside the broker; the request may be retried.
     Internal,
+    /// The connection's grants do not allow this subscribe or publish. The
+    /// reply is the same whether or not the topic exists.
+    Forbidden,
+    /// The request needs credentials the connection does not have (an HTTP
+    /// publish without a valid token gets this name in its 401 body).
+    Unauthorized,
     /// A code this version does not know (from a newer broker); treat it as
     /// a refusal of the request.
     Unknown(u16),
@@ -49,7 +55,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code this version knows, in numeric order.
-    pub const ALL: [ErrorCode; 12] = [
+    pub const ALL: [ErrorCode; 14] = [
         ErrorCode::Malformed,
         ErrorCode::UnknownMessageType,
         ErrorCode::InvalidTopic,
@@ -62,6 +68,8 @@ impl ErrorCode {
         ErrorCode::PayloadTooLarge,
         ErrorCode::ShuttingDown,
         ErrorCode::Internal,
+        ErrorCode::Forbidden,
+        ErrorCode::Unauthorized,
     ];
 
     /// The number sent on the wire.
@@ -79,6 +87,8 @@ impl ErrorCode {
             ErrorCode::PayloadTooLarge => 10,
             ErrorCode::ShuttingDown => 11,
             ErrorCode::Internal => 12,
+            ErrorCode::Forbidden => 13,
+            ErrorCode::Unauthorized => 14,
             ErrorCode::Unknown(n) => n,
         }
     }
@@ -106,6 +116,8 @@ impl ErrorCode {
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::ShuttingDown => "shutting_down",
             ErrorCode::Internal => "internal",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::Unknown(_) => "unknown",
         }
     }
@@ -141,6 +153,10 @@ pub enum CloseCode {
     SlowConsumer = 4001,
     /// Nothing was received from the peer within the keepalive timeout.
     KeepaliveTimeout = 4002,
+    /// The token the connection authenticated with expired.
+    TokenExpired = 4003,
+    /// The connection did not authenticate in time.
+    AuthenticationRequired = 4004,
 }
 
 impl CloseCode {
@@ -150,7 +166,7 @@ impl CloseCode {
     }
 
     /// Every code the broker sends, in numeric order.
-    pub const ALL: [CloseCode; 9] = [
+    pub const ALL: [CloseCode; 11] = [
         CloseCode::Normal,
         CloseCode::GoingAway,
         CloseCode::ProtocolError,
@@ -160,6 +176,8 @@ impl CloseCode {
         CloseCode::InternalError,
         CloseCode::SlowConsumer,
         CloseCode::KeepaliveTimeout,
+        CloseCode::TokenExpired,
+        CloseCode::AuthenticationRequired,
     ];
 
     /// The code for a wire number, if it is one of [`CloseCode::ALL`].
@@ -179,6 +197,8 @@ impl CloseCode {
             CloseCode::InternalError => "internal error",
             CloseCode::SlowConsumer => "slow consumer: outbound queue over budget",
             CloseCode::KeepaliveTimeout => "keepalive timeout",
+            CloseCode::TokenExpired => "token expired",
+            CloseCode::AuthenticationRequired => "authentication required",
         }
     }
 }
