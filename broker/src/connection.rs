@@ -10,6 +10,7 @@
 //! while the writer flushes, and then the socket is dropped.
 
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use bytes::{Bytes, BytesMut};
 use tickwire_protocol::CloseCode;
@@ -18,6 +19,7 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::time::{Instant, sleep_until, timeout_at};
 
+use crate::auth::Authorized;
 use crate::outbound::OutboundQueue;
 use crate::session::Session;
 use crate::state::BrokerState;
@@ -37,8 +39,14 @@ enum ReadEnd {
 }
 
 /// Serves a WebSocket session on `stream`, whose first bytes (received with
-/// the upgrade request) are `early`.
-pub async fn serve(state: Arc<BrokerState>, stream: TcpStream, early: Bytes) {
+/// the upgrade request) are `early`, for a client that may do what
+/// `authorized` allows, until its token expires (then: close 4003).
+pub async fn serve(
+    state: Arc<BrokerState>,
+    stream: TcpStream,
+    early: Bytes,
+    authorized: Authorized,
+) {
     let id = state.next_connection_id();
     let (queue, outbound) =
         OutboundQueue::new(id, state.config.outbound_queue_bytes, state.metrics.clone());
@@ -55,7 +63,7 @@ pub async fn serve(state: Arc<BrokerState>, stream: TcpStream, early: Bytes) {
     state.metrics.websockets.inc();
     tracing::debug!(connection = id, "websocket session started");
 
-    let mut session = Session::new(queue.clone());
+    let mut session = Session::new(queue.clone(), authorized.access);
     // `early` is a slice of hyper's read buffer: copy what it holds and let
     // the buffer go, so an idle connection does not keep it alive.
     let buf = BytesMut::from(&early[..]);
@@ -66,6 +74,9 @@ pub async fn serve(state: Arc<BrokerState>, stream: TcpStream, early: Bytes) {
         socket: reader,
         buf,
         decoder: FrameDecoder::new(Role::Server, state.config.max_message_size),
+        expires: authorized
+            .valid_until
+            .map(|t| Instant::now() + t.duration_since(SystemTime::now()).unwrap_or_default()),
     };
     let end = connection.read_messages(&mut session).await;
     session.release(&state);
@@ -92,6 +103,8 @@ struct Connection<'a> {
     socket: OwnedReadHalf,
     buf: BytesMut,
     decoder: FrameDecoder,
+    /// When the client's token expires (close 4003); `None`: never.
+    expires: Option<Instant>,
 }
 
 impl Connection<'_> {
@@ -171,6 +184,14 @@ impl Connection<'_> {
         let mut pinged = false;
         let keepalive = sleep_until(quiet_since + config.keepalive_interval);
         tokio::pin!(keepalive);
+        let expires = self.expires;
+        let expiry = async move {
+            match expires {
+                Some(at) => sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(expiry);
 
         if let Some(end) = self.process(session) {
             return end;
@@ -181,6 +202,11 @@ impl Connection<'_> {
                 _ = &mut closing => return ReadEnd::Closing,
                 _ = &mut shutdown => {
                     self.queue.close(CloseCode::GoingAway);
+                    return ReadEnd::Closing;
+                }
+                _ = &mut expiry => {
+                    tracing::debug!(connection = self.queue.id(), "token expired; closing");
+                    self.queue.close(CloseCode::TokenExpired);
                     return ReadEnd::Closing;
                 }
                 n = self.fill() => {

@@ -8,13 +8,21 @@
 //! | `GET /metrics` | Prometheus text format |
 //! | `GET /healthz` | 200 while the process runs |
 //! | `GET /readyz` | 200 when ready, 503 while draining |
+//!
+//! With authentication on ([`crate::auth`]), the upgrade and HTTP publish
+//! need a bearer token (`Authorization: Bearer T`; on `/ws` also
+//! `?token=T`, for browsers): without a valid one they get 401 with
+//! `WWW-Authenticate`, the same whatever check failed.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, SEC_WEBSOCKET_PROTOCOL};
+use hyper::header::{
+    AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, SEC_WEBSOCKET_PROTOCOL,
+    WWW_AUTHENTICATE,
+};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde_json::json;
@@ -22,7 +30,9 @@ use tickwire_protocol::topic::Topic;
 use tickwire_protocol::{ErrorCode, SUBPROTOCOL, WEBSOCKET_PATH};
 use tokio::net::TcpStream;
 
+use crate::auth::{AuthError, Authorized};
 use crate::connection;
+use crate::session::FORBIDDEN_MESSAGE;
 use crate::slot::ConnectionSlot;
 use crate::state::BrokerState;
 
@@ -55,6 +65,88 @@ fn json_error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
         status,
         json!({ "error": { "code": code, "message": message } }),
     )
+}
+
+/// The `WWW-Authenticate` value of every 401: it says a bearer token is
+/// needed and never which check failed.
+const BEARER_CHALLENGE: &str = "Bearer realm=\"tickwire\", error=\"invalid_token\", error_description=\"a valid access token is required\"";
+
+/// The 401 answer to a request that failed authentication; the reason goes
+/// to the debug log only.
+fn unauthorized(state: &BrokerState, reason: &AuthError) -> Response<Body> {
+    tracing::debug!(%reason, "request not authenticated");
+    state.metrics.protocol_error(ErrorCode::Unauthorized);
+    let mut response = json_error(
+        StatusCode::UNAUTHORIZED,
+        ErrorCode::Unauthorized.name(),
+        "a valid bearer token is required",
+    );
+    response
+        .headers_mut()
+        .insert(WWW_AUTHENTICATE, HeaderValue::from_static(BEARER_CHALLENGE));
+    response
+}
+
+/// The 403 answer to an HTTP publish outside the token's grants.
+fn forbidden(state: &BrokerState) -> Response<Body> {
+    state.metrics.protocol_error(ErrorCode::Forbidden);
+    json_error(
+        StatusCode::FORBIDDEN,
+        ErrorCode::Forbidden.name(),
+        FORBIDDEN_MESSAGE,
+    )
+}
+
+/// The token of the request's `Authorization: Bearer` header, if it has
+/// one; more than one header, or another scheme, is refused.
+fn header_token(req: &Request<Incoming>) -> Result<Option<&str>, AuthError> {
+    let mut values = req.headers().get_all(AUTHORIZATION).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(AuthError::BadHeader);
+    }
+    let value = value.to_str().map_err(|_| AuthError::BadHeader)?;
+    match value.split_once(' ') {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => match token.trim() {
+            "" => Err(AuthError::BadHeader),
+            token => Ok(Some(token)),
+        },
+        _ => Err(AuthError::BadHeader),
+    }
+}
+
+/// What the client of `req` may do: everything with authentication off,
+/// else what its token (from the header, or `query_token`) or the anonymous
+/// configuration grants.
+fn authenticate(
+    state: &BrokerState,
+    req: &Request<Incoming>,
+    query_token: Option<&str>,
+) -> Result<Authorized, AuthError> {
+    let Some(auth) = &state.auth else {
+        return Ok(Authorized::open());
+    };
+    let token = match (header_token(req)?, query_token) {
+        (Some(_), Some(_)) => return Err(AuthError::BadHeader),
+        (token, None) | (None, token) => token,
+    };
+    auth.authorize(token)
+}
+
+/// Reads the query string of `/ws`: only `token` is accepted, at most once.
+/// The value is taken literally (tokens need no percent-encoding).
+fn ws_query_token(query: Option<&str>) -> Result<Option<&str>, &'static str> {
+    let mut token = None;
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("token", value)) if token.is_none() => token = Some(value),
+            Some(("token", _)) => return Err("query parameter token given more than once\n"),
+            _ => return Err("unsupported query parameter; /ws takes only token=\n"),
+        }
+    }
+    Ok(token)
 }
 
 /// Routes one HTTP request.
@@ -143,6 +235,13 @@ fn upgrade(
             "broker is shutting down; connect to another node\n",
         );
     }
+    let authorized = match ws_query_token(req.uri().query()) {
+        Err(message) => return text(StatusCode::BAD_REQUEST, message),
+        Ok(query_token) => match authenticate(&state, &req, query_token) {
+            Ok(authorized) => authorized,
+            Err(reason) => return unauthorized(&state, &reason),
+        },
+    };
     let subprotocol = match negotiate_subprotocol(&req) {
         Ok(p) => p,
         Err(message) => return text(StatusCode::BAD_REQUEST, message),
@@ -170,7 +269,9 @@ fn upgrade(
             .into_inner()
             .downcast::<TokioIo<TcpStream>>()
         {
-            Ok(parts) => connection::serve(state, parts.io.into_inner(), parts.read_buf).await,
+            Ok(parts) => {
+                connection::serve(state, parts.io.into_inner(), parts.read_buf, authorized).await
+            }
             Err(_) => tracing::error!("upgraded connection is not a TCP stream"),
         }
         drop(slot);
@@ -202,6 +303,10 @@ fn retain_param(query: Option<&str>) -> Result<bool, String> {
 }
 
 async fn publish(state: &BrokerState, topic: &str, req: Request<Incoming>) -> Response<Body> {
+    let access = match authenticate(state, &req, None) {
+        Ok(authorized) => authorized.access,
+        Err(reason) => return unauthorized(state, &reason),
+    };
     let topic = match Topic::new(topic) {
         Ok(topic) => topic,
         Err(e) => {
@@ -213,6 +318,9 @@ async fn publish(state: &BrokerState, topic: &str, req: Request<Incoming>) -> Re
             );
         }
     };
+    if !access.may_publish(topic) {
+        return forbidden(state);
+    }
     let limit = state.config.max_http_body;
     let too_large = || {
         state.metrics.protocol_error(ErrorCode::PayloadTooLarge);

@@ -19,6 +19,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::Semaphore;
 
+use crate::auth::Authenticator;
 use crate::config::BrokerConfig;
 use crate::http;
 use crate::metrics::Metrics;
@@ -52,11 +53,25 @@ pub struct Broker {
 }
 
 impl Broker {
-    /// Validates the configuration and binds the listening socket.
+    /// Validates the configuration, loads the token keys and binds the
+    /// listening socket. A configuration or key error is
+    /// [`io::ErrorKind::InvalidInput`].
     pub async fn bind(config: BrokerConfig) -> io::Result<Broker> {
         config
             .validate()
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        let auth = Authenticator::from_config(&config)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        if auth.is_none() {
+            tracing::warn!(
+                "authentication is off: anyone who reaches the port may publish and subscribe to everything"
+            );
+            if !(config.allow_anonymous_sub.is_empty() && config.allow_anonymous_pub.is_empty()) {
+                tracing::warn!(
+                    "--allow-anonymous-sub/--allow-anonymous-pub are ignored: no token key is configured"
+                );
+            }
+        }
         let socket = match config.listen {
             SocketAddr::V4(_) => TcpSocket::new_v4()?,
             SocketAddr::V6(_) => TcpSocket::new_v6()?,
@@ -66,7 +81,7 @@ impl Broker {
         // The kernel caps the backlog at net.core.somaxconn.
         let listener = socket.listen(config.listen_backlog)?;
         Ok(Broker {
-            state: Arc::new(BrokerState::new(config)),
+            state: Arc::new(BrokerState::new(config, auth)),
             listener,
         })
     }

@@ -3,6 +3,11 @@
 //! A [`Session`] owns the connection's subscriptions and answers every
 //! request with exactly one reply frame (or none, for a publish without an
 //! id). Bad requests get an `ERROR` reply and the session carries on.
+//!
+//! Authorization happens here, per request: a subscribe must be covered by
+//! the connection's grants, a publish's topic must match one. A refusal is
+//! `forbidden` with the same text whatever the topic's state, so it never
+//! reveals whether a topic exists.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -12,6 +17,7 @@ use tickwire_protocol::message::Position;
 use tickwire_protocol::topic::{Pattern, Topic};
 use tickwire_protocol::{ClientMessage, ErrorCode, ServerMessage, SubscribeOptions};
 
+use crate::grants::Access;
 use crate::outbound::OutboundQueue;
 use crate::pattern_trie::Subscriber;
 use crate::registry::SubscribeRequest;
@@ -30,18 +36,25 @@ fn since_topics(since: &[(String, Position)]) -> Result<Vec<(Topic<'_>, Position
         .collect()
 }
 
+/// The reply text of every `forbidden` refusal: the same whatever the
+/// topic's state.
+pub const FORBIDDEN_MESSAGE: &str = "not permitted by this connection's grants";
+
 /// The subscriptions and request handling of one connection.
 #[derive(Debug)]
 pub struct Session {
     queue: Arc<OutboundQueue>,
+    access: Access,
     subscriptions: HashSet<Pattern>,
 }
 
 impl Session {
-    /// A session without subscriptions that replies through `queue`.
-    pub fn new(queue: Arc<OutboundQueue>) -> Self {
+    /// A session without subscriptions that replies through `queue` and may
+    /// do what `access` allows.
+    pub fn new(queue: Arc<OutboundQueue>, access: Access) -> Self {
         Session {
             queue,
+            access,
             subscriptions: HashSet::new(),
         }
     }
@@ -92,6 +105,9 @@ impl Session {
                 return self.error(state, Some(id), ErrorCode::InvalidPattern, &e.to_string());
             }
         };
+        if !self.access.may_subscribe(&pattern) {
+            return self.error(state, Some(id), ErrorCode::Forbidden, FORBIDDEN_MESSAGE);
+        }
         if self.subscriptions.contains(&pattern) {
             let message = format!("already subscribed to {pattern}");
             return self.error(state, Some(id), ErrorCode::AlreadySubscribed, &message);
@@ -156,6 +172,9 @@ impl Session {
             Ok(topic) => topic,
             Err(e) => return self.error(state, id, ErrorCode::InvalidTopic, &e.to_string()),
         };
+        if !self.access.may_publish(topic) {
+            return self.error(state, id, ErrorCode::Forbidden, FORBIDDEN_MESSAGE);
+        }
         match state.registry.publish(topic, payload, retain) {
             Ok(receipt) => {
                 if let Some(id) = id {

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::auth::Authenticator;
 use crate::config::BrokerConfig;
 use crate::metrics::Metrics;
 use crate::registry::{RegistryLimits, TopicRegistry};
@@ -15,6 +16,8 @@ use crate::registry::{RegistryLimits, TopicRegistry};
 pub struct BrokerState {
     /// The resolved configuration.
     pub config: BrokerConfig,
+    /// Token verification; `None` when authentication is off.
+    pub auth: Option<Authenticator>,
     /// Topics and subscriptions.
     pub registry: TopicRegistry,
     /// Prometheus metrics.
@@ -31,8 +34,9 @@ pub struct BrokerState {
 }
 
 impl BrokerState {
-    /// Builds the shared state for `config`.
-    pub fn new(config: BrokerConfig) -> Self {
+    /// Builds the shared state for `config`, checking tokens with `auth`
+    /// (`None`: authentication off).
+    pub fn new(config: BrokerConfig, auth: Option<Authenticator>) -> Self {
         let metrics = Metrics::new();
         let registry = TopicRegistry::new(
             RegistryLimits {
@@ -44,6 +48,7 @@ impl BrokerState {
         );
         BrokerState {
             config,
+            auth,
             registry,
             metrics,
             draining: CancellationToken::new(),

@@ -134,6 +134,8 @@ async fn serve(config: BrokerConfig) -> anyhow::Result<()> {
             std::io::ErrorKind::PermissionDenied => {
                 "ports below 1024 need privileges; choose one with --listen"
             }
+            // A configuration or key-file error: the message says it all.
+            std::io::ErrorKind::InvalidInput => return anyhow::anyhow!("{e}"),
             _ => "check the address given to --listen",
         };
         anyhow::anyhow!("cannot listen on {listen}: {e}; {hint}")
