@@ -180,6 +180,29 @@ fn invalid(path: &Path, message: impl Into<String>) -> KeyError {
     }
 }
 
+/// Shortest HMAC secret accepted, in bytes (RFC 7518 section 3.2 asks for
+/// at least the hash size; 32 bytes suit HS256).
+pub const MIN_HMAC_SECRET_LEN: usize = 32;
+
+/// Reads an HMAC secret file: its whole content, one trailing newline (`\n`
+/// or `\r\n`) removed; at least [`MIN_HMAC_SECRET_LEN`] bytes.
+pub fn read_hmac_secret(path: &Path) -> Result<Vec<u8>, KeyError> {
+    let mut secret = read(path)?;
+    if secret.ends_with(b"\n") {
+        secret.pop();
+        if secret.ends_with(b"\r") {
+            secret.pop();
+        }
+    }
+    if secret.len() < MIN_HMAC_SECRET_LEN {
+        return Err(invalid(
+            path,
+            format!("an HMAC secret must be at least {MIN_HMAC_SECRET_LEN} bytes"),
+        ));
+    }
+    Ok(secret)
+}
+
 /// Reads a PEM public key of whichever type it holds.
 fn pem_key(path: &Path) -> Result<DecodingKey, KeyError> {
     let pem = read(path)?;
@@ -242,13 +265,8 @@ impl Authenticator {
         }
         let mut keys = Vec::new();
         for path in &config.jwt_hmac_secret_file {
-            let secret = read(path)?;
-            let secret = secret.strip_suffix(b"\n").unwrap_or(&secret);
-            let secret = secret.strip_suffix(b"\r").unwrap_or(secret);
-            if secret.len() < 32 {
-                return Err(invalid(path, "an HMAC secret must be at least 32 bytes"));
-            }
-            keys.push(VerifyKey::new(DecodingKey::from_secret(secret)));
+            let secret = read_hmac_secret(path)?;
+            keys.push(VerifyKey::new(DecodingKey::from_secret(&secret)));
         }
         for path in &config.jwt_public_key_file {
             keys.push(VerifyKey::new(pem_key(path)?));

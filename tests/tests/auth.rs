@@ -488,3 +488,126 @@ async fn the_sdk_sends_its_token_on_every_connect() {
     assert!(refused.to_string().contains("401"), "{refused}");
     broker.stop().await;
 }
+
+/// `tickwire ARGS` with piped output and no `TICKWIRE_*` settings inherited.
+fn tickwire(args: &[&str]) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(tickwire_e2e::tickwire_binary());
+    command
+        .args(args)
+        .env_remove("TICKWIRE_URL")
+        .env_remove("TICKWIRE_TOKEN")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    command
+}
+
+async fn finish(child: tokio::process::Child) -> std::process::Output {
+    tokio::time::timeout(WAIT, child.wait_with_output())
+        .await
+        .expect("tickwire exits in time")
+        .expect("collect tickwire output")
+}
+
+async fn run(args: &[&str]) -> std::process::Output {
+    finish(tickwire(args).spawn().expect("start tickwire")).await
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[tokio::test]
+async fn cli_token_mints_what_the_broker_accepts_for_pub_and_sub() {
+    let broker = broker(|config| config.jwt_audience = vec!["tickwire".to_owned()]).await;
+    let secret = temp_file("cli-secret", SECRET);
+    let secret = secret.to_str().unwrap();
+    let minted = run(&[
+        "token",
+        "--hmac-secret-file",
+        secret,
+        "--sub",
+        "stocks.>",
+        "--pub",
+        "stocks.AAPL",
+        "--ttl",
+        "1h",
+        "--aud",
+        "tickwire",
+        "--subject",
+        "cli-test",
+    ])
+    .await;
+    assert!(minted.status.success(), "{}", text(&minted.stderr));
+    let token = text(&minted.stdout).trim().to_owned();
+
+    // It verifies with the secret and carries the grants.
+    let mut validation = jsonwebtoken::Validation::new(Algorithm::HS256);
+    validation.set_audience(&["tickwire"]);
+    let data = jsonwebtoken::decode::<Value>(
+        &token,
+        &jsonwebtoken::DecodingKey::from_secret(SECRET),
+        &validation,
+    )
+    .expect("the minted token verifies");
+    assert_eq!(
+        data.claims["tw"],
+        json!({"sub": ["stocks.>"], "pub": ["stocks.AAPL"]})
+    );
+    assert_eq!(data.claims["sub"], "cli-test");
+
+    let url = broker.ws_url();
+    let sub = tickwire(&[
+        "sub", "--url", &url, "stocks.*", "--count", "1", "--token", &token,
+    ])
+    .spawn()
+    .expect("start tickwire sub");
+    broker.wait_metric("tickwire_subscriptions", 1.0).await;
+    let published = run(&[
+        "pub",
+        "stocks.AAPL",
+        "190",
+        "--ack",
+        "--url",
+        &url,
+        "--token",
+        &token,
+    ])
+    .await;
+    assert!(published.status.success(), "{}", text(&published.stderr));
+    let received = finish(sub).await;
+    assert!(received.status.success(), "{}", text(&received.stderr));
+    assert!(
+        text(&received.stdout).contains("190"),
+        "{}",
+        text(&received.stdout)
+    );
+
+    // Outside the grant, and without a token: refused, with the reason.
+    let refused = run(&[
+        "pub",
+        "stocks.MSFT",
+        "1",
+        "--ack",
+        "--url",
+        &url,
+        "--token",
+        &token,
+    ])
+    .await;
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused.stderr).contains("forbidden"),
+        "{}",
+        text(&refused.stderr)
+    );
+    let refused = run(&["sub", "--url", &url, "stocks.*", "--count", "1"]).await;
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused.stderr).contains("401"),
+        "{}",
+        text(&refused.stderr)
+    );
+    broker.stop().await;
+}
