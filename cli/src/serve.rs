@@ -40,7 +40,14 @@ impl clap::Args for ServeArgs {
                     .env(setting.env)
                     .value_name(setting.key.to_uppercase())
                     .value_parser(check)
-                    .help(format!("{} [default: {}]", setting.help, setting.default)),
+                    .help(format!(
+                        "{} [default: {}]",
+                        setting.help,
+                        match setting.default {
+                            "" => "none",
+                            default => default,
+                        }
+                    )),
             )
         })
     }
