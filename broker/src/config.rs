@@ -454,7 +454,7 @@ broker_settings! {
         "Clock skew allowed when checking a token's `exp`, `nbf` and `iat`.";
     jwt_grants_claim: String = "tw".to_owned(), "tw",
         env "TICKWIRE_JWT_GRANTS_CLAIM", parse parse_claim_path,
-        "The claim holding a token's grants ({\"sub\": [patterns], \"pub\": [patterns]}): a top-level claim name, or a JSON Pointer starting with `/`.";
+        "The claim holding a token's grants (`{\"sub\": [patterns], \"pub\": [patterns]}`): a top-level claim name, or a JSON Pointer starting with `/`.";
     allow_anonymous_sub: Vec<Pattern> = Vec::new(), "",
         env "TICKWIRE_ALLOW_ANONYMOUS_SUB", parse parse_patterns,
         "With authentication on: patterns a client without a token may subscribe to (comma-separated). Ignored when authentication is off.";
