@@ -18,14 +18,19 @@
 //!
 //! Refusals are one [`AuthError`] whose reason is for debug logs only; what
 //! the client sees never says which check failed. Tokens are never logged.
+//!
+//! [`Authenticator::reload_keys`] reads the key files again and swaps the
+//! keys in without touching open connections (for a SIGHUP handler).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use parking_lot::RwLock;
 use serde::Deserialize;
 use thiserror::Error;
 use tickwire_protocol::topic::Pattern;
@@ -144,10 +149,43 @@ struct TimeClaims {
     iat: Option<u64>,
 }
 
-/// Checks tokens against the configured keys.
-pub struct Authenticator {
+/// The key files named in the configuration.
+#[derive(Debug, Clone)]
+struct KeyFiles {
+    hmac_secrets: Vec<PathBuf>,
+    public_keys: Vec<PathBuf>,
+    jwks: Vec<PathBuf>,
+}
+
+/// The keys loaded from [`KeyFiles`].
+struct KeySet {
     keys: Vec<VerifyKey>,
     jwks: HashMap<String, VerifyKey>,
+}
+
+impl KeySet {
+    /// Reads every key file.
+    fn load(files: &KeyFiles) -> Result<KeySet, KeyError> {
+        let mut keys = Vec::new();
+        for path in &files.hmac_secrets {
+            let secret = read_hmac_secret(path)?;
+            keys.push(VerifyKey::new(DecodingKey::from_secret(&secret)));
+        }
+        for path in &files.public_keys {
+            keys.push(VerifyKey::new(pem_key(path)?));
+        }
+        let mut jwks = HashMap::new();
+        for path in &files.jwks {
+            jwks_keys(path, &mut jwks)?;
+        }
+        Ok(KeySet { keys, jwks })
+    }
+}
+
+/// Checks tokens against the configured keys.
+pub struct Authenticator {
+    files: KeyFiles,
+    keys: RwLock<Arc<KeySet>>,
     validation: Validation,
     leeway: Duration,
     grants_claim: String,
@@ -158,8 +196,7 @@ impl std::fmt::Debug for Authenticator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Keys stay out of debug output.
         f.debug_struct("Authenticator")
-            .field("keys", &self.keys.len())
-            .field("jwks", &self.jwks.len())
+            .field("files", &self.files)
             .field("grants_claim", &self.grants_claim)
             .field("anonymous", &self.anonymous)
             .finish_non_exhaustive()
@@ -263,18 +300,12 @@ impl Authenticator {
         if !config.auth_enabled() {
             return Ok(None);
         }
-        let mut keys = Vec::new();
-        for path in &config.jwt_hmac_secret_file {
-            let secret = read_hmac_secret(path)?;
-            keys.push(VerifyKey::new(DecodingKey::from_secret(&secret)));
-        }
-        for path in &config.jwt_public_key_file {
-            keys.push(VerifyKey::new(pem_key(path)?));
-        }
-        let mut jwks = HashMap::new();
-        for path in &config.jwks_file {
-            jwks_keys(path, &mut jwks)?;
-        }
+        let files = KeyFiles {
+            hmac_secrets: config.jwt_hmac_secret_file.clone(),
+            public_keys: config.jwt_public_key_file.clone(),
+            jwks: config.jwks_file.clone(),
+        };
+        let keys = KeySet::load(&files)?;
 
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = config.jwt_leeway.as_secs();
@@ -297,13 +328,22 @@ impl Authenticator {
             publish: config.allow_anonymous_pub.clone(),
         };
         Ok(Some(Authenticator {
-            keys,
-            jwks,
+            files,
+            keys: RwLock::new(Arc::new(keys)),
             validation,
             leeway: config.jwt_leeway,
             grants_claim: config.jwt_grants_claim.clone(),
             anonymous: (!anonymous.is_empty()).then_some(anonymous),
         }))
+    }
+
+    /// Reads the key files again and, if every one loads, replaces the keys:
+    /// tokens are checked against the new keys from then on, and open
+    /// connections keep going. On error the old keys stay in use.
+    pub fn reload_keys(&self) -> Result<(), KeyError> {
+        let keys = KeySet::load(&self.files)?;
+        *self.keys.write() = Arc::new(keys);
+        Ok(())
     }
 
     /// What a client presenting `token` (or none) may do.
@@ -331,10 +371,11 @@ impl Authenticator {
         }
         let header = jsonwebtoken::decode_header(token)?;
         let alg = header.alg;
-        let by_kid = header.kid.as_deref().and_then(|kid| self.jwks.get(kid));
+        let keys = Arc::clone(&self.keys.read());
+        let by_kid = header.kid.as_deref().and_then(|kid| keys.jwks.get(kid));
         let candidates: Vec<&VerifyKey> = match by_kid {
             Some(key) => vec![key],
-            None => self.keys.iter().collect(),
+            None => keys.keys.iter().collect(),
         };
         let mut validation = self.validation.clone();
         validation.algorithms = vec![alg];

@@ -45,4 +45,4 @@ pub mod writer;
 
 pub use config::BrokerConfig;
 pub use outbound::SlowConsumerPolicy;
-pub use server::{Broker, ShutdownHandle};
+pub use server::{Broker, KeyReloadHandle, ShutdownHandle};

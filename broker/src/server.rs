@@ -19,7 +19,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::Semaphore;
 
-use crate::auth::Authenticator;
+use crate::auth::{Authenticator, KeyError};
 use crate::config::BrokerConfig;
 use crate::http;
 use crate::metrics::Metrics;
@@ -42,6 +42,23 @@ impl ShutdownHandle {
     /// Starts the graceful shutdown; [`Broker::run`] returns once it is done.
     pub fn shutdown(&self) {
         self.0.begin_shutdown();
+    }
+}
+
+/// Reloads the token keys of a running broker; for the binary's SIGHUP
+/// handler.
+#[derive(Debug, Clone)]
+pub struct KeyReloadHandle(Arc<BrokerState>);
+
+impl KeyReloadHandle {
+    /// Reads the configured key files again and swaps the keys in; open
+    /// connections are not touched. `Ok(false)`: authentication is off,
+    /// nothing to reload. On error the old keys stay in use.
+    pub fn reload_keys(&self) -> Result<bool, KeyError> {
+        match &self.0.auth {
+            Some(auth) => auth.reload_keys().map(|()| true),
+            None => Ok(false),
+        }
     }
 }
 
@@ -89,6 +106,11 @@ impl Broker {
     /// The address actually bound (useful with port 0).
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// A handle that reloads the token keys.
+    pub fn key_reload_handle(&self) -> KeyReloadHandle {
+        KeyReloadHandle(Arc::clone(&self.state))
     }
 
     /// A handle that triggers graceful shutdown.

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tickwire_broker::config::BrokerConfig;
-use tickwire_broker::{Broker, ShutdownHandle};
+use tickwire_broker::{Broker, KeyReloadHandle, ShutdownHandle};
 use tickwire_protocol::handshake::{ResponseHead, SubprotocolRule, UpgradeRequest};
 use tickwire_protocol::message::SubscribedInfo;
 use tickwire_protocol::ws::{self, FrameDecoder, Incoming, OpCode, Role};
@@ -29,6 +29,7 @@ pub struct TestBroker {
     /// Where it listens.
     pub addr: SocketAddr,
     shutdown: ShutdownHandle,
+    keys: KeyReloadHandle,
     task: JoinHandle<()>,
 }
 
@@ -72,10 +73,12 @@ impl TestBroker {
     fn run(broker: Broker) -> TestBroker {
         let addr = broker.local_addr().expect("local addr");
         let shutdown = broker.shutdown_handle();
+        let keys = broker.key_reload_handle();
         let task = tokio::spawn(broker.run());
         TestBroker {
             addr,
             shutdown,
+            keys,
             task,
         }
     }
@@ -88,6 +91,13 @@ impl TestBroker {
     /// The WebSocket URL of this broker.
     pub fn ws_url(&self) -> String {
         format!("ws://{}/ws", self.addr)
+    }
+
+    /// Reloads the broker's token keys from their files (what SIGHUP
+    /// would do): `Ok(false)` without keys, the error text if they do not
+    /// load.
+    pub fn reload_keys(&self) -> Result<bool, String> {
+        self.keys.reload_keys().map_err(|e| e.to_string())
     }
 
     /// Requests graceful shutdown without waiting for it.

@@ -605,3 +605,38 @@ async fn cli_token_mints_what_the_broker_accepts_for_pub_and_sub() {
         text(&refused.stderr)
     );
 }
+
+#[tokio::test]
+async fn reloaded_keys_apply_to_new_tokens_and_keep_connections() {
+    let old_secret = b"the old secret, at least thirty-two bytes";
+    let new_secret = b"the new secret, at least thirty-two bytes";
+    let file = temp_file("rotating-secret", old_secret);
+    let broker = TestBroker::start(|config| config.jwt_hmac_secret_file = vec![file.clone()]).await;
+    let c = claims(&[">"], &[">"]);
+    let old_token = sign(Algorithm::HS256, &EncodingKey::from_secret(old_secret), &c);
+    let new_token = sign(Algorithm::HS256, &EncodingKey::from_secret(new_secret), &c);
+    let mut connected = connect(&broker, &old_token).await;
+    let (status, _) = try_handshake(broker.addr, &bearer(&new_token)).await;
+    assert_eq!(status, 401);
+
+    std::fs::write(&file, new_secret).unwrap();
+    assert_eq!(broker.reload_keys(), Ok(true));
+    let (status, text) = try_handshake(broker.addr, &bearer(&new_token)).await;
+    assert_eq!(status, 101, "{text}");
+    let (status, _) = try_handshake(broker.addr, &bearer(&old_token)).await;
+    assert_eq!(status, 401);
+    still_open(&mut connected).await;
+
+    // A file that no longer loads leaves the keys as they were.
+    std::fs::write(&file, b"short").unwrap();
+    let err = broker.reload_keys().unwrap_err();
+    assert!(err.contains("32 bytes"), "{err}");
+    let (status, _) = try_handshake(broker.addr, &bearer(&new_token)).await;
+    assert_eq!(status, 101);
+    let open = TestBroker::start(|_| {}).await;
+    assert_eq!(
+        open.reload_keys(),
+        Ok(false),
+        "nothing to reload without keys"
+    );
+}
