@@ -63,7 +63,7 @@ pub async fn serve(
     state.metrics.websockets.inc();
     tracing::debug!(connection = id, "websocket session started");
 
-    let mut session = Session::new(queue.clone(), authorized.access);
+    let mut session = Session::new(queue.clone(), authorized);
     // `early` is a slice of hyper's read buffer: copy what it holds and let
     // the buffer go, so an idle connection does not keep it alive.
     let buf = BytesMut::from(&early[..]);
@@ -74,9 +74,6 @@ pub async fn serve(
         socket: reader,
         buf,
         decoder: FrameDecoder::new(Role::Server, state.config.max_message_size),
-        expires: authorized
-            .valid_until
-            .map(|t| Instant::now() + t.duration_since(SystemTime::now()).unwrap_or_default()),
     };
     let end = connection.read_messages(&mut session).await;
     session.release(&state);
@@ -103,8 +100,12 @@ struct Connection<'a> {
     socket: OwnedReadHalf,
     buf: BytesMut,
     decoder: FrameDecoder,
-    /// When the client's token expires (close 4003); `None`: never.
-    expires: Option<Instant>,
+}
+
+/// The instant at which `at` (wall clock) will be reached; now if it has
+/// passed.
+fn instant_at(at: SystemTime) -> Instant {
+    Instant::now() + at.duration_since(SystemTime::now()).unwrap_or_default()
 }
 
 impl Connection<'_> {
@@ -184,19 +185,21 @@ impl Connection<'_> {
         let mut pinged = false;
         let keepalive = sleep_until(quiet_since + config.keepalive_interval);
         tokio::pin!(keepalive);
-        let expires = self.expires;
-        let expiry = async move {
-            match expires {
-                Some(at) => sleep_until(at).await,
-                None => std::future::pending().await,
-            }
-        };
+        // The token's expiry (close 4003), re-armed when a REFRESH moves it.
+        let mut valid_until = session.valid_until();
+        let expiry = sleep_until(valid_until.map_or(quiet_since, instant_at));
         tokio::pin!(expiry);
 
         if let Some(end) = self.process(session) {
             return end;
         }
         loop {
+            if session.valid_until() != valid_until {
+                valid_until = session.valid_until();
+                if let Some(at) = valid_until {
+                    expiry.as_mut().reset(instant_at(at));
+                }
+            }
             tokio::select! {
                 biased;
                 _ = &mut closing => return ReadEnd::Closing,
@@ -204,7 +207,7 @@ impl Connection<'_> {
                     self.queue.close(CloseCode::GoingAway);
                     return ReadEnd::Closing;
                 }
-                _ = &mut expiry => {
+                _ = &mut expiry, if valid_until.is_some() => {
                     tracing::debug!(connection = self.queue.id(), "token expired; closing");
                     self.queue.close(CloseCode::TokenExpired);
                     return ReadEnd::Closing;

@@ -11,12 +11,14 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use tickwire_protocol::message::Position;
 use tickwire_protocol::topic::{Pattern, Topic};
 use tickwire_protocol::{ClientMessage, ErrorCode, ServerMessage, SubscribeOptions};
 
+use crate::auth::Authorized;
 use crate::grants::Access;
 use crate::outbound::OutboundQueue;
 use crate::pattern_trie::Subscriber;
@@ -45,18 +47,26 @@ pub const FORBIDDEN_MESSAGE: &str = "not permitted by this connection's grants";
 pub struct Session {
     queue: Arc<OutboundQueue>,
     access: Access,
+    valid_until: Option<SystemTime>,
     subscriptions: HashSet<Pattern>,
 }
 
 impl Session {
     /// A session without subscriptions that replies through `queue` and may
-    /// do what `access` allows.
-    pub fn new(queue: Arc<OutboundQueue>, access: Access) -> Self {
+    /// do what `authorized` allows, until it expires.
+    pub fn new(queue: Arc<OutboundQueue>, authorized: Authorized) -> Self {
         Session {
             queue,
-            access,
+            access: authorized.access,
+            valid_until: authorized.valid_until,
             subscriptions: HashSet::new(),
         }
+    }
+
+    /// When the connection's token expires (it is then closed with 4003);
+    /// `None`: never. A `REFRESH` moves it.
+    pub fn valid_until(&self) -> Option<SystemTime> {
+        self.valid_until
     }
 
     fn reply(&self, message: ServerMessage<'_>) {
@@ -85,6 +95,7 @@ impl Session {
                 retain,
             }) => self.publish(state, id, topic, &payload, retain),
             Ok(ClientMessage::Ping { id }) => self.reply(ServerMessage::Pong { id }),
+            Ok(ClientMessage::Refresh { id, token }) => self.refresh(state, id, token),
             Err(e) => {
                 let id = ClientMessage::request_id_hint(&frame);
                 self.error(state, id, e.error_code(), &e.to_string());
@@ -186,6 +197,38 @@ impl Session {
             }
             Err(e) => self.error(state, id, e.error_code(), &e.to_string()),
         }
+    }
+
+    /// Replaces the connection's token. The new one must be valid and its
+    /// grants must cover every current subscription; otherwise the old token
+    /// stays in effect and the reply is `unauthorized` or `forbidden`.
+    fn refresh(&mut self, state: &BrokerState, id: u64, token: &str) {
+        let Some(auth) = &state.auth else {
+            // Authentication is off: nothing to replace, nothing expires.
+            return self.reply(ServerMessage::Refreshed { id, expires: None });
+        };
+        let authorized = match auth.authorize(Some(token)) {
+            Ok(authorized) => authorized,
+            Err(reason) => {
+                tracing::debug!(connection = self.queue.id(), %reason, "refresh refused");
+                let message = "token refused; the current one stays in effect";
+                return self.error(state, Some(id), ErrorCode::Unauthorized, message);
+            }
+        };
+        if !self
+            .subscriptions
+            .iter()
+            .all(|pattern| authorized.access.may_subscribe(pattern))
+        {
+            return self.error(state, Some(id), ErrorCode::Forbidden, FORBIDDEN_MESSAGE);
+        }
+        self.access = authorized.access;
+        self.valid_until = authorized.valid_until;
+        let expires = self
+            .valid_until
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map(|d| d.as_secs());
+        self.reply(ServerMessage::Refreshed { id, expires });
     }
 
     /// Removes every subscription of this session from the registry.

@@ -396,6 +396,11 @@ impl Driver {
                 code,
                 message,
             } => tracing::warn!("broker reported an error: {code}: {message}"),
+            // The client sends no REFRESH, so any REFRESHED is unexpected.
+            ServerMessage::Refreshed { id, .. } => {
+                let found = self.pending.take(id);
+                self.unexpected_reply(id, found, "REFRESHED");
+            }
         }
     }
 

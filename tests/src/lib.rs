@@ -175,6 +175,13 @@ pub enum Received {
         /// Human message.
         message: String,
     },
+    /// `REFRESHED`, with the info map's `exp`.
+    Refreshed {
+        /// Request id.
+        id: u64,
+        /// When the connection expires (Unix seconds), if it does.
+        expires: Option<u64>,
+    },
     /// A WebSocket ping from the broker.
     Ping,
     /// The broker's close frame.
@@ -440,6 +447,7 @@ fn to_received(item: Incoming) -> Received {
                     code,
                     message: message.to_owned(),
                 },
+                ServerMessage::Refreshed { id, expires } => Received::Refreshed { id, expires },
             }
         }
         Incoming::Ping(_) => Received::Ping,

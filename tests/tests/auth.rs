@@ -439,21 +439,72 @@ async fn without_keys_everything_is_open() {
     assert_eq!(status, 200, "{body}");
 }
 
+/// Sends `REFRESH` with `token` and returns the reply.
+async fn refresh(client: &mut RawClient, token: &str) -> (u64, Received) {
+    let id = client.next_id();
+    client.send(&ClientMessage::Refresh { id, token }).await;
+    (id, client.recv().await)
+}
+
 #[tokio::test]
-async fn a_connection_closes_with_4003_when_its_token_expires() {
+async fn a_connection_closes_with_4003_when_its_token_expires_unless_refreshed() {
     let broker = broker(|config| config.jwt_leeway = Duration::ZERO).await;
     let mut c = claims(&[">"], &[]);
     c["exp"] = json!(now() + 2);
-    let mut client = connect(&broker, &hs256(&c)).await;
-    client.subscribe("a").await;
-    let deadline = tokio::time::Instant::now() + WAIT;
-    match tokio::time::timeout_at(deadline, client.recv_close()).await {
-        Ok(Received::Close { code, reason }) => {
+    let short = hs256(&c);
+    let mut expiring = connect(&broker, &short).await;
+    expiring.subscribe("a").await;
+    let mut refreshed = connect(&broker, &short).await;
+    refreshed.subscribe("a").await;
+    let later = now() + 3600;
+    let mut longer = claims(&[">"], &[]);
+    longer["exp"] = json!(later);
+    let (id, reply) = refresh(&mut refreshed, &hs256(&longer)).await;
+    assert_eq!(
+        reply,
+        Received::Refreshed {
+            id,
+            expires: Some(later)
+        }
+    );
+
+    match expiring.recv_close().await {
+        Received::Close { code, reason } => {
             assert_eq!(code, Some(CloseCode::TokenExpired.as_u16()));
             assert_eq!(reason, CloseCode::TokenExpired.reason());
         }
         other => panic!("expected close 4003, got {other:?}"),
     }
+    // Its twin, refreshed, lives on past the first token's expiry.
+    still_open(&mut refreshed).await;
+}
+
+#[tokio::test]
+async fn a_refused_refresh_keeps_the_current_token() {
+    let broker = broker(|_| {}).await;
+    let mut client = connect(&broker, &hs256(&claims(&["stocks.>"], &["stocks.>"]))).await;
+    client.subscribe("stocks.AAPL").await;
+
+    let (id, reply) = refresh(&mut client, "not.a.token").await;
+    assert!(
+        matches!(reply, Received::Error { id: Some(got), code: ErrorCode::Unauthorized, .. } if got == id),
+        "{reply:?}"
+    );
+    // Grants that do not cover a current subscription are refused.
+    let (id, reply) = refresh(&mut client, &hs256(&claims(&["news.>"], &[]))).await;
+    assert!(
+        matches!(reply, Received::Error { id: Some(got), code: ErrorCode::Forbidden, .. } if got == id),
+        "{reply:?}"
+    );
+    // The old grants still apply.
+    client.publish_acked("stocks.MSFT", b"1").await;
+
+    // Narrower grants that cover the subscriptions replace the old ones.
+    let (id, reply) = refresh(&mut client, &hs256(&claims(&["stocks.AAPL"], &[]))).await;
+    assert!(matches!(reply, Received::Refreshed { id: got, expires: Some(_) } if got == id));
+    subscribe_refused(&mut client, "stocks.MSFT").await;
+    publish_refused(&mut client, "stocks.AAPL", true).await;
+    still_open(&mut client).await;
 }
 
 #[tokio::test]

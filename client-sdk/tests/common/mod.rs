@@ -264,6 +264,7 @@ impl FakeConn {
                             payload,
                         },
                         ClientMessage::Ping { id } => Req::Ping { id },
+                        ClientMessage::Refresh { .. } => panic!("the SDK sends no REFRESH"),
                     });
                 }
             }
