@@ -1,7 +1,9 @@
 //! Client configuration: [`ClientBuilder`] and the policies it takes.
 
 use std::fmt;
+use std::future::Future;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -249,10 +251,38 @@ pub enum TlsRoots {
     CaFile(PathBuf),
 }
 
+/// What a [`ClientBuilder::token_provider`] callback returns: a future of a
+/// fresh bearer token, or of the reason there is none.
+pub type TokenFuture = Pin<Box<dyn Future<Output = std::result::Result<String, String>> + Send>>;
+
+/// Whether `token` can be sent in an `Authorization` header.
+fn is_valid_token(token: &str) -> bool {
+    !token.is_empty() && token.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// The application's token source, called before every connection attempt.
+#[derive(Clone)]
+pub(crate) struct TokenProvider(Arc<dyn Fn() -> TokenFuture + Send + Sync>);
+
+impl TokenProvider {
+    /// A fresh token from the application's callback.
+    pub(crate) async fn fetch(&self) -> Result<String> {
+        let token = (self.0)().await.map_err(Error::TokenProvider)?;
+        if is_valid_token(&token) {
+            Ok(token)
+        } else {
+            Err(Error::TokenProvider(
+                "the token is not non-empty visible ASCII".into(),
+            ))
+        }
+    }
+}
+
 /// Every setting of a client; built by [`ClientBuilder`].
 #[derive(Clone)]
 pub(crate) struct Config {
     pub token: Option<String>,
+    pub token_provider: Option<TokenProvider>,
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
     pub subscription_capacity: usize,
@@ -272,6 +302,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             token: None,
+            token_provider: None,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             subscription_capacity: DEFAULT_SUBSCRIPTION_CAPACITY,
@@ -293,6 +324,10 @@ impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Config")
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field(
+                "token_provider",
+                &self.token_provider.as_ref().map(|_| "<callback>"),
+            )
             .field("connect_timeout", &self.connect_timeout)
             .field("request_timeout", &self.request_timeout)
             .field("subscription_capacity", &self.subscription_capacity)
@@ -356,10 +391,15 @@ impl Config {
             )));
         }
         if let Some(token) = &self.token
-            && (token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()))
+            && !is_valid_token(token)
         {
             return Err(Error::Config(
                 "token must be non-empty visible ASCII (no spaces or control characters)".into(),
+            ));
+        }
+        if self.token.is_some() && self.token_provider.is_some() {
+            return Err(Error::Config(
+                "set either token or token_provider, not both".into(),
             ));
         }
         self.reconnect.validate()
@@ -407,6 +447,37 @@ impl ClientBuilder {
     /// Default: none.
     pub fn token(mut self, token: impl Into<String>) -> Self {
         self.config.token = Some(token.into());
+        self
+    }
+
+    /// A callback that supplies the bearer token, called before every
+    /// connection attempt (the first one and each reconnect), so that a
+    /// reconnect, for example after the broker closed the connection with
+    /// 4003 because the token expired, presents a fresh token. The call
+    /// counts against the connect timeout; an error (`Err(reason)`) fails
+    /// that attempt with [`Error::TokenProvider`] and, when reconnecting,
+    /// is retried with the reconnect policy. Replaces [`Self::token`].
+    ///
+    /// ```no_run
+    /// # async fn demo() -> tickwire_client::Result<()> {
+    /// let client = tickwire_client::Client::builder("wss://broker.example/ws")
+    ///     .token_provider(|| async {
+    ///         std::fs::read_to_string("/run/secrets/tickwire-token")
+    ///             .map(|t| t.trim().to_owned())
+    ///             .map_err(|e| e.to_string())
+    ///     })
+    ///     .connect()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn token_provider<F, Fut>(mut self, provider: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = std::result::Result<String, String>> + Send + 'static,
+    {
+        self.config.token_provider = Some(TokenProvider(Arc::new(move || {
+            Box::pin(provider()) as TokenFuture
+        })));
         self
     }
 
@@ -597,5 +668,22 @@ mod tests {
     fn debug_redacts_token() {
         let b = ClientBuilder::new("ws://x".into()).token("s3cr3t");
         assert!(!format!("{b:?}").contains("s3cr3t"));
+    }
+
+    #[tokio::test]
+    async fn token_provider_is_checked_and_exclusive_with_token() {
+        let both = ClientBuilder::new("ws://x".into())
+            .token("t")
+            .token_provider(|| async { Ok("t".to_owned()) });
+        assert!(matches!(both.config.validate(), Err(Error::Config(_))));
+        let spaced = ClientBuilder::new("ws://x".into())
+            .token_provider(|| async { Ok("has space".to_owned()) });
+        assert!(spaced.config.validate().is_ok());
+        let provider = spaced.config.token_provider.clone().unwrap();
+        assert!(matches!(
+            provider.fetch().await,
+            Err(Error::TokenProvider(_))
+        ));
+        assert!(format!("{spaced:?}").contains("<callback>"));
     }
 }

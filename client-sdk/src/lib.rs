@@ -131,7 +131,7 @@ pub use client::Client;
 pub use config::{
     ClientBuilder, DEFAULT_COMMAND_CAPACITY, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_MESSAGE_SIZE,
     DEFAULT_MAX_OUTGOING_MESSAGE_SIZE, DEFAULT_REQUEST_TIMEOUT, DEFAULT_SUBSCRIPTION_CAPACITY,
-    DEFAULT_WRITE_BUFFER_LIMIT, Keepalive, OfflinePolicy, ReconnectPolicy, TlsRoots,
+    DEFAULT_WRITE_BUFFER_LIMIT, Keepalive, OfflinePolicy, ReconnectPolicy, TlsRoots, TokenFuture,
 };
 pub use error::{Error, HandshakeError, Result};
 pub use event::{EVENT_CAPACITY, SubscriptionEvent, SubscriptionEvents};

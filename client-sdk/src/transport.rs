@@ -16,7 +16,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
-use crate::config::{Config, TlsRoots};
+use crate::config::{Config, TlsRoots, TokenProvider};
 use crate::error::{Error, Result};
 use crate::handshake::{self, Failure};
 use crate::url::BrokerUrl;
@@ -80,6 +80,7 @@ pub(crate) struct Connection {
 pub(crate) struct Target {
     pub url: BrokerUrl,
     pub token: Option<String>,
+    pub token_provider: Option<TokenProvider>,
     pub connect_timeout: Duration,
     pub tls: Option<TlsConnector>,
 }
@@ -109,6 +110,7 @@ impl Target {
         Ok(Target {
             url,
             token: config.token.clone(),
+            token_provider: config.token_provider.clone(),
             connect_timeout: config.connect_timeout,
             tls,
         })
@@ -126,6 +128,11 @@ impl Target {
     }
 
     async fn connect_inner(&self) -> Result<Connection> {
+        // Ask for the token first: a slow provider holds no connection open.
+        let token = match &self.token_provider {
+            Some(provider) => Some(provider.fetch().await?),
+            None => self.token.clone(),
+        };
         let tcp = self.connect_tcp().await?;
         let mut stream = match &self.tls {
             None => MaybeTlsStream::Plain(tcp),
@@ -145,7 +152,7 @@ impl Target {
                 MaybeTlsStream::Tls(Box::new(tls))
             }
         };
-        let leftover = handshake::handshake(&mut stream, &self.url, self.token.as_deref())
+        let leftover = handshake::handshake(&mut stream, &self.url, token.as_deref())
             .await
             .map_err(|failure| match failure {
                 Failure::Handshake(e) => Error::Handshake(e),

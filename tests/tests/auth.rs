@@ -691,3 +691,58 @@ async fn reloaded_keys_apply_to_new_tokens_and_keep_connections() {
         "nothing to reload without keys"
     );
 }
+
+#[tokio::test]
+async fn the_sdk_token_provider_supplies_a_fresh_token_after_expiry() {
+    let broker = broker(|config| config.jwt_leeway = Duration::ZERO).await;
+    let (calls_tx, mut calls) = tokio::sync::mpsc::unbounded_channel();
+    let client = tickwire_client::Client::builder(broker.ws_url())
+        .reconnect(
+            tickwire_client::ReconnectPolicy::default()
+                .with_initial(Duration::from_millis(20))
+                .with_max(Duration::from_millis(200)),
+        )
+        .token_provider(move || {
+            let _ = calls_tx.send(());
+            async move {
+                let mut c = claims(&["stocks.>"], &[]);
+                c["exp"] = json!(now() + 2);
+                Ok(hs256(&c))
+            }
+        })
+        .connect()
+        .await
+        .expect("connect with the provider's token");
+    calls.recv().await.expect("first token");
+    let mut sub = client.subscribe("stocks.*").await.expect("granted");
+    broker.wait_metric("tickwire_subscriptions", 1.0).await;
+
+    // The token expires (close 4003); the reconnect asks for a new one.
+    tokio::time::timeout(WAIT, calls.recv())
+        .await
+        .expect("a second token in time")
+        .expect("provider still alive");
+    tickwire_e2e::sdk::wait_state(&client, "connected again", |s| {
+        matches!(s, tickwire_client::ConnectionState::Connected)
+    })
+    .await;
+    broker.wait_metric("tickwire_subscriptions", 1.0).await;
+    let mut admin = connect(&broker, &hs256(&claims(&[], &[">"]))).await;
+    admin.publish_acked("stocks.AAPL", b"after").await;
+    let message = tickwire_e2e::sdk::recv(&mut sub).await;
+    assert_eq!(&message.payload()[..], b"after");
+
+    // A failing provider fails the connection attempt with its reason.
+    let refused = tickwire_client::Client::builder(broker.ws_url())
+        .no_reconnect()
+        .token_provider(|| async { Err("identity provider unreachable".to_owned()) })
+        .connect()
+        .await
+        .expect_err("no token");
+    assert!(
+        refused
+            .to_string()
+            .contains("identity provider unreachable"),
+        "{refused}"
+    );
+}
