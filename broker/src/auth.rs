@@ -35,6 +35,7 @@ use serde::Deserialize;
 use thiserror::Error;
 use tickwire_protocol::topic::Pattern;
 
+use crate::api_keys::ApiKeys;
 use crate::config::BrokerConfig;
 use crate::grants::{Access, Grants};
 
@@ -155,12 +156,14 @@ struct KeyFiles {
     hmac_secrets: Vec<PathBuf>,
     public_keys: Vec<PathBuf>,
     jwks: Vec<PathBuf>,
+    api_keys: Vec<PathBuf>,
 }
 
 /// The keys loaded from [`KeyFiles`].
 struct KeySet {
     keys: Vec<VerifyKey>,
     jwks: HashMap<String, VerifyKey>,
+    api_keys: ApiKeys,
 }
 
 impl KeySet {
@@ -178,7 +181,17 @@ impl KeySet {
         for path in &files.jwks {
             jwks_keys(path, &mut jwks)?;
         }
-        Ok(KeySet { keys, jwks })
+        let mut api_keys = ApiKeys::default();
+        for path in &files.api_keys {
+            let text =
+                String::from_utf8(read(path)?).map_err(|_| invalid(path, "not UTF-8 text"))?;
+            api_keys.parse(&text).map_err(|e| invalid(path, e))?;
+        }
+        Ok(KeySet {
+            keys,
+            jwks,
+            api_keys,
+        })
     }
 }
 
@@ -304,6 +317,7 @@ impl Authenticator {
             hmac_secrets: config.jwt_hmac_secret_file.clone(),
             public_keys: config.jwt_public_key_file.clone(),
             jwks: config.jwks_file.clone(),
+            api_keys: config.api_key_file.clone(),
         };
         let keys = KeySet::load(&files)?;
 
@@ -361,6 +375,23 @@ impl Authenticator {
                 access: Access::Granted(c.grants),
                 valid_until: Some(c.expires + self.leeway),
             }),
+        }
+    }
+
+    /// What an HTTP publish presenting `token` (or none) may do: an API key
+    /// grants its patterns; anything else is authorized as by
+    /// [`Authenticator::authorize`].
+    pub fn authorize_http(&self, token: Option<&str>) -> Result<Authorized, AuthError> {
+        let api_key = {
+            let keys = self.keys.read();
+            token.and_then(|t| keys.api_keys.grants_for(t))
+        };
+        match api_key {
+            Some(grants) => Ok(Authorized {
+                access: Access::Granted(grants),
+                valid_until: None,
+            }),
+            None => self.authorize(token),
         }
     }
 

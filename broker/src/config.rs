@@ -461,6 +461,9 @@ broker_settings! {
     allow_anonymous_pub: Vec<Pattern> = Vec::new(), "",
         env "TICKWIRE_ALLOW_ANONYMOUS_PUB", parse parse_patterns,
         "With authentication on: patterns a client without a token may publish to (comma-separated). With neither anonymous setting, tokenless clients are refused (401). Ignored when authentication is off.";
+    api_key_file: Vec<PathBuf> = Vec::new(), "",
+        env "TICKWIRE_API_KEY_FILE", parse parse_paths,
+        "Files of API keys for HTTP publish (comma-separated): one key per line as `sha256-hex pattern[,pattern]` (the SHA-256 of the key, then the topics it may publish on). Turns authentication on.";
 }
 
 impl BrokerConfig {
@@ -544,11 +547,13 @@ impl BrokerConfig {
         Ok(())
     }
 
-    /// Whether any token key is configured, which turns authentication on.
+    /// Whether any token key or API key file is configured, which turns
+    /// authentication on.
     pub fn auth_enabled(&self) -> bool {
         !(self.jwt_hmac_secret_file.is_empty()
             && self.jwt_public_key_file.is_empty()
-            && self.jwks_file.is_empty())
+            && self.jwks_file.is_empty()
+            && self.api_key_file.is_empty())
     }
 
     /// The policy for `topic`: the first `[[topic]]` whose pattern matches,

@@ -117,22 +117,35 @@ fn header_token(req: &Request<Incoming>) -> Result<Option<&str>, AuthError> {
     }
 }
 
+/// Where a request presents its credentials.
+#[derive(Debug, Clone, Copy)]
+enum Credential<'a> {
+    /// A WebSocket upgrade: a JWT in the header or the `token` query
+    /// parameter.
+    Upgrade(Option<&'a str>),
+    /// An HTTP publish: a JWT or an API key in the header.
+    HttpPublish,
+}
+
 /// What the client of `req` may do: everything with authentication off,
-/// else what its token (from the header, or `query_token`) or the anonymous
+/// else what its token or API key (for `credential`) or the anonymous
 /// configuration grants.
 fn authenticate(
     state: &BrokerState,
     req: &Request<Incoming>,
-    query_token: Option<&str>,
+    credential: Credential<'_>,
 ) -> Result<Authorized, AuthError> {
     let Some(auth) = &state.auth else {
         return Ok(Authorized::open());
     };
-    let token = match (header_token(req)?, query_token) {
-        (Some(_), Some(_)) => return Err(AuthError::BadHeader),
-        (token, None) | (None, token) => token,
-    };
-    auth.authorize(token)
+    let header = header_token(req)?;
+    match credential {
+        Credential::Upgrade(query) => match (header, query) {
+            (Some(_), Some(_)) => Err(AuthError::BadHeader),
+            (token, None) | (None, token) => auth.authorize(token),
+        },
+        Credential::HttpPublish => auth.authorize_http(header),
+    }
 }
 
 /// Reads the query string of `/ws`: only `token` is accepted, at most once.
@@ -237,7 +250,7 @@ fn upgrade(
     }
     let authorized = match ws_query_token(req.uri().query()) {
         Err(message) => return text(StatusCode::BAD_REQUEST, message),
-        Ok(query_token) => match authenticate(&state, &req, query_token) {
+        Ok(query_token) => match authenticate(&state, &req, Credential::Upgrade(query_token)) {
             Ok(authorized) => authorized,
             Err(reason) => return unauthorized(&state, &reason),
         },
@@ -303,7 +316,7 @@ fn retain_param(query: Option<&str>) -> Result<bool, String> {
 }
 
 async fn publish(state: &BrokerState, topic: &str, req: Request<Incoming>) -> Response<Body> {
-    let access = match authenticate(state, &req, None) {
+    let access = match authenticate(state, &req, Credential::HttpPublish) {
         Ok(authorized) => authorized.access,
         Err(reason) => return unauthorized(state, &reason),
     };

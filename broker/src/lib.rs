@@ -12,6 +12,7 @@
 //!   handshake; [`writer`]: its batched writer.
 //! * [`session`]: what a client may do (subscribe, publish, …);
 //!   [`auth`]: token verification at the upgrade and HTTP publish;
+//!   [`api_keys`]: API keys for HTTP publish;
 //!   [`grants`]: the patterns a client may subscribe to and publish on.
 //! * [`registry`]: topics, subscriptions and the encode-once fan-out;
 //!   [`pattern_trie`]: the wildcard index; [`history`]: what a topic keeps
@@ -25,6 +26,7 @@
 //! The `tickwire` binary that runs the broker lives in the `tickwire-cli`
 //! crate.
 
+pub mod api_keys;
 pub mod auth;
 pub mod closing;
 pub mod config;

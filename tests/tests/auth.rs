@@ -15,6 +15,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use serde_json::{Value, json};
+use sha2::Digest;
 use tickwire_broker::config::{BrokerConfig, TopicPolicy};
 use tickwire_e2e::{
     RawClient, Received, TestBroker, WAIT, http_with, try_handshake, try_handshake_at,
@@ -745,4 +746,39 @@ async fn the_sdk_token_provider_supplies_a_fresh_token_after_expiry() {
             .contains("identity provider unreachable"),
         "{refused}"
     );
+}
+
+#[tokio::test]
+async fn api_keys_publish_over_http_only() {
+    // The file holds the key's SHA-256, as `printf %s KEY | sha256sum` prints it.
+    let hash: String = sha2::Sha256::digest(b"svc-key-0123456789")
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let file = temp_file(
+        "api-keys",
+        format!("# ingest service\n{hash} iot.site1.>\n").as_bytes(),
+    );
+    let broker = TestBroker::start(|config| config.api_key_file = vec![file]).await;
+    let publish = |topic: &'static str, headers: String| async move {
+        http_with(
+            broker.addr,
+            "POST",
+            &format!("/v1/publish/{topic}"),
+            &headers,
+            b"x",
+        )
+        .await
+    };
+    let (status, _, body) = publish("iot.site1.t1", bearer("svc-key-0123456789")).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _, body) = publish("iot.site2.t1", bearer("svc-key-0123456789")).await;
+    assert_eq!(status, 403, "{body}");
+    let (status, head, _) = publish("iot.site1.t1", bearer("svc-key-wrong")).await;
+    assert_unauthorized("wrong API key", status, &head);
+    let (status, head, _) = publish("iot.site1.t1", String::new()).await;
+    assert_unauthorized("no API key", status, &head);
+    // An API key opens no WebSocket session.
+    let (status, text) = try_handshake(broker.addr, &bearer("svc-key-0123456789")).await;
+    assert_unauthorized("API key on the upgrade", status, &text);
 }
