@@ -203,6 +203,9 @@ pub struct Authenticator {
     leeway: Duration,
     grants_claim: String,
     anonymous: Option<Grants>,
+    /// With `--auth-message`: how long a tokenless connection may take to
+    /// send `AUTH`.
+    auth_message_within: Option<Duration>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -348,6 +351,7 @@ impl Authenticator {
             leeway: config.jwt_leeway,
             grants_claim: config.jwt_grants_claim.clone(),
             anonymous: (!anonymous.is_empty()).then_some(anonymous),
+            auth_message_within: config.auth_message.then_some(config.handshake_timeout),
         }))
     }
 
@@ -375,6 +379,20 @@ impl Authenticator {
                 access: Access::Granted(c.grants),
                 valid_until: Some(c.expires + self.leeway),
             }),
+        }
+    }
+
+    /// What a WebSocket upgrade presenting `token` (or none) may do: as
+    /// [`Authenticator::authorize`], except that with `--auth-message` a
+    /// tokenless upgrade that anonymous grants do not cover is let in to
+    /// send `AUTH` before the handshake timeout.
+    pub fn authorize_upgrade(&self, token: Option<&str>) -> Result<Authorized, AuthError> {
+        match (token, &self.anonymous, self.auth_message_within) {
+            (None, None, Some(within)) => Ok(Authorized {
+                access: Access::AwaitingAuth,
+                valid_until: Some(SystemTime::now() + within),
+            }),
+            _ => self.authorize(token),
         }
     }
 

@@ -287,6 +287,15 @@ fn parse_patterns(s: &str) -> Result<Vec<Pattern>, String> {
         .collect()
 }
 
+/// Parses `true` or `false`.
+fn parse_bool(s: &str) -> Result<bool, String> {
+    match s.trim() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        other => Err(format!("`{other}` is not true or false")),
+    }
+}
+
 /// Parses the claim holding the grants: a top-level claim name, or a JSON
 /// Pointer (RFC 6901) starting with `/`.
 fn parse_claim_path(s: &str) -> Result<String, String> {
@@ -464,6 +473,9 @@ broker_settings! {
     api_key_file: Vec<PathBuf> = Vec::new(), "",
         env "TICKWIRE_API_KEY_FILE", parse parse_paths,
         "Files of API keys for HTTP publish (comma-separated): one key per line as `sha256-hex pattern[,pattern]` (the SHA-256 of the key, then the topics it may publish on). Turns authentication on.";
+    auth_message: bool = false, "false",
+        env "TICKWIRE_AUTH_MESSAGE", parse parse_bool,
+        "With authentication on: accept WebSocket upgrades without a token when the client authenticates with an AUTH message as its first request, within the handshake timeout (else close 4004). Lets browsers keep tokens out of URLs.";
 }
 
 impl BrokerConfig {

@@ -208,8 +208,13 @@ impl Connection<'_> {
                     return ReadEnd::Closing;
                 }
                 _ = &mut expiry, if valid_until.is_some() => {
-                    tracing::debug!(connection = self.queue.id(), "token expired; closing");
-                    self.queue.close(CloseCode::TokenExpired);
+                    let code = if session.awaiting_auth() {
+                        CloseCode::AuthenticationRequired
+                    } else {
+                        CloseCode::TokenExpired
+                    };
+                    tracing::debug!(connection = self.queue.id(), code = code.as_u16(), "authentication ended; closing");
+                    self.queue.close(code);
                     return ReadEnd::Closing;
                 }
                 n = self.fill() => {

@@ -48,6 +48,9 @@ pub enum Access {
     /// Authentication is on: what the client's token (or the anonymous
     /// configuration) grants.
     Granted(Grants),
+    /// A WebSocket connection opened without a token, waiting for its
+    /// `AUTH` message: nothing else is allowed.
+    AwaitingAuth,
 }
 
 impl Access {
@@ -56,6 +59,7 @@ impl Access {
         match self {
             Access::Open => true,
             Access::Granted(grants) => grants.may_subscribe(pattern),
+            Access::AwaitingAuth => false,
         }
     }
 
@@ -64,6 +68,7 @@ impl Access {
         match self {
             Access::Open => true,
             Access::Granted(grants) => grants.may_publish(topic),
+            Access::AwaitingAuth => false,
         }
     }
 }

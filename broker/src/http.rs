@@ -142,7 +142,7 @@ fn authenticate(
     match credential {
         Credential::Upgrade(query) => match (header, query) {
             (Some(_), Some(_)) => Err(AuthError::BadHeader),
-            (token, None) | (None, token) => auth.authorize(token),
+            (token, None) | (None, token) => auth.authorize_upgrade(token),
         },
         Credential::HttpPublish => auth.authorize_http(header),
     }

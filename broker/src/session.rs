@@ -79,8 +79,17 @@ impl Session {
         self.reply(ServerMessage::Error { id, code, message });
     }
 
+    /// Whether the connection still waits for its `AUTH` message (then an
+    /// expiry closes it with 4004 rather than 4003).
+    pub fn awaiting_auth(&self) -> bool {
+        self.access == Access::AwaitingAuth
+    }
+
     /// Handles one complete binary message from the client.
     pub fn handle(&mut self, state: &BrokerState, frame: Bytes) {
+        if self.awaiting_auth() {
+            return self.before_auth(state, &frame);
+        }
         match ClientMessage::decode(&frame) {
             Ok(ClientMessage::Subscribe {
                 id,
@@ -95,7 +104,9 @@ impl Session {
                 retain,
             }) => self.publish(state, id, topic, &payload, retain),
             Ok(ClientMessage::Ping { id }) => self.reply(ServerMessage::Pong { id }),
-            Ok(ClientMessage::Refresh { id, token }) => self.refresh(state, id, token),
+            Ok(ClientMessage::Refresh { id, token } | ClientMessage::Auth { id, token }) => {
+                self.refresh(state, id, token)
+            }
             Err(e) => {
                 let id = ClientMessage::request_id_hint(&frame);
                 self.error(state, id, e.error_code(), &e.to_string());
@@ -196,6 +207,25 @@ impl Session {
                 }
             }
             Err(e) => self.error(state, id, e.error_code(), &e.to_string()),
+        }
+    }
+
+    /// Before `AUTH` succeeded: `AUTH` (or `REFRESH`) authenticates,
+    /// anything else is refused with `unauthorized`.
+    fn before_auth(&mut self, state: &BrokerState, frame: &Bytes) {
+        match ClientMessage::decode(frame) {
+            Ok(ClientMessage::Auth { id, token } | ClientMessage::Refresh { id, token }) => {
+                self.refresh(state, id, token)
+            }
+            Ok(_) => {
+                let id = ClientMessage::request_id_hint(frame);
+                let message = "authenticate first: send AUTH with a token";
+                self.error(state, id, ErrorCode::Unauthorized, message);
+            }
+            Err(e) => {
+                let id = ClientMessage::request_id_hint(frame);
+                self.error(state, id, e.error_code(), &e.to_string());
+            }
         }
     }
 

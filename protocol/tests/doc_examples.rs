@@ -141,6 +141,14 @@ fn client_message_examples() {
         }),
         "93 05 07 ab 61 62 63 2e 64 65 66 2e 67 68 69",
     );
+    check(
+        "AUTH",
+        &client(&ClientMessage::Auth {
+            id: 8,
+            token: "abc.def.ghi",
+        }),
+        "93 06 08 ab 61 62 63 2e 64 65 66 2e 67 68 69",
+    );
 }
 
 #[test]

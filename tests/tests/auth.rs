@@ -782,3 +782,59 @@ async fn api_keys_publish_over_http_only() {
     let (status, text) = try_handshake(broker.addr, &bearer("svc-key-0123456789")).await;
     assert_unauthorized("API key on the upgrade", status, &text);
 }
+
+#[tokio::test]
+async fn with_auth_message_a_tokenless_connection_must_send_auth_first() {
+    let broker = broker(|config| {
+        config.auth_message = true;
+        config.handshake_timeout = Duration::from_secs(1);
+    })
+    .await;
+    let mut client = RawClient::connect(broker.addr).await;
+    // Nothing but AUTH before authentication.
+    let id = client.next_id();
+    client
+        .send(&ClientMessage::Subscribe {
+            id,
+            pattern: "stocks.AAPL",
+            options: SubscribeOptions::default(),
+        })
+        .await;
+    assert!(
+        matches!(client.recv().await, Received::Error { id: Some(got), code: ErrorCode::Unauthorized, .. } if got == id)
+    );
+    let id = client.next_id();
+    client.send(&ClientMessage::Ping { id }).await;
+    assert!(
+        matches!(client.recv().await, Received::Error { id: Some(got), code: ErrorCode::Unauthorized, .. } if got == id)
+    );
+    // A bad AUTH is refused; a good one authenticates.
+    let id = client.next_id();
+    client.send(&ClientMessage::Auth { id, token: "bad" }).await;
+    assert!(
+        matches!(client.recv().await, Received::Error { id: Some(got), code: ErrorCode::Unauthorized, .. } if got == id)
+    );
+    let id = client.next_id();
+    let token = hs256(&claims(&["stocks.>"], &[]));
+    client
+        .send(&ClientMessage::Auth { id, token: &token })
+        .await;
+    assert!(
+        matches!(client.recv().await, Received::Refreshed { id: got, expires: Some(_) } if got == id)
+    );
+    client.subscribe("stocks.AAPL").await;
+    subscribe_refused(&mut client, "news.x").await;
+
+    // Without AUTH in time: 4004.
+    let mut silent = RawClient::connect(broker.addr).await;
+    match silent.recv_close().await {
+        Received::Close { code, .. } => {
+            assert_eq!(code, Some(CloseCode::AuthenticationRequired.as_u16()))
+        }
+        other => panic!("expected close 4004, got {other:?}"),
+    }
+    // HTTP publish still needs its credentials in the request.
+    let (status, head, _) = http_with(broker.addr, "POST", "/v1/publish/a", "", b"x").await;
+    assert_unauthorized("tokenless HTTP publish", status, &head);
+    still_open(&mut client).await;
+}

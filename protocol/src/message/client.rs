@@ -49,6 +49,13 @@ pub enum ClientMessage<'a> {
         /// The new bearer token (a JWT), replacing the connection's.
         token: &'a str,
     },
+    /// `[6, id, token]`
+    Auth {
+        /// Request id echoed in the reply.
+        id: u64,
+        /// The bearer token (a JWT) authenticating the connection.
+        token: &'a str,
+    },
 }
 
 impl<'a> ClientMessage<'a> {
@@ -111,6 +118,13 @@ impl<'a> ClientMessage<'a> {
                     token: r.read_str()?,
                 }
             }
+            Some(MessageType::Auth) => {
+                expect_fields(kind, len, &[3], "3")?;
+                ClientMessage::Auth {
+                    id: r.read_u64()?,
+                    token: r.read_str()?,
+                }
+            }
             _ => return Err(DecodeError::UnknownType(kind)),
         };
         r.finish()?;
@@ -128,6 +142,7 @@ impl<'a> ClientMessage<'a> {
             | MessageType::Publish
             | MessageType::Ping
             | MessageType::Refresh
+            | MessageType::Auth
                 if len >= 2 =>
             {
                 r.read_u64().ok()
@@ -182,9 +197,13 @@ impl<'a> ClientMessage<'a> {
                 msgpack::write_u64(out, MessageType::Ping as u64);
                 msgpack::write_u64(out, *id);
             }
-            ClientMessage::Refresh { id, token } => {
+            ClientMessage::Refresh { id, token } | ClientMessage::Auth { id, token } => {
+                let kind = match self {
+                    ClientMessage::Auth { .. } => MessageType::Auth,
+                    _ => MessageType::Refresh,
+                };
                 msgpack::write_array_len(out, 3);
-                msgpack::write_u64(out, MessageType::Refresh as u64);
+                msgpack::write_u64(out, kind as u64);
                 msgpack::write_u64(out, *id);
                 msgpack::write_str(out, token);
             }

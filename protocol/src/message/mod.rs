@@ -44,6 +44,8 @@ pub enum MessageType {
     Ping = 4,
     /// Client → broker: replace the connection's token with a newer one.
     Refresh = 5,
+    /// Client → broker: authenticate a connection opened without a token.
+    Auth = 6,
     /// Broker → client: a subscribe succeeded.
     Subscribed = 11,
     /// Broker → client: an unsubscribe succeeded.
@@ -70,6 +72,7 @@ impl MessageType {
             3 => MessageType::Publish,
             4 => MessageType::Ping,
             5 => MessageType::Refresh,
+            6 => MessageType::Auth,
             11 => MessageType::Subscribed,
             12 => MessageType::Unsubscribed,
             13 => MessageType::Published,

@@ -48,6 +48,10 @@ fn client_messages_round_trip() {
         id: 5,
         token: "eyJ.eyJ.sig",
     });
+    round_trip_client(ClientMessage::Auth {
+        id: 6,
+        token: "eyJ.eyJ.sig",
+    });
 }
 
 #[test]
