@@ -5,7 +5,7 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::error::{Error, Result};
 
@@ -260,7 +260,22 @@ fn is_valid_token(token: &str) -> bool {
     !token.is_empty() && token.bytes().all(|b| b.is_ascii_graphic())
 }
 
-/// The application's token source, called before every connection attempt.
+/// The `exp` of a JWT, read without verifying it (the broker verifies): to
+/// know when to refresh. `None` when `token` is not a JWT with a numeric
+/// `exp`.
+pub(crate) fn token_expiry(token: &str) -> Option<SystemTime> {
+    use base64::Engine;
+    let payload = token.split('.').nth(1)?;
+    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    let claims: serde_json::Value = serde_json::from_slice(&json).ok()?;
+    let exp = claims.get("exp")?.as_u64()?;
+    UNIX_EPOCH.checked_add(Duration::from_secs(exp))
+}
+
+/// The application's token source, called before every connection attempt
+/// and, while connected, before the current token expires.
 #[derive(Clone)]
 pub(crate) struct TokenProvider(Arc<dyn Fn() -> TokenFuture + Send + Sync>);
 
@@ -451,12 +466,15 @@ impl ClientBuilder {
     }
 
     /// A callback that supplies the bearer token, called before every
-    /// connection attempt (the first one and each reconnect), so that a
-    /// reconnect, for example after the broker closed the connection with
-    /// 4003 because the token expired, presents a fresh token. The call
-    /// counts against the connect timeout; an error (`Err(reason)`) fails
-    /// that attempt with [`Error::TokenProvider`] and, when reconnecting,
-    /// is retried with the reconnect policy. Replaces [`Self::token`].
+    /// connection attempt (the first one and each reconnect) and, while
+    /// connected, after 80 % of the current token's remaining life (read
+    /// from its `exp`): the new token is sent with `REFRESH`, so the broker
+    /// does not close the connection with 4003 when the old one expires. If
+    /// a refresh fails, the connection ends at the expiry and the reconnect
+    /// calls the callback again. The call counts against the connect
+    /// timeout; an error (`Err(reason)`) fails that attempt with
+    /// [`Error::TokenProvider`] and, when reconnecting, is retried with the
+    /// reconnect policy. Replaces [`Self::token`].
     ///
     /// ```no_run
     /// # async fn demo() -> tickwire_client::Result<()> {

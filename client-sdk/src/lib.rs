@@ -92,7 +92,8 @@
 //!   [`SubscribeOptions`].
 //! * `driver`: the connection task, one select loop per connection
 //!   (`driver::subscriptions`: subscribe requests and replies;
-//!   `driver::disconnected`: reconnects and shutdown). It owns: `session` (one connection's socket, buffers,
+//!   `driver::disconnected`: reconnects and shutdown; `driver::refresh`:
+//!   token refresh with `REFRESH`). It owns: `session` (one connection's socket, buffers,
 //!   keepalive clocks, and which publish frames are not written whole),
 //!   `pending` (requests awaiting replies), `registry` (one entry per
 //!   pattern, routing deliveries to local subscriptions), `resume` (per-topic

@@ -5,7 +5,7 @@ use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::BytesMut;
 use rustls::RootCertStore;
@@ -16,7 +16,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
-use crate::config::{Config, TlsRoots, TokenProvider};
+use crate::config::{Config, TlsRoots, TokenProvider, token_expiry};
 use crate::error::{Error, Result};
 use crate::handshake::{self, Failure};
 use crate::url::BrokerUrl;
@@ -74,6 +74,9 @@ pub(crate) struct Connection {
     pub stream: MaybeTlsStream,
     /// Bytes received right after the handshake response.
     pub leftover: BytesMut,
+    /// When the token from the token provider expires: the connection
+    /// refreshes it before then. `None` without a provider.
+    pub token_expires: Option<SystemTime>,
 }
 
 /// Everything needed to (re)connect; cheap to share with the reconnect loop.
@@ -161,7 +164,14 @@ impl Target {
                     source,
                 },
             })?;
-        Ok(Connection { stream, leftover })
+        Ok(Connection {
+            stream,
+            leftover,
+            token_expires: token
+                .as_deref()
+                .filter(|_| self.token_provider.is_some())
+                .and_then(token_expiry),
+        })
     }
 
     async fn connect_tcp(&self) -> Result<TcpStream> {

@@ -838,3 +838,43 @@ async fn with_auth_message_a_tokenless_connection_must_send_auth_first() {
     assert_unauthorized("tokenless HTTP publish", status, &head);
     still_open(&mut client).await;
 }
+
+#[tokio::test]
+async fn the_sdk_refreshes_its_token_before_it_expires() {
+    let broker = broker(|config| config.jwt_leeway = Duration::ZERO).await;
+    let (calls_tx, mut calls) = tokio::sync::mpsc::unbounded_channel();
+    let client = tickwire_client::Client::builder(broker.ws_url())
+        .token_provider(move || {
+            let _ = calls_tx.send(());
+            async move {
+                let mut c = claims(&["stocks.>"], &[]);
+                c["exp"] = json!(now() + 3);
+                Ok(hs256(&c))
+            }
+        })
+        .connect()
+        .await
+        .expect("connect with the provider's token");
+    let mut sub = client.subscribe("stocks.*").await.expect("granted");
+    // The connect's token, then two refreshes: by the second one the first
+    // token (3 s) has expired, and the connection must still be the same.
+    for _ in 0..3 {
+        tokio::time::timeout(WAIT, calls.recv())
+            .await
+            .expect("a token in time")
+            .expect("provider alive");
+    }
+    let closed_4003 =
+        tickwire_e2e::metric_with_label(broker.addr, "tickwire_closes_total", "code", "4003").await;
+    assert_eq!(closed_4003, 0.0, "a refresh kept the connection open");
+    assert!(matches!(
+        *client.state().borrow(),
+        tickwire_client::ConnectionState::Connected
+    ));
+    let mut admin = connect(&broker, &hs256(&claims(&[], &[">"]))).await;
+    admin.publish_acked("stocks.AAPL", b"still").await;
+    assert_eq!(
+        &tickwire_e2e::sdk::recv(&mut sub).await.payload()[..],
+        b"still"
+    );
+}
