@@ -36,11 +36,15 @@ fn read_fixture(name: &str) -> Vec<u8> {
     std::fs::read(fixture(name)).expect("read fixture")
 }
 
-/// Writes `contents` to a fresh temporary file and returns its path.
+/// Writes `contents` to a fresh temporary file and returns its path. Every
+/// call gets its own file: tests run in parallel and must not see each
+/// other's half-written files.
 fn temp_file(name: &str, contents: &[u8]) -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let dir = std::env::temp_dir().join(format!("tickwire-auth-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
-    let path = dir.join(name);
+    let path = dir.join(format!("{n}-{name}"));
     std::fs::write(&path, contents).expect("write temp file");
     path
 }
@@ -697,6 +701,7 @@ async fn reloaded_keys_apply_to_new_tokens_and_keep_connections() {
 async fn the_sdk_token_provider_supplies_a_fresh_token_after_expiry() {
     let broker = broker(|config| config.jwt_leeway = Duration::ZERO).await;
     let (calls_tx, mut calls) = tokio::sync::mpsc::unbounded_channel();
+    let calls_made = std::sync::atomic::AtomicU64::new(0);
     let client = tickwire_client::Client::builder(broker.ws_url())
         .reconnect(
             tickwire_client::ReconnectPolicy::default()
@@ -704,8 +709,14 @@ async fn the_sdk_token_provider_supplies_a_fresh_token_after_expiry() {
                 .with_max(Duration::from_millis(200)),
         )
         .token_provider(move || {
+            // Call 0: connect; call 1: the refresh, which fails; call 2: the
+            // reconnect after the broker closed the connection with 4003.
             let _ = calls_tx.send(());
+            let n = calls_made.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             async move {
+                if n == 1 {
+                    return Err("identity provider briefly down".to_owned());
+                }
                 let mut c = claims(&["stocks.>"], &[]);
                 c["exp"] = json!(now() + 2);
                 Ok(hs256(&c))
@@ -718,16 +729,22 @@ async fn the_sdk_token_provider_supplies_a_fresh_token_after_expiry() {
     let mut sub = client.subscribe("stocks.*").await.expect("granted");
     broker.wait_metric("tickwire_subscriptions", 1.0).await;
 
-    // The token expires (close 4003); the reconnect asks for a new one.
-    tokio::time::timeout(WAIT, calls.recv())
-        .await
-        .expect("a second token in time")
-        .expect("provider still alive");
+    // The refresh fails, the token expires (close 4003), and the reconnect
+    // asks for a new one.
+    for what in ["the refresh", "the reconnect"] {
+        tokio::time::timeout(WAIT, calls.recv())
+            .await
+            .unwrap_or_else(|_| panic!("{what} asks for a token in time"))
+            .expect("provider still alive");
+    }
     tickwire_e2e::sdk::wait_state(&client, "connected again", |s| {
         matches!(s, tickwire_client::ConnectionState::Connected)
     })
     .await;
     broker.wait_metric("tickwire_subscriptions", 1.0).await;
+    let closed_4003 =
+        tickwire_e2e::metric_with_label(broker.addr, "tickwire_closes_total", "code", "4003").await;
+    assert_eq!(closed_4003, 1.0);
     let mut admin = connect(&broker, &hs256(&claims(&[], &[">"]))).await;
     admin.publish_acked("stocks.AAPL", b"after").await;
     let message = tickwire_e2e::sdk::recv(&mut sub).await;
@@ -848,7 +865,7 @@ async fn the_sdk_refreshes_its_token_before_it_expires() {
             let _ = calls_tx.send(());
             async move {
                 let mut c = claims(&["stocks.>"], &[]);
-                c["exp"] = json!(now() + 3);
+                c["exp"] = json!(now() + 4);
                 Ok(hs256(&c))
             }
         })
@@ -857,7 +874,7 @@ async fn the_sdk_refreshes_its_token_before_it_expires() {
         .expect("connect with the provider's token");
     let mut sub = client.subscribe("stocks.*").await.expect("granted");
     // The connect's token, then two refreshes: by the second one the first
-    // token (3 s) has expired, and the connection must still be the same.
+    // token (4 s) has expired, and the connection must still be the same.
     for _ in 0..3 {
         tokio::time::timeout(WAIT, calls.recv())
             .await
