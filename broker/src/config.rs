@@ -272,21 +272,10 @@ fn parse_log_format(s: &str) -> Result<LogFormat, String> {
     }
 }
 
-/// Parses a comma-separated list of topic patterns; empty means none.
-fn parse_patterns(s: &str) -> Result<Vec<Pattern>, String> {
-    s.split(',')
-        .map(str::trim)
-        .filter(|p| !p.is_empty())
-        .map(|p| Pattern::new(p).map_err(|e| format!("pattern `{p}`: {e}")))
-        .collect()
-}
-
 /// Parses a comma-separated list of web origins (`scheme://host[:port]`),
 /// kept in lower case; empty means any origin.
 fn parse_origins(s: &str) -> Result<Vec<String>, String> {
-    s.split(',')
-        .map(str::trim)
-        .filter(|o| !o.is_empty())
+    list_items(s)
         .map(|o| {
             let host = o
                 .split_once("://")
@@ -317,6 +306,49 @@ fn parse_optional_addr(s: &str) -> Result<Option<SocketAddr>, String> {
 /// Parses an optional file path; empty means none.
 fn parse_optional_path(s: &str) -> Result<Option<PathBuf>, String> {
     Ok(Some(s.trim()).filter(|s| !s.is_empty()).map(PathBuf::from))
+}
+
+/// The items of a comma-separated list, trimmed, empty ones skipped: `""`
+/// is the empty list.
+fn list_items(s: &str) -> impl Iterator<Item = &str> {
+    s.split(',').map(str::trim).filter(|item| !item.is_empty())
+}
+
+/// Parses a comma-separated list of file paths.
+fn parse_paths(s: &str) -> Result<Vec<PathBuf>, String> {
+    Ok(list_items(s).map(PathBuf::from).collect())
+}
+
+/// Parses a comma-separated list of strings.
+fn parse_strings(s: &str) -> Result<Vec<String>, String> {
+    Ok(list_items(s).map(str::to_owned).collect())
+}
+
+/// Parses a comma-separated list of topic patterns.
+fn parse_patterns(s: &str) -> Result<Vec<Pattern>, String> {
+    list_items(s)
+        .map(|p| Pattern::new(p).map_err(|e| format!("pattern `{p}`: {e}")))
+        .collect()
+}
+
+/// Parses `true` or `false`.
+fn parse_bool(s: &str) -> Result<bool, String> {
+    match s.trim() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        other => Err(format!("`{other}` is not true or false")),
+    }
+}
+
+/// Parses the claim holding the grants: a top-level claim name, or a JSON
+/// Pointer (RFC 6901) starting with `/`.
+fn parse_claim_path(s: &str) -> Result<String, String> {
+    match s.trim() {
+        "" => Err(
+            "name a claim, e.g. tw, or a JSON Pointer such as /https:~1~1example.com/tw".to_owned(),
+        ),
+        path => Ok(path.to_owned()),
+    }
 }
 
 /// One setting of the broker, as a flag, an environment variable and a file
@@ -506,6 +538,39 @@ broker_settings! {
     metrics_listen: Option<SocketAddr> = None, "",
         env "TICKWIRE_METRICS_LISTEN", parse parse_optional_addr,
         "Serve /metrics, /healthz and /readyz on this address (plain HTTP) instead of the main port, which then serves only clients (/ws, /v1/publish).";
+    jwt_hmac_secret_file: Vec<PathBuf> = Vec::new(), "",
+        env "TICKWIRE_JWT_HMAC_SECRET_FILE", parse parse_paths,
+        "Files holding HMAC secrets (the whole file, trailing newline removed) for HS256/384/512 tokens; comma-separated for several. Any key configured turns authentication on.";
+    jwt_public_key_file: Vec<PathBuf> = Vec::new(), "",
+        env "TICKWIRE_JWT_PUBLIC_KEY_FILE", parse parse_paths,
+        "PEM public key files (RSA for RS*/PS*, EC P-256/P-384 for ES256/ES384, Ed25519 for EdDSA); comma-separated for several.";
+    jwks_file: Vec<PathBuf> = Vec::new(), "",
+        env "TICKWIRE_JWKS_FILE", parse parse_paths,
+        "JWK Set files (JSON); a token names its key with the `kid` header; comma-separated for several.";
+    jwt_audience: Vec<String> = Vec::new(), "",
+        env "TICKWIRE_JWT_AUDIENCE", parse parse_strings,
+        "When set, a token's `aud` must contain one of these (comma-separated); when empty, `aud` is not checked.";
+    jwt_issuer: Vec<String> = Vec::new(), "",
+        env "TICKWIRE_JWT_ISSUER", parse parse_strings,
+        "When set, a token's `iss` must be one of these (comma-separated); when empty, `iss` is not checked.";
+    jwt_leeway: Duration = Duration::from_secs(30), "30s",
+        env "TICKWIRE_JWT_LEEWAY", parse parse_duration,
+        "Clock skew allowed when checking a token's `exp`, `nbf` and `iat`.";
+    jwt_grants_claim: String = "tw".to_owned(), "tw",
+        env "TICKWIRE_JWT_GRANTS_CLAIM", parse parse_claim_path,
+        "The claim holding a token's grants (`{\"sub\": [patterns], \"pub\": [patterns]}`): a top-level claim name, or a JSON Pointer starting with `/`.";
+    allow_anonymous_sub: Vec<Pattern> = Vec::new(), "",
+        env "TICKWIRE_ALLOW_ANONYMOUS_SUB", parse parse_patterns,
+        "With authentication on: patterns a client without a token may subscribe to (comma-separated). Ignored when authentication is off.";
+    allow_anonymous_pub: Vec<Pattern> = Vec::new(), "",
+        env "TICKWIRE_ALLOW_ANONYMOUS_PUB", parse parse_patterns,
+        "With authentication on: patterns a client without a token may publish to (comma-separated). With neither anonymous setting, tokenless clients are refused (401). Ignored when authentication is off.";
+    api_key_file: Vec<PathBuf> = Vec::new(), "",
+        env "TICKWIRE_API_KEY_FILE", parse parse_paths,
+        "Files of API keys for HTTP publish (comma-separated): one key per line as `sha256-hex pattern[,pattern]` (the SHA-256 of the key, then the topics it may publish on). Turns authentication on.";
+    auth_message: bool = false, "false",
+        env "TICKWIRE_AUTH_MESSAGE", parse parse_bool,
+        "With authentication on: accept WebSocket upgrades without a token when the client authenticates with an AUTH message as its first request, within the handshake timeout (else close 4004). Lets browsers keep tokens out of URLs.";
 }
 
 impl BrokerConfig {
@@ -555,6 +620,12 @@ impl BrokerConfig {
             }
             let text = match &value {
                 toml::Value::String(s) => s.clone(),
+                // A list setting may be a TOML array of strings.
+                toml::Value::Array(items) if items.iter().all(toml::Value::is_str) => items
+                    .iter()
+                    .filter_map(toml::Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(","),
                 other => other.to_string(),
             };
             if !self.set(&key, &text).map_err(invalid)? {
@@ -610,6 +681,15 @@ impl BrokerConfig {
             )));
         }
         Ok(())
+    }
+
+    /// Whether any token key or API key file is configured, which turns
+    /// authentication on.
+    pub fn auth_enabled(&self) -> bool {
+        !(self.jwt_hmac_secret_file.is_empty()
+            && self.jwt_public_key_file.is_empty()
+            && self.jwks_file.is_empty()
+            && self.api_key_file.is_empty())
     }
 
     /// The policy for `topic`: the first `[[topic]]` whose pattern matches,
@@ -732,6 +812,30 @@ mod tests {
         let files = config.tls_files().unwrap();
         assert_eq!((files.cert, files.key), ("c.pem".into(), "k.pem".into()));
         assert!(BrokerConfig::default().tls_files().is_none());
+    }
+
+    #[test]
+    fn lists_are_comma_separated() {
+        let config = BrokerConfig::load(
+            None,
+            &[
+                ("jwt_hmac_secret_file", "a, b,".to_owned()),
+                ("allow_anonymous_sub", "public.>,news.*".to_owned()),
+                ("jwt_audience", "tickwire".to_owned()),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            config.jwt_hmac_secret_file,
+            [PathBuf::from("a"), PathBuf::from("b")]
+        );
+        assert_eq!(config.allow_anonymous_sub.len(), 2);
+        assert_eq!(config.jwt_audience, ["tickwire"]);
+        assert!(config.auth_enabled());
+        assert!(!BrokerConfig::default().auth_enabled());
+        let err =
+            BrokerConfig::load(None, &[("allow_anonymous_pub", "a..b".to_owned())]).unwrap_err();
+        assert!(err.to_string().contains("a..b"), "{err}");
     }
 
     #[test]

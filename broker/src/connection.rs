@@ -10,12 +10,14 @@
 //! while the writer flushes, and then the socket is dropped.
 
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use bytes::{Bytes, BytesMut};
 use tickwire_protocol::CloseCode;
 use tickwire_protocol::ws::{self, FrameDecoder, Incoming, OpCode, Role};
 use tokio::time::{Instant, sleep_until, timeout_at};
 
+use crate::auth::Authorized;
 use crate::limits::PublishLimits;
 use crate::outbound::OutboundQueue;
 use crate::session::Session;
@@ -38,12 +40,15 @@ enum ReadEnd {
 }
 
 /// Serves a WebSocket session on `stream`, whose first bytes (received with
-/// the upgrade request) are `early`; `peer_identity` is the client
-/// certificate's identity, if the client presented one over TLS.
+/// the upgrade request) are `early`, for a client that may do what
+/// `authorized` allows, until its token expires (then: close 4003);
+/// `peer_identity` is the client certificate's identity, if the client
+/// presented one over TLS.
 pub async fn serve<S: Transport>(
     state: Arc<BrokerState>,
     stream: S,
     early: Bytes,
+    authorized: Authorized,
     peer_identity: Option<Arc<PeerIdentity>>,
 ) {
     let id = state.next_connection_id();
@@ -67,6 +72,7 @@ pub async fn serve<S: Transport>(
 
     let mut session = Session::new(
         queue.clone(),
+        authorized,
         PublishLimits::from_config(&state.config),
         peer_identity,
     );
@@ -124,6 +130,12 @@ struct Connection<'a, R> {
     socket: R,
     buf: BytesMut,
     decoder: FrameDecoder,
+}
+
+/// The instant at which `at` (wall clock) will be reached; now if it has
+/// passed.
+fn instant_at(at: SystemTime) -> Instant {
+    Instant::now() + at.duration_since(SystemTime::now()).unwrap_or_default()
 }
 
 impl<R: ReadSide> Connection<'_, R> {
@@ -212,6 +224,10 @@ impl<R: ReadSide> Connection<'_, R> {
         let mut message = MessageTimer::default();
         let message_deadline = sleep_until(quiet_since + config.message_timeout);
         tokio::pin!(message_deadline);
+        // The token's expiry (close 4003), re-armed when a REFRESH moves it.
+        let mut valid_until = session.valid_until();
+        let expiry = sleep_until(valid_until.map_or(quiet_since, instant_at));
+        tokio::pin!(expiry);
 
         let mut completed = false;
         if let Some(end) = self.process(session, &mut completed) {
@@ -223,11 +239,27 @@ impl<R: ReadSide> Connection<'_, R> {
                 .reset(Instant::now() + config.message_timeout);
         }
         loop {
+            if session.valid_until() != valid_until {
+                valid_until = session.valid_until();
+                if let Some(at) = valid_until {
+                    expiry.as_mut().reset(instant_at(at));
+                }
+            }
             tokio::select! {
                 biased;
                 _ = &mut closing => return ReadEnd::Closing,
                 _ = &mut shutdown => {
                     self.queue.close(CloseCode::GoingAway);
+                    return ReadEnd::Closing;
+                }
+                _ = &mut expiry, if valid_until.is_some() => {
+                    let code = if session.awaiting_auth() {
+                        CloseCode::AuthenticationRequired
+                    } else {
+                        CloseCode::TokenExpired
+                    };
+                    tracing::debug!(connection = self.queue.id(), code = code.as_u16(), "authentication ended; closing");
+                    self.queue.close(code);
                     return ReadEnd::Closing;
                 }
                 n = self.fill() => {

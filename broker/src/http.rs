@@ -12,6 +12,11 @@
 //! With `metrics_listen` set, the last three are served by
 //! [`route_operational`] on that listener only, and the main port answers
 //! them with 404.
+//!
+//! With authentication on ([`crate::auth`]), the upgrade and HTTP publish
+//! need a bearer token (`Authorization: Bearer T`; on `/ws` also
+//! `?token=T`, for browsers): without a valid one they get 401 with
+//! `WWW-Authenticate`, the same whatever check failed.
 
 use std::sync::Arc;
 
@@ -19,8 +24,8 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{
-    CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, ORIGIN, SEC_WEBSOCKET_KEY,
-    SEC_WEBSOCKET_PROTOCOL, SEC_WEBSOCKET_VERSION,
+    AUTHORIZATION, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, ORIGIN,
+    SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_PROTOCOL, SEC_WEBSOCKET_VERSION, WWW_AUTHENTICATE,
 };
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
@@ -28,10 +33,12 @@ use serde_json::json;
 use tickwire_protocol::topic::Topic;
 use tickwire_protocol::{ErrorCode, SUBPROTOCOL, WEBSOCKET_PATH, handshake};
 
+use crate::auth::{AuthError, Authorized};
 use crate::config::BrokerConfig;
 use crate::connection;
 use crate::limits::{self, Admission};
 use crate::registry::RegistryError;
+use crate::session::FORBIDDEN_MESSAGE;
 use crate::slot::ConnectionSlot;
 use crate::state::BrokerState;
 use crate::stream::Transport;
@@ -66,6 +73,101 @@ fn json_error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
         status,
         json!({ "error": { "code": code, "message": message } }),
     )
+}
+
+/// The `WWW-Authenticate` value of every 401: it says a bearer token is
+/// needed and never which check failed.
+const BEARER_CHALLENGE: &str = "Bearer realm=\"tickwire\", error=\"invalid_token\", error_description=\"a valid access token is required\"";
+
+/// The 401 answer to a request that failed authentication; the reason goes
+/// to the debug log only.
+fn unauthorized(state: &BrokerState, reason: &AuthError) -> Response<Body> {
+    tracing::debug!(%reason, "request not authenticated");
+    state.metrics.protocol_error(ErrorCode::Unauthorized);
+    let mut response = json_error(
+        StatusCode::UNAUTHORIZED,
+        ErrorCode::Unauthorized.name(),
+        "a valid bearer token is required",
+    );
+    response
+        .headers_mut()
+        .insert(WWW_AUTHENTICATE, HeaderValue::from_static(BEARER_CHALLENGE));
+    response
+}
+
+/// The 403 answer to an HTTP publish outside the token's grants.
+fn forbidden(state: &BrokerState) -> Response<Body> {
+    state.metrics.protocol_error(ErrorCode::Forbidden);
+    json_error(
+        StatusCode::FORBIDDEN,
+        ErrorCode::Forbidden.name(),
+        FORBIDDEN_MESSAGE,
+    )
+}
+
+/// The token of the request's `Authorization: Bearer` header, if it has
+/// one; more than one header, or another scheme, is refused.
+fn header_token(req: &Request<Incoming>) -> Result<Option<&str>, AuthError> {
+    let mut values = req.headers().get_all(AUTHORIZATION).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(AuthError::BadHeader);
+    }
+    let value = value.to_str().map_err(|_| AuthError::BadHeader)?;
+    match value.split_once(' ') {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => match token.trim() {
+            "" => Err(AuthError::BadHeader),
+            token => Ok(Some(token)),
+        },
+        _ => Err(AuthError::BadHeader),
+    }
+}
+
+/// Where a request presents its credentials.
+#[derive(Debug, Clone, Copy)]
+enum Credential<'a> {
+    /// A WebSocket upgrade: a JWT in the header or the `token` query
+    /// parameter.
+    Upgrade(Option<&'a str>),
+    /// An HTTP publish: a JWT or an API key in the header.
+    HttpPublish,
+}
+
+/// What the client of `req` may do: everything with authentication off,
+/// else what its token or API key (for `credential`) or the anonymous
+/// configuration grants.
+fn authenticate(
+    state: &BrokerState,
+    req: &Request<Incoming>,
+    credential: Credential<'_>,
+) -> Result<Authorized, AuthError> {
+    let Some(auth) = &state.auth else {
+        return Ok(Authorized::open());
+    };
+    let header = header_token(req)?;
+    match credential {
+        Credential::Upgrade(query) => match (header, query) {
+            (Some(_), Some(_)) => Err(AuthError::BadHeader),
+            (token, None) | (None, token) => auth.authorize_upgrade(token),
+        },
+        Credential::HttpPublish => auth.authorize_http(header),
+    }
+}
+
+/// Reads the query string of `/ws`: only `token` is accepted, at most once.
+/// The value is taken literally (tokens need no percent-encoding).
+fn ws_query_token(query: Option<&str>) -> Result<Option<&str>, &'static str> {
+    let mut token = None;
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("token", value)) if token.is_none() => token = Some(value),
+            Some(("token", _)) => return Err("query parameter token given more than once\n"),
+            _ => return Err("unsupported query parameter; /ws takes only token=\n"),
+        }
+    }
+    Ok(token)
 }
 
 /// The operational endpoints: metrics, health and readiness.
@@ -246,6 +348,13 @@ fn upgrade<S: Transport>(
             .inc();
         return refusal;
     }
+    let authorized = match ws_query_token(req.uri().query()) {
+        Err(message) => return text(StatusCode::BAD_REQUEST, message),
+        Ok(query_token) => match authenticate(&state, &req, Credential::Upgrade(query_token)) {
+            Ok(authorized) => authorized,
+            Err(reason) => return unauthorized(&state, &reason),
+        },
+    };
     let subprotocol = match negotiate_subprotocol(&req) {
         Ok(p) => p,
         Err(message) => return text(StatusCode::BAD_REQUEST, message),
@@ -270,7 +379,7 @@ fn upgrade<S: Transport>(
         };
         match ws.into_inner().into_inner().downcast::<TokioIo<S>>() {
             Ok(parts) => {
-                connection::serve(state, parts.io.into_inner(), parts.read_buf, identity).await
+                connection::serve(state, parts.io.into_inner(), parts.read_buf, authorized, identity).await
             }
             Err(_) => tracing::error!("upgraded connection is not the accepted stream"),
         }
@@ -308,6 +417,10 @@ async fn publish(
     topic: &str,
     req: Request<Incoming>,
 ) -> Response<Body> {
+    let access = match authenticate(state, &req, Credential::HttpPublish) {
+        Ok(authorized) => authorized.access,
+        Err(reason) => return unauthorized(state, &reason),
+    };
     let topic = match Topic::new(topic) {
         Ok(topic) => topic,
         Err(e) => {
@@ -319,6 +432,9 @@ async fn publish(
             );
         }
     };
+    if !access.may_publish(topic) {
+        return forbidden(state);
+    }
     let limit = state.config.max_http_body;
     let too_large = || {
         state.metrics.protocol_error(ErrorCode::PayloadTooLarge);

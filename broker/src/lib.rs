@@ -10,7 +10,10 @@
 //! * [`http`]: routing, the WebSocket upgrade, HTTP publish, health, metrics.
 //! * [`connection`]: one WebSocket connection's reader, keepalive and close
 //!   handshake; [`writer`]: its batched writer.
-//! * [`session`]: what a client may do (subscribe, publish, …).
+//! * [`session`]: what a client may do (subscribe, publish, …);
+//!   [`auth`]: token verification at the upgrade and HTTP publish;
+//!   [`api_keys`]: API keys for HTTP publish;
+//!   [`grants`]: the patterns a client may subscribe to and publish on.
 //! * [`registry`]: topics, subscriptions and the encode-once fan-out;
 //!   [`pattern_trie`]: the wildcard index; [`history`]: what a topic keeps
 //!   (history ring, retained value); [`replay`]: what a new subscription
@@ -28,9 +31,12 @@
 //! The `tickwire` binary that runs the broker lives in the `tickwire-cli`
 //! crate.
 
+pub mod api_keys;
+pub mod auth;
 pub mod closing;
 pub mod config;
 pub mod connection;
+pub mod grants;
 pub mod history;
 pub mod http;
 pub mod limits;

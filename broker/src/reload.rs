@@ -11,6 +11,10 @@
 //!
 //! * TLS ([`crate::tls::TlsTerminator::reload`]): the certificate chain, the
 //!   key and the client CA bundle are read again.
+//! * Token keys and API keys ([`crate::auth::Authenticator::reload_keys`]):
+//!   every configured key file is read again; new tokens are checked with
+//!   the new keys, connections already authenticated keep their grants
+//!   until their token expires.
 //!
 //! To make something else reloadable, give it a `reload(&self) ->
 //! Result<(), E>` method, add a variant for `E` to [`ReloadFailure`] and
@@ -20,6 +24,7 @@ use std::sync::Arc;
 
 use thiserror::Error;
 
+use crate::auth::KeyError;
 use crate::state::BrokerState;
 use crate::tls::TlsError;
 
@@ -29,6 +34,9 @@ pub enum ReloadFailure {
     /// The TLS certificate, key or client CA.
     #[error("TLS not reloaded, the previous certificate stays in use: {0}")]
     Tls(#[from] TlsError),
+    /// The token or API key files.
+    #[error("keys not reloaded, the previous keys stay in use: {0}")]
+    Keys(#[from] KeyError),
 }
 
 /// The parts that could not be reloaded (at least one).
@@ -41,6 +49,8 @@ pub struct ReloadError(pub Vec<ReloadFailure>);
 pub struct Reloaded {
     /// The TLS files were read again and are used for new connections.
     pub tls: bool,
+    /// The token and API key files were read again and check new tokens.
+    pub keys: bool,
 }
 
 /// Reloads a running broker's reloadable parts; cheap to clone.
@@ -62,6 +72,15 @@ impl ReloadHandle {
                 Ok(()) => {
                     reloaded.tls = true;
                     tracing::info!(cert = %tls.files().cert.display(), "TLS certificate reloaded");
+                }
+                Err(e) => failures.push(ReloadFailure::from(e)),
+            }
+        }
+        if let Some(auth) = &self.0.auth {
+            match auth.reload_keys() {
+                Ok(()) => {
+                    reloaded.keys = true;
+                    tracing::info!("token and API keys reloaded");
                 }
                 Err(e) => failures.push(ReloadFailure::from(e)),
             }

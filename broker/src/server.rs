@@ -24,6 +24,7 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::Authenticator;
 use crate::config::BrokerConfig;
 use crate::http;
 use crate::limits::{IpLimits, PublishLimits};
@@ -80,14 +81,27 @@ pub struct Broker {
 }
 
 impl Broker {
-    /// Validates the configuration, loads the TLS files if any, and binds
-    /// the listening socket. An invalid configuration or TLS file is an
-    /// [`io::ErrorKind::InvalidInput`] error whose text says what to fix.
+    /// Validates the configuration, loads the token keys and the TLS files
+    /// if any, and binds the listening socket. An invalid configuration,
+    /// key or TLS file is an [`io::ErrorKind::InvalidInput`] error whose
+    /// text says what to fix.
     pub async fn bind(config: BrokerConfig) -> io::Result<Broker> {
         config
             .validate()
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
-        let state = BrokerState::new(config)
+        let auth = Authenticator::from_config(&config)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        if auth.is_none() {
+            tracing::warn!(
+                "authentication is off: anyone who reaches the port may publish and subscribe to everything"
+            );
+            if !(config.allow_anonymous_sub.is_empty() && config.allow_anonymous_pub.is_empty()) {
+                tracing::warn!(
+                    "--allow-anonymous-sub/--allow-anonymous-pub are ignored: no token key is configured"
+                );
+            }
+        }
+        let state = BrokerState::new(config, auth)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
         let config = &state.config;
         let socket = match config.listen {

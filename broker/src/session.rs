@@ -3,16 +3,23 @@
 //! A [`Session`] owns the connection's subscriptions and answers every
 //! request with exactly one reply frame (or none, for a publish without an
 //! id). Bad requests get an `ERROR` reply and the session carries on.
+//!
+//! Authorization happens here, per request: a subscribe must be covered by
+//! the connection's grants, a publish's topic must match one. A refusal is
+//! `forbidden` with the same text whatever the topic's state, so it never
+//! reveals whether a topic exists.
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use tickwire_protocol::message::Position;
 use tickwire_protocol::topic::{Pattern, Topic};
 use tickwire_protocol::{ClientMessage, CloseCode, ErrorCode, ServerMessage, SubscribeOptions};
 
+use crate::auth::Authorized;
+use crate::grants::Access;
 use crate::limits::{self, Admission, PublishLimiter, PublishLimits};
 use crate::outbound::OutboundQueue;
 use crate::pattern_trie::Subscriber;
@@ -33,26 +40,36 @@ fn since_topics(since: &[(String, Position)]) -> Result<Vec<(Topic<'_>, Position
         .collect()
 }
 
+/// The reply text of every `forbidden` refusal: the same whatever the
+/// topic's state.
+pub const FORBIDDEN_MESSAGE: &str = "not permitted by this connection's grants";
+
 /// The subscriptions and request handling of one connection.
 #[derive(Debug)]
 pub struct Session {
     queue: Arc<OutboundQueue>,
+    access: Access,
+    valid_until: Option<SystemTime>,
     subscriptions: HashSet<Pattern>,
     publish_limiter: PublishLimiter,
     peer_identity: Option<Arc<PeerIdentity>>,
 }
 
 impl Session {
-    /// A session without subscriptions that replies through `queue` and
-    /// publishes within `limits`; `peer_identity` is the client
-    /// certificate's identity, if the client presented one over TLS.
+    /// A session without subscriptions that replies through `queue`, may
+    /// do what `authorized` allows until it expires, and publishes within
+    /// `limits`; `peer_identity` is the client certificate's identity, if
+    /// the client presented one over TLS.
     pub fn new(
         queue: Arc<OutboundQueue>,
+        authorized: Authorized,
         limits: PublishLimits,
         peer_identity: Option<Arc<PeerIdentity>>,
     ) -> Self {
         Session {
             queue,
+            access: authorized.access,
+            valid_until: authorized.valid_until,
             subscriptions: HashSet::new(),
             publish_limiter: PublishLimiter::new(limits, Instant::now()),
             peer_identity,
@@ -65,6 +82,12 @@ impl Session {
         self.peer_identity.as_deref()
     }
 
+    /// When the connection's token expires (it is then closed with 4003);
+    /// `None`: never. A `REFRESH` moves it.
+    pub fn valid_until(&self) -> Option<SystemTime> {
+        self.valid_until
+    }
+
     fn reply(&self, message: ServerMessage<'_>) {
         self.queue
             .push(message.to_frame(), std::time::Instant::now());
@@ -75,8 +98,17 @@ impl Session {
         self.reply(ServerMessage::Error { id, code, message });
     }
 
+    /// Whether the connection still waits for its `AUTH` message (then an
+    /// expiry closes it with 4004 rather than 4003).
+    pub fn awaiting_auth(&self) -> bool {
+        self.access == Access::AwaitingAuth
+    }
+
     /// Handles one complete binary message from the client.
     pub fn handle(&mut self, state: &BrokerState, frame: Bytes) {
+        if self.awaiting_auth() {
+            return self.before_auth(state, &frame);
+        }
         match ClientMessage::decode(&frame) {
             Ok(ClientMessage::Subscribe {
                 id,
@@ -91,6 +123,9 @@ impl Session {
                 retain,
             }) => self.publish(state, id, topic, &payload, retain),
             Ok(ClientMessage::Ping { id }) => self.reply(ServerMessage::Pong { id }),
+            Ok(ClientMessage::Refresh { id, token } | ClientMessage::Auth { id, token }) => {
+                self.refresh(state, id, token)
+            }
             Err(e) => {
                 let id = ClientMessage::request_id_hint(&frame);
                 self.error(state, id, e.error_code(), &e.to_string());
@@ -111,6 +146,9 @@ impl Session {
                 return self.error(state, Some(id), ErrorCode::InvalidPattern, &e.to_string());
             }
         };
+        if !self.access.may_subscribe(&pattern) {
+            return self.error(state, Some(id), ErrorCode::Forbidden, FORBIDDEN_MESSAGE);
+        }
         if self.subscriptions.contains(&pattern) {
             let message = format!("already subscribed to {pattern}");
             return self.error(state, Some(id), ErrorCode::AlreadySubscribed, &message);
@@ -190,6 +228,9 @@ impl Session {
             Ok(topic) => topic,
             Err(e) => return self.error(state, id, ErrorCode::InvalidTopic, &e.to_string()),
         };
+        if !self.access.may_publish(topic) {
+            return self.error(state, id, ErrorCode::Forbidden, FORBIDDEN_MESSAGE);
+        }
         if retain {
             if let Err(e) = limits::may_retain(&state.config, topic) {
                 return self.error(state, id, ErrorCode::InvalidOption, &e.to_string());
@@ -206,6 +247,57 @@ impl Session {
             }
             Err(e) => self.error(state, id, e.error_code(), &e.to_string()),
         }
+    }
+
+    /// Before `AUTH` succeeded: `AUTH` (or `REFRESH`) authenticates,
+    /// anything else is refused with `unauthorized`.
+    fn before_auth(&mut self, state: &BrokerState, frame: &Bytes) {
+        match ClientMessage::decode(frame) {
+            Ok(ClientMessage::Auth { id, token } | ClientMessage::Refresh { id, token }) => {
+                self.refresh(state, id, token)
+            }
+            Ok(_) => {
+                let id = ClientMessage::request_id_hint(frame);
+                let message = "authenticate first: send AUTH with a token";
+                self.error(state, id, ErrorCode::Unauthorized, message);
+            }
+            Err(e) => {
+                let id = ClientMessage::request_id_hint(frame);
+                self.error(state, id, e.error_code(), &e.to_string());
+            }
+        }
+    }
+
+    /// Replaces the connection's token. The new one must be valid and its
+    /// grants must cover every current subscription; otherwise the old token
+    /// stays in effect and the reply is `unauthorized` or `forbidden`.
+    fn refresh(&mut self, state: &BrokerState, id: u64, token: &str) {
+        let Some(auth) = &state.auth else {
+            // Authentication is off: nothing to replace, nothing expires.
+            return self.reply(ServerMessage::Refreshed { id, expires: None });
+        };
+        let authorized = match auth.authorize(Some(token)) {
+            Ok(authorized) => authorized,
+            Err(reason) => {
+                tracing::debug!(connection = self.queue.id(), %reason, "refresh refused");
+                let message = "token refused; the current one stays in effect";
+                return self.error(state, Some(id), ErrorCode::Unauthorized, message);
+            }
+        };
+        if !self
+            .subscriptions
+            .iter()
+            .all(|pattern| authorized.access.may_subscribe(pattern))
+        {
+            return self.error(state, Some(id), ErrorCode::Forbidden, FORBIDDEN_MESSAGE);
+        }
+        self.access = authorized.access;
+        self.valid_until = authorized.valid_until;
+        let expires = self
+            .valid_until
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map(|d| d.as_secs());
+        self.reply(ServerMessage::Refreshed { id, expires });
     }
 
     /// Removes every subscription of this session from the registry.

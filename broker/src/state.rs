@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::auth::Authenticator;
 use crate::config::BrokerConfig;
 use crate::metrics::Metrics;
 use crate::registry::{RegistryLimits, TopicRegistry};
@@ -16,6 +17,8 @@ use crate::tls::{TlsError, TlsTerminator};
 pub struct BrokerState {
     /// The resolved configuration.
     pub config: BrokerConfig,
+    /// Token verification; `None` when authentication is off.
+    pub auth: Option<Authenticator>,
     /// Topics and subscriptions.
     pub registry: TopicRegistry,
     /// Prometheus metrics.
@@ -34,9 +37,10 @@ pub struct BrokerState {
 }
 
 impl BrokerState {
-    /// Builds the shared state for `config`, loading its TLS files if it
-    /// has any.
-    pub fn new(config: BrokerConfig) -> Result<Self, TlsError> {
+    /// Builds the shared state for `config`, checking tokens with `auth`
+    /// (`None`: authentication off) and loading its TLS files if it has
+    /// any.
+    pub fn new(config: BrokerConfig, auth: Option<Authenticator>) -> Result<Self, TlsError> {
         let tls = config.tls_files().map(TlsTerminator::new).transpose()?;
         let metrics = Metrics::new();
         let registry = TopicRegistry::new(
@@ -50,6 +54,7 @@ impl BrokerState {
         );
         Ok(BrokerState {
             config,
+            auth,
             registry,
             metrics,
             draining: CancellationToken::new(),

@@ -1,10 +1,12 @@
 //! The `tickwire` command: the broker (`serve`), its command-line clients
-//! (`pub`, `sub`) and the load tool (`bench`), on top of the
+//! (`pub`, `sub`), the load tool (`bench`) and a token minter (`token`), on
+//! top of the
 //! `tickwire-broker` library and the `tickwire-client` SDK.
 
 mod bench;
 mod client;
 mod serve;
+mod token;
 
 use std::process::ExitCode;
 
@@ -40,6 +42,10 @@ enum Command {
     /// Example: taskset -c 1 tickwire bench fanout --subscribers 1000 --payload 128
     /// (against a broker started with taskset -c 0 tickwire serve)
     Bench(bench::BenchArgs),
+    /// Print a signed HS256 access token granting topic patterns.
+    ///
+    /// Example: tickwire token --hmac-secret-file secret --sub 'stocks.>' --pub 'iot.site1.>' --ttl 1h
+    Token(token::TokenArgs),
 }
 
 fn main() -> ExitCode {
@@ -48,5 +54,6 @@ fn main() -> ExitCode {
         Command::Pub(args) => client::run_pub(args),
         Command::Sub(args) => client::run_sub(args),
         Command::Bench(args) => bench::run(args),
+        Command::Token(args) => token::run(args),
     }
 }

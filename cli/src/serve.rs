@@ -40,10 +40,14 @@ impl clap::Args for ServeArgs {
                     .env(setting.env)
                     .value_name(setting.key.to_uppercase())
                     .value_parser(check)
-                    .help(match setting.default {
-                        "" => setting.help.to_owned(),
-                        default => format!("{} [default: {default}]", setting.help),
-                    }),
+                    .help(format!(
+                        "{} [default: {}]",
+                        setting.help,
+                        match setting.default {
+                            "" => "none",
+                            default => default,
+                        }
+                    )),
             )
         })
     }
@@ -157,6 +161,8 @@ async fn serve(config: BrokerConfig) -> anyhow::Result<()> {
             std::io::ErrorKind::PermissionDenied => {
                 format!("ports below 1024 need privileges; choose one with {flag}")
             }
+            // A configuration or key-file error: the message says it all.
+            std::io::ErrorKind::InvalidInput => return anyhow::anyhow!("{e}"),
             _ => format!("check the address given to {flag}"),
         };
         if metrics {
@@ -186,7 +192,8 @@ async fn serve(config: BrokerConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Reloads what the broker can reload (the TLS certificate) on every SIGHUP.
+/// Reloads what the broker can reload (the TLS certificate, token and API
+/// keys) on every SIGHUP.
 async fn reload_on_sighup(handle: ReloadHandle) {
     let mut sighup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
         Ok(s) => s,
@@ -197,7 +204,11 @@ async fn reload_on_sighup(handle: ReloadHandle) {
     };
     while sighup.recv().await.is_some() {
         match handle.reload() {
-            Ok(reloaded) => tracing::info!(tls = reloaded.tls, "SIGHUP received; reload done"),
+            Ok(reloaded) => tracing::info!(
+                tls = reloaded.tls,
+                keys = reloaded.keys,
+                "SIGHUP received; reload done"
+            ),
             Err(e) => tracing::error!("SIGHUP received; reload failed: {e}"),
         }
     }

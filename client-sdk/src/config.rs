@@ -1,9 +1,11 @@
 //! Client configuration: [`ClientBuilder`] and the policies it takes.
 
 use std::fmt;
+use std::future::Future;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::error::{Error, Result};
 
@@ -249,10 +251,53 @@ pub enum TlsRoots {
     CaFile(PathBuf),
 }
 
+/// What a [`ClientBuilder::token_provider`] callback returns: a future of a
+/// fresh bearer token, or of the reason there is none.
+pub type TokenFuture = Pin<Box<dyn Future<Output = std::result::Result<String, String>> + Send>>;
+
+/// Whether `token` can be sent in an `Authorization` header.
+fn is_valid_token(token: &str) -> bool {
+    !token.is_empty() && token.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// The `exp` of a JWT, read without verifying it (the broker verifies): to
+/// know when to refresh. `None` when `token` is not a JWT with a numeric
+/// `exp`.
+pub(crate) fn token_expiry(token: &str) -> Option<SystemTime> {
+    use base64::Engine;
+    let payload = token.split('.').nth(1)?;
+    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    let claims: serde_json::Value = serde_json::from_slice(&json).ok()?;
+    let exp = claims.get("exp")?.as_u64()?;
+    UNIX_EPOCH.checked_add(Duration::from_secs(exp))
+}
+
+/// The application's token source, called before every connection attempt
+/// and, while connected, before the current token expires.
+#[derive(Clone)]
+pub(crate) struct TokenProvider(Arc<dyn Fn() -> TokenFuture + Send + Sync>);
+
+impl TokenProvider {
+    /// A fresh token from the application's callback.
+    pub(crate) async fn fetch(&self) -> Result<String> {
+        let token = (self.0)().await.map_err(Error::TokenProvider)?;
+        if is_valid_token(&token) {
+            Ok(token)
+        } else {
+            Err(Error::TokenProvider(
+                "the token is not non-empty visible ASCII".into(),
+            ))
+        }
+    }
+}
+
 /// Every setting of a client; built by [`ClientBuilder`].
 #[derive(Clone)]
 pub(crate) struct Config {
     pub token: Option<String>,
+    pub token_provider: Option<TokenProvider>,
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
     pub subscription_capacity: usize,
@@ -275,6 +320,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             token: None,
+            token_provider: None,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             subscription_capacity: DEFAULT_SUBSCRIPTION_CAPACITY,
@@ -297,6 +343,10 @@ impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Config")
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field(
+                "token_provider",
+                &self.token_provider.as_ref().map(|_| "<callback>"),
+            )
             .field("connect_timeout", &self.connect_timeout)
             .field("request_timeout", &self.request_timeout)
             .field("subscription_capacity", &self.subscription_capacity)
@@ -361,10 +411,15 @@ impl Config {
             )));
         }
         if let Some(token) = &self.token
-            && (token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()))
+            && !is_valid_token(token)
         {
             return Err(Error::Config(
                 "token must be non-empty visible ASCII (no spaces or control characters)".into(),
+            ));
+        }
+        if self.token.is_some() && self.token_provider.is_some() {
+            return Err(Error::Config(
+                "set either token or token_provider, not both".into(),
             ));
         }
         self.reconnect.validate()
@@ -412,6 +467,40 @@ impl ClientBuilder {
     /// Default: none.
     pub fn token(mut self, token: impl Into<String>) -> Self {
         self.config.token = Some(token.into());
+        self
+    }
+
+    /// A callback that supplies the bearer token, called before every
+    /// connection attempt (the first one and each reconnect) and, while
+    /// connected, after 80 % of the current token's remaining life (read
+    /// from its `exp`): the new token is sent with `REFRESH`, so the broker
+    /// does not close the connection with 4003 when the old one expires. If
+    /// a refresh fails, the connection ends at the expiry and the reconnect
+    /// calls the callback again. The call counts against the connect
+    /// timeout; an error (`Err(reason)`) fails that attempt with
+    /// [`Error::TokenProvider`] and, when reconnecting, is retried with the
+    /// reconnect policy. Replaces [`Self::token`].
+    ///
+    /// ```no_run
+    /// # async fn demo() -> tickwire_client::Result<()> {
+    /// let client = tickwire_client::Client::builder("wss://broker.example/ws")
+    ///     .token_provider(|| async {
+    ///         std::fs::read_to_string("/run/secrets/tickwire-token")
+    ///             .map(|t| t.trim().to_owned())
+    ///             .map_err(|e| e.to_string())
+    ///     })
+    ///     .connect()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn token_provider<F, Fut>(mut self, provider: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = std::result::Result<String, String>> + Send + 'static,
+    {
+        self.config.token_provider = Some(TokenProvider(Arc::new(move || {
+            Box::pin(provider()) as TokenFuture
+        })));
         self
     }
 
@@ -616,5 +705,22 @@ mod tests {
     fn debug_redacts_token() {
         let b = ClientBuilder::new("ws://x".into()).token("s3cr3t");
         assert!(!format!("{b:?}").contains("s3cr3t"));
+    }
+
+    #[tokio::test]
+    async fn token_provider_is_checked_and_exclusive_with_token() {
+        let both = ClientBuilder::new("ws://x".into())
+            .token("t")
+            .token_provider(|| async { Ok("t".to_owned()) });
+        assert!(matches!(both.config.validate(), Err(Error::Config(_))));
+        let spaced = ClientBuilder::new("ws://x".into())
+            .token_provider(|| async { Ok("has space".to_owned()) });
+        assert!(spaced.config.validate().is_ok());
+        let provider = spaced.config.token_provider.clone().unwrap();
+        assert!(matches!(
+            provider.fetch().await,
+            Err(Error::TokenProvider(_))
+        ));
+        assert!(format!("{spaced:?}").contains("<callback>"));
     }
 }

@@ -10,8 +10,9 @@
 //! answered and deliveries routed even while writes are stalled.
 //!
 //! The loop and the handling of frames and commands live here;
-//! `subscriptions` handles the broker's side of subscriptions, and
-//! `disconnected` what happens between connections.
+//! `subscriptions` handles the broker's side of subscriptions,
+//! `disconnected` what happens between connections, and `refresh` the
+//! token refresh before the connection's token expires.
 
 use std::ops::ControlFlow;
 use std::sync::Arc;
@@ -37,7 +38,12 @@ use crate::state::{ConnectionState, Disconnect};
 use crate::transport::{Connection, Target};
 
 mod disconnected;
+mod refresh;
 mod subscriptions;
+
+/// A token being fetched from the token provider.
+type TokenFetch =
+    std::pin::Pin<Box<dyn std::future::Future<Output = crate::error::Result<String>> + Send>>;
 
 /// A connection that lasted this long resets the reconnect attempt counter.
 const STABLE_AFTER: Duration = Duration::from_secs(10);
@@ -71,6 +77,10 @@ pub(crate) struct Driver {
     shutting_down: bool,
     /// Why the client closed, when it was not the application's doing.
     final_cause: Option<Disconnect>,
+    /// When to fetch a new token for the current connection.
+    refresh_at: Option<Instant>,
+    /// The new token being fetched.
+    refreshing: Option<TokenFetch>,
 }
 
 impl Driver {
@@ -94,6 +104,8 @@ impl Driver {
             close_replies: Vec::new(),
             shutting_down: false,
             final_cause: None,
+            refresh_at: None,
+            refreshing: None,
         }
     }
 
@@ -138,6 +150,8 @@ impl Driver {
     // -- sessions ----------------------------------------------------------
 
     async fn session(&mut self, conn: Connection) -> End {
+        self.refresh_at = conn.token_expires.map(refresh::refresh_at);
+        self.refreshing = None;
         let mut s = Session::new(conn, self.shared.config.max_message_size);
         self.on_connected(&mut s);
         let sleep = tokio::time::sleep_until(self.next_deadline(&s));
@@ -146,6 +160,12 @@ impl Driver {
         let end = loop {
             if let Some(end) = self.process_input(&mut s) {
                 break end;
+            }
+            // Whatever the last turn did (a command, a reply such as
+            // REFRESHED) may have brought a deadline forward.
+            let next = self.next_deadline(&s);
+            if next < sleep.deadline() {
+                sleep.as_mut().reset(next);
             }
             s.reserve_read();
             // Not biased: under a flood of deliveries reads are always
@@ -182,6 +202,9 @@ impl Driver {
                     // With a session, commands never end it directly.
                     let _ = self.on_command(cmd, Some(&mut s));
                 }
+                token = refresh::fetched(&mut self.refreshing), if self.refreshing.is_some() => {
+                    self.on_token_fetched(&mut s, token);
+                }
                 () = &mut sleep => {
                     if let Some(end) = self.housekeeping(&mut s) {
                         break end;
@@ -189,10 +212,6 @@ impl Driver {
                     sleep.as_mut().reset(self.next_deadline(&s));
                     continue;
                 }
-            }
-            let next = self.next_deadline(&s);
-            if next < sleep.deadline() {
-                sleep.as_mut().reset(next);
             }
         };
         if matches!(end, End::Lost(_)) {
@@ -396,6 +415,10 @@ impl Driver {
                 code,
                 message,
             } => tracing::warn!("broker reported an error: {code}: {message}"),
+            ServerMessage::Refreshed { id, .. } => match self.pending.take(id) {
+                Some(PendingKind::Refresh(expires)) => self.on_refreshed(expires),
+                other => self.unexpected_reply(id, other, "REFRESHED"),
+            },
         }
     }
 
@@ -423,6 +446,10 @@ impl Driver {
             Some(PendingKind::Unsubscribe(pattern)) => tracing::debug!(
                 pattern = &*pattern,
                 "unsubscribe refused: {}",
+                refusal.to_error()
+            ),
+            Some(PendingKind::Refresh(_)) => tracing::warn!(
+                "token refresh refused ({}); the broker closes the connection when the current token expires",
                 refusal.to_error()
             ),
             Some(kind) => kind.fail(|| refusal.to_error()),
@@ -596,6 +623,9 @@ impl Driver {
         if let Some(deadline) = s.closing_deadline {
             next = next.min(deadline);
         }
+        if let Some(at) = self.refresh_at {
+            next = next.min(at);
+        }
         if let Some(ka) = self.shared.config.keepalive {
             next = next.min(s.last_recv + ka.timeout);
             if s.closing_deadline.is_none() {
@@ -611,6 +641,9 @@ impl Driver {
     fn housekeeping(&mut self, s: &mut Session) -> Option<End> {
         let now = Instant::now();
         self.pending.expire(now, self.shared.config.request_timeout);
+        if s.closing_deadline.is_none() {
+            self.maybe_start_refresh(now);
+        }
         if let Some(deadline) = s.closing_deadline
             && now >= deadline
         {

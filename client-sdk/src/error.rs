@@ -178,6 +178,11 @@ pub enum Error {
         limit: usize,
     },
 
+    /// The [`token_provider`](crate::ClientBuilder::token_provider) callback
+    /// failed, or gave a token that cannot be sent (not visible ASCII).
+    #[error("token provider failed: {0}")]
+    TokenProvider(String),
+
     /// The client was closed (by [`Client::close`](crate::Client::close), or
     /// because reconnecting was disabled or gave up).
     #[error("the client is closed")]

@@ -92,7 +92,8 @@
 //!   [`SubscribeOptions`].
 //! * `driver`: the connection task, one select loop per connection
 //!   (`driver::subscriptions`: subscribe requests and replies;
-//!   `driver::disconnected`: reconnects and shutdown). It owns: `session` (one connection's socket, buffers,
+//!   `driver::disconnected`: reconnects and shutdown; `driver::refresh`:
+//!   token refresh with `REFRESH`). It owns: `session` (one connection's socket, buffers,
 //!   keepalive clocks, and which publish frames are not written whole),
 //!   `pending` (requests awaiting replies), `registry` (one entry per
 //!   pattern, routing deliveries to local subscriptions), `resume` (per-topic
@@ -131,7 +132,7 @@ pub use client::Client;
 pub use config::{
     ClientBuilder, DEFAULT_COMMAND_CAPACITY, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_MESSAGE_SIZE,
     DEFAULT_MAX_OUTGOING_MESSAGE_SIZE, DEFAULT_REQUEST_TIMEOUT, DEFAULT_SUBSCRIPTION_CAPACITY,
-    DEFAULT_WRITE_BUFFER_LIMIT, Keepalive, OfflinePolicy, ReconnectPolicy, TlsRoots,
+    DEFAULT_WRITE_BUFFER_LIMIT, Keepalive, OfflinePolicy, ReconnectPolicy, TlsRoots, TokenFuture,
 };
 pub use error::{Error, HandshakeError, Result};
 pub use event::{EVENT_CAPACITY, SubscriptionEvent, SubscriptionEvents};

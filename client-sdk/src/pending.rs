@@ -15,6 +15,8 @@ pub(crate) enum PendingKind {
     Unsubscribe(Arc<str>),
     Publish(oneshot::Sender<Result<u64>>),
     Ping(oneshot::Sender<Result<Duration>>, Instant),
+    /// A token refresh, with the new token's expiry.
+    Refresh(Option<std::time::SystemTime>),
 }
 
 impl PendingKind {
@@ -25,6 +27,7 @@ impl PendingKind {
             PendingKind::Unsubscribe(_) => "unsubscribe",
             PendingKind::Publish(_) => "publish",
             PendingKind::Ping(..) => "ping",
+            PendingKind::Refresh(_) => "refresh",
         }
     }
 
@@ -37,7 +40,7 @@ impl PendingKind {
             PendingKind::Ping(tx, _) => {
                 let _ = tx.send(Err(err()));
             }
-            PendingKind::Subscribe(_) | PendingKind::Unsubscribe(_) => {}
+            PendingKind::Subscribe(_) | PendingKind::Unsubscribe(_) | PendingKind::Refresh(_) => {}
         }
     }
 }

@@ -204,6 +204,7 @@ mod tests {
         let conn = Connection {
             stream: MaybeTlsStream::Plain(ours.unwrap()),
             leftover: BytesMut::new(),
+            token_expires: None,
         };
         (Session::new(conn, 1 << 20), theirs.unwrap().0)
     }

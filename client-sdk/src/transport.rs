@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::BytesMut;
 use rustls::RootCertStore;
@@ -17,7 +17,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
-use crate::config::{Config, TlsRoots};
+use crate::config::{Config, TlsRoots, TokenProvider, token_expiry};
 use crate::error::{Error, Result};
 use crate::handshake::{self, Failure};
 use crate::url::BrokerUrl;
@@ -75,12 +75,16 @@ pub(crate) struct Connection {
     pub stream: MaybeTlsStream,
     /// Bytes received right after the handshake response.
     pub leftover: BytesMut,
+    /// When the token from the token provider expires: the connection
+    /// refreshes it before then. `None` without a provider.
+    pub token_expires: Option<SystemTime>,
 }
 
 /// Everything needed to (re)connect; cheap to share with the reconnect loop.
 pub(crate) struct Target {
     pub url: BrokerUrl,
     pub token: Option<String>,
+    pub token_provider: Option<TokenProvider>,
     pub connect_timeout: Duration,
     pub tls: Option<TlsConnector>,
 }
@@ -114,6 +118,7 @@ impl Target {
         Ok(Target {
             url,
             token: config.token.clone(),
+            token_provider: config.token_provider.clone(),
             connect_timeout: config.connect_timeout,
             tls,
         })
@@ -131,6 +136,11 @@ impl Target {
     }
 
     async fn connect_inner(&self) -> Result<Connection> {
+        // Ask for the token first: a slow provider holds no connection open.
+        let token = match &self.token_provider {
+            Some(provider) => Some(provider.fetch().await?),
+            None => self.token.clone(),
+        };
         let tcp = self.connect_tcp().await?;
         let mut stream = match &self.tls {
             None => MaybeTlsStream::Plain(tcp),
@@ -150,7 +160,7 @@ impl Target {
                 MaybeTlsStream::Tls(Box::new(tls))
             }
         };
-        let leftover = handshake::handshake(&mut stream, &self.url, self.token.as_deref())
+        let leftover = handshake::handshake(&mut stream, &self.url, token.as_deref())
             .await
             .map_err(|failure| match failure {
                 Failure::Handshake(e) => Error::Handshake(e),
@@ -159,7 +169,14 @@ impl Target {
                     source,
                 },
             })?;
-        Ok(Connection { stream, leftover })
+        Ok(Connection {
+            stream,
+            leftover,
+            token_expires: token
+                .as_deref()
+                .filter(|_| self.token_provider.is_some())
+                .and_then(token_expiry),
+        })
     }
 
     async fn connect_tcp(&self) -> Result<TcpStream> {

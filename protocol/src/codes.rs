@@ -42,6 +42,12 @@ pub enum ErrorCode {
     ShuttingDown,
     /// Something failed inside the broker; the request may be retried.
     Internal,
+    /// The connection's grants do not allow this subscribe or publish. The
+    /// reply is the same whether or not the topic exists.
+    Forbidden,
+    /// The request needs credentials the connection does not have (an HTTP
+    /// publish without a valid token gets this name in its 401 body).
+    Unauthorized,
     /// The connection publishes faster than its `publish_rate` /
     /// `publish_bytes_rate` allow; this publish was not applied. Slow down
     /// and retry.
@@ -56,7 +62,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code this version knows, in numeric order.
-    pub const ALL: [ErrorCode; 14] = [
+    pub const ALL: [ErrorCode; 16] = [
         ErrorCode::Malformed,
         ErrorCode::UnknownMessageType,
         ErrorCode::InvalidTopic,
@@ -69,6 +75,8 @@ impl ErrorCode {
         ErrorCode::PayloadTooLarge,
         ErrorCode::ShuttingDown,
         ErrorCode::Internal,
+        ErrorCode::Forbidden,
+        ErrorCode::Unauthorized,
         ErrorCode::RateLimited,
         ErrorCode::StorageFull,
     ];
@@ -88,6 +96,8 @@ impl ErrorCode {
             ErrorCode::PayloadTooLarge => 10,
             ErrorCode::ShuttingDown => 11,
             ErrorCode::Internal => 12,
+            ErrorCode::Forbidden => 13,
+            ErrorCode::Unauthorized => 14,
             ErrorCode::RateLimited => 15,
             ErrorCode::StorageFull => 16,
             ErrorCode::Unknown(n) => n,
@@ -117,6 +127,8 @@ impl ErrorCode {
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::ShuttingDown => "shutting_down",
             ErrorCode::Internal => "internal",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::StorageFull => "storage_full",
             ErrorCode::Unknown(_) => "unknown",
@@ -154,6 +166,10 @@ pub enum CloseCode {
     SlowConsumer = 4001,
     /// Nothing was received from the peer within the keepalive timeout.
     KeepaliveTimeout = 4002,
+    /// The token the connection authenticated with expired.
+    TokenExpired = 4003,
+    /// The connection did not authenticate in time.
+    AuthenticationRequired = 4004,
     /// The connection kept publishing over its rate limit (a sustained
     /// flood of refused publishes).
     PublishFlood = 4005,
@@ -168,7 +184,7 @@ impl CloseCode {
     }
 
     /// Every code the broker sends, in numeric order.
-    pub const ALL: [CloseCode; 11] = [
+    pub const ALL: [CloseCode; 13] = [
         CloseCode::Normal,
         CloseCode::GoingAway,
         CloseCode::ProtocolError,
@@ -178,6 +194,8 @@ impl CloseCode {
         CloseCode::InternalError,
         CloseCode::SlowConsumer,
         CloseCode::KeepaliveTimeout,
+        CloseCode::TokenExpired,
+        CloseCode::AuthenticationRequired,
         CloseCode::PublishFlood,
         CloseCode::MessageTimeout,
     ];
@@ -199,6 +217,8 @@ impl CloseCode {
             CloseCode::InternalError => "internal error",
             CloseCode::SlowConsumer => "slow consumer: outbound queue over budget",
             CloseCode::KeepaliveTimeout => "keepalive timeout",
+            CloseCode::TokenExpired => "token expired",
+            CloseCode::AuthenticationRequired => "authentication required",
             CloseCode::PublishFlood => "publish flood: rate limit exceeded for too long",
             CloseCode::MessageTimeout => "message not completed within message_timeout",
         }

@@ -257,6 +257,35 @@ pub fn pattern_matches(pattern: &str, topic: &str) -> bool {
     topic_tokens.next().is_none()
 }
 
+/// Whether every topic `requested` can match is also matched by `granted`:
+/// the test a subscription must pass against a grant. Both are assumed to be
+/// valid patterns.
+///
+/// Token by token: `>` in `granted` covers whatever non-empty rest
+/// `requested` has; `*` in `granted` covers a literal or `*` but not `>`
+/// (which may stand for several tokens); a literal covers only the same
+/// literal. Without a `>`, both must have the same number of tokens.
+///
+/// ```
+/// use tickwire_protocol::topic::pattern_covers;
+/// assert!(pattern_covers("stocks.>", "stocks.*"));
+/// assert!(pattern_covers("stocks.*", "stocks.AAPL"));
+/// assert!(!pattern_covers("stocks.*", "stocks.>"));
+/// assert!(!pattern_covers("stocks.AAPL", "stocks.*"));
+/// ```
+pub fn pattern_covers(granted: &str, requested: &str) -> bool {
+    let mut requested_tokens = requested.split('.').map(PatternToken::parse);
+    for g in granted.split('.').map(PatternToken::parse) {
+        match (g, requested_tokens.next()) {
+            (PatternToken::Rest, Some(_)) => return true,
+            (PatternToken::AnyOne, Some(PatternToken::Literal(_) | PatternToken::AnyOne)) => {}
+            (PatternToken::Literal(g), Some(PatternToken::Literal(r))) if g == r => {}
+            _ => return false,
+        }
+    }
+    requested_tokens.next().is_none()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -335,6 +364,84 @@ mod tests {
         ];
         for (p, t, want) in cases {
             assert_eq!(pattern_matches(p, t), want, "{p} vs {t}");
+        }
+    }
+
+    #[test]
+    fn covering() {
+        let cases = [
+            ("stocks.>", "stocks.*", true),
+            ("stocks.>", "stocks.AAPL", true),
+            ("stocks.>", "stocks.>", true),
+            ("stocks.>", "stocks.AAPL.bid", true),
+            ("stocks.>", "stocks.*.bid", true),
+            ("stocks.>", "stocks", false),
+            ("stocks.>", ">", false),
+            ("stocks.>", "*.AAPL", false),
+            ("stocks.*", "stocks.AAPL", true),
+            ("stocks.*", "stocks.*", true),
+            ("stocks.*", "stocks.>", false),
+            ("stocks.*", "stocks.AAPL.bid", false),
+            ("stocks.*", "stocks", false),
+            ("stocks.AAPL", "stocks.AAPL", true),
+            ("stocks.AAPL", "stocks.*", false),
+            ("stocks.AAPL", "stocks.>", false),
+            ("stocks.AAPL", "stocks.AAPL.bid", false),
+            ("stocks.AAPL", "stocks.MSFT", false),
+            (">", ">", true),
+            (">", "*", true),
+            (">", "a", true),
+            (">", "a.b.c", true),
+            (">", "*.>", true),
+            ("*", ">", false),
+            ("*", "a", true),
+            ("*", "a.b", false),
+            ("*.x", "a.x", true),
+            ("*.x", "*.x", true),
+            ("*.x", "a.*", false),
+            ("a.*", "*.x", false),
+            ("a.*", "a.x", true),
+            ("*.*", "a.*", true),
+            ("*.*", "*.>", false),
+            ("*.>", "a.b.>", true),
+            ("*.>", ">", false),
+            ("a.*.c", "a.b.c", true),
+            ("a.*.c", "a.*.c", true),
+            ("a.*.c", "a.*.*", false),
+            ("a.*.>", "a.b.c", true),
+            ("a.*.>", "a.b", false),
+            ("a.b.c", "a.b", false),
+        ];
+        for (granted, requested, want) in cases {
+            assert_eq!(
+                pattern_covers(granted, requested),
+                want,
+                "{granted} covers {requested}"
+            );
+        }
+    }
+
+    #[test]
+    fn covering_agrees_with_matching() {
+        // If `granted` covers `requested`, every topic `requested` matches
+        // is matched by `granted`; checked over a small universe of topics.
+        let patterns = [
+            ">", "*", "a", "a.*", "a.>", "*.b", "a.b", "*.*", "a.*.c", "*.>", "a.b.>",
+        ];
+        let topics = [
+            "a", "b", "a.b", "a.c", "b.b", "a.b.c", "a.x.c", "a.b.d", "x.y.z.w",
+        ];
+        for g in patterns {
+            for r in patterns {
+                if pattern_covers(g, r) {
+                    for t in topics {
+                        assert!(
+                            !pattern_matches(r, t) || pattern_matches(g, t),
+                            "{g} covers {r} but not {t}"
+                        );
+                    }
+                }
+            }
         }
     }
 }

@@ -133,6 +133,22 @@ fn client_message_examples() {
         &client(&ClientMessage::Ping { id: 300 }),
         "92 04 cd 01 2c",
     );
+    check(
+        "REFRESH",
+        &client(&ClientMessage::Refresh {
+            id: 7,
+            token: "abc.def.ghi",
+        }),
+        "93 05 07 ab 61 62 63 2e 64 65 66 2e 67 68 69",
+    );
+    check(
+        "AUTH",
+        &client(&ClientMessage::Auth {
+            id: 8,
+            token: "abc.def.ghi",
+        }),
+        "93 06 08 ab 61 62 63 2e 64 65 66 2e 67 68 69",
+    );
 }
 
 #[test]
@@ -161,6 +177,14 @@ fn server_message_examples() {
         "93 0d 02 ce 00 01 11 70",
     );
     check("PONG", &server(&ServerMessage::Pong { id: 4 }), "92 0e 04");
+    check(
+        "REFRESHED",
+        &server(&ServerMessage::Refreshed {
+            id: 7,
+            expires: Some(1_767_225_600),
+        }),
+        "93 11 07 81 a3 65 78 70 ce 69 55 b9 00",
+    );
     check(
         "ERROR with id",
         &server(&ServerMessage::Error {

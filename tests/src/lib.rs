@@ -195,6 +195,13 @@ pub enum Received {
         /// Human message.
         message: String,
     },
+    /// `REFRESHED`, with the info map's `exp`.
+    Refreshed {
+        /// Request id.
+        id: u64,
+        /// When the connection expires (Unix seconds), if it does.
+        expires: Option<u64>,
+    },
     /// A WebSocket ping from the broker.
     Ping,
     /// The broker's close frame.
@@ -255,9 +262,13 @@ async fn handshake(stream: &mut TcpStream, request: &UpgradeRequest) -> Result<R
 /// response head) and the response text, reading the body of a non-101
 /// response until the server closes.
 pub async fn try_handshake(addr: SocketAddr, extra_headers: &str) -> (u16, String) {
+    try_handshake_at(addr, WEBSOCKET_PATH, extra_headers).await
+}
+
+/// [`try_handshake`] for the request target `path` (e.g. `/ws?token=T`).
+pub async fn try_handshake_at(addr: SocketAddr, path: &str, extra_headers: &str) -> (u16, String) {
     let mut stream = TcpStream::connect(addr).await.expect("connect");
-    let mut request =
-        UpgradeRequest::new(&addr.to_string(), WEBSOCKET_PATH).offer_subprotocol(false);
+    let mut request = UpgradeRequest::new(&addr.to_string(), path).offer_subprotocol(false);
     for line in extra_headers.split("\r\n").filter(|l| !l.is_empty()) {
         let (name, value) = line.split_once(':').expect("header line `name: value`");
         request = request.header(name.trim(), value.trim());
@@ -291,8 +302,17 @@ pub async fn try_handshake(addr: SocketAddr, extra_headers: &str) -> (u16, Strin
 impl RawClient {
     /// Connects and completes the handshake offering `tickwire.v1`.
     pub async fn connect(addr: SocketAddr) -> RawClient {
+        Self::connect_with(addr, WEBSOCKET_PATH, &[]).await
+    }
+
+    /// Connects to the request target `path` with extra request `headers`
+    /// (name, value) and completes the handshake offering `tickwire.v1`.
+    pub async fn connect_with(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> RawClient {
         let mut stream = TcpStream::connect(addr).await.expect("connect");
-        let request = UpgradeRequest::new(&addr.to_string(), WEBSOCKET_PATH);
+        let request = headers.iter().fold(
+            UpgradeRequest::new(&addr.to_string(), path),
+            |r, (name, value)| r.header(name, value),
+        );
         let Response { head, text, rest } = handshake(&mut stream, &request)
             .await
             .unwrap_or_else(|text| panic!("connection closed during the handshake: {text}"));
@@ -447,6 +467,7 @@ fn to_received(item: Incoming) -> Received {
                     code,
                     message: message.to_owned(),
                 },
+                ServerMessage::Refreshed { id, expires } => Received::Refreshed { id, expires },
             }
         }
         Incoming::Ping(_) => Received::Ping,
@@ -467,14 +488,40 @@ pub async fn http(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> (u
 /// Sends one HTTP/1.1 request on `stream` (plain or TLS, connected to
 /// `addr`) and returns (status, body).
 pub async fn http_on(
-    mut stream: impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    stream: impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     addr: SocketAddr,
     method: &str,
     path: &str,
     body: &[u8],
 ) -> (u16, String) {
+    let (status, _, body) = http_on_with(stream, addr, method, path, "", body).await;
+    (status, body)
+}
+
+/// Sends one HTTP/1.1 request with extra header lines (each ending in
+/// `\r\n`) and returns (status, response head, body).
+pub async fn http_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    extra_headers: &str,
+    body: &[u8],
+) -> (u16, String, String) {
+    let stream = TcpStream::connect(addr).await.expect("connect");
+    http_on_with(stream, addr, method, path, extra_headers, body).await
+}
+
+/// [`http_with`] on a given stream.
+async fn http_on_with(
+    mut stream: impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    extra_headers: &str,
+    body: &[u8],
+) -> (u16, String, String) {
     let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{extra_headers}Content-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
     stream.write_all(head.as_bytes()).await.expect("send head");
@@ -496,11 +543,8 @@ pub async fn http_on(
         .nth(1)
         .and_then(|s| s.parse().ok())
         .expect("status code");
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    (status, head.to_owned(), body.to_owned())
 }
 
 /// Reads one metric from `/metrics`, summing every label set.

@@ -264,6 +264,9 @@ impl FakeConn {
                             payload,
                         },
                         ClientMessage::Ping { id } => Req::Ping { id },
+                        ClientMessage::Refresh { .. } | ClientMessage::Auth { .. } => {
+                            panic!("the SDK sends no REFRESH or AUTH")
+                        }
                     });
                 }
             }

@@ -42,6 +42,20 @@ pub enum ClientMessage<'a> {
         /// Request id echoed in the `PONG`.
         id: u64,
     },
+    /// `[5, id, token]`
+    Refresh {
+        /// Request id echoed in the reply.
+        id: u64,
+        /// The new bearer token (a JWT), replacing the connection's.
+        token: &'a str,
+    },
+    /// `[6, id, token]`
+    Auth {
+        /// Request id echoed in the reply.
+        id: u64,
+        /// The bearer token (a JWT) authenticating the connection.
+        token: &'a str,
+    },
 }
 
 impl<'a> ClientMessage<'a> {
@@ -97,6 +111,20 @@ impl<'a> ClientMessage<'a> {
                 expect_fields(kind, len, &[2], "2")?;
                 ClientMessage::Ping { id: r.read_u64()? }
             }
+            Some(MessageType::Refresh) => {
+                expect_fields(kind, len, &[3], "3")?;
+                ClientMessage::Refresh {
+                    id: r.read_u64()?,
+                    token: r.read_str()?,
+                }
+            }
+            Some(MessageType::Auth) => {
+                expect_fields(kind, len, &[3], "3")?;
+                ClientMessage::Auth {
+                    id: r.read_u64()?,
+                    token: r.read_str()?,
+                }
+            }
             _ => return Err(DecodeError::UnknownType(kind)),
         };
         r.finish()?;
@@ -113,6 +141,8 @@ impl<'a> ClientMessage<'a> {
             | MessageType::Unsubscribe
             | MessageType::Publish
             | MessageType::Ping
+            | MessageType::Refresh
+            | MessageType::Auth
                 if len >= 2 =>
             {
                 r.read_u64().ok()
@@ -166,6 +196,16 @@ impl<'a> ClientMessage<'a> {
                 msgpack::write_array_len(out, 2);
                 msgpack::write_u64(out, MessageType::Ping as u64);
                 msgpack::write_u64(out, *id);
+            }
+            ClientMessage::Refresh { id, token } | ClientMessage::Auth { id, token } => {
+                let kind = match self {
+                    ClientMessage::Auth { .. } => MessageType::Auth,
+                    _ => MessageType::Refresh,
+                };
+                msgpack::write_array_len(out, 3);
+                msgpack::write_u64(out, kind as u64);
+                msgpack::write_u64(out, *id);
+                msgpack::write_str(out, token);
             }
         }
     }

@@ -42,6 +42,10 @@ pub enum MessageType {
     Publish = 3,
     /// Client → broker: application-level liveness check.
     Ping = 4,
+    /// Client → broker: replace the connection's token with a newer one.
+    Refresh = 5,
+    /// Client → broker: authenticate a connection opened without a token.
+    Auth = 6,
     /// Broker → client: a subscribe succeeded.
     Subscribed = 11,
     /// Broker → client: an unsubscribe succeeded.
@@ -55,6 +59,8 @@ pub enum MessageType {
     Error = 15,
     /// Broker → client: a message published on a subscribed topic.
     Message = 16,
+    /// Broker → client: a refresh succeeded.
+    Refreshed = 17,
 }
 
 impl MessageType {
@@ -65,12 +71,15 @@ impl MessageType {
             2 => MessageType::Unsubscribe,
             3 => MessageType::Publish,
             4 => MessageType::Ping,
+            5 => MessageType::Refresh,
+            6 => MessageType::Auth,
             11 => MessageType::Subscribed,
             12 => MessageType::Unsubscribed,
             13 => MessageType::Published,
             14 => MessageType::Pong,
             15 => MessageType::Error,
             16 => MessageType::Message,
+            17 => MessageType::Refreshed,
             _ => return None,
         })
     }

@@ -138,6 +138,15 @@ pub enum ServerMessage<'a> {
     },
     /// `[16, topic, epoch, seq, time, payload]`
     Message(Delivery<'a>),
+    /// `[17, id, info]`: `info` is a map; its key `exp`, when present, is
+    /// the time (Unix seconds) at which the connection will be closed with
+    /// 4003 unless refreshed again.
+    Refreshed {
+        /// The refresh request's id.
+        id: u64,
+        /// `exp` of the info map; `None` when nothing expires.
+        expires: Option<u64>,
+    },
 }
 
 impl<'a> ServerMessage<'a> {
@@ -200,6 +209,18 @@ impl<'a> ServerMessage<'a> {
                     payload: frame.slice(range),
                 })
             }
+            Some(MessageType::Refreshed) => {
+                expect_fields(kind, len, &[3], "3")?;
+                let id = r.read_u64()?;
+                let mut expires = None;
+                for _ in 0..r.read_map_len()? {
+                    match r.read_str()? {
+                        "exp" => expires = Some(r.read_u64()?),
+                        _ => r.skip_value()?,
+                    }
+                }
+                ServerMessage::Refreshed { id, expires }
+            }
             _ => return Err(DecodeError::UnknownType(kind)),
         };
         r.finish()?;
@@ -243,6 +264,16 @@ impl<'a> ServerMessage<'a> {
             }
             ServerMessage::Message(d) => {
                 write_delivery_body(out, d.topic, d.position(), d.time_us, &d.payload);
+            }
+            ServerMessage::Refreshed { id, expires } => {
+                msgpack::write_array_len(out, 3);
+                msgpack::write_u64(out, MessageType::Refreshed as u64);
+                msgpack::write_u64(out, *id);
+                msgpack::write_map_len(out, usize::from(expires.is_some()));
+                if let Some(exp) = expires {
+                    msgpack::write_str(out, "exp");
+                    msgpack::write_u64(out, *exp);
+                }
             }
         }
     }

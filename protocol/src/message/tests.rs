@@ -44,6 +44,14 @@ fn client_messages_round_trip() {
         retain: false,
     });
     round_trip_client(ClientMessage::Ping { id: u64::MAX });
+    round_trip_client(ClientMessage::Refresh {
+        id: 5,
+        token: "eyJ.eyJ.sig",
+    });
+    round_trip_client(ClientMessage::Auth {
+        id: 6,
+        token: "eyJ.eyJ.sig",
+    });
 }
 
 #[test]
@@ -67,6 +75,14 @@ fn server_messages_round_trip() {
         seq: 1 << 40,
     });
     round_trip_server(ServerMessage::Pong { id: 4 });
+    round_trip_server(ServerMessage::Refreshed {
+        id: 5,
+        expires: Some(1_767_225_600),
+    });
+    round_trip_server(ServerMessage::Refreshed {
+        id: 6,
+        expires: None,
+    });
     round_trip_server(ServerMessage::Error {
         id: None,
         code: ErrorCode::InvalidTopic,
@@ -188,6 +204,11 @@ fn request_id_is_recovered_from_frames_that_fail_later() {
     assert_eq!(ClientMessage::request_id_hint(b"\x94\x03\x09\x05"), Some(9));
     assert_eq!(ClientMessage::request_id_hint(b"\x94\x03\xc0\x05"), None);
     assert_eq!(ClientMessage::request_id_hint(b"\x92\x63\x01"), None);
+    // A REFRESH whose token is not a string still names its request.
+    assert_eq!(
+        ClientMessage::request_id_hint(b"\x93\x05\x0b\x01"),
+        Some(11)
+    );
     assert_eq!(ClientMessage::request_id_hint(b"garbage"), None);
 }
 
