@@ -379,7 +379,14 @@ fn upgrade<S: Transport>(
         };
         match ws.into_inner().into_inner().downcast::<TokioIo<S>>() {
             Ok(parts) => {
-                connection::serve(state, parts.io.into_inner(), parts.read_buf, authorized, identity).await
+                connection::serve(
+                    state,
+                    parts.io.into_inner(),
+                    parts.read_buf,
+                    authorized,
+                    identity,
+                )
+                .await
             }
             Err(_) => tracing::error!("upgraded connection is not the accepted stream"),
         }

@@ -126,12 +126,22 @@ mod binary {
     async fn a_public_address_without_tls_is_warned_about() {
         let mut child = serve(&["--listen", "0.0.0.0:0", "--log-level", "warn"]);
         let mut log = BufReader::new(child.stderr.take().expect("stderr")).lines();
-        let warning = tokio::time::timeout(WAIT, log.next_line())
-            .await
-            .expect("a warning in time")
-            .expect("read stderr")
-            .expect("a warning line");
-        assert!(warning.contains("WITHOUT TLS"), "{warning}");
+        // Other start-up warnings (authentication off, any origin) may come
+        // first.
+        let warning = tokio::time::timeout(WAIT, async {
+            loop {
+                let line = log
+                    .next_line()
+                    .await
+                    .expect("read stderr")
+                    .expect("the TLS warning before stderr ends");
+                if line.contains("WITHOUT TLS") {
+                    return line;
+                }
+            }
+        })
+        .await
+        .expect("the TLS warning in time");
         assert!(warning.contains("--tls-cert-file"), "{warning}");
     }
 
