@@ -340,9 +340,15 @@ impl Authenticator {
         }
         validation.set_required_spec_claims(&required);
 
+        let both = config.allow_anonymous.iter().cloned();
         let anonymous = Grants {
-            subscribe: config.allow_anonymous_sub.clone(),
-            publish: config.allow_anonymous_pub.clone(),
+            subscribe: both
+                .clone()
+                .chain(config.allow_anonymous_sub.iter().cloned())
+                .collect(),
+            publish: both
+                .chain(config.allow_anonymous_pub.iter().cloned())
+                .collect(),
         };
         Ok(Some(Authenticator {
             files,

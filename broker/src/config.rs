@@ -559,12 +559,15 @@ broker_settings! {
     jwt_grants_claim: String = "tw".to_owned(), "tw",
         env "TICKWIRE_JWT_GRANTS_CLAIM", parse parse_claim_path,
         "The claim holding a token's grants (`{\"sub\": [patterns], \"pub\": [patterns]}`): a top-level claim name, or a JSON Pointer starting with `/`.";
+    allow_anonymous: Vec<Pattern> = Vec::new(), "",
+        env "TICKWIRE_ALLOW_ANONYMOUS", parse parse_patterns,
+        "With authentication on: patterns a client without a token may both subscribe to and publish on (comma-separated); --allow-anonymous-sub and --allow-anonymous-pub add one direction only. Ignored when authentication is off.";
     allow_anonymous_sub: Vec<Pattern> = Vec::new(), "",
         env "TICKWIRE_ALLOW_ANONYMOUS_SUB", parse parse_patterns,
         "With authentication on: patterns a client without a token may subscribe to (comma-separated). Ignored when authentication is off.";
     allow_anonymous_pub: Vec<Pattern> = Vec::new(), "",
         env "TICKWIRE_ALLOW_ANONYMOUS_PUB", parse parse_patterns,
-        "With authentication on: patterns a client without a token may publish to (comma-separated). With neither anonymous setting, tokenless clients are refused (401). Ignored when authentication is off.";
+        "With authentication on: patterns a client without a token may publish to (comma-separated). With no anonymous setting, tokenless clients are refused (401). Ignored when authentication is off.";
     api_key_file: Vec<PathBuf> = Vec::new(), "",
         env "TICKWIRE_API_KEY_FILE", parse parse_paths,
         "Files of API keys for HTTP publish (comma-separated): one key per line as `sha256-hex pattern[,pattern]` (the SHA-256 of the key, then the topics it may publish on). Turns authentication on.";

@@ -95,9 +95,12 @@ impl Broker {
             tracing::warn!(
                 "authentication is off: anyone who reaches the port may publish and subscribe to everything"
             );
-            if !(config.allow_anonymous_sub.is_empty() && config.allow_anonymous_pub.is_empty()) {
+            if !(config.allow_anonymous.is_empty()
+                && config.allow_anonymous_sub.is_empty()
+                && config.allow_anonymous_pub.is_empty())
+            {
                 tracing::warn!(
-                    "--allow-anonymous-sub/--allow-anonymous-pub are ignored: no token key is configured"
+                    "--allow-anonymous, --allow-anonymous-sub and --allow-anonymous-pub are ignored: no token key is configured"
                 );
             }
         }

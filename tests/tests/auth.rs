@@ -430,6 +430,27 @@ async fn anonymous_clients_get_exactly_the_anonymous_grants() {
 }
 
 #[tokio::test]
+async fn allow_anonymous_grants_both_directions_on_its_patterns() {
+    let broker = broker(|config| {
+        config.allow_anonymous = vec![Pattern::new("lobby.*").unwrap()];
+        config.allow_anonymous_sub = vec![Pattern::new("news.>").unwrap()];
+    })
+    .await;
+    let mut anonymous = RawClient::connect(broker.addr).await;
+    anonymous.subscribe("lobby.*").await;
+    anonymous.subscribe("news.eu").await;
+    subscribe_refused(&mut anonymous, "lobby.>").await;
+    subscribe_refused(&mut anonymous, "private.x").await;
+    let mut publisher = RawClient::connect(broker.addr).await;
+    assert_eq!(publisher.publish_acked("lobby.chat", b"hi").await, 1);
+    publish_refused(&mut publisher, "news.eu", true).await;
+    match anonymous.recv().await {
+        Received::Message { topic, .. } => assert_eq!(topic, "lobby.chat"),
+        other => panic!("expected the lobby message, got {other:?}"),
+    }
+}
+
+#[tokio::test]
 async fn without_keys_everything_is_open() {
     let broker = TestBroker::start(|config| {
         // Ignored without keys.
