@@ -12,7 +12,8 @@
 //! * TLS ([`crate::tls::TlsTerminator::reload`]): the certificate chain, the
 //!   key and the client CA bundle are read again.
 //! * Token keys and API keys ([`crate::auth::Authenticator::reload_keys`]):
-//!   every configured key file is read again; new tokens are checked with
+//!   every configured key file, and the client certificate grants file, is
+//!   read again; new tokens are checked with
 //!   the new keys, connections already authenticated keep their grants
 //!   until their token expires.
 //!
