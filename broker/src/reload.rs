@@ -50,7 +50,8 @@ pub struct ReloadError(pub Vec<ReloadFailure>);
 pub struct Reloaded {
     /// The TLS files were read again and are used for new connections.
     pub tls: bool,
-    /// The token and API key files were read again and check new tokens.
+    /// The token key, API key and client grants files were read again and
+    /// apply to new connections.
     pub keys: bool,
 }
 
@@ -81,7 +82,7 @@ impl ReloadHandle {
             match auth.reload_keys() {
                 Ok(()) => {
                     reloaded.keys = true;
-                    tracing::info!("token and API keys reloaded");
+                    tracing::info!("token keys, API keys and client certificate grants reloaded");
                 }
                 Err(e) => failures.push(ReloadFailure::from(e)),
             }
