@@ -19,7 +19,14 @@
 //! Refusals are one [`AuthError`] whose reason is for debug logs only; what
 //! the client sees never says which check failed. Tokens are never logged.
 //!
-//! [`Authenticator::reload_keys`] reads the key files again and swaps the
+//! A verified TLS client certificate named in `--tls-client-grants-file`
+//! ([`crate::cert_grants`]) stands in for a token: a connection that
+//! presents such a certificate and no token gets the certificate's grants,
+//! which do not expire. A token (or API key), when presented, decides
+//! alone, whatever the certificate.
+//!
+//! [`Authenticator::reload_keys`] reads the key files (and the client
+//! grants file) again and swaps the
 //! keys in without touching open connections (for a SIGHUP handler).
 
 use std::collections::HashMap;
@@ -36,8 +43,10 @@ use thiserror::Error;
 use tickwire_protocol::topic::Pattern;
 
 use crate::api_keys::ApiKeys;
+use crate::cert_grants::{CertGrants, CertGrantsError};
 use crate::config::BrokerConfig;
 use crate::grants::{Access, Grants};
+use crate::tls::PeerIdentity;
 
 /// Longest token accepted, in bytes; longer ones are refused unread.
 pub const MAX_TOKEN_LEN: usize = 8 * 1024;
@@ -61,6 +70,9 @@ pub enum KeyError {
         /// What is wrong.
         message: String,
     },
+    /// The client certificate grants file could not be loaded.
+    #[error(transparent)]
+    ClientGrants(#[from] CertGrantsError),
 }
 
 /// Why a request was not authenticated. The reason is for debug logs; the
@@ -157,6 +169,7 @@ struct KeyFiles {
     public_keys: Vec<PathBuf>,
     jwks: Vec<PathBuf>,
     api_keys: Vec<PathBuf>,
+    client_grants: Option<PathBuf>,
 }
 
 /// The keys loaded from [`KeyFiles`].
@@ -164,6 +177,7 @@ struct KeySet {
     keys: Vec<VerifyKey>,
     jwks: HashMap<String, VerifyKey>,
     api_keys: ApiKeys,
+    client_grants: CertGrants,
 }
 
 impl KeySet {
@@ -187,10 +201,15 @@ impl KeySet {
                 String::from_utf8(read(path)?).map_err(|_| invalid(path, "not UTF-8 text"))?;
             api_keys.parse(&text).map_err(|e| invalid(path, e))?;
         }
+        let client_grants = match &files.client_grants {
+            Some(path) => CertGrants::load(path)?,
+            None => CertGrants::default(),
+        };
         Ok(KeySet {
             keys,
             jwks,
             api_keys,
+            client_grants,
         })
     }
 }
@@ -321,6 +340,7 @@ impl Authenticator {
             public_keys: config.jwt_public_key_file.clone(),
             jwks: config.jwks_file.clone(),
             api_keys: config.api_key_file.clone(),
+            client_grants: config.tls_client_grants_file.clone(),
         };
         let keys = KeySet::load(&files)?;
 
@@ -361,7 +381,8 @@ impl Authenticator {
         }))
     }
 
-    /// Reads the key files again and, if every one loads, replaces the keys:
+    /// Reads the key files (and the client grants file) again and, if every
+    /// one loads, replaces the keys:
     /// tokens are checked against the new keys from then on, and open
     /// connections keep going. On error the old keys stay in use.
     pub fn reload_keys(&self) -> Result<(), KeyError> {
@@ -388,11 +409,43 @@ impl Authenticator {
         }
     }
 
-    /// What a WebSocket upgrade presenting `token` (or none) may do: as
+    /// What a tokenless client presenting the verified certificate
+    /// `identity` may do, if the client grants file names it: its grants,
+    /// for ever.
+    fn certificate(
+        &self,
+        token: Option<&str>,
+        identity: Option<&PeerIdentity>,
+    ) -> Option<Authorized> {
+        if token.is_some() {
+            return None;
+        }
+        let grants = self
+            .keys
+            .read()
+            .client_grants
+            .grants_for(identity?)?
+            .clone();
+        Some(Authorized {
+            access: Access::Granted(grants),
+            valid_until: None,
+        })
+    }
+
+    /// What a WebSocket upgrade presenting `token` (or none) and the client
+    /// certificate `identity` (or none) may do: without a token, the
+    /// certificate's grants if it has an entry; else as
     /// [`Authenticator::authorize`], except that with `--auth-message` a
     /// tokenless upgrade that anonymous grants do not cover is let in to
     /// send `AUTH` before the handshake timeout.
-    pub fn authorize_upgrade(&self, token: Option<&str>) -> Result<Authorized, AuthError> {
+    pub fn authorize_upgrade(
+        &self,
+        token: Option<&str>,
+        identity: Option<&PeerIdentity>,
+    ) -> Result<Authorized, AuthError> {
+        if let Some(authorized) = self.certificate(token, identity) {
+            return Ok(authorized);
+        }
         match (token, &self.anonymous, self.auth_message_within) {
             (None, None, Some(within)) => Ok(Authorized {
                 access: Access::AwaitingAuth,
@@ -402,10 +455,19 @@ impl Authenticator {
         }
     }
 
-    /// What an HTTP publish presenting `token` (or none) may do: an API key
-    /// grants its patterns; anything else is authorized as by
+    /// What an HTTP publish presenting `token` (or none) and the client
+    /// certificate `identity` (or none) may do: without a token, the
+    /// certificate's grants if it has an entry; an API key grants its
+    /// patterns; anything else is authorized as by
     /// [`Authenticator::authorize`].
-    pub fn authorize_http(&self, token: Option<&str>) -> Result<Authorized, AuthError> {
+    pub fn authorize_http(
+        &self,
+        token: Option<&str>,
+        identity: Option<&PeerIdentity>,
+    ) -> Result<Authorized, AuthError> {
+        if let Some(authorized) = self.certificate(token, identity) {
+            return Ok(authorized);
+        }
         let api_key = {
             let keys = self.keys.read();
             token.and_then(|t| keys.api_keys.grants_for(t))

@@ -535,6 +535,9 @@ broker_settings! {
     tls_client_ca_file: Option<PathBuf> = None, "",
         env "TICKWIRE_TLS_CLIENT_CA_FILE", parse parse_optional_path,
         "PEM CA bundle; when set, every client must present a TLS certificate signed by one of these CAs. Reloaded on SIGHUP.";
+    tls_client_grants_file: Option<PathBuf> = None, "",
+        env "TICKWIRE_TLS_CLIENT_GRANTS_FILE", parse parse_optional_path,
+        "TOML file of `[[client]]` entries (`name`, `sub`, `pub`) mapping a verified client certificate's CN or SAN name to grants; a client presenting such a certificate and no token gets exactly those grants. Needs --tls-client-ca-file; turns authentication on. Reloaded on SIGHUP.";
     metrics_listen: Option<SocketAddr> = None, "",
         env "TICKWIRE_METRICS_LISTEN", parse parse_optional_addr,
         "Serve /metrics, /healthz and /readyz on this address (plain HTTP) instead of the main port, which then serves only clients (/ws, /v1/publish).";
@@ -667,6 +670,12 @@ impl BrokerConfig {
             }
             _ => {}
         }
+        if self.tls_client_grants_file.is_some() && self.tls_client_ca_file.is_none() {
+            return Err(ConfigError::Inconsistent(
+                "--tls-client-grants-file needs verified client certificates: also give --tls-client-ca-file"
+                    .to_owned(),
+            ));
+        }
         if self.metrics_listen == Some(self.listen) && self.listen.port() != 0 {
             return Err(ConfigError::Inconsistent(format!(
                 "--metrics-listen {} is the address of --listen; choose another port",
@@ -686,13 +695,14 @@ impl BrokerConfig {
         Ok(())
     }
 
-    /// Whether any token key or API key file is configured, which turns
-    /// authentication on.
+    /// Whether any token key, API key or client grants file is configured,
+    /// which turns authentication on.
     pub fn auth_enabled(&self) -> bool {
         !(self.jwt_hmac_secret_file.is_empty()
             && self.jwt_public_key_file.is_empty()
             && self.jwks_file.is_empty()
-            && self.api_key_file.is_empty())
+            && self.api_key_file.is_empty()
+            && self.tls_client_grants_file.is_none())
     }
 
     /// The policy for `topic`: the first `[[topic]]` whose pattern matches,
@@ -811,6 +821,22 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("--tls-client-ca-file needs TLS"), "{err}");
+        let err = load(&[
+            ("tls_cert_file", "c.pem"),
+            ("tls_key_file", "k.pem"),
+            ("tls_client_grants_file", "g.toml"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("also give --tls-client-ca-file"), "{err}");
+        let config = load(&[
+            ("tls_cert_file", "c.pem"),
+            ("tls_key_file", "k.pem"),
+            ("tls_client_ca_file", "ca.pem"),
+            ("tls_client_grants_file", "g.toml"),
+        ])
+        .unwrap();
+        assert!(config.auth_enabled());
         let config = load(&[("tls_cert_file", "c.pem"), ("tls_key_file", "k.pem")]).unwrap();
         let files = config.tls_files().unwrap();
         assert_eq!((files.cert, files.key), ("c.pem".into(), "k.pem".into()));

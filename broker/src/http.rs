@@ -16,7 +16,9 @@
 //! With authentication on ([`crate::auth`]), the upgrade and HTTP publish
 //! need a bearer token (`Authorization: Bearer T`; on `/ws` also
 //! `?token=T`, for browsers): without a valid one they get 401 with
-//! `WWW-Authenticate`, the same whatever check failed.
+//! `WWW-Authenticate`, the same whatever check failed. A verified client
+//! certificate named in `--tls-client-grants-file` stands in for a token
+//! when none is presented.
 
 use std::sync::Arc;
 
@@ -136,12 +138,14 @@ enum Credential<'a> {
 }
 
 /// What the client of `req` may do: everything with authentication off,
-/// else what its token or API key (for `credential`) or the anonymous
+/// else what its token or API key (for `credential`), its verified client
+/// certificate `identity` (when it presents no token) or the anonymous
 /// configuration grants.
 fn authenticate(
     state: &BrokerState,
     req: &Request<Incoming>,
     credential: Credential<'_>,
+    identity: Option<&PeerIdentity>,
 ) -> Result<Authorized, AuthError> {
     let Some(auth) = &state.auth else {
         return Ok(Authorized::open());
@@ -150,9 +154,9 @@ fn authenticate(
     match credential {
         Credential::Upgrade(query) => match (header, query) {
             (Some(_), Some(_)) => Err(AuthError::BadHeader),
-            (token, None) | (None, token) => auth.authorize_upgrade(token),
+            (token, None) | (None, token) => auth.authorize_upgrade(token, identity),
         },
-        Credential::HttpPublish => auth.authorize_http(header),
+        Credential::HttpPublish => auth.authorize_http(header, identity),
     }
 }
 
@@ -238,7 +242,14 @@ pub async fn route<S: Transport>(
     match (req.method(), path.as_str()) {
         (&Method::GET, WEBSOCKET_PATH) => upgrade::<S>(state, slot, identity, req),
         (&Method::POST, p) if p.starts_with(PUBLISH_PREFIX) => {
-            publish(&state, &slot, &p[PUBLISH_PREFIX.len()..], req).await
+            publish(
+                &state,
+                &slot,
+                identity.as_deref(),
+                &p[PUBLISH_PREFIX.len()..],
+                req,
+            )
+            .await
         }
         (_, WEBSOCKET_PATH) => json_error(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -350,7 +361,12 @@ fn upgrade<S: Transport>(
     }
     let authorized = match ws_query_token(req.uri().query()) {
         Err(message) => return text(StatusCode::BAD_REQUEST, message),
-        Ok(query_token) => match authenticate(&state, &req, Credential::Upgrade(query_token)) {
+        Ok(query_token) => match authenticate(
+            &state,
+            &req,
+            Credential::Upgrade(query_token),
+            identity.as_deref(),
+        ) {
             Ok(authorized) => authorized,
             Err(reason) => return unauthorized(&state, &reason),
         },
@@ -421,10 +437,11 @@ fn retain_param(query: Option<&str>) -> Result<bool, String> {
 async fn publish(
     state: &BrokerState,
     slot: &ConnectionSlot,
+    identity: Option<&PeerIdentity>,
     topic: &str,
     req: Request<Incoming>,
 ) -> Response<Body> {
-    let access = match authenticate(state, &req, Credential::HttpPublish) {
+    let access = match authenticate(state, &req, Credential::HttpPublish, identity) {
         Ok(authorized) => authorized.access,
         Err(reason) => return unauthorized(state, &reason),
     };

@@ -13,6 +13,7 @@
 //! * [`session`]: what a client may do (subscribe, publish, …);
 //!   [`auth`]: token verification at the upgrade and HTTP publish;
 //!   [`api_keys`]: API keys for HTTP publish;
+//!   [`cert_grants`]: grants of client certificates;
 //!   [`grants`]: the patterns a client may subscribe to and publish on.
 //! * [`registry`]: topics, subscriptions and the encode-once fan-out;
 //!   [`pattern_trie`]: the wildcard index; [`history`]: what a topic keeps
@@ -33,6 +34,7 @@
 
 pub mod api_keys;
 pub mod auth;
+pub mod cert_grants;
 pub mod closing;
 pub mod config;
 pub mod connection;

@@ -12,7 +12,8 @@
 //! * TLS ([`crate::tls::TlsTerminator::reload`]): the certificate chain, the
 //!   key and the client CA bundle are read again.
 //! * Token keys and API keys ([`crate::auth::Authenticator::reload_keys`]):
-//!   every configured key file is read again; new tokens are checked with
+//!   every configured key file, and the client certificate grants file, is
+//!   read again; new tokens are checked with
 //!   the new keys, connections already authenticated keep their grants
 //!   until their token expires.
 //!
@@ -49,7 +50,8 @@ pub struct ReloadError(pub Vec<ReloadFailure>);
 pub struct Reloaded {
     /// The TLS files were read again and are used for new connections.
     pub tls: bool,
-    /// The token and API key files were read again and check new tokens.
+    /// The token key, API key and client grants files were read again and
+    /// apply to new connections.
     pub keys: bool,
 }
 
@@ -80,7 +82,7 @@ impl ReloadHandle {
             match auth.reload_keys() {
                 Ok(()) => {
                     reloaded.keys = true;
-                    tracing::info!("token and API keys reloaded");
+                    tracing::info!("token keys, API keys and client certificate grants reloaded");
                 }
                 Err(e) => failures.push(ReloadFailure::from(e)),
             }

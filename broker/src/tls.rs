@@ -214,9 +214,9 @@ impl TlsTerminator {
 /// Who the client is, from the certificate it presented and the broker
 /// verified against `tls_client_ca_file`.
 ///
-/// Nothing is granted or refused on it yet: it is recorded on the
-/// connection (and logged at `debug`) so that authorization can map it to
-/// permissions.
+/// It is recorded on the connection (and logged at `debug`); with
+/// `tls_client_grants_file`, authorization maps it to grants
+/// ([`crate::cert_grants`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerIdentity {
     /// The subject's common name (CN), if it has one (the first, if several).

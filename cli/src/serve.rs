@@ -181,21 +181,27 @@ async fn serve(config: BrokerConfig) -> anyhow::Result<()> {
              --tls-key-file, or keep the default 127.0.0.1 behind a TLS-terminating proxy"
         );
     }
+    // Installed before the banner: a SIGHUP sent once the address is known
+    // reloads, it never meets the default action (exit).
+    let sighup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
     println!("tickwire listening on {addr} (WebSocket {scheme}://{addr}/ws)");
     if let Some(metrics_addr) = broker.metrics_addr().transpose()? {
         tracing::info!(addr = %metrics_addr, "metrics listener ready");
         println!("tickwire metrics on {metrics_addr} (http://{metrics_addr}/metrics)");
     }
     tokio::spawn(shutdown_on_signal(broker.shutdown_handle()));
-    tokio::spawn(reload_on_sighup(broker.reload_handle()));
+    tokio::spawn(reload_on_sighup(sighup, broker.reload_handle()));
     broker.run().await;
     Ok(())
 }
 
 /// Reloads what the broker can reload (the TLS certificate, token and API
-/// keys) on every SIGHUP.
-async fn reload_on_sighup(handle: ReloadHandle) {
-    let mut sighup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+/// keys, client certificate grants) on every SIGHUP received by `sighup`.
+async fn reload_on_sighup(
+    sighup: std::io::Result<tokio::signal::unix::Signal>,
+    handle: ReloadHandle,
+) {
+    let mut sighup = match sighup {
         Ok(s) => s,
         Err(e) => {
             tracing::error!(error = %e, "cannot install SIGHUP handler; reloading is not available");

@@ -215,10 +215,15 @@ pub enum Received {
     Eof,
 }
 
+/// A stream a raw client speaks over: plain TCP or TLS.
+pub trait RawStream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> RawStream for T {}
+
 /// A WebSocket client that builds every frame by hand, for tests that need
 /// to send what a well-behaved client never would.
 pub struct RawClient {
-    stream: TcpStream,
+    stream: Box<dyn RawStream>,
     buf: BytesMut,
     decoder: FrameDecoder,
     next_id: u64,
@@ -234,7 +239,10 @@ struct Response {
 
 /// Sends `request` and reads the response head; an error with whatever
 /// arrived, as text, if the connection closed first.
-async fn handshake(stream: &mut TcpStream, request: &UpgradeRequest) -> Result<Response, String> {
+async fn handshake(
+    stream: &mut (impl RawStream + ?Sized),
+    request: &UpgradeRequest,
+) -> Result<Response, String> {
     stream
         .write_all(&request.to_bytes())
         .await
@@ -267,7 +275,18 @@ pub async fn try_handshake(addr: SocketAddr, extra_headers: &str) -> (u16, Strin
 
 /// [`try_handshake`] for the request target `path` (e.g. `/ws?token=T`).
 pub async fn try_handshake_at(addr: SocketAddr, path: &str, extra_headers: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    let stream = TcpStream::connect(addr).await.expect("connect");
+    try_handshake_on(stream, addr, path, extra_headers).await
+}
+
+/// [`try_handshake_at`] on a given stream (plain or TLS, connected to
+/// `addr`).
+pub async fn try_handshake_on(
+    mut stream: impl RawStream,
+    addr: SocketAddr,
+    path: &str,
+    extra_headers: &str,
+) -> (u16, String) {
     let mut request = UpgradeRequest::new(&addr.to_string(), path).offer_subprotocol(false);
     for line in extra_headers.split("\r\n").filter(|l| !l.is_empty()) {
         let (name, value) = line.split_once(':').expect("header line `name: value`");
@@ -308,7 +327,19 @@ impl RawClient {
     /// Connects to the request target `path` with extra request `headers`
     /// (name, value) and completes the handshake offering `tickwire.v1`.
     pub async fn connect_with(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> RawClient {
-        let mut stream = TcpStream::connect(addr).await.expect("connect");
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        Self::connect_on(stream, addr, path, headers).await
+    }
+
+    /// [`RawClient::connect_with`] on a given stream (plain or TLS,
+    /// connected to `addr`).
+    pub async fn connect_on(
+        stream: impl RawStream + 'static,
+        addr: SocketAddr,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> RawClient {
+        let mut stream: Box<dyn RawStream> = Box::new(stream);
         let request = headers.iter().fold(
             UpgradeRequest::new(&addr.to_string(), path),
             |r, (name, value)| r.header(name, value),
@@ -511,8 +542,8 @@ pub async fn http_with(
     http_on_with(stream, addr, method, path, extra_headers, body).await
 }
 
-/// [`http_with`] on a given stream.
-async fn http_on_with(
+/// [`http_with`] on a given stream (plain or TLS, connected to `addr`).
+pub async fn http_on_with(
     mut stream: impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     addr: SocketAddr,
     method: &str,

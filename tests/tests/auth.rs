@@ -915,3 +915,79 @@ async fn the_sdk_refreshes_its_token_before_it_expires() {
         b"still"
     );
 }
+
+/// Reads lines of `log` until one contains `needle`; returns it.
+async fn wait_for_line(
+    log: &mut tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStderr>>,
+    needle: &str,
+) -> String {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            match log.next_line().await.expect("read stderr") {
+                Some(line) if line.contains(needle) => return line,
+                Some(_) => {}
+                None => panic!("stderr ended before a line with {needle:?}"),
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no line with {needle:?} in time"))
+}
+
+#[tokio::test]
+async fn sighup_reloads_the_keys_of_the_real_binary_and_keeps_connections() {
+    use tokio::io::AsyncBufReadExt;
+
+    let old_secret = b"the old secret of the binary, at least 32 bytes";
+    let new_secret = b"the new secret of the binary, at least 32 bytes";
+    let file = temp_file("sighup-secret", old_secret);
+    let file_arg = file.to_str().expect("UTF-8 path");
+    let mut serve = tickwire(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--jwt-hmac-secret-file",
+        file_arg,
+        "--log-level",
+        "info",
+    ])
+    .spawn()
+    .expect("start tickwire serve");
+    let stdout = serve.stdout.take().expect("stdout");
+    let banner = tokio::time::timeout(WAIT, tokio::io::BufReader::new(stdout).lines().next_line())
+        .await
+        .expect("banner in time")
+        .expect("read banner")
+        .expect("a banner line");
+    let addr: std::net::SocketAddr = banner
+        .split_whitespace()
+        .nth(3)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no address in banner {banner:?}"));
+    let mut log = tokio::io::BufReader::new(serve.stderr.take().expect("stderr")).lines();
+
+    let c = claims(&[">"], &[">"]);
+    let old_token = sign(Algorithm::HS256, &EncodingKey::from_secret(old_secret), &c);
+    let new_token = sign(Algorithm::HS256, &EncodingKey::from_secret(new_secret), &c);
+    let value = format!("Bearer {old_token}");
+    let mut connected = RawClient::connect_with(addr, "/ws", &[("Authorization", &value)]).await;
+    let (status, _) = try_handshake(addr, &bearer(&new_token)).await;
+    assert_eq!(status, 401, "the new secret is not in use yet");
+
+    std::fs::write(&file, new_secret).expect("rewrite the secret");
+    let pid = serve.id().expect("pid").to_string();
+    let kill = std::process::Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .expect("run kill");
+    assert!(kill.success());
+    let done = wait_for_line(&mut log, "reload done").await;
+    assert!(done.contains("keys=true"), "{done}");
+
+    let (status, text) = try_handshake(addr, &bearer(&new_token)).await;
+    assert_eq!(status, 101, "{text}");
+    let (status, _) = try_handshake(addr, &bearer(&old_token)).await;
+    assert_eq!(status, 401);
+    still_open(&mut connected).await;
+    connected.subscribe("after.reload").await;
+}
