@@ -604,6 +604,29 @@ pub async fn metric_with_label(addr: SocketAddr, name: &str, label: &str, value:
         .unwrap_or(0.0)
 }
 
+/// The address in a line that `tickwire serve` prints on standard output,
+/// `tickwire listening on ADDR (...)` or `tickwire metrics on ADDR (...)`.
+pub fn banner_addr(line: &str) -> SocketAddr {
+    line.split_whitespace()
+        .nth(3)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no address in banner {line:?}"))
+}
+
+/// Reads the next banner line of a `tickwire serve` from `lines` (its
+/// standard output) within [`WAIT`]; returns the address and the line.
+pub async fn read_banner<R>(lines: &mut tokio::io::Lines<R>) -> (SocketAddr, String)
+where
+    R: tokio::io::AsyncBufRead + Unpin,
+{
+    let line = tokio::time::timeout(WAIT, lines.next_line())
+        .await
+        .expect("banner in time")
+        .expect("read banner")
+        .expect("a banner line");
+    (banner_addr(&line), line)
+}
+
 /// Path of the `tickwire` binary of this build, built on first use if the
 /// test run did not build it already.
 pub fn tickwire_binary() -> std::path::PathBuf {

@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use sha2::Digest;
 use tickwire_broker::config::{BrokerConfig, TopicPolicy};
 use tickwire_e2e::{
-    RawClient, Received, TestBroker, WAIT, http_with, try_handshake, try_handshake_at,
+    RawClient, Received, TestBroker, WAIT, http_with, read_banner, try_handshake, try_handshake_at,
 };
 use tickwire_protocol::message::Position;
 use tickwire_protocol::topic::Pattern;
@@ -954,16 +954,7 @@ async fn sighup_reloads_the_keys_of_the_real_binary_and_keeps_connections() {
     .spawn()
     .expect("start tickwire serve");
     let stdout = serve.stdout.take().expect("stdout");
-    let banner = tokio::time::timeout(WAIT, tokio::io::BufReader::new(stdout).lines().next_line())
-        .await
-        .expect("banner in time")
-        .expect("read banner")
-        .expect("a banner line");
-    let addr: std::net::SocketAddr = banner
-        .split_whitespace()
-        .nth(3)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("no address in banner {banner:?}"));
+    let (addr, _) = read_banner(&mut tokio::io::BufReader::new(stdout).lines()).await;
     let mut log = tokio::io::BufReader::new(serve.stderr.take().expect("stderr")).lines();
 
     let c = claims(&[">"], &[">"]);

@@ -80,7 +80,7 @@ mod binary {
 
     use std::process::Stdio;
 
-    use tickwire_e2e::{WAIT, http, tickwire_binary};
+    use tickwire_e2e::{WAIT, banner_addr, http, tickwire_binary};
     use tokio::io::{AsyncBufReadExt, BufReader};
     use tokio::process::{Child, Command};
 
@@ -98,14 +98,6 @@ mod binary {
             command.env_remove(key);
         }
         command.spawn().expect("start tickwire serve")
-    }
-
-    /// The address in a banner line `tickwire ... on ADDR (...)`.
-    fn banner_addr(line: &str) -> std::net::SocketAddr {
-        line.split_whitespace()
-            .nth(3)
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| panic!("no address in {line:?}"))
     }
 
     #[tokio::test]

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::process::Stdio;
 
-use tickwire_e2e::{RawClient, Received, WAIT, tickwire_binary};
+use tickwire_e2e::{RawClient, Received, WAIT, read_banner, tickwire_binary};
 use tickwire_protocol::{ClientMessage, ErrorCode};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -33,16 +33,7 @@ fn serve(args: &[&str], env: &[(&str, &str)]) -> Command {
 async fn start(args: &[&str], env: &[(&str, &str)]) -> (Child, SocketAddr) {
     let mut child = serve(args, env).spawn().expect("start tickwire serve");
     let stdout = child.stdout.take().expect("stdout");
-    let banner = tokio::time::timeout(WAIT, BufReader::new(stdout).lines().next_line())
-        .await
-        .expect("banner in time")
-        .expect("read banner")
-        .expect("a banner line");
-    let addr = banner
-        .split_whitespace()
-        .nth(3)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("no address in banner {banner:?}"));
+    let (addr, _) = read_banner(&mut BufReader::new(stdout).lines()).await;
     (child, addr)
 }
 

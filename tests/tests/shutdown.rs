@@ -4,7 +4,7 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use tickwire_e2e::{RawClient, Received, WAIT, http, tickwire_binary};
+use tickwire_e2e::{RawClient, Received, http, read_banner, tickwire_binary};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
@@ -27,16 +27,7 @@ async fn sigterm_closes_clients_with_1001_and_exits_in_time() {
         .expect("start tickwire serve");
     let stdout = child.stdout.take().expect("stdout");
     let mut lines = BufReader::new(stdout).lines();
-    let banner = tokio::time::timeout(WAIT, lines.next_line())
-        .await
-        .expect("banner in time")
-        .expect("read banner")
-        .expect("a banner line");
-    let addr: std::net::SocketAddr = banner
-        .split_whitespace()
-        .nth(3)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("no address in banner {banner:?}"));
+    let (addr, _) = read_banner(&mut lines).await;
 
     let mut clients = Vec::new();
     for _ in 0..3 {

@@ -234,7 +234,7 @@ mod binary {
     use std::process::Stdio;
 
     use tickwire_e2e::pki::{CertFiles, TempDir, TestCa};
-    use tickwire_e2e::{WAIT, tickwire_binary};
+    use tickwire_e2e::{WAIT, read_banner, tickwire_binary};
     use tokio::io::{AsyncBufReadExt, BufReader, Lines};
     use tokio::process::{Child, ChildStderr, Command};
 
@@ -318,17 +318,8 @@ mod binary {
         .spawn()
         .expect("start tickwire serve");
         let stdout = broker.stdout.take().expect("stdout");
-        let banner = tokio::time::timeout(WAIT, BufReader::new(stdout).lines().next_line())
-            .await
-            .expect("banner in time")
-            .expect("read banner")
-            .expect("a banner line");
+        let (addr, banner) = read_banner(&mut BufReader::new(stdout).lines()).await;
         assert!(banner.contains("(WebSocket wss://"), "{banner}");
-        let addr: std::net::SocketAddr = banner
-            .split_whitespace()
-            .nth(3)
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| panic!("no address in banner {banner:?}"));
         let mut log = BufReader::new(broker.stderr.take().expect("stderr")).lines();
         let url = format!("wss://localhost:{}/ws", addr.port());
 
