@@ -445,6 +445,44 @@ impl RawClient {
         }
     }
 
+    /// Expects an `ERROR forbidden` (13) for request `id`; returns its text.
+    pub async fn expect_forbidden(&mut self, id: Option<u64>) -> String {
+        match self.recv().await {
+            Received::Error {
+                id: got,
+                code: ErrorCode::Forbidden,
+                message,
+            } if got == id => message,
+            other => panic!("expected forbidden for {id:?}, got {other:?}"),
+        }
+    }
+
+    /// Subscribes to `pattern` and expects `forbidden`; returns its text.
+    pub async fn subscribe_forbidden(&mut self, pattern: &str) -> String {
+        let id = self.next_id();
+        self.send(&ClientMessage::Subscribe {
+            id,
+            pattern,
+            options: SubscribeOptions::default(),
+        })
+        .await;
+        self.expect_forbidden(Some(id)).await
+    }
+
+    /// Publishes on `topic` (acknowledged or fire-and-forget) and expects
+    /// `forbidden`; returns its text.
+    pub async fn publish_forbidden(&mut self, topic: &str, acked: bool) -> String {
+        let id = acked.then(|| self.next_id());
+        self.send(&ClientMessage::Publish {
+            id,
+            topic,
+            payload: Bytes::from_static(b"x"),
+            retain: false,
+        })
+        .await;
+        self.expect_forbidden(id).await
+    }
+
     /// Receives the next item, answering nothing; fails after [`WAIT`].
     pub async fn recv(&mut self) -> Received {
         tokio::time::timeout(WAIT, self.recv_unbounded())

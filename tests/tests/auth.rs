@@ -12,7 +12,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use bytes::Bytes;
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use serde_json::{Value, json};
 use sha2::Digest;
@@ -253,43 +252,6 @@ async fn the_token_may_come_in_the_query_string() {
     assert_unauthorized("token twice", status, &text);
 }
 
-/// Expects an `ERROR forbidden` for request `id`; returns its text.
-async fn expect_forbidden(client: &mut RawClient, id: Option<u64>) -> String {
-    match client.recv().await {
-        Received::Error {
-            id: got,
-            code: ErrorCode::Forbidden,
-            message,
-        } if got == id => message,
-        other => panic!("expected forbidden for {id:?}, got {other:?}"),
-    }
-}
-
-async fn subscribe_refused(client: &mut RawClient, pattern: &str) -> String {
-    let id = client.next_id();
-    client
-        .send(&ClientMessage::Subscribe {
-            id,
-            pattern,
-            options: SubscribeOptions::default(),
-        })
-        .await;
-    expect_forbidden(client, Some(id)).await
-}
-
-async fn publish_refused(client: &mut RawClient, topic: &str, acked: bool) -> String {
-    let id = acked.then(|| client.next_id());
-    client
-        .send(&ClientMessage::Publish {
-            id,
-            topic,
-            payload: Bytes::from_static(b"x"),
-            retain: false,
-        })
-        .await;
-    expect_forbidden(client, id).await
-}
-
 async fn still_open(client: &mut RawClient) {
     let id = client.next_id();
     client.send(&ClientMessage::Ping { id }).await;
@@ -305,22 +267,22 @@ async fn grants_bound_subscribe_and_publish() {
     let mut client = connect(&broker, &hs256(&claims(&["stocks.>"], &["iot.site1.>"]))).await;
     client.subscribe("stocks.AAPL").await;
     client.subscribe("stocks.*").await;
-    let existing = subscribe_refused(&mut client, "news.existing").await;
-    let missing = subscribe_refused(&mut client, "news.never-published").await;
+    let existing = client.subscribe_forbidden("news.existing").await;
+    let missing = client.subscribe_forbidden("news.never-published").await;
     assert_eq!(
         existing, missing,
         "a refusal must not reveal whether a topic exists"
     );
     // Wildcards wider than the grant.
-    subscribe_refused(&mut client, ">").await;
-    subscribe_refused(&mut client, "*.AAPL").await;
-    subscribe_refused(&mut client, "stocks").await;
+    client.subscribe_forbidden(">").await;
+    client.subscribe_forbidden("*.AAPL").await;
+    client.subscribe_forbidden("stocks").await;
 
     assert_eq!(client.publish_acked("iot.site1.t1", b"21.5").await, 1);
-    let existing = publish_refused(&mut client, "news.existing", true).await;
-    let missing = publish_refused(&mut client, "news.other", true).await;
+    let existing = client.publish_forbidden("news.existing", true).await;
+    let missing = client.publish_forbidden("news.other", true).await;
     assert_eq!(existing, missing);
-    publish_refused(&mut client, "iot.site2.t1", false).await;
+    client.publish_forbidden("iot.site2.t1", false).await;
     still_open(&mut client).await;
 
     // Allowed traffic flows.
@@ -382,7 +344,7 @@ async fn since_replay_never_leaks_an_ungranted_topic() {
         assert!(replayed > 0, "{pattern}: the granted topic was replayed");
     }
     // The ungranted topic itself is refused, `since` or not.
-    subscribe_refused(&mut reader, "secret.a").await;
+    reader.subscribe_forbidden("secret.a").await;
 }
 
 #[tokio::test]
@@ -419,8 +381,8 @@ async fn anonymous_clients_get_exactly_the_anonymous_grants() {
     .await;
     let mut anonymous = RawClient::connect(broker.addr).await;
     anonymous.subscribe("public.news").await;
-    subscribe_refused(&mut anonymous, "private.x").await;
-    publish_refused(&mut anonymous, "public.news", true).await;
+    anonymous.subscribe_forbidden("private.x").await;
+    anonymous.publish_forbidden("public.news", true).await;
     let (status, _, body) =
         http_with(broker.addr, "POST", "/v1/publish/public.news", "", b"x").await;
     assert_eq!(status, 403, "{body}");
@@ -439,11 +401,11 @@ async fn allow_anonymous_grants_both_directions_on_its_patterns() {
     let mut anonymous = RawClient::connect(broker.addr).await;
     anonymous.subscribe("lobby.*").await;
     anonymous.subscribe("news.eu").await;
-    subscribe_refused(&mut anonymous, "lobby.>").await;
-    subscribe_refused(&mut anonymous, "private.x").await;
+    anonymous.subscribe_forbidden("lobby.>").await;
+    anonymous.subscribe_forbidden("private.x").await;
     let mut publisher = RawClient::connect(broker.addr).await;
     assert_eq!(publisher.publish_acked("lobby.chat", b"hi").await, 1);
-    publish_refused(&mut publisher, "news.eu", true).await;
+    publisher.publish_forbidden("news.eu", true).await;
     match anonymous.recv().await {
         Received::Message { topic, .. } => assert_eq!(topic, "lobby.chat"),
         other => panic!("expected the lobby message, got {other:?}"),
@@ -528,8 +490,8 @@ async fn a_refused_refresh_keeps_the_current_token() {
     // Narrower grants that cover the subscriptions replace the old ones.
     let (id, reply) = refresh(&mut client, &hs256(&claims(&["stocks.AAPL"], &[]))).await;
     assert!(matches!(reply, Received::Refreshed { id: got, expires: Some(_) } if got == id));
-    subscribe_refused(&mut client, "stocks.MSFT").await;
-    publish_refused(&mut client, "stocks.AAPL", true).await;
+    client.subscribe_forbidden("stocks.MSFT").await;
+    client.publish_forbidden("stocks.AAPL", true).await;
     still_open(&mut client).await;
 }
 
@@ -860,7 +822,7 @@ async fn with_auth_message_a_tokenless_connection_must_send_auth_first() {
         matches!(client.recv().await, Received::Refreshed { id: got, expires: Some(_) } if got == id)
     );
     client.subscribe("stocks.AAPL").await;
-    subscribe_refused(&mut client, "news.x").await;
+    client.subscribe_forbidden("news.x").await;
 
     // Without AUTH in time: 4004.
     let mut silent = RawClient::connect(broker.addr).await;

@@ -8,12 +8,10 @@
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use serde_json::json;
 use tickwire_e2e::pki::{CertFiles, TempDir, TestCa, tls_connect};
-use tickwire_e2e::{RawClient, Received, TestBroker, http_on_with, try_handshake_on};
-use tickwire_protocol::{ClientMessage, ErrorCode, SubscribeOptions};
+use tickwire_e2e::{RawClient, TestBroker, http_on_with, try_handshake_on};
 
 const SECRET: &[u8] = b"an HMAC secret of at least 32 bytes, for tests";
 
@@ -123,43 +121,6 @@ fn token(sub: &[&str], publ: &[&str]) -> String {
     .expect("sign token")
 }
 
-/// Expects `ERROR forbidden` (13) for request `id`.
-async fn expect_forbidden(client: &mut RawClient, id: u64) {
-    match client.recv().await {
-        Received::Error {
-            id: Some(got),
-            code: ErrorCode::Forbidden,
-            ..
-        } if got == id => {}
-        other => panic!("expected forbidden for {id}, got {other:?}"),
-    }
-}
-
-async fn subscribe_refused(client: &mut RawClient, pattern: &str) {
-    let id = client.next_id();
-    client
-        .send(&ClientMessage::Subscribe {
-            id,
-            pattern,
-            options: SubscribeOptions::default(),
-        })
-        .await;
-    expect_forbidden(client, id).await;
-}
-
-async fn publish_refused(client: &mut RawClient, topic: &str) {
-    let id = client.next_id();
-    client
-        .send(&ClientMessage::Publish {
-            id: Some(id),
-            topic,
-            payload: Bytes::from_static(b"x"),
-            retain: false,
-        })
-        .await;
-    expect_forbidden(client, id).await;
-}
-
 /// A tokenless upgrade over TLS presenting `identity`: its status.
 async fn upgrade_status(pki: &Pki, broker: &TestBroker, identity: &CertFiles) -> u16 {
     let stream = pki.tls(broker, identity).await;
@@ -179,11 +140,11 @@ async fn a_named_certificate_gets_exactly_its_grants_over_websocket() {
     let mut client = pki.connect(&broker, &alice, &[]).await;
     client.subscribe("stocks.>").await;
     client.subscribe("stocks.AAPL").await;
-    subscribe_refused(&mut client, "news.>").await;
-    subscribe_refused(&mut client, ">").await;
+    client.subscribe_forbidden("news.>").await;
+    client.subscribe_forbidden(">").await;
     client.publish_acked("iot.site1.t1", b"21.5").await;
-    publish_refused(&mut client, "iot.site2.t1").await;
-    publish_refused(&mut client, "stocks.AAPL").await;
+    client.publish_forbidden("iot.site2.t1", true).await;
+    client.publish_forbidden("stocks.AAPL", true).await;
 
     // A certificate without an entry, and no anonymous grants: 401.
     let eve = pki.client("eve");
@@ -200,7 +161,7 @@ async fn a_named_certificate_gets_exactly_its_grants_over_websocket() {
         .connect(&broker, &alice, &[("Authorization", &news)])
         .await;
     alice_with_token.subscribe("news.eu").await;
-    subscribe_refused(&mut alice_with_token, "stocks.>").await;
+    alice_with_token.subscribe_forbidden("stocks.>").await;
 
     // A bad token is not saved by a named certificate.
     let stream = pki.tls(&broker, &alice).await;
