@@ -583,14 +583,36 @@ impl BrokerConfig {
     /// Resolves `overrides` (flags and environment, as `(key, text)`) over
     /// the optional TOML `file` over the defaults, then validates.
     pub fn load(file: Option<&Path>, overrides: &[(&str, String)]) -> Result<Self, ConfigError> {
+        let text = match file {
+            Some(path) => Some(std::fs::read_to_string(path).map_err(|source| {
+                ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                }
+            })?),
+            None => None,
+        };
+        Self::resolve(file.zip(text.as_deref()), overrides)
+    }
+
+    /// Parses `text`, the content of the configuration file `path` (named
+    /// in errors only, never read), over the defaults and validates the
+    /// result: [`BrokerConfig::load`] without I/O and without flags. The
+    /// fuzz target `config_file` drives it with arbitrary text.
+    pub fn from_file_text(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        Self::resolve(Some((path, text)), &[])
+    }
+
+    /// The file's text (if any), then `overrides`, over the defaults; then
+    /// validation.
+    fn resolve(
+        file: Option<(&Path, &str)>,
+        overrides: &[(&str, String)],
+    ) -> Result<Self, ConfigError> {
         let mut config = BrokerConfig::default();
-        if let Some(path) = file {
-            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-                path: path.to_owned(),
-                source,
-            })?;
+        if let Some((path, text)) = file {
             let table: BTreeMap<String, toml::Value> =
-                toml::from_str(&text).map_err(|source| ConfigError::Toml {
+                toml::from_str(text).map_err(|source| ConfigError::Toml {
                     path: path.to_owned(),
                     source: Box::new(source),
                 })?;
