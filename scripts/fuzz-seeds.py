@@ -164,6 +164,8 @@ def write(seeds, keys):
     words += ['"[[topic]]"', '"pattern"', '"history_messages"', '"history_bytes"']
     words += ['"history_age"', '"retain"', '"client_retain"', '"slow_consumer"']
     words += ['"KiB"', '"MiB"', '"GiB"', '"GB"', '"ms"', '"s"', '"m"', '"h"']
+    # Boundary values for the numeric settings: 0, u32::MAX, usize::MAX.
+    words += ['"0"', '"4294967295"', '"18446744073709551615"']
     (DICT / "config_file.dict").write_text("\n".join(words) + "\n", encoding="utf-8")
 
 

@@ -87,7 +87,10 @@ fn check_bounds(c: &BrokerConfig) {
     for origin in &c.allowed_origins {
         assert_eq!(*origin, origin.to_ascii_lowercase());
         let host = origin.split_once("://").map(|(_, host)| host);
-        assert!(host.is_some_and(|h| !h.is_empty() && !h.contains('/')), "{origin}");
+        assert!(
+            host.is_some_and(|h| !h.is_empty() && !h.contains('/')),
+            "{origin}"
+        );
     }
     let items = c
         .allowed_origins
@@ -103,7 +106,10 @@ fn check_bounds(c: &BrokerConfig) {
         .chain(&c.api_key_file)
         .filter_map(|p| p.to_str());
     for item in items.chain(paths) {
-        assert!(!item.is_empty() && item.trim() == item && !item.contains(','), "{item:?}");
+        assert!(
+            !item.is_empty() && item.trim() == item && !item.contains(','),
+            "{item:?}"
+        );
     }
     assert!(!c.jwt_grants_claim.trim().is_empty());
 
@@ -120,5 +126,8 @@ fn check_bounds(c: &BrokerConfig) {
     for policy in &c.topic_policies {
         assert!(policy.history_messages == 0 || policy.history_bytes > 0);
     }
-    assert!(c.validate().is_ok(), "an accepted configuration fails validate");
+    assert!(
+        c.validate().is_ok(),
+        "an accepted configuration fails validate"
+    );
 }

@@ -17,7 +17,7 @@ use arbitrary::{Arbitrary, Unstructured};
 use bytes::{Bytes, BytesMut};
 use libfuzzer_sys::fuzz_target;
 use tickwire_protocol::message::{Position, SubscribedInfo, encode_delivery_frame};
-use tickwire_protocol::ws::{FrameDecoder, Incoming, Role};
+use tickwire_protocol::ws::{FrameDecoder, Incoming, MessageKind, Role};
 use tickwire_protocol::{Delivery, ErrorCode, ServerMessage};
 
 fuzz_target!(|data: &[u8]| {
@@ -175,7 +175,7 @@ fn round_trip(spec: &Spec) {
     // The trip a client sees: one unmasked binary frame, decoded as a client.
     let mut buf = BytesMut::from(&msg.to_frame()[..]);
     let mut decoder = FrameDecoder::new(Role::Client, 1 << 20);
-    let Ok(Some(Incoming::Message(body))) = decoder.decode(&mut buf) else {
+    let Ok(Some(Incoming::Message(MessageKind::Binary, body))) = decoder.decode(&mut buf) else {
         panic!("to_frame did not decode as one message");
     };
     assert!(buf.is_empty());

@@ -6,14 +6,17 @@
 //! * **Raw bytes.** Byte 0 picks the role (bit 0: 0 server, 1 client),
 //!   bytes 1-2 the message size limit (big endian, plus one), byte 3 seeds
 //!   how the rest is cut into chunks; the rest is the byte stream. The
-//!   decoder must never panic, never deliver a message over the limit or a
-//!   control payload over 125 bytes, never ask to buffer more than one
-//!   frame header plus the limit, and reach exactly the same items and the
-//!   same error whether the stream arrives whole or in chunks.
+//!   decoder must never panic, never deliver a message over the limit, a
+//!   text message that is not UTF-8 or a control payload over 125 bytes,
+//!   never ask to buffer more than one frame header plus the limit, and
+//!   reach exactly the same items and the same error whether the stream
+//!   arrives whole or in chunks (text is checked as it arrives, so this
+//!   also compares the early and the late UTF-8 verdicts).
 //! * **Encoded frames.** The same bytes, read by `arbitrary`, describe a
-//!   list of messages and control frames; the crate's own encoders
-//!   (`write_client_frame`, `server_frame`, `close_body`) write them and the
-//!   decoder must give back exactly those payloads.
+//!   list of messages (binary and text, whole or fragmented, text cut at
+//!   any byte, even inside a character) and control frames; the crate's own
+//!   encoders (`write_client_frame`, `server_frame`, `close_body`) write
+//!   them and the decoder must give back exactly those payloads.
 #![no_main]
 
 use arbitrary::{Arbitrary, Unstructured};
@@ -21,7 +24,8 @@ use bytes::{Bytes, BytesMut};
 use libfuzzer_sys::fuzz_target;
 use tickwire_protocol::codes::is_valid_close_code;
 use tickwire_protocol::ws::{
-    self, CloseFrame, FrameDecoder, FrameError, Incoming, MAX_CONTROL_PAYLOAD, OpCode, Role,
+    self, CloseFrame, FrameDecoder, FrameError, Incoming, MAX_CONTROL_PAYLOAD, MessageKind, OpCode,
+    Role,
 };
 
 /// The longest frame header: 2 bytes, 8 of extended length, 4 of mask.
@@ -103,7 +107,7 @@ fn decode(role: Role, max: usize, chunks: &[&[u8]]) -> Outcome {
                 }
                 Err(error) => {
                     let code = error.close_code().as_u16();
-                    assert!(matches!(code, 1002 | 1003 | 1007 | 1009), "close code {code}");
+                    assert!(matches!(code, 1002 | 1007 | 1009), "close code {code}");
                     return Outcome {
                         items,
                         error: Some(error),
@@ -122,7 +126,15 @@ fn decode(role: Role, max: usize, chunks: &[&[u8]]) -> Outcome {
 
 fn check_item(item: &Incoming, max: usize) {
     match item {
-        Incoming::Message(body) => assert!(body.len() <= max, "{} > {max}", body.len()),
+        Incoming::Message(kind, body) => {
+            assert!(body.len() <= max, "{} > {max}", body.len());
+            if *kind == MessageKind::Text {
+                assert!(
+                    std::str::from_utf8(body).is_ok(),
+                    "text message is not UTF-8"
+                );
+            }
+        }
         Incoming::Ping(p) | Incoming::Pong(p) => assert!(p.len() <= MAX_CONTROL_PAYLOAD),
         Incoming::Close(CloseFrame { code, reason }) => {
             assert!(reason.len() + 2 <= MAX_CONTROL_PAYLOAD);
@@ -146,10 +158,17 @@ struct Stream {
 #[derive(Arbitrary, Debug)]
 enum Frame {
     Binary(Vec<u8>),
-    /// A message in several frames, with a ping between the first two.
+    Text(String),
+    /// A binary message in several frames, with a ping after the first.
     Fragmented {
         parts: Vec<Vec<u8>>,
         ping: Option<Vec<u8>>,
+    },
+    /// A text message cut into frames at these byte offsets (taken modulo
+    /// its length, so possibly inside a character).
+    FragmentedText {
+        text: String,
+        cuts: Vec<u16>,
     },
     Ping(Vec<u8>),
     Pong(Vec<u8>),
@@ -172,7 +191,9 @@ impl Encoder {
         let start = self.out.len();
         match self.role {
             Role::Server => ws::write_client_frame(&mut self.out, opcode, payload, self.key),
-            Role::Client => self.out.extend_from_slice(&ws::server_frame(opcode, payload)),
+            Role::Client => self
+                .out
+                .extend_from_slice(&ws::server_frame(opcode, payload)),
         }
         if !fin {
             self.out[start] &= 0x7f;
@@ -200,7 +221,34 @@ fn encoded_frames(stream: &Stream) {
         match frame {
             Frame::Binary(body) => {
                 enc.frame(OpCode::Binary, true, body);
-                expected.push(Incoming::Message(Bytes::copy_from_slice(body)));
+                let body = Bytes::copy_from_slice(body);
+                expected.push(Incoming::Message(MessageKind::Binary, body));
+            }
+            Frame::Text(text) => {
+                enc.frame(OpCode::Text, true, text.as_bytes());
+                let body = Bytes::copy_from_slice(text.as_bytes());
+                expected.push(Incoming::Message(MessageKind::Text, body));
+            }
+            Frame::FragmentedText { text, cuts } => {
+                let bytes = text.as_bytes();
+                let mut cuts: Vec<usize> = cuts
+                    .iter()
+                    .map(|c| usize::from(*c) % (bytes.len() + 1))
+                    .collect();
+                cuts.push(bytes.len());
+                cuts.sort_unstable();
+                let mut start = 0;
+                for (i, end) in cuts.iter().enumerate() {
+                    let opcode = if i == 0 {
+                        OpCode::Text
+                    } else {
+                        OpCode::Continuation
+                    };
+                    enc.frame(opcode, i + 1 == cuts.len(), &bytes[start..*end]);
+                    start = *end;
+                }
+                let body = Bytes::copy_from_slice(bytes);
+                expected.push(Incoming::Message(MessageKind::Text, body));
             }
             Frame::Fragmented { parts, ping } => {
                 let mut whole = Vec::new();
@@ -214,7 +262,8 @@ fn encoded_frames(stream: &Stream) {
                     enc.frame(opcode, last, part);
                     whole.extend_from_slice(part);
                     if last {
-                        expected.push(Incoming::Message(Bytes::from(std::mem::take(&mut whole))));
+                        let body = Bytes::from(std::mem::take(&mut whole));
+                        expected.push(Incoming::Message(MessageKind::Binary, body));
                     }
                     if let (0, Some(ping)) = (i, ping) {
                         let ping = control_payload(ping);
@@ -239,7 +288,8 @@ fn encoded_frames(stream: &Stream) {
                 };
                 let body = ws::close_body(code, reason);
                 assert!(body.len() <= MAX_CONTROL_PAYLOAD);
-                let kept = std::str::from_utf8(&body[2..]).expect("close_body cuts on a char boundary");
+                let kept =
+                    std::str::from_utf8(&body[2..]).expect("close_body cuts on a char boundary");
                 assert!(reason.starts_with(kept));
                 enc.frame(OpCode::Close, true, &body);
                 expected.push(Incoming::Close(CloseFrame {
