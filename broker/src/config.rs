@@ -541,6 +541,9 @@ broker_settings! {
     metrics_listen: Option<SocketAddr> = None, "",
         env "TICKWIRE_METRICS_LISTEN", parse parse_optional_addr,
         "Serve /metrics, /healthz and /readyz on this address (plain HTTP) instead of the main port, which then serves only clients (/ws, /v1/publish).";
+    echo_listen: Option<SocketAddr> = None, "",
+        env "TICKWIRE_ECHO_LISTEN", parse parse_optional_addr,
+        "Conformance-testing aid: serve a WebSocket echo service on this address (plain ws://, any path; every message is sent back as it came, text or binary) on the broker's own WebSocket layer and limits. No authentication: never expose it. Off by default.";
     jwt_hmac_secret_file: Vec<PathBuf> = Vec::new(), "",
         env "TICKWIRE_JWT_HMAC_SECRET_FILE", parse parse_paths,
         "Files holding HMAC secrets (the whole file, trailing newline removed) for HS256/384/512 tokens; comma-separated for several. Any key configured turns authentication on.";
@@ -676,11 +679,19 @@ impl BrokerConfig {
                     .to_owned(),
             ));
         }
-        if self.metrics_listen == Some(self.listen) && self.listen.port() != 0 {
+        let fixed = |addr: &SocketAddr| addr.port() != 0;
+        if self.metrics_listen == Some(self.listen) && fixed(&self.listen) {
             return Err(ConfigError::Inconsistent(format!(
                 "--metrics-listen {} is the address of --listen; choose another port",
                 self.listen
             )));
+        }
+        if let Some(echo) = self.echo_listen.filter(fixed) {
+            if echo == self.listen || Some(echo) == self.metrics_listen {
+                return Err(ConfigError::Inconsistent(format!(
+                    "--echo-listen {echo} is the address of another listener; choose another port"
+                )));
+            }
         }
         // A delivery frame is the message plus its envelope (topic, seq,
         // time, headers); leave room for the largest one.
