@@ -66,6 +66,10 @@ pub async fn serve<S, H>(
     ));
     state.metrics.websockets.inc();
     let mut handler = new_handler(queue.clone());
+    match handler.peer_identity() {
+        Some(peer) => tracing::debug!(connection = id, %peer, "websocket session started"),
+        None => tracing::debug!(connection = id, "websocket session started"),
+    }
     // `early` is a slice of hyper's read buffer: copy what it holds and let
     // the buffer go, so an idle connection does not keep it alive.
     let buf = BytesMut::from(&early[..]);

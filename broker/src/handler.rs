@@ -14,6 +14,7 @@ use tickwire_protocol::CloseCode;
 use tickwire_protocol::ws::MessageKind;
 
 use crate::state::BrokerState;
+use crate::tls::PeerIdentity;
 
 /// Handles the messages of one WebSocket connection. Replies go through the
 /// connection's outbound queue, which the handler is given when it is
@@ -27,6 +28,12 @@ pub trait MessageHandler: Send {
     /// closed with; `None`: never. Asked again after every message, since
     /// one may move it.
     fn expiry(&self) -> Option<(SystemTime, CloseCode)> {
+        None
+    }
+
+    /// Who the client is according to its verified TLS client certificate
+    /// (`tls_client_ca_file`), for the logs; `None` without one.
+    fn peer_identity(&self) -> Option<&PeerIdentity> {
         None
     }
 

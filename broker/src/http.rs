@@ -458,15 +458,7 @@ fn upgrade<S: Transport>(
         Err(message) => return text(StatusCode::BAD_REQUEST, message),
     };
     let limits = PublishLimits::from_config(&state.config);
-    let new_session = move |queue: Arc<OutboundQueue>| {
-        match &identity {
-            Some(peer) => {
-                tracing::debug!(connection = queue.id(), %peer, "websocket session started")
-            }
-            None => tracing::debug!(connection = queue.id(), "websocket session started"),
-        }
-        Session::new(queue, authorized, limits, identity)
-    };
+    let new_session = move |queue| Session::new(queue, authorized, limits, identity);
     switch_protocols::<S, _>(state, req, subprotocol, new_session, slot)
 }
 

@@ -78,12 +78,6 @@ impl Session {
         }
     }
 
-    /// Who the client is according to its verified TLS client certificate
-    /// (`tls_client_ca_file`); `None` without one.
-    pub fn peer_identity(&self) -> Option<&PeerIdentity> {
-        self.peer_identity.as_deref()
-    }
-
     /// When the connection's token expires (it is then closed with 4003);
     /// `None`: never. A `REFRESH` moves it.
     pub fn valid_until(&self) -> Option<SystemTime> {
@@ -325,6 +319,10 @@ impl MessageHandler for Session {
             CloseCode::TokenExpired
         };
         self.valid_until.map(|at| (at, code))
+    }
+
+    fn peer_identity(&self) -> Option<&PeerIdentity> {
+        self.peer_identity.as_deref()
     }
 
     /// Removes every subscription of this session from the registry.

@@ -146,6 +146,8 @@ async fn messages_come_back_with_their_opcode_and_the_ws_rules_apply() {
         .send_raw(&fragment(OpCode::Continuation, false, b"\xff"))
         .await;
     expect_close(&mut client, 1007).await;
+    // Gone, rather than left for the broker's close timeout.
+    drop(client);
 
     // A non-minimal length encoding: 1002.
     let mut client = RawClient::connect_plain(echo, "/").await;
@@ -153,7 +155,6 @@ async fn messages_come_back_with_their_opcode_and_the_ws_rules_apply() {
     frame.extend_from_slice(b"abc");
     client.send_raw(&frame).await;
     expect_close(&mut client, 1002).await;
-    // Gone, rather than left for the broker's close timeout.
     drop(client);
 
     terminate(child).await;
@@ -175,6 +176,7 @@ async fn the_size_limit_and_the_drain_apply_to_echo_connections() {
     ));
     client.send_frame(OpCode::Binary, &[7; 1025]).await;
     expect_close(&mut client, 1009).await;
+    drop(client);
 
     // SIGTERM closes an open echo connection with 1001.
     let mut idle = RawClient::connect_plain(echo, "/").await;
