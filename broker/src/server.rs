@@ -414,31 +414,14 @@ async fn serve_metrics(
     stop: CancellationToken,
     refusing: Arc<Semaphore>,
 ) {
-    let places = Arc::new(Semaphore::new(PROBE_CONNECTIONS));
-    loop {
-        let accepted = tokio::select! {
-            _ = stop.cancelled() => return,
-            accepted = listener.accept() => accepted,
-        };
-        let socket = match accepted {
-            Ok((socket, _)) => socket,
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed on the metrics listener");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let Ok(place) = places.clone().try_acquire_owned() else {
-            if let Ok(permit) = refusing.clone().try_acquire_owned() {
-                tokio::spawn(refuse(
-                    socket,
-                    "503 Service Unavailable",
-                    METRICS_FULL_BODY.to_owned(),
-                    Some(permit),
-                ));
-            }
-            continue;
-        };
+    let side = SideListener {
+        name: "metrics",
+        places: PROBE_CONNECTIONS,
+        full_body: METRICS_FULL_BODY,
+        stop: stop.clone(),
+        refusing,
+    };
+    side.accept(listener, |socket, _, place| {
         let state = state.clone();
         let stop = stop.clone();
         tokio::spawn(async move {
@@ -457,6 +440,63 @@ async fn serve_metrics(
             }
             drop(place);
         });
+    })
+    .await
+}
+
+/// How a side listener (metrics, echo) accepts: a limit of its own, 503 for
+/// connections over it, until `stop`.
+struct SideListener {
+    /// The listener's name in logs.
+    name: &'static str,
+    /// Connections served at once, at most.
+    places: usize,
+    /// The body of the 503 answer over `places`.
+    full_body: &'static str,
+    /// Ends the accept loop.
+    stop: CancellationToken,
+    /// Places for refusals, shared with the main port.
+    refusing: Arc<Semaphore>,
+}
+
+impl SideListener {
+    /// Accepts until `stop`, handing each connection within the limit to
+    /// `serve` with its place, which it holds while the connection lasts.
+    /// Refusals take one of the `refusing` places, else the connection is
+    /// closed without an answer.
+    async fn accept(
+        self,
+        listener: TcpListener,
+        mut serve: impl FnMut(TcpStream, SocketAddr, OwnedSemaphorePermit),
+    ) {
+        let places = Arc::new(Semaphore::new(self.places));
+        loop {
+            let accepted = tokio::select! {
+                _ = self.stop.cancelled() => return,
+                accepted = listener.accept() => accepted,
+            };
+            let (socket, peer) = match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    tracing::warn!(error = %e, listener = self.name, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            match places.clone().try_acquire_owned() {
+                Ok(place) => serve(socket, peer, place),
+                Err(_) => {
+                    if let Ok(permit) = self.refusing.clone().try_acquire_owned() {
+                        tokio::spawn(refuse(
+                            socket,
+                            "503 Service Unavailable",
+                            self.full_body.to_owned(),
+                            Some(permit),
+                        ));
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -470,31 +510,14 @@ const ECHO_FULL_BODY: &str = "the echo service is at max_connections; retry late
 /// one of the `refusing` places, shared with the main port). Connections run
 /// in the broker's task set, so the drain closes them with 1001.
 async fn serve_echo(state: Arc<BrokerState>, listener: TcpListener, refusing: Arc<Semaphore>) {
-    let places = Arc::new(Semaphore::new(state.config.max_connections));
-    loop {
-        let accepted = tokio::select! {
-            _ = state.shutdown.cancelled() => return,
-            accepted = listener.accept() => accepted,
-        };
-        let (socket, peer) = match accepted {
-            Ok(pair) => pair,
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed on the echo listener");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let Ok(place) = places.clone().try_acquire_owned() else {
-            if let Ok(permit) = refusing.clone().try_acquire_owned() {
-                tokio::spawn(refuse(
-                    socket,
-                    "503 Service Unavailable",
-                    ECHO_FULL_BODY.to_owned(),
-                    Some(permit),
-                ));
-            }
-            continue;
-        };
+    let side = SideListener {
+        name: "echo",
+        places: state.config.max_connections,
+        full_body: ECHO_FULL_BODY,
+        stop: state.shutdown.clone(),
+        refusing,
+    };
+    side.accept(listener, |socket, peer, place| {
         let _ = socket.set_nodelay(true);
         let place = Arc::new(place);
         let echo_state = state.clone();
@@ -505,7 +528,8 @@ async fn serve_echo(state: Arc<BrokerState>, listener: TcpListener, refusing: Ar
         state
             .tasks
             .spawn(serve_http(state.clone(), socket, peer, route));
-    }
+    })
+    .await
 }
 
 /// Answers a connection with `status` (e.g. `503 Service Unavailable`) and

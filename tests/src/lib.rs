@@ -699,6 +699,35 @@ where
     (banner_addr(&line), line)
 }
 
+/// `tickwire ARGS` (this build's binary) with no input, piped standard
+/// output and error, killed when dropped, and without any inherited
+/// `TICKWIRE_*` variable (so the caller's environment cannot change the
+/// configuration under test).
+pub fn tickwire_command(args: &[&str]) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(tickwire_binary());
+    command
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("TICKWIRE_")) {
+        command.env_remove(key);
+    }
+    command
+}
+
+/// Sends the signal `name` (`-TERM`, `-HUP`, `-INT`, ...) to `child` with
+/// kill(1), and checks it was delivered.
+pub fn signal(child: &tokio::process::Child, name: &str) {
+    let pid = child.id().expect("the process is running").to_string();
+    let status = std::process::Command::new("kill")
+        .args([name, &pid])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill {name} {pid}: {status}");
+}
+
 /// Path of the `tickwire` binary of this build, built on first use if the
 /// test run did not build it already.
 pub fn tickwire_binary() -> std::path::PathBuf {

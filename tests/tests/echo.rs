@@ -7,27 +7,20 @@ use std::net::SocketAddr;
 use std::process::Stdio;
 
 use bytes::Bytes;
-use tickwire_e2e::{RawClient, WAIT, read_banner, tickwire_binary, try_handshake_at};
+use tickwire_e2e::{RawClient, WAIT, read_banner, signal, tickwire_command, try_handshake_at};
 use tickwire_protocol::ws::{self, CloseFrame, Incoming, MessageKind, OpCode};
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdout, Command};
+use tokio::process::{Child, ChildStdout};
 
 /// `tickwire serve --listen 127.0.0.1:0 ARGS` with `env` and no inherited
 /// `TICKWIRE_*` variables, and its standard output as lines.
 fn serve(args: &[&str], env: &[(&str, &str)]) -> (Child, Lines<BufReader<ChildStdout>>) {
-    let mut command = Command::new(tickwire_binary());
-    command
-        .args(["serve", "--listen", "127.0.0.1:0", "--log-level", "error"])
+    let mut child = tickwire_command(&["serve", "--listen", "127.0.0.1:0", "--log-level", "error"])
         .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
+        .envs(env.iter().copied())
         .stderr(Stdio::inherit())
-        .kill_on_drop(true);
-    for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("TICKWIRE_")) {
-        command.env_remove(key);
-    }
-    command.envs(env.iter().copied());
-    let mut child = command.spawn().expect("start tickwire serve");
+        .spawn()
+        .expect("start tickwire serve");
     let stdout = child.stdout.take().expect("stdout");
     (child, BufReader::new(stdout).lines())
 }
@@ -46,16 +39,6 @@ async fn serve_echo(
     (child, lines, echo)
 }
 
-/// Sends SIGTERM to `child`.
-fn sigterm(child: &Child) {
-    let pid = child.id().expect("pid").to_string();
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill");
-    assert!(status.success());
-}
-
 /// Waits for `child` to exit successfully.
 async fn exits_cleanly(mut child: Child) {
     let exit = tokio::time::timeout(WAIT, child.wait())
@@ -67,7 +50,7 @@ async fn exits_cleanly(mut child: Child) {
 
 /// Sends SIGTERM and waits for the process to exit successfully.
 async fn terminate(child: Child) {
-    sigterm(&child);
+    signal(&child, "-TERM");
     exits_cleanly(child).await;
 }
 
@@ -180,7 +163,7 @@ async fn the_size_limit_and_the_drain_apply_to_echo_connections() {
 
     // SIGTERM closes an open echo connection with 1001.
     let mut idle = RawClient::connect_plain(echo, "/").await;
-    sigterm(&child);
+    signal(&child, "-TERM");
     expect_close(&mut idle, 1001).await;
     idle.send_frame(OpCode::Close, &ws::close_body(1001, ""))
         .await;
