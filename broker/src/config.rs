@@ -810,6 +810,37 @@ mod tests {
     }
 
     #[test]
+    fn side_listeners_may_not_share_a_fixed_address() {
+        let load = |pairs: &[(&str, &str)]| {
+            let pairs: Vec<(&str, String)> =
+                pairs.iter().map(|(k, v)| (*k, (*v).to_owned())).collect();
+            BrokerConfig::load(None, &pairs)
+        };
+        let err = load(&[
+            ("listen", "127.0.0.1:8080"),
+            ("echo_listen", "127.0.0.1:8080"),
+        ])
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("--echo-listen 127.0.0.1:8080"),
+            "{err}"
+        );
+        let err = load(&[
+            ("metrics_listen", "127.0.0.1:9090"),
+            ("echo_listen", "127.0.0.1:9090"),
+        ])
+        .unwrap_err();
+        assert!(err.to_string().contains("another listener"), "{err}");
+        // Port 0 picks a free port each time: no clash.
+        let config = load(&[("listen", "127.0.0.1:0"), ("echo_listen", "127.0.0.1:0")]).unwrap();
+        assert_eq!(
+            config.echo_listen,
+            Some(SocketAddr::from(([127, 0, 0, 1], 0)))
+        );
+        assert_eq!(BrokerConfig::default().echo_listen, None, "off by default");
+    }
+
+    #[test]
     fn overrides_are_checked_like_file_values() {
         let err = BrokerConfig::load(None, &[("max_topics", "lots".to_owned())]).unwrap_err();
         assert!(err.to_string().contains("`max_topics`"), "{err}");
