@@ -1,5 +1,6 @@
 //! `tickwire serve`: run the broker until SIGTERM or SIGINT.
 
+use crate::console::{LossyStderr, stderrln, stdoutln};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -93,25 +94,25 @@ pub fn run(args: ServeArgs) -> ExitCode {
     let config = match BrokerConfig::load(args.config.as_deref(), &overrides) {
         Ok(config) => config,
         Err(e) => {
-            eprintln!("tickwire: {e}");
+            stderrln!("tickwire: {e}");
             return ExitCode::from(EXIT_CONFIG);
         }
     };
     if let Err(e) = init_logging(&config) {
-        eprintln!("tickwire: {e:#}");
+        stderrln!("tickwire: {e:#}");
         return ExitCode::from(EXIT_CONFIG);
     }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("tickwire: cannot start the async runtime: {e}");
+            stderrln!("tickwire: cannot start the async runtime: {e}");
             return ExitCode::from(EXIT_START);
         }
     };
     match runtime.block_on(serve(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("tickwire: {e:#}");
+            stderrln!("tickwire: {e:#}");
             // The broker reports an invalid configuration (such as an
             // unreadable TLS file) as InvalidInput.
             let invalid_config = e
@@ -129,9 +130,12 @@ pub fn run(args: ServeArgs) -> ExitCode {
 fn init_logging(config: &BrokerConfig) -> anyhow::Result<()> {
     let filter = EnvFilter::try_new(&config.log_level)
         .with_context(|| format!("invalid log level `{}`", config.log_level))?;
+    // A log line that cannot be written is dropped (see LossyStderr); the
+    // subscriber's own error reports would go to the same broken stream.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(LossyStderr::make)
+        .log_internal_errors(false)
         .with_ansi(std::io::stderr().is_terminal());
     match config.log_format {
         LogFormat::Text => builder.init(),
@@ -184,10 +188,12 @@ async fn serve(config: BrokerConfig) -> anyhow::Result<()> {
     // Installed before the banner: a SIGHUP sent once the address is known
     // reloads, it never meets the default action (exit).
     let sighup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
-    println!("tickwire listening on {addr} (WebSocket {scheme}://{addr}/ws)");
+    // The banner is for whoever started the broker; with standard output
+    // closed or full it is lost, and the broker serves all the same.
+    let _ = stdoutln!("tickwire listening on {addr} (WebSocket {scheme}://{addr}/ws)");
     if let Some(metrics_addr) = broker.metrics_addr().transpose()? {
         tracing::info!(addr = %metrics_addr, "metrics listener ready");
-        println!("tickwire metrics on {metrics_addr} (http://{metrics_addr}/metrics)");
+        let _ = stdoutln!("tickwire metrics on {metrics_addr} (http://{metrics_addr}/metrics)");
     }
     tokio::spawn(shutdown_on_signal(broker.shutdown_handle()));
     tokio::spawn(reload_on_sighup(sighup, broker.reload_handle()));
