@@ -10,7 +10,7 @@
 //! the process with a backtrace instead of an exit code. So the binary uses
 //! neither (clippy's `print_stdout` and `print_stderr` lints refuse them in
 //! this crate) but these macros, and the tracing subscriber writes through
-//! [`LossyStderr`].
+//! [`crate::log_writer`].
 //!
 //! Standard error carries diagnostics: a line that cannot be written is
 //! dropped ([`stderrln!`], [`stderr!`]). Standard output carries what a
@@ -56,32 +56,3 @@ macro_rules! stdoutln {
 }
 
 pub(crate) use {stderr, stderrln, stdoutln};
-
-/// The writer of the broker's log (`tracing_subscriber`'s `MakeWriter` is
-/// `fn() -> LossyStderr`): standard error, where a failed write counts as
-/// done so the subscriber never sees an error.
-///
-/// The subscriber would otherwise report the error with `eprintln!`, which
-/// panics on the same broken stream; a log line that cannot be written is
-/// lost, never a reason for a task to die.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct LossyStderr;
-
-impl LossyStderr {
-    /// A writer to standard error (the subscriber calls it once per event).
-    pub fn make() -> LossyStderr {
-        LossyStderr
-    }
-}
-
-impl Write for LossyStderr {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let _ = io::stderr().lock().write_all(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        let _ = io::stderr().lock().flush();
-        Ok(())
-    }
-}

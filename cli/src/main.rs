@@ -9,6 +9,7 @@
 mod bench;
 mod client;
 mod console;
+mod log_writer;
 mod serve;
 mod token;
 

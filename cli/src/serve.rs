@@ -1,6 +1,7 @@
 //! `tickwire serve`: run the broker until SIGTERM or SIGINT.
 
-use crate::console::{LossyStderr, stderrln, stdoutln};
+use crate::console::{stderrln, stdoutln};
+use crate::log_writer::{self, LogFlush};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -98,18 +99,25 @@ pub fn run(args: ServeArgs) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    if let Err(e) = init_logging(&config) {
-        stderrln!("tickwire: {e:#}");
-        return ExitCode::from(EXIT_CONFIG);
-    }
+    let log = match init_logging(&config) {
+        Ok(log) => log,
+        Err(e) => {
+            stderrln!("tickwire: {e:#}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
+            log.flush();
             stderrln!("tickwire: cannot start the async runtime: {e}");
             return ExitCode::from(EXIT_START);
         }
     };
-    match runtime.block_on(serve(config)) {
+    let result = runtime.block_on(serve(config));
+    // The last log lines ("broker stopped") go out before the process ends.
+    log.flush();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             stderrln!("tickwire: {e:#}");
@@ -127,21 +135,24 @@ pub fn run(args: ServeArgs) -> ExitCode {
     }
 }
 
-fn init_logging(config: &BrokerConfig) -> anyhow::Result<()> {
+/// Installs the log subscriber, writing through [`log_writer`]; returns
+/// what flushes it before exit.
+fn init_logging(config: &BrokerConfig) -> anyhow::Result<LogFlush> {
     let filter = EnvFilter::try_new(&config.log_level)
         .with_context(|| format!("invalid log level `{}`", config.log_level))?;
-    // A log line that cannot be written is dropped (see LossyStderr); the
-    // subscriber's own error reports would go to the same broken stream.
+    let (writer, flush) = log_writer::start().context("cannot start the log thread")?;
+    // The writer never fails; the subscriber's own error reports would go
+    // to standard error with `eprintln!`, which panics when it is broken.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(LossyStderr::make)
+        .with_writer(move || writer.clone())
         .log_internal_errors(false)
         .with_ansi(std::io::stderr().is_terminal());
     match config.log_format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
-    Ok(())
+    Ok(flush)
 }
 
 async fn serve(config: BrokerConfig) -> anyhow::Result<()> {

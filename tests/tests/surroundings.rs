@@ -12,7 +12,7 @@
 use std::collections::HashSet;
 use std::fs::File;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -53,9 +53,8 @@ fn dev_full() -> Stdio {
     Stdio::from(full)
 }
 
-/// The write end of a pipe whose read end is already closed: every write
-/// fails with `EPIPE`.
-fn broken_pipe() -> Stdio {
+/// A new pipe: (read end, write end).
+fn pipe() -> (OwnedFd, OwnedFd) {
     let mut fds = [0; 2];
     // SAFETY: pipe2 writes two new descriptors into the array of two it is
     // given, and touches nothing else.
@@ -63,9 +62,40 @@ fn broken_pipe() -> Stdio {
     assert_eq!(rc, 0, "pipe2: {}", std::io::Error::last_os_error());
     // SAFETY: both descriptors were just created by pipe2 and nothing else
     // owns them.
-    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
+}
+
+/// The write end of a pipe whose read end is already closed: every write
+/// fails with `EPIPE`.
+fn broken_pipe() -> Stdio {
+    let (read, write) = pipe();
     drop(read);
     Stdio::from(write)
+}
+
+/// A pipe of one page that nobody reads (a stalled log collector): its read
+/// end, its capacity, and its write end for the child.
+fn stalled_pipe() -> (OwnedFd, usize, Stdio) {
+    let (read, write) = pipe();
+    // SAFETY: fcntl on a descriptor we own; F_SETPIPE_SZ takes an int.
+    let capacity = unsafe { libc::fcntl(write.as_raw_fd(), libc::F_SETPIPE_SZ, 4096) };
+    assert!(
+        capacity > 0,
+        "F_SETPIPE_SZ: {}",
+        std::io::Error::last_os_error()
+    );
+    let capacity = usize::try_from(capacity).expect("a positive capacity");
+    (read, capacity, Stdio::from(write))
+}
+
+/// Bytes waiting in the pipe whose read end is `read`.
+fn unread(read: &OwnedFd) -> usize {
+    let mut bytes: libc::c_int = 0;
+    // SAFETY: FIONREAD stores one int through the pointer, which points to
+    // `bytes`.
+    let rc = unsafe { libc::ioctl(read.as_raw_fd(), libc::FIONREAD, &mut bytes) };
+    assert_eq!(rc, 0, "FIONREAD: {}", std::io::Error::last_os_error());
+    usize::try_from(bytes).expect("a byte count")
 }
 
 /// The process id of a running child.
@@ -213,6 +243,33 @@ async fn output_on_a_full_disk_changes_nothing_and_sigterm_still_drains() {
         .expect("start tickwire serve");
     let addr = wait_listening(&mut child).await;
     serves_then_drains(child, addr).await;
+}
+
+#[tokio::test]
+async fn a_log_collector_that_stops_reading_changes_nothing_and_sigterm_still_drains() {
+    let (log, capacity, stderr) = stalled_pipe();
+    let mut child = serve(&["--log-level", "debug"], Stdio::piped(), stderr)
+        .spawn()
+        .expect("start tickwire serve");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let (addr, _) = read_banner(&mut stdout).await;
+    // Sessions come and go (two debug lines each) until the pipe has no
+    // room for another line: from then on a write to it blocks.
+    let mut sessions = 0;
+    while unread(&log) + 512 < capacity {
+        assert!(sessions < 1000, "the log does not fill the pipe");
+        let mut passer_by = RawClient::connect(addr).await;
+        passer_by.publish_acked(TOPIC, b"filling").await;
+        sessions += 1;
+    }
+    // Many more sessions, each logging into the full pipe: more than the
+    // runtime has threads, so a blocking log write would stop them all.
+    for _ in 0..32 {
+        let mut passer_by = RawClient::connect(addr).await;
+        passer_by.publish_acked(TOPIC, b"stalled").await;
+    }
+    serves_then_drains(child, addr).await;
+    drop(log);
 }
 
 /// A keep-alive HTTP/1.1 connection to the metrics listener, opened while
@@ -365,6 +422,10 @@ async fn an_exhausted_descriptor_limit_backs_off_keeps_serving_and_recovers() {
     let failed_after = probe.value(errors).await;
     let (elapsed, cpu) = (started.elapsed(), cpu_seconds(pid) - cpu_before);
     let failures = failed_after - saturated_at;
+    eprintln!(
+        "saturated after {} extra connections: {failures} failed accepts and {cpu:.2}s of CPU in {elapsed:?}",
+        fillers.len()
+    );
     assert!(failures >= 1.0, "the listener kept trying");
     let most = 10.0 + 2.0 * elapsed.as_secs_f64();
     assert!(
@@ -414,9 +475,10 @@ async fn subscribed(child: &mut Child) -> tokio::io::Lines<BufReader<tokio::proc
         .await
         .expect("sub subscribes in time")
         .expect("read stderr");
-    assert_eq!(
-        line.as_deref(),
-        Some(format!("subscribed to {TOPIC}").as_str())
+    let line = line.expect("a line on standard error");
+    assert!(
+        line.starts_with(&format!("subscribed to {TOPIC}")),
+        "{line}"
     );
     lines
 }
@@ -475,7 +537,9 @@ async fn token_on_a_full_disk_fails_with_1_and_says_why() {
         .stdin(Stdio::null())
         .stdout(dev_full())
         .stderr(Stdio::piped())
-        .output()
+        .spawn()
+        .expect("start tickwire token")
+        .wait_with_output()
         .await
         .expect("run tickwire token");
     assert_eq!(output.status.code(), Some(1), "{:?}", output.status);
