@@ -122,14 +122,20 @@ mod tests {
         io::Error::from_raw_os_error(24)
     }
 
+    /// Fresh metrics and the main listener's failure tracking.
+    fn main_listener() -> (Metrics, AcceptErrors) {
+        let metrics = Metrics::new();
+        let errors = AcceptErrors::new("main", &metrics);
+        (metrics, errors)
+    }
+
     fn failures(metrics: &Metrics) -> u64 {
         metrics.accept_errors.with_label_values(&["main"]).get()
     }
 
     #[test]
     fn resource_failures_pause_longer_and_longer_up_to_a_second() {
-        let metrics = Metrics::new();
-        let mut errors = AcceptErrors::new("main", &metrics);
+        let (metrics, mut errors) = main_listener();
         let now = Instant::now();
         let pauses: Vec<u128> = (0..10)
             .map(|_| errors.failed(&emfile(), now).as_millis())
@@ -140,8 +146,7 @@ mod tests {
 
     #[test]
     fn a_success_starts_the_back_off_over() {
-        let metrics = Metrics::new();
-        let mut errors = AcceptErrors::new("main", &metrics);
+        let (_metrics, mut errors) = main_listener();
         let now = Instant::now();
         for _ in 0..5 {
             errors.failed(&emfile(), now);
@@ -152,8 +157,7 @@ mod tests {
 
     #[test]
     fn a_failed_connection_is_retried_at_once_and_keeps_the_back_off() {
-        let metrics = Metrics::new();
-        let mut errors = AcceptErrors::new("main", &metrics);
+        let (metrics, mut errors) = main_listener();
         let now = Instant::now();
         errors.failed(&emfile(), now);
         let aborted = io::Error::from(io::ErrorKind::ConnectionAborted);
@@ -164,16 +168,14 @@ mod tests {
 
     #[test]
     fn unknown_errors_pause() {
-        let metrics = Metrics::new();
-        let mut errors = AcceptErrors::new("main", &metrics);
+        let (_metrics, mut errors) = main_listener();
         let odd = io::Error::other("something else");
         assert_eq!(errors.failed(&odd, Instant::now()), FIRST_PAUSE);
     }
 
     #[test]
     fn the_log_gets_one_line_per_interval() {
-        let metrics = Metrics::new();
-        let mut errors = AcceptErrors::new("main", &metrics);
+        let (_metrics, mut errors) = main_listener();
         let start = Instant::now();
         errors.failed(&emfile(), start);
         assert_eq!((errors.unlogged, errors.last_log), (0, Some(start)));

@@ -226,10 +226,11 @@ async fn a_log_collector_that_dies_changes_nothing_and_sigterm_still_drains() {
     serves_then_drains(child, addr).await;
 }
 
-#[tokio::test]
-async fn output_closed_from_the_start_changes_nothing_and_sigterm_still_drains() {
-    // `tickwire serve 2>&1 | head -0`: even the banner cannot be written.
-    let mut child = serve(&["--log-level", "debug"], broken_pipe(), broken_pipe())
+/// [`serves_then_drains`] for a broker logging at `debug` to `stdout` and
+/// `stderr` from the start, found through `/proc` since its banner may be
+/// lost.
+async fn serves_then_drains_writing_to(stdout: Stdio, stderr: Stdio) {
+    let mut child = serve(&["--log-level", "debug"], stdout, stderr)
         .spawn()
         .expect("start tickwire serve");
     let addr = wait_listening(&mut child).await;
@@ -237,12 +238,14 @@ async fn output_closed_from_the_start_changes_nothing_and_sigterm_still_drains()
 }
 
 #[tokio::test]
+async fn output_closed_from_the_start_changes_nothing_and_sigterm_still_drains() {
+    // `tickwire serve 2>&1 | head -0`: even the banner cannot be written.
+    serves_then_drains_writing_to(broken_pipe(), broken_pipe()).await;
+}
+
+#[tokio::test]
 async fn output_on_a_full_disk_changes_nothing_and_sigterm_still_drains() {
-    let mut child = serve(&["--log-level", "debug"], dev_full(), dev_full())
-        .spawn()
-        .expect("start tickwire serve");
-    let addr = wait_listening(&mut child).await;
-    serves_then_drains(child, addr).await;
+    serves_then_drains_writing_to(dev_full(), dev_full()).await;
 }
 
 #[tokio::test]
@@ -483,6 +486,18 @@ async fn subscribed(child: &mut Child) -> tokio::io::Lines<BufReader<tokio::proc
     lines
 }
 
+/// Publishes `payload` on [`TOPIC`], which the subscribed `sub` tries to
+/// print; returns its exit code once it ends by itself.
+async fn publish_to_sub(broker: &TestBroker, sub: &mut Child, payload: &[u8]) -> Option<i32> {
+    let mut publisher = RawClient::connect(broker.addr).await;
+    publisher.publish_acked(TOPIC, payload).await;
+    let status = tokio::time::timeout(WAIT, sub.wait())
+        .await
+        .expect("sub ends in time")
+        .expect("wait for sub");
+    status.code()
+}
+
 #[tokio::test]
 async fn sub_whose_reader_and_log_went_away_ends_quietly_with_0() {
     let broker = TestBroker::start_default().await;
@@ -491,13 +506,10 @@ async fn sub_whose_reader_and_log_went_away_ends_quietly_with_0() {
     let stderr = subscribed(&mut child).await;
     // `tickwire sub t 2>&1 | head -0`: the reader is gone.
     drop((stdout, stderr));
-    let mut publisher = RawClient::connect(broker.addr).await;
-    publisher.publish_acked(TOPIC, b"nobody reads this").await;
-    let status = tokio::time::timeout(WAIT, child.wait())
-        .await
-        .expect("sub ends in time")
-        .expect("wait for sub");
-    assert_eq!(status.code(), Some(0), "{status}");
+    assert_eq!(
+        publish_to_sub(&broker, &mut child, b"nobody reads this").await,
+        Some(0)
+    );
     broker.stop().await;
 }
 
@@ -506,13 +518,10 @@ async fn sub_on_a_full_disk_fails_with_1_and_says_why() {
     let broker = TestBroker::start_default().await;
     let mut child = sub(&broker, dev_full());
     let mut stderr = subscribed(&mut child).await;
-    let mut publisher = RawClient::connect(broker.addr).await;
-    publisher.publish_acked(TOPIC, b"no room").await;
-    let status = tokio::time::timeout(WAIT, child.wait())
-        .await
-        .expect("sub ends in time")
-        .expect("wait for sub");
-    assert_eq!(status.code(), Some(1), "{status}");
+    assert_eq!(
+        publish_to_sub(&broker, &mut child, b"no room").await,
+        Some(1)
+    );
     let mut rest = Vec::new();
     while let Some(line) = stderr.next_line().await.expect("read stderr") {
         rest.push(line);
