@@ -7,6 +7,9 @@
 //! every WebSocket is closed with 1001 after its queued data, and `run`
 //! returns once every connection is gone or the grace period is over.
 //!
+//! When `accept()` fails (typically the file descriptor limit), a loop
+//! pauses with a back-off ([`crate::accept`]) while open connections go on.
+//!
 //! With `metrics_listen`, a second, small listener serves only metrics,
 //! health and readiness ([`http::route_operational`]) until `run` returns,
 //! so probes and scrapes keep working during the drain.
@@ -29,6 +32,7 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+use crate::accept::AcceptErrors;
 use crate::auth::Authenticator;
 use crate::config::BrokerConfig;
 use crate::http;
@@ -226,18 +230,24 @@ impl Broker {
         }
         let sweeper = tokio::spawn(sweep_idle(state.clone(), addresses.clone()));
         tokio::spawn(close_after_drain_delay(state.clone()));
+        let mut accept_errors = AcceptErrors::new("main", &state.metrics);
         loop {
             let accepted = tokio::select! {
                 _ = state.shutdown.cancelled() => break,
                 accepted = listener.accept() => accepted,
             };
             let (socket, peer) = match accepted {
-                Ok(pair) => pair,
+                Ok(pair) => {
+                    accept_errors.succeeded();
+                    pair
+                }
                 Err(e) => {
-                    // Typically EMFILE: back off briefly instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
+                    // Typically EMFILE: pause instead of spinning.
+                    let pause = accept_errors.failed(&e, std::time::Instant::now());
+                    tokio::select! {
+                        _ = state.shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(pause) => continue,
+                    }
                 }
             };
             let address = match addresses.admit(peer.ip(), std::time::Instant::now()) {
@@ -415,7 +425,7 @@ async fn serve_metrics(
     refusing: Arc<Semaphore>,
 ) {
     let side = SideListener {
-        name: "metrics",
+        accept_errors: AcceptErrors::new("metrics", &state.metrics),
         places: PROBE_CONNECTIONS,
         full_body: METRICS_FULL_BODY,
         stop: stop.clone(),
@@ -447,8 +457,8 @@ async fn serve_metrics(
 /// How a side listener (metrics, echo) accepts: a limit of its own, 503 for
 /// connections over it, until `stop`.
 struct SideListener {
-    /// The listener's name in logs.
-    name: &'static str,
+    /// Its accept failures (back-off, metric, log), under its name.
+    accept_errors: AcceptErrors,
     /// Connections served at once, at most.
     places: usize,
     /// The body of the 503 answer over `places`.
@@ -465,7 +475,7 @@ impl SideListener {
     /// Refusals take one of the `refusing` places, else the connection is
     /// closed without an answer.
     async fn accept(
-        self,
+        mut self,
         listener: TcpListener,
         mut serve: impl FnMut(TcpStream, SocketAddr, OwnedSemaphorePermit),
     ) {
@@ -476,11 +486,16 @@ impl SideListener {
                 accepted = listener.accept() => accepted,
             };
             let (socket, peer) = match accepted {
-                Ok(pair) => pair,
+                Ok(pair) => {
+                    self.accept_errors.succeeded();
+                    pair
+                }
                 Err(e) => {
-                    tracing::warn!(error = %e, listener = self.name, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
+                    let pause = self.accept_errors.failed(&e, std::time::Instant::now());
+                    tokio::select! {
+                        _ = self.stop.cancelled() => return,
+                        _ = tokio::time::sleep(pause) => continue,
+                    }
                 }
             };
             match places.clone().try_acquire_owned() {
@@ -511,7 +526,7 @@ const ECHO_FULL_BODY: &str = "the echo service is at max_connections; retry late
 /// in the broker's task set, so the drain closes them with 1001.
 async fn serve_echo(state: Arc<BrokerState>, listener: TcpListener, refusing: Arc<Semaphore>) {
     let side = SideListener {
-        name: "echo",
+        accept_errors: AcceptErrors::new("echo", &state.metrics),
         places: state.config.max_connections,
         full_body: ECHO_FULL_BODY,
         stop: state.shutdown.clone(),
