@@ -10,7 +10,9 @@
 //!   [`slot`]: a connection's hold on one of the connection places.
 //! * [`http`]: routing, the WebSocket upgrade, HTTP publish, health, metrics.
 //! * [`connection`]: one WebSocket connection's reader, keepalive and close
-//!   handshake; [`writer`]: its batched writer.
+//!   handshake; [`writer`]: its batched writer; [`handler`]: what it does
+//!   with each message ([`session::Session`] on `/ws`, [`echo::Echo`] on
+//!   the echo listener, `echo_listen`, a conformance-testing aid).
 //! * [`session`]: what a client may do (subscribe, publish, …);
 //!   [`auth`]: token verification at the upgrade and HTTP publish;
 //!   [`api_keys`]: API keys for HTTP publish;
@@ -47,7 +49,9 @@ pub mod cert_grants;
 pub mod closing;
 pub mod config;
 pub mod connection;
+pub mod echo;
 pub mod grants;
+pub mod handler;
 pub mod history;
 pub mod http;
 pub mod limits;
@@ -68,4 +72,4 @@ pub mod writer;
 pub use config::BrokerConfig;
 pub use outbound::SlowConsumerPolicy;
 pub use reload::{ReloadError, ReloadHandle};
-pub use server::{Broker, MetricsListenError, ShutdownHandle};
+pub use server::{Broker, ListenError, ShutdownHandle};

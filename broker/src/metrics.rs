@@ -18,8 +18,8 @@ pub const LATENCY_BUCKETS: [f64; 14] = [
 ];
 
 /// The `listener` label values of `tickwire_accept_errors_total`: the main
-/// port and the metrics listener.
-pub const ACCEPT_LISTENERS: [&str; 2] = ["main", "metrics"];
+/// port, the metrics listener and the echo service.
+pub const ACCEPT_LISTENERS: [&str; 3] = ["main", "metrics", "echo"];
 
 /// All broker metrics, registered in one [`Registry`].
 #[derive(Clone)]
@@ -220,7 +220,7 @@ impl Metrics {
             ),
             accept_errors: counter_vec(
                 "accept_errors_total",
-                "Failed accept() calls, by listener (main, metrics): typically the file descriptor limit (EMFILE); each failure pauses that listener (10ms doubling to 1s).",
+                "Failed accept() calls, by listener (main, metrics, echo): typically the file descriptor limit (EMFILE); each failure pauses that listener (10ms doubling to 1s).",
                 "listener",
             ),
             registry,

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Arg, ArgMatches, Command, FromArgMatches};
 use tickwire_broker::config::{BrokerConfig, LogFormat, SETTINGS};
-use tickwire_broker::{Broker, MetricsListenError, ReloadHandle, ShutdownHandle};
+use tickwire_broker::{Broker, ListenError, ReloadHandle, ShutdownHandle};
 use tracing_subscriber::EnvFilter;
 
 /// The id of the `--config` argument.
@@ -161,14 +161,11 @@ async fn serve(config: BrokerConfig) -> anyhow::Result<()> {
         if e.kind() == std::io::ErrorKind::InvalidInput {
             return anyhow::Error::new(e);
         }
-        let metrics = e
+        let side = e
             .get_ref()
-            .is_some_and(|inner| inner.is::<MetricsListenError>());
-        let flag = if metrics {
-            "--metrics-listen"
-        } else {
-            "--listen"
-        };
+            .and_then(|inner| inner.downcast_ref::<ListenError>())
+            .map(|side| side.flag);
+        let flag = side.unwrap_or("--listen");
         let hint = match e.kind() {
             std::io::ErrorKind::AddrInUse => {
                 format!("another process is using the port; choose one with {flag}")
@@ -180,7 +177,7 @@ async fn serve(config: BrokerConfig) -> anyhow::Result<()> {
             std::io::ErrorKind::InvalidInput => return anyhow::anyhow!("{e}"),
             _ => format!("check the address given to {flag}"),
         };
-        if metrics {
+        if side.is_some() {
             anyhow::anyhow!("{e}; {hint}")
         } else {
             anyhow::anyhow!("cannot listen on {listen}: {e}; {hint}")
@@ -205,6 +202,12 @@ async fn serve(config: BrokerConfig) -> anyhow::Result<()> {
     if let Some(metrics_addr) = broker.metrics_addr().transpose()? {
         tracing::info!(addr = %metrics_addr, "metrics listener ready");
         let _ = stdoutln!("tickwire metrics on {metrics_addr} (http://{metrics_addr}/metrics)");
+    }
+    if let Some(echo_addr) = broker.echo_addr().transpose()? {
+        tracing::info!(addr = %echo_addr, "echo service ready");
+        let _ = stdoutln!(
+            "tickwire echo on {echo_addr} (WebSocket ws://{echo_addr}/, conformance testing only)"
+        );
     }
     tokio::spawn(shutdown_on_signal(broker.shutdown_handle()));
     tokio::spawn(reload_on_sighup(sighup, broker.reload_handle()));

@@ -24,7 +24,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
-use tickwire_protocol::ws::{self, Incoming, OpCode};
+use tickwire_protocol::ws::{self, Incoming, MessageKind, OpCode};
 use tickwire_protocol::{ClientMessage, CloseCode, ServerMessage};
 
 use crate::command::{Command, PublishReply, Shared, encode_frame};
@@ -328,25 +328,23 @@ impl Driver {
                     }
                 }
                 Ok(None) => return None,
-                Err(e) => {
-                    let code = e.close_code();
-                    tracing::warn!(
-                        "broker sent an invalid frame ({e}); closing with {}",
-                        code.as_u16()
-                    );
-                    s.set_final_close(&ws::close_body(code.as_u16(), code.reason()));
-                    return Some(End::Lost(Disconnect::ProtocolError(e.to_string())));
-                }
+                Err(e) => return Some(protocol_error(s, e.close_code(), &e.to_string())),
             }
         }
     }
 
     fn on_incoming(&mut self, s: &mut Session, item: Incoming) -> Option<End> {
         match item {
-            Incoming::Message(frame) => {
+            Incoming::Message(MessageKind::Binary, frame) => {
                 self.on_frame(s, &frame);
                 None
             }
+            // The broker never sends text: the protocol is binary only.
+            Incoming::Message(MessageKind::Text, _) => Some(protocol_error(
+                s,
+                CloseCode::UnsupportedData,
+                "text message from the broker",
+            )),
             Incoming::Ping(payload) => {
                 if s.closing_deadline.is_none() {
                     s.queue_control(OpCode::Pong, &payload);
@@ -664,4 +662,15 @@ impl Driver {
         }
         None
     }
+}
+
+/// Ends the connection on a protocol violation by the broker: the close
+/// frame with `code` is queued as the final frame.
+fn protocol_error(s: &mut Session, code: CloseCode, what: &str) -> End {
+    tracing::warn!(
+        "broker sent an invalid frame ({what}); closing with {}",
+        code.as_u16()
+    );
+    s.set_final_close(&ws::close_body(code.as_u16(), code.reason()));
+    End::Lost(Disconnect::ProtocolError(what.to_owned()))
 }
