@@ -105,6 +105,8 @@
 //! * `config`, `state`, `error`, `message`, `url`: settings, connection
 //!   state, errors, received messages, broker URLs; `transport` and
 //!   `handshake`: TCP, TLS and the WebSocket upgrade.
+//! * [`websocket`]: a raw WebSocket connection on the same transport and
+//!   `session`, for conformance testing (the Autobahn client-side suite).
 //!
 //! [tickwire]: https://github.com/tickwire/tickwire
 
@@ -127,6 +129,7 @@ mod state;
 mod subscription;
 mod transport;
 mod url;
+pub mod websocket;
 
 pub use client::Client;
 pub use config::{
