@@ -386,4 +386,72 @@ mod tests {
         assert!(s.at_frame_boundary());
         assert!(s.take_unwritten().is_empty());
     }
+
+    /// The bytes of every frame queued so far, unmasked by a server decoder.
+    fn queued_items(s: &Session) -> Vec<Incoming> {
+        let mut decoder = FrameDecoder::new(Role::Server, 1 << 20);
+        let mut buf = s.out.clone();
+        std::iter::from_fn(|| decoder.decode(&mut buf).unwrap()).collect()
+    }
+
+    #[tokio::test]
+    async fn receive_answers_pings_and_the_peers_close() {
+        let (mut s, _peer) = session().await;
+        s.rbuf
+            .extend_from_slice(&ws::server_frame(OpCode::Ping, b"a"));
+        s.rbuf
+            .extend_from_slice(&ws::server_frame(OpCode::Pong, b"b"));
+        s.rbuf.extend_from_slice(&ws::binary_frame(b"m"));
+        s.rbuf.extend_from_slice(&ws::server_frame(
+            OpCode::Close,
+            &ws::close_body(1012, "bye"),
+        ));
+        assert!(matches!(
+            s.receive(),
+            Ok(Some(Received::Message(MessageKind::Binary, m))) if &m[..] == b"m"
+        ));
+        let Ok(Some(Received::Closed(close))) = s.receive() else {
+            panic!("expected the close");
+        };
+        assert_eq!((close.code, close.reason.as_str()), (Some(1012), "bye"));
+        assert!(matches!(s.receive(), Ok(None)));
+        assert_eq!(queued_items(&s), [Incoming::Pong(Bytes::from_static(b"a"))]);
+        // The answer echoes the code, without the reason.
+        let answer = decode_close(s.final_close.as_deref().unwrap());
+        assert_eq!((answer.code, answer.reason.as_str()), (Some(1012), ""));
+    }
+
+    /// The close frame in `frame` (masked, as the client sends it).
+    fn decode_close(frame: &[u8]) -> CloseFrame {
+        let mut decoder = FrameDecoder::new(Role::Server, 64);
+        match decoder.decode(&mut BytesMut::from(frame)) {
+            Ok(Some(Incoming::Close(close))) => close,
+            other => panic!("not a close frame: {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn after_our_close_pings_are_not_answered_and_a_close_answers_it() {
+        let (mut s, _peer) = session().await;
+        s.queue_control(OpCode::Close, &ws::close_body(1000, ""));
+        s.closing_deadline = Some(Instant::now());
+        s.rbuf
+            .extend_from_slice(&ws::server_frame(OpCode::Ping, b"a"));
+        s.rbuf
+            .extend_from_slice(&ws::server_frame(OpCode::Close, &ws::close_body(1000, "")));
+        assert!(matches!(s.receive(), Ok(Some(Received::CloseAnswered))));
+        assert_eq!(queued_items(&s).len(), 1, "only our close is queued");
+        assert!(s.final_close.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_framing_violation_sets_the_close_with_its_code() {
+        let (mut s, _peer) = session().await;
+        let mut masked = Vec::new();
+        ws::write_client_frame(&mut masked, OpCode::Binary, b"x", [1, 2, 3, 4]);
+        s.rbuf.extend_from_slice(&masked);
+        assert_eq!(s.receive().unwrap_err(), FrameError::Masked);
+        let close = decode_close(s.final_close.as_deref().unwrap());
+        assert_eq!(close.code, Some(1002));
+    }
 }

@@ -454,6 +454,27 @@ async fn framing_violation_closes_with_1002_and_reconnects() {
 }
 
 #[tokio::test]
+async fn a_text_message_closes_with_1003_and_reconnects() {
+    let broker = FakeBroker::bind().await;
+    let (client, mut conn) = connect(&broker, common::fast(&broker)).await;
+    // Every tickwire message is binary: text is unsupported data.
+    conn.send_raw(&[0x81, 0x02, b'h', b'i']).await;
+    assert_eq!(within("close", conn.recv()).await, Req::Close(Some(1003)));
+    common::wait_state(&client, "reconnecting", |s| {
+        matches!(
+            s,
+            ConnectionState::Reconnecting {
+                cause: tickwire_client::Disconnect::ProtocolError(_),
+                ..
+            }
+        )
+    })
+    .await;
+    let _conn = broker.accept().await;
+    common::wait_state(&client, "connected", |s| s.is_connected()).await;
+}
+
+#[tokio::test]
 async fn client_close_is_orderly() {
     let broker = FakeBroker::bind().await;
     let (client, mut conn) = connect(&broker, Client::builder(broker.url())).await;
