@@ -14,7 +14,7 @@ use std::time::SystemTime;
 
 use bytes::{Bytes, BytesMut};
 use tickwire_protocol::CloseCode;
-use tickwire_protocol::ws::{self, FrameDecoder, Incoming, OpCode, Role};
+use tickwire_protocol::ws::{self, FrameDecoder, Incoming, MessageKind, OpCode, Role};
 use tokio::time::{Instant, sleep_until, timeout_at};
 
 use crate::auth::Authorized;
@@ -184,7 +184,14 @@ impl<R: ReadSide> Connection<'_, R> {
             }
             match item {
                 Ok(None) => return None,
-                Ok(Some(Incoming::Message(frame))) => session.handle(self.state, frame),
+                Ok(Some(Incoming::Message(MessageKind::Binary, frame))) => {
+                    session.handle(self.state, frame)
+                }
+                Ok(Some(Incoming::Message(MessageKind::Text, _))) => {
+                    tracing::debug!(connection = self.queue.id(), "closing on a text message");
+                    self.queue.close(CloseCode::UnsupportedData);
+                    return Some(ReadEnd::Closing);
+                }
                 Ok(Some(Incoming::Ping(payload))) => {
                     let pong = ws::server_frame(OpCode::Pong, &payload);
                     self.queue.push(pong, std::time::Instant::now());

@@ -285,14 +285,13 @@ impl Driver {
         loop {
             match s.receive() {
                 Ok(Some(Received::Message(MessageKind::Binary, frame))) => self.on_frame(s, &frame),
+                // The broker never sends text: the protocol is binary only.
                 Ok(Some(Received::Message(MessageKind::Text, _))) => {
-                    // Every tickwire message is binary MessagePack.
-                    let code = CloseCode::UnsupportedData;
-                    tracing::warn!("broker sent a text message; closing with {}", code.as_u16());
-                    s.set_final_close(&ws::close_body(code.as_u16(), code.reason()));
-                    return Some(End::Lost(Disconnect::ProtocolError(
-                        "text message (tickwire messages are binary)".into(),
-                    )));
+                    return Some(protocol_error(
+                        s,
+                        CloseCode::UnsupportedData,
+                        "text message from the broker",
+                    ));
                 }
                 Ok(Some(Received::CloseAnswered)) => return Some(End::Shutdown),
                 Ok(Some(Received::Closed(_))) if self.shutting_down => {
@@ -305,13 +304,7 @@ impl Driver {
                     }));
                 }
                 Ok(None) => return None,
-                Err(e) => {
-                    tracing::warn!(
-                        "broker sent an invalid frame ({e}); closing with {}",
-                        e.close_code().as_u16()
-                    );
-                    return Some(End::Lost(Disconnect::ProtocolError(e.to_string())));
-                }
+                Err(e) => return Some(protocol_error(s, e.close_code(), &e.to_string())),
             }
         }
     }
@@ -605,4 +598,15 @@ impl Driver {
         }
         None
     }
+}
+
+/// Ends the connection on a protocol violation by the broker: the close
+/// frame with `code` is queued as the final frame.
+fn protocol_error(s: &mut Session, code: CloseCode, what: &str) -> End {
+    tracing::warn!(
+        "broker sent an invalid frame ({what}); closing with {}",
+        code.as_u16()
+    );
+    s.set_final_close(&ws::close_body(code.as_u16(), code.reason()));
+    End::Lost(Disconnect::ProtocolError(what.to_owned()))
 }

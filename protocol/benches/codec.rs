@@ -15,7 +15,7 @@ const AT: Position = Position {
     epoch: 0x8a3f_0c2e_5b7d_1946,
     seq: 123_456,
 };
-use tickwire_protocol::ws::{self, FrameDecoder, Incoming, OpCode, Role};
+use tickwire_protocol::ws::{self, FrameDecoder, Incoming, MessageKind, OpCode, Role};
 use tickwire_protocol::{ClientMessage, ServerMessage};
 
 const TOPIC: &str = "stocks.AAPL";
@@ -88,7 +88,9 @@ fn codec(c: &mut Criterion) {
             |mut buf| {
                 let mut decoder = FrameDecoder::new(Role::Server, 1 << 20);
                 let mut n = 0;
-                while let Ok(Some(Incoming::Message(m))) = decoder.decode(&mut buf) {
+                while let Ok(Some(Incoming::Message(MessageKind::Binary, m))) =
+                    decoder.decode(&mut buf)
+                {
                     n += m.len();
                 }
                 n

@@ -154,9 +154,9 @@ pub enum CloseCode {
     /// unmasked client frame, control frame over 125 bytes or fragmented,
     /// bad continuation, malformed close frame.
     ProtocolError = 1002,
-    /// A text frame: tickwire speaks binary frames only.
+    /// A text message: tickwire speaks binary messages only.
     UnsupportedData = 1003,
-    /// A close frame whose reason is not valid UTF-8.
+    /// A text message or a close frame's reason that is not valid UTF-8.
     InvalidPayload = 1007,
     /// A message (one frame, or fragments together) over the size limit.
     MessageTooBig = 1009,
@@ -212,7 +212,7 @@ impl CloseCode {
             CloseCode::GoingAway => "broker shutting down",
             CloseCode::ProtocolError => "protocol error",
             CloseCode::UnsupportedData => "text frames are not supported; send binary MessagePack",
-            CloseCode::InvalidPayload => "invalid UTF-8 in close reason",
+            CloseCode::InvalidPayload => "invalid UTF-8 in a text message or close reason",
             CloseCode::MessageTooBig => "message too big",
             CloseCode::InternalError => "internal error",
             CloseCode::SlowConsumer => "slow consumer: outbound queue over budget",
@@ -225,9 +225,13 @@ impl CloseCode {
     }
 }
 
-/// Whether a peer may send `code` in a close frame (RFC 6455 section 7.4).
+/// Whether a peer may send `code` in a close frame: the codes RFC 6455
+/// section 7.4 defines for the wire plus those its IANA registry added since
+/// (1012 service restart, 1013 try again later, 1014 bad gateway), and the
+/// 3000-4999 ranges for libraries and applications. 1004 (reserved), 1005,
+/// 1006 and 1015 (never sent on the wire) and everything else are refused.
 pub fn is_valid_close_code(code: u16) -> bool {
-    matches!(code, 1000..=1003 | 1007..=1011 | 3000..=4999)
+    matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
 }
 
 #[cfg(test)]
@@ -257,10 +261,12 @@ mod tests {
 
     #[test]
     fn close_code_validity() {
-        for ok in [1000, 1001, 1002, 1003, 1007, 1011, 3000, 4001, 4999] {
+        for ok in [
+            1000, 1001, 1002, 1003, 1007, 1011, 1012, 1013, 1014, 3000, 4001, 4999,
+        ] {
             assert!(is_valid_close_code(ok), "{ok}");
         }
-        for bad in [0, 999, 1004, 1005, 1006, 1012, 1015, 2999, 5000] {
+        for bad in [0, 999, 1004, 1005, 1006, 1015, 1016, 2999, 5000] {
             assert!(!is_valid_close_code(bad), "{bad}");
         }
     }

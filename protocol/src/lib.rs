@@ -6,6 +6,7 @@
 //! * [`handshake`]: the client's WebSocket opening handshake (request,
 //!   response checks, the accept key), sans I/O.
 //! * [`ws`]: WebSocket framing (RFC 6455) with tickwire's strict rules.
+//! * [`utf8`]: the streaming UTF-8 check of text messages.
 //! * [`message`]: the MessagePack messages inside each binary frame, and
 //!   [`message::encode_delivery_frame`], the encode-once delivery frame.
 //! * [`topic`]: topic names, wildcard patterns (`*`, `>`) and matching.
@@ -20,6 +21,7 @@ pub mod handshake;
 pub mod message;
 pub mod msgpack;
 pub mod topic;
+pub mod utf8;
 pub mod ws;
 
 pub use codes::{CloseCode, ErrorCode};

@@ -12,18 +12,26 @@
 //! | control frame over 125 bytes, or fragmented | 1002 |
 //! | continuation without a started message, new message inside a fragmented one | 1002 |
 //! | 64-bit length with the top bit set | 1002 |
+//! | length not in its shortest encoding (RFC 6455 section 5.2) | 1002 |
 //! | close frame with a 1-byte body or a code not allowed on the wire | 1002 |
-//! | close reason that is not UTF-8 | 1007 |
-//! | text frame (tickwire is binary-only) | 1003 |
+//! | text message or close reason that is not UTF-8 | 1007 |
 //! | a frame or a fragmented message over the size limit | 1009 |
 //!
 //! Oversized input is refused as soon as the header announces it, before the
-//! payload is buffered.
+//! payload is buffered. Text is checked as it arrives, fragment by fragment
+//! and even within a frame still being received, so invalid UTF-8 is refused
+//! at the first byte that makes it invalid; only a character cut at the very
+//! end of the message is an error that must wait for the final frame.
+//!
+//! Text messages are delivered ([`MessageKind::Text`]); whether to accept
+//! them is the receiver's decision (tickwire's `/ws` is binary-only and
+//! closes with 1003, the echo service echoes them).
 
 use bytes::{Buf, Bytes, BytesMut};
 use thiserror::Error;
 
 use crate::codes::{CloseCode, is_valid_close_code};
+use crate::utf8::Utf8Validator;
 
 /// The largest payload a control frame may carry.
 pub const MAX_CONTROL_PAYLOAD: usize = 125;
@@ -42,7 +50,7 @@ pub enum Role {
 pub enum OpCode {
     /// 0x0: continues a fragmented message.
     Continuation,
-    /// 0x1: a text message (refused by tickwire).
+    /// 0x1: a text message (UTF-8).
     Text,
     /// 0x2: a binary message.
     Binary,
@@ -114,15 +122,21 @@ pub enum FrameError {
     /// A 64-bit payload length with its most significant bit set.
     #[error("invalid 64-bit payload length")]
     InvalidLength,
+    /// A payload length in a longer encoding than needed (a 16-bit length
+    /// under 126, a 64-bit length under 65536): RFC 6455 section 5.2 says
+    /// the minimal number of bytes MUST be used.
+    #[error("payload length {0} not in its shortest encoding")]
+    NonMinimalLength(u64),
     /// The close frame body is one byte long or carries a forbidden code.
     #[error("invalid close frame")]
     InvalidClose,
     /// The close frame's reason is not UTF-8.
     #[error("close reason is not valid UTF-8")]
     InvalidCloseReason,
-    /// A text frame.
-    #[error("text frames are not supported")]
-    Text,
+    /// A text message that is not UTF-8 (found as soon as a byte makes it
+    /// invalid, or at its final frame if that ends inside a character).
+    #[error("text message is not valid UTF-8")]
+    InvalidText,
     /// A frame or fragmented message over the limit.
     #[error("message of {size} bytes exceeds the limit of {limit}")]
     TooBig {
@@ -137,9 +151,8 @@ impl FrameError {
     /// The close code to send for this violation.
     pub fn close_code(&self) -> CloseCode {
         match self {
-            FrameError::Text => CloseCode::UnsupportedData,
             FrameError::TooBig { .. } => CloseCode::MessageTooBig,
-            FrameError::InvalidCloseReason => CloseCode::InvalidPayload,
+            FrameError::InvalidCloseReason | FrameError::InvalidText => CloseCode::InvalidPayload,
             _ => CloseCode::ProtocolError,
         }
     }
@@ -176,23 +189,28 @@ impl FrameHeader {
             (Role::Client, true) => return Err(FrameError::Masked),
             _ => {}
         }
-        let (payload_len, mut header_len) = match b1 & 0x7f {
+        // The smallest length each encoding may carry: a length that fits a
+        // shorter encoding must use it.
+        let (payload_len, mut header_len, minimal) = match b1 & 0x7f {
             126 => match buf.get(2..4) {
-                Some(b) => (u64::from(u16::from_be_bytes([b[0], b[1]])), 4),
+                Some(b) => (u64::from(u16::from_be_bytes([b[0], b[1]])), 4, 126),
                 None => return Ok(None),
             },
             127 => match buf.get(2..10) {
                 Some(b) => {
                     let mut a = [0u8; 8];
                     a.copy_from_slice(b);
-                    (u64::from_be_bytes(a), 10)
+                    (u64::from_be_bytes(a), 10, 0x1_0000)
                 }
                 None => return Ok(None),
             },
-            n => (u64::from(n), 2),
+            n => (u64::from(n), 2, 0),
         };
         if payload_len & (1 << 63) != 0 {
             return Err(FrameError::InvalidLength);
+        }
+        if payload_len < minimal {
+            return Err(FrameError::NonMinimalLength(payload_len));
         }
         if opcode.is_control() {
             if !fin {
@@ -244,11 +262,31 @@ pub struct CloseFrame {
     pub reason: String,
 }
 
+/// Whether a data message is text or binary (its first frame's opcode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageKind {
+    /// Opcode 0x1: the payload is valid UTF-8 (the decoder checked it).
+    Text,
+    /// Opcode 0x2: any bytes. Every tickwire protocol message is binary.
+    Binary,
+}
+
+impl MessageKind {
+    /// The opcode that sends a message of this kind in one frame.
+    pub fn opcode(self) -> OpCode {
+        match self {
+            MessageKind::Text => OpCode::Text,
+            MessageKind::Binary => OpCode::Binary,
+        }
+    }
+}
+
 /// What [`FrameDecoder::decode`] produces.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Incoming {
-    /// A whole binary message (reassembled if it was fragmented).
-    Message(Bytes),
+    /// A whole data message (reassembled if it was fragmented); a text
+    /// message's payload is valid UTF-8.
+    Message(MessageKind, Bytes),
     /// A ping with its payload, to be answered with a pong.
     Ping(Bytes),
     /// A pong.
@@ -263,7 +301,13 @@ pub enum Incoming {
 pub struct FrameDecoder {
     role: Role,
     max_message_size: usize,
-    fragments: Option<BytesMut>,
+    /// The first frames of a fragmented message, and its kind.
+    fragments: Option<(MessageKind, BytesMut)>,
+    /// The UTF-8 check of the text message in progress (fresh otherwise).
+    utf8: Utf8Validator,
+    /// How many payload bytes of the text frame still being received were
+    /// already checked.
+    checked: usize,
     wanted: usize,
 }
 
@@ -275,6 +319,8 @@ impl FrameDecoder {
             role,
             max_message_size,
             fragments: None,
+            utf8: Utf8Validator::new(),
+            checked: 0,
             wanted: 2,
         }
     }
@@ -293,25 +339,42 @@ impl FrameDecoder {
 
     /// Decodes the next item from the front of `buf`, consuming its bytes.
     /// `Ok(None)` means more input is needed.
+    ///
+    /// After an error the decoder's state is unspecified: the connection
+    /// must be closed with the error's close code.
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Incoming>, FrameError> {
         loop {
             let Some(header) = FrameHeader::parse(buf, self.role)? else {
                 self.wanted = buf.len() + 1;
                 return Ok(None);
             };
-            let so_far = self.fragments.as_ref().map_or(0, |f| f.len() as u64);
-            if !header.opcode.is_control() {
-                let size = so_far.saturating_add(header.payload_len);
-                if size > self.max_message_size as u64 {
-                    return Err(FrameError::TooBig {
-                        size,
-                        limit: self.max_message_size,
-                    });
+            let kind = match (header.opcode, &self.fragments) {
+                (OpCode::Text | OpCode::Binary, Some(_)) => {
+                    return Err(FrameError::ExpectedContinuation);
                 }
-            }
+                (OpCode::Continuation, None) => return Err(FrameError::UnexpectedContinuation),
+                (OpCode::Continuation, Some((kind, fragments))) => {
+                    self.check_size(fragments.len() as u64, header.payload_len)?;
+                    Some(*kind)
+                }
+                (OpCode::Text, None) => {
+                    self.check_size(0, header.payload_len)?;
+                    Some(MessageKind::Text)
+                }
+                (OpCode::Binary, None) => {
+                    self.check_size(0, header.payload_len)?;
+                    Some(MessageKind::Binary)
+                }
+                // Control frames: at most 125 bytes, checked by the header.
+                (OpCode::Close | OpCode::Ping | OpCode::Pong, _) => None,
+            };
+            let text = kind == Some(MessageKind::Text);
             // Bounded by max_message_size (data) or 125 (control) above.
             let total = header.header_len + header.payload_len as usize;
             if buf.len() < total {
+                if text {
+                    self.check_partial_text(&buf[header.header_len..], header.mask)?;
+                }
                 self.wanted = total;
                 return Ok(None);
             }
@@ -321,30 +384,73 @@ impl FrameDecoder {
             if let Some(key) = header.mask {
                 apply_mask(&mut payload, key);
             }
-            match header.opcode {
-                OpCode::Ping => return Ok(Some(Incoming::Ping(payload.freeze()))),
-                OpCode::Pong => return Ok(Some(Incoming::Pong(payload.freeze()))),
-                OpCode::Close => return parse_close(&payload).map(|c| Some(Incoming::Close(c))),
-                OpCode::Text => return Err(FrameError::Text),
-                OpCode::Binary if self.fragments.is_some() => {
-                    return Err(FrameError::ExpectedContinuation);
+            if text {
+                let unchecked = payload.get(self.checked..).unwrap_or_default();
+                self.checked = 0;
+                self.utf8
+                    .feed(unchecked)
+                    .map_err(|_| FrameError::InvalidText)?;
+                if header.fin && !self.utf8.is_complete() {
+                    return Err(FrameError::InvalidText);
                 }
-                OpCode::Binary if header.fin => {
-                    return Ok(Some(Incoming::Message(payload.freeze())));
-                }
-                OpCode::Binary => self.fragments = Some(payload),
-                OpCode::Continuation => {
-                    let Some(fragments) = self.fragments.as_mut() else {
-                        return Err(FrameError::UnexpectedContinuation);
-                    };
+            }
+            let Some(kind) = kind else {
+                return match header.opcode {
+                    OpCode::Ping => Ok(Some(Incoming::Ping(payload.freeze()))),
+                    OpCode::Pong => Ok(Some(Incoming::Pong(payload.freeze()))),
+                    _ => parse_close(&payload).map(|c| Some(Incoming::Close(c))),
+                };
+            };
+            match self.fragments.take() {
+                None if header.fin => return Ok(Some(Incoming::Message(kind, payload.freeze()))),
+                None => self.fragments = Some((kind, payload)),
+                Some((kind, mut fragments)) => {
                     fragments.extend_from_slice(&payload);
                     if header.fin {
-                        let whole = self.fragments.take().unwrap_or_default();
-                        return Ok(Some(Incoming::Message(whole.freeze())));
+                        return Ok(Some(Incoming::Message(kind, fragments.freeze())));
                     }
+                    self.fragments = Some((kind, fragments));
                 }
             }
         }
+    }
+
+    /// Refuses a data frame of `len` bytes that would take the message,
+    /// `so_far` bytes until now, over the size limit.
+    fn check_size(&self, so_far: u64, len: u64) -> Result<(), FrameError> {
+        let size = so_far.saturating_add(len);
+        if size > self.max_message_size as u64 {
+            return Err(FrameError::TooBig {
+                size,
+                limit: self.max_message_size,
+            });
+        }
+        Ok(())
+    }
+
+    /// Checks the UTF-8 of the part of a text frame's payload received so
+    /// far (`received`, still masked with `mask`), from where the last call
+    /// stopped, so invalid text is refused before the frame is complete.
+    fn check_partial_text(
+        &mut self,
+        received: &[u8],
+        mask: Option<[u8; 4]>,
+    ) -> Result<(), FrameError> {
+        let new = received.get(self.checked..).unwrap_or_default();
+        let mut chunk = [0u8; 256];
+        for (i, piece) in new.chunks(chunk.len()).enumerate() {
+            let chunk = &mut chunk[..piece.len()];
+            chunk.copy_from_slice(piece);
+            if let Some(key) = mask {
+                // The key's phase at this piece's first byte.
+                let offset = self.checked + i * 256;
+                let key: [u8; 4] = std::array::from_fn(|k| key[(offset + k) % 4]);
+                apply_mask(chunk, key);
+            }
+            self.utf8.feed(chunk).map_err(|_| FrameError::InvalidText)?;
+        }
+        self.checked += new.len();
+        Ok(())
     }
 }
 
@@ -468,7 +574,10 @@ mod tests {
         for len in [0, 125, 126, 65535, 65536] {
             let payload: Vec<u8> = (0..len).map(|i| i as u8).collect();
             let items = decode_all(&client_frame(OpCode::Binary, true, &payload), 1 << 20).unwrap();
-            assert_eq!(items, vec![Incoming::Message(Bytes::from(payload))]);
+            assert_eq!(
+                items,
+                vec![Incoming::Message(MessageKind::Binary, Bytes::from(payload))]
+            );
         }
     }
 
@@ -498,7 +607,7 @@ mod tests {
             items,
             vec![
                 Incoming::Ping(Bytes::from_static(b"p")),
-                Incoming::Message(Bytes::from_static(b"abcde")),
+                Incoming::Message(MessageKind::Binary, Bytes::from_static(b"abcde")),
             ]
         );
     }
@@ -533,9 +642,6 @@ mod tests {
         let mut nested = client_frame(OpCode::Binary, false, b"x");
         nested.extend(client_frame(OpCode::Binary, true, b"y"));
         assert_eq!(first_error(&nested, 64), FrameError::ExpectedContinuation);
-
-        let text = client_frame(OpCode::Text, true, b"hi");
-        assert_eq!(first_error(&text, 64).close_code().as_u16(), 1003);
 
         let big = client_frame(OpCode::Binary, true, &[0; 65]);
         assert_eq!(first_error(&big, 64).close_code().as_u16(), 1009);
@@ -597,8 +703,130 @@ mod tests {
         let mut buf = BytesMut::from(&binary_frame(b"ok")[..]);
         assert_eq!(
             decoder.decode(&mut buf),
-            Ok(Some(Incoming::Message(Bytes::from_static(b"ok"))))
+            Ok(Some(Incoming::Message(
+                MessageKind::Binary,
+                Bytes::from_static(b"ok")
+            )))
         );
+    }
+
+    #[test]
+    fn text_messages_are_delivered_as_text() {
+        let mut bytes = client_frame(OpCode::Text, true, "κόσμε".as_bytes());
+        // "€" (e2 82 ac) split across fragments, a ping in between.
+        bytes.extend(client_frame(OpCode::Text, false, b"a\xe2"));
+        bytes.extend(client_frame(OpCode::Ping, true, b""));
+        bytes.extend(client_frame(OpCode::Continuation, false, b"\x82"));
+        bytes.extend(client_frame(OpCode::Continuation, true, b"\xac"));
+        bytes.extend(client_frame(OpCode::Text, true, b""));
+        assert_eq!(
+            decode_all(&bytes, 64).unwrap(),
+            vec![
+                Incoming::Message(MessageKind::Text, Bytes::from("κόσμε")),
+                Incoming::Ping(Bytes::new()),
+                Incoming::Message(MessageKind::Text, Bytes::from("a€")),
+                Incoming::Message(MessageKind::Text, Bytes::new()),
+            ]
+        );
+    }
+
+    #[test]
+    fn invalid_text_is_refused_with_1007() {
+        let surrogate = client_frame(OpCode::Text, true, b"ok\xed\xa0\x80");
+        assert_eq!(first_error(&surrogate, 64), FrameError::InvalidText);
+        assert_eq!(FrameError::InvalidText.close_code().as_u16(), 1007);
+
+        // A character cut at the end of the final frame.
+        let mut cut = client_frame(OpCode::Text, false, b"a");
+        cut.extend(client_frame(OpCode::Continuation, true, b"\xe2\x82"));
+        assert_eq!(first_error(&cut, 64), FrameError::InvalidText);
+
+        // Binary messages are not checked.
+        let binary = client_frame(OpCode::Binary, true, b"\xff");
+        assert!(decode_all(&binary, 64).is_ok());
+    }
+
+    #[test]
+    fn invalid_text_fails_fast_fragment_by_fragment() {
+        let mut decoder = FrameDecoder::new(Role::Server, 1024);
+        // A valid first fragment ending inside a character is held.
+        let mut buf = BytesMut::from(&client_frame(OpCode::Text, false, b"ok\xf4")[..]);
+        assert_eq!(decoder.decode(&mut buf), Ok(None));
+        // The next fragment's first byte makes it invalid: refused without
+        // waiting for the final frame.
+        buf.extend_from_slice(&client_frame(OpCode::Continuation, false, b"\x90\x80")[..]);
+        assert_eq!(decoder.decode(&mut buf), Err(FrameError::InvalidText));
+    }
+
+    #[test]
+    fn invalid_text_fails_fast_within_a_frame() {
+        let mut payload = vec![b'a'; 200];
+        payload.extend_from_slice(b"\xc0\xaf");
+        payload.extend(vec![b'b'; 300]);
+        let frame = client_frame(OpCode::Text, true, &payload);
+        let header_len = 4 + 4;
+        let bad_at = header_len + 200;
+        let mut decoder = FrameDecoder::new(Role::Server, 1024);
+        let mut buf = BytesMut::new();
+        for (i, b) in frame.iter().enumerate() {
+            buf.extend_from_slice(&[*b]);
+            let result = decoder.decode(&mut buf);
+            if i < bad_at {
+                assert_eq!(result, Ok(None), "byte {i}");
+            } else {
+                // 0xc0 can never start a character.
+                assert_eq!(result, Err(FrameError::InvalidText), "byte {i}");
+                return;
+            }
+        }
+        panic!("invalid text not detected");
+    }
+
+    #[test]
+    fn non_minimal_lengths_are_refused() {
+        // 5 bytes announced with the 16-bit form.
+        let mut frame = vec![0x82, 0x80 | 126, 0, 5];
+        frame.extend_from_slice(&KEY);
+        frame.extend_from_slice(b"hello");
+        assert_eq!(first_error(&frame, 64), FrameError::NonMinimalLength(5));
+        // 200 bytes announced with the 64-bit form.
+        let mut frame = vec![0x82, 0x80 | 127, 0, 0, 0, 0, 0, 0, 0, 200];
+        frame.extend_from_slice(&KEY);
+        assert_eq!(first_error(&frame, 1024), FrameError::NonMinimalLength(200));
+        // Control frames too; every refusal is 1002.
+        let frame = [0x89, 0x80 | 126, 0, 0, 1, 2, 3, 4];
+        assert_eq!(first_error(&frame, 64), FrameError::NonMinimalLength(0));
+        assert_eq!(FrameError::NonMinimalLength(0).close_code().as_u16(), 1002);
+    }
+
+    #[test]
+    fn encoders_use_the_shortest_length_form() {
+        for (len, header) in [(0, 2), (125, 2), (126, 4), (0xffff, 4), (0x1_0000, 10)] {
+            let payload = vec![0; len];
+            let server = server_frame(OpCode::Binary, &payload);
+            assert_eq!(server.len() - len, header, "server frame of {len}");
+            assert_eq!(server_header_len(len), header);
+            let mut client = Vec::new();
+            write_client_frame(&mut client, OpCode::Binary, &payload, KEY);
+            assert_eq!(client.len() - len, header + 4, "client frame of {len}");
+            // And the strict decoders accept what they produce.
+            let mut buf = BytesMut::from(&server[..]);
+            let mut decoder = FrameDecoder::new(Role::Client, 1 << 20);
+            assert!(decoder.decode(&mut buf).unwrap().is_some());
+            assert_eq!(decode_all(&client, 1 << 20).unwrap().len(), 1);
+        }
+    }
+
+    #[test]
+    fn close_codes_of_the_registry_are_accepted() {
+        for code in [1012, 1013, 1014] {
+            let frame = client_frame(OpCode::Close, true, &close_body(code, ""));
+            assert!(decode_all(&frame, 64).is_ok(), "{code}");
+        }
+        for code in [1004, 1005, 1006, 1015] {
+            let frame = client_frame(OpCode::Close, true, &close_body(code, ""));
+            assert_eq!(first_error(&frame, 64), FrameError::InvalidClose, "{code}");
+        }
     }
 
     #[test]

@@ -12,7 +12,7 @@ use tickwire_protocol::message::{Delivery, Position, encode_delivery_frame};
 use tickwire_protocol::topic::{
     MAX_TOKENS, MAX_TOPIC_LEN, pattern_matches, validate_pattern, validate_topic,
 };
-use tickwire_protocol::ws::{self, FrameDecoder, Incoming, OpCode, Role};
+use tickwire_protocol::ws::{self, FrameDecoder, Incoming, MessageKind, OpCode, Role};
 use tickwire_protocol::{
     ClientMessage, CloseCode, ErrorCode, SUBPROTOCOL, ServerMessage, SubscribeOptions,
     WEBSOCKET_PATH,
@@ -345,7 +345,7 @@ fn frame_examples() {
     let mut buf = BytesMut::from(&frame[..]);
     assert_eq!(
         decoder.decode(&mut buf).unwrap(),
-        Some(Incoming::Message(Bytes::from(body)))
+        Some(Incoming::Message(MessageKind::Binary, Bytes::from(body)))
     );
 
     // The broker MESSAGE frame: the encode-once path and the generic path
@@ -366,7 +366,10 @@ fn frame_examples() {
     let mut buf = BytesMut::from(&delivery[..]);
     assert_eq!(
         decoder.decode(&mut buf).unwrap(),
-        Some(Incoming::Message(Bytes::from(unhex(MESSAGE))))
+        Some(Incoming::Message(
+            MessageKind::Binary,
+            Bytes::from(unhex(MESSAGE))
+        ))
     );
 
     // A 200-byte payload: 235-byte message, 16-bit extended length.

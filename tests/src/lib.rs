@@ -15,7 +15,7 @@ use tickwire_broker::{Broker, ReloadError, ReloadHandle, ShutdownHandle};
 use tickwire_protocol::handshake::{ResponseHead, SubprotocolRule, UpgradeRequest};
 use tickwire_protocol::message::SubscribedInfo;
 use tickwire_protocol::topic::Pattern;
-use tickwire_protocol::ws::{self, FrameDecoder, Incoming, OpCode, Role};
+use tickwire_protocol::ws::{self, FrameDecoder, Incoming, MessageKind, OpCode, Role};
 use tickwire_protocol::{
     ClientMessage, ErrorCode, ServerMessage, SubscribeOptions, WEBSOCKET_PATH,
 };
@@ -518,7 +518,8 @@ impl RawClient {
 
 fn to_received(item: Incoming) -> Received {
     match item {
-        Incoming::Message(frame) => {
+        Incoming::Message(MessageKind::Text, _) => panic!("the broker sent a text message"),
+        Incoming::Message(MessageKind::Binary, frame) => {
             match ServerMessage::decode(&frame).expect("valid server message") {
                 ServerMessage::Message(d) => Received::Message {
                     topic: d.topic.to_owned(),

@@ -20,7 +20,9 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tickwire_protocol::handshake::{ResponseHead, SubprotocolRule, UpgradeRequest};
-use tickwire_protocol::ws::{FrameDecoder, Incoming, OpCode, Role, write_client_frame};
+use tickwire_protocol::ws::{
+    FrameDecoder, Incoming, MessageKind, OpCode, Role, write_client_frame,
+};
 use tickwire_protocol::{ClientMessage, ServerMessage, SubscribeOptions};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
@@ -315,7 +317,10 @@ pub async fn subscribe(conn: &mut Conn, id: u64, pattern: &str) -> Result<(), Co
                 .map_err(|e| ConnectError::Closed(format!("framing error: {e}")))?;
             let Some(item) = item else { break };
             match item {
-                Incoming::Message(body) => match reply_to(&body, id)? {
+                Incoming::Message(MessageKind::Text, _) => {
+                    return Err(ConnectError::Closed("text message from the broker".into()));
+                }
+                Incoming::Message(MessageKind::Binary, body) => match reply_to(&body, id)? {
                     true => {
                         conn.leftover = buf.to_vec();
                         return Ok(());
@@ -461,7 +466,9 @@ mod tests {
             let mut decoder = FrameDecoder::new(Role::Server, 1 << 20);
             let mut buf = BytesMut::from(&out[..]);
             for want in [0x0102_0304_0506_0708u64, 42] {
-                let Some(Incoming::Message(body)) = decoder.decode(&mut buf).unwrap() else {
+                let Some(Incoming::Message(MessageKind::Binary, body)) =
+                    decoder.decode(&mut buf).unwrap()
+                else {
                     panic!("no message");
                 };
                 let ClientMessage::Publish {

@@ -16,7 +16,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tickwire_client::{Client, ClientBuilder, ConnectionState};
 use tickwire_protocol::handshake::accept_key;
 use tickwire_protocol::message::Position;
-use tickwire_protocol::ws::{self, FrameDecoder, Incoming, OpCode, Role};
+use tickwire_protocol::ws::{self, FrameDecoder, Incoming, MessageKind, OpCode, Role};
 use tickwire_protocol::{ClientMessage, ServerMessage};
 
 /// Upper bound for any single wait in a test.
@@ -245,7 +245,8 @@ impl FakeConn {
                 Incoming::Ping(p) => self.send_raw(&ws::server_frame(OpCode::Pong, &p)).await,
                 Incoming::Pong(_) => {}
                 Incoming::Close(c) => return Some(Req::Close(c.code)),
-                Incoming::Message(frame) => {
+                Incoming::Message(MessageKind::Text, _) => panic!("the SDK sent a text message"),
+                Incoming::Message(MessageKind::Binary, frame) => {
                     let msg = ClientMessage::decode(&frame).expect("client messages are valid");
                     return Some(match msg {
                         ClientMessage::Subscribe { id, pattern, .. } => Req::Subscribe {
@@ -394,7 +395,7 @@ impl FakeReader {
                 .decode(&mut self.buf)
                 .expect("client frames are valid")
             {
-                if let Incoming::Message(frame) = item {
+                if let Incoming::Message(MessageKind::Binary, frame) = item {
                     return frame;
                 }
                 continue;
