@@ -33,6 +33,9 @@ installed_version() {
 }
 if [[ "$(installed_version)" != "$KOSOKU_VERSION" ]]; then
   echo "installing kosoku $KOSOKU_VERSION"
+  if ! python3 -m pip --version >/dev/null 2>&1 && [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
+    apt-get update -q >/dev/null && apt-get install -y -q python3-pip >/dev/null
+  fi
   # A distribution Python may refuse installs outside a virtualenv (PEP 668).
   python3 -m pip install --quiet "kosoku==$KOSOKU_VERSION" ||
     python3 -m pip install --quiet --user --break-system-packages "kosoku==$KOSOKU_VERSION"

@@ -432,13 +432,13 @@ async fn fragmented_broker_messages_are_reassembled() {
     assert_eq!(&msg.payload()[..], b"fragmented payload");
 }
 
-#[tokio::test]
-async fn framing_violation_closes_with_1002_and_reconnects() {
+/// The broker sends `raw`: the client closes with `code`, reports a protocol
+/// error and reconnects.
+async fn closes_with_and_reconnects(raw: &[u8], code: u16) {
     let broker = FakeBroker::bind().await;
     let (client, mut conn) = connect(&broker, common::fast(&broker)).await;
-    // A masked frame from the broker is a protocol error.
-    conn.send_raw(&[0x82, 0x81, 1, 2, 3, 4, 0]).await;
-    assert_eq!(within("close", conn.recv()).await, Req::Close(Some(1002)));
+    conn.send_raw(raw).await;
+    assert_eq!(within("close", conn.recv()).await, Req::Close(Some(code)));
     common::wait_state(&client, "reconnecting", |s| {
         matches!(
             s,
@@ -454,24 +454,15 @@ async fn framing_violation_closes_with_1002_and_reconnects() {
 }
 
 #[tokio::test]
+async fn framing_violation_closes_with_1002_and_reconnects() {
+    // A masked frame from the broker is a protocol error.
+    closes_with_and_reconnects(&[0x82, 0x81, 1, 2, 3, 4, 0], 1002).await;
+}
+
+#[tokio::test]
 async fn a_text_message_closes_with_1003_and_reconnects() {
-    let broker = FakeBroker::bind().await;
-    let (client, mut conn) = connect(&broker, common::fast(&broker)).await;
     // Every tickwire message is binary: text is unsupported data.
-    conn.send_raw(&[0x81, 0x02, b'h', b'i']).await;
-    assert_eq!(within("close", conn.recv()).await, Req::Close(Some(1003)));
-    common::wait_state(&client, "reconnecting", |s| {
-        matches!(
-            s,
-            ConnectionState::Reconnecting {
-                cause: tickwire_client::Disconnect::ProtocolError(_),
-                ..
-            }
-        )
-    })
-    .await;
-    let _conn = broker.accept().await;
-    common::wait_state(&client, "connected", |s| s.is_connected()).await;
+    closes_with_and_reconnects(&[0x81, 0x02, b'h', b'i'], 1003).await;
 }
 
 #[tokio::test]
