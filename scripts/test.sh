@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, exactly as CI runs it: formatting, lints, every unit,
-# doc and end-to-end test, the Autobahn client-side suite. Needs the Rust
-# toolchain (cargo, rustfmt, clippy) and Python 3 with pip; crates come from
-# crates.io, kosoku (Autobahn cases) from PyPI. Usage: ./scripts/test.sh
+# doc and end-to-end test. Needs the Rust toolchain (cargo, rustfmt, clippy)
+# and Python 3 with pip; crates come from crates.io, kosoku (the Autobahn
+# cases) from PyPI. Usage: ./scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,8 +23,11 @@ RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
 step "cargo build (the end-to-end tests drive the real tickwire binary)"
 cargo build --workspace --bins --locked
 
-step "Autobahn client-side suite (the SDK's WebSocket layer; installs kosoku if missing)"
-./scripts/autobahn-client.sh
+step "Autobahn cases against the broker's WebSocket layer (installs kosoku if missing)"
+python3 scripts/autobahn.py --check-docs
+
+step "Autobahn cases against the SDK's WebSocket layer (client side)"
+python3 scripts/autobahn_client.py --check-docs
 
 step "cargo test"
 cargo test --workspace --locked

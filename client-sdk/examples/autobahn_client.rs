@@ -12,9 +12,9 @@
 //! one (`/runCase?case=N&agent=AGENT`) by echoing every message back with
 //! its opcode until the server closes, then asks the server to write its
 //! reports (`/updateReports?agent=AGENT`). Whether a case passed is the
-//! server's verdict, in its report; this program fails only when it cannot
-//! talk to the server at all. `scripts/autobahn-client.sh` runs the whole
-//! thing and checks the report.
+//! server's verdict, in its report; this program fails only when a case
+//! could not be run to its end (no connection, a deadline passed).
+//! `scripts/autobahn_client.py` runs the whole thing and checks the report.
 
 use std::process::ExitCode;
 use std::time::Duration;

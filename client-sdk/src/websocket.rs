@@ -5,7 +5,7 @@
 //! protocol messages. It exists so that the SDK's WebSocket layer can be
 //! proven against a generic WebSocket test server: the repository runs the
 //! Autobahn suite's client-side cases through it
-//! (`client-sdk/examples/autobahn_client.rs`, `scripts/autobahn-client.sh`,
+//! (`client-sdk/examples/autobahn_client.rs`, `scripts/autobahn_client.py`,
 //! docs/conformance.md). It runs the very code a [`Client`](crate::Client)
 //! runs for its connection: URL parsing, TCP, TLS and the upgrade handshake
 //! with the [`ClientBuilder`]'s settings, the client-role frame decoder with
