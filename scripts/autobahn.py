@@ -111,24 +111,26 @@ def ensure_kosoku() -> str:
     return found
 
 
-def read_echo_address(broker: subprocess.Popen) -> str:
-    """Reads the banner until the `tickwire echo on ADDR` line."""
+def wait_for_line(process: subprocess.Popen, prefix: str, what: str) -> tuple[str, list[str]]:
+    """Reads `process`'s standard output until a line starting with
+    `prefix` (within BANNER_TIMEOUT, else kills it and fails); returns that
+    line and the list of lines read, which keeps growing: the output is
+    drained until the process ends."""
     lines: list[str] = []
     found = threading.Event()
 
     def reader() -> None:
-        assert broker.stdout is not None
-        for line in broker.stdout:
+        assert process.stdout is not None
+        for line in process.stdout:
             lines.append(line)
-            if line.startswith("tickwire echo on "):
+            if line.startswith(prefix):
                 found.set()
-                return
 
     threading.Thread(target=reader, daemon=True).start()
     if not found.wait(BANNER_TIMEOUT):
-        broker.kill()
-        fail(f"no echo banner line within {BANNER_TIMEOUT}s; stdout so far: {''.join(lines)!r}")
-    return lines[-1].split()[3]
+        process.kill()
+        fail(f"no {what} line within {BANNER_TIMEOUT}s; output so far: {''.join(lines)!r}")
+    return next(line for line in lines if line.startswith(prefix)), lines
 
 
 def stop(broker: subprocess.Popen) -> None:
@@ -159,7 +161,8 @@ def run_suite(binary: Path, outdir: Path) -> dict[str, dict]:
         env=env,
     )
     try:
-        address = read_echo_address(broker)
+        banner, _ = wait_for_line(broker, "tickwire echo on ", "echo banner")
+        address = banner.split()[3]
         print(f"running the Autobahn cases against the echo service on {address}", flush=True)
         started = time.monotonic()
         # kosoku exits non-zero when any case is not OK (UNIMPLEMENTED
