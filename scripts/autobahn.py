@@ -18,7 +18,8 @@ marker comments) is generated from the report:
     python3 scripts/autobahn.py --check-docs    # also: the table is current (CI)
     python3 scripts/autobahn.py --update-docs   # run and rewrite the table
 
-kosoku is installed with pip when missing. The full report (index.json and
+kosoku (pinned) is used from this interpreter if installed, else installed
+with pip into a virtual environment in target/autobahn/venv. The full report (index.json and
 one HTML page per case) is left in target/autobahn/server/.
 """
 
@@ -31,7 +32,6 @@ import os
 import re
 import shutil
 import signal
-import site
 import subprocess
 import sys
 import threading
@@ -89,26 +89,38 @@ def case_key(case: str) -> list[int]:
 
 
 def ensure_kosoku() -> str:
-    """The kosoku executable, installed (the pinned version) if missing."""
+    """The kosoku executable: the pinned version if this interpreter has it,
+    else one installed (once) into a virtual environment under target/, so
+    a system Python that refuses `pip install` (PEP 668) still works."""
     try:
         installed = version(KOSOKU)
     except PackageNotFoundError:
         installed = None
-    if installed != KOSOKU_VERSION:
-        print(f"installing {KOSOKU}=={KOSOKU_VERSION} (found: {installed})", flush=True)
-        pip = [sys.executable, "-m", "pip", "install", "--quiet", f"{KOSOKU}=={KOSOKU_VERSION}"]
-        if subprocess.run(pip).returncode != 0:
-            # A distribution's Python refuses installs outside a virtualenv
-            # (PEP 668): install for this user instead.
-            subprocess.run([*pip, "--user", "--break-system-packages"], check=True)
-    # The console script next to this interpreter, else on PATH, else in
-    # the user's scripts directory.
-    beside = Path(sys.executable).with_name(KOSOKU)
-    user = Path(site.getuserbase()) / "bin" / KOSOKU
-    found = str(beside) if beside.exists() else shutil.which(KOSOKU) or (user.exists() and str(user))
-    if not found:
-        fail(f"{KOSOKU} is installed but its command is not on PATH")
-    return found
+    if installed == KOSOKU_VERSION:
+        beside = Path(sys.executable).with_name(KOSOKU)
+        found = str(beside) if beside.exists() else shutil.which(KOSOKU)
+        if found:
+            return found
+    venv = ROOT / "target" / "autobahn" / "venv"
+    kosoku = venv / "bin" / KOSOKU
+    marker = venv / f"{KOSOKU}-{KOSOKU_VERSION}"
+    if kosoku.exists() and marker.exists():
+        return str(kosoku)
+    print(f"installing {KOSOKU}=={KOSOKU_VERSION} into {venv.relative_to(ROOT)}", flush=True)
+    if subprocess.run([sys.executable, "-m", "venv", str(venv)]).returncode != 0:
+        # Debian and Ubuntu ship venv separately.
+        if os.geteuid() == 0 and shutil.which("apt-get"):
+            subprocess.run(["apt-get", "install", "-y", "-q", "python3-venv"], check=True)
+            subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
+        else:
+            fail("cannot create a virtual environment: install python3-venv (or kosoku itself)")
+    subprocess.run(
+        [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet",
+         f"{KOSOKU}=={KOSOKU_VERSION}"],
+        check=True,
+    )
+    marker.touch()
+    return str(kosoku)
 
 
 def wait_for_line(process: subprocess.Popen, prefix: str, what: str) -> tuple[str, list[str]]:

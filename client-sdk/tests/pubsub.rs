@@ -432,37 +432,41 @@ async fn fragmented_broker_messages_are_reassembled() {
     assert_eq!(&msg.payload()[..], b"fragmented payload");
 }
 
-/// The broker sends `raw`: the client closes with `code`, reports a protocol
-/// error and reconnects.
-async fn closes_with_and_reconnects(raw: &[u8], code: u16) {
-    let broker = FakeBroker::bind().await;
-    let (client, mut conn) = connect(&broker, common::fast(&broker)).await;
-    conn.send_raw(raw).await;
-    assert_eq!(within("close", conn.recv()).await, Req::Close(Some(code)));
-    common::wait_state(&client, "reconnecting", |s| {
-        matches!(
-            s,
-            ConnectionState::Reconnecting {
-                cause: tickwire_client::Disconnect::ProtocolError(_),
-                ..
-            }
-        )
-    })
-    .await;
-    let _conn = broker.accept().await;
-    common::wait_state(&client, "connected", |s| s.is_connected()).await;
-}
-
 #[tokio::test]
-async fn framing_violation_closes_with_1002_and_reconnects() {
-    // A masked frame from the broker is a protocol error.
-    closes_with_and_reconnects(&[0x82, 0x81, 1, 2, 3, 4, 0], 1002).await;
-}
-
-#[tokio::test]
-async fn a_text_message_closes_with_1003_and_reconnects() {
-    // Every tickwire message is binary: text is unsupported data.
-    closes_with_and_reconnects(&[0x81, 0x02, b'h', b'i'], 1003).await;
+async fn framing_violations_close_with_their_code_and_reconnect() {
+    let cases: [(&str, &[u8], u16); 3] = [
+        ("a masked frame", &[0x82, 0x81, 1, 2, 3, 4, 0], 1002),
+        // The protocol is binary only.
+        ("a text message", &[0x81, 0x02, b'h', b'i'], 1003),
+        // Refused at the second fragment, before any final frame.
+        (
+            "invalid UTF-8 text",
+            &[0x01, 0x01, 0xce, 0x00, 0x01, 0xff],
+            1007,
+        ),
+    ];
+    for (what, frame, code) in cases {
+        let broker = FakeBroker::bind().await;
+        let (client, mut conn) = connect(&broker, common::fast(&broker)).await;
+        conn.send_raw(frame).await;
+        assert_eq!(
+            within("close", conn.recv()).await,
+            Req::Close(Some(code)),
+            "{what}"
+        );
+        common::wait_state(&client, "reconnecting", |s| {
+            matches!(
+                s,
+                ConnectionState::Reconnecting {
+                    cause: tickwire_client::Disconnect::ProtocolError(_),
+                    ..
+                }
+            )
+        })
+        .await;
+        let _conn = broker.accept().await;
+        common::wait_state(&client, "connected", |s| s.is_connected()).await;
+    }
 }
 
 #[tokio::test]
