@@ -123,24 +123,26 @@ def ensure_kosoku() -> str:
     return str(kosoku)
 
 
-def read_echo_address(broker: subprocess.Popen) -> str:
-    """Reads the banner until the `tickwire echo on ADDR` line."""
+def wait_for_line(process: subprocess.Popen, prefix: str, what: str) -> tuple[str, list[str]]:
+    """Reads `process`'s standard output until a line starting with
+    `prefix` (within BANNER_TIMEOUT, else kills it and fails); returns that
+    line and the list of lines read, which keeps growing: the output is
+    drained until the process ends."""
     lines: list[str] = []
     found = threading.Event()
 
     def reader() -> None:
-        assert broker.stdout is not None
-        for line in broker.stdout:
+        assert process.stdout is not None
+        for line in process.stdout:
             lines.append(line)
-            if line.startswith("tickwire echo on "):
+            if line.startswith(prefix):
                 found.set()
-                return
 
     threading.Thread(target=reader, daemon=True).start()
     if not found.wait(BANNER_TIMEOUT):
-        broker.kill()
-        fail(f"no echo banner line within {BANNER_TIMEOUT}s; stdout so far: {''.join(lines)!r}")
-    return lines[-1].split()[3]
+        process.kill()
+        fail(f"no {what} line within {BANNER_TIMEOUT}s; output so far: {''.join(lines)!r}")
+    return next(line for line in lines if line.startswith(prefix)), lines
 
 
 def stop(broker: subprocess.Popen) -> None:
@@ -171,7 +173,8 @@ def run_suite(binary: Path, outdir: Path) -> dict[str, dict]:
         env=env,
     )
     try:
-        address = read_echo_address(broker)
+        banner, _ = wait_for_line(broker, "tickwire echo on ", "echo banner")
+        address = banner.split()[3]
         print(f"running the Autobahn cases against the echo service on {address}", flush=True)
         started = time.monotonic()
         # kosoku exits non-zero when any case is not OK (UNIMPLEMENTED
@@ -191,9 +194,16 @@ def run_suite(binary: Path, outdir: Path) -> dict[str, dict]:
         broker.kill()
         raise
     stop(broker)
+    return load_results(outdir, suite.stdout)
+
+
+def load_results(outdir: Path, output: str) -> dict[str, dict]:
+    """The case results of the report kosoku wrote in `outdir` (its console
+    `output` goes in the error if there is none), with each case's
+    description."""
     index = outdir / "index.json"
     if not index.exists():
-        fail(f"kosoku wrote no {index}; its output:\n{suite.stdout}")
+        fail(f"kosoku wrote no {index}; its output:\n{output}")
     agents = json.loads(index.read_text())
     if len(agents) != 1:
         fail(f"expected one agent in {index}, found {list(agents)}")
@@ -276,11 +286,47 @@ def table(results: dict[str, dict]) -> str:
     return "\n".join(lines).rstrip("\n")
 
 
-def replace_generated(text: str, generated: str) -> str:
-    pattern = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END), re.S)
+def replace_generated(text: str, generated: str, begin: str = BEGIN, end: str = END) -> str:
+    pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
     if not pattern.search(text):
-        fail(f"{DOC} lacks the marker comments {BEGIN!r} ... {END!r}")
-    return pattern.sub(lambda _: f"{BEGIN}\n{generated}\n{END}", text, count=1)
+        fail(f"{DOC} lacks the marker comments {begin!r} ... {end!r}")
+    return pattern.sub(lambda _: f"{begin}\n{generated}\n{end}", text, count=1)
+
+
+def publish(results: dict[str, dict], outdir: Path, args: argparse.Namespace,
+            begin: str = BEGIN, end: str = END, script: str = "scripts/autobahn.py") -> None:
+    """Prints the table, fails when a case breaks the bar, then updates or
+    checks the table between `begin` and `end` in docs/conformance.md as
+    `--update-docs` / `--check-docs` (made by `docs_arguments`) ask."""
+    generated = table(results)
+    print(generated)
+    problems = judge(results)
+    if problems:
+        fail(
+            f"{len(problems)} case(s) break the bar (report: {outdir}/index.html):\n  "
+            + "\n  ".join(problems)
+        )
+    text = DOC.read_text()
+    current = replace_generated(text, generated, begin, end)
+    if args.update_docs:
+        DOC.write_text(current)
+        print(f"updated {DOC.relative_to(ROOT)}")
+    elif args.check_docs and current != text:
+        fail(
+            f"the Autobahn table in {DOC.relative_to(ROOT)} differs from this run; "
+            f"regenerate it with `python3 {script} --update-docs` and commit it"
+        )
+    print("autobahn: every case in sections 1-10 passed; UNIMPLEMENTED only in 12-13")
+
+
+def docs_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--update-docs` and `--check-docs`, for `publish`."""
+    docs = parser.add_mutually_exclusive_group()
+    docs.add_argument("--update-docs", action="store_true", help=f"rewrite the table in {DOC.name}")
+    docs.add_argument(
+        "--check-docs", action="store_true",
+        help=f"fail when the table in {DOC.name} differs from this run",
+    )
 
 
 def main() -> None:
@@ -293,34 +339,9 @@ def main() -> None:
         "--outdir", type=Path, default=ROOT / "target" / "autobahn" / "server",
         help="where kosoku writes its report",
     )
-    docs = parser.add_mutually_exclusive_group()
-    docs.add_argument("--update-docs", action="store_true", help=f"rewrite the table in {DOC.name}")
-    docs.add_argument(
-        "--check-docs", action="store_true",
-        help=f"fail when the table in {DOC.name} differs from this run",
-    )
+    docs_arguments(parser)
     args = parser.parse_args()
-
-    results = run_suite(args.binary, args.outdir)
-    generated = table(results)
-    print(generated)
-    problems = judge(results)
-    if problems:
-        fail(
-            f"{len(problems)} case(s) break the bar (report: {args.outdir}/index.html):\n  "
-            + "\n  ".join(problems)
-        )
-    text = DOC.read_text()
-    current = replace_generated(text, generated)
-    if args.update_docs:
-        DOC.write_text(current)
-        print(f"updated {DOC.relative_to(ROOT)}")
-    elif args.check_docs and current != text:
-        fail(
-            f"the Autobahn table in {DOC.relative_to(ROOT)} differs from this run; "
-            "regenerate it with `python3 scripts/autobahn.py --update-docs` and commit it"
-        )
-    print("autobahn: every case in sections 1-10 passed; UNIMPLEMENTED only in 12-13")
+    publish(run_suite(args.binary, args.outdir), args.outdir, args)
 
 
 if __name__ == "__main__":

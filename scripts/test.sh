@@ -26,5 +26,8 @@ cargo build --workspace --bins --locked
 step "Autobahn cases against the broker's WebSocket layer (installs kosoku if missing)"
 python3 scripts/autobahn.py --check-docs
 
+step "Autobahn cases against the SDK's WebSocket layer (client side)"
+python3 scripts/autobahn_client.py --check-docs
+
 step "cargo test"
 cargo test --workspace --locked
