@@ -385,7 +385,8 @@ fn upgrade<S: Transport>(
         }
     };
     let tasks = state.tasks.clone();
-    tasks.spawn(async move {
+    let metrics = state.metrics.clone();
+    tasks.spawn(metrics.count_task(async move {
         let ws = match upgrade.await {
             Ok(ws) => ws,
             Err(e) => {
@@ -407,7 +408,7 @@ fn upgrade<S: Transport>(
             Err(_) => tracing::error!("upgraded connection is not the accepted stream"),
         }
         drop(slot);
-    });
+    }));
     let (mut parts, _) = response.into_parts();
     if let Some(p) = subprotocol {
         parts

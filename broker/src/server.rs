@@ -217,12 +217,12 @@ impl Broker {
                         .with_label_values(&[refusal.reason()])
                         .inc();
                     if let Ok(permit) = refusing.clone().try_acquire_owned() {
-                        tokio::spawn(refuse(
+                        tokio::spawn(state.metrics.count_task(refuse(
                             socket,
                             "429 Too Many Requests",
                             format!("{refusal}\n"),
                             Some(permit),
-                        ));
+                        )));
                     }
                     continue;
                 }
@@ -234,12 +234,12 @@ impl Broker {
                     Err(_) => {
                         state.metrics.connections_rejected.inc();
                         if let Ok(permit) = refusing.clone().try_acquire_owned() {
-                            tokio::spawn(refuse(
+                            tokio::spawn(state.metrics.count_task(refuse(
                                 socket,
                                 "503 Service Unavailable",
                                 FULL_BODY.to_owned(),
                                 Some(permit),
-                            ));
+                            )));
                         }
                         continue;
                     }
@@ -255,9 +255,8 @@ impl Broker {
                 state.metrics.clone(),
             ));
             let _ = socket.set_nodelay(true);
-            state
-                .tasks
-                .spawn(serve_connection(state.clone(), socket, peer, slot));
+            let task = serve_connection(state.clone(), socket, peer, slot);
+            state.tasks.spawn(state.metrics.count_task(task));
         }
         drop(listener);
         sweeper.abort();
@@ -393,18 +392,19 @@ async fn serve_metrics(
         };
         let Ok(place) = places.clone().try_acquire_owned() else {
             if let Ok(permit) = refusing.clone().try_acquire_owned() {
-                tokio::spawn(refuse(
+                tokio::spawn(state.metrics.count_task(refuse(
                     socket,
                     "503 Service Unavailable",
                     METRICS_FULL_BODY.to_owned(),
                     Some(permit),
-                ));
+                )));
             }
             continue;
         };
+        let metrics = state.metrics.clone();
         let state = state.clone();
         let stop = stop.clone();
-        tokio::spawn(async move {
+        tokio::spawn(metrics.count_task(async move {
             let service = service_fn(|req| {
                 let response = http::route_operational(&state, &req);
                 async move { Ok::<_, std::convert::Infallible>(response) }
@@ -419,7 +419,7 @@ async fn serve_metrics(
                 _ = stop.cancelled() => {}
             }
             drop(place);
-        });
+        }));
     }
 }
 
