@@ -86,7 +86,9 @@ async fn connection_tasks_are_counted_and_return_to_baseline() {
 
     // Every way out gives its tasks back: a close handshake, a dropped
     // socket, an HTTP connection closed before its first request.
-    closing.send_frame(OpCode::Close, &1000u16.to_be_bytes()).await;
+    closing
+        .send_frame(OpCode::Close, &1000u16.to_be_bytes())
+        .await;
     assert!(matches!(
         closing.recv_close().await,
         Received::Close {

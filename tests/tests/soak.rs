@@ -199,11 +199,8 @@ struct WaveSummary {
 /// every client finished.
 async fn run_wave(broker: &Serve, census: Census) -> WaveSummary {
     let started = Instant::now();
-    let connections = census.subscribers
-        + census.publishers
-        + census.stalled
-        + census.garbage
-        + census.abrupt;
+    let connections =
+        census.subscribers + census.publishers + census.stalled + census.garbage + census.abrupt;
     let plan = Arc::new(Plan::new(&census));
     let [dropped_before] = broker
         .metrics(["tickwire_slow_consumer_disconnects_total"])

@@ -176,7 +176,10 @@ async fn check(
         };
         match item {
             Received::Message {
-                topic, seq, payload, ..
+                topic,
+                seq,
+                payload,
+                ..
             } => {
                 let Some((global, counted)) = counters(&payload) else {
                     panic!("{name} witness: foreign payload {payload:?} on {topic}");
