@@ -201,7 +201,7 @@ async fn run_wave(broker: &Serve, census: Census) -> WaveSummary {
     let started = Instant::now();
     let connections =
         census.subscribers + census.publishers + census.stalled + census.garbage + census.abrupt;
-    let plan = Arc::new(Plan::new(&census));
+    let plan = Arc::new(Plan::new(connections, &census));
     let [dropped_before] = broker
         .metrics(["tickwire_slow_consumer_disconnects_total"])
         .await;

@@ -12,6 +12,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use tickwire_e2e::{RawClient, Received, WAIT, http};
@@ -21,8 +22,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{Semaphore, mpsc, watch};
 
-/// Topic groups: `soak.g0.*` … `soak.g19.*`.
-const GROUPS: usize = 20;
+/// Connections per topic group: a wave of `n` connections has `n / 100`
+/// groups (`soak.g0.*`, `soak.g1.*`, …), each with 40 subscribers, 30
+/// abrupt subscribers and 10 publishers, so a wave's deliveries grow with
+/// its size, not with its square.
+const CONNECTIONS_PER_GROUP: usize = 100;
 /// Topics per group: `soak.gG.t0` … `soak.gG.t4`.
 const TOPICS_PER_GROUP: usize = 5;
 /// Messages each publisher publishes: all but one on its WebSocket (the
@@ -109,40 +113,48 @@ impl Census {
     }
 }
 
-fn topic(group: usize, index: usize) -> String {
-    format!("soak.g{}.t{}", group % GROUPS, index % TOPICS_PER_GROUP)
-}
-
-/// Publisher `p`'s topic.
-fn publisher_topic(p: usize) -> String {
-    topic(p % GROUPS, p / GROUPS)
-}
-
-/// Subscriber `s`'s wildcard (`*` or `>` over its group) and exact topic
-/// (in the next group).
-fn subscriber_patterns(s: usize) -> (String, String) {
-    let group = s % GROUPS;
-    let wildcard = if s % 2 == 0 { "*" } else { ">" };
-    (
-        format!("soak.g{group}.{wildcard}"),
-        topic(group + 1, s / GROUPS),
-    )
-}
-
-/// How many messages a wave publishes on each topic.
+/// The wave's topics and how many messages it publishes on each.
 #[derive(Debug, Clone)]
 pub struct Plan {
+    groups: usize,
     per_topic: HashMap<String, u64>,
 }
 
 impl Plan {
-    /// The plan of a wave with `census.publishers` publishers.
-    pub fn new(census: &Census) -> Plan {
-        let mut per_topic = HashMap::new();
+    /// The plan of a wave of `connections` connections, `census` by role.
+    pub fn new(connections: usize, census: &Census) -> Plan {
+        let mut plan = Plan {
+            groups: (connections / CONNECTIONS_PER_GROUP).max(1),
+            per_topic: HashMap::new(),
+        };
         for p in 0..census.publishers {
-            *per_topic.entry(publisher_topic(p)).or_default() += MESSAGES_PER_PUBLISHER;
+            *plan.per_topic.entry(plan.publisher_topic(p)).or_default() += MESSAGES_PER_PUBLISHER;
         }
-        Plan { per_topic }
+        plan
+    }
+
+    fn topic(&self, group: usize, index: usize) -> String {
+        format!(
+            "soak.g{}.t{}",
+            group % self.groups,
+            index % TOPICS_PER_GROUP
+        )
+    }
+
+    /// Publisher `p`'s topic.
+    fn publisher_topic(&self, p: usize) -> String {
+        self.topic(p % self.groups, p / self.groups)
+    }
+
+    /// Subscriber `s`'s wildcard (`*` or `>` over its group) and exact
+    /// topic (in the next group).
+    fn subscriber_patterns(&self, s: usize) -> (String, String) {
+        let group = s % self.groups;
+        let wildcard = if s % 2 == 0 { "*" } else { ">" };
+        (
+            format!("soak.g{group}.{wildcard}"),
+            self.topic(group + 1, s / self.groups),
+        )
     }
 
     /// Messages the wave publishes.
@@ -150,12 +162,13 @@ impl Plan {
         self.per_topic.values().sum()
     }
 
-    /// Messages the wave publishes on group `group`'s topics.
-    fn group_messages(&self, group: usize) -> u64 {
+    /// Messages the wave publishes on group `group`'s topics, and on
+    /// `also` if it is outside the group.
+    fn group_messages(&self, group: usize, also: Option<&str>) -> u64 {
         let prefix = format!("soak.g{group}.");
         self.per_topic
             .iter()
-            .filter(|(topic, _)| topic.starts_with(&prefix))
+            .filter(|(topic, _)| topic.starts_with(&prefix) || Some(topic.as_str()) == also)
             .map(|(_, n)| n)
             .sum()
     }
@@ -163,13 +176,8 @@ impl Plan {
     /// Messages subscriber `s` must receive: everything on its group and on
     /// its exact topic (once each, however many subscriptions match).
     fn expected(&self, s: usize) -> u64 {
-        let (_, exact) = subscriber_patterns(s);
-        self.per_topic
-            .iter()
-            .filter(|(topic, _)| **topic == exact)
-            .map(|(_, n)| n)
-            .sum::<u64>()
-            + self.group_messages(s % GROUPS)
+        let (_, exact) = self.subscriber_patterns(s);
+        self.group_messages(s % self.groups, Some(&exact))
     }
 }
 
@@ -231,21 +239,46 @@ async fn connect(wave: &Wave) -> RawClient {
     RawClient::connect(wave.addr).await
 }
 
+/// Longest a wave client waits for its next frame. A big wave is CPU-bound
+/// on a small machine, and a subscriber may wait seconds between the bursts
+/// of its topics (up to 9 s was measured with 5,000 connections in 20
+/// groups), so this is longer than the usual [`WAIT`].
+const FRAME_WAIT: Duration = Duration::from_secs(30);
+
+/// The next frame for `client`; fails, naming the client (`who`), after
+/// [`FRAME_WAIT`] without one.
+async fn next(client: &mut RawClient, who: impl FnOnce() -> String) -> Received {
+    match tokio::time::timeout(FRAME_WAIT, client.recv_unbounded()).await {
+        Ok(item) => item,
+        Err(_) => panic!("{}: no frame from the broker within {FRAME_WAIT:?}", who()),
+    }
+}
+
+/// The close frame (or EOF) for `client`, skipping anything before it.
+async fn close_frame(client: &mut RawClient, who: &str) -> Received {
+    loop {
+        match next(client, || format!("{who}, awaiting the close")).await {
+            item @ (Received::Close { .. } | Received::Eof) => return item,
+            _ => {}
+        }
+    }
+}
+
 /// Sends a close frame and expects the broker's answer with the same code.
-async fn close_politely(mut client: RawClient) {
+async fn close_politely(mut client: RawClient, who: &str) {
     client
         .send_frame(OpCode::Close, &ws::close_body(1000, "bye"))
         .await;
-    match client.recv_close().await {
+    match close_frame(&mut client, who).await {
         Received::Close {
             code: Some(1000), ..
         } => {}
-        other => panic!("expected the close to be echoed with 1000, got {other:?}"),
+        other => panic!("{who}: expected the close to be echoed with 1000, got {other:?}"),
     }
 }
 
 async fn subscriber(s: usize, mut wave: Wave) -> Outcome {
-    let (wildcard, exact) = subscriber_patterns(s);
+    let (wildcard, exact) = wave.plan.subscriber_patterns(s);
     let mut client = connect(&wave).await;
     client.subscribe(&wildcard).await;
     client.subscribe(&exact).await;
@@ -254,7 +287,11 @@ async fn subscriber(s: usize, mut wave: Wave) -> Outcome {
     let mut last_seq: HashMap<String, u64> = HashMap::new();
     let mut received = 0;
     while received < expected {
-        match client.recv().await {
+        match next(&mut client, || {
+            format!("subscriber {s} at {received} of {expected}")
+        })
+        .await
+        {
             Received::Message { topic, seq, .. } => {
                 if let Some(last) = last_seq.insert(topic.clone(), seq) {
                     assert_eq!(
@@ -270,13 +307,13 @@ async fn subscriber(s: usize, mut wave: Wave) -> Outcome {
         }
     }
     if s % 2 == 0 {
-        close_politely(client).await;
+        close_politely(client, &format!("subscriber {s}")).await;
     }
     Outcome { received }
 }
 
 async fn publisher(p: usize, mut wave: Wave) -> Outcome {
-    let topic = publisher_topic(p);
+    let topic = wave.plan.publisher_topic(p);
     let mut client = connect(&wave).await;
     wave.ready_then(Phase::Go).await;
     let payload = format!("publisher {p}");
@@ -292,7 +329,7 @@ async fn publisher(p: usize, mut wave: Wave) -> Outcome {
     )
     .await;
     assert_eq!(status, 200, "HTTP publish: {body}");
-    close_politely(client).await;
+    close_politely(client, &format!("publisher {p}")).await;
     Outcome::default()
 }
 
@@ -313,7 +350,11 @@ async fn stalled(mut wave: Wave) -> Outcome {
     wave.ready_then(Phase::Release).await;
     let mut received = 0;
     loop {
-        match client.recv().await {
+        match next(&mut client, || {
+            format!("slow consumer after {received} messages")
+        })
+        .await
+        {
             Received::Message { .. } => received += 1,
             Received::Close {
                 code: Some(4001), ..
@@ -363,14 +404,14 @@ async fn garbage(kind: usize, wave: &mut Wave) {
     let want = match kind {
         0 => {
             client.send_frame(OpCode::Binary, b"hello").await;
-            match client.recv().await {
+            match next(&mut client, || "bad MessagePack sender".to_owned()).await {
                 Received::Error {
                     code: ErrorCode::Malformed,
                     ..
                 } => {}
                 other => panic!("bad MessagePack: expected a malformed error, got {other:?}"),
             }
-            return close_politely(client).await;
+            return close_politely(client, "bad MessagePack sender").await;
         }
         1 => {
             // RSV1 set without an extension.
@@ -398,7 +439,7 @@ async fn garbage(kind: usize, wave: &mut Wave) {
         }
     };
     client.send_raw(&frame).await;
-    match client.recv_close().await {
+    match close_frame(&mut client, &format!("garbage kind {kind}")).await {
         Received::Close { code: Some(c), .. } if c == want => {}
         other => panic!("garbage kind {kind}: expected close {want}, got {other:?}"),
     }
@@ -409,7 +450,7 @@ async fn garbage(kind: usize, wave: &mut Wave) {
 /// half a frame and FIN.
 async fn abrupt(a: usize, wave: &mut Wave) -> Outcome {
     let kind = a % ABRUPT_KINDS;
-    let group = a % GROUPS;
+    let group = a % wave.plan.groups;
     let mut client = if kind == 0 {
         let stream = {
             let _opening = wave.connecting.acquire().await.expect("semaphore open");
@@ -426,9 +467,9 @@ async fn abrupt(a: usize, wave: &mut Wave) -> Outcome {
     let mut received = 0;
     match kind {
         0 => {}
-        1 if wave.plan.group_messages(group) == 0 => {}
+        1 if wave.plan.group_messages(group, None) == 0 => {}
         1 => loop {
-            match client.recv().await {
+            match next(&mut client, || format!("abrupt subscriber {a}")).await {
                 Received::Message { .. } => {
                     received += 1;
                     break;
