@@ -257,9 +257,9 @@ async fn next(client: &mut RawClient, who: impl FnOnce() -> String) -> Received 
 /// The close frame (or EOF) for `client`, skipping anything before it.
 async fn close_frame(client: &mut RawClient, who: &str) -> Received {
     loop {
-        match next(client, || format!("{who}, awaiting the close")).await {
-            item @ (Received::Close { .. } | Received::Eof) => return item,
-            _ => {}
+        let item = next(client, || format!("{who}, awaiting the close")).await;
+        if let Received::Close { .. } | Received::Eof = item {
+            return item;
         }
     }
 }
