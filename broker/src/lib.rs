@@ -6,6 +6,7 @@
 //! Where each thing happens:
 //!
 //! * [`server`]: accept loop, connection limit, graceful shutdown;
+//!   [`accept`]: what an accept loop does when `accept()` fails;
 //!   [`slot`]: a connection's hold on one of the connection places.
 //! * [`http`]: routing, the WebSocket upgrade, HTTP publish, health, metrics.
 //! * [`connection`]: one WebSocket connection's reader, keepalive and close
@@ -31,7 +32,15 @@
 //!
 //! The `tickwire` binary that runs the broker lives in the `tickwire-cli`
 //! crate.
+//!
+//! The library writes nothing to standard output or standard error itself:
+//! it logs through `tracing`, and the subscriber (the binary's) decides
+//! where lines go and that a failed write is harmless.
 
+// `println!`/`eprintln!` panic when the stream is closed or full.
+#![cfg_attr(not(test), deny(clippy::print_stdout, clippy::print_stderr))]
+
+pub mod accept;
 pub mod api_keys;
 pub mod auth;
 pub mod cert_grants;

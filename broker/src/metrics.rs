@@ -17,6 +17,10 @@ pub const LATENCY_BUCKETS: [f64; 14] = [
     1.0,
 ];
 
+/// The `listener` label values of `tickwire_accept_errors_total`: the main
+/// port and the metrics listener.
+pub const ACCEPT_LISTENERS: [&str; 2] = ["main", "metrics"];
+
 /// All broker metrics, registered in one [`Registry`].
 #[derive(Clone)]
 pub struct Metrics {
@@ -75,6 +79,9 @@ pub struct Metrics {
     /// WebSocket upgrades refused by a header check, by `reason` (`origin`,
     /// `version`, `key`).
     pub handshakes_refused: IntCounterVec,
+    /// Failed `accept()` calls, by `listener` (`main`, `metrics`): see
+    /// [`crate::accept`].
+    pub accept_errors: IntCounterVec,
 }
 
 /// Bucket upper bounds, in bytes, of the queue depth histogram.
@@ -219,6 +226,11 @@ impl Metrics {
                 "WebSocket upgrades refused by a header check: origin (403), version (426), key (400).",
                 "reason",
             ),
+            accept_errors: counter_vec(
+                "accept_errors_total",
+                "Failed accept() calls, by listener (main, metrics): typically the file descriptor limit (EMFILE); each failure pauses that listener (10ms doubling to 1s).",
+                "listener",
+            ),
             registry,
         };
         for code in ErrorCode::ALL {
@@ -231,6 +243,9 @@ impl Metrics {
         }
         for reason in ["origin", "version", "key"] {
             metrics.handshakes_refused.with_label_values(&[reason]);
+        }
+        for listener in ACCEPT_LISTENERS {
+            metrics.accept_errors.with_label_values(&[listener]);
         }
         for outcome in ["recovered", "incomplete"] {
             metrics.resumes.with_label_values(&[outcome]);

@@ -7,6 +7,9 @@
 //! every WebSocket is closed with 1001 after its queued data, and `run`
 //! returns once every connection is gone or the grace period is over.
 //!
+//! When `accept()` fails (typically the file descriptor limit), a loop
+//! pauses with a back-off ([`crate::accept`]) while open connections go on.
+//!
 //! With `metrics_listen`, a second, small listener serves only metrics,
 //! health and readiness ([`http::route_operational`]) until `run` returns,
 //! so probes and scrapes keep working during the drain.
@@ -24,6 +27,7 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+use crate::accept::AcceptErrors;
 use crate::auth::Authenticator;
 use crate::config::BrokerConfig;
 use crate::http;
@@ -194,18 +198,24 @@ impl Broker {
         }
         let sweeper = tokio::spawn(sweep_idle(state.clone(), addresses.clone()));
         tokio::spawn(close_after_drain_delay(state.clone()));
+        let mut accept_errors = AcceptErrors::new("main", &state.metrics);
         loop {
             let accepted = tokio::select! {
                 _ = state.shutdown.cancelled() => break,
                 accepted = listener.accept() => accepted,
             };
             let (socket, peer) = match accepted {
-                Ok(pair) => pair,
+                Ok(pair) => {
+                    accept_errors.succeeded();
+                    pair
+                }
                 Err(e) => {
-                    // Typically EMFILE: back off briefly instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
+                    // Typically EMFILE: pause instead of spinning.
+                    let pause = accept_errors.failed(&e, std::time::Instant::now());
+                    tokio::select! {
+                        _ = state.shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(pause) => continue,
+                    }
                 }
             };
             let address = match addresses.admit(peer.ip(), std::time::Instant::now()) {
@@ -377,17 +387,23 @@ async fn serve_metrics(
     refusing: Arc<Semaphore>,
 ) {
     let places = Arc::new(Semaphore::new(PROBE_CONNECTIONS));
+    let mut accept_errors = AcceptErrors::new("metrics", &state.metrics);
     loop {
         let accepted = tokio::select! {
             _ = stop.cancelled() => return,
             accepted = listener.accept() => accepted,
         };
         let socket = match accepted {
-            Ok((socket, _)) => socket,
+            Ok((socket, _)) => {
+                accept_errors.succeeded();
+                socket
+            }
             Err(e) => {
-                tracing::warn!(error = %e, "accept failed on the metrics listener");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
+                let pause = accept_errors.failed(&e, std::time::Instant::now());
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(pause) => continue,
+                }
             }
         };
         let Ok(place) = places.clone().try_acquire_owned() else {

@@ -620,6 +620,12 @@ pub async fn http_on_with(
 pub async fn metric(addr: SocketAddr, name: &str) -> f64 {
     let (status, body) = http(addr, "GET", "/metrics", b"").await;
     assert_eq!(status, 200);
+    metric_in(&body, name)
+}
+
+/// One metric's value in a `/metrics` text, summing every label set (0 if
+/// absent).
+pub fn metric_in(body: &str, name: &str) -> f64 {
     body.lines()
         .filter(|line| !line.starts_with('#'))
         .filter_map(|line| {
