@@ -226,14 +226,13 @@ impl Broker {
                         .connections_rejected_per_ip
                         .with_label_values(&[refusal.reason()])
                         .inc();
-                    if let Ok(permit) = refusing.clone().try_acquire_owned() {
-                        tokio::spawn(state.metrics.count_task(refuse(
-                            socket,
-                            "429 Too Many Requests",
-                            format!("{refusal}\n"),
-                            Some(permit),
-                        )));
-                    }
+                    spawn_refusal(
+                        &state.metrics,
+                        &refusing,
+                        socket,
+                        "429 Too Many Requests",
+                        format!("{refusal}\n"),
+                    );
                     continue;
                 }
             };
@@ -243,14 +242,13 @@ impl Broker {
                     Ok(permit) => (permit, true),
                     Err(_) => {
                         state.metrics.connections_rejected.inc();
-                        if let Ok(permit) = refusing.clone().try_acquire_owned() {
-                            tokio::spawn(state.metrics.count_task(refuse(
-                                socket,
-                                "503 Service Unavailable",
-                                FULL_BODY.to_owned(),
-                                Some(permit),
-                            )));
-                        }
+                        spawn_refusal(
+                            &state.metrics,
+                            &refusing,
+                            socket,
+                            "503 Service Unavailable",
+                            FULL_BODY.to_owned(),
+                        );
                         continue;
                     }
                 },
@@ -407,14 +405,13 @@ async fn serve_metrics(
             }
         };
         let Ok(place) = places.clone().try_acquire_owned() else {
-            if let Ok(permit) = refusing.clone().try_acquire_owned() {
-                tokio::spawn(state.metrics.count_task(refuse(
-                    socket,
-                    "503 Service Unavailable",
-                    METRICS_FULL_BODY.to_owned(),
-                    Some(permit),
-                )));
-            }
+            spawn_refusal(
+                &state.metrics,
+                &refusing,
+                socket,
+                "503 Service Unavailable",
+                METRICS_FULL_BODY.to_owned(),
+            );
             continue;
         };
         let metrics = state.metrics.clone();
@@ -436,6 +433,21 @@ async fn serve_metrics(
             }
             drop(place);
         }));
+    }
+}
+
+/// Answers a refused connection with `status` and `body` in a task of its
+/// own (counted in `tickwire_connection_tasks`) if one of the [`MAX_REFUSING`]
+/// `refusing` places is free; otherwise drops it unanswered.
+fn spawn_refusal(
+    metrics: &Metrics,
+    refusing: &Arc<Semaphore>,
+    socket: TcpStream,
+    status: &'static str,
+    body: String,
+) {
+    if let Ok(permit) = refusing.clone().try_acquire_owned() {
+        tokio::spawn(metrics.count_task(refuse(socket, status, body, Some(permit))));
     }
 }
 
