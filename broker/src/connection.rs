@@ -20,6 +20,7 @@ use tickwire_protocol::ws::{self, FrameDecoder, Incoming, OpCode, Role};
 use tokio::time::{Instant, sleep_until, timeout_at};
 
 use crate::handler::MessageHandler;
+use crate::metrics::GaugeHold;
 use crate::outbound::OutboundQueue;
 use crate::state::BrokerState;
 use crate::stream::{ReadSide, Transport};
@@ -55,7 +56,7 @@ pub async fn serve<S, H>(
     let (queue, outbound) =
         OutboundQueue::new(id, state.config.outbound_queue_bytes, state.metrics.clone());
     let (reader, writer) = stream.split();
-    let mut writer_task = tokio::spawn(write_loop(
+    let mut writer_task = tokio::spawn(state.metrics.count_task(write_loop(
         writer,
         outbound,
         WriterSettings {
@@ -63,8 +64,9 @@ pub async fn serve<S, H>(
             coalesce: state.config.write_coalesce,
         },
         state.metrics.clone(),
-    ));
-    state.metrics.websockets.inc();
+    )));
+    // Counted until this function returns or its task is dropped.
+    let session_gauge = GaugeHold::new(&state.metrics.websockets);
     let mut handler = new_handler(queue.clone());
     match handler.peer_identity() {
         Some(peer) => tracing::debug!(connection = id, %peer, "websocket session started"),
@@ -96,7 +98,7 @@ pub async fn serve<S, H>(
     if timeout_at(deadline, &mut writer_task).await.is_err() {
         writer_task.abort();
     }
-    state.metrics.websockets.dec();
+    drop(session_gauge);
     tracing::debug!(connection = id, "websocket session ended");
 }
 

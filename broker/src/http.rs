@@ -385,7 +385,8 @@ where
         }
     };
     let tasks = state.tasks.clone();
-    tasks.spawn(async move {
+    let metrics = state.metrics.clone();
+    tasks.spawn(metrics.count_task(async move {
         let ws = match upgrade.await {
             Ok(ws) => ws,
             Err(e) => {
@@ -400,7 +401,7 @@ where
             Err(_) => tracing::error!("upgraded connection is not the accepted stream"),
         }
         drop(hold);
-    });
+    }));
     let (mut parts, _) = response.into_parts();
     if let Some(p) = subprotocol {
         parts

@@ -258,14 +258,13 @@ impl Broker {
                         .connections_rejected_per_ip
                         .with_label_values(&[refusal.reason()])
                         .inc();
-                    if let Ok(permit) = refusing.clone().try_acquire_owned() {
-                        tokio::spawn(refuse(
-                            socket,
-                            "429 Too Many Requests",
-                            format!("{refusal}\n"),
-                            Some(permit),
-                        ));
-                    }
+                    spawn_refusal(
+                        &state.metrics,
+                        &refusing,
+                        socket,
+                        "429 Too Many Requests",
+                        format!("{refusal}\n"),
+                    );
                     continue;
                 }
             };
@@ -275,14 +274,13 @@ impl Broker {
                     Ok(permit) => (permit, true),
                     Err(_) => {
                         state.metrics.connections_rejected.inc();
-                        if let Ok(permit) = refusing.clone().try_acquire_owned() {
-                            tokio::spawn(refuse(
-                                socket,
-                                "503 Service Unavailable",
-                                FULL_BODY.to_owned(),
-                                Some(permit),
-                            ));
-                        }
+                        spawn_refusal(
+                            &state.metrics,
+                            &refusing,
+                            socket,
+                            "503 Service Unavailable",
+                            FULL_BODY.to_owned(),
+                        );
                         continue;
                     }
                 },
@@ -297,9 +295,8 @@ impl Broker {
                 state.metrics.clone(),
             ));
             let _ = socket.set_nodelay(true);
-            state
-                .tasks
-                .spawn(serve_connection(state.clone(), socket, peer, slot));
+            let task = serve_connection(state.clone(), socket, peer, slot);
+            state.tasks.spawn(state.metrics.count_task(task));
         }
         drop(listener);
         sweeper.abort();
@@ -426,15 +423,17 @@ async fn serve_metrics(
 ) {
     let side = SideListener {
         accept_errors: AcceptErrors::new("metrics", &state.metrics),
+        metrics: state.metrics.clone(),
         places: PROBE_CONNECTIONS,
         full_body: METRICS_FULL_BODY,
         stop: stop.clone(),
         refusing,
     };
     side.accept(listener, |socket, _, place| {
+        let metrics = state.metrics.clone();
         let state = state.clone();
         let stop = stop.clone();
-        tokio::spawn(async move {
+        tokio::spawn(metrics.count_task(async move {
             let service = service_fn(|req| {
                 let response = http::route_operational(&state, &req);
                 async move { Ok::<_, std::convert::Infallible>(response) }
@@ -449,7 +448,7 @@ async fn serve_metrics(
                 _ = stop.cancelled() => {}
             }
             drop(place);
-        });
+        }));
     })
     .await
 }
@@ -459,6 +458,8 @@ async fn serve_metrics(
 struct SideListener {
     /// Its accept failures (back-off, metric, log), under its name.
     accept_errors: AcceptErrors,
+    /// Where refusal tasks are counted.
+    metrics: Metrics,
     /// Connections served at once, at most.
     places: usize,
     /// The body of the 503 answer over `places`.
@@ -500,18 +501,30 @@ impl SideListener {
             };
             match places.clone().try_acquire_owned() {
                 Ok(place) => serve(socket, peer, place),
-                Err(_) => {
-                    if let Ok(permit) = self.refusing.clone().try_acquire_owned() {
-                        tokio::spawn(refuse(
-                            socket,
-                            "503 Service Unavailable",
-                            self.full_body.to_owned(),
-                            Some(permit),
-                        ));
-                    }
-                }
+                Err(_) => spawn_refusal(
+                    &self.metrics,
+                    &self.refusing,
+                    socket,
+                    "503 Service Unavailable",
+                    self.full_body.to_owned(),
+                ),
             }
         }
+    }
+}
+
+/// Answers a refused connection with `status` and `body` in a task of its
+/// own (counted in `tickwire_connection_tasks`) if one of the [`MAX_REFUSING`]
+/// `refusing` places is free; otherwise drops it unanswered.
+fn spawn_refusal(
+    metrics: &Metrics,
+    refusing: &Arc<Semaphore>,
+    socket: TcpStream,
+    status: &'static str,
+    body: String,
+) {
+    if let Ok(permit) = refusing.clone().try_acquire_owned() {
+        tokio::spawn(metrics.count_task(refuse(socket, status, body, Some(permit))));
     }
 }
 
@@ -527,6 +540,7 @@ const ECHO_FULL_BODY: &str = "the echo service is at max_connections; retry late
 async fn serve_echo(state: Arc<BrokerState>, listener: TcpListener, refusing: Arc<Semaphore>) {
     let side = SideListener {
         accept_errors: AcceptErrors::new("echo", &state.metrics),
+        metrics: state.metrics.clone(),
         places: state.config.max_connections,
         full_body: ECHO_FULL_BODY,
         stop: state.shutdown.clone(),
@@ -540,9 +554,11 @@ async fn serve_echo(state: Arc<BrokerState>, listener: TcpListener, refusing: Ar
             let response = http::upgrade_echo::<TcpStream>(echo_state.clone(), place.clone(), req);
             std::future::ready(response)
         };
-        state
-            .tasks
-            .spawn(serve_http(state.clone(), socket, peer, route));
+        state.tasks.spawn(
+            state
+                .metrics
+                .count_task(serve_http(state.clone(), socket, peer, route)),
+        );
     })
     .await
 }
