@@ -734,8 +734,23 @@ pub fn signal(child: &tokio::process::Child, name: &str) {
     assert!(status.success(), "kill {name} {pid}: {status}");
 }
 
-/// Path of the `tickwire` binary of this build, built on first use if the
-/// test run did not build it already.
+/// Prefixes of the environment variables cargo sets for a running test
+/// (its package, crate and binaries).
+const CARGO_TEST_ENV: &[&str] = &[
+    "CARGO_PKG_",
+    "CARGO_MANIFEST_",
+    "CARGO_CRATE_",
+    "CARGO_BIN_",
+    "CARGO_PRIMARY_PACKAGE",
+    "CARGO_TARGET_TMPDIR",
+    "CARGO_RUSTC_CURRENT_DIR",
+    "OUT_DIR",
+];
+
+/// Path of the `tickwire` binary of this build, brought up to date once per
+/// test process (`cargo test` does not rebuild another package's binary, so
+/// a bare `cargo test -p tickwire-e2e` would otherwise run a stale one; when
+/// it is fresh, the build is a no-op).
 pub fn tickwire_binary() -> std::path::PathBuf {
     static BUILT: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
     BUILT
@@ -747,19 +762,27 @@ pub fn tickwire_binary() -> std::path::PathBuf {
                 .and_then(|deps| deps.parent())
                 .expect("target profile directory");
             let binary = profile_dir.join("tickwire");
-            if !binary.exists() {
-                let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-                let mut build = std::process::Command::new(cargo);
-                build.args(["build", "-p", "tickwire-cli", "--bin", "tickwire"]);
-                if profile_dir.file_name().is_some_and(|p| p == "release") {
-                    build.arg("--release");
+            // The same command as the test script's build step (features
+            // unified over the workspace), so that after it this is a no-op.
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+            let mut build = std::process::Command::new(cargo);
+            build.args(["build", "--workspace", "--bins"]);
+            // What cargo sets for a running test (CARGO_PKG_NAME, ...) must
+            // not reach the build: some build scripts rerun when it changes.
+            for (name, _) in std::env::vars_os() {
+                let name = name.to_string_lossy();
+                if CARGO_TEST_ENV.iter().any(|p| name.starts_with(p)) {
+                    build.env_remove(&*name);
                 }
-                let status = build.status().expect("run cargo build");
-                assert!(
-                    status.success(),
-                    "cargo build of the tickwire binary failed"
-                );
             }
+            if profile_dir.file_name().is_some_and(|p| p == "release") {
+                build.arg("--release");
+            }
+            let status = build.status().expect("run cargo build");
+            assert!(
+                status.success(),
+                "cargo build of the tickwire binary failed"
+            );
             binary
         })
         .clone()
