@@ -3,8 +3,8 @@
 # doc and end-to-end test, then every fuzz target for a bounded time
 # (FUZZ_SECONDS each, default 30). Needs the Rust toolchain (cargo, rustfmt,
 # clippy), the nightly toolchain for the fuzz targets (scripts/fuzz.sh
-# installs cargo-fuzz) and Python 3; crates come from crates.io.
-# Usage: ./scripts/test.sh
+# installs cargo-fuzz) and Python 3 with pip; crates come from crates.io,
+# kosoku (the Autobahn cases) from PyPI. Usage: ./scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,6 +25,12 @@ RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
 
 step "cargo build (the end-to-end tests drive the real tickwire binary)"
 cargo build --workspace --bins --locked
+
+step "Autobahn cases against the broker's WebSocket layer (installs kosoku if missing)"
+python3 scripts/autobahn.py --check-docs
+
+step "Autobahn cases against the SDK's WebSocket layer (client side)"
+python3 scripts/autobahn_client.py --check-docs
 
 step "cargo test"
 cargo test --workspace --locked

@@ -541,6 +541,9 @@ broker_settings! {
     metrics_listen: Option<SocketAddr> = None, "",
         env "TICKWIRE_METRICS_LISTEN", parse parse_optional_addr,
         "Serve /metrics, /healthz and /readyz on this address (plain HTTP) instead of the main port, which then serves only clients (/ws, /v1/publish).";
+    echo_listen: Option<SocketAddr> = None, "",
+        env "TICKWIRE_ECHO_LISTEN", parse parse_optional_addr,
+        "Conformance-testing aid: serve a WebSocket echo service on this address (plain ws://, any path; every message is sent back as it came, text or binary) on the broker's own WebSocket layer and limits. No authentication: never expose it. Off by default.";
     jwt_hmac_secret_file: Vec<PathBuf> = Vec::new(), "",
         env "TICKWIRE_JWT_HMAC_SECRET_FILE", parse parse_paths,
         "Files holding HMAC secrets (the whole file, trailing newline removed) for HS256/384/512 tokens; comma-separated for several. Any key configured turns authentication on.";
@@ -700,11 +703,19 @@ impl BrokerConfig {
                     .to_owned(),
             ));
         }
-        if self.metrics_listen == Some(self.listen) && self.listen.port() != 0 {
+        let fixed = |addr: &SocketAddr| addr.port() != 0;
+        if self.metrics_listen == Some(self.listen) && fixed(&self.listen) {
             return Err(ConfigError::Inconsistent(format!(
                 "--metrics-listen {} is the address of --listen; choose another port",
                 self.listen
             )));
+        }
+        if let Some(echo) = self.echo_listen.filter(fixed) {
+            if echo == self.listen || Some(echo) == self.metrics_listen {
+                return Err(ConfigError::Inconsistent(format!(
+                    "--echo-listen {echo} is the address of another listener; choose another port"
+                )));
+            }
         }
         // A delivery frame is the message plus its envelope (topic, seq,
         // time, headers); leave room for the largest one.
@@ -825,6 +836,37 @@ mod tests {
         let loaded = BrokerConfig::load(None, &defaults).unwrap();
         let default = BrokerConfig::default();
         assert_eq!(format!("{loaded:?}"), format!("{default:?}"));
+    }
+
+    #[test]
+    fn side_listeners_may_not_share_a_fixed_address() {
+        let load = |pairs: &[(&str, &str)]| {
+            let pairs: Vec<(&str, String)> =
+                pairs.iter().map(|(k, v)| (*k, (*v).to_owned())).collect();
+            BrokerConfig::load(None, &pairs)
+        };
+        let err = load(&[
+            ("listen", "127.0.0.1:8080"),
+            ("echo_listen", "127.0.0.1:8080"),
+        ])
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("--echo-listen 127.0.0.1:8080"),
+            "{err}"
+        );
+        let err = load(&[
+            ("metrics_listen", "127.0.0.1:9090"),
+            ("echo_listen", "127.0.0.1:9090"),
+        ])
+        .unwrap_err();
+        assert!(err.to_string().contains("another listener"), "{err}");
+        // Port 0 picks a free port each time: no clash.
+        let config = load(&[("listen", "127.0.0.1:0"), ("echo_listen", "127.0.0.1:0")]).unwrap();
+        assert_eq!(
+            config.echo_listen,
+            Some(SocketAddr::from(([127, 0, 0, 1], 0)))
+        );
+        assert_eq!(BrokerConfig::default().echo_listen, None, "off by default");
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //! socket.
 //!
 //! The connection runs two tasks: this reader, which decodes frames and
-//! hands client messages to its [`Session`], and the writer
+//! hands whole messages to its [`MessageHandler`] (a
+//! [`crate::session::Session`] on `/ws`, an [`crate::echo::Echo`] on the
+//! echo listener), and the writer
 //! ([`crate::writer`]), which drains the outbound queue. The reader also keeps
 //! the connection alive (pings a quiet peer, closes a dead one) and runs the
 //! close handshake: once the connection starts closing, for whatever reason,
@@ -14,16 +16,14 @@ use std::time::SystemTime;
 
 use bytes::{Bytes, BytesMut};
 use tickwire_protocol::CloseCode;
-use tickwire_protocol::ws::{self, FrameDecoder, Incoming, MessageKind, OpCode, Role};
+use tickwire_protocol::ws::{self, FrameDecoder, Incoming, OpCode, Role};
 use tokio::time::{Instant, sleep_until, timeout_at};
 
-use crate::auth::Authorized;
-use crate::limits::PublishLimits;
+use crate::handler::MessageHandler;
+use crate::metrics::GaugeHold;
 use crate::outbound::OutboundQueue;
-use crate::session::Session;
 use crate::state::BrokerState;
 use crate::stream::{ReadSide, Transport};
-use crate::tls::PeerIdentity;
 use crate::writer::{WriterSettings, write_loop};
 
 /// Smallest free space offered to each socket read.
@@ -39,23 +39,24 @@ enum ReadEnd {
     PeerClosed,
 }
 
-/// Serves a WebSocket session on `stream`, whose first bytes (received with
-/// the upgrade request) are `early`, for a client that may do what
-/// `authorized` allows, until its token expires (then: close 4003);
-/// `peer_identity` is the client certificate's identity, if the client
-/// presented one over TLS.
-pub async fn serve<S: Transport>(
+/// Serves a WebSocket connection on `stream`, whose first bytes (received
+/// with the upgrade request) are `early`, handing its messages to the
+/// handler `new_handler` makes from the connection's outbound queue, until
+/// the connection closes (or the handler's [`MessageHandler::expiry`]).
+pub async fn serve<S, H>(
     state: Arc<BrokerState>,
     stream: S,
     early: Bytes,
-    authorized: Authorized,
-    peer_identity: Option<Arc<PeerIdentity>>,
-) {
+    new_handler: impl FnOnce(Arc<OutboundQueue>) -> H,
+) where
+    S: Transport,
+    H: MessageHandler,
+{
     let id = state.next_connection_id();
     let (queue, outbound) =
         OutboundQueue::new(id, state.config.outbound_queue_bytes, state.metrics.clone());
     let (reader, writer) = stream.split();
-    let mut writer_task = tokio::spawn(write_loop(
+    let mut writer_task = tokio::spawn(state.metrics.count_task(write_loop(
         writer,
         outbound,
         WriterSettings {
@@ -63,19 +64,14 @@ pub async fn serve<S: Transport>(
             coalesce: state.config.write_coalesce,
         },
         state.metrics.clone(),
-    ));
-    state.metrics.websockets.inc();
-    match &peer_identity {
+    )));
+    // Counted until this function returns or its task is dropped.
+    let session_gauge = GaugeHold::new(&state.metrics.websockets);
+    let mut handler = new_handler(queue.clone());
+    match handler.peer_identity() {
         Some(peer) => tracing::debug!(connection = id, %peer, "websocket session started"),
         None => tracing::debug!(connection = id, "websocket session started"),
     }
-
-    let mut session = Session::new(
-        queue.clone(),
-        authorized,
-        PublishLimits::from_config(&state.config),
-        peer_identity,
-    );
     // `early` is a slice of hyper's read buffer: copy what it holds and let
     // the buffer go, so an idle connection does not keep it alive.
     let buf = BytesMut::from(&early[..]);
@@ -87,8 +83,8 @@ pub async fn serve<S: Transport>(
         buf,
         decoder: FrameDecoder::new(Role::Server, state.config.max_message_size),
     };
-    let end = connection.read_messages(&mut session).await;
-    session.release(&state);
+    let end = connection.read_messages(&mut handler).await;
+    handler.release(&state);
 
     let deadline = Instant::now() + state.config.close_timeout;
     match end {
@@ -102,7 +98,7 @@ pub async fn serve<S: Transport>(
     if timeout_at(deadline, &mut writer_task).await.is_err() {
         writer_task.abort();
     }
-    state.metrics.websockets.dec();
+    drop(session_gauge);
     tracing::debug!(connection = id, "websocket session ended");
 }
 
@@ -176,7 +172,11 @@ impl<R: ReadSide> Connection<'_, R> {
     /// Decodes and handles everything buffered. Returns `None` while the
     /// connection stays open; `completed` is set when a message or control
     /// frame was completed outside a fragmented message.
-    fn process(&mut self, session: &mut Session, completed: &mut bool) -> Option<ReadEnd> {
+    fn process(
+        &mut self,
+        handler: &mut impl MessageHandler,
+        completed: &mut bool,
+    ) -> Option<ReadEnd> {
         loop {
             let item = self.decoder.decode(&mut self.buf);
             if matches!(item, Ok(Some(_))) && !self.decoder.mid_message() {
@@ -184,13 +184,8 @@ impl<R: ReadSide> Connection<'_, R> {
             }
             match item {
                 Ok(None) => return None,
-                Ok(Some(Incoming::Message(MessageKind::Binary, frame))) => {
-                    session.handle(self.state, frame)
-                }
-                Ok(Some(Incoming::Message(MessageKind::Text, _))) => {
-                    tracing::debug!(connection = self.queue.id(), "closing on a text message");
-                    self.queue.close(CloseCode::UnsupportedData);
-                    return Some(ReadEnd::Closing);
+                Ok(Some(Incoming::Message(kind, payload))) => {
+                    handler.on_message(self.state, kind, payload)
                 }
                 Ok(Some(Incoming::Ping(payload))) => {
                     let pong = ws::server_frame(OpCode::Pong, &payload);
@@ -214,7 +209,7 @@ impl<R: ReadSide> Connection<'_, R> {
     }
 
     /// The main loop: read, handle, keep alive, until the connection closes.
-    async fn read_messages(&mut self, session: &mut Session) -> ReadEnd {
+    async fn read_messages(&mut self, handler: &mut impl MessageHandler) -> ReadEnd {
         let config = &self.state.config;
         let shutdown = self.state.shutdown.clone();
         let shutdown = shutdown.cancelled();
@@ -231,13 +226,14 @@ impl<R: ReadSide> Connection<'_, R> {
         let mut message = MessageTimer::default();
         let message_deadline = sleep_until(quiet_since + config.message_timeout);
         tokio::pin!(message_deadline);
-        // The token's expiry (close 4003), re-armed when a REFRESH moves it.
-        let mut valid_until = session.valid_until();
+        // The handler's expiry (a token's: close 4003), re-armed when a
+        // message (a REFRESH) moves it.
+        let mut valid_until = handler.expiry().map(|(at, _)| at);
         let expiry = sleep_until(valid_until.map_or(quiet_since, instant_at));
         tokio::pin!(expiry);
 
         let mut completed = false;
-        if let Some(end) = self.process(session, &mut completed) {
+        if let Some(end) = self.process(handler, &mut completed) {
             return end;
         }
         if message.arm(self.pending(), completed) {
@@ -246,8 +242,9 @@ impl<R: ReadSide> Connection<'_, R> {
                 .reset(Instant::now() + config.message_timeout);
         }
         loop {
-            if session.valid_until() != valid_until {
-                valid_until = session.valid_until();
+            let current = handler.expiry().map(|(at, _)| at);
+            if current != valid_until {
+                valid_until = current;
                 if let Some(at) = valid_until {
                     expiry.as_mut().reset(instant_at(at));
                 }
@@ -260,11 +257,7 @@ impl<R: ReadSide> Connection<'_, R> {
                     return ReadEnd::Closing;
                 }
                 _ = &mut expiry, if valid_until.is_some() => {
-                    let code = if session.awaiting_auth() {
-                        CloseCode::AuthenticationRequired
-                    } else {
-                        CloseCode::TokenExpired
-                    };
+                    let code = handler.expiry().map_or(CloseCode::TokenExpired, |(_, code)| code);
                     tracing::debug!(connection = self.queue.id(), code = code.as_u16(), "authentication ended; closing");
                     self.queue.close(code);
                     return ReadEnd::Closing;
@@ -277,7 +270,7 @@ impl<R: ReadSide> Connection<'_, R> {
                     pinged = false;
                     keepalive.as_mut().reset(quiet_since + config.keepalive_interval);
                     let mut completed = false;
-                    if let Some(end) = self.process(session, &mut completed) {
+                    if let Some(end) = self.process(handler, &mut completed) {
                         return end;
                     }
                     if message.arm(self.pending(), completed) {

@@ -38,9 +38,12 @@ use tickwire_protocol::{ErrorCode, SUBPROTOCOL, WEBSOCKET_PATH, handshake};
 use crate::auth::{AuthError, Authorized};
 use crate::config::BrokerConfig;
 use crate::connection;
-use crate::limits::{self, Admission};
+use crate::echo::Echo;
+use crate::handler::MessageHandler;
+use crate::limits::{self, Admission, PublishLimits};
+use crate::outbound::OutboundQueue;
 use crate::registry::RegistryError;
-use crate::session::FORBIDDEN_MESSAGE;
+use crate::session::{FORBIDDEN_MESSAGE, Session};
 use crate::slot::ConnectionSlot;
 use crate::state::BrokerState;
 use crate::stream::Transport;
@@ -326,30 +329,110 @@ fn handshake_refusal(
     })
 }
 
+/// The answer to a request that cannot become a WebSocket: not an upgrade
+/// request, the broker draining, or a [`handshake_refusal`].
+fn upgrade_refusal(state: &BrokerState, req: &Request<Incoming>) -> Option<Response<Body>> {
+    if !fastwebsockets::upgrade::is_upgrade_request(req) {
+        return Some(text(
+            StatusCode::BAD_REQUEST,
+            "this endpoint expects a WebSocket upgrade (Connection: Upgrade, Upgrade: websocket)\n",
+        ));
+    }
+    if !state.is_ready() {
+        return Some(text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "broker is shutting down; connect to another node\n",
+        ));
+    }
+    let (reason, refusal) = handshake_refusal(&state.config, req)?;
+    state
+        .metrics
+        .handshakes_refused
+        .with_label_values(&[reason])
+        .inc();
+    Some(refusal)
+}
+
+/// Answers the upgrade request `req` with 101 (naming `subprotocol`, if
+/// any) and serves the WebSocket, once upgraded, on the connection layer
+/// with the handler `new_handler` makes, in the broker's task set. `hold`
+/// (the connection's place) is kept until the WebSocket ends.
+fn switch_protocols<S, H>(
+    state: Arc<BrokerState>,
+    mut req: Request<Incoming>,
+    subprotocol: Option<&'static str>,
+    new_handler: impl FnOnce(Arc<OutboundQueue>) -> H + Send + 'static,
+    hold: impl Send + 'static,
+) -> Response<Body>
+where
+    S: Transport,
+    H: MessageHandler,
+{
+    let (response, upgrade) = match fastwebsockets::upgrade::upgrade(&mut req) {
+        Ok(pair) => pair,
+        Err(e) => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                format!("bad WebSocket handshake: {e}\n"),
+            );
+        }
+    };
+    let tasks = state.tasks.clone();
+    let metrics = state.metrics.clone();
+    tasks.spawn(metrics.count_task(async move {
+        let ws = match upgrade.await {
+            Ok(ws) => ws,
+            Err(e) => {
+                tracing::debug!(error = %e, "websocket upgrade failed");
+                return;
+            }
+        };
+        match ws.into_inner().into_inner().downcast::<TokioIo<S>>() {
+            Ok(parts) => {
+                connection::serve(state, parts.io.into_inner(), parts.read_buf, new_handler).await
+            }
+            Err(_) => tracing::error!("upgraded connection is not the accepted stream"),
+        }
+        drop(hold);
+    }));
+    let (mut parts, _) = response.into_parts();
+    if let Some(p) = subprotocol {
+        parts
+            .headers
+            .insert(SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(p));
+    }
+    Response::from_parts(parts, Full::new(Bytes::new()))
+}
+
+/// Answers a request on the echo listener (`echo_listen`): any path, no
+/// authentication, no subprotocol; the WebSocket is served by
+/// [`crate::echo::Echo`]. `place` is the connection's place on that
+/// listener, held until the WebSocket ends.
+pub fn upgrade_echo<S: Transport>(
+    state: Arc<BrokerState>,
+    place: impl Send + 'static,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    if req.method() != Method::GET {
+        return json_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "use GET",
+        );
+    }
+    if let Some(refusal) = upgrade_refusal(&state, &req) {
+        return refusal;
+    }
+    switch_protocols::<S, _>(state, req, None, Echo::new, place)
+}
+
 fn upgrade<S: Transport>(
     state: Arc<BrokerState>,
     slot: Arc<ConnectionSlot>,
     identity: Option<Arc<PeerIdentity>>,
-    mut req: Request<Incoming>,
+    req: Request<Incoming>,
 ) -> Response<Body> {
-    if !fastwebsockets::upgrade::is_upgrade_request(&req) {
-        return text(
-            StatusCode::BAD_REQUEST,
-            "this endpoint expects a WebSocket upgrade (Connection: Upgrade, Upgrade: websocket)\n",
-        );
-    }
-    if !state.is_ready() {
-        return text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "broker is shutting down; connect to another node\n",
-        );
-    }
-    if let Some((reason, refusal)) = handshake_refusal(&state.config, &req) {
-        state
-            .metrics
-            .handshakes_refused
-            .with_label_values(&[reason])
-            .inc();
+    if let Some(refusal) = upgrade_refusal(&state, &req) {
         return refusal;
     }
     let authorized = match ws_query_token(req.uri().query()) {
@@ -368,46 +451,9 @@ fn upgrade<S: Transport>(
         Ok(p) => p,
         Err(message) => return text(StatusCode::BAD_REQUEST, message),
     };
-    let (response, upgrade) = match fastwebsockets::upgrade::upgrade(&mut req) {
-        Ok(pair) => pair,
-        Err(e) => {
-            return text(
-                StatusCode::BAD_REQUEST,
-                format!("bad WebSocket handshake: {e}\n"),
-            );
-        }
-    };
-    let tasks = state.tasks.clone();
-    tasks.spawn(async move {
-        let ws = match upgrade.await {
-            Ok(ws) => ws,
-            Err(e) => {
-                tracing::debug!(error = %e, "websocket upgrade failed");
-                return;
-            }
-        };
-        match ws.into_inner().into_inner().downcast::<TokioIo<S>>() {
-            Ok(parts) => {
-                connection::serve(
-                    state,
-                    parts.io.into_inner(),
-                    parts.read_buf,
-                    authorized,
-                    identity,
-                )
-                .await
-            }
-            Err(_) => tracing::error!("upgraded connection is not the accepted stream"),
-        }
-        drop(slot);
-    });
-    let (mut parts, _) = response.into_parts();
-    if let Some(p) = subprotocol {
-        parts
-            .headers
-            .insert(SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(p));
-    }
-    Response::from_parts(parts, Full::new(Bytes::new()))
+    let limits = PublishLimits::from_config(&state.config);
+    let new_session = move |queue| Session::new(queue, authorized, limits, identity);
+    switch_protocols::<S, _>(state, req, subprotocol, new_session, slot)
 }
 
 /// The topic of an HTTP publish path, `/v1/publish/{topic}`, taken

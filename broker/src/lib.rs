@@ -6,10 +6,13 @@
 //! Where each thing happens:
 //!
 //! * [`server`]: accept loop, connection limit, graceful shutdown;
+//!   [`accept`]: what an accept loop does when `accept()` fails;
 //!   [`slot`]: a connection's hold on one of the connection places.
 //! * [`http`]: routing, the WebSocket upgrade, HTTP publish, health, metrics.
 //! * [`connection`]: one WebSocket connection's reader, keepalive and close
-//!   handshake; [`writer`]: its batched writer.
+//!   handshake; [`writer`]: its batched writer; [`handler`]: what it does
+//!   with each message ([`session::Session`] on `/ws`, [`echo::Echo`] on
+//!   the echo listener, `echo_listen`, a conformance-testing aid).
 //! * [`session`]: what a client may do (subscribe, publish, …);
 //!   [`auth`]: token verification at the upgrade and HTTP publish;
 //!   [`api_keys`]: API keys for HTTP publish;
@@ -31,14 +34,24 @@
 //!
 //! The `tickwire` binary that runs the broker lives in the `tickwire-cli`
 //! crate.
+//!
+//! The library writes nothing to standard output or standard error itself:
+//! it logs through `tracing`, and the subscriber (the binary's) decides
+//! where lines go and that a failed write is harmless.
 
+// `println!`/`eprintln!` panic when the stream is closed or full.
+#![cfg_attr(not(test), deny(clippy::print_stdout, clippy::print_stderr))]
+
+pub mod accept;
 pub mod api_keys;
 pub mod auth;
 pub mod cert_grants;
 pub mod closing;
 pub mod config;
 pub mod connection;
+pub mod echo;
 pub mod grants;
+pub mod handler;
 pub mod history;
 pub mod http;
 pub mod limits;
@@ -59,4 +72,4 @@ pub mod writer;
 pub use config::BrokerConfig;
 pub use outbound::SlowConsumerPolicy;
 pub use reload::{ReloadError, ReloadHandle};
-pub use server::{Broker, MetricsListenError, ShutdownHandle};
+pub use server::{Broker, ListenError, ShutdownHandle};

@@ -17,6 +17,10 @@ pub const LATENCY_BUCKETS: [f64; 14] = [
     1.0,
 ];
 
+/// The `listener` label values of `tickwire_accept_errors_total`: the main
+/// port, the metrics listener and the echo service.
+pub const ACCEPT_LISTENERS: [&str; 3] = ["main", "metrics", "echo"];
+
 /// All broker metrics, registered in one [`Registry`].
 #[derive(Clone)]
 pub struct Metrics {
@@ -29,6 +33,10 @@ pub struct Metrics {
     pub connections_rejected: IntCounter,
     /// Open WebSocket sessions.
     pub websockets: IntGauge,
+    /// Live per-connection tasks: the task serving each accepted connection
+    /// (TLS, HTTP, refusal), the WebSocket reader task after an upgrade and
+    /// the WebSocket writer task. Maintained by [`Metrics::count_task`].
+    pub connection_tasks: IntGauge,
     /// Messages accepted for publishing (WebSocket and HTTP).
     pub messages_published: IntCounter,
     /// Messages queued to subscriber connections.
@@ -71,6 +79,9 @@ pub struct Metrics {
     /// WebSocket upgrades refused by a header check, by `reason` (`origin`,
     /// `version`, `key`).
     pub handshakes_refused: IntCounterVec,
+    /// Failed `accept()` calls, by `listener` (`main`, `metrics`): see
+    /// [`crate::accept`].
+    pub accept_errors: IntCounterVec,
 }
 
 /// Bucket upper bounds, in bytes, of the queue depth histogram.
@@ -148,6 +159,10 @@ impl Metrics {
                 "TCP connections refused because max_connections was reached.",
             ),
             websockets: gauge("websockets", "Open WebSocket sessions."),
+            connection_tasks: gauge(
+                "connection_tasks",
+                "Live per-connection tasks: connection (TLS/HTTP), WebSocket reader and writer tasks.",
+            ),
             messages_published: counter(
                 "messages_published_total",
                 "Messages accepted for publishing.",
@@ -211,6 +226,11 @@ impl Metrics {
                 "WebSocket upgrades refused by a header check: origin (403), version (426), key (400).",
                 "reason",
             ),
+            accept_errors: counter_vec(
+                "accept_errors_total",
+                "Failed accept() calls, by listener (main, metrics, echo): typically the file descriptor limit (EMFILE); each failure pauses that listener (10ms doubling to 1s).",
+                "listener",
+            ),
             registry,
         };
         for code in ErrorCode::ALL {
@@ -223,6 +243,9 @@ impl Metrics {
         }
         for reason in ["origin", "version", "key"] {
             metrics.handshakes_refused.with_label_values(&[reason]);
+        }
+        for listener in ACCEPT_LISTENERS {
+            metrics.accept_errors.with_label_values(&[listener]);
         }
         for outcome in ["recovered", "incomplete"] {
             metrics.resumes.with_label_values(&[outcome]);
@@ -245,6 +268,19 @@ impl Metrics {
         }
     }
 
+    /// Wraps the future of a per-connection task so that
+    /// `tickwire_connection_tasks` counts it from this call until the future
+    /// is dropped. Tokio drops a task's future on every way out: it
+    /// completed, it was aborted, it panicked, or the runtime shut down, so
+    /// no exit path leaves the count behind.
+    pub fn count_task<F: Future>(&self, task: F) -> impl Future<Output = F::Output> + use<F> {
+        let hold = GaugeHold::new(&self.connection_tasks);
+        async move {
+            let _hold = hold;
+            task.await
+        }
+    }
+
     /// Renders every metric in the Prometheus text format.
     pub fn render(&self) -> String {
         let mut out = Vec::new();
@@ -259,6 +295,26 @@ impl Metrics {
     }
 }
 
+/// One unit of a gauge, held for as long as something lives: the gauge is
+/// incremented on creation and decremented on drop, so a panic or an
+/// aborted task cannot leave it too high.
+#[derive(Debug)]
+pub struct GaugeHold(IntGauge);
+
+impl GaugeHold {
+    /// Counts one more in `gauge` until the hold is dropped.
+    pub fn new(gauge: &IntGauge) -> Self {
+        gauge.inc();
+        GaugeHold(gauge.clone())
+    }
+}
+
+impl Drop for GaugeHold {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Metrics")
@@ -268,5 +324,38 @@ impl std::fmt::Debug for Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Metrics;
+
+    #[tokio::test]
+    async fn a_counted_task_is_uncounted_however_it_ends() {
+        let metrics = Metrics::new();
+        let gauge = metrics.connection_tasks.clone();
+        let (release, released) = tokio::sync::oneshot::channel::<()>();
+        let finishes = tokio::spawn(metrics.count_task(async move {
+            let _ = released.await;
+        }));
+        let panics = tokio::spawn(metrics.count_task(async {
+            tokio::task::yield_now().await;
+            panic!("a connection task panicked");
+        }));
+        let aborted = tokio::spawn(metrics.count_task(std::future::pending::<()>()));
+        let never_spawned = metrics.count_task(async {});
+        assert_eq!(gauge.get(), 4, "counted from creation");
+
+        drop(never_spawned);
+        assert_eq!(gauge.get(), 3, "a future dropped unpolled is uncounted");
+        assert!(panics.await.is_err_and(|e| e.is_panic()));
+        assert_eq!(gauge.get(), 2, "a panicking task is uncounted");
+        aborted.abort();
+        assert!(aborted.await.is_err_and(|e| e.is_cancelled()));
+        assert_eq!(gauge.get(), 1, "an aborted task is uncounted");
+        release.send(()).expect("the task waits");
+        finishes.await.expect("the task completes");
+        assert_eq!(gauge.get(), 0, "a completed task is uncounted");
     }
 }

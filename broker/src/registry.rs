@@ -123,6 +123,14 @@ struct TopicState {
 }
 
 impl TopicState {
+    /// Drops the cached subscriber list, so that it keeps no connection
+    /// that has left alive (its outbound queue); the next publish resolves
+    /// again.
+    fn forget_resolution(&mut self) {
+        self.resolved = Arc::from(Vec::new());
+        self.resolved_generation = STALE;
+    }
+
     fn position(&self) -> Position {
         Position {
             epoch: self.epoch,
@@ -486,7 +494,7 @@ impl TopicRegistry {
                 let mut state = topic.state.lock();
                 let before = state.exact.len();
                 state.exact.retain(|s| s.id() != id);
-                state.resolved_generation = STALE;
+                state.forget_resolution();
                 state.last_active = Instant::now();
                 state.exact.len() != before
             }),
@@ -500,13 +508,23 @@ impl TopicRegistry {
     /// Forgets topics that have no exact subscriber, keep nothing (history
     /// expired, no last value) and saw no activity for the idle TTL. Returns
     /// how many were removed.
+    ///
+    /// Of the topics it keeps, it drops subscriber lists cached before the
+    /// patterns last changed: such a list may still hold connections whose
+    /// wildcard subscriptions are gone, and a topic that is not published
+    /// again would keep them (their outbound queues) alive until it is
+    /// forgotten, or forever if it keeps a retained value.
     pub fn sweep_idle(&self, now: Instant) -> usize {
         let ttl = self.limits.topic_idle_ttl;
+        let generation = self.pattern_generation.load(Ordering::Acquire);
         let mut removed = 0;
         self.topics.retain(|_, topic| {
             let Some(mut state) = topic.state.try_lock() else {
                 return true;
             };
+            if state.resolved_generation != generation && !state.resolved.is_empty() {
+                state.forget_resolution();
+            }
             let policy = Arc::clone(&state.policy);
             state.memory.expire(now, &policy);
             let idle = state.exact.is_empty()

@@ -7,9 +7,16 @@
 //! every WebSocket is closed with 1001 after its queued data, and `run`
 //! returns once every connection is gone or the grace period is over.
 //!
+//! When `accept()` fails (typically the file descriptor limit), a loop
+//! pauses with a back-off ([`crate::accept`]) while open connections go on.
+//!
 //! With `metrics_listen`, a second, small listener serves only metrics,
 //! health and readiness ([`http::route_operational`]) until `run` returns,
 //! so probes and scrapes keep working during the drain.
+//!
+//! With `echo_listen`, another listener serves the WebSocket echo service
+//! ([`crate::echo`], a conformance-testing aid) until shutdown; its
+//! connections drain like the main port's.
 
 use std::io;
 use std::net::SocketAddr;
@@ -18,12 +25,14 @@ use std::time::Duration;
 
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
+use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+use crate::accept::AcceptErrors;
 use crate::auth::Authenticator;
 use crate::config::BrokerConfig;
 use crate::http;
@@ -61,15 +70,29 @@ impl ShutdownHandle {
     }
 }
 
-/// The metrics listener (`metrics_listen`) could not be opened; the error
-/// inside [`Broker::bind`]'s `io::Error`.
+/// A side listener (`metrics_listen`, `echo_listen`) could not be opened;
+/// the error inside [`Broker::bind`]'s `io::Error`.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot listen on {addr} (--metrics-listen): {source}")]
-pub struct MetricsListenError {
+#[error("cannot listen on {addr} ({flag}): {source}")]
+pub struct ListenError {
+    /// The flag of the setting, e.g. `--metrics-listen`.
+    pub flag: &'static str,
     /// The address asked for.
     pub addr: SocketAddr,
     /// Why binding failed.
     pub source: io::Error,
+}
+
+/// Binds the side listener of `flag` at `addr`, if set.
+async fn bind_side(
+    flag: &'static str,
+    addr: Option<SocketAddr>,
+) -> io::Result<Option<TcpListener>> {
+    let Some(addr) = addr else { return Ok(None) };
+    TcpListener::bind(addr)
+        .await
+        .map(Some)
+        .map_err(|source| io::Error::new(source.kind(), ListenError { flag, addr, source }))
 }
 
 /// A bound, not yet running broker.
@@ -78,6 +101,7 @@ pub struct Broker {
     state: Arc<BrokerState>,
     listener: TcpListener,
     metrics_listener: Option<TcpListener>,
+    echo_listener: Option<TcpListener>,
 }
 
 impl Broker {
@@ -115,16 +139,19 @@ impl Broker {
         socket.bind(config.listen)?;
         // The kernel caps the backlog at net.core.somaxconn.
         let listener = socket.listen(config.listen_backlog)?;
-        let metrics_listener = match config.metrics_listen {
-            Some(addr) => Some(TcpListener::bind(addr).await.map_err(|source| {
-                io::Error::new(source.kind(), MetricsListenError { addr, source })
-            })?),
-            None => None,
-        };
+        let metrics_listener = bind_side("--metrics-listen", config.metrics_listen).await?;
+        let echo_listener = bind_side("--echo-listen", config.echo_listen).await?;
+        if let Some(echo) = &echo_listener {
+            tracing::warn!(
+                addr = %echo.local_addr()?,
+                "the echo service is on: a conformance-testing aid without authentication; never expose it"
+            );
+        }
         Ok(Broker {
             state: Arc::new(state),
             listener,
             metrics_listener,
+            echo_listener,
         })
     }
 
@@ -136,6 +163,11 @@ impl Broker {
     /// The address of the metrics listener, if `metrics_listen` is set.
     pub fn metrics_addr(&self) -> Option<io::Result<SocketAddr>> {
         self.metrics_listener.as_ref().map(TcpListener::local_addr)
+    }
+
+    /// The address of the echo service, if `echo_listen` is set.
+    pub fn echo_addr(&self) -> Option<io::Result<SocketAddr>> {
+        self.echo_listener.as_ref().map(TcpListener::local_addr)
     }
 
     /// A handle that triggers graceful shutdown.
@@ -165,6 +197,7 @@ impl Broker {
             state,
             listener,
             metrics_listener,
+            echo_listener,
         } = self;
         if state.config.allowed_origins.is_empty() {
             tracing::warn!(
@@ -192,20 +225,29 @@ impl Broker {
                 refusing.clone(),
             ));
         }
+        if let Some(echo_listener) = echo_listener {
+            tokio::spawn(serve_echo(state.clone(), echo_listener, refusing.clone()));
+        }
         let sweeper = tokio::spawn(sweep_idle(state.clone(), addresses.clone()));
         tokio::spawn(close_after_drain_delay(state.clone()));
+        let mut accept_errors = AcceptErrors::new("main", &state.metrics);
         loop {
             let accepted = tokio::select! {
                 _ = state.shutdown.cancelled() => break,
                 accepted = listener.accept() => accepted,
             };
             let (socket, peer) = match accepted {
-                Ok(pair) => pair,
+                Ok(pair) => {
+                    accept_errors.succeeded();
+                    pair
+                }
                 Err(e) => {
-                    // Typically EMFILE: back off briefly instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
+                    // Typically EMFILE: pause instead of spinning.
+                    let pause = accept_errors.failed(&e, std::time::Instant::now());
+                    tokio::select! {
+                        _ = state.shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(pause) => continue,
+                    }
                 }
             };
             let address = match addresses.admit(peer.ip(), std::time::Instant::now()) {
@@ -216,14 +258,13 @@ impl Broker {
                         .connections_rejected_per_ip
                         .with_label_values(&[refusal.reason()])
                         .inc();
-                    if let Ok(permit) = refusing.clone().try_acquire_owned() {
-                        tokio::spawn(refuse(
-                            socket,
-                            "429 Too Many Requests",
-                            format!("{refusal}\n"),
-                            Some(permit),
-                        ));
-                    }
+                    spawn_refusal(
+                        &state.metrics,
+                        &refusing,
+                        socket,
+                        "429 Too Many Requests",
+                        format!("{refusal}\n"),
+                    );
                     continue;
                 }
             };
@@ -233,14 +274,13 @@ impl Broker {
                     Ok(permit) => (permit, true),
                     Err(_) => {
                         state.metrics.connections_rejected.inc();
-                        if let Ok(permit) = refusing.clone().try_acquire_owned() {
-                            tokio::spawn(refuse(
-                                socket,
-                                "503 Service Unavailable",
-                                FULL_BODY.to_owned(),
-                                Some(permit),
-                            ));
-                        }
+                        spawn_refusal(
+                            &state.metrics,
+                            &refusing,
+                            socket,
+                            "503 Service Unavailable",
+                            FULL_BODY.to_owned(),
+                        );
                         continue;
                     }
                 },
@@ -255,9 +295,8 @@ impl Broker {
                 state.metrics.clone(),
             ));
             let _ = socket.set_nodelay(true);
-            state
-                .tasks
-                .spawn(serve_connection(state.clone(), socket, peer, slot));
+            let task = serve_connection(state.clone(), socket, peer, slot);
+            state.tasks.spawn(state.metrics.count_task(task));
         }
         drop(listener);
         sweeper.abort();
@@ -287,7 +326,7 @@ async fn serve_connection(
     slot: Arc<ConnectionSlot>,
 ) {
     let Some(acceptor) = state.tls.as_ref().map(|tls| tls.acceptor()) else {
-        return serve_http(state, socket, peer, slot).await;
+        return serve_clients(state, socket, peer, slot).await;
     };
     let handshake = async {
         let mut first = [0u8; 1];
@@ -309,35 +348,40 @@ async fn serve_connection(
         _ = state.shutdown.cancelled() => return,
     };
     match outcome {
-        Ok(Ok(Some(tls))) => serve_http(state, tls, peer, slot).await,
+        Ok(Ok(Some(tls))) => serve_clients(state, tls, peer, slot).await,
         Ok(Ok(None)) => {}
         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
     }
 }
 
-/// Serves HTTP/1.1 on one connection; a WebSocket upgrade hands the socket
-/// over to [`crate::connection::serve`].
-async fn serve_http<S: Transport>(
+/// Serves the main port's HTTP ([`http::route`]) on one client connection.
+async fn serve_clients<S: Transport>(
     state: Arc<BrokerState>,
     socket: S,
     peer: SocketAddr,
     slot: Arc<ConnectionSlot>,
 ) {
     let identity = socket.peer_identity().map(Arc::new);
-    let service = {
-        let state = state.clone();
-        service_fn(move |req| {
-            let state = state.clone();
-            let slot = slot.clone();
-            let identity = identity.clone();
-            async move {
-                Ok::<_, std::convert::Infallible>(
-                    http::route::<S>(state, slot, identity, req).await,
-                )
-            }
-        })
-    };
+    let route_state = state.clone();
+    let route =
+        move |req| http::route::<S>(route_state.clone(), slot.clone(), identity.clone(), req);
+    serve_http(state, socket, peer, route).await
+}
+
+/// Serves HTTP/1.1 on one connection, answering each request with `route`,
+/// until the connection ends or shutdown; a WebSocket upgrade hands the
+/// socket over to [`crate::connection::serve`].
+async fn serve_http<S, R, F>(state: Arc<BrokerState>, socket: S, peer: SocketAddr, route: R)
+where
+    S: Transport,
+    R: Fn(Request<hyper::body::Incoming>) -> F + Send + 'static,
+    F: Future<Output = Response<http::Body>> + Send + 'static,
+{
+    let service = service_fn(move |req| {
+        let response = route(req);
+        async move { Ok::<_, std::convert::Infallible>(response.await) }
+    });
     let connection = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(state.config.handshake_timeout)
@@ -377,34 +421,19 @@ async fn serve_metrics(
     stop: CancellationToken,
     refusing: Arc<Semaphore>,
 ) {
-    let places = Arc::new(Semaphore::new(PROBE_CONNECTIONS));
-    loop {
-        let accepted = tokio::select! {
-            _ = stop.cancelled() => return,
-            accepted = listener.accept() => accepted,
-        };
-        let socket = match accepted {
-            Ok((socket, _)) => socket,
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed on the metrics listener");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let Ok(place) = places.clone().try_acquire_owned() else {
-            if let Ok(permit) = refusing.clone().try_acquire_owned() {
-                tokio::spawn(refuse(
-                    socket,
-                    "503 Service Unavailable",
-                    METRICS_FULL_BODY.to_owned(),
-                    Some(permit),
-                ));
-            }
-            continue;
-        };
+    let side = SideListener {
+        accept_errors: AcceptErrors::new("metrics", &state.metrics),
+        metrics: state.metrics.clone(),
+        places: PROBE_CONNECTIONS,
+        full_body: METRICS_FULL_BODY,
+        stop: stop.clone(),
+        refusing,
+    };
+    side.accept(listener, |socket, _, place| {
+        let metrics = state.metrics.clone();
         let state = state.clone();
         let stop = stop.clone();
-        tokio::spawn(async move {
+        tokio::spawn(metrics.count_task(async move {
             let service = service_fn(|req| {
                 let response = http::route_operational(&state, &req);
                 async move { Ok::<_, std::convert::Infallible>(response) }
@@ -419,8 +448,119 @@ async fn serve_metrics(
                 _ = stop.cancelled() => {}
             }
             drop(place);
-        });
+        }));
+    })
+    .await
+}
+
+/// How a side listener (metrics, echo) accepts: a limit of its own, 503 for
+/// connections over it, until `stop`.
+struct SideListener {
+    /// Its accept failures (back-off, metric, log), under its name.
+    accept_errors: AcceptErrors,
+    /// Where refusal tasks are counted.
+    metrics: Metrics,
+    /// Connections served at once, at most.
+    places: usize,
+    /// The body of the 503 answer over `places`.
+    full_body: &'static str,
+    /// Ends the accept loop.
+    stop: CancellationToken,
+    /// Places for refusals, shared with the main port.
+    refusing: Arc<Semaphore>,
+}
+
+impl SideListener {
+    /// Accepts until `stop`, handing each connection within the limit to
+    /// `serve` with its place, which it holds while the connection lasts.
+    /// Refusals take one of the `refusing` places, else the connection is
+    /// closed without an answer.
+    async fn accept(
+        mut self,
+        listener: TcpListener,
+        mut serve: impl FnMut(TcpStream, SocketAddr, OwnedSemaphorePermit),
+    ) {
+        let places = Arc::new(Semaphore::new(self.places));
+        loop {
+            let accepted = tokio::select! {
+                _ = self.stop.cancelled() => return,
+                accepted = listener.accept() => accepted,
+            };
+            let (socket, peer) = match accepted {
+                Ok(pair) => {
+                    self.accept_errors.succeeded();
+                    pair
+                }
+                Err(e) => {
+                    let pause = self.accept_errors.failed(&e, std::time::Instant::now());
+                    tokio::select! {
+                        _ = self.stop.cancelled() => return,
+                        _ = tokio::time::sleep(pause) => continue,
+                    }
+                }
+            };
+            match places.clone().try_acquire_owned() {
+                Ok(place) => serve(socket, peer, place),
+                Err(_) => spawn_refusal(
+                    &self.metrics,
+                    &self.refusing,
+                    socket,
+                    "503 Service Unavailable",
+                    self.full_body.to_owned(),
+                ),
+            }
+        }
     }
+}
+
+/// Answers a refused connection with `status` and `body` in a task of its
+/// own (counted in `tickwire_connection_tasks`) if one of the [`MAX_REFUSING`]
+/// `refusing` places is free; otherwise drops it unanswered.
+fn spawn_refusal(
+    metrics: &Metrics,
+    refusing: &Arc<Semaphore>,
+    socket: TcpStream,
+    status: &'static str,
+    body: String,
+) {
+    if let Ok(permit) = refusing.clone().try_acquire_owned() {
+        tokio::spawn(metrics.count_task(refuse(socket, status, body, Some(permit))));
+    }
+}
+
+/// The body of the 503 answer to a connection over the echo listener's
+/// limit.
+const ECHO_FULL_BODY: &str = "the echo service is at max_connections; retry later\n";
+
+/// Serves the echo service (`echo_listen`) until shutdown: plain HTTP/1.1
+/// whose only answer is the WebSocket upgrade ([`http::upgrade_echo`]), at
+/// most `max_connections` connections at once (more get 503; refusals take
+/// one of the `refusing` places, shared with the main port). Connections run
+/// in the broker's task set, so the drain closes them with 1001.
+async fn serve_echo(state: Arc<BrokerState>, listener: TcpListener, refusing: Arc<Semaphore>) {
+    let side = SideListener {
+        accept_errors: AcceptErrors::new("echo", &state.metrics),
+        metrics: state.metrics.clone(),
+        places: state.config.max_connections,
+        full_body: ECHO_FULL_BODY,
+        stop: state.shutdown.clone(),
+        refusing,
+    };
+    side.accept(listener, |socket, peer, place| {
+        let _ = socket.set_nodelay(true);
+        let place = Arc::new(place);
+        let echo_state = state.clone();
+        let route = move |req| {
+            let response = http::upgrade_echo::<TcpStream>(echo_state.clone(), place.clone(), req);
+            std::future::ready(response)
+        };
+        state.tasks.spawn(
+            state
+                .metrics
+                .count_task(serve_http(state.clone(), socket, peer, route)),
+        );
+    })
+    .await
 }
 
 /// Answers a connection with `status` (e.g. `503 Service Unavailable`) and

@@ -16,10 +16,12 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use tickwire_protocol::message::Position;
 use tickwire_protocol::topic::{Pattern, Topic};
+use tickwire_protocol::ws::MessageKind;
 use tickwire_protocol::{ClientMessage, CloseCode, ErrorCode, ServerMessage, SubscribeOptions};
 
 use crate::auth::Authorized;
 use crate::grants::Access;
+use crate::handler::MessageHandler;
 use crate::limits::{self, Admission, PublishLimiter, PublishLimits};
 use crate::outbound::OutboundQueue;
 use crate::pattern_trie::Subscriber;
@@ -74,12 +76,6 @@ impl Session {
             publish_limiter: PublishLimiter::new(limits, Instant::now()),
             peer_identity,
         }
-    }
-
-    /// Who the client is according to its verified TLS client certificate
-    /// (`tls_client_ca_file`); `None` without one.
-    pub fn peer_identity(&self) -> Option<&PeerIdentity> {
-        self.peer_identity.as_deref()
     }
 
     /// When the connection's token expires (it is then closed with 4003);
@@ -299,9 +295,38 @@ impl Session {
             .map(|d| d.as_secs());
         self.reply(ServerMessage::Refreshed { id, expires });
     }
+}
+
+/// `/ws`: binary messages are protocol requests; a text message closes the
+/// connection with 1003 (the protocol is binary only).
+impl MessageHandler for Session {
+    fn on_message(&mut self, state: &BrokerState, kind: MessageKind, payload: Bytes) {
+        match kind {
+            MessageKind::Binary => self.handle(state, payload),
+            MessageKind::Text => {
+                tracing::debug!(connection = self.queue.id(), "closing on a text message");
+                self.queue.close(CloseCode::UnsupportedData);
+            }
+        }
+    }
+
+    /// The token's expiry: 4004 while the connection still waits for its
+    /// `AUTH`, 4003 after.
+    fn expiry(&self) -> Option<(SystemTime, CloseCode)> {
+        let code = if self.awaiting_auth() {
+            CloseCode::AuthenticationRequired
+        } else {
+            CloseCode::TokenExpired
+        };
+        self.valid_until.map(|at| (at, code))
+    }
+
+    fn peer_identity(&self) -> Option<&PeerIdentity> {
+        self.peer_identity.as_deref()
+    }
 
     /// Removes every subscription of this session from the registry.
-    pub fn release(&mut self, state: &BrokerState) {
+    fn release(&mut self, state: &BrokerState) {
         for pattern in self.subscriptions.drain() {
             state.registry.unsubscribe(&pattern, self.queue.id());
         }

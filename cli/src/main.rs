@@ -3,8 +3,13 @@
 //! top of the
 //! `tickwire-broker` library and the `tickwire-client` SDK.
 
+// A failed `println!`/`eprintln!` panics: print through `console` instead.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
 mod bench;
 mod client;
+mod console;
+mod log_writer;
 mod serve;
 mod token;
 

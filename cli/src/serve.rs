@@ -1,5 +1,7 @@
 //! `tickwire serve`: run the broker until SIGTERM or SIGINT.
 
+use crate::console::{stderrln, stdoutln};
+use crate::log_writer::{self, LogFlush};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -7,7 +9,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Arg, ArgMatches, Command, FromArgMatches};
 use tickwire_broker::config::{BrokerConfig, LogFormat, SETTINGS};
-use tickwire_broker::{Broker, MetricsListenError, ReloadHandle, ShutdownHandle};
+use tickwire_broker::{Broker, ListenError, ReloadHandle, ShutdownHandle};
 use tracing_subscriber::EnvFilter;
 
 /// The id of the `--config` argument.
@@ -93,25 +95,32 @@ pub fn run(args: ServeArgs) -> ExitCode {
     let config = match BrokerConfig::load(args.config.as_deref(), &overrides) {
         Ok(config) => config,
         Err(e) => {
-            eprintln!("tickwire: {e}");
+            stderrln!("tickwire: {e}");
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    if let Err(e) = init_logging(&config) {
-        eprintln!("tickwire: {e:#}");
-        return ExitCode::from(EXIT_CONFIG);
-    }
+    let log = match init_logging(&config) {
+        Ok(log) => log,
+        Err(e) => {
+            stderrln!("tickwire: {e:#}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("tickwire: cannot start the async runtime: {e}");
+            log.flush();
+            stderrln!("tickwire: cannot start the async runtime: {e}");
             return ExitCode::from(EXIT_START);
         }
     };
-    match runtime.block_on(serve(config)) {
+    let result = runtime.block_on(serve(config));
+    // The last log lines ("broker stopped") go out before the process ends.
+    log.flush();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("tickwire: {e:#}");
+            stderrln!("tickwire: {e:#}");
             // The broker reports an invalid configuration (such as an
             // unreadable TLS file) as InvalidInput.
             let invalid_config = e
@@ -126,18 +135,24 @@ pub fn run(args: ServeArgs) -> ExitCode {
     }
 }
 
-fn init_logging(config: &BrokerConfig) -> anyhow::Result<()> {
+/// Installs the log subscriber, writing through [`log_writer`]; returns
+/// what flushes it before exit.
+fn init_logging(config: &BrokerConfig) -> anyhow::Result<LogFlush> {
     let filter = EnvFilter::try_new(&config.log_level)
         .with_context(|| format!("invalid log level `{}`", config.log_level))?;
+    let (writer, flush) = log_writer::start().context("cannot start the log thread")?;
+    // The writer never fails; the subscriber's own error reports would go
+    // to standard error with `eprintln!`, which panics when it is broken.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(move || writer.clone())
+        .log_internal_errors(false)
         .with_ansi(std::io::stderr().is_terminal());
     match config.log_format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
-    Ok(())
+    Ok(flush)
 }
 
 async fn serve(config: BrokerConfig) -> anyhow::Result<()> {
@@ -146,14 +161,11 @@ async fn serve(config: BrokerConfig) -> anyhow::Result<()> {
         if e.kind() == std::io::ErrorKind::InvalidInput {
             return anyhow::Error::new(e);
         }
-        let metrics = e
+        let side = e
             .get_ref()
-            .is_some_and(|inner| inner.is::<MetricsListenError>());
-        let flag = if metrics {
-            "--metrics-listen"
-        } else {
-            "--listen"
-        };
+            .and_then(|inner| inner.downcast_ref::<ListenError>())
+            .map(|side| side.flag);
+        let flag = side.unwrap_or("--listen");
         let hint = match e.kind() {
             std::io::ErrorKind::AddrInUse => {
                 format!("another process is using the port; choose one with {flag}")
@@ -165,7 +177,7 @@ async fn serve(config: BrokerConfig) -> anyhow::Result<()> {
             std::io::ErrorKind::InvalidInput => return anyhow::anyhow!("{e}"),
             _ => format!("check the address given to {flag}"),
         };
-        if metrics {
+        if side.is_some() {
             anyhow::anyhow!("{e}; {hint}")
         } else {
             anyhow::anyhow!("cannot listen on {listen}: {e}; {hint}")
@@ -184,10 +196,18 @@ async fn serve(config: BrokerConfig) -> anyhow::Result<()> {
     // Installed before the banner: a SIGHUP sent once the address is known
     // reloads, it never meets the default action (exit).
     let sighup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
-    println!("tickwire listening on {addr} (WebSocket {scheme}://{addr}/ws)");
+    // The banner is for whoever started the broker; with standard output
+    // closed or full it is lost, and the broker serves all the same.
+    let _ = stdoutln!("tickwire listening on {addr} (WebSocket {scheme}://{addr}/ws)");
     if let Some(metrics_addr) = broker.metrics_addr().transpose()? {
         tracing::info!(addr = %metrics_addr, "metrics listener ready");
-        println!("tickwire metrics on {metrics_addr} (http://{metrics_addr}/metrics)");
+        let _ = stdoutln!("tickwire metrics on {metrics_addr} (http://{metrics_addr}/metrics)");
+    }
+    if let Some(echo_addr) = broker.echo_addr().transpose()? {
+        tracing::info!(addr = %echo_addr, "echo service ready");
+        let _ = stdoutln!(
+            "tickwire echo on {echo_addr} (WebSocket ws://{echo_addr}/, conformance testing only)"
+        );
     }
     tokio::spawn(shutdown_on_signal(broker.shutdown_handle()));
     tokio::spawn(reload_on_sighup(sighup, broker.reload_handle()));

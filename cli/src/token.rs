@@ -4,6 +4,7 @@
 //! The token carries `exp` (now + `--ttl`), `iat`, optional `sub`, `aud`
 //! and `iss`, and the grants claim `{"sub": [patterns], "pub": [patterns]}`.
 
+use crate::console::{stderrln, stdoutln};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -18,6 +19,9 @@ use tickwire_protocol::topic::Pattern;
 /// Exit code for a token that cannot be made (bad secret file, pattern or
 /// option).
 const EXIT_USAGE: u8 = 2;
+/// Exit code when the token could not be written to standard output (a
+/// closed pipe, a full disk): the token is lost, so this is no success.
+const EXIT_OUTPUT: u8 = 1;
 
 /// Arguments of `tickwire token`.
 #[derive(Debug, Args)]
@@ -58,12 +62,15 @@ pub struct TokenArgs {
 /// Prints the token, or explains why it cannot be made.
 pub fn run(args: TokenArgs) -> ExitCode {
     match mint(&args, SystemTime::now()) {
-        Ok(token) => {
-            println!("{token}");
-            ExitCode::SUCCESS
-        }
+        Ok(token) => match stdoutln!("{token}") {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                stderrln!("tickwire token: cannot write to standard output: {e}");
+                ExitCode::from(EXIT_OUTPUT)
+            }
+        },
         Err(e) => {
-            eprintln!("tickwire token: {e:#}");
+            stderrln!("tickwire token: {e:#}");
             ExitCode::from(EXIT_USAGE)
         }
     }

@@ -20,11 +20,10 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
-use tickwire_protocol::ws::{self, Incoming, MessageKind, OpCode};
+use tickwire_protocol::ws::{self, MessageKind, OpCode};
 use tickwire_protocol::{ClientMessage, CloseCode, ServerMessage};
 
 use crate::command::{Command, PublishReply, Shared, encode_frame};
@@ -33,7 +32,7 @@ use crate::error::{Error, Refusal};
 use crate::offline::{Buffered, Offline};
 use crate::pending::{Pending, PendingKind};
 use crate::registry::{Entry, LocalSub, NewSub, Registry, Waiter};
-use crate::session::{Session, Written, write_or_flush};
+use crate::session::{Received, Session, Transfer};
 use crate::state::{ConnectionState, Disconnect};
 use crate::transport::{Connection, Target};
 
@@ -47,8 +46,6 @@ type TokenFetch =
 
 /// A connection that lasted this long resets the reconnect attempt counter.
 const STABLE_AFTER: Duration = Duration::from_secs(10);
-/// Time allowed to write a final close frame when a session ends.
-const FINAL_FLUSH_GRACE: Duration = Duration::from_secs(1);
 /// Wake-up period when no deadline is pending.
 const IDLE_WAKE: Duration = Duration::from_secs(3600);
 
@@ -167,18 +164,10 @@ impl Driver {
             if next < sleep.deadline() {
                 sleep.as_mut().reset(next);
             }
-            s.reserve_read();
-            // Not biased: under a flood of deliveries reads are always
-            // ready, and writes (pongs, publishes) must still get their turn.
             tokio::select! {
-                read = s.reader.read_buf(&mut s.rbuf) => match read {
-                    Ok(0) => break self.lost_stream("broker closed the TCP connection".into()),
-                    Ok(_) => s.last_recv = Instant::now(),
-                    Err(e) => break self.lost_stream(format!("read failed: {e}")),
-                },
-                written = write_or_flush(&mut s.writer, &s.out), if !s.out.is_empty() || s.needs_flush => match written {
-                    Ok(Written::Bytes(0)) => break self.lost_stream("socket accepted no bytes".into()),
-                    Ok(Written::Bytes(n)) => {
+                step = s.transfer(true) => match step {
+                    Transfer::Read | Transfer::Flushed => {}
+                    Transfer::Wrote(n) => {
                         let deadline = self.request_deadline();
                         let pending = &mut self.pending;
                         s.advance(n, |publish| {
@@ -187,8 +176,7 @@ impl Driver {
                             }
                         });
                     }
-                    Ok(Written::Flushed) => s.needs_flush = false,
-                    Err(e) => break self.lost_stream(format!("write failed: {e}")),
+                    Transfer::Lost(why) => break self.lost_stream(why),
                 },
                 id = self.drop_rx.recv(), if self.drop_open => match id {
                     Some(id) => self.on_sub_dropped(id, Some(&mut s)),
@@ -217,7 +205,7 @@ impl Driver {
         if matches!(end, End::Lost(_)) {
             self.requeue_unwritten(&mut s);
         }
-        Self::finish_session(s, &end).await;
+        s.finish(matches!(end, End::Shutdown)).await;
         end
     }
 
@@ -261,33 +249,6 @@ impl Driver {
         }
     }
 
-    /// Ends the socket, briefly and best effort. When the client closes,
-    /// everything queued is written first (its close frame last). When the
-    /// connection was lost, only a close frame answering the broker's (or
-    /// reporting its protocol error) is written, if the socket is between
-    /// frames: queued publishes were handed back for the next connection.
-    async fn finish_session(mut s: Session, end: &End) {
-        let mut last = match end {
-            End::Shutdown => std::mem::take(&mut s.out).to_vec(),
-            End::Lost(_) => Vec::new(),
-        };
-        match s.final_close.take() {
-            Some(close) if s.at_frame_boundary() || matches!(end, End::Shutdown) => {
-                last.extend_from_slice(&close);
-            }
-            _ => {}
-        }
-        if last.is_empty() && !matches!(end, End::Shutdown) {
-            return;
-        }
-        let flush = async {
-            s.writer.write_all(&last).await?;
-            s.writer.flush().await?;
-            s.writer.shutdown().await
-        };
-        let _ = tokio::time::timeout(FINAL_FLUSH_GRACE, flush).await;
-    }
-
     /// A new connection is up: renew subscriptions, send what was buffered.
     fn on_connected(&mut self, s: &mut Session) {
         let patterns: Vec<Arc<str>> = self.registry.entries.keys().cloned().collect();
@@ -318,57 +279,32 @@ impl Driver {
         self.set_state(ConnectionState::Connected);
     }
 
-    /// Decodes and handles every complete frame in the read buffer.
+    /// Decodes and handles every complete message in the read buffer (the
+    /// session answers pings and the close handshake itself).
     fn process_input(&mut self, s: &mut Session) -> Option<End> {
         loop {
-            match s.decoder.decode(&mut s.rbuf) {
-                Ok(Some(item)) => {
-                    if let Some(end) = self.on_incoming(s, item) {
-                        return Some(end);
-                    }
+            match s.receive() {
+                Ok(Some(Received::Message(MessageKind::Binary, frame))) => self.on_frame(s, &frame),
+                // The broker never sends text: the protocol is binary only.
+                Ok(Some(Received::Message(MessageKind::Text, _))) => {
+                    return Some(protocol_error(
+                        s,
+                        CloseCode::UnsupportedData,
+                        "text message from the broker",
+                    ));
+                }
+                Ok(Some(Received::CloseAnswered)) => return Some(End::Shutdown),
+                Ok(Some(Received::Closed(_))) if self.shutting_down => {
+                    return Some(End::Shutdown);
+                }
+                Ok(Some(Received::Closed(close))) => {
+                    return Some(End::Lost(Disconnect::ClosedByBroker {
+                        code: close.code,
+                        reason: close.reason,
+                    }));
                 }
                 Ok(None) => return None,
                 Err(e) => return Some(protocol_error(s, e.close_code(), &e.to_string())),
-            }
-        }
-    }
-
-    fn on_incoming(&mut self, s: &mut Session, item: Incoming) -> Option<End> {
-        match item {
-            Incoming::Message(MessageKind::Binary, frame) => {
-                self.on_frame(s, &frame);
-                None
-            }
-            // The broker never sends text: the protocol is binary only.
-            Incoming::Message(MessageKind::Text, _) => Some(protocol_error(
-                s,
-                CloseCode::UnsupportedData,
-                "text message from the broker",
-            )),
-            Incoming::Ping(payload) => {
-                if s.closing_deadline.is_none() {
-                    s.queue_control(OpCode::Pong, &payload);
-                }
-                None
-            }
-            Incoming::Pong(_) => None,
-            Incoming::Close(close) => {
-                if s.closing_deadline.is_some() {
-                    // The broker answered our close.
-                    return Some(End::Shutdown);
-                }
-                let body = close
-                    .code
-                    .map(|code| ws::close_body(code, ""))
-                    .unwrap_or_default();
-                s.set_final_close(&body);
-                if self.shutting_down {
-                    return Some(End::Shutdown);
-                }
-                Some(End::Lost(Disconnect::ClosedByBroker {
-                    code: close.code,
-                    reason: close.reason,
-                }))
             }
         }
     }

@@ -21,7 +21,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 ///   [`ErrorCode`], [`ErrorCode::Unknown`] for codes of newer brokers);
 /// * from the connection's life: [`Error::NotConnected`],
 ///   [`Error::OfflineBufferFull`], [`Error::ConnectionLost`], [`Error::NotSent`],
-///   [`Error::Closed`], [`Error::Timeout`];
+///   [`Error::Closed`], [`Error::Timeout`], [`Error::Disconnected`] (raw
+///   [`websocket`](crate::websocket) connections only);
 /// * from payloads: [`Error::Decode`].
 ///
 /// ```
@@ -187,6 +188,13 @@ pub enum Error {
     /// because reconnecting was disabled or gave up).
     #[error("the client is closed")]
     Closed,
+
+    /// A raw [`WebSocket`](crate::websocket::WebSocket) connection ended
+    /// without a close handshake: the stream failed or ended, a deadline
+    /// passed, or the server broke a framing rule (the client then closed
+    /// with the matching close code).
+    #[error("WebSocket connection ended: {0}")]
+    Disconnected(crate::Disconnect),
 
     /// A value could not be serialized as MessagePack.
     #[error("could not encode payload as MessagePack: {0}")]

@@ -93,8 +93,10 @@
 //! * `driver`: the connection task, one select loop per connection
 //!   (`driver::subscriptions`: subscribe requests and replies;
 //!   `driver::disconnected`: reconnects and shutdown; `driver::refresh`:
-//!   token refresh with `REFRESH`). It owns: `session` (one connection's socket, buffers,
-//!   keepalive clocks, and which publish frames are not written whole),
+//!   token refresh with `REFRESH`). It owns: `session` (one connection's
+//!   WebSocket layer: socket, buffers, decoding with ping and close
+//!   handling, keepalive clocks, and which publish frames are not written
+//!   whole; shared with [`websocket`]),
 //!   `pending` (requests awaiting replies), `registry` (one entry per
 //!   pattern, routing deliveries to local subscriptions), `resume` (per-topic
 //!   positions: `since`, de-duplication, gaps) and `offline` (publishes
@@ -105,6 +107,8 @@
 //! * `config`, `state`, `error`, `message`, `url`: settings, connection
 //!   state, errors, received messages, broker URLs; `transport` and
 //!   `handshake`: TCP, TLS and the WebSocket upgrade.
+//! * [`websocket`]: a raw WebSocket connection on the same transport and
+//!   `session`, for conformance testing (the Autobahn client-side suite).
 //!
 //! [tickwire]: https://github.com/tickwire/tickwire
 
@@ -127,6 +131,7 @@ mod state;
 mod subscription;
 mod transport;
 mod url;
+pub mod websocket;
 
 pub use client::Client;
 pub use config::{

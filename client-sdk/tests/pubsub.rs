@@ -433,24 +433,40 @@ async fn fragmented_broker_messages_are_reassembled() {
 }
 
 #[tokio::test]
-async fn framing_violation_closes_with_1002_and_reconnects() {
-    let broker = FakeBroker::bind().await;
-    let (client, mut conn) = connect(&broker, common::fast(&broker)).await;
-    // A masked frame from the broker is a protocol error.
-    conn.send_raw(&[0x82, 0x81, 1, 2, 3, 4, 0]).await;
-    assert_eq!(within("close", conn.recv()).await, Req::Close(Some(1002)));
-    common::wait_state(&client, "reconnecting", |s| {
-        matches!(
-            s,
-            ConnectionState::Reconnecting {
-                cause: tickwire_client::Disconnect::ProtocolError(_),
-                ..
-            }
-        )
-    })
-    .await;
-    let _conn = broker.accept().await;
-    common::wait_state(&client, "connected", |s| s.is_connected()).await;
+async fn framing_violations_close_with_their_code_and_reconnect() {
+    let cases: [(&str, &[u8], u16); 3] = [
+        ("a masked frame", &[0x82, 0x81, 1, 2, 3, 4, 0], 1002),
+        // The protocol is binary only.
+        ("a text message", &[0x81, 0x02, b'h', b'i'], 1003),
+        // Refused at the second fragment, before any final frame.
+        (
+            "invalid UTF-8 text",
+            &[0x01, 0x01, 0xce, 0x00, 0x01, 0xff],
+            1007,
+        ),
+    ];
+    for (what, frame, code) in cases {
+        let broker = FakeBroker::bind().await;
+        let (client, mut conn) = connect(&broker, common::fast(&broker)).await;
+        conn.send_raw(frame).await;
+        assert_eq!(
+            within("close", conn.recv()).await,
+            Req::Close(Some(code)),
+            "{what}"
+        );
+        common::wait_state(&client, "reconnecting", |s| {
+            matches!(
+                s,
+                ConnectionState::Reconnecting {
+                    cause: tickwire_client::Disconnect::ProtocolError(_),
+                    ..
+                }
+            )
+        })
+        .await;
+        let _conn = broker.accept().await;
+        common::wait_state(&client, "connected", |s| s.is_connected()).await;
+    }
 }
 
 #[tokio::test]

@@ -7,7 +7,7 @@
 //! 1, sizes at least 1 byte, the timeouts that must not be zero not zero,
 //! `publish_bytes_burst` at least the largest message,
 //! `outbound_queue_bytes` at least twice the largest frame, TLS files in
-//! pairs, the metrics listener on another port, origins in lower case and
+//! pairs, the metrics and echo listeners on ports of their own, origins in lower case and
 //! of the form `scheme://host`, lists without empty or untrimmed items,
 //! patterns valid, and `[[topic]]` policies with history keeping bytes.
 #![no_main]
@@ -83,6 +83,9 @@ fn check_bounds(c: &BrokerConfig) {
     assert!(c.tls_client_ca_file.is_none() || c.tls_cert_file.is_some());
     assert!(c.tls_client_grants_file.is_none() || c.tls_client_ca_file.is_some());
     assert!(c.metrics_listen != Some(c.listen) || c.listen.port() == 0);
+    if let Some(echo) = c.echo_listen.filter(|a| a.port() != 0) {
+        assert!(echo != c.listen && Some(echo) != c.metrics_listen);
+    }
 
     for origin in &c.allowed_origins {
         assert_eq!(*origin, origin.to_ascii_lowercase());

@@ -339,15 +339,32 @@ impl RawClient {
         path: &str,
         headers: &[(&str, &str)],
     ) -> RawClient {
-        let mut stream: Box<dyn RawStream> = Box::new(stream);
         let request = headers.iter().fold(
             UpgradeRequest::new(&addr.to_string(), path),
             |r, (name, value)| r.header(name, value),
         );
+        Self::upgrade(Box::new(stream), request, SubprotocolRule::Required).await
+    }
+
+    /// Connects to a plain WebSocket server (the broker's echo service) at
+    /// `path`, offering no subprotocol.
+    pub async fn connect_plain(addr: SocketAddr, path: &str) -> RawClient {
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        let request = UpgradeRequest::new(&addr.to_string(), path).offer_subprotocol(false);
+        Self::upgrade(Box::new(stream), request, SubprotocolRule::AllowMissing).await
+    }
+
+    /// Completes the handshake of `request` on `stream`, checking the
+    /// response's subprotocol by `rule`.
+    async fn upgrade(
+        mut stream: Box<dyn RawStream>,
+        request: UpgradeRequest,
+        rule: SubprotocolRule,
+    ) -> RawClient {
         let Response { head, text, rest } = handshake(&mut stream, &request)
             .await
             .unwrap_or_else(|text| panic!("connection closed during the handshake: {text}"));
-        if let Err(e) = head.verify(request.key(), SubprotocolRule::Required) {
+        if let Err(e) = head.verify(request.key(), rule) {
             panic!("handshake failed: {e}\n{text}");
         }
         RawClient {
@@ -492,15 +509,30 @@ impl RawClient {
 
     /// Receives the next item, waiting as long as it takes.
     pub async fn recv_unbounded(&mut self) -> Received {
+        self.next_incoming()
+            .await
+            .map_or(Received::Eof, to_received)
+    }
+
+    /// Receives the next frame or message as decoded, undecoded as tickwire
+    /// messages (for the echo service); `None` at EOF.
+    pub async fn recv_incoming(&mut self) -> Option<Incoming> {
+        tokio::time::timeout(WAIT, self.next_incoming())
+            .await
+            .expect("a frame from the broker in time")
+    }
+
+    /// The next decoded item, waiting as long as it takes; `None` at EOF.
+    async fn next_incoming(&mut self) -> Option<Incoming> {
         loop {
             match self.decoder.decode(&mut self.buf) {
-                Ok(Some(item)) => return to_received(item),
+                Ok(Some(item)) => return Some(item),
                 Ok(None) => {}
                 Err(e) => panic!("broker sent an invalid frame: {e}"),
             }
             self.buf.reserve(64 * 1024);
             match self.stream.read_buf(&mut self.buf).await {
-                Ok(0) | Err(_) => return Received::Eof,
+                Ok(0) | Err(_) => return None,
                 Ok(_) => {}
             }
         }
@@ -621,6 +653,12 @@ pub async fn http_on_with(
 pub async fn metric(addr: SocketAddr, name: &str) -> f64 {
     let (status, body) = http(addr, "GET", "/metrics", b"").await;
     assert_eq!(status, 200);
+    metric_in(&body, name)
+}
+
+/// One metric's value in a `/metrics` text, summing every label set (0 if
+/// absent).
+pub fn metric_in(body: &str, name: &str) -> f64 {
     body.lines()
         .filter(|line| !line.starts_with('#'))
         .filter_map(|line| {
@@ -644,7 +682,8 @@ pub async fn metric_with_label(addr: SocketAddr, name: &str, label: &str, value:
 }
 
 /// The address in a line that `tickwire serve` prints on standard output,
-/// `tickwire listening on ADDR (...)` or `tickwire metrics on ADDR (...)`.
+/// `tickwire listening on ADDR (...)`, `tickwire metrics on ADDR (...)` or
+/// `tickwire echo on ADDR (...)`.
 pub fn banner_addr(line: &str) -> SocketAddr {
     line.split_whitespace()
         .nth(3)
@@ -666,8 +705,52 @@ where
     (banner_addr(&line), line)
 }
 
-/// Path of the `tickwire` binary of this build, built on first use if the
-/// test run did not build it already.
+/// `tickwire ARGS` (this build's binary) with no input, piped standard
+/// output and error, killed when dropped, and without any inherited
+/// `TICKWIRE_*` variable (so the caller's environment cannot change the
+/// configuration under test).
+pub fn tickwire_command(args: &[&str]) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(tickwire_binary());
+    command
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("TICKWIRE_")) {
+        command.env_remove(key);
+    }
+    command
+}
+
+/// Sends the signal `name` (`-TERM`, `-HUP`, `-INT`, ...) to `child` with
+/// kill(1), and checks it was delivered.
+pub fn signal(child: &tokio::process::Child, name: &str) {
+    let pid = child.id().expect("the process is running").to_string();
+    let status = std::process::Command::new("kill")
+        .args([name, &pid])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill {name} {pid}: {status}");
+}
+
+/// Prefixes of the environment variables cargo sets for a running test
+/// (its package, crate and binaries).
+const CARGO_TEST_ENV: &[&str] = &[
+    "CARGO_PKG_",
+    "CARGO_MANIFEST_",
+    "CARGO_CRATE_",
+    "CARGO_BIN_",
+    "CARGO_PRIMARY_PACKAGE",
+    "CARGO_TARGET_TMPDIR",
+    "CARGO_RUSTC_CURRENT_DIR",
+    "OUT_DIR",
+];
+
+/// Path of the `tickwire` binary of this build, brought up to date once per
+/// test process (`cargo test` does not rebuild another package's binary, so
+/// a bare `cargo test -p tickwire-e2e` would otherwise run a stale one; when
+/// it is fresh, the build is a no-op).
 pub fn tickwire_binary() -> std::path::PathBuf {
     static BUILT: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
     BUILT
@@ -679,19 +762,27 @@ pub fn tickwire_binary() -> std::path::PathBuf {
                 .and_then(|deps| deps.parent())
                 .expect("target profile directory");
             let binary = profile_dir.join("tickwire");
-            if !binary.exists() {
-                let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-                let mut build = std::process::Command::new(cargo);
-                build.args(["build", "-p", "tickwire-cli", "--bin", "tickwire"]);
-                if profile_dir.file_name().is_some_and(|p| p == "release") {
-                    build.arg("--release");
+            // The same command as the test script's build step (features
+            // unified over the workspace), so that after it this is a no-op.
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+            let mut build = std::process::Command::new(cargo);
+            build.args(["build", "--workspace", "--bins"]);
+            // What cargo sets for a running test (CARGO_PKG_NAME, ...) must
+            // not reach the build: some build scripts rerun when it changes.
+            for (name, _) in std::env::vars_os() {
+                let name = name.to_string_lossy();
+                if CARGO_TEST_ENV.iter().any(|p| name.starts_with(p)) {
+                    build.env_remove(&*name);
                 }
-                let status = build.status().expect("run cargo build");
-                assert!(
-                    status.success(),
-                    "cargo build of the tickwire binary failed"
-                );
             }
+            if profile_dir.file_name().is_some_and(|p| p == "release") {
+                build.arg("--release");
+            }
+            let status = build.status().expect("run cargo build");
+            assert!(
+                status.success(),
+                "cargo build of the tickwire binary failed"
+            );
             binary
         })
         .clone()

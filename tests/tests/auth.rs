@@ -17,7 +17,8 @@ use serde_json::{Value, json};
 use sha2::Digest;
 use tickwire_broker::config::{BrokerConfig, TopicPolicy};
 use tickwire_e2e::{
-    RawClient, Received, TestBroker, WAIT, http_with, read_banner, try_handshake, try_handshake_at,
+    RawClient, Received, TestBroker, WAIT, http_with, read_banner, signal, try_handshake,
+    try_handshake_at,
 };
 use tickwire_protocol::message::Position;
 use tickwire_protocol::topic::Pattern;
@@ -928,12 +929,7 @@ async fn sighup_reloads_the_keys_of_the_real_binary_and_keeps_connections() {
     assert_eq!(status, 401, "the new secret is not in use yet");
 
     std::fs::write(&file, new_secret).expect("rewrite the secret");
-    let pid = serve.id().expect("pid").to_string();
-    let kill = std::process::Command::new("kill")
-        .args(["-HUP", &pid])
-        .status()
-        .expect("run kill");
-    assert!(kill.success());
+    signal(&serve, "-HUP");
     let done = wait_for_line(&mut log, "reload done").await;
     assert!(done.contains("keys=true"), "{done}");
 

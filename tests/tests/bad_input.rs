@@ -172,6 +172,18 @@ async fn framing_violations_close_with_the_documented_code() {
         1003,
     )
     .await;
+    // A text frame that is not UTF-8: 1007 rather than 1003.
+    f.expect_close(
+        async |c| c.send_frame(OpCode::Text, b"\xc0\xaf").await,
+        1007,
+    )
+    .await;
+    // A length in a longer encoding than needed (16 bits for 3 bytes).
+    f.expect_close(
+        async |c| c.send_raw(&[0x82, 0xfe, 0, 3, 0, 0, 0, 0, 1, 2, 3]).await,
+        1002,
+    )
+    .await;
     // A control frame over 125 bytes.
     f.expect_close(async |c| c.send_frame(OpCode::Ping, &[0; 126]).await, 1002)
         .await;
@@ -237,7 +249,7 @@ async fn framing_violations_close_with_the_documented_code() {
     );
     assert_eq!(
         metric_with_label(addr, "tickwire_closes_total", "code", "1002").await,
-        5.0
+        6.0
     );
     assert_eq!(
         metric_with_label(addr, "tickwire_closes_total", "code", "1003").await,
@@ -245,7 +257,7 @@ async fn framing_violations_close_with_the_documented_code() {
     );
     assert_eq!(
         metric_with_label(addr, "tickwire_closes_total", "code", "1007").await,
-        1.0
+        2.0
     );
     drop((f.witness, f.publisher));
     f.broker.stop().await;

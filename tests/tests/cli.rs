@@ -11,7 +11,7 @@ use std::process::{Output, Stdio};
 
 use tickwire_broker::config::TopicPolicy;
 use tickwire_broker::outbound::SlowConsumerPolicy;
-use tickwire_e2e::{RawClient, TestBroker, WAIT, tickwire_binary};
+use tickwire_e2e::{RawClient, TestBroker, WAIT, signal, tickwire_binary};
 use tickwire_protocol::topic::Pattern;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
@@ -505,12 +505,7 @@ async fn sub_interrupted_exits_0_with_a_summary() {
         "{line}"
     );
 
-    let pid = sub.id().expect("running").to_string();
-    let status = std::process::Command::new("kill")
-        .args(["-INT", &pid])
-        .status()
-        .expect("run kill");
-    assert!(status.success());
+    signal(&sub, "-INT");
     let output = finish(sub).await;
     assert_exit(&output, 0);
     assert!(

@@ -63,3 +63,42 @@ async fn metrics_count_what_happened() {
     broker.wait_metric("tickwire_subscriptions", 0.0).await;
     broker.stop().await;
 }
+
+#[tokio::test]
+async fn connection_tasks_are_counted_and_return_to_baseline() {
+    use tickwire_protocol::ws::OpCode;
+    let broker = TestBroker::start_default().await;
+    // The scrape's own connection is the only one: one task.
+    broker.wait_metric("tickwire_connection_tasks", 1.0).await;
+
+    // A WebSocket runs two tasks, its reader and its writer; its HTTP task
+    // ends with the upgrade.
+    let mut closing = RawClient::connect(broker.addr).await;
+    let mut dropped = RawClient::connect(broker.addr).await;
+    closing.subscribe("tasks").await;
+    dropped.subscribe("tasks.*").await;
+    broker.wait_metric("tickwire_connection_tasks", 5.0).await;
+    // An idle HTTP connection: one task.
+    let idle = tokio::net::TcpStream::connect(broker.addr)
+        .await
+        .expect("connect");
+    broker.wait_metric("tickwire_connection_tasks", 6.0).await;
+
+    // Every way out gives its tasks back: a close handshake, a dropped
+    // socket, an HTTP connection closed before its first request.
+    closing
+        .send_frame(OpCode::Close, &1000u16.to_be_bytes())
+        .await;
+    assert!(matches!(
+        closing.recv_close().await,
+        Received::Close {
+            code: Some(1000),
+            ..
+        }
+    ));
+    drop((closing, dropped, idle));
+    broker.wait_metric("tickwire_connection_tasks", 1.0).await;
+    broker.wait_metric("tickwire_websockets", 0.0).await;
+    broker.wait_metric("tickwire_connections", 1.0).await;
+    broker.stop().await;
+}

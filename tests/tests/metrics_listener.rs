@@ -78,26 +78,16 @@ mod binary {
     //! The real binary: the default address, the warning for a public
     //! address without TLS, and the metrics listener's banner line.
 
-    use std::process::Stdio;
-
-    use tickwire_e2e::{WAIT, banner_addr, http, tickwire_binary};
+    use tickwire_e2e::{WAIT, banner_addr, http, tickwire_binary, tickwire_command};
     use tokio::io::{AsyncBufReadExt, BufReader};
     use tokio::process::{Child, Command};
 
     /// `tickwire serve ARGS` without inherited `TICKWIRE_*` variables.
     fn serve(args: &[&str]) -> Child {
-        let mut command = Command::new(tickwire_binary());
-        command
-            .arg("serve")
+        tickwire_command(&["serve"])
             .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("TICKWIRE_")) {
-            command.env_remove(key);
-        }
-        command.spawn().expect("start tickwire serve")
+            .spawn()
+            .expect("start tickwire serve")
     }
 
     #[tokio::test]

@@ -2,9 +2,8 @@
 //! `TICKWIRE_*` environment over the TOML file, and clear refusals.
 
 use std::net::SocketAddr;
-use std::process::Stdio;
 
-use tickwire_e2e::{RawClient, Received, WAIT, read_banner, tickwire_binary};
+use tickwire_e2e::{RawClient, Received, WAIT, read_banner, tickwire_command};
 use tickwire_protocol::{ClientMessage, ErrorCode};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -15,17 +14,9 @@ type Case<'a, T> = (&'a [&'a str], &'a [(&'a str, &'a str)], T);
 /// `tickwire serve` on an ephemeral port with `args` and `env`, without any
 /// inherited `TICKWIRE_*` variable.
 fn serve(args: &[&str], env: &[(&str, &str)]) -> Command {
-    let mut command = Command::new(tickwire_binary());
-    command
-        .args(["serve", "--listen", "127.0.0.1:0", "--log-level", "warn"])
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("TICKWIRE_")) {
-        command.env_remove(key);
-    }
-    command.envs(env.iter().copied());
+    let mut command =
+        tickwire_command(&["serve", "--listen", "127.0.0.1:0", "--log-level", "warn"]);
+    command.args(args).envs(env.iter().copied());
     command
 }
 

@@ -4,7 +4,7 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use tickwire_e2e::{RawClient, Received, http, read_banner, tickwire_binary};
+use tickwire_e2e::{RawClient, Received, http, read_banner, signal, tickwire_binary};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
@@ -42,12 +42,7 @@ async fn sigterm_closes_clients_with_1001_and_exits_in_time() {
     assert_eq!(publisher.publish_acked("news", b"last").await, 100);
     assert_eq!(http(addr, "GET", "/readyz", b"").await.0, 200);
 
-    let pid = child.id().expect("pid").to_string();
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill");
-    assert!(status.success());
+    signal(&child, "-TERM");
 
     for client in &mut clients {
         for seq in 1..=100 {

@@ -231,27 +231,10 @@ mod binary {
     //! The same through the real `tickwire` binary: `serve` with TLS flags,
     //! `pub`/`sub` with `--ca-file` and a client certificate, SIGHUP.
 
-    use std::process::Stdio;
-
     use tickwire_e2e::pki::{CertFiles, TempDir, TestCa};
-    use tickwire_e2e::{WAIT, read_banner, tickwire_binary};
+    use tickwire_e2e::{WAIT, read_banner, signal, tickwire_command};
     use tokio::io::{AsyncBufReadExt, BufReader, Lines};
-    use tokio::process::{Child, ChildStderr, Command};
-
-    /// `tickwire ARGS` with piped output and no inherited `TICKWIRE_*`.
-    fn tickwire(args: &[&str]) -> Command {
-        let mut command = Command::new(tickwire_binary());
-        command
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("TICKWIRE_")) {
-            command.env_remove(key);
-        }
-        command
-    }
+    use tokio::process::ChildStderr;
 
     fn path(p: &std::path::Path) -> &str {
         p.to_str().expect("UTF-8 path")
@@ -270,15 +253,6 @@ mod binary {
         })
         .await
         .unwrap_or_else(|_| panic!("no line with {needle:?} in time"))
-    }
-
-    fn signal(child: &Child, name: &str) {
-        let pid = child.id().expect("pid").to_string();
-        let status = std::process::Command::new("kill")
-            .args([name, &pid])
-            .status()
-            .expect("kill");
-        assert!(status.success());
     }
 
     /// The client flags for `url`, trusting `ca`, with `identity`.
@@ -302,7 +276,7 @@ mod binary {
         let client_ca = TestCa::new(dir.path(), "clients");
         let server = ca.server_cert(dir.path(), "server");
         let alice = client_ca.issue(dir.path(), "alice", "alice", &[]);
-        let mut broker = tickwire(&[
+        let mut broker = tickwire_command(&[
             "serve",
             "--listen",
             "127.0.0.1:0",
@@ -325,7 +299,9 @@ mod binary {
 
         let mut sub_args = vec!["sub", "secure.t", "--count", "1", "--format", "raw"];
         sub_args.extend(client_args(&url, &ca, &alice));
-        let mut sub = tickwire(&sub_args).spawn().expect("start tickwire sub");
+        let mut sub = tickwire_command(&sub_args)
+            .spawn()
+            .expect("start tickwire sub");
         let mut sub_log = BufReader::new(sub.stderr.take().expect("stderr")).lines();
         wait_for_line(&mut sub_log, "subscribed to secure.t").await;
         // The broker saw who the subscriber is.
@@ -334,7 +310,7 @@ mod binary {
 
         let mut pub_args = vec!["pub", "secure.t", "hello over tls"];
         pub_args.extend(client_args(&url, &ca, &alice));
-        let published = tickwire(&pub_args).output().await.expect("run pub");
+        let published = tickwire_command(&pub_args).output().await.expect("run pub");
         assert_eq!(published.status.code(), Some(0), "{published:?}");
         let received = tokio::time::timeout(WAIT, sub.wait_with_output())
             .await
@@ -347,7 +323,7 @@ mod binary {
         );
 
         // Without a client certificate: cannot connect (exit 3).
-        let refused = tickwire(&["pub", "secure.t", "x", "--url", &url, "--ca-file"])
+        let refused = tickwire_command(&["pub", "secure.t", "x", "--url", &url, "--ca-file"])
             .arg(ca.ca_file())
             .output()
             .await
@@ -364,7 +340,7 @@ mod binary {
         wait_for_line(&mut log, "reload done").await;
         let mut pub_args = vec!["pub", "secure.t", "renewed"];
         pub_args.extend(client_args(&url, &new_ca, &alice));
-        let published = tickwire(&pub_args).output().await.expect("run pub");
+        let published = tickwire_command(&pub_args).output().await.expect("run pub");
         assert_eq!(published.status.code(), Some(0), "{published:?}");
 
         signal(&broker, "-TERM");
@@ -412,7 +388,7 @@ mod binary {
         for (flags, expected) in cases {
             let mut args = vec!["serve", "--listen", "127.0.0.1:0"];
             args.extend(flags);
-            let output = tickwire(&args).output().await.expect("run serve");
+            let output = tickwire_command(&args).output().await.expect("run serve");
             let stderr = String::from_utf8_lossy(&output.stderr);
             assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
             assert!(stderr.contains(expected), "{args:?}: {stderr}");

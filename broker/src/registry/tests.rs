@@ -165,6 +165,38 @@ fn pattern_changes_invalidate_cached_resolution() {
 }
 
 #[test]
+fn a_connection_that_left_is_not_kept_alive_by_a_topics_cached_subscribers() {
+    let reg = registry(100);
+    let (wildcard, _wildcard_rx) = sub(1);
+    let (exact, _exact_rx) = sub(2);
+    let alone = Arc::strong_count(&exact.queue);
+    reg.subscribe(plain(&p("x.*"), &wildcard), |_| {}).unwrap();
+    reg.subscribe(plain(&p("x.y"), &exact), |_| {}).unwrap();
+    assert_eq!(reg.publish(t("x.y"), b"", false).unwrap().deliveries, 2);
+
+    assert!(reg.unsubscribe(&p("x.*"), 1));
+    assert!(
+        Arc::strong_count(&wildcard.queue) > alone,
+        "a wildcard unsubscribe only marks every cached list stale"
+    );
+    assert_eq!(reg.sweep_idle(Instant::now()), 0, "x.y is not idle yet");
+    assert_eq!(
+        Arc::strong_count(&wildcard.queue),
+        alone,
+        "the sweep drops stale cached lists"
+    );
+
+    assert_eq!(reg.publish(t("x.y"), b"", false).unwrap().deliveries, 1);
+    assert!(reg.unsubscribe(&p("x.y"), 2));
+    assert_eq!(
+        Arc::strong_count(&exact.queue),
+        alone,
+        "an exact unsubscribe drops the topic's cached list at once"
+    );
+    assert_eq!(reg.publish(t("x.y"), b"", false).unwrap().deliveries, 0);
+}
+
+#[test]
 fn reply_is_queued_before_the_first_message() {
     let reg = registry(100);
     let (s, mut rx) = sub(1);

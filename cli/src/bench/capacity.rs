@@ -9,6 +9,7 @@
 //! ceiling on one core is known: if a broker benchmark delivers far less
 //! than this, the load side was not the bottleneck.
 
+use crate::console::{stderrln, stdoutln};
 use std::cell::RefCell;
 use std::io::{ErrorKind, Write};
 use std::net::{TcpListener, TcpStream};
@@ -86,7 +87,7 @@ pub fn run(args: CapacityArgs) -> u8 {
     let listener = match TcpListener::bind("127.0.0.1:0").and_then(|l| Ok((l.local_addr()?, l))) {
         Ok(pair) => pair,
         Err(e) => {
-            eprintln!("tickwire bench: cannot listen on 127.0.0.1: {e}");
+            stderrln!("tickwire bench: cannot listen on 127.0.0.1: {e}");
             return EXIT_CONNECT;
         }
     };
@@ -101,7 +102,7 @@ pub fn run(args: CapacityArgs) -> u8 {
     let rt = match super::small_runtime() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("tickwire bench: cannot start a runtime: {e}");
+            stderrln!("tickwire bench: cannot start a runtime: {e}");
             return EXIT_CONNECT;
         }
     };
@@ -150,7 +151,7 @@ pub fn run(args: CapacityArgs) -> u8 {
     let (cpu, wall, received) = match measured {
         Ok(m) => m,
         Err(e) => {
-            eprintln!("tickwire bench: {e}");
+            stderrln!("tickwire bench: {e}");
             return EXIT_CONNECT;
         }
     };
@@ -180,8 +181,10 @@ pub fn run(args: CapacityArgs) -> u8 {
     };
     if args.json {
         match serde_json::to_string(&report) {
-            Ok(s) => println!("{s}"),
-            Err(e) => eprintln!("tickwire bench: cannot encode the report: {e}"),
+            Ok(s) => {
+                let _ = stdoutln!("{s}");
+            }
+            Err(e) => stderrln!("tickwire bench: cannot encode the report: {e}"),
         }
     } else {
         report::print_table(

@@ -5,6 +5,7 @@
 //! connection. The connections are held for `--hold` (answering the
 //! broker's keepalive pings) and then closed with a close frame.
 
+use crate::console::{stderrln, stdoutln};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
@@ -97,7 +98,7 @@ pub fn run(args: ConnectionsArgs) -> u8 {
     let rt = match super::small_runtime() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("tickwire bench: cannot start a runtime: {e}");
+            stderrln!("tickwire bench: cannot start a runtime: {e}");
             return EXIT_CONNECT;
         }
     };
@@ -128,9 +129,12 @@ async fn run_async(args: &ConnectionsArgs, target: Target) -> ConnectionsReport 
         Duration::from_secs(1),
     );
     if !common.quiet {
-        eprintln!(
+        stderrln!(
             "connections: opening {} connections to {} ({} at a time, {} source address(es))",
-            args.connections, target.url, common.connect_concurrency, common.source_addrs
+            args.connections,
+            target.url,
+            common.connect_concurrency,
+            common.source_addrs
         );
     }
     loop {
@@ -175,7 +179,7 @@ async fn run_async(args: &ConnectionsArgs, target: Target) -> ConnectionsReport 
             },
             _ = progress.tick() => if !common.quiet {
                 let secs = t0.elapsed().as_secs_f64();
-                eprintln!(
+                stderrln!(
                     "connections: {secs:.0}s open {opened} ({}/s) failed {failed}",
                     si(opened as f64 / secs)
                 );
@@ -185,7 +189,7 @@ async fn run_async(args: &ConnectionsArgs, target: Target) -> ConnectionsReport 
     failed += args.connections - next;
     let connect_s = t0.elapsed().as_secs_f64();
     if !common.quiet {
-        eprintln!(
+        stderrln!(
             "connections: {opened} open in {connect_s:.2}s; holding for {:?}",
             args.hold
         );
@@ -280,8 +284,10 @@ async fn hold(conn: Conn, holding: CancellationToken, closed: Arc<AtomicU64>) {
 fn print(r: &ConnectionsReport, json: bool) {
     if json {
         match serde_json::to_string(r) {
-            Ok(s) => println!("{s}"),
-            Err(e) => eprintln!("tickwire bench: cannot encode the report: {e}"),
+            Ok(s) => {
+                let _ = stdoutln!("{s}");
+            }
+            Err(e) => stderrln!("tickwire bench: cannot encode the report: {e}"),
         }
         return;
     }

@@ -26,6 +26,7 @@ mod walker;
 #[cfg(test)]
 mod walker_tests;
 
+use crate::console::stderrln;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -165,7 +166,7 @@ pub fn run(args: BenchArgs) -> ExitCode {
 
 /// Prints a usage error and returns [`EXIT_USAGE`].
 fn usage(message: &str) -> u8 {
-    eprintln!("tickwire bench: {message}");
+    stderrln!("tickwire bench: {message}");
     EXIT_USAGE
 }
 
@@ -179,7 +180,7 @@ fn small_runtime() -> std::io::Result<tokio::runtime::Runtime> {
 /// Resolves the URL; a bad URL is a usage error.
 fn resolve(url: &str) -> Result<raw_client::Target, u8> {
     let rt = small_runtime().map_err(|e| {
-        eprintln!("tickwire bench: cannot start a runtime: {e}");
+        stderrln!("tickwire bench: cannot start a runtime: {e}");
         EXIT_CONNECT
     })?;
     rt.block_on(raw_client::Target::resolve(url))

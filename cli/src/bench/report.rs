@@ -2,6 +2,7 @@
 //! and memory from `/proc`, latency summaries, number formatting, and the
 //! result objects printed as a table or as JSON.
 
+use crate::console::stdoutln;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
@@ -244,11 +245,16 @@ pub fn micros(us: f64) -> String {
 }
 
 /// Prints aligned `label  value` rows.
+///
+/// Like every report of `tickwire bench` (tables and `--json` lines), the
+/// rows are written on a best-effort basis: a closed or full standard output
+/// loses them but does not change the exit code, which reports the
+/// measurement (docs/cli.md).
 pub fn print_table(title: &str, rows: &[(&str, String)]) {
-    println!("{title}");
+    let _ = stdoutln!("{title}");
     let width = rows.iter().map(|(l, _)| l.len()).max().unwrap_or(0);
     for (label, value) in rows {
-        println!("  {label:<width$}  {value}");
+        let _ = stdoutln!("  {label:<width$}  {value}");
     }
 }
 

@@ -8,6 +8,7 @@ mod output;
 mod pub_cmd;
 mod sub_cmd;
 
+use crate::console::stderrln;
 use std::fmt;
 use std::future::Future;
 use std::path::PathBuf;
@@ -208,7 +209,7 @@ fn execute(command: impl Future<Output = Result<(), Failure>>) -> ExitCode {
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("tickwire: cannot start the async runtime: {e}");
+            stderrln!("tickwire: cannot start the async runtime: {e}");
             return ExitCode::from(Exit::Failed as u8);
         }
     };
@@ -219,7 +220,7 @@ fn execute(command: impl Future<Output = Result<(), Failure>>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
-            eprintln!("tickwire: {failure}");
+            stderrln!("tickwire: {failure}");
             ExitCode::from(failure.exit as u8)
         }
     }

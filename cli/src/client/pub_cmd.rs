@@ -1,5 +1,6 @@
 //! `tickwire pub`: publish messages from the command line.
 
+use crate::console::{stderr, stderrln};
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -299,7 +300,7 @@ impl<'a> Publisher<'a> {
         self.progress = Some(Instant::now());
         self.progress_shown = true;
         let elapsed = self.started.elapsed();
-        eprint!(
+        stderr!(
             "\r\x1b[2Kpublished {} ({})",
             plural(self.published, "message"),
             format_rate(self.published, elapsed)
@@ -311,7 +312,7 @@ impl<'a> Publisher<'a> {
     /// command was interrupted (what was sent has been flushed).
     fn summary(&self, result: &Result<(), Failure>) {
         if self.progress_shown {
-            eprint!("\r\x1b[2K");
+            stderr!("\r\x1b[2K");
         }
         if let Err(failure) = result
             && failure.exit != Exit::Interrupted
@@ -325,7 +326,7 @@ impl<'a> Publisher<'a> {
         } else {
             String::new()
         };
-        eprintln!(
+        stderrln!(
             "published {} to {} in {}{rate}",
             plural(self.published, "message"),
             self.topic,
@@ -341,7 +342,7 @@ fn stdin_lines() -> mpsc::Receiver<std::io::Result<Vec<u8>>> {
     let (tx, rx) = mpsc::channel(1024);
     let stdin = std::io::stdin();
     if stdin.is_terminal() {
-        eprintln!("reading messages from standard input, one per line (Ctrl-D to end)");
+        stderrln!("reading messages from standard input, one per line (Ctrl-D to end)");
     }
     std::thread::spawn(move || {
         let mut reader = stdin.lock();

@@ -1,5 +1,6 @@
 //! `tickwire sub`: print the messages of topics and patterns.
 
+use crate::console::stderrln;
 use std::collections::HashMap;
 use std::future::poll_fn;
 use std::io::{self, BufWriter, Stdout, Write};
@@ -352,7 +353,7 @@ impl Printer {
             return Ok(false);
         }
         if msg.skipped() > 0 {
-            eprintln!(
+            stderrln!(
                 "{}: {} dropped because output could not keep up",
                 self.patterns[index],
                 plural(msg.skipped(), "message")
@@ -369,7 +370,7 @@ impl Printer {
                     return write_failed(e);
                 }
             }
-            Err(reason) => eprintln!("tickwire: {} #{}: {reason}", msg.topic(), msg.seq()),
+            Err(reason) => stderrln!("tickwire: {} #{}: {reason}", msg.topic(), msg.seq()),
         }
         if self.done() {
             self.flush()?;
@@ -407,7 +408,7 @@ impl Printer {
                 self.confirmed[index] = true;
                 match (epoch, seq) {
                     (Some(epoch), Some(seq)) => {
-                        eprintln!("{verb} to {pattern} (epoch {epoch}, seq {seq})");
+                        stderrln!("{verb} to {pattern} (epoch {epoch}, seq {seq})");
                         let fresh = Position { epoch, seq };
                         self.positions
                             .entry(pattern.to_owned())
@@ -418,21 +419,22 @@ impl Printer {
                             })
                             .or_insert(fresh);
                     }
-                    _ => eprintln!("{verb} to {pattern}"),
+                    _ => stderrln!("{verb} to {pattern}"),
                 }
             }
-            SubscriptionEvent::Resumed => eprintln!("{pattern}: resumed without a gap"),
+            SubscriptionEvent::Resumed => stderrln!("{pattern}: resumed without a gap"),
             SubscriptionEvent::RecoveryIncomplete { missed } => {
                 for (topic, position) in missed {
                     if position.epoch == 0 {
-                        eprintln!(
+                        stderrln!(
                             "{pattern}: could not resume {topic}: the broker no longer tracks it"
                         );
                     } else {
-                        eprintln!(
+                        stderrln!(
                             "{pattern}: could not resume {topic} (history lost or not kept \
                              that far back); continuing from {}:{}",
-                            position.epoch, position.seq
+                            position.epoch,
+                            position.seq
                         );
                     }
                     if let Some(p) = self.positions.get_mut(&topic) {
@@ -444,7 +446,7 @@ impl Printer {
                 topic,
                 expected,
                 got,
-            } => eprintln!(
+            } => stderrln!(
                 "{topic}: gap: {} not delivered (#{expected} to #{})",
                 plural(got.saturating_sub(expected), "message"),
                 got.saturating_sub(1)
@@ -472,7 +474,7 @@ impl Printer {
             let sep = if i == 0 { "; resume with" } else { "" };
             line.push_str(&format!("{sep} --since {topic}={}:{}", p.epoch, p.seq));
         }
-        eprintln!("{line}");
+        stderrln!("{line}");
     }
 }
 
@@ -504,15 +506,15 @@ fn write_failed(e: io::Error) -> Result<bool, Failure> {
 fn report_state(state: &ConnectionState) {
     match state {
         ConnectionState::Reconnecting { attempt: 1, cause } => {
-            eprintln!("connection lost ({cause}); reconnecting");
+            stderrln!("connection lost ({cause}); reconnecting");
         }
         ConnectionState::Reconnecting { attempt, cause } => {
-            eprintln!(
+            stderrln!(
                 "reconnect attempt {} failed ({cause}); retrying",
                 attempt - 1
             );
         }
-        ConnectionState::Connected => eprintln!("reconnected"),
+        ConnectionState::Connected => stderrln!("reconnected"),
         // Closed: the subscriptions end and say why.
         _ => {}
     }

@@ -2,6 +2,7 @@
 //! their setup, start publishing, print progress every second, stop after
 //! `--duration`, wait for the drain and hand the counters to the summary.
 
+use crate::console::stderrln;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
@@ -37,7 +38,7 @@ pub fn run(plan: LoadPlan, common: CommonArgs, load: LoadArgs, target: Target) -
         match spawned {
             Ok(handle) => workers.push(handle),
             Err(e) => {
-                eprintln!("tickwire bench: cannot start a thread: {e}");
+                stderrln!("tickwire bench: cannot start a thread: {e}");
                 ctx.finish.cancel();
                 join(workers);
                 return EXIT_CONNECT;
@@ -46,9 +47,10 @@ pub fn run(plan: LoadPlan, common: CommonArgs, load: LoadArgs, target: Target) -
     }
     drop(setup_tx);
     if !quiet {
-        eprintln!(
+        stderrln!(
             "{bench}: opening {subscribers} subscriber and {} publisher connections to {}",
-            ctx.plan.publishers, ctx.target.url
+            ctx.plan.publishers,
+            ctx.target.url
         );
     }
     let mut failure = None;
@@ -69,12 +71,12 @@ pub fn run(plan: LoadPlan, common: CommonArgs, load: LoadArgs, target: Target) -
     if let Some(e) = failure {
         ctx.finish.cancel();
         join(workers);
-        eprintln!("tickwire bench: {e}");
+        stderrln!("tickwire bench: {e}");
         return EXIT_CONNECT;
     }
     let setup_s = setup_started.elapsed().as_secs_f64();
     if !quiet {
-        eprintln!(
+        stderrln!(
             "{bench}: connected in {setup_s:.2}s; publishing for {:?}",
             ctx.common.duration
         );
@@ -125,7 +127,7 @@ pub fn run(plan: LoadPlan, common: CommonArgs, load: LoadArgs, target: Target) -
                     .collect();
                 lags.sort_unstable();
                 let q = |f: f64| lags[((lags.len() - 1) as f64 * f) as usize];
-                eprintln!(
+                stderrln!(
                     "  lag per subscriber: p0 {} p50 {} p90 {} p99 {} max {}; over 1000: {}",
                     q(0.0),
                     q(0.5),
@@ -136,7 +138,7 @@ pub fn run(plan: LoadPlan, common: CommonArgs, load: LoadArgs, target: Target) -
                 );
             }
             if !quiet {
-                eprintln!(
+                stderrln!(
                     "{bench}: {}s published {} ({}/s) deliveries {} ({}/s) lost {} slow-closes {} slowest-behind {}",
                     second - 1,
                     si(published as f64),

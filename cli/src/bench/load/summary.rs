@@ -2,6 +2,7 @@
 //! threads are done, printed as a table or JSON, and turned into the exit
 //! code.
 
+use crate::console::{stderrln, stdoutln};
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
@@ -203,8 +204,10 @@ impl LoadReport {
         let r = self;
         if json {
             match serde_json::to_string(r) {
-                Ok(s) => println!("{s}"),
-                Err(e) => eprintln!("tickwire bench: cannot encode the report: {e}"),
+                Ok(s) => {
+                    let _ = stdoutln!("{s}");
+                }
+                Err(e) => stderrln!("tickwire bench: cannot encode the report: {e}"),
             }
             return;
         }

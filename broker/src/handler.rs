@@ -1,0 +1,43 @@
+//! What a WebSocket connection does with the messages it receives.
+//!
+//! The connection layer ([`crate::connection`]) is the same for every
+//! WebSocket the broker serves: framing, UTF-8 checks, size limits,
+//! ping/pong, keepalive, the message timeout and the close handshake. What
+//! differs is the [`MessageHandler`] it hands each whole message to: a
+//! [`crate::session::Session`] on `/ws` (tickwire's protocol), an
+//! [`crate::echo::Echo`] on the echo listener (conformance testing).
+
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use tickwire_protocol::CloseCode;
+use tickwire_protocol::ws::MessageKind;
+
+use crate::state::BrokerState;
+use crate::tls::PeerIdentity;
+
+/// Handles the messages of one WebSocket connection. Replies go through the
+/// connection's outbound queue, which the handler is given when it is
+/// created; to end the connection it closes that queue with a code.
+pub trait MessageHandler: Send {
+    /// Handles one whole message (reassembled if it was fragmented; a text
+    /// message's payload is valid UTF-8).
+    fn on_message(&mut self, state: &BrokerState, kind: MessageKind, payload: Bytes);
+
+    /// When the connection's authorization ends, and the code it is then
+    /// closed with; `None`: never. Asked again after every message, since
+    /// one may move it.
+    fn expiry(&self) -> Option<(SystemTime, CloseCode)> {
+        None
+    }
+
+    /// Who the client is according to its verified TLS client certificate
+    /// (`tls_client_ca_file`), for the logs; `None` without one.
+    fn peer_identity(&self) -> Option<&PeerIdentity> {
+        None
+    }
+
+    /// Gives back what the handler holds in the broker (subscriptions),
+    /// once the connection stops reading.
+    fn release(&mut self, _state: &BrokerState) {}
+}
