@@ -12,11 +12,15 @@
 //!   `decode(encode(x)) == x`.
 #![no_main]
 
+mod common;
+
 use arbitrary::{Arbitrary, Unstructured};
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use tickwire_protocol::message::{MAX_SINCE_ENTRIES, Position};
+use tickwire_protocol::message::MAX_SINCE_ENTRIES;
 use tickwire_protocol::{ClientMessage, SubscribeOptions};
+
+use common::{encoded, positions};
 
 fuzz_target!(|data: &[u8]| {
     frame(data);
@@ -26,9 +30,7 @@ fuzz_target!(|data: &[u8]| {
 });
 
 fn encode(msg: &ClientMessage<'_>) -> Bytes {
-    let mut out = Vec::new();
-    msg.encode(&mut out);
-    Bytes::from(out)
+    encoded(|out| msg.encode(out))
 }
 
 fn frame(data: &[u8]) {
@@ -111,17 +113,7 @@ fn round_trip(spec: &Spec) {
         } => {
             let mut options = SubscribeOptions::default().last(*last);
             if let Some(since) = since {
-                let positions = since
-                    .iter()
-                    .map(|(t, epoch, seq)| {
-                        let at = Position {
-                            epoch: *epoch,
-                            seq: *seq,
-                        };
-                        (t.clone(), at)
-                    })
-                    .collect();
-                options = options.since(positions);
+                options = options.since(positions(since));
             }
             // 0 is not a rate: the decoder refuses it (invalid_option).
             if let Some(rate) = max_rate.filter(|r| *r > 0) {

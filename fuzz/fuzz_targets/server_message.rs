@@ -13,12 +13,16 @@
 //!   the frame of the same `MESSAGE`.
 #![no_main]
 
+mod common;
+
 use arbitrary::{Arbitrary, Unstructured};
 use bytes::{Bytes, BytesMut};
 use libfuzzer_sys::fuzz_target;
 use tickwire_protocol::message::{Position, SubscribedInfo, encode_delivery_frame};
 use tickwire_protocol::ws::{FrameDecoder, Incoming, MessageKind, Role};
 use tickwire_protocol::{Delivery, ErrorCode, ServerMessage};
+
+use common::{encoded, positions};
 
 fuzz_target!(|data: &[u8]| {
     frame(data);
@@ -28,9 +32,7 @@ fuzz_target!(|data: &[u8]| {
 });
 
 fn encode(msg: &ServerMessage<'_>) -> Bytes {
-    let mut out = Vec::new();
-    msg.encode(&mut out);
-    Bytes::from(out)
+    encoded(|out| msg.encode(out))
 }
 
 /// The longest text or payload a decoded message holds.
@@ -112,16 +114,7 @@ fn round_trip(spec: &Spec) {
             info.epoch = *epoch;
             info.seq = *seq;
             info.recovered = *recovered;
-            info.missed = missed
-                .iter()
-                .map(|(t, epoch, seq)| {
-                    let at = Position {
-                        epoch: *epoch,
-                        seq: *seq,
-                    };
-                    (t.clone(), at)
-                })
-                .collect();
+            info.missed = positions(missed);
             ServerMessage::Subscribed { id: *id, info }
         }
         Spec::Unsubscribed { id } => ServerMessage::Unsubscribed { id: *id },
