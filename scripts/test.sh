@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The whole test suite, exactly as CI runs it: formatting, lints, every unit,
-# doc and end-to-end test. Needs the Rust toolchain (cargo, rustfmt, clippy)
-# and Python 3 with pip; crates come from crates.io, kosoku (the Autobahn
-# cases) from PyPI. Usage: ./scripts/test.sh
+# doc and end-to-end test, then every fuzz target for a bounded time
+# (FUZZ_SECONDS each, default 30). Needs the Rust toolchain (cargo, rustfmt,
+# clippy), the nightly toolchain for the fuzz targets (scripts/fuzz.sh
+# installs cargo-fuzz) and Python 3 with pip; crates come from crates.io,
+# kosoku (the Autobahn cases) from PyPI. Usage: ./scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,6 +12,7 @@ step() { printf '\n==> %s\n' "$*"; }
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
+cargo fmt --manifest-path fuzz/Cargo.toml -- --check
 
 step "no import cycles between modules"
 python3 scripts/check-module-cycles.py protocol/src broker/src client-sdk/src cli/src tests/src
@@ -31,3 +34,6 @@ python3 scripts/autobahn_client.py --check-docs
 
 step "cargo test"
 cargo test --workspace --locked
+
+step "fuzz every decoder for ${FUZZ_SECONDS:-30}s each (cargo-fuzz, nightly; docs/conformance.md)"
+scripts/fuzz.sh "${FUZZ_SECONDS:-30}"

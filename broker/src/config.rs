@@ -586,14 +586,38 @@ impl BrokerConfig {
     /// Resolves `overrides` (flags and environment, as `(key, text)`) over
     /// the optional TOML `file` over the defaults, then validates.
     pub fn load(file: Option<&Path>, overrides: &[(&str, String)]) -> Result<Self, ConfigError> {
+        let text = match file {
+            Some(path) => {
+                Some(
+                    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                        path: path.to_owned(),
+                        source,
+                    })?,
+                )
+            }
+            None => None,
+        };
+        Self::resolve(file.zip(text.as_deref()), overrides)
+    }
+
+    /// Parses `text`, the content of the configuration file `path` (named
+    /// in errors only, never read), over the defaults and validates the
+    /// result: [`BrokerConfig::load`] without I/O and without flags. The
+    /// fuzz target `config_file` drives it with arbitrary text.
+    pub fn from_file_text(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        Self::resolve(Some((path, text)), &[])
+    }
+
+    /// The file's text (if any), then `overrides`, over the defaults; then
+    /// validation.
+    fn resolve(
+        file: Option<(&Path, &str)>,
+        overrides: &[(&str, String)],
+    ) -> Result<Self, ConfigError> {
         let mut config = BrokerConfig::default();
-        if let Some(path) = file {
-            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-                path: path.to_owned(),
-                source,
-            })?;
+        if let Some((path, text)) = file {
             let table: BTreeMap<String, toml::Value> =
-                toml::from_str(&text).map_err(|source| ConfigError::Toml {
+                toml::from_str(text).map_err(|source| ConfigError::Toml {
                     path: path.to_owned(),
                     source: Box::new(source),
                 })?;
@@ -695,8 +719,13 @@ impl BrokerConfig {
         }
         // A delivery frame is the message plus its envelope (topic, seq,
         // time, headers); leave room for the largest one.
-        let largest_frame = self.max_message_size.max(self.max_http_body) + ENVELOPE_ALLOWANCE;
-        if self.outbound_queue_bytes < 2 * largest_frame {
+        // Checked arithmetic: sizes near usize::MAX are refused here, not
+        // wrapped around.
+        let largest_frame = largest_publish.saturating_add(ENVELOPE_ALLOWANCE);
+        let needed = largest_publish
+            .checked_add(ENVELOPE_ALLOWANCE)
+            .and_then(|frame| frame.checked_mul(2));
+        if needed.is_none_or(|needed| self.outbound_queue_bytes < needed) {
             return Err(ConfigError::Inconsistent(format!(
                 "outbound_queue_bytes ({}) must be at least twice the largest message plus envelope ({largest_frame}); \
                  raise --outbound-queue-bytes or lower --max-message-size / --max-http-body",
@@ -921,6 +950,22 @@ mod tests {
         config.max_http_body = config.publish_bytes_burst + 1;
         let err = config.validate().unwrap_err().to_string();
         assert!(err.contains("--publish-bytes-burst"), "{err}");
+    }
+
+    /// Found with the fuzz target `config_file` (its bound on
+    /// `outbound_queue_bytes`): sizes near usize::MAX made the queue budget
+    /// check overflow, a panic in debug builds and a wrapped, wrong verdict
+    /// in release builds.
+    #[test]
+    fn sizes_near_the_maximum_are_refused_not_overflowed() {
+        let max = usize::MAX;
+        let text = format!(
+            "max_message_size = \"{max}\"\npublish_bytes_burst = \"{max}\"\noutbound_queue_bytes = \"{max}\"\n"
+        );
+        let err = BrokerConfig::from_file_text(Path::new("big.toml"), &text)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--outbound-queue-bytes"), "{err}");
     }
 
     #[test]

@@ -242,24 +242,17 @@ pub async fn route<S: Transport>(
             return response;
         }
     }
-    match (req.method(), path.as_str()) {
-        (&Method::GET, WEBSOCKET_PATH) => upgrade::<S>(state, slot, identity, req),
-        (&Method::POST, p) if p.starts_with(PUBLISH_PREFIX) => {
-            publish(
-                &state,
-                &slot,
-                identity.as_deref(),
-                &p[PUBLISH_PREFIX.len()..],
-                req,
-            )
-            .await
+    match (req.method(), path.as_str(), publish_topic(&path)) {
+        (&Method::GET, WEBSOCKET_PATH, _) => upgrade::<S>(state, slot, identity, req),
+        (&Method::POST, _, Some(topic)) => {
+            publish(&state, &slot, identity.as_deref(), topic, req).await
         }
-        (_, WEBSOCKET_PATH) => json_error(
+        (_, WEBSOCKET_PATH, _) => json_error(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
             "use GET",
         ),
-        (_, p) if p.starts_with(PUBLISH_PREFIX) => json_error(
+        (_, _, Some(_)) => json_error(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
             "use POST",
@@ -463,8 +456,18 @@ fn upgrade<S: Transport>(
     switch_protocols::<S, _>(state, req, subprotocol, new_session, slot)
 }
 
-/// Reads the `retain` query parameter of an HTTP publish.
-fn retain_param(query: Option<&str>) -> Result<bool, String> {
+/// The topic of an HTTP publish path, `/v1/publish/{topic}`, taken
+/// literally (no percent-decoding) and not yet validated; `None` for another
+/// path. Public for the fuzz target `http_publish_query`.
+pub fn publish_topic(path: &str) -> Option<&str> {
+    path.strip_prefix(PUBLISH_PREFIX)
+}
+
+/// Reads the query string of an HTTP publish: only `retain` is accepted,
+/// as `retain`, `retain=true|1` or `retain=false|0`; the last one given
+/// wins. The error names the offending parameter. Public for the fuzz
+/// target `http_publish_query`.
+pub fn publish_retain_param(query: Option<&str>) -> Result<bool, String> {
     let mut retain = false;
     for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
         match pair.split_once('=').unwrap_or((pair, "true")) {
@@ -514,7 +517,7 @@ async fn publish(
             &format!("body larger than the {limit}-byte limit (--max-http-body)"),
         )
     };
-    let req_retain = match retain_param(req.uri().query()) {
+    let req_retain = match publish_retain_param(req.uri().query()) {
         Ok(retain) => retain,
         Err(message) => {
             return json_error(
