@@ -73,7 +73,10 @@ async fn wait_metric(addr: SocketAddr, name: &str, want: f64) {
         if got == want {
             return;
         }
-        assert!(Instant::now() < deadline, "{name} of {addr}: {got}, want {want}");
+        assert!(
+            Instant::now() < deadline,
+            "{name} of {addr}: {got}, want {want}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -151,7 +154,10 @@ async fn a_publish_on_any_node_reaches_every_node_with_one_seq_in_order() {
     // both nodes.
     assert_eq!(on_b, on_c);
     let epoch = on_b[0].1;
-    assert!(on_b.iter().all(|(topic, e, _, _)| topic == "orders.eu" && *e == epoch));
+    assert!(
+        on_b.iter()
+            .all(|(topic, e, _, _)| topic == "orders.eu" && *e == epoch)
+    );
     let seqs: Vec<u64> = on_b.iter().map(|d| d.2).collect();
     assert_eq!(seqs, (1..=2 * EACH as u64).collect::<Vec<_>>());
     // Each acknowledgement names the seq its message was delivered with.
@@ -219,8 +225,14 @@ async fn a_node_subscribes_in_redis_only_while_it_has_local_subscribers() {
     assert_eq!(next_delivery(&mut first).await.2, seq);
     assert_eq!(next_delivery(&mut second).await.2, seq);
     // Node b has no subscriber: Redis sent it nothing.
-    assert_eq!(metric(a.addr, "tickwire_backplane_received_total").await, 1.0);
-    assert_eq!(metric(b.addr, "tickwire_backplane_received_total").await, 0.0);
+    assert_eq!(
+        metric(a.addr, "tickwire_backplane_received_total").await,
+        1.0
+    );
+    assert_eq!(
+        metric(b.addr, "tickwire_backplane_received_total").await,
+        0.0
+    );
     assert_eq!(metric(b.addr, "tickwire_backplane_channels").await, 0.0);
 
     // The subscription stays while one local subscriber is left, and goes
@@ -279,10 +291,7 @@ async fn while_redis_is_down_publishes_are_refused_and_readiness_fails_then_both
             id: got,
             code: ErrorCode::Internal,
             message,
-        } if got == Some(id) => assert!(
-            message.contains("cluster backplane (Redis)"),
-            "{message}"
-        ),
+        } if got == Some(id) => assert!(message.contains("cluster backplane (Redis)"), "{message}"),
         other => panic!("expected an internal error for {id}, got {other:?}"),
     }
     let (status, body) = http(a.addr, "POST", "/v1/publish/alerts.x", b"lost").await;
