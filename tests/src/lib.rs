@@ -583,6 +583,22 @@ fn to_received(item: Incoming) -> Received {
     }
 }
 
+/// Runs `probe` every 20 ms until it returns `Ok`, and returns that value;
+/// fails with the last `Err` text after [`WAIT`].
+pub async fn poll_until<T>(mut probe: impl AsyncFnMut() -> Result<T, String>) -> T {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        match probe().await {
+            Ok(value) => return value,
+            Err(why) => assert!(
+                tokio::time::Instant::now() < deadline,
+                "not within {WAIT:?}: {why}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Sends one HTTP/1.1 request and returns (status, body).
 pub async fn http(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> (u16, String) {
     let stream = TcpStream::connect(addr).await.expect("connect");

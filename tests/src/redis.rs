@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::WAIT;
+use crate::{WAIT, poll_until};
 
 /// Attempts at finding a free port before giving up.
 const PORT_ATTEMPTS: usize = 10;
@@ -118,66 +118,49 @@ impl RedisServer {
             .expect("connect to redis-server")
     }
 
-    /// Subscribers of `channel` (`PUBSUB NUMSUB`).
-    pub async fn numsub(&self, channel: &str) -> u64 {
+    /// `PUBSUB SUBCOMMAND ARGS`'s answer.
+    async fn pubsub<T: ::redis::FromRedisValue>(&self, subcommand: &str, args: &[&str]) -> T {
         let mut connection = self.connection().await;
-        let counts: Vec<(String, u64)> = ::redis::cmd("PUBSUB")
-            .arg("NUMSUB")
-            .arg(channel)
+        ::redis::cmd("PUBSUB")
+            .arg(subcommand)
+            .arg(args)
             .query_async(&mut connection)
             .await
-            .expect("PUBSUB NUMSUB");
+            .unwrap_or_else(|e| panic!("PUBSUB {subcommand}: {e}"))
+    }
+
+    /// Subscribers of `channel` (`PUBSUB NUMSUB`).
+    pub async fn numsub(&self, channel: &str) -> u64 {
+        let counts: Vec<(String, u64)> = self.pubsub("NUMSUB", &[channel]).await;
         counts.first().map_or(0, |(_, n)| *n)
     }
 
     /// Pattern subscriptions of all clients (`PUBSUB NUMPAT`).
     pub async fn numpat(&self) -> u64 {
-        let mut connection = self.connection().await;
-        ::redis::cmd("PUBSUB")
-            .arg("NUMPAT")
-            .query_async(&mut connection)
-            .await
-            .expect("PUBSUB NUMPAT")
+        self.pubsub("NUMPAT", &[]).await
     }
 
     /// Channels with at least one subscriber (`PUBSUB CHANNELS`).
     pub async fn channels(&self) -> Vec<String> {
-        let mut connection = self.connection().await;
-        ::redis::cmd("PUBSUB")
-            .arg("CHANNELS")
-            .query_async(&mut connection)
-            .await
-            .expect("PUBSUB CHANNELS")
+        self.pubsub("CHANNELS", &[]).await
     }
 
-    /// Waits (polling, within [`WAIT`]) until `PUBSUB NUMSUB channel` is
-    /// `want`.
+    /// Waits until `PUBSUB NUMSUB channel` is `want`.
     pub async fn wait_numsub(&self, channel: &str, want: u64) {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let got = self.numsub(channel).await;
-            if got == want {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "NUMSUB {channel}: {got}, want {want}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        poll_until(async || match self.numsub(channel).await {
+            got if got == want => Ok(()),
+            got => Err(format!("NUMSUB {channel}: {got}, want {want}")),
+        })
+        .await
     }
 
-    /// Waits (polling, within [`WAIT`]) until `PUBSUB NUMPAT` is `want`.
+    /// Waits until `PUBSUB NUMPAT` is `want`.
     pub async fn wait_numpat(&self, want: u64) {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let got = self.numpat().await;
-            if got == want {
-                return;
-            }
-            assert!(Instant::now() < deadline, "NUMPAT: {got}, want {want}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        poll_until(async || match self.numpat().await {
+            got if got == want => Ok(()),
+            got => Err(format!("NUMPAT: {got}, want {want}")),
+        })
+        .await
     }
 }
 

@@ -7,14 +7,15 @@
 
 use std::net::SocketAddr;
 use std::process::Stdio;
-use std::time::Duration;
 
 use tickwire_e2e::redis::RedisServer;
-use tickwire_e2e::{RawClient, Received, WAIT, http, metric, read_banner, tickwire_command};
+use tickwire_e2e::{
+    RawClient, Received, http, metric, metric_with_label as metric_labelled, poll_until,
+    read_banner, tickwire_command,
+};
 use tickwire_protocol::{ClientMessage, ErrorCode};
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout};
-use tokio::time::Instant;
 
 /// One `tickwire serve --cluster` process.
 struct Node {
@@ -25,6 +26,13 @@ struct Node {
 
 /// Starts a node on `redis` and waits until it is ready.
 async fn node(redis: &RedisServer) -> Node {
+    let node = spawn_node(redis).await;
+    wait_ready(node.addr, true).await;
+    node
+}
+
+/// Starts a node on `redis`; returns once it listens.
+async fn spawn_node(redis: &RedisServer) -> Node {
     let url = redis.url();
     let mut child = tickwire_command(&[
         "serve",
@@ -40,7 +48,6 @@ async fn node(redis: &RedisServer) -> Node {
     .expect("start tickwire serve --cluster");
     let mut stdout = BufReader::new(child.stdout.take().expect("stdout")).lines();
     let (addr, _) = read_banner(&mut stdout).await;
-    wait_ready(addr, true).await;
     Node {
         addr,
         _child: child,
@@ -48,37 +55,24 @@ async fn node(redis: &RedisServer) -> Node {
     }
 }
 
-/// Waits until `/readyz` answers 200 (`ready`) or 503 (not ready).
+/// Waits until `/readyz` answers 200 (`ready`) or 503 (not ready);
+/// returns its body.
 async fn wait_ready(addr: SocketAddr, ready: bool) -> String {
     let want = if ready { 200 } else { 503 };
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let (status, body) = http(addr, "GET", "/readyz", b"").await;
-        if status == want {
-            return body;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "/readyz of {addr}: {status} {body:?}, want {want}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    poll_until(async || match http(addr, "GET", "/readyz", b"").await {
+        (status, body) if status == want => Ok(body),
+        (status, body) => Err(format!("/readyz of {addr}: {status} {body:?}, want {want}")),
+    })
+    .await
 }
 
 /// Waits until metric `name` of the node at `addr` is `want`.
 async fn wait_metric(addr: SocketAddr, name: &str, want: f64) {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let got = metric(addr, name).await;
-        if got == want {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{name} of {addr}: {got}, want {want}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    poll_until(async || match metric(addr, name).await {
+        got if got == want => Ok(()),
+        got => Err(format!("{name} of {addr}: {got}, want {want}")),
+    })
+    .await
 }
 
 /// A delivery as a subscriber sees it: topic, epoch, seq, payload.
@@ -113,6 +107,28 @@ async fn publish_n(addr: SocketAddr, topic: &str, tag: &str, n: usize) -> Vec<(u
         acks.push((seq, payload));
     }
     acks
+}
+
+/// Publishes on `topic` through `client` and expects the refusal `internal`
+/// whose text contains `says`.
+async fn expect_refused(client: &mut RawClient, topic: &str, says: &str) {
+    let id = client.next_id();
+    client
+        .send(&ClientMessage::Publish {
+            id: Some(id),
+            topic,
+            payload: bytes::Bytes::from_static(b"refused"),
+            retain: false,
+        })
+        .await;
+    match client.recv().await {
+        Received::Error {
+            id: got,
+            code: ErrorCode::Internal,
+            message,
+        } if got == Some(id) => assert!(message.contains(says), "{message}"),
+        other => panic!("expected an internal error for {id}, got {other:?}"),
+    }
 }
 
 async fn unsubscribe(client: &mut RawClient, pattern: &str) {
@@ -277,23 +293,7 @@ async fn while_redis_is_down_publishes_are_refused_and_readiness_fails_then_both
         assert_eq!(metric(node.addr, "tickwire_backplane_up").await, 0.0);
     }
     // Refused, not silently accepted: over WebSocket and HTTP.
-    let id = publisher.next_id();
-    publisher
-        .send(&ClientMessage::Publish {
-            id: Some(id),
-            topic: "alerts.x",
-            payload: bytes::Bytes::from_static(b"lost"),
-            retain: false,
-        })
-        .await;
-    match publisher.recv().await {
-        Received::Error {
-            id: got,
-            code: ErrorCode::Internal,
-            message,
-        } if got == Some(id) => assert!(message.contains("cluster backplane (Redis)"), "{message}"),
-        other => panic!("expected an internal error for {id}, got {other:?}"),
-    }
+    expect_refused(&mut publisher, "alerts.x", "cluster backplane (Redis)").await;
     let (status, body) = http(a.addr, "POST", "/v1/publish/alerts.x", b"lost").await;
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("cluster backplane (Redis)"), "{body}");
@@ -312,6 +312,43 @@ async fn while_redis_is_down_publishes_are_refused_and_readiness_fails_then_both
     let (_, epoch, seq, payload) = next_delivery(&mut subscriber).await;
     assert_eq!((seq, payload.as_str()), (1, "after"));
     assert_ne!(epoch, first_epoch);
+}
+
+#[tokio::test]
+async fn a_node_started_without_redis_serves_refuses_publishes_and_joins_when_redis_comes() {
+    let mut redis = RedisServer::start().await;
+    redis.kill();
+    let a = spawn_node(&redis).await;
+    assert_eq!(
+        wait_ready(a.addr, false).await,
+        "cluster backplane unavailable (Redis)\n"
+    );
+    let mut subscriber = RawClient::connect(a.addr).await;
+    subscriber.subscribe("boot.x").await;
+    let mut publisher = RawClient::connect(a.addr).await;
+    expect_refused(
+        &mut publisher,
+        "boot.x",
+        "is unavailable; the message was not published",
+    )
+    .await;
+    assert_eq!(
+        metric_labelled(
+            a.addr,
+            "tickwire_backplane_publishes_total",
+            "result",
+            "failed"
+        )
+        .await,
+        1.0
+    );
+
+    redis.restart().await;
+    wait_ready(a.addr, true).await;
+    redis.wait_numsub("tickwire:{boot.x}:msg", 1).await;
+    assert_eq!(publisher.publish_acked("boot.x", b"up").await, 1);
+    let (_, _, seq, payload) = next_delivery(&mut subscriber).await;
+    assert_eq!((seq, payload.as_str()), (1, "up"));
 }
 
 #[tokio::test]

@@ -148,19 +148,29 @@ impl Publisher {
     }
 }
 
+/// Connects to Redis through `client` within [`REDIS_TIMEOUT`].
 async fn connect(client: &Client) -> Option<MultiplexedConnection> {
     let config = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(REDIS_TIMEOUT))
         .set_response_timeout(Some(REDIS_TIMEOUT));
     let attempt = client.get_multiplexed_async_connection_with_config(&config);
+    within_deadline("cluster publisher", attempt).await
+}
+
+/// The connection `attempt` makes within [`REDIS_TIMEOUT`]; `None` (logged
+/// for `who` at debug level) if it fails or takes longer.
+pub async fn within_deadline<T>(
+    who: &str,
+    attempt: impl Future<Output = redis::RedisResult<T>>,
+) -> Option<T> {
     match tokio::time::timeout(REDIS_TIMEOUT, attempt).await {
         Ok(Ok(connection)) => Some(connection),
         Ok(Err(e)) => {
-            tracing::debug!(error = %e, "cluster publisher: cannot connect to Redis");
+            tracing::debug!(error = %e, "{who}: cannot connect to Redis");
             None
         }
         Err(_) => {
-            tracing::debug!("cluster publisher: connecting to Redis timed out");
+            tracing::debug!("{who}: connecting to Redis timed out");
             None
         }
     }

@@ -14,31 +14,19 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use futures::StreamExt;
-use redis::aio::{PubSub, PubSubSink, PubSubStream};
-use redis::{Client, Msg};
+use redis::Msg;
+use redis::aio::{PubSubSink, PubSubStream};
 
 use crate::cluster::backplane::Backplane;
-use crate::cluster::publisher::{PING_INTERVAL, RECONNECT_INTERVAL, REDIS_TIMEOUT};
+use crate::cluster::publisher::{
+    PING_INTERVAL, RECONNECT_INTERVAL, REDIS_TIMEOUT, within_deadline,
+};
 use crate::cluster::wire::{Subscription, parse_message, topic_of_channel};
 use crate::metrics::Metrics;
 use crate::state::BrokerState;
 
 /// Channels or patterns per `SUBSCRIBE`/`UNSUBSCRIBE` command.
 const CHUNK: usize = 128;
-
-async fn connect(client: &Client) -> Option<PubSub> {
-    match tokio::time::timeout(REDIS_TIMEOUT, client.get_async_pubsub()).await {
-        Ok(Ok(pubsub)) => Some(pubsub),
-        Ok(Err(e)) => {
-            tracing::debug!(error = %e, "cluster subscriber: cannot connect to Redis");
-            None
-        }
-        Err(_) => {
-            tracing::debug!("cluster subscriber: connecting to Redis timed out");
-            None
-        }
-    }
-}
 
 /// Runs until shutdown; does nothing without a backplane.
 pub async fn run(state: Arc<BrokerState>) {
@@ -47,7 +35,8 @@ pub async fn run(state: Arc<BrokerState>) {
     };
     let mut was_up = false;
     loop {
-        if let Some(pubsub) = connect(backplane.client()).await {
+        let attempt = backplane.client().get_async_pubsub();
+        if let Some(pubsub) = within_deadline("cluster subscriber", attempt).await {
             tracing::info!("cluster subscriber: connected to Redis");
             if was_up {
                 state.metrics.backplane_reconnects.inc();
@@ -143,35 +132,26 @@ async fn change(
     names: &[&Subscription],
     subscribe: bool,
 ) -> Result<(), String> {
-    let (channels, patterns): (Vec<&Subscription>, Vec<&Subscription>) = names
-        .iter()
-        .partition(|s| matches!(s, Subscription::Channel(_)));
-    let text = |s: &[&Subscription]| -> Vec<String> {
-        s.iter()
-            .map(|s| match s {
-                Subscription::Channel(n) | Subscription::Pattern(n) => n.clone(),
+    for pattern in [false, true] {
+        let chunk_names: Vec<&str> = names
+            .iter()
+            .filter_map(|s| match s {
+                Subscription::Channel(n) if !pattern => Some(n.as_str()),
+                Subscription::Pattern(n) if pattern => Some(n.as_str()),
+                _ => None,
             })
-            .collect()
-    };
-    for chunk in text(&channels).chunks(CHUNK) {
-        let call = async {
-            if subscribe {
-                sink.subscribe(chunk).await
-            } else {
-                sink.unsubscribe(chunk).await
-            }
-        };
-        confirm(call).await?;
-    }
-    for chunk in text(&patterns).chunks(CHUNK) {
-        let call = async {
-            if subscribe {
-                sink.psubscribe(chunk).await
-            } else {
-                sink.punsubscribe(chunk).await
-            }
-        };
-        confirm(call).await?;
+            .collect();
+        for chunk in chunk_names.chunks(CHUNK) {
+            let call = async {
+                match (pattern, subscribe) {
+                    (false, true) => sink.subscribe(chunk).await,
+                    (false, false) => sink.unsubscribe(chunk).await,
+                    (true, true) => sink.psubscribe(chunk).await,
+                    (true, false) => sink.punsubscribe(chunk).await,
+                }
+            };
+            confirm(call).await?;
+        }
     }
     Ok(())
 }
