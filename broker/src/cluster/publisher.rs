@@ -307,3 +307,41 @@ impl PublisherTask {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// A job whose outcome lands in `outcomes`.
+    fn job(payload: usize, outcomes: &Arc<Mutex<Vec<Result<u64, PublishError>>>>) -> PublishJob {
+        let outcomes = Arc::clone(outcomes);
+        PublishJob {
+            topic: "t".to_owned(),
+            payload: Bytes::from(vec![0; payload]),
+            retain: false,
+            time_us: 0,
+            done: Box::new(move |result| outcomes.lock().unwrap().push(result)),
+        }
+    }
+
+    #[test]
+    fn a_full_queue_refuses_at_once_by_count_and_by_bytes() {
+        let outcomes = Arc::new(Mutex::new(Vec::new()));
+        let (publisher, task) = publisher();
+        publisher.submit(job(QUEUE_BYTES + 1, &outcomes));
+        assert_eq!(*outcomes.lock().unwrap(), vec![Err(PublishError::Busy)]);
+        for _ in 0..QUEUE_JOBS {
+            publisher.submit(job(1, &outcomes));
+        }
+        assert_eq!(outcomes.lock().unwrap().len(), 1, "all queued");
+        publisher.submit(job(1, &outcomes));
+        assert_eq!(outcomes.lock().unwrap()[1], Err(PublishError::Busy));
+        // Refused jobs gave their bytes back: only the queued ones count.
+        assert_eq!(task.queued_bytes.load(Ordering::Acquire), QUEUE_JOBS);
+        drop(task);
+        publisher.submit(job(1, &outcomes));
+        assert_eq!(outcomes.lock().unwrap()[2], Err(PublishError::Unavailable));
+    }
+}
