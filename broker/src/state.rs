@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use thiserror::Error;
-
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
