@@ -23,6 +23,10 @@ use crate::tls::TlsFiles;
 /// The file key of the per-topic policy tables: `[[topic]]`.
 pub const TOPIC_TABLE: &str = "topic";
 
+/// Settings whose values may hold a secret (the `cluster` URL's password):
+/// `tickwire serve --help` does not show their environment values.
+pub const SECRET_SETTINGS: &[&str] = &["cluster"];
+
 /// What the broker keeps and how it treats slow subscribers for the topics
 /// matching one pattern.
 #[derive(Debug, Clone, PartialEq)]

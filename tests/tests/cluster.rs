@@ -352,6 +352,19 @@ async fn a_node_started_without_redis_serves_refuses_publishes_and_joins_when_re
 }
 
 #[tokio::test]
+async fn help_does_not_show_the_cluster_urls_password() {
+    let output = tickwire_command(&["serve", "--help"])
+        .env("TICKWIRE_CLUSTER", "redis://:hunter2@127.0.0.1:6379")
+        .output()
+        .await
+        .expect("run tickwire serve --help");
+    assert!(output.status.success());
+    let help = String::from_utf8_lossy(&output.stdout);
+    assert!(help.contains("TICKWIRE_CLUSTER"), "{help}");
+    assert!(!help.contains("hunter2"), "{help}");
+}
+
+#[tokio::test]
 async fn unsupported_cluster_urls_are_refused_at_start() {
     for (url, says) in [
         ("rediss://127.0.0.1:6379", "not supported"),
