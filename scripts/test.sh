@@ -4,7 +4,9 @@
 # (FUZZ_SECONDS each, default 30). Needs the Rust toolchain (cargo, rustfmt,
 # clippy), the nightly toolchain for the fuzz targets (scripts/fuzz.sh
 # installs cargo-fuzz) and Python 3 with pip; crates come from crates.io,
-# kosoku (the Autobahn cases) from PyPI. Usage: ./scripts/test.sh
+# kosoku (the Autobahn cases) from PyPI, redis-server (the cluster tests)
+# from Debian through apt-get when missing (as root, or with sudo).
+# Usage: ./scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,6 +33,17 @@ python3 scripts/autobahn.py --check-docs
 
 step "Autobahn cases against the SDK's WebSocket layer (client side)"
 python3 scripts/autobahn_client.py --check-docs
+
+step "redis-server for the cluster tests (installed with apt-get when missing)"
+if ! command -v redis-server >/dev/null 2>&1; then
+    as_root=()
+    [ "$(id -u)" -eq 0 ] || as_root=(sudo)
+    export DEBIAN_FRONTEND=noninteractive
+    # The package lists are fetched only when the package cannot be found.
+    "${as_root[@]}" apt-get install -y redis-server \
+        || { "${as_root[@]}" apt-get update && "${as_root[@]}" apt-get install -y redis-server; }
+fi
+redis-server --version
 
 step "cargo test"
 cargo test --workspace --locked

@@ -23,6 +23,10 @@ use crate::tls::TlsFiles;
 /// The file key of the per-topic policy tables: `[[topic]]`.
 pub const TOPIC_TABLE: &str = "topic";
 
+/// Settings whose values may hold a secret (the `cluster` URL's password):
+/// `tickwire serve --help` does not show their environment values.
+pub const SECRET_SETTINGS: &[&str] = &["cluster"];
+
 /// What the broker keeps and how it treats slow subscribers for the topics
 /// matching one pattern.
 #[derive(Debug, Clone, PartialEq)]
@@ -303,6 +307,16 @@ fn parse_optional_addr(s: &str) -> Result<Option<SocketAddr>, String> {
     }
 }
 
+/// Parses the optional `--cluster` URL; empty means none (single node).
+fn parse_cluster(s: &str) -> Result<Option<String>, String> {
+    match s.trim() {
+        "" => Ok(None),
+        url => crate::cluster::url::client(url)
+            .map(|_| Some(url.to_owned()))
+            .map_err(|e| e.to_string()),
+    }
+}
+
 /// Parses an optional file path; empty means none.
 fn parse_optional_path(s: &str) -> Result<Option<PathBuf>, String> {
     Ok(Some(s.trim()).filter(|s| !s.is_empty()).map(PathBuf::from))
@@ -577,6 +591,9 @@ broker_settings! {
     api_key_file: Vec<PathBuf> = Vec::new(), "",
         env "TICKWIRE_API_KEY_FILE", parse parse_paths,
         "Files of API keys for HTTP publish (comma-separated): one key per line as `sha256-hex pattern[,pattern]` (the SHA-256 of the key, then the topics it may publish on). Turns authentication on.";
+    cluster: Option<String> = None, "",
+        env "TICKWIRE_CLUSTER", parse parse_cluster,
+        "Run as one node of a cluster through Redis at this URL: `redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]`. Publishes get their sequence number from Redis and reach subscribers on every node; a node subscribes in Redis only to what its clients subscribe to. While Redis is unreachable publishes are refused and /readyz fails. Empty: a single node (see docs/cluster.md).";
     auth_message: bool = false, "false",
         env "TICKWIRE_AUTH_MESSAGE", parse parse_bool,
         "With authentication on: accept WebSocket upgrades without a token when the client authenticates with an AUTH message as its first request, within the handshake timeout (else close 4004). Lets browsers keep tokens out of URLs.";

@@ -36,6 +36,8 @@ use tickwire_protocol::topic::Topic;
 use tickwire_protocol::{ErrorCode, SUBPROTOCOL, WEBSOCKET_PATH, handshake};
 
 use crate::auth::{AuthError, Authorized};
+use crate::cluster::backplane::Backplane;
+use crate::cluster::publisher::PublishError;
 use crate::config::BrokerConfig;
 use crate::connection;
 use crate::echo::Echo;
@@ -192,8 +194,14 @@ fn operational(state: &BrokerState, method: &Method, path: &str) -> Option<Respo
             response
         }
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
-        (&Method::GET, "/readyz") if state.is_ready() => text(StatusCode::OK, "ready\n"),
-        (&Method::GET, "/readyz") => text(StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
+        (&Method::GET, "/readyz") if !state.is_ready() => {
+            text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+        }
+        (&Method::GET, "/readyz") if state.backplane_down() => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "cluster backplane unavailable (Redis)\n",
+        ),
+        (&Method::GET, "/readyz") => text(StatusCode::OK, "ready\n"),
         (_, p) if OPERATIONAL_PATHS.contains(&p) => json_error(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
@@ -591,6 +599,9 @@ async fn publish(
         return response;
     }
     let retain = req_retain;
+    if let Some(backplane) = &state.backplane {
+        return publish_through_backplane(state, backplane, topic, body, retain).await;
+    }
     match state.registry.publish(topic, &body, retain) {
         Ok(receipt) => json_response(
             StatusCode::OK,
@@ -604,6 +615,40 @@ async fn publish(
                 RegistryError::StorageFull(_) => StatusCode::INSUFFICIENT_STORAGE,
             };
             json_error(status, code.name(), &e.to_string())
+        }
+    }
+}
+
+/// Cluster mode: publishes through Redis and answers when Redis has: 200
+/// with the sequence number Redis gave (no `deliveries`: they happen on
+/// every node), or 503 `internal` with why it was not confirmed.
+async fn publish_through_backplane(
+    state: &BrokerState,
+    backplane: &Backplane,
+    topic: Topic<'_>,
+    body: Bytes,
+    retain: bool,
+) -> Response<Body> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    backplane.publish(
+        topic,
+        body,
+        retain,
+        Box::new(move |result| {
+            // The request may have been abandoned meanwhile.
+            let _ = tx.send(result);
+        }),
+    );
+    let result = rx.await.unwrap_or(Err(PublishError::Unavailable));
+    match result {
+        Ok(seq) => json_response(
+            StatusCode::OK,
+            json!({ "topic": topic.as_str(), "seq": seq }),
+        ),
+        Err(e) => {
+            let code = ErrorCode::Internal;
+            state.metrics.protocol_error(code);
+            json_error(StatusCode::SERVICE_UNAVAILABLE, code.name(), &e.to_string())
         }
     }
 }

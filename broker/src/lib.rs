@@ -26,6 +26,8 @@
 //! * [`outbound`]: each connection's bounded outbound queue (replies, pings,
 //!   deliveries); [`closing`]: its close state machine.
 //! * [`limits`]: what one client may make the broker keep (retain).
+//! * [`cluster`]: several nodes acting as one through Redis
+//!   (`--cluster`); without it, none of it runs.
 //! * [`config`], [`metrics`], [`state`]: configuration, metrics, shared state.
 //! * [`tls`]: TLS on the port (certificate, key, client CA, the client
 //!   certificate's [`tls::PeerIdentity`]); [`stream`]: plain TCP or TLS
@@ -47,6 +49,7 @@ pub mod api_keys;
 pub mod auth;
 pub mod cert_grants;
 pub mod closing;
+pub mod cluster;
 pub mod config;
 pub mod connection;
 pub mod echo;

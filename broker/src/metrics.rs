@@ -82,6 +82,16 @@ pub struct Metrics {
     /// Failed `accept()` calls, by `listener` (`main`, `metrics`): see
     /// [`crate::accept`].
     pub accept_errors: IntCounterVec,
+    /// Cluster mode: publishes sent to Redis, by `result` (`ok`, `failed`).
+    pub backplane_publishes: IntCounterVec,
+    /// Cluster mode: messages received from Redis.
+    pub backplane_received: IntCounter,
+    /// Cluster mode: connections to Redis made again after one was lost.
+    pub backplane_reconnects: IntCounter,
+    /// Cluster mode: Redis channels and patterns this node subscribes to.
+    pub backplane_channels: IntGauge,
+    /// Cluster mode: 1 while both Redis connections are up.
+    pub backplane_up: IntGauge,
 }
 
 /// Bucket upper bounds, in bytes, of the queue depth histogram.
@@ -231,6 +241,27 @@ impl Metrics {
                 "Failed accept() calls, by listener (main, metrics, echo): typically the file descriptor limit (EMFILE); each failure pauses that listener (10ms doubling to 1s).",
                 "listener",
             ),
+            backplane_publishes: counter_vec(
+                "backplane_publishes_total",
+                "Cluster mode: publishes sent to Redis, by result (ok; failed: refused with an error reply).",
+                "result",
+            ),
+            backplane_received: counter(
+                "backplane_received_total",
+                "Cluster mode: messages received from Redis (from any node), before local fan-out.",
+            ),
+            backplane_reconnects: counter(
+                "backplane_reconnects_total",
+                "Cluster mode: Redis connections (publisher, subscriber) made again after one was lost.",
+            ),
+            backplane_channels: gauge(
+                "backplane_channels",
+                "Cluster mode: Redis channels and patterns this node is subscribed to.",
+            ),
+            backplane_up: gauge(
+                "backplane_up",
+                "Cluster mode: 1 while both Redis connections (publisher, subscriber) are up; 0 otherwise and without --cluster.",
+            ),
             registry,
         };
         for code in ErrorCode::ALL {
@@ -246,6 +277,9 @@ impl Metrics {
         }
         for listener in ACCEPT_LISTENERS {
             metrics.accept_errors.with_label_values(&[listener]);
+        }
+        for result in ["ok", "failed"] {
+            metrics.backplane_publishes.with_label_values(&[result]);
         }
         for outcome in ["recovered", "incomplete"] {
             metrics.resumes.with_label_values(&[outcome]);

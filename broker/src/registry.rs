@@ -38,6 +38,7 @@ use tickwire_protocol::ErrorCode;
 use tickwire_protocol::message::{Position, SubscribedInfo, encode_delivery_frame};
 use tickwire_protocol::topic::{Pattern, Topic};
 
+use crate::cluster::interest::Interest;
 use crate::config::TopicPolicy;
 use crate::history::{StorageBudget, StorageFull, TopicMemory};
 use crate::metrics::Metrics;
@@ -180,6 +181,7 @@ pub struct TopicRegistry {
     limits: RegistryLimits,
     storage: Arc<StorageBudget>,
     metrics: Metrics,
+    interest: Option<Arc<Interest>>,
 }
 
 /// Microseconds since the Unix epoch, by the system clock.
@@ -216,7 +218,15 @@ impl TopicRegistry {
             limits,
             storage: Arc::new(StorageBudget::new(limits.max_retained_bytes, &metrics)),
             metrics,
+            interest: None,
         }
+    }
+
+    /// The same registry, also counting its subscriptions in `interest`
+    /// (cluster mode: the node's Redis subscriptions follow it).
+    pub fn with_interest(mut self, interest: Arc<Interest>) -> Self {
+        self.interest = Some(interest);
+        self
     }
 
     fn topic(&self, name: &str) -> Option<Arc<TopicEntry>> {
@@ -305,19 +315,77 @@ impl TopicRegistry {
             }
             state.next_seq += 1;
             state.last_active = now;
-            let subscribers = self.resolve(topic.as_str(), state);
-            let mut deliveries = 0;
-            for subscriber in subscribers.iter() {
-                let origin = state.origin(subscriber);
-                if subscriber.deliver(seq, frame.clone(), now, origin) {
-                    deliveries += 1;
-                }
-            }
+            let deliveries = self.fan_out(topic.as_str(), state, seq, &frame, now);
             Ok(PublishReceipt { seq, deliveries })
         })??;
         self.metrics.messages_published.inc();
         self.metrics.deliveries.inc_by(receipt.deliveries as u64);
         Ok(receipt)
+    }
+
+    /// Queues `frame` (message `seq`) to every subscriber of `topic`;
+    /// returns to how many.
+    fn fan_out(
+        &self,
+        topic: &str,
+        state: &mut TopicState,
+        seq: u64,
+        frame: &Bytes,
+        now: Instant,
+    ) -> usize {
+        let subscribers = self.resolve(topic, state);
+        let mut deliveries = 0;
+        for subscriber in subscribers.iter() {
+            let origin = state.origin(subscriber);
+            if subscriber.deliver(seq, frame.clone(), now, origin) {
+                deliveries += 1;
+            }
+        }
+        deliveries
+    }
+
+    /// Cluster mode: delivers a message that Redis numbered `at` (published
+    /// on any node at `time_us`) to this node's subscribers of `topic`, and
+    /// keeps it as the topic's policy (or `retain`) asks. Returns to how
+    /// many connections it was queued; `Ok(0)` without queuing anything for
+    /// a message already delivered (one that reached this node through both
+    /// a channel and a pattern subscription).
+    ///
+    /// The topic's local position follows Redis: a new epoch, or a
+    /// sequence number beyond the next one (messages this node did not
+    /// receive, e.g. while it was not subscribed or Redis was unreachable),
+    /// empties what the topic kept here, so a resume never skips a gap.
+    /// A retain that `max_retained_bytes` cannot hold is not kept here
+    /// (counted in `tickwire_retained_dropped_total`); the message was
+    /// published cluster-wide and is delivered all the same.
+    pub fn deliver_remote(
+        &self,
+        topic: Topic<'_>,
+        at: Position,
+        time_us: u64,
+        payload: &[u8],
+        retain: bool,
+    ) -> Result<usize, RegistryError> {
+        let deliveries = self.with_topic(topic, |state| {
+            if at.epoch == state.epoch && at.seq < state.next_seq {
+                return 0;
+            }
+            if at.epoch != state.epoch || at.seq > state.next_seq {
+                state.memory = TopicMemory::new(Arc::clone(&self.storage));
+                state.epoch = at.epoch;
+            }
+            state.next_seq = at.seq.saturating_add(1);
+            let now = Instant::now();
+            state.last_active = now;
+            let frame = encode_delivery_frame(topic.as_str(), at, time_us, payload);
+            let policy = Arc::clone(&state.policy);
+            if let Err(StorageFull) = state.memory.record(at.seq, now, &frame, &policy, retain) {
+                self.metrics.retained_dropped.inc();
+            }
+            self.fan_out(topic.as_str(), state, at.seq, &frame, now)
+        })?;
+        self.metrics.deliveries.inc_by(deliveries as u64);
+        Ok(deliveries)
     }
 
     /// The topic's subscribers, one per connection, re-resolved if stale.
@@ -367,6 +435,9 @@ impl TopicRegistry {
                 registered(SubscribedInfo::default());
             }
             None => self.subscribe_wildcard_with_replay(&request, &ask, registered),
+        }
+        if let Some(interest) = &self.interest {
+            interest.add(request.pattern);
         }
         self.metrics.subscriptions.inc();
         Ok(())
@@ -500,6 +571,9 @@ impl TopicRegistry {
             }),
         };
         if removed {
+            if let Some(interest) = &self.interest {
+                interest.remove(pattern);
+            }
             self.metrics.subscriptions.dec();
         }
         removed

@@ -34,6 +34,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::accept::AcceptErrors;
 use crate::auth::Authenticator;
+use crate::cluster;
 use crate::config::BrokerConfig;
 use crate::http;
 use crate::limits::{IpLimits, PublishLimits};
@@ -228,6 +229,7 @@ impl Broker {
         if let Some(echo_listener) = echo_listener {
             tokio::spawn(serve_echo(state.clone(), echo_listener, refusing.clone()));
         }
+        start_backplane(&state);
         let sweeper = tokio::spawn(sweep_idle(state.clone(), addresses.clone()));
         tokio::spawn(close_after_drain_delay(state.clone()));
         let mut accept_errors = AcceptErrors::new("main", &state.metrics);
@@ -516,6 +518,23 @@ impl SideListener {
 /// Answers a refused connection with `status` and `body` in a task of its
 /// own (counted in `tickwire_connection_tasks`) if one of the [`MAX_REFUSING`]
 /// `refusing` places is free; otherwise drops it unanswered.
+/// Cluster mode: starts the backplane's publisher and subscriber tasks
+/// (they stop at shutdown).
+fn start_backplane(state: &Arc<BrokerState>) {
+    let Some(backplane) = &state.backplane else {
+        return;
+    };
+    if let Some(task) = backplane.take_publisher_task() {
+        tokio::spawn(task.run(
+            backplane.client().clone(),
+            Arc::clone(&backplane.health),
+            state.metrics.clone(),
+            state.shutdown.clone(),
+        ));
+    }
+    tokio::spawn(cluster::subscriber::run(Arc::clone(state)));
+}
+
 fn spawn_refusal(
     metrics: &Metrics,
     refusing: &Arc<Semaphore>,

@@ -232,6 +232,34 @@ impl Session {
                 return self.error(state, id, ErrorCode::InvalidOption, &e.to_string());
             }
         }
+        if let Some(backplane) = &state.backplane {
+            let queue = Arc::clone(&self.queue);
+            let metrics = state.metrics.clone();
+            let payload = Bytes::copy_from_slice(payload);
+            // Answered when Redis has; replies to later requests may come
+            // first (the request id tells them apart).
+            let done = Box::new(move |result| {
+                let message = match result {
+                    Ok(seq) => match id {
+                        Some(id) => ServerMessage::Published { id, seq }.to_frame(),
+                        None => return,
+                    },
+                    Err(e) => {
+                        let code = ErrorCode::Internal;
+                        metrics.protocol_error(code);
+                        let message = format!("{e}");
+                        ServerMessage::Error {
+                            id,
+                            code,
+                            message: &message,
+                        }
+                        .to_frame()
+                    }
+                };
+                queue.push(message, Instant::now());
+            });
+            return backplane.publish(topic, payload, retain, done);
+        }
         match state.registry.publish(topic, payload, retain) {
             Ok(receipt) => {
                 if let Some(id) = id {

@@ -1,16 +1,31 @@
 //! State shared by every connection of one broker: configuration, the topic
 //! registry, metrics, and the shutdown signal.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::Authenticator;
+use crate::cluster::backplane::Backplane;
+use crate::cluster::url::ClusterUrlError;
 use crate::config::BrokerConfig;
 use crate::metrics::Metrics;
 use crate::registry::{RegistryLimits, TopicRegistry};
 use crate::tls::{TlsError, TlsTerminator};
+
+/// Why the shared state could not be built.
+#[derive(Debug, Error)]
+pub enum StateError {
+    /// The TLS files.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The `--cluster` URL.
+    #[error(transparent)]
+    Cluster(#[from] ClusterUrlError),
+}
 
 /// Everything connections share, behind one `Arc`.
 #[derive(Debug)]
@@ -32,6 +47,8 @@ pub struct BrokerState {
     pub tasks: TaskTracker,
     /// TLS termination, when `tls_cert_file` and `tls_key_file` are set.
     pub tls: Option<TlsTerminator>,
+    /// The cluster backplane, when `cluster` is set; `None`: a single node.
+    pub backplane: Option<Backplane>,
     ready: AtomicBool,
     next_connection_id: AtomicU64,
 }
@@ -39,11 +56,17 @@ pub struct BrokerState {
 impl BrokerState {
     /// Builds the shared state for `config`, checking tokens with `auth`
     /// (`None`: authentication off) and loading its TLS files if it has
-    /// any.
-    pub fn new(config: BrokerConfig, auth: Option<Authenticator>) -> Result<Self, TlsError> {
+    /// any, and the cluster backplane if `cluster` is set (its tasks start
+    /// with the server).
+    pub fn new(config: BrokerConfig, auth: Option<Authenticator>) -> Result<Self, StateError> {
         let tls = config.tls_files().map(TlsTerminator::new).transpose()?;
         let metrics = Metrics::new();
-        let registry = TopicRegistry::new(
+        let backplane = config
+            .cluster
+            .as_deref()
+            .map(|url| Backplane::new(url, &metrics))
+            .transpose()?;
+        let mut registry = TopicRegistry::new(
             RegistryLimits {
                 max_topics: config.max_topics,
                 topic_idle_ttl: config.topic_idle_ttl,
@@ -52,6 +75,9 @@ impl BrokerState {
             config.topic_policies.clone(),
             metrics.clone(),
         );
+        if let Some(backplane) = &backplane {
+            registry = registry.with_interest(Arc::clone(&backplane.interest));
+        }
         Ok(BrokerState {
             config,
             auth,
@@ -61,6 +87,7 @@ impl BrokerState {
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             tls,
+            backplane,
             ready: AtomicBool::new(true),
             next_connection_id: AtomicU64::new(1),
         })
@@ -69,6 +96,12 @@ impl BrokerState {
     /// A connection id, unique for this broker's lifetime.
     pub fn next_connection_id(&self) -> u64 {
         self.next_connection_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Whether the cluster backplane is configured and cannot reach Redis
+    /// (`/readyz` then fails; see docs/cluster.md).
+    pub fn backplane_down(&self) -> bool {
+        self.backplane.as_ref().is_some_and(|b| !b.health.is_up())
     }
 
     /// Whether `/readyz` reports ready (false once draining).

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Arg, ArgMatches, Command, FromArgMatches};
-use tickwire_broker::config::{BrokerConfig, LogFormat, SETTINGS};
+use tickwire_broker::config::{BrokerConfig, LogFormat, SECRET_SETTINGS, SETTINGS};
 use tickwire_broker::{Broker, ListenError, ReloadHandle, ShutdownHandle};
 use tracing_subscriber::EnvFilter;
 
@@ -40,6 +40,7 @@ impl clap::Args for ServeArgs {
                 Arg::new(setting.key)
                     .long(setting.flag())
                     .env(setting.env)
+                    .hide_env_values(SECRET_SETTINGS.contains(&setting.key))
                     .value_name(setting.key.to_uppercase())
                     .value_parser(check)
                     .help(format!(

@@ -1,6 +1,7 @@
 //! Helpers shared by the end-to-end tests: an in-process broker on port 0,
 //! a raw WebSocket client that speaks frames byte by byte, a minimal HTTP
-//! client, and a reader for `/metrics`.
+//! client, a reader for `/metrics`, and real `redis-server` processes for
+//! the cluster tests ([`redis`]).
 //!
 //! Every wait is bounded by [`WAIT`]: a broken broker fails a test, it never
 //! hangs the suite.
@@ -24,6 +25,7 @@ use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 
 pub mod pki;
+pub mod redis;
 
 /// Longest any single wait in a test may take.
 pub const WAIT: Duration = Duration::from_secs(10);
@@ -578,6 +580,22 @@ fn to_received(item: Incoming) -> Received {
             code: close.code,
             reason: close.reason,
         },
+    }
+}
+
+/// Runs `probe` every 20 ms until it returns `Ok`, and returns that value;
+/// fails with the last `Err` text after [`WAIT`].
+pub async fn poll_until<T>(mut probe: impl AsyncFnMut() -> Result<T, String>) -> T {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        match probe().await {
+            Ok(value) => return value,
+            Err(why) => assert!(
+                tokio::time::Instant::now() < deadline,
+                "not within {WAIT:?}: {why}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

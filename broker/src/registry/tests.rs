@@ -444,3 +444,52 @@ fn a_wildcard_resume_is_gapless_per_topic_while_publishes_race_the_walk() {
         assert_eq!(seqs, (first..=last).collect::<Vec<_>>(), "{name}");
     }
 }
+
+/// Cluster mode: message `seq` of epoch `epoch` from Redis.
+fn remote(reg: &TopicRegistry, topic: &str, epoch: u64, seq: u64) -> usize {
+    reg.deliver_remote(t(topic), Position { epoch, seq }, 1, b"m", false)
+        .unwrap()
+}
+
+#[test]
+fn remote_messages_keep_their_position_and_a_repeat_is_delivered_once() {
+    let reg = registry(100);
+    let (s, mut rx) = sub(1);
+    let exact = p("r.a");
+    let wildcard = p("r.*");
+    reg.subscribe(plain(&exact, &s), |_| {}).unwrap();
+    reg.subscribe(plain(&wildcard, &s), |_| {}).unwrap();
+    drain(&mut rx);
+    assert_eq!(remote(&reg, "r.a", 7, 41), 1);
+    // The same message again (it matched a channel and a pattern in
+    // Redis): not delivered twice.
+    assert_eq!(remote(&reg, "r.a", 7, 41), 0);
+    assert_eq!(remote(&reg, "r.a", 7, 42), 1);
+    assert_eq!(
+        deliveries(&drain(&mut rx)),
+        vec![("r.a".to_owned(), 41), ("r.a".to_owned(), 42)]
+    );
+    assert_eq!(position(&reg, "r.a"), Position { epoch: 7, seq: 42 });
+}
+
+#[test]
+fn a_gap_or_a_new_epoch_from_redis_empties_the_local_history() {
+    let reg = registry_with(100, vec![history_policy("h.>", 10)]);
+    for seq in 1..=3 {
+        remote(&reg, "h.a", 7, seq);
+    }
+    let (info, _rx) = subscribe_since(&reg, "h.a", &[(t("h.a"), Position { epoch: 7, seq: 1 })]);
+    assert_eq!(info.recovered, Some(true));
+    // Messages 4 and 5 never reached this node: resuming from 3 must not
+    // claim them.
+    remote(&reg, "h.a", 7, 6);
+    let (info, _rx) = subscribe_since(&reg, "h.a", &[(t("h.a"), Position { epoch: 7, seq: 3 })]);
+    assert_eq!(info.recovered, Some(false));
+    let (info, _rx) = subscribe_since(&reg, "h.a", &[(t("h.a"), Position { epoch: 7, seq: 5 })]);
+    assert_eq!(info.recovered, Some(true));
+    // Redis lost the topic: a new epoch, seq from 1.
+    remote(&reg, "h.a", 9, 1);
+    assert_eq!(position(&reg, "h.a"), Position { epoch: 9, seq: 1 });
+    let (info, _rx) = subscribe_since(&reg, "h.a", &[(t("h.a"), Position { epoch: 7, seq: 6 })]);
+    assert_eq!(info.recovered, Some(false));
+}

@@ -1,0 +1,25 @@
+//! The cluster backplane: several broker nodes acting as one through Redis
+//! (`--cluster redis://HOST:PORT[/DB]`); docs/cluster.md has the design.
+//!
+//! Without `--cluster` none of this runs: the registry and the publish
+//! paths see no backplane and the broker is the single-node broker.
+//!
+//! * [`wire`]: Redis key and channel names, the publish script, the
+//!   message header on the channels.
+//! * [`interest`]: which channels and patterns this node needs, counted
+//!   from its local subscriptions (the registry keeps it).
+//! * [`health`]: whether Redis is reachable, for `/readyz`.
+//! * [`publisher`]: the task that sends publishes to Redis in order,
+//!   pipelined in batches.
+//! * [`subscriber`]: the task that keeps this node's Redis subscriptions
+//!   equal to its interest and fans received messages out locally.
+//! * [`backplane`]: the handle the broker's state holds; [`url`]: the
+//!   `--cluster` URL.
+
+pub mod backplane;
+pub mod health;
+pub mod interest;
+pub mod publisher;
+pub mod subscriber;
+pub mod url;
+pub mod wire;

@@ -1,0 +1,347 @@
+//! The publisher task: sends this node's publishes to Redis, in the order
+//! they were accepted, pipelined in batches over one multiplexed
+//! connection.
+//!
+//! Every publish is one call of [`PUBLISH_SCRIPT`], which gives it its
+//! sequence number and epoch and broadcasts it in one atomic step. A batch
+//! is one pipeline: `SCRIPT LOAD` (so a restarted Redis knows the script
+//! again; it is a hash lookup when it already does), then one `EVALSHA` per
+//! publish. The next batch is sent when the previous one is answered, so
+//! one node's publishes reach Redis in order.
+//!
+//! The queue in front of the task is bounded by count ([`QUEUE_JOBS`]) and
+//! payload bytes ([`QUEUE_BYTES`]); a publish that does not fit is refused
+//! with [`PublishError::Busy`]. Without a connection, publishes are refused
+//! with [`PublishError::Unavailable`] at once while the task reconnects
+//! every [`RECONNECT_INTERVAL`]. An idle connection is checked with a
+//! `PING` every [`PING_INTERVAL`], and dropped (then made again) when the
+//! subscriber task lost its own ([`Health::lost`]).
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, Client, Script};
+use thiserror::Error;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::cluster::health::Health;
+use crate::cluster::wire::{POSITION_TTL_SECS, PUBLISH_SCRIPT, channel, position_key};
+use crate::metrics::Metrics;
+
+/// Most publishes waiting for Redis on one node.
+pub const QUEUE_JOBS: usize = 4096;
+/// Most payload bytes waiting for Redis on one node.
+pub const QUEUE_BYTES: usize = 64 << 20;
+/// Most publishes in one pipeline.
+pub const BATCH: usize = 256;
+/// Time allowed to connect to Redis, and for Redis to answer a batch or a
+/// subscription change.
+pub const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
+/// Pause between attempts to reconnect to Redis.
+pub const RECONNECT_INTERVAL: Duration = Duration::from_millis(250);
+/// Idle time after which a connection is checked with a `PING`.
+pub const PING_INTERVAL: Duration = Duration::from_secs(3);
+
+/// Why a publish was not confirmed by the backplane.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum PublishError {
+    /// No connection to Redis: the message was not published.
+    #[error(
+        "the cluster backplane (Redis) is unavailable; the message was not published; retry later"
+    )]
+    Unavailable,
+    /// The connection failed or Redis did not answer in time after the
+    /// message was sent: it may or may not have been published.
+    #[error(
+        "the cluster backplane (Redis) did not confirm the publish; it may or may not have been published"
+    )]
+    Unconfirmed,
+    /// Too many publishes wait for Redis on this node.
+    #[error(
+        "the cluster backplane is overloaded (too many publishes waiting for Redis); the message was not published; retry later"
+    )]
+    Busy,
+    /// Redis answered with an error (out of memory, read-only replica, …).
+    #[error("Redis refused the publish ({0}); the message was not published")]
+    Refused(String),
+}
+
+/// Receives the outcome of one publish: its sequence number, or why not.
+pub type Done = Box<dyn FnOnce(Result<u64, PublishError>) + Send>;
+
+/// One publish waiting for Redis.
+pub struct PublishJob {
+    /// The topic.
+    pub topic: String,
+    /// The payload.
+    pub payload: Bytes,
+    /// Whether the publisher asked for retain.
+    pub retain: bool,
+    /// When it was accepted (µs since the Unix epoch).
+    pub time_us: u64,
+    /// Called once with the outcome.
+    pub done: Done,
+}
+
+impl fmt::Debug for PublishJob {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PublishJob")
+            .field("topic", &self.topic)
+            .field("payload_len", &self.payload.len())
+            .field("retain", &self.retain)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The sending side of the queue in front of the publisher task.
+#[derive(Debug)]
+pub struct Publisher {
+    jobs: mpsc::Sender<PublishJob>,
+    queued_bytes: Arc<AtomicUsize>,
+}
+
+/// The publisher task, not yet started ([`PublisherTask::run`]).
+#[derive(Debug)]
+pub struct PublisherTask {
+    jobs: mpsc::Receiver<PublishJob>,
+    queued_bytes: Arc<AtomicUsize>,
+}
+
+/// A publisher and the task that serves its queue.
+pub fn publisher() -> (Publisher, PublisherTask) {
+    let (tx, rx) = mpsc::channel(QUEUE_JOBS);
+    let queued_bytes = Arc::new(AtomicUsize::new(0));
+    (
+        Publisher {
+            jobs: tx,
+            queued_bytes: Arc::clone(&queued_bytes),
+        },
+        PublisherTask {
+            jobs: rx,
+            queued_bytes,
+        },
+    )
+}
+
+impl Publisher {
+    /// Queues `job`; when the queue is full (or the task is gone) its
+    /// `done` is called at once with the refusal.
+    pub fn submit(&self, job: PublishJob) {
+        let n = job.payload.len();
+        if self.queued_bytes.fetch_add(n, Ordering::AcqRel) + n > QUEUE_BYTES {
+            self.queued_bytes.fetch_sub(n, Ordering::AcqRel);
+            return (job.done)(Err(PublishError::Busy));
+        }
+        let refused = match self.jobs.try_send(job) {
+            Ok(()) => return,
+            Err(mpsc::error::TrySendError::Full(job)) => (job, PublishError::Busy),
+            Err(mpsc::error::TrySendError::Closed(job)) => (job, PublishError::Unavailable),
+        };
+        self.queued_bytes.fetch_sub(n, Ordering::AcqRel);
+        (refused.0.done)(Err(refused.1));
+    }
+}
+
+/// Connects to Redis through `client` within [`REDIS_TIMEOUT`].
+async fn connect(client: &Client) -> Option<MultiplexedConnection> {
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(REDIS_TIMEOUT))
+        .set_response_timeout(Some(REDIS_TIMEOUT));
+    let attempt = client.get_multiplexed_async_connection_with_config(&config);
+    within_deadline("cluster publisher", attempt).await
+}
+
+/// The connection `attempt` makes within [`REDIS_TIMEOUT`]; `None` (logged
+/// for `who` at debug level) if it fails or takes longer.
+pub async fn within_deadline<T>(
+    who: &str,
+    attempt: impl Future<Output = redis::RedisResult<T>>,
+) -> Option<T> {
+    match tokio::time::timeout(REDIS_TIMEOUT, attempt).await {
+        Ok(Ok(connection)) => Some(connection),
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "{who}: cannot connect to Redis");
+            None
+        }
+        Err(_) => {
+            tracing::debug!("{who}: connecting to Redis timed out");
+            None
+        }
+    }
+}
+
+/// Whether Redis answers a `PING` on `connection` in time.
+async fn ping(connection: &mut MultiplexedConnection) -> bool {
+    let command = redis::cmd("PING");
+    let ping = command.query_async::<redis::Value>(connection);
+    matches!(tokio::time::timeout(REDIS_TIMEOUT, ping).await, Ok(Ok(_)))
+}
+
+/// The pipeline that publishes `batch`: `SCRIPT LOAD`, then one
+/// `EVALSHA` of the script (whose hash is `sha`) per publish.
+fn pipeline(sha: &str, batch: &[PublishJob]) -> redis::Pipeline {
+    let mut pipe = redis::pipe();
+    pipe.cmd("SCRIPT").arg("LOAD").arg(PUBLISH_SCRIPT).ignore();
+    for job in batch {
+        pipe.cmd("EVALSHA")
+            .arg(sha)
+            .arg(1)
+            .arg(position_key(&job.topic))
+            .arg(channel(&job.topic))
+            .arg(rand::random::<u64>().max(1))
+            .arg(job.time_us)
+            .arg(u8::from(job.retain))
+            .arg(job.payload.as_ref())
+            .arg(POSITION_TTL_SECS);
+    }
+    pipe
+}
+
+/// Sends `pipe` (`publishes` publishes); their sequence numbers in order.
+async fn send(
+    connection: &mut MultiplexedConnection,
+    pipe: redis::Pipeline,
+    publishes: usize,
+) -> Result<Vec<u64>, PublishError> {
+    match tokio::time::timeout(REDIS_TIMEOUT, pipe.query_async::<Vec<u64>>(connection)).await {
+        Err(_) => Err(PublishError::Unconfirmed),
+        Ok(Ok(seqs)) if seqs.len() == publishes => Ok(seqs),
+        Ok(Ok(seqs)) => Err(PublishError::Refused(format!(
+            "{} answers to {publishes} publishes",
+            seqs.len(),
+        ))),
+        Ok(Err(e)) if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() => {
+            Err(PublishError::Unconfirmed)
+        }
+        Ok(Err(e)) => Err(PublishError::Refused(e.to_string())),
+    }
+}
+
+impl PublisherTask {
+    /// Serves the queue until `shutdown` or until every [`Publisher`] is
+    /// gone: connects (and reconnects) to Redis through `client`, keeps
+    /// `health` current, counts in `metrics`.
+    pub async fn run(
+        mut self,
+        client: Client,
+        health: Arc<Health>,
+        metrics: Metrics,
+        shutdown: CancellationToken,
+    ) {
+        let sha = Script::new(PUBLISH_SCRIPT).get_hash().to_owned();
+        let mut connection: Option<MultiplexedConnection> = None;
+        let mut next_attempt = Instant::now();
+        let mut batch = Vec::with_capacity(BATCH);
+        let mut was_up = false;
+        let mut losses_seen = health.losses();
+        loop {
+            if connection.is_some() && health.losses() != losses_seen {
+                tracing::info!("cluster publisher: Redis was lost; reconnecting");
+                connection = None;
+                health.set_publisher(false);
+                next_attempt = Instant::now();
+            }
+            if connection.is_none() && Instant::now() >= next_attempt {
+                losses_seen = health.losses();
+                connection = connect(&client).await;
+                next_attempt = Instant::now() + RECONNECT_INTERVAL;
+                if connection.is_some() {
+                    tracing::info!("cluster publisher: connected to Redis");
+                    if was_up {
+                        metrics.backplane_reconnects.inc();
+                    }
+                    was_up = true;
+                }
+                health.set_publisher(connection.is_some());
+            }
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return,
+                n = self.jobs.recv_many(&mut batch, BATCH) => if n == 0 { return },
+                _ = tokio::time::sleep_until(next_attempt), if connection.is_none() => continue,
+                () = health.lost() => continue,
+                _ = tokio::time::sleep(PING_INTERVAL), if connection.is_some() => {
+                    if let Some(c) = connection.as_mut() {
+                        if !ping(c).await {
+                            tracing::warn!("cluster publisher: Redis did not answer PING; reconnecting");
+                            connection = None;
+                            health.set_publisher(false);
+                        }
+                    }
+                    continue;
+                }
+            }
+            let bytes: usize = batch.iter().map(|job| job.payload.len()).sum();
+            self.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
+            let outcome = match connection.as_mut() {
+                Some(c) => send(c, pipeline(&sha, &batch), batch.len()).await,
+                None => Err(PublishError::Unavailable),
+            };
+            if let Err(e @ (PublishError::Unconfirmed | PublishError::Unavailable)) = &outcome {
+                if connection.take().is_some() {
+                    tracing::warn!(error = %e, "cluster publisher: lost the Redis connection");
+                    health.set_publisher(false);
+                }
+            }
+            let label = if outcome.is_ok() { "ok" } else { "failed" };
+            metrics
+                .backplane_publishes
+                .with_label_values(&[label])
+                .inc_by(batch.len() as u64);
+            if outcome.is_ok() {
+                metrics.messages_published.inc_by(batch.len() as u64);
+            }
+            for (i, job) in batch.drain(..).enumerate() {
+                let result = match &outcome {
+                    Ok(seqs) => seqs.get(i).copied().ok_or(PublishError::Unconfirmed),
+                    Err(e) => Err(e.clone()),
+                };
+                (job.done)(result);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// A job whose outcome lands in `outcomes`.
+    fn job(payload: usize, outcomes: &Arc<Mutex<Vec<Result<u64, PublishError>>>>) -> PublishJob {
+        let outcomes = Arc::clone(outcomes);
+        PublishJob {
+            topic: "t".to_owned(),
+            payload: Bytes::from(vec![0; payload]),
+            retain: false,
+            time_us: 0,
+            done: Box::new(move |result| outcomes.lock().unwrap().push(result)),
+        }
+    }
+
+    #[test]
+    fn a_full_queue_refuses_at_once_by_count_and_by_bytes() {
+        let outcomes = Arc::new(Mutex::new(Vec::new()));
+        let (publisher, task) = publisher();
+        publisher.submit(job(QUEUE_BYTES + 1, &outcomes));
+        assert_eq!(*outcomes.lock().unwrap(), vec![Err(PublishError::Busy)]);
+        for _ in 0..QUEUE_JOBS {
+            publisher.submit(job(1, &outcomes));
+        }
+        assert_eq!(outcomes.lock().unwrap().len(), 1, "all queued");
+        publisher.submit(job(1, &outcomes));
+        assert_eq!(outcomes.lock().unwrap()[1], Err(PublishError::Busy));
+        // Refused jobs gave their bytes back: only the queued ones count.
+        assert_eq!(task.queued_bytes.load(Ordering::Acquire), QUEUE_JOBS);
+        drop(task);
+        publisher.submit(job(1, &outcomes));
+        assert_eq!(outcomes.lock().unwrap()[2], Err(PublishError::Unavailable));
+    }
+}

@@ -1,0 +1,165 @@
+//! The subscriber task: one Redis pub/sub connection whose subscriptions
+//! follow this node's [`crate::cluster::interest::Interest`], and whose
+//! messages are fanned out to local subscribers through the registry's
+//! encode-once path ([`crate::registry::TopicRegistry::deliver_remote`]).
+//!
+//! Receiving and changing subscriptions run side by side on the
+//! connection: waiting for Redis to confirm a `SUBSCRIBE` never holds up
+//! the fan-out of messages already received. The fan-out is synchronous
+//! (queue pushes, no `.await`, no map guard held across one). When the
+//! connection is lost the node reports not ready, reconnects every
+//! [`RECONNECT_INTERVAL`] and subscribes again to everything it needs.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use redis::Msg;
+use redis::aio::{PubSubSink, PubSubStream};
+
+use crate::cluster::backplane::Backplane;
+use crate::cluster::publisher::{
+    PING_INTERVAL, RECONNECT_INTERVAL, REDIS_TIMEOUT, within_deadline,
+};
+use crate::cluster::wire::{Subscription, parse_message, topic_of_channel};
+use crate::metrics::Metrics;
+use crate::state::BrokerState;
+
+/// Channels or patterns per `SUBSCRIBE`/`UNSUBSCRIBE` command.
+const CHUNK: usize = 128;
+
+/// Runs until shutdown; does nothing without a backplane.
+pub async fn run(state: Arc<BrokerState>) {
+    let Some(backplane) = state.backplane.as_ref() else {
+        return;
+    };
+    let mut was_up = false;
+    loop {
+        let attempt = backplane.client().get_async_pubsub();
+        if let Some(pubsub) = within_deadline("cluster subscriber", attempt).await {
+            tracing::info!("cluster subscriber: connected to Redis");
+            if was_up {
+                state.metrics.backplane_reconnects.inc();
+            }
+            was_up = true;
+            backplane.health.set_subscriber(true);
+            let (sink, stream) = pubsub.split();
+            let why = tokio::select! {
+                _ = state.shutdown.cancelled() => return,
+                () = receive(&state, stream) => "the connection closed".to_owned(),
+                why = keep_subscriptions(backplane, &state.metrics, sink) => why,
+            };
+            backplane.health.subscriber_lost();
+            state.metrics.backplane_channels.set(0);
+            tracing::warn!(reason = %why, "cluster subscriber: lost the Redis connection; reconnecting");
+        }
+        tokio::select! {
+            _ = state.shutdown.cancelled() => return,
+            _ = tokio::time::sleep(RECONNECT_INTERVAL) => {}
+        }
+    }
+}
+
+/// Fans out every message received until the connection closes.
+async fn receive(state: &BrokerState, mut stream: PubSubStream) {
+    while let Some(message) = stream.next().await {
+        deliver(state, &message);
+    }
+}
+
+fn deliver(state: &BrokerState, message: &Msg) {
+    let name = message.get_channel_name();
+    let (Some(topic), Some(parsed)) = (
+        topic_of_channel(name),
+        parse_message(message.get_payload_bytes()),
+    ) else {
+        tracing::warn!(
+            channel = name,
+            "cluster subscriber: ignored a message not written by tickwire"
+        );
+        return;
+    };
+    state.metrics.backplane_received.inc();
+    if let Err(e) = state.registry.deliver_remote(
+        topic,
+        parsed.at,
+        parsed.time_us,
+        parsed.payload,
+        parsed.retain,
+    ) {
+        tracing::warn!(topic = topic.as_str(), error = %e, "cluster subscriber: message not delivered");
+    }
+}
+
+/// Makes the connection's subscriptions follow the interest, and pings
+/// when idle; returns why it stopped (the connection failed).
+async fn keep_subscriptions(
+    backplane: &Backplane,
+    metrics: &Metrics,
+    mut sink: PubSubSink,
+) -> String {
+    let mut current: HashSet<Subscription> = HashSet::new();
+    loop {
+        let wanted: HashSet<Subscription> = backplane.interest.wanted().into_iter().collect();
+        let add: Vec<&Subscription> = wanted.difference(&current).collect();
+        let drop: Vec<&Subscription> = current.difference(&wanted).collect();
+        if let Err(why) = change(&mut sink, &add, true).await {
+            return why;
+        }
+        if let Err(why) = change(&mut sink, &drop, false).await {
+            return why;
+        }
+        current = wanted;
+        metrics.backplane_channels.set(current.len() as i64);
+        tokio::select! {
+            () = backplane.interest.changed() => {}
+            _ = tokio::time::sleep(PING_INTERVAL) => {
+                let ping = tokio::time::timeout(REDIS_TIMEOUT, sink.ping::<redis::Value>()).await;
+                match ping {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => return format!("PING failed: {e}"),
+                    Err(_) => return "PING not answered in time".to_owned(),
+                }
+            }
+        }
+    }
+}
+
+/// Subscribes to (`subscribe`) or unsubscribes from `names`, in chunks,
+/// each confirmed within [`REDIS_TIMEOUT`].
+async fn change(
+    sink: &mut PubSubSink,
+    names: &[&Subscription],
+    subscribe: bool,
+) -> Result<(), String> {
+    for pattern in [false, true] {
+        let chunk_names: Vec<&str> = names
+            .iter()
+            .filter_map(|s| match s {
+                Subscription::Channel(n) if !pattern => Some(n.as_str()),
+                Subscription::Pattern(n) if pattern => Some(n.as_str()),
+                _ => None,
+            })
+            .collect();
+        for chunk in chunk_names.chunks(CHUNK) {
+            let call = async {
+                match (pattern, subscribe) {
+                    (false, true) => sink.subscribe(chunk).await,
+                    (false, false) => sink.unsubscribe(chunk).await,
+                    (true, true) => sink.psubscribe(chunk).await,
+                    (true, false) => sink.punsubscribe(chunk).await,
+                }
+            };
+            confirm(call).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn confirm(call: impl Future<Output = redis::RedisResult<()>>) -> Result<(), String> {
+    match tokio::time::timeout(REDIS_TIMEOUT, call).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(format!("subscription change failed: {e}")),
+        Err(_) => Err("subscription change not confirmed in time".to_owned()),
+    }
+}
