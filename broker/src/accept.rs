@@ -24,9 +24,12 @@
 //! failures it stands for.
 
 use std::io;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use prometheus::IntCounter;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
 
@@ -62,6 +65,34 @@ impl AcceptErrors {
             next_pause: FIRST_PAUSE,
             unlogged: 0,
             last_log: None,
+        }
+    }
+
+    /// The next connection of `listener`, pausing after failures as the
+    /// module documentation says; `None` once `stop` is cancelled.
+    pub async fn next(
+        &mut self,
+        listener: &TcpListener,
+        stop: &CancellationToken,
+    ) -> Option<(TcpStream, SocketAddr)> {
+        loop {
+            let accepted = tokio::select! {
+                _ = stop.cancelled() => return None,
+                accepted = listener.accept() => accepted,
+            };
+            match accepted {
+                Ok(pair) => {
+                    self.succeeded();
+                    return Some(pair);
+                }
+                Err(e) => {
+                    let pause = self.failed(&e, Instant::now());
+                    tokio::select! {
+                        _ = stop.cancelled() => return None,
+                        _ = tokio::time::sleep(pause) => {}
+                    }
+                }
+            }
         }
     }
 

@@ -233,25 +233,7 @@ impl Broker {
         let sweeper = tokio::spawn(sweep_idle(state.clone(), addresses.clone()));
         tokio::spawn(close_after_drain_delay(state.clone()));
         let mut accept_errors = AcceptErrors::new("main", &state.metrics);
-        loop {
-            let accepted = tokio::select! {
-                _ = state.shutdown.cancelled() => break,
-                accepted = listener.accept() => accepted,
-            };
-            let (socket, peer) = match accepted {
-                Ok(pair) => {
-                    accept_errors.succeeded();
-                    pair
-                }
-                Err(e) => {
-                    // Typically EMFILE: pause instead of spinning.
-                    let pause = accept_errors.failed(&e, std::time::Instant::now());
-                    tokio::select! {
-                        _ = state.shutdown.cancelled() => break,
-                        _ = tokio::time::sleep(pause) => continue,
-                    }
-                }
-            };
+        while let Some((socket, peer)) = accept_errors.next(&listener, &state.shutdown).await {
             let address = match addresses.admit(peer.ip(), std::time::Instant::now()) {
                 Ok(hold) => hold,
                 Err(refusal) => {
@@ -483,24 +465,7 @@ impl SideListener {
         mut serve: impl FnMut(TcpStream, SocketAddr, OwnedSemaphorePermit),
     ) {
         let places = Arc::new(Semaphore::new(self.places));
-        loop {
-            let accepted = tokio::select! {
-                _ = self.stop.cancelled() => return,
-                accepted = listener.accept() => accepted,
-            };
-            let (socket, peer) = match accepted {
-                Ok(pair) => {
-                    self.accept_errors.succeeded();
-                    pair
-                }
-                Err(e) => {
-                    let pause = self.accept_errors.failed(&e, std::time::Instant::now());
-                    tokio::select! {
-                        _ = self.stop.cancelled() => return,
-                        _ = tokio::time::sleep(pause) => continue,
-                    }
-                }
-            };
+        while let Some((socket, peer)) = self.accept_errors.next(&listener, &self.stop).await {
             match places.clone().try_acquire_owned() {
                 Ok(place) => serve(socket, peer, place),
                 Err(_) => spawn_refusal(
