@@ -20,12 +20,12 @@ use tickwire_protocol::ws::MessageKind;
 use tickwire_protocol::{ClientMessage, CloseCode, ErrorCode, ServerMessage, SubscribeOptions};
 
 use crate::auth::Authorized;
+use crate::cluster::catch_up;
 use crate::grants::Access;
 use crate::handler::MessageHandler;
 use crate::limits::{self, Admission, PublishLimiter, PublishLimits};
 use crate::outbound::OutboundQueue;
 use crate::pattern_trie::Subscriber;
-use crate::cluster::catch_up;
 use crate::registry::SubscribeRequest;
 use crate::state::BrokerState;
 use crate::tls::PeerIdentity;

@@ -177,8 +177,7 @@ fn finish(
         };
         let policy = registry.policy(&record.topic);
         let memory = restore(&backplane.replay_budget, record, policy, now);
-        if replay_ask.replay(&record.topic, &memory, record.position, &mut frames) == Some(false)
-        {
+        if replay_ask.replay(&record.topic, &memory, record.position, &mut frames) == Some(false) {
             info.missed.push((record.topic.clone(), record.position));
         }
         batch.add(origin.topic_id, record.position.seq, &mut frames, origin);
@@ -246,12 +245,7 @@ fn restore(
             frame: encode_delivery_frame(&record.topic, position, m.time_us, &m.payload),
         }
     };
-    let history = record
-        .history
-        .iter()
-        .filter(young)
-        .map(frame)
-        .collect();
+    let history = record.history.iter().filter(young).map(frame).collect();
     let newest = record.newest.as_ref().filter(young);
     let last = match (&record.retained, newest) {
         (Some(r), Some(n)) if n.seq > r.seq => Some(n),

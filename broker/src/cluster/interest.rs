@@ -47,7 +47,10 @@ impl Interest {
     /// generation of the wanted set that includes it.
     pub fn add(&self, pattern: &Pattern) -> u64 {
         let mut counts = self.counts.lock();
-        let count = counts.by_name.entry(subscription_name(pattern)).or_insert(0);
+        let count = counts
+            .by_name
+            .entry(subscription_name(pattern))
+            .or_insert(0);
         *count += 1;
         if *count == 1 {
             counts.generation += 1;

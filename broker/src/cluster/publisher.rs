@@ -36,9 +36,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::cluster::health::Health;
-use crate::cluster::wire::{
-    POSITION_TTL_SECS, PUBLISH_SCRIPT, channel, history_key, position_key,
-};
+use crate::cluster::wire::{POSITION_TTL_SECS, PUBLISH_SCRIPT, channel, history_key, position_key};
 use crate::metrics::Metrics;
 
 /// Most publishes waiting for Redis on one node.

@@ -325,12 +325,24 @@ mod tests {
             Value::Nil,
             Value::Array(vec![Value::Nil]),
             Value::Array(vec![
-                Value::Array(vec![bulk(b"1"), bulk(b"x"), Value::Nil, Value::Nil, Value::Nil]),
+                Value::Array(vec![
+                    bulk(b"1"),
+                    bulk(b"x"),
+                    Value::Nil,
+                    Value::Nil,
+                    Value::Nil,
+                ]),
                 Value::Array(vec![]),
                 Value::Array(vec![]),
             ]),
             Value::Array(vec![
-                Value::Array(vec![bulk(b"1"), bulk(b"2"), Value::Nil, Value::Nil, Value::Nil]),
+                Value::Array(vec![
+                    bulk(b"1"),
+                    bulk(b"2"),
+                    Value::Nil,
+                    Value::Nil,
+                    Value::Nil,
+                ]),
                 Value::Array(vec![Value::Array(vec![bulk(b"5-0"), Value::Array(vec![])])]),
                 Value::Array(vec![]),
             ]),

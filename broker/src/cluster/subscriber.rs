@@ -85,12 +85,10 @@ fn deliver(state: &BrokerState, message: &Msg) {
         return;
     };
     state.metrics.backplane_received.inc();
-    if let Err(e) = state.registry.deliver_remote(
-        topic,
-        parsed.at,
-        parsed.time_us,
-        parsed.payload,
-    ) {
+    if let Err(e) = state
+        .registry
+        .deliver_remote(topic, parsed.at, parsed.time_us, parsed.payload)
+    {
         tracing::warn!(topic = topic.as_str(), error = %e, "cluster subscriber: message not delivered");
     }
 }
