@@ -566,7 +566,7 @@ async fn last_values_are_kept_in_redis_and_served_by_every_node() {
 
     let mut wildcard = RawClient::connect(b.addr).await;
     wildcard.subscribe_with("cfg.*", last).await;
-    let mut got = vec![
+    let mut got = [
         next_delivery(&mut wildcard).await,
         next_delivery(&mut wildcard).await,
     ];
