@@ -23,10 +23,12 @@ drain):
 * fanout (b): 300 subscribers at a fixed 1000 msgs/s (300k deliveries/s),
   publisher on node 1, cluster mode: every subscriber on node 1 vs spread
   round-robin over 3 nodes.
-* Redis cost (c), from the runs above: Redis CPU per million publishes and
-  per million deliveries; from (b), Redis CPU per publish per subscribed
-  node (each node subscribed to a topic costs Redis one more message sent
-  per publish).
+* Redis cost (c): 3 subscribers at a fixed 10000 msgs/s, cluster mode,
+  all on node 1 vs one on each of 3 nodes: the difference is what each
+  more subscribed node costs Redis per publish (one more message sent); at
+  this rate Redis batches its writes, at (b)'s 1000 msgs/s it mostly does
+  not. Every row also shows Redis CPU per million publishes and per million
+  deliveries.
 
 Runs of one group alternate (A, B, C, A, B, C, ...) so that load from other
 processes on the machine spreads over all variants; `uptime`'s load
@@ -35,7 +37,7 @@ CPU 0 and Redis and the load tool to CPU 1 (`taskset`), like the
 single-node benchmarks in docs/benchmarks.md; `--no-pin` leaves placement
 to the scheduler.
 
-Options: --runs N (default 2), --duration 4s, --only publish,fanout,
+Options: --runs N (default 2), --duration 4s, --only publish,fanout,redis,
 --bin PATH (skip the build), --json FILE (every run's raw figures).
 
 Nothing but Python 3's standard library, `redis-server` on the PATH
@@ -291,7 +293,12 @@ def groups() -> list[Group]:
         Variant("b 300 subs on 1 node, 1000 msg/s", ["n1"], "n1", "bench.b1", 300, 1000),
         Variant("b 300 subs over 3 nodes, 1000 msg/s", ["n1", "n2", "n3"], "n1", "bench.b3", 300, 1000),
     ]
-    return [publish, fanout]
+    redis = Group("redis", {"r1": (True, False), "r2": (True, False), "r3": (True, False)})
+    redis.variants += [
+        Variant("c 3 subs on 1 node, 10k msg/s", ["r1"], "r1", "bench.c1", 3, 10000),
+        Variant("c 3 subs over 3 nodes, 10k msg/s", ["r1", "r2", "r3"], "r1", "bench.c3", 3, 10000),
+    ]
+    return [publish, fanout, redis]
 
 
 def run_bench(binary: str, cpu: int | None, duration: str, v: Variant, urls: dict[str, str]) -> dict:
@@ -394,13 +401,12 @@ def derived(results: list[dict]) -> None:
     for m in dict.fromkeys(m["variant"] for m in results):
         if "no --cluster" not in m:
             print(f"  {m}: {avg(m, per_pub):.2f}")
-    one = avg("b 300 subs on 1 node, 1000 msg/s", per_pub)
-    three = avg("b 300 subs over 3 nodes, 1000 msg/s", per_pub)
-    if one is not None and three is not None:
-        print(
-            "Redis CPU per publish per extra subscribed node (b: 3 nodes − 1 node, / 2): "
-            f"{(three - one) / 2:.2f} µs"
-        )
+    print("Redis CPU per publish per extra subscribed node (3 nodes − 1 node, / 2):")
+    for tag, subs, rate in (("b", "300 subs", "1000 msg/s"), ("c", "3 subs", "10k msg/s")):
+        one = avg(f"{tag} {subs} on 1 node, {rate}", per_pub)
+        three = avg(f"{tag} {subs} over 3 nodes, {rate}", per_pub)
+        if one is not None and three is not None:
+            print(f"  {tag} ({rate}): {(three - one) / 2:.2f} µs")
 
 
 # --- main -------------------------------------------------------------------
@@ -420,7 +426,7 @@ def main() -> int:
     p.add_argument("--bin", help="tickwire binary to use (default: build the release binary)")
     p.add_argument("--runs", type=int, default=2, help="runs of each scenario (default 2)")
     p.add_argument("--duration", default="4s", help="publishing time per run (default 4s)")
-    p.add_argument("--only", help="comma-separated groups: publish, fanout (default: both)")
+    p.add_argument("--only", help="comma-separated groups: publish, fanout, redis (default: all)")
     p.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
     p.add_argument("--json", help="write every run's raw figures to this file")
     args = p.parse_args()
