@@ -9,7 +9,7 @@ use std::process::Output;
 use std::time::Duration;
 
 use serde_json::Value;
-use tickwire_e2e::cluster::ClusterNode;
+use tickwire_e2e::node::ClusterNode;
 use tickwire_e2e::redis::RedisServer;
 use tickwire_e2e::tickwire_command;
 
@@ -81,7 +81,7 @@ async fn bench_spreads_subscribers_over_cluster_nodes_and_counts_each_once() {
     // No wait for PUBSUB here: a cluster node answers SUBSCRIBED only once
     // Redis confirmed its SUBSCRIBE (docs/cluster.md), so every message the
     // bench publishes after its setup reaches both nodes.
-    let (url_a, url_b) = (a.ws_url(), b.ws_url());
+    let (url_a, url_b) = (format!("ws://{}/ws", a.addr), format!("ws://{}/ws", b.addr));
 
     // Six subscribers alternating A, B, A, …; the publisher on A.
     let spread = report(

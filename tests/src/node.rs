@@ -12,27 +12,27 @@ use crate::{http, poll_until, read_banner, tickwire_command};
 
 /// One `tickwire serve --cluster` process.
 pub struct ClusterNode {
-    /// Where it listens.
+    /// The address it listens on.
     pub addr: SocketAddr,
     _child: Child,
     _stdout: Lines<BufReader<ChildStdout>>,
 }
 
 impl ClusterNode {
-    /// Starts a node on the Redis at `redis_url` with `extra` flags and
+    /// Starts a node on the Redis at `url` with the further flags `args` and
     /// waits until `/readyz` says it is ready (both Redis connections up).
-    pub async fn start(redis_url: &str, extra: &[&str]) -> ClusterNode {
-        let mut args = vec![
+    pub async fn start(url: &str, args: &[&str]) -> ClusterNode {
+        let mut all = vec![
             "serve",
             "--listen",
             "127.0.0.1:0",
             "--log-level",
             "error",
             "--cluster",
-            redis_url,
+            url,
         ];
-        args.extend_from_slice(extra);
-        let mut child = tickwire_command(&args)
+        all.extend_from_slice(args);
+        let mut child = tickwire_command(&all)
             .stderr(Stdio::inherit())
             .spawn()
             .expect("start tickwire serve --cluster");
@@ -48,10 +48,5 @@ impl ClusterNode {
             _child: child,
             _stdout: stdout,
         }
-    }
-
-    /// `ws://ADDR/ws`.
-    pub fn ws_url(&self) -> String {
-        format!("ws://{}/ws", self.addr)
     }
 }
