@@ -22,13 +22,14 @@ drain):
   5000 msgs/s (latency percentiles) and at max rate (throughput).
 * fanout (b): 300 subscribers at a fixed 1000 msgs/s (300k deliveries/s),
   publisher on node 1, cluster mode: every subscriber on node 1 vs spread
-  round-robin over 3 nodes.
-* Redis cost (c): 3 subscribers at a fixed 10000 msgs/s, cluster mode,
-  all on node 1 vs one on each of 3 nodes: the difference is what each
-  more subscribed node costs Redis per publish (one more message sent); at
-  this rate Redis batches its writes, at (b)'s 1000 msgs/s it mostly does
-  not. Every row also shows Redis CPU per million publishes and per million
-  deliveries.
+  round-robin over 3 nodes; and, for reference, one node without
+  `--cluster`.
+* Redis cost (c): 8 subscribers at a fixed 10000 msgs/s, cluster mode,
+  all on node 1 vs one on each of 8 nodes: the difference, divided by 7,
+  is what each more subscribed node costs Redis per publish (one more
+  message sent) and costs the nodes (one more message received from
+  Redis). Every row also shows Redis CPU per million publishes and per
+  million deliveries.
 
 Runs of one group alternate (A, B, C, A, B, C, ...) so that load from other
 processes on the machine spreads over all variants; `uptime`'s load
@@ -75,6 +76,8 @@ LIMITS = [
 HISTORY_TOML = '[[topic]]\npattern = "bench.>"\nhistory_messages = 100\n'
 STARTUP_TIMEOUT = 30.0
 PAYLOAD = "128"
+# Nodes of group c: one subscriber on each, vs all of them on one node.
+SPREAD_NODES = 8
 DRAIN = "2s"
 
 
@@ -288,15 +291,21 @@ def groups() -> list[Group]:
             Variant(f"a 1 node, --cluster, {label}", ["cluster"], "cluster", f"bench.a{tag}", 10, rate),
             Variant(f"a 1 node, --cluster + history 100, {label}", ["history"], "history", f"bench.h{tag}", 10, rate),
         ]
-    fanout = Group("fanout", {"n1": (True, False), "n2": (True, False), "n3": (True, False)})
+    fanout = Group(
+        "fanout", {"single": (False, False), "n1": (True, False), "n2": (True, False), "n3": (True, False)},
+    )
     fanout.variants += [
+        Variant("b 300 subs on 1 node, no --cluster, 1000 msg/s", ["single"], "single", "bench.b0", 300, 1000),
         Variant("b 300 subs on 1 node, 1000 msg/s", ["n1"], "n1", "bench.b1", 300, 1000),
         Variant("b 300 subs over 3 nodes, 1000 msg/s", ["n1", "n2", "n3"], "n1", "bench.b3", 300, 1000),
     ]
-    redis = Group("redis", {"r1": (True, False), "r2": (True, False), "r3": (True, False)})
+    spread = [f"r{i}" for i in range(1, SPREAD_NODES + 1)]
+    redis = Group("redis", {key: (True, False) for key in spread})
     redis.variants += [
-        Variant("c 3 subs on 1 node, 10k msg/s", ["r1"], "r1", "bench.c1", 3, 10000),
-        Variant("c 3 subs over 3 nodes, 10k msg/s", ["r1", "r2", "r3"], "r1", "bench.c3", 3, 10000),
+        Variant(f"c {SPREAD_NODES} subs on 1 node, 10k msg/s", ["r1"], "r1", "bench.c1", SPREAD_NODES, 10000),
+        Variant(
+            f"c {SPREAD_NODES} subs over {SPREAD_NODES} nodes, 10k msg/s", spread, "r1", "bench.c8", SPREAD_NODES, 10000,
+        ),
     ]
     return [publish, fanout, redis]
 
@@ -401,12 +410,18 @@ def derived(results: list[dict]) -> None:
     for m in dict.fromkeys(m["variant"] for m in results):
         if "no --cluster" not in m:
             print(f"  {m}: {avg(m, per_pub):.2f}")
-    print("Redis CPU per publish per extra subscribed node (3 nodes − 1 node, / 2):")
-    for tag, subs, rate in (("b", "300 subs", "1000 msg/s"), ("c", "3 subs", "10k msg/s")):
-        one = avg(f"{tag} {subs} on 1 node, {rate}", per_pub)
-        three = avg(f"{tag} {subs} over 3 nodes, {rate}", per_pub)
-        if one is not None and three is not None:
-            print(f"  {tag} ({rate}): {(three - one) / 2:.2f} µs")
+    n = SPREAD_NODES
+    one = f"c {n} subs on 1 node, 10k msg/s"
+    spread = f"c {n} subs over {n} nodes, 10k msg/s"
+    redis_one, redis_spread = avg(one, per_pub), avg(spread, per_pub)
+    node_pub = lambda m: sum(m["node_cpu_s"].values()) / m["bench"]["published"] * 1e6  # noqa: E731
+    node_one, node_spread = avg(one, node_pub), avg(spread, node_pub)
+    if None not in (redis_one, redis_spread, node_one, node_spread):
+        print(
+            f"Per extra subscribed node and publish (c: {n} nodes − 1 node, / {n - 1}): "
+            f"Redis {(redis_spread - redis_one) / (n - 1):.2f} µs, "
+            f"nodes {(node_spread - node_one) / (n - 1):.2f} µs"
+        )
 
 
 # --- main -------------------------------------------------------------------
