@@ -14,12 +14,14 @@
 //! * [`subscriber`]: the task that keeps this node's Redis subscriptions
 //!   equal to its interest and fans received messages out locally.
 //! * [`backplane`]: the handle the broker's state holds; [`url`]: the
-//!   `--cluster` URL.
+//!   `--cluster` URL; [`target`]: where Redis is (one server or the master
+//!   Sentinel names) and how to connect to it.
 
 pub mod backplane;
 pub mod health;
 pub mod interest;
 pub mod publisher;
 pub mod subscriber;
+pub mod target;
 pub mod url;
 pub mod wire;

@@ -1,25 +1,24 @@
 //! The backplane handle the broker's state holds when `--cluster` is set:
-//! the Redis client, this node's [`Interest`], the connections'
+//! where Redis is ([`Target`]), this node's [`Interest`], the connections'
 //! [`Health`] and the [`Publisher`] queue.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
-use redis::Client;
 use tickwire_protocol::topic::Topic;
 
 use crate::cluster::health::Health;
 use crate::cluster::interest::Interest;
 use crate::cluster::publisher::{Done, PublishJob, Publisher, PublisherTask, publisher};
-use crate::cluster::url::{ClusterUrlError, client};
+use crate::cluster::target::{ClusterTlsFiles, Target, TargetError};
 use crate::metrics::Metrics;
 use crate::registry::unix_micros;
 
 /// This node's link to the other nodes through Redis.
 #[derive(Debug)]
 pub struct Backplane {
-    client: Client,
+    target: Arc<Target>,
     /// The channels and patterns this node needs.
     pub interest: Arc<Interest>,
     /// Whether Redis is reachable.
@@ -29,12 +28,13 @@ pub struct Backplane {
 }
 
 impl Backplane {
-    /// A backplane through Redis at `url` (checked by [`client`]); nothing
-    /// connects until the tasks run (see [`crate::cluster::subscriber`]).
-    pub fn new(url: &str, metrics: &Metrics) -> Result<Self, ClusterUrlError> {
+    /// A backplane through Redis at the `--cluster` URL `url`, with the
+    /// TLS files `tls` (see [`Target::new`]); nothing connects until the
+    /// tasks run (see [`crate::cluster::subscriber`]).
+    pub fn new(url: &str, tls: &ClusterTlsFiles, metrics: &Metrics) -> Result<Self, TargetError> {
         let (publisher, task) = publisher();
         Ok(Backplane {
-            client: client(url)?,
+            target: Arc::new(Target::new(url, tls)?),
             interest: Arc::new(Interest::default()),
             health: Arc::new(Health::new(metrics.backplane_up.clone())),
             publisher,
@@ -42,9 +42,9 @@ impl Backplane {
         })
     }
 
-    /// The Redis client.
-    pub fn client(&self) -> &Client {
-        &self.client
+    /// Where Redis is.
+    pub fn target(&self) -> &Arc<Target> {
+        &self.target
     }
 
     /// The publisher task, the first time it is asked for.

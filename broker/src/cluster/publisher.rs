@@ -23,14 +23,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use redis::Script;
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Client, Script};
 use thiserror::Error;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::cluster::health::Health;
+use crate::cluster::target::Target;
 use crate::cluster::wire::{POSITION_TTL_SECS, PUBLISH_SCRIPT, channel, position_key};
 use crate::metrics::Metrics;
 
@@ -40,8 +41,8 @@ pub const QUEUE_JOBS: usize = 4096;
 pub const QUEUE_BYTES: usize = 64 << 20;
 /// Most publishes in one pipeline.
 pub const BATCH: usize = 256;
-/// Time allowed to connect to Redis, and for Redis to answer a batch or a
-/// subscription change.
+/// Time allowed for Redis to answer a batch, a `PING` or a subscription
+/// change (connecting: [`crate::cluster::target::CONNECT_TIMEOUT`]).
 pub const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
 /// Pause between attempts to reconnect to Redis.
 pub const RECONNECT_INTERVAL: Duration = Duration::from_millis(250);
@@ -148,15 +149,6 @@ impl Publisher {
     }
 }
 
-/// Connects to Redis through `client` within [`REDIS_TIMEOUT`].
-async fn connect(client: &Client) -> Option<MultiplexedConnection> {
-    let config = AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(REDIS_TIMEOUT))
-        .set_response_timeout(Some(REDIS_TIMEOUT));
-    let attempt = client.get_multiplexed_async_connection_with_config(&config);
-    within_deadline("cluster publisher", attempt).await
-}
-
 /// The connection `attempt` makes within [`REDIS_TIMEOUT`]; `None` (logged
 /// for `who` at debug level) if it fails or takes longer.
 pub async fn within_deadline<T>(
@@ -225,11 +217,11 @@ async fn send(
 
 impl PublisherTask {
     /// Serves the queue until `shutdown` or until every [`Publisher`] is
-    /// gone: connects (and reconnects) to Redis through `client`, keeps
+    /// gone: connects (and reconnects) to Redis at `target`, keeps
     /// `health` current, counts in `metrics`.
     pub async fn run(
         mut self,
-        client: Client,
+        target: Arc<Target>,
         health: Arc<Health>,
         metrics: Metrics,
         shutdown: CancellationToken,
@@ -249,7 +241,7 @@ impl PublisherTask {
             }
             if connection.is_none() && Instant::now() >= next_attempt {
                 losses_seen = health.losses();
-                connection = connect(&client).await;
+                connection = target.multiplexed("cluster publisher").await;
                 next_attempt = Instant::now() + RECONNECT_INTERVAL;
                 if connection.is_some() {
                     tracing::info!("cluster publisher: connected to Redis");

@@ -18,9 +18,7 @@ use redis::Msg;
 use redis::aio::{PubSubSink, PubSubStream};
 
 use crate::cluster::backplane::Backplane;
-use crate::cluster::publisher::{
-    PING_INTERVAL, RECONNECT_INTERVAL, REDIS_TIMEOUT, within_deadline,
-};
+use crate::cluster::publisher::{PING_INTERVAL, RECONNECT_INTERVAL, REDIS_TIMEOUT};
 use crate::cluster::wire::{Subscription, parse_message, topic_of_channel};
 use crate::metrics::Metrics;
 use crate::state::BrokerState;
@@ -35,8 +33,7 @@ pub async fn run(state: Arc<BrokerState>) {
     };
     let mut was_up = false;
     loop {
-        let attempt = backplane.client().get_async_pubsub();
-        if let Some(pubsub) = within_deadline("cluster subscriber", attempt).await {
+        if let Some(pubsub) = backplane.target().pubsub("cluster subscriber").await {
             tracing::info!("cluster subscriber: connected to Redis");
             if was_up {
                 state.metrics.backplane_reconnects.inc();
