@@ -8,23 +8,42 @@
 //! again with another port. A server is ready when it answers `INFO` with
 //! its own process id. scripts/test.sh installs `redis-server` (Debian
 //! package) when it is missing.
+//!
+//! [`RedisServer::start_tls`] starts one that speaks only TLS
+//! (`rediss://`), with certificates from [`crate::pki`].
 
 use std::net::TcpListener;
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::pki::CertFiles;
 use crate::{WAIT, poll_until};
 
 /// Attempts at finding a free port before giving up.
 const PORT_ATTEMPTS: usize = 10;
+
+/// TLS for a test server.
+#[derive(Debug, Clone)]
+pub struct RedisTls {
+    /// The server's certificate and key.
+    pub server: CertFiles,
+    /// The CA the helper's own connections trust, and that client
+    /// certificates must chain to.
+    pub ca: PathBuf,
+    /// `Some`: the server requires a client certificate
+    /// (`tls-auth-clients yes`), and the helper presents this one.
+    pub client: Option<CertFiles>,
+}
 
 /// One `redis-server` process on 127.0.0.1.
 pub struct RedisServer {
     /// Its port.
     pub port: u16,
     child: Option<Child>,
+    tls: Option<RedisTls>,
 }
 
 /// A port free on 127.0.0.1 at the time of the call.
@@ -35,12 +54,30 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// `redis-server` on `port`: loopback only, no persistence, logs discarded.
-fn spawn(port: u16) -> Child {
-    Command::new("redis-server")
-        .args([
+/// `redis-server` on `port` (TLS only with `tls`): loopback only, no
+/// persistence, logs discarded.
+fn spawn(port: u16, tls: Option<&RedisTls>) -> Child {
+    let port = port.to_string();
+    let mut args = vec!["--port", &port];
+    if let Some(tls) = tls {
+        args = vec![
             "--port",
-            &port.to_string(),
+            "0",
+            "--tls-port",
+            &port,
+            "--tls-cert-file",
+            path(&tls.server.cert),
+            "--tls-key-file",
+            path(&tls.server.key),
+            "--tls-ca-cert-file",
+            path(&tls.ca),
+            "--tls-auth-clients",
+            if tls.client.is_some() { "yes" } else { "no" },
+        ];
+    }
+    Command::new("redis-server")
+        .args(args)
+        .args([
             "--bind",
             "127.0.0.1",
             "--save",
@@ -61,24 +98,67 @@ fn spawn(port: u16) -> Child {
         .expect("start redis-server (scripts/test.sh installs it: apt-get install -y redis-server)")
 }
 
+/// A test path as an argument.
+fn path(path: &std::path::Path) -> &str {
+    path.to_str().expect("a UTF-8 temporary path")
+}
+
+/// `redis://127.0.0.1:PORT`, or `rediss://` with `tls`.
+fn url_of(port: u16, tls: Option<&RedisTls>) -> String {
+    let scheme = if tls.is_some() { "rediss" } else { "redis" };
+    format!("{scheme}://127.0.0.1:{port}")
+}
+
+/// A client of the server on `port`, trusting and presenting `tls`' files.
+fn client_of(port: u16, tls: Option<&RedisTls>) -> ::redis::Client {
+    let url = url_of(port, tls);
+    match tls {
+        None => ::redis::Client::open(url),
+        Some(tls) => {
+            let read = |path: &std::path::Path| std::fs::read(path).expect("read a test PEM file");
+            ::redis::Client::build_with_tls(
+                url,
+                ::redis::TlsCertificates {
+                    client_tls: tls.client.as_ref().map(|c| ::redis::ClientTlsConfig {
+                        client_cert: read(&c.cert),
+                        client_key: read(&c.key),
+                    }),
+                    root_cert: Some(read(&tls.ca)),
+                },
+            )
+        }
+    }
+    .expect("a Redis URL")
+}
+
 impl RedisServer {
     /// Starts a server on a free port and waits until it answers.
     pub async fn start() -> RedisServer {
+        Self::start_with(None).await
+    }
+
+    /// Starts a server that speaks only TLS, with `tls`' files.
+    pub async fn start_tls(tls: RedisTls) -> RedisServer {
+        Self::start_with(Some(tls)).await
+    }
+
+    async fn start_with(tls: Option<RedisTls>) -> RedisServer {
         for _ in 0..PORT_ATTEMPTS {
             let port = free_port();
-            if let Some(child) = start_on(port).await {
+            if let Some(child) = start_on(port, tls.as_ref()).await {
                 return RedisServer {
                     port,
                     child: Some(child),
+                    tls,
                 };
             }
         }
         panic!("redis-server did not start on any of {PORT_ATTEMPTS} free ports");
     }
 
-    /// `redis://127.0.0.1:PORT`.
+    /// `redis://127.0.0.1:PORT` (`rediss://` with TLS).
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        url_of(self.port, self.tls.as_ref())
     }
 
     /// Kills the server (SIGKILL) and waits until it is gone: its clients'
@@ -96,7 +176,7 @@ impl RedisServer {
         self.kill();
         let deadline = Instant::now() + WAIT;
         loop {
-            if let Some(child) = start_on(self.port).await {
+            if let Some(child) = start_on(self.port, self.tls.as_ref()).await {
                 self.child = Some(child);
                 return;
             }
@@ -111,8 +191,7 @@ impl RedisServer {
 
     /// A new connection to the server.
     pub async fn connection(&self) -> ::redis::aio::MultiplexedConnection {
-        ::redis::Client::open(self.url())
-            .expect("a Redis URL")
+        client_of(self.port, self.tls.as_ref())
             .get_multiplexed_async_connection()
             .await
             .expect("connect to redis-server")
@@ -167,15 +246,15 @@ impl RedisServer {
 /// Starts `redis-server` on `port`; `Some` once it answers `INFO` with its
 /// own process id, `None` if it exited (port taken) or another process
 /// answers there.
-async fn start_on(port: u16) -> Option<Child> {
-    let mut child = spawn(port);
+async fn start_on(port: u16, tls: Option<&RedisTls>) -> Option<Child> {
+    let mut child = spawn(port, tls);
     let deadline = Instant::now() + WAIT;
-    let url = format!("redis://127.0.0.1:{port}");
+    let client = client_of(port, tls);
     loop {
         if child.try_wait().ok().flatten().is_some() {
             return None;
         }
-        if let Some(pid) = process_id(&url).await {
+        if let Some(pid) = process_id(&client).await {
             if pid == child.id() {
                 return Some(child);
             }
@@ -192,9 +271,9 @@ async fn start_on(port: u16) -> Option<Child> {
     }
 }
 
-/// The `process_id` in `INFO server` of the Redis at `url`, if one answers.
-async fn process_id(url: &str) -> Option<u32> {
-    let client = ::redis::Client::open(url).ok()?;
+/// The `process_id` in `INFO server` of the Redis `client` reaches, if
+/// one answers.
+async fn process_id(client: &::redis::Client) -> Option<u32> {
     let mut connection = client.get_multiplexed_async_connection().await.ok()?;
     let info: String = ::redis::cmd("INFO")
         .arg("server")

@@ -32,7 +32,7 @@ impl Backplane {
     /// TLS files `tls` (see [`Target::new`]); nothing connects until the
     /// tasks run (see [`crate::cluster::subscriber`]).
     pub fn new(url: &str, tls: &ClusterTlsFiles, metrics: &Metrics) -> Result<Self, TargetError> {
-        let (publisher, task) = publisher();
+        let (publisher, task) = publisher(metrics);
         Ok(Backplane {
             target: Arc::new(Target::new(url, tls)?),
             interest: Arc::new(Interest::default()),

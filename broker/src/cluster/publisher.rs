@@ -23,6 +23,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use prometheus::IntCounterVec;
 use redis::Script;
 use redis::aio::MultiplexedConnection;
 use thiserror::Error;
@@ -73,6 +74,19 @@ pub enum PublishError {
     Refused(String),
 }
 
+impl PublishError {
+    /// The `reason` label of `tickwire_backplane_refused_total`
+    /// ([`crate::metrics::REFUSED_REASONS`]).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            PublishError::Unavailable => "unavailable",
+            PublishError::Unconfirmed => "unconfirmed",
+            PublishError::Busy => "busy",
+            PublishError::Refused(_) => "refused",
+        }
+    }
+}
+
 /// Receives the outcome of one publish: its sequence number, or why not.
 pub type Done = Box<dyn FnOnce(Result<u64, PublishError>) + Send>;
 
@@ -105,6 +119,8 @@ impl fmt::Debug for PublishJob {
 pub struct Publisher {
     jobs: mpsc::Sender<PublishJob>,
     queued_bytes: Arc<AtomicUsize>,
+    /// `tickwire_backplane_refused_total`, for the publishes refused here.
+    refused: IntCounterVec,
 }
 
 /// The publisher task, not yet started ([`PublisherTask::run`]).
@@ -114,14 +130,16 @@ pub struct PublisherTask {
     queued_bytes: Arc<AtomicUsize>,
 }
 
-/// A publisher and the task that serves its queue.
-pub fn publisher() -> (Publisher, PublisherTask) {
+/// A publisher and the task that serves its queue; refusals are counted
+/// in `metrics`.
+pub fn publisher(metrics: &Metrics) -> (Publisher, PublisherTask) {
     let (tx, rx) = mpsc::channel(QUEUE_JOBS);
     let queued_bytes = Arc::new(AtomicUsize::new(0));
     (
         Publisher {
             jobs: tx,
             queued_bytes: Arc::clone(&queued_bytes),
+            refused: metrics.backplane_refused.clone(),
         },
         PublisherTask {
             jobs: rx,
@@ -137,7 +155,7 @@ impl Publisher {
         let n = job.payload.len();
         if self.queued_bytes.fetch_add(n, Ordering::AcqRel) + n > QUEUE_BYTES {
             self.queued_bytes.fetch_sub(n, Ordering::AcqRel);
-            return (job.done)(Err(PublishError::Busy));
+            return self.refuse(job, PublishError::Busy);
         }
         let refused = match self.jobs.try_send(job) {
             Ok(()) => return,
@@ -145,7 +163,13 @@ impl Publisher {
             Err(mpsc::error::TrySendError::Closed(job)) => (job, PublishError::Unavailable),
         };
         self.queued_bytes.fetch_sub(n, Ordering::AcqRel);
-        (refused.0.done)(Err(refused.1));
+        self.refuse(refused.0, refused.1);
+    }
+
+    /// Counts the refusal of `job` and gives it `why`.
+    fn refuse(&self, job: PublishJob, why: PublishError) {
+        self.refused.with_label_values(&[why.reason()]).inc();
+        (job.done)(Err(why));
     }
 }
 
@@ -232,6 +256,10 @@ impl PublisherTask {
         let mut batch = Vec::with_capacity(BATCH);
         let mut was_up = false;
         let mut losses_seen = health.losses();
+        let publish_seconds = metrics
+            .backplane_redis_seconds
+            .with_label_values(&["publish"]);
+        let ping_seconds = metrics.backplane_redis_seconds.with_label_values(&["ping"]);
         loop {
             if connection.is_some() && health.losses() != losses_seen {
                 tracing::info!("cluster publisher: Redis was lost; reconnecting");
@@ -260,7 +288,10 @@ impl PublisherTask {
                 () = health.lost() => continue,
                 _ = tokio::time::sleep(PING_INTERVAL), if connection.is_some() => {
                     if let Some(c) = connection.as_mut() {
-                        if !ping(c).await {
+                        let started = Instant::now();
+                        let answered = ping(c).await;
+                        ping_seconds.observe(started.elapsed().as_secs_f64());
+                        if !answered {
                             tracing::warn!("cluster publisher: Redis did not answer PING; reconnecting");
                             connection = None;
                             health.set_publisher(false);
@@ -272,7 +303,12 @@ impl PublisherTask {
             let bytes: usize = batch.iter().map(|job| job.payload.len()).sum();
             self.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
             let outcome = match connection.as_mut() {
-                Some(c) => send(c, pipeline(&sha, &batch), batch.len()).await,
+                Some(c) => {
+                    let started = Instant::now();
+                    let sent = send(c, pipeline(&sha, &batch), batch.len()).await;
+                    publish_seconds.observe(started.elapsed().as_secs_f64());
+                    sent
+                }
                 None => Err(PublishError::Unavailable),
             };
             if let Err(e @ (PublishError::Unconfirmed | PublishError::Unavailable)) = &outcome {
@@ -286,8 +322,12 @@ impl PublisherTask {
                 .backplane_publishes
                 .with_label_values(&[label])
                 .inc_by(batch.len() as u64);
-            if outcome.is_ok() {
-                metrics.messages_published.inc_by(batch.len() as u64);
+            match &outcome {
+                Ok(_) => metrics.messages_published.inc_by(batch.len() as u64),
+                Err(e) => metrics
+                    .backplane_refused
+                    .with_label_values(&[e.reason()])
+                    .inc_by(batch.len() as u64),
             }
             for (i, job) in batch.drain(..).enumerate() {
                 let result = match &outcome {
@@ -321,7 +361,8 @@ mod tests {
     #[test]
     fn a_full_queue_refuses_at_once_by_count_and_by_bytes() {
         let outcomes = Arc::new(Mutex::new(Vec::new()));
-        let (publisher, task) = publisher();
+        let metrics = Metrics::new();
+        let (publisher, task) = publisher(&metrics);
         publisher.submit(job(QUEUE_BYTES + 1, &outcomes));
         assert_eq!(*outcomes.lock().unwrap(), vec![Err(PublishError::Busy)]);
         for _ in 0..QUEUE_JOBS {
@@ -335,5 +376,7 @@ mod tests {
         drop(task);
         publisher.submit(job(1, &outcomes));
         assert_eq!(outcomes.lock().unwrap()[2], Err(PublishError::Unavailable));
+        let refused = |reason: &str| metrics.backplane_refused.with_label_values(&[reason]).get();
+        assert_eq!((refused("busy"), refused("unavailable")), (2, 1));
     }
 }

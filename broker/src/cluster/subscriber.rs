@@ -16,6 +16,7 @@ use std::sync::Arc;
 use futures::StreamExt;
 use redis::Msg;
 use redis::aio::{PubSubSink, PubSubStream};
+use tokio::time::Instant;
 
 use crate::cluster::backplane::Backplane;
 use crate::cluster::publisher::{PING_INTERVAL, RECONNECT_INTERVAL, REDIS_TIMEOUT};
@@ -74,6 +75,11 @@ fn deliver(state: &BrokerState, message: &Msg) {
             channel = name,
             "cluster subscriber: ignored a message not written by tickwire"
         );
+        state
+            .metrics
+            .backplane_dropped
+            .with_label_values(&["malformed"])
+            .inc();
         return;
     };
     state.metrics.backplane_received.inc();
@@ -85,6 +91,11 @@ fn deliver(state: &BrokerState, message: &Msg) {
         parsed.retain,
     ) {
         tracing::warn!(topic = topic.as_str(), error = %e, "cluster subscriber: message not delivered");
+        state
+            .metrics
+            .backplane_dropped
+            .with_label_values(&["registry"])
+            .inc();
     }
 }
 
@@ -111,7 +122,12 @@ async fn keep_subscriptions(
         tokio::select! {
             () = backplane.interest.changed() => {}
             _ = tokio::time::sleep(PING_INTERVAL) => {
+                let started = Instant::now();
                 let ping = tokio::time::timeout(REDIS_TIMEOUT, sink.ping::<redis::Value>()).await;
+                metrics
+                    .backplane_redis_seconds
+                    .with_label_values(&["ping"])
+                    .observe(started.elapsed().as_secs_f64());
                 match ping {
                     Ok(Ok(_)) => {}
                     Ok(Err(e)) => return format!("PING failed: {e}"),

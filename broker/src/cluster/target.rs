@@ -247,7 +247,19 @@ impl Target {
 async fn connect<T>(attempt: impl Future<Output = RedisResult<T>>) -> Result<T, String> {
     match tokio::time::timeout(CONNECT_TIMEOUT, attempt).await {
         Ok(Ok(connection)) => Ok(connection),
-        Ok(Err(e)) => Err(e.to_string()),
+        Ok(Err(e)) => Err(with_hint(e.to_string())),
         Err(_) => Err("connecting timed out".to_owned()),
     }
+}
+
+/// `why`, with what to do when it is a TLS setting this node lacks.
+fn with_hint(why: String) -> String {
+    let hint = if why.contains("UnknownIssuer") {
+        "; if a private CA issued Redis' certificate, give it with --cluster-ca-file"
+    } else if why.contains("CertificateRequired") {
+        "; Redis asks for a client certificate: give --cluster-cert-file and --cluster-key-file"
+    } else {
+        ""
+    };
+    why + hint
 }
