@@ -10,7 +10,9 @@
 //! package) when it is missing.
 //!
 //! [`RedisServer::start_tls`] starts one that speaks only TLS
-//! (`rediss://`), with certificates from [`crate::pki`].
+//! (`rediss://`), with certificates from [`crate::pki`];
+//! [`RedisServer::start_replica_of`] a replica;
+//! [`RedisServer::start_sentinel`] a Redis Sentinel watching one master.
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -38,12 +40,23 @@ pub struct RedisTls {
     pub client: Option<CertFiles>,
 }
 
+/// What a server is, beyond a plain Redis: the arguments before and after
+/// the common ones.
+#[derive(Debug, Clone, Default)]
+struct Kind {
+    /// First arguments: a Sentinel's configuration file and `--sentinel`.
+    leading: Vec<String>,
+    /// Last arguments: `--replicaof HOST PORT`.
+    trailing: Vec<String>,
+}
+
 /// One `redis-server` process on 127.0.0.1.
 pub struct RedisServer {
     /// Its port.
     pub port: u16,
     child: Option<Child>,
     tls: Option<RedisTls>,
+    kind: Kind,
 }
 
 /// A port free on 127.0.0.1 at the time of the call.
@@ -56,7 +69,7 @@ fn free_port() -> u16 {
 
 /// `redis-server` on `port` (TLS only with `tls`): loopback only, no
 /// persistence, logs discarded.
-fn spawn(port: u16, tls: Option<&RedisTls>) -> Child {
+fn spawn(port: u16, tls: Option<&RedisTls>, kind: &Kind) -> Child {
     let port = port.to_string();
     let mut args = vec!["--port", &port];
     if let Some(tls) = tls {
@@ -76,6 +89,7 @@ fn spawn(port: u16, tls: Option<&RedisTls>) -> Child {
         ];
     }
     Command::new("redis-server")
+        .args(&kind.leading)
         .args(args)
         .args([
             "--bind",
@@ -91,6 +105,7 @@ fn spawn(port: u16, tls: Option<&RedisTls>) -> Child {
             "--logfile",
             "",
         ])
+        .args(&kind.trailing)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
@@ -134,22 +149,66 @@ fn client_of(port: u16, tls: Option<&RedisTls>) -> ::redis::Client {
 impl RedisServer {
     /// Starts a server on a free port and waits until it answers.
     pub async fn start() -> RedisServer {
-        Self::start_with(None).await
+        Self::start_with(None, Kind::default()).await
     }
 
     /// Starts a server that speaks only TLS, with `tls`' files.
     pub async fn start_tls(tls: RedisTls) -> RedisServer {
-        Self::start_with(Some(tls)).await
+        Self::start_with(Some(tls), Kind::default()).await
     }
 
-    async fn start_with(tls: Option<RedisTls>) -> RedisServer {
+    /// Starts a replica of `master`.
+    pub async fn start_replica_of(master: &RedisServer) -> RedisServer {
+        let trailing = vec![
+            "--replicaof".to_owned(),
+            "127.0.0.1".to_owned(),
+            master.port.to_string(),
+        ];
+        Self::start_with(
+            None,
+            Kind {
+                trailing,
+                ..Kind::default()
+            },
+        )
+        .await
+    }
+
+    /// Starts a Redis Sentinel (quorum 1, down after 1 s) watching
+    /// `master` under the name `name`, its configuration file in `dir`.
+    pub async fn start_sentinel(
+        dir: &std::path::Path,
+        name: &str,
+        master: &RedisServer,
+    ) -> RedisServer {
+        let file = dir.join(format!("sentinel-{name}-{}.conf", master.port));
+        let config = format!(
+            "sentinel monitor {name} 127.0.0.1 {port} 1\n\
+             sentinel down-after-milliseconds {name} 1000\n\
+             sentinel failover-timeout {name} 5000\n",
+            port = master.port
+        );
+        std::fs::write(&file, config).expect("write the Sentinel configuration");
+        let leading = vec![path(&file).to_owned(), "--sentinel".to_owned()];
+        Self::start_with(
+            None,
+            Kind {
+                leading,
+                ..Kind::default()
+            },
+        )
+        .await
+    }
+
+    async fn start_with(tls: Option<RedisTls>, kind: Kind) -> RedisServer {
         for _ in 0..PORT_ATTEMPTS {
             let port = free_port();
-            if let Some(child) = start_on(port, tls.as_ref()).await {
+            if let Some(child) = start_on(port, tls.as_ref(), &kind).await {
                 return RedisServer {
                     port,
                     child: Some(child),
                     tls,
+                    kind,
                 };
             }
         }
@@ -176,7 +235,7 @@ impl RedisServer {
         self.kill();
         let deadline = Instant::now() + WAIT;
         loop {
-            if let Some(child) = start_on(self.port, self.tls.as_ref()).await {
+            if let Some(child) = start_on(self.port, self.tls.as_ref(), &self.kind).await {
                 self.child = Some(child);
                 return;
             }
@@ -246,8 +305,8 @@ impl RedisServer {
 /// Starts `redis-server` on `port`; `Some` once it answers `INFO` with its
 /// own process id, `None` if it exited (port taken) or another process
 /// answers there.
-async fn start_on(port: u16, tls: Option<&RedisTls>) -> Option<Child> {
-    let mut child = spawn(port, tls);
+async fn start_on(port: u16, tls: Option<&RedisTls>, kind: &Kind) -> Option<Child> {
+    let mut child = spawn(port, tls, kind);
     let deadline = Instant::now() + WAIT;
     let client = client_of(port, tls);
     loop {

@@ -1,0 +1,135 @@
+//! The cluster backplane through Redis Sentinel
+//! (`--cluster redis+sentinel://HOST:PORT[,HOST:PORT…]/MASTER`): real
+//! `redis-server` processes (a master, a replica) and a real Sentinel
+//! (docs/cluster.md, "Setting it up"). Nodes ask the Sentinels for the
+//! master at every connection: they work through it, and after the master
+//! dies and Sentinel promotes the replica they reconnect to the new master
+//! by themselves. Every wait polls against a deadline.
+
+use redis::aio::MultiplexedConnection;
+use tickwire_e2e::node::ClusterNode;
+use tickwire_e2e::pki::TempDir;
+use tickwire_e2e::redis::RedisServer;
+use tickwire_e2e::{RawClient, Received, poll_until};
+
+/// A master, its replica (linked), and a Sentinel that knows both.
+struct Deployment {
+    _dir: TempDir,
+    master: RedisServer,
+    replica: RedisServer,
+    sentinel: RedisServer,
+}
+
+async fn query<T: redis::FromRedisValue>(
+    connection: &mut MultiplexedConnection,
+    args: &[&str],
+) -> T {
+    redis::cmd(args[0])
+        .arg(&args[1..])
+        .query_async(connection)
+        .await
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+}
+
+async fn deployment() -> Deployment {
+    let dir = TempDir::new("cluster-sentinel");
+    let master = RedisServer::start().await;
+    let replica = RedisServer::start_replica_of(&master).await;
+    let mut on_replica = replica.connection().await;
+    poll_until(async || {
+        let info: String = query(&mut on_replica, &["INFO", "replication"]).await;
+        match info.contains("master_link_status:up") {
+            true => Ok(()),
+            false => Err(format!("replica not linked: {info}")),
+        }
+    })
+    .await;
+    let sentinel = RedisServer::start_sentinel(dir.path(), "primary", &master).await;
+    let mut on_sentinel = sentinel.connection().await;
+    poll_until(async || {
+        let replicas: Vec<redis::Value> =
+            query(&mut on_sentinel, &["SENTINEL", "REPLICAS", "primary"]).await;
+        match replicas.len() {
+            1 => Ok(()),
+            n => Err(format!("the Sentinel knows {n} replicas")),
+        }
+    })
+    .await;
+    Deployment {
+        _dir: dir,
+        master,
+        replica,
+        sentinel,
+    }
+}
+
+/// The next delivery's (topic, payload).
+async fn next_message(client: &mut RawClient) -> (String, String) {
+    match client.recv().await {
+        Received::Message { topic, payload, .. } => {
+            (topic, String::from_utf8_lossy(&payload).into_owned())
+        }
+        other => panic!("expected a MESSAGE, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn nodes_find_the_master_through_sentinel_and_follow_a_failover() {
+    let mut d = deployment().await;
+    // A Sentinel that is down is skipped: the next one answers.
+    let url = format!(
+        "redis+sentinel://127.0.0.1:1,127.0.0.1:{}/primary",
+        d.sentinel.port
+    );
+    let a = ClusterNode::ready(&url, &[]).await;
+    let b = ClusterNode::ready(&url, &[]).await;
+    let channel = "tickwire:{fo.x}:msg";
+    let mut subscriber = RawClient::connect(b.addr).await;
+    subscriber.subscribe("fo.x").await;
+    d.master.wait_numsub(channel, 1).await;
+    assert_eq!(d.replica.numsub(channel).await, 0, "nothing on the replica");
+    let mut publisher = RawClient::connect(a.addr).await;
+    assert_eq!(publisher.publish_acked("fo.x", b"before").await, 1);
+    assert_eq!(next_message(&mut subscriber).await.1, "before");
+
+    // The master dies; Sentinel promotes the replica; the nodes, which
+    // ask the Sentinel at every reconnection, move to it.
+    d.master.kill();
+    let mut on_sentinel = d.sentinel.connection().await;
+    let promoted = d.replica.port.to_string();
+    poll_until(async || {
+        let addr: Vec<String> = query(
+            &mut on_sentinel,
+            &["SENTINEL", "GET-MASTER-ADDR-BY-NAME", "primary"],
+        )
+        .await;
+        match addr.get(1) {
+            Some(port) if *port == promoted => Ok(()),
+            other => Err(format!("the master is at {other:?}, not yet {promoted}")),
+        }
+    })
+    .await;
+    a.wait_ready(true).await;
+    b.wait_ready(true).await;
+    d.replica.wait_numsub(channel, 1).await;
+    publisher.publish_acked("fo.x", b"after").await;
+    assert_eq!(
+        next_message(&mut subscriber).await,
+        ("fo.x".to_owned(), "after".to_owned())
+    );
+}
+
+#[tokio::test]
+async fn an_unknown_master_name_leaves_the_node_not_ready_and_says_why() {
+    let d = deployment().await;
+    let url = format!("redis+sentinel://127.0.0.1:{}/nosuch", d.sentinel.port);
+    let mut node = ClusterNode::spawn(&url, &[]).await;
+    let line = node
+        .wait_log(&["cannot connect to Redis", "Sentinel found no master"])
+        .await;
+    assert!(line.contains("not found"), "{line}");
+    assert_eq!(
+        node.wait_ready(false).await,
+        "cluster backplane unavailable (Redis)\n"
+    );
+}
