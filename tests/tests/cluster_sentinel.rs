@@ -6,11 +6,18 @@
 //! dies and Sentinel promotes the replica they reconnect to the new master
 //! by themselves. Every wait polls against a deadline.
 
+use std::time::Duration;
+
 use redis::aio::MultiplexedConnection;
 use tickwire_e2e::node::ClusterNode;
 use tickwire_e2e::pki::TempDir;
 use tickwire_e2e::redis::RedisServer;
 use tickwire_e2e::{RawClient, Received, poll_until};
+use tokio::time::Instant;
+
+/// Longest a Sentinel takes to convert a demoted master that is still up
+/// into a replica (about 10 s in Redis 7.0).
+const CONVERSION: Duration = Duration::from_secs(30);
 
 /// A master, its replica (linked), and a Sentinel that knows both.
 struct Deployment {
@@ -132,4 +139,45 @@ async fn an_unknown_master_name_leaves_the_node_not_ready_and_says_why() {
         node.wait_ready(false).await,
         "cluster backplane unavailable (Redis)\n"
     );
+}
+
+#[tokio::test]
+async fn a_manual_failover_moves_the_nodes_to_the_promoted_replica() {
+    let d = deployment().await;
+    let url = format!("redis+sentinel://127.0.0.1:{}/primary", d.sentinel.port);
+    let a = ClusterNode::ready(&url, &[]).await;
+    let channel = "tickwire:{mf.x}:msg";
+    let mut subscriber = RawClient::connect(a.addr).await;
+    subscriber.subscribe("mf.x").await;
+    d.master.wait_numsub(channel, 1).await;
+    let mut publisher = RawClient::connect(a.addr).await;
+    assert_eq!(publisher.publish_acked("mf.x", b"before").await, 1);
+    assert_eq!(next_message(&mut subscriber).await.1, "before");
+
+    // Both servers stay up: Sentinel promotes the replica at once, and
+    // converts the old master into a replica (closing its clients) only
+    // about 10 s later (Redis 7.0): until then the node stays on the old
+    // master, which is still a master (docs/cluster.md, "Redis Sentinel").
+    let mut on_sentinel = d.sentinel.connection().await;
+    let _: String = query(&mut on_sentinel, &["SENTINEL", "FAILOVER", "primary"]).await;
+    let deadline = Instant::now() + CONVERSION;
+    loop {
+        // A new connection each time: the conversion closes the old ones.
+        let mut on_old = d.master.connection().await;
+        let role: Vec<redis::Value> = query(&mut on_old, &["ROLE"]).await;
+        if matches!(role.first(), Some(redis::Value::BulkString(r)) if r == b"slave") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not converted within {CONVERSION:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    d.replica.wait_numsub(channel, 1).await;
+    a.wait_ready(true).await;
+    let seq = publisher.publish_acked("mf.x", b"after").await;
+    assert_eq!(seq, 2, "the position was replicated");
+    assert_eq!(next_message(&mut subscriber).await.1, "after");
+    assert_eq!(d.master.numsub(channel).await, 0);
 }
