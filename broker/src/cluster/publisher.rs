@@ -16,6 +16,10 @@
 //! every [`RECONNECT_INTERVAL`]. An idle connection is checked with a
 //! `PING` every [`PING_INTERVAL`], and dropped (then made again) when the
 //! subscriber task lost its own ([`Health::lost`]).
+//!
+//! While it is up, the connection is also lent to the reads a new
+//! subscription makes ([`SharedConnection`]): reads and publishes are
+//! answered in the order they were sent on it.
 
 use std::fmt;
 use std::sync::Arc;
@@ -23,6 +27,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use parking_lot::Mutex;
 use prometheus::IntCounterVec;
 use redis::Script;
 use redis::aio::MultiplexedConnection;
@@ -33,7 +38,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cluster::health::Health;
 use crate::cluster::target::Target;
-use crate::cluster::wire::{POSITION_TTL_SECS, PUBLISH_SCRIPT, channel, position_key};
+use crate::cluster::wire::{POSITION_TTL_SECS, PUBLISH_SCRIPT, channel, history_key, position_key};
 use crate::metrics::Metrics;
 
 /// Most publishes waiting for Redis on one node.
@@ -96,8 +101,11 @@ pub struct PublishJob {
     pub topic: String,
     /// The payload.
     pub payload: Bytes,
-    /// Whether the publisher asked for retain.
+    /// Whether Redis keeps it as the topic's retained value (the publisher
+    /// asked for retain, or the topic's policy retains).
     pub retain: bool,
+    /// How many history entries the topic keeps (its policy).
+    pub history: usize,
     /// When it was accepted (µs since the Unix epoch).
     pub time_us: u64,
     /// Called once with the outcome.
@@ -128,13 +136,30 @@ pub struct Publisher {
 pub struct PublisherTask {
     jobs: mpsc::Receiver<PublishJob>,
     queued_bytes: Arc<AtomicUsize>,
+    shared: Arc<SharedConnection>,
 }
 
-/// A publisher and the task that serves its queue; refusals are counted
-/// in `metrics`.
-pub fn publisher(metrics: &Metrics) -> (Publisher, PublisherTask) {
+/// The publisher's Redis connection while it is up, lent to other users.
+#[derive(Debug, Default)]
+pub struct SharedConnection(Mutex<Option<MultiplexedConnection>>);
+
+impl SharedConnection {
+    /// The connection, if the publisher has one now.
+    pub fn get(&self) -> Option<MultiplexedConnection> {
+        self.0.lock().clone()
+    }
+
+    fn set(&self, connection: Option<&MultiplexedConnection>) {
+        *self.0.lock() = connection.cloned();
+    }
+}
+
+/// A publisher, the task that serves its queue, and the connection that
+/// task shares; refusals are counted in `metrics`.
+pub fn publisher(metrics: &Metrics) -> (Publisher, PublisherTask, Arc<SharedConnection>) {
     let (tx, rx) = mpsc::channel(QUEUE_JOBS);
     let queued_bytes = Arc::new(AtomicUsize::new(0));
+    let shared = Arc::new(SharedConnection::default());
     (
         Publisher {
             jobs: tx,
@@ -144,7 +169,9 @@ pub fn publisher(metrics: &Metrics) -> (Publisher, PublisherTask) {
         PublisherTask {
             jobs: rx,
             queued_bytes,
+            shared: Arc::clone(&shared),
         },
+        shared,
     )
 }
 
@@ -173,25 +200,6 @@ impl Publisher {
     }
 }
 
-/// The connection `attempt` makes within [`REDIS_TIMEOUT`]; `None` (logged
-/// for `who` at debug level) if it fails or takes longer.
-pub async fn within_deadline<T>(
-    who: &str,
-    attempt: impl Future<Output = redis::RedisResult<T>>,
-) -> Option<T> {
-    match tokio::time::timeout(REDIS_TIMEOUT, attempt).await {
-        Ok(Ok(connection)) => Some(connection),
-        Ok(Err(e)) => {
-            tracing::debug!(error = %e, "{who}: cannot connect to Redis");
-            None
-        }
-        Err(_) => {
-            tracing::debug!("{who}: connecting to Redis timed out");
-            None
-        }
-    }
-}
-
 /// Whether Redis answers a `PING` on `connection` in time.
 async fn ping(connection: &mut MultiplexedConnection) -> bool {
     let command = redis::cmd("PING");
@@ -207,14 +215,16 @@ fn pipeline(sha: &str, batch: &[PublishJob]) -> redis::Pipeline {
     for job in batch {
         pipe.cmd("EVALSHA")
             .arg(sha)
-            .arg(1)
+            .arg(2)
             .arg(position_key(&job.topic))
+            .arg(history_key(&job.topic))
             .arg(channel(&job.topic))
             .arg(rand::random::<u64>().max(1))
             .arg(job.time_us)
             .arg(u8::from(job.retain))
             .arg(job.payload.as_ref())
-            .arg(POSITION_TTL_SECS);
+            .arg(POSITION_TTL_SECS)
+            .arg(job.history);
     }
     pipe
 }
@@ -264,7 +274,6 @@ impl PublisherTask {
             if connection.is_some() && health.losses() != losses_seen {
                 tracing::info!("cluster publisher: Redis was lost; reconnecting");
                 connection = None;
-                health.set_publisher(false);
                 next_attempt = Instant::now();
             }
             if connection.is_none() && Instant::now() >= next_attempt {
@@ -278,8 +287,9 @@ impl PublisherTask {
                     }
                     was_up = true;
                 }
-                health.set_publisher(connection.is_some());
             }
+            self.shared.set(connection.as_ref());
+            health.set_publisher(connection.is_some());
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => return,
@@ -294,7 +304,6 @@ impl PublisherTask {
                         if !answered {
                             tracing::warn!("cluster publisher: Redis did not answer PING; reconnecting");
                             connection = None;
-                            health.set_publisher(false);
                         }
                     }
                     continue;
@@ -314,6 +323,7 @@ impl PublisherTask {
             if let Err(e @ (PublishError::Unconfirmed | PublishError::Unavailable)) = &outcome {
                 if connection.take().is_some() {
                     tracing::warn!(error = %e, "cluster publisher: lost the Redis connection");
+                    self.shared.set(None);
                     health.set_publisher(false);
                 }
             }
@@ -353,6 +363,7 @@ mod tests {
             topic: "t".to_owned(),
             payload: Bytes::from(vec![0; payload]),
             retain: false,
+            history: 0,
             time_us: 0,
             done: Box::new(move |result| outcomes.lock().unwrap().push(result)),
         }
@@ -362,7 +373,7 @@ mod tests {
     fn a_full_queue_refuses_at_once_by_count_and_by_bytes() {
         let outcomes = Arc::new(Mutex::new(Vec::new()));
         let metrics = Metrics::new();
-        let (publisher, task) = publisher(&metrics);
+        let (publisher, task, _) = publisher(&metrics);
         publisher.submit(job(QUEUE_BYTES + 1, &outcomes));
         assert_eq!(*outcomes.lock().unwrap(), vec![Err(PublishError::Busy)]);
         for _ in 0..QUEUE_JOBS {
