@@ -175,7 +175,9 @@ impl RedisServer {
     }
 
     /// Starts a Redis Sentinel (quorum 1, down after 1 s) watching
-    /// `master` under the name `name`, its configuration file in `dir`.
+    /// `master` under the name `name`, its configuration file in `dir`;
+    /// for a TLS `master`, a Sentinel speaking only TLS, to its clients and
+    /// to the master, with the master's files.
     pub async fn start_sentinel(
         dir: &std::path::Path,
         name: &str,
@@ -185,13 +187,15 @@ impl RedisServer {
         let config = format!(
             "sentinel monitor {name} 127.0.0.1 {port} 1\n\
              sentinel down-after-milliseconds {name} 1000\n\
-             sentinel failover-timeout {name} 5000\n",
-            port = master.port
+             sentinel failover-timeout {name} 5000\n\
+             tls-replication {tls}\n",
+            port = master.port,
+            tls = if master.tls.is_some() { "yes" } else { "no" },
         );
         std::fs::write(&file, config).expect("write the Sentinel configuration");
         let leading = vec![path(&file).to_owned(), "--sentinel".to_owned()];
         Self::start_with(
-            None,
+            master.tls.clone(),
             Kind {
                 leading,
                 ..Kind::default()

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
 use tickwire_e2e::node::ClusterNode;
-use tickwire_e2e::pki::TempDir;
-use tickwire_e2e::redis::RedisServer;
+use tickwire_e2e::pki::{TempDir, TestCa};
+use tickwire_e2e::redis::{RedisServer, RedisTls};
 use tickwire_e2e::{RawClient, Received, poll_until};
 use tokio::time::Instant;
 
@@ -180,4 +180,29 @@ async fn a_manual_failover_moves_the_nodes_to_the_promoted_replica() {
     assert_eq!(seq, 2, "the position was replicated");
     assert_eq!(next_message(&mut subscriber).await.1, "after");
     assert_eq!(d.master.numsub(channel).await, 0);
+}
+
+#[tokio::test]
+async fn over_tls_the_node_asks_the_sentinel_and_reaches_the_master_trusting_the_ca_file() {
+    let dir = TempDir::new("cluster-sentinel-tls");
+    let ca = TestCa::new(dir.path(), "redis-ca");
+    let master = RedisServer::start_tls(RedisTls {
+        server: ca.server_cert(dir.path(), "redis"),
+        ca: ca.ca_file().to_owned(),
+        client: None,
+    })
+    .await;
+    let sentinel = RedisServer::start_sentinel(dir.path(), "primary", &master).await;
+    let url = format!("rediss+sentinel://127.0.0.1:{}/primary", sentinel.port);
+    let ca_file = ca.ca_file().to_str().expect("a UTF-8 temporary path");
+    let node = ClusterNode::ready(&url, &["--cluster-ca-file", ca_file]).await;
+    let mut subscriber = RawClient::connect(node.addr).await;
+    subscriber.subscribe("tls.x").await;
+    master.wait_numsub("tickwire:{tls.x}:msg", 1).await;
+    let mut publisher = RawClient::connect(node.addr).await;
+    assert_eq!(publisher.publish_acked("tls.x", b"sealed").await, 1);
+    assert_eq!(
+        next_message(&mut subscriber).await,
+        ("tls.x".to_owned(), "sealed".to_owned())
+    );
 }
