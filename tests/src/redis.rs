@@ -104,6 +104,12 @@ fn spawn(port: u16, tls: Option<&RedisTls>, kind: &Kind) -> Child {
             "warning",
             "--logfile",
             "",
+            // A replica's full sync writes an RDB file even without
+            // `save`: in the temporary directory, one name per port.
+            "--dir",
+            path(&std::env::temp_dir()),
+            "--dbfilename",
+            &rdb_file_name(&port),
         ])
         .args(&kind.trailing)
         .stdin(Stdio::null())
@@ -111,6 +117,12 @@ fn spawn(port: u16, tls: Option<&RedisTls>, kind: &Kind) -> Child {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("start redis-server (scripts/test.sh installs it: apt-get install -y redis-server)")
+}
+
+/// The name of the RDB file of the server on `port` (in the temporary
+/// directory).
+fn rdb_file_name(port: &str) -> String {
+    format!("tickwire-test-redis-{port}.rdb")
 }
 
 /// A test path as an argument.
@@ -351,5 +363,7 @@ async fn process_id(client: &::redis::Client) -> Option<u32> {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
+        let rdb = std::env::temp_dir().join(rdb_file_name(&self.port.to_string()));
+        let _ = std::fs::remove_file(rdb);
     }
 }
