@@ -625,3 +625,40 @@ async fn every_message_numbered_after_the_reply_reaches_the_new_subscriber() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_subscribe_redis_does_not_answer_is_answered_from_the_node_in_time() {
+    let redis = RedisServer::start().await;
+    let dir = config_dir(HISTORY_POLICY);
+    let (a, b) = (
+        node_configured(&redis, &dir).await,
+        node_configured(&redis, &dir).await,
+    );
+    let mut subscriber = RawClient::connect(a.addr).await;
+    let info = subscriber.subscribe("hist.frozen").await;
+    let epoch = info.epoch.expect("an epoch");
+    let mut publisher = RawClient::connect(b.addr).await;
+    assert_eq!(publisher.publish_acked("hist.frozen", b"one").await, 1);
+    assert_eq!(next_delivery(&mut subscriber).await.2, 1);
+
+    // Redis stops answering, connections open: the resume is answered
+    // within the read's deadline, from what node a knows, not claimed.
+    redis.freeze(true);
+    let position = Position { epoch, seq: 1 };
+    let mut resumer = RawClient::connect(a.addr).await;
+    let started = std::time::Instant::now();
+    let info = resume(&mut resumer, "hist.frozen", &[("hist.frozen", position)]).await;
+    assert!(started.elapsed() < std::time::Duration::from_secs(8));
+    assert_eq!(info.recovered, Some(false));
+    assert_eq!(info.missed, vec![("hist.frozen".to_owned(), position)]);
+
+    // Redis answers again: the node is ready and resumes are checked.
+    redis.freeze(false);
+    wait_ready(a.addr, true).await;
+    let mut again = RawClient::connect(a.addr).await;
+    let info = resume(&mut again, "hist.frozen", &[("hist.frozen", position)]).await;
+    assert_eq!(info.recovered, Some(true), "{info:?}");
+    assert_eq!(publisher.publish_acked("hist.frozen", b"two").await, 2);
+    assert_eq!(next_delivery(&mut again).await.2, 2);
+    assert_eq!(next_delivery(&mut subscriber).await.2, 2);
+}

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use parking_lot::Mutex;
 use tickwire_protocol::topic::Topic;
+use tokio::sync::Semaphore;
 
 use crate::cluster::health::Health;
 use crate::cluster::interest::Interest;
@@ -34,7 +35,14 @@ pub struct Backplane {
     /// What memory rebuilt from Redis for a replay counts against: not
     /// the broker's own `max_retained_bytes`.
     pub replay_budget: Arc<StorageBudget>,
+    /// Wildcard replays (a `SCAN` of Redis' keys each) running at once on
+    /// this node, at most [`WILDCARD_SCANS`].
+    pub wildcard_scans: Semaphore,
 }
+
+/// Most wildcard replays (`since` or `last` on a wildcard) that read Redis
+/// at once on one node; the next wait for one to finish.
+pub const WILDCARD_SCANS: usize = 4;
 
 impl Backplane {
     /// A backplane through Redis at the `--cluster` URL `url`, with the
@@ -50,6 +58,7 @@ impl Backplane {
             publisher_task: Mutex::new(Some(task)),
             connection,
             replay_budget: Arc::new(StorageBudget::detached()),
+            wildcard_scans: Semaphore::new(WILDCARD_SCANS),
         })
     }
 

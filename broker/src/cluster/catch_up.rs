@@ -24,8 +24,12 @@
 //! node the client reaches, and the first live message follows the reply
 //! and replay without gap or duplicate.
 //!
-//! When Redis cannot be asked (the node has no connection, or Redis did not
-//! answer within [`REDIS_TIMEOUT`]), the subscription is answered from what
+//! A wildcard replay scans Redis' keys; at most
+//! [`crate::cluster::backplane::WILDCARD_SCANS`] run at once on a node.
+//!
+//! When Redis cannot be asked (the node has no connection, Redis did not
+//! answer within [`REDIS_TIMEOUT`], or a wildcard replay waited that long
+//! for its turn), the subscription is answered from what
 //! the node knows: its own last position of the topic, no replay, and
 //! `recovered: false` for every `since` position (it could not be checked).
 
@@ -118,10 +122,15 @@ async fn fetch(
             newest: ask.last,
         }
     };
+    // Held until the reads are done.
+    let mut scan_permit = None;
     let reads = match ask.pattern.as_topic() {
         Some(topic) => vec![read(topic.as_str().to_owned(), true)],
         None if ask.since.is_none() && !ask.last => Vec::new(),
         None => {
+            let permit = tokio::time::timeout(REDIS_TIMEOUT, backplane.wildcard_scans.acquire());
+            let permit = permit.await.map_err(|_| ReadError::Busy)?;
+            scan_permit = Some(permit.map_err(|_| ReadError::Busy)?);
             let (mut topics, cut_short) = scan_topics(&mut connection, &ask.pattern).await?;
             if cut_short {
                 tracing::warn!(pattern = %ask.pattern, "cluster: a wildcard replay covers only the first topics found in Redis");
@@ -134,11 +143,9 @@ async fn fetch(
             topics.into_iter().map(|t| read(t, false)).collect()
         }
     };
-    Ok(read_topics(&mut connection, &reads)
-        .await?
-        .into_iter()
-        .flatten()
-        .collect())
+    let records = read_topics(&mut connection, &reads).await?;
+    drop(scan_permit);
+    Ok(records.into_iter().flatten().collect())
 }
 
 /// Queues the reply, the replay and the held live messages. `records` is
