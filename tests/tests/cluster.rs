@@ -380,6 +380,16 @@ async fn a_node_started_without_redis_serves_refuses_publishes_and_joins_when_re
         .await,
         1.0
     );
+    assert_eq!(
+        metric_labelled(
+            a.addr,
+            "tickwire_backplane_refused_total",
+            "reason",
+            "unavailable"
+        )
+        .await,
+        1.0
+    );
 
     redis.restart().await;
     wait_ready(a.addr, true).await;
@@ -391,29 +401,42 @@ async fn a_node_started_without_redis_serves_refuses_publishes_and_joins_when_re
 
 #[tokio::test]
 async fn help_does_not_show_the_cluster_urls_password() {
-    let output = tickwire_command(&["serve", "--help"])
-        .env("TICKWIRE_CLUSTER", "redis://:hunter2@127.0.0.1:6379")
-        .output()
-        .await
-        .expect("run tickwire serve --help");
-    assert!(output.status.success());
-    let help = String::from_utf8_lossy(&output.stdout);
-    assert!(help.contains("TICKWIRE_CLUSTER"), "{help}");
-    assert!(!help.contains("hunter2"), "{help}");
+    for url in [
+        "redis://:hunter2@127.0.0.1:6379",
+        "rediss+sentinel://:hunter2@127.0.0.1:26379/primary",
+    ] {
+        let output = tickwire_command(&["serve", "--help"])
+            .env("TICKWIRE_CLUSTER", url)
+            .output()
+            .await
+            .expect("run tickwire serve --help");
+        assert!(output.status.success());
+        let help = String::from_utf8_lossy(&output.stdout);
+        assert!(help.contains("TICKWIRE_CLUSTER"), "{help}");
+        assert!(!help.contains("hunter2"), "{help}");
+    }
 }
 
 #[tokio::test]
 async fn unsupported_cluster_urls_are_refused_at_start() {
     for (url, says) in [
-        ("rediss://127.0.0.1:6379", "not supported"),
-        ("127.0.0.1:6379", "not supported"),
+        (
+            "redis+cluster://127.0.0.1:6379",
+            "Redis Cluster is not supported",
+        ),
+        ("http://127.0.0.1:6379", "not supported"),
+        ("127.0.0.1:6379", "not a URL"),
         ("redis://127.0.0.1:notaport", "not a Redis URL"),
+        (
+            "redis+sentinel://127.0.0.1:26379",
+            "master's name is missing",
+        ),
     ] {
         let output = tickwire_command(&["serve", "--listen", "127.0.0.1:0", "--cluster", url])
             .output()
             .await
             .expect("run tickwire serve");
-        assert!(!output.status.success(), "{url} was accepted");
+        assert_eq!(output.status.code(), Some(2), "{url}");
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(stderr.contains(says), "{url}: {stderr}");
     }
