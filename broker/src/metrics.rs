@@ -24,8 +24,13 @@ pub const REDIS_BUCKETS: [f64; 14] = [
 ];
 
 /// The `op` label values of `tickwire_backplane_redis_seconds`: a pipeline
-/// of publishes, a `PING`.
-pub const REDIS_OPS: [&str; 2] = ["publish", "ping"];
+/// of publishes, a `PING`, a subscribe's reads of topics, a wildcard
+/// replay's `SCAN` of the topics.
+pub const REDIS_OPS: [&str; 4] = ["publish", "ping", "read", "scan"];
+
+/// The `answered` label values of `tickwire_backplane_subscribes_total`:
+/// from what Redis keeps, or from the node alone (Redis could not be asked).
+pub const SUBSCRIBE_ANSWERS: [&str; 2] = ["redis", "node"];
 
 /// The `reason` label values of `tickwire_backplane_refused_total`: the
 /// [`crate::cluster::publisher::PublishError`] a client got.
@@ -119,6 +124,9 @@ pub struct Metrics {
     /// Cluster mode: messages received from Redis and not delivered, by
     /// `reason` ([`DROPPED_REASONS`]).
     pub backplane_dropped: IntCounterVec,
+    /// Cluster mode: subscribes answered, by `answered`
+    /// ([`SUBSCRIBE_ANSWERS`]).
+    pub backplane_subscribes: IntCounterVec,
 }
 
 /// Bucket upper bounds, in bytes, of the queue depth histogram.
@@ -188,7 +196,7 @@ impl Metrics {
         let backplane_redis_seconds = HistogramVec::new(
             HistogramOpts::new(
                 "tickwire_backplane_redis_seconds",
-                "Cluster mode: Redis round trips by op: publish (one pipeline of up to 256 publishes), ping (an idle connection's check); failed and timed-out ones included.",
+                "Cluster mode: Redis round trips by op: publish (one pipeline of up to 256 publishes), ping (an idle connection's check), read (a subscribe's reads: one pipeline of up to 256 topics), scan (a wildcard replay's SCAN of the topics, all calls); failed and timed-out ones included.",
             )
             .buckets(REDIS_BUCKETS.to_vec()),
             &["op"],
@@ -313,6 +321,11 @@ impl Metrics {
                 "Cluster mode: messages received from Redis and not delivered, by reason: malformed (not written by tickwire), registry (refused locally, e.g. max_topics reached).",
                 "reason",
             ),
+            backplane_subscribes: counter_vec(
+                "backplane_subscribes_total",
+                "Cluster mode: subscribes answered, by where the reply's position and replay came from: redis, or node (Redis could not be asked in time: no replay, resumes not claimed).",
+                "answered",
+            ),
             registry,
         };
         for code in ErrorCode::ALL {
@@ -337,6 +350,9 @@ impl Metrics {
         }
         for reason in REFUSED_REASONS {
             metrics.backplane_refused.with_label_values(&[reason]);
+        }
+        for answered in SUBSCRIBE_ANSWERS {
+            metrics.backplane_subscribes.with_label_values(&[answered]);
         }
         for reason in DROPPED_REASONS {
             metrics.backplane_dropped.with_label_values(&[reason]);

@@ -651,6 +651,16 @@ async fn a_subscribe_redis_does_not_answer_is_answered_from_the_node_in_time() {
     assert!(started.elapsed() < std::time::Duration::from_secs(8));
     assert_eq!(info.recovered, Some(false));
     assert_eq!(info.missed, vec![("hist.frozen".to_owned(), position)]);
+    let answered = |by| {
+        metric_labelled(
+            a.addr,
+            "tickwire_backplane_subscribes_total",
+            "answered",
+            by,
+        )
+    };
+    assert_eq!(answered("node").await, 1.0);
+    assert_eq!(answered("redis").await, 1.0, "the first subscribe");
 
     // Redis answers again: the node is ready and resumes are checked.
     redis.freeze(false);
@@ -658,6 +668,7 @@ async fn a_subscribe_redis_does_not_answer_is_answered_from_the_node_in_time() {
     let mut again = RawClient::connect(a.addr).await;
     let info = resume(&mut again, "hist.frozen", &[("hist.frozen", position)]).await;
     assert_eq!(info.recovered, Some(true), "{info:?}");
+    assert_eq!(answered("redis").await, 2.0);
     assert_eq!(publisher.publish_acked("hist.frozen", b"two").await, 2);
     assert_eq!(next_delivery(&mut again).await.2, 2);
     assert_eq!(next_delivery(&mut subscriber).await.2, 2);
