@@ -1,7 +1,8 @@
 //! Helpers shared by the end-to-end tests: an in-process broker on port 0,
 //! a raw WebSocket client that speaks frames byte by byte, a minimal HTTP
-//! client, a reader for `/metrics`, and real `redis-server` processes and
-//! `serve --cluster` nodes for the cluster tests ([`redis`], [`node`]).
+//! client, a reader for `/metrics`, and real `redis-server` processes for
+//! the cluster tests ([`redis`]) with the broker processes on them
+//! ([`node`]).
 //!
 //! Every wait is bounded by [`WAIT`]: a broken broker fails a test, it never
 //! hangs the suite.

@@ -76,8 +76,8 @@ fn shares(report: &Value) -> Vec<(String, u64, u64, u64)> {
 #[tokio::test]
 async fn bench_spreads_subscribers_over_cluster_nodes_and_counts_each_once() {
     let redis = RedisServer::start().await;
-    let a = ClusterNode::start(&redis.url(), &[]).await;
-    let b = ClusterNode::start(&redis.url(), &[]).await;
+    let a = ClusterNode::ready(&redis.url(), &[]).await;
+    let b = ClusterNode::ready(&redis.url(), &[]).await;
     // No wait for PUBSUB here: a cluster node answers SUBSCRIBED only once
     // Redis confirmed its SUBSCRIBE (docs/cluster.md), so every message the
     // bench publishes after its setup reaches both nodes.

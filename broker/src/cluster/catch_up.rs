@@ -24,13 +24,17 @@
 //! node the client reaches, and the first live message follows the reply
 //! and replay without gap or duplicate.
 //!
-//! When Redis cannot be asked (the node has no connection, or Redis did not
-//! answer within [`REDIS_TIMEOUT`]), the subscription is answered from what
+//! A wildcard replay scans Redis' keys; at most
+//! [`crate::cluster::backplane::WILDCARD_SCANS`] run at once on a node.
+//!
+//! When Redis cannot be asked (the node has no connection, Redis did not
+//! answer within [`REDIS_TIMEOUT`], or a wildcard replay waited that long
+//! for its turn), the subscription is answered from what
 //! the node knows: its own last position of the topic, no replay, and
 //! `recovered: false` for every `since` position (it could not be checked).
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tickwire_protocol::message::{Position, SubscribedInfo, encode_delivery_frame};
 use tickwire_protocol::topic::{Pattern, Topic};
@@ -79,6 +83,12 @@ pub fn start(state: &Arc<BrokerState>, held: HeldSubscription, ask: Ask, reply: 
         } else {
             None
         };
+        let answered = if records.is_some() { "redis" } else { "node" };
+        state
+            .metrics
+            .backplane_subscribes
+            .with_label_values(&[answered])
+            .inc();
         finish(&state, backplane, held, &ask, records, reply);
     });
 }
@@ -118,11 +128,19 @@ async fn fetch(
             newest: ask.last,
         }
     };
+    // Held until the reads are done.
+    let mut scan_permit = None;
     let reads = match ask.pattern.as_topic() {
         Some(topic) => vec![read(topic.as_str().to_owned(), true)],
         None if ask.since.is_none() && !ask.last => Vec::new(),
         None => {
-            let (mut topics, cut_short) = scan_topics(&mut connection, &ask.pattern).await?;
+            let permit = tokio::time::timeout(REDIS_TIMEOUT, backplane.wildcard_scans.acquire());
+            let permit = permit.await.map_err(|_| ReadError::Busy)?;
+            scan_permit = Some(permit.map_err(|_| ReadError::Busy)?);
+            let started = Instant::now();
+            let scanned = scan_topics(&mut connection, &ask.pattern).await;
+            observe(state, "scan", started);
+            let (mut topics, cut_short) = scanned?;
             if cut_short {
                 tracing::warn!(pattern = %ask.pattern, "cluster: a wildcard replay covers only the first topics found in Redis");
             }
@@ -134,11 +152,23 @@ async fn fetch(
             topics.into_iter().map(|t| read(t, false)).collect()
         }
     };
-    Ok(read_topics(&mut connection, &reads)
-        .await?
-        .into_iter()
-        .flatten()
-        .collect())
+    let started = Instant::now();
+    let records = read_topics(&mut connection, &reads).await;
+    if !reads.is_empty() {
+        observe(state, "read", started);
+    }
+    let records = records?;
+    drop(scan_permit);
+    Ok(records.into_iter().flatten().collect())
+}
+
+/// Counts a Redis round trip of `op` begun at `started`.
+fn observe(state: &BrokerState, op: &str, started: Instant) {
+    state
+        .metrics
+        .backplane_redis_seconds
+        .with_label_values(&[op])
+        .observe(started.elapsed().as_secs_f64());
 }
 
 /// Queues the reply, the replay and the held live messages. `records` is
@@ -159,7 +189,7 @@ fn finish(
     });
     let replay_ask = ReplayAsk::new(since.as_deref(), ask.last);
     let registry = &state.registry;
-    let now = std::time::Instant::now();
+    let now = Instant::now();
     let mut info = SubscribedInfo::default();
     let mut batch = ReplayBatch::default();
     let mut frames = Vec::new();
@@ -226,7 +256,7 @@ fn restore(
     budget: &Arc<StorageBudget>,
     record: &TopicRecord,
     policy: &TopicPolicy,
-    now: std::time::Instant,
+    now: Instant,
 ) -> TopicMemory {
     let unix_now = unix_micros();
     let at = |time_us: u64| {

@@ -40,6 +40,9 @@ pub enum ReadError {
     /// Redis answered with an error or the connection failed.
     #[error("Redis read failed: {0}")]
     Failed(#[from] redis::RedisError),
+    /// Too many wildcard replays wait for Redis on this node.
+    #[error("too many wildcard replays are reading Redis on this node")]
+    Busy,
     /// The answer was not what the read script returns.
     #[error("unexpected answer from Redis to a topic read")]
     Malformed,
