@@ -1,7 +1,9 @@
 //! Helpers shared by the end-to-end tests: an in-process broker on port 0,
 //! a raw WebSocket client that speaks frames byte by byte, a minimal HTTP
-//! client, a reader for `/metrics`, and real `redis-server` processes for
-//! the cluster tests ([`redis`]).
+//! client, a reader for `/metrics`, and for the cluster tests real
+//! `redis-server` processes ([`redis`]), `tickwire serve --cluster`
+//! processes that can be killed and restarted ([`node`]) and a TCP proxy
+//! that balances and fails on demand ([`proxy`]).
 //!
 //! Every wait is bounded by [`WAIT`]: a broken broker fails a test, it never
 //! hangs the suite.
@@ -24,7 +26,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 
+pub mod node;
 pub mod pki;
+pub mod proxy;
 pub mod redis;
 
 /// Longest any single wait in a test may take.
@@ -356,25 +360,46 @@ impl RawClient {
         Self::upgrade(Box::new(stream), request, SubprotocolRule::AllowMissing).await
     }
 
+    /// [`RawClient::connect`] that says why it failed instead of failing
+    /// the test: for clients that retry, as through a load balancer whose
+    /// node may be going away.
+    pub async fn try_connect(addr: SocketAddr) -> Result<RawClient, String> {
+        let stream = TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("connect to {addr}: {e}"))?;
+        let request = UpgradeRequest::new(&addr.to_string(), WEBSOCKET_PATH);
+        Self::try_upgrade(Box::new(stream), request, SubprotocolRule::Required).await
+    }
+
     /// Completes the handshake of `request` on `stream`, checking the
     /// response's subprotocol by `rule`.
     async fn upgrade(
-        mut stream: Box<dyn RawStream>,
+        stream: Box<dyn RawStream>,
         request: UpgradeRequest,
         rule: SubprotocolRule,
     ) -> RawClient {
+        Self::try_upgrade(stream, request, rule)
+            .await
+            .unwrap_or_else(|why| panic!("{why}"))
+    }
+
+    /// [`RawClient::upgrade`], or why it failed.
+    async fn try_upgrade(
+        mut stream: Box<dyn RawStream>,
+        request: UpgradeRequest,
+        rule: SubprotocolRule,
+    ) -> Result<RawClient, String> {
         let Response { head, text, rest } = handshake(&mut stream, &request)
             .await
-            .unwrap_or_else(|text| panic!("connection closed during the handshake: {text}"));
-        if let Err(e) = head.verify(request.key(), rule) {
-            panic!("handshake failed: {e}\n{text}");
-        }
-        RawClient {
+            .map_err(|text| format!("connection closed during the handshake: {text}"))?;
+        head.verify(request.key(), rule)
+            .map_err(|e| format!("handshake failed: {e}\n{text}"))?;
+        Ok(RawClient {
             stream,
             buf: rest,
             decoder: FrameDecoder::new(Role::Client, 64 << 20),
             next_id: 1,
-        }
+        })
     }
 
     /// A fresh request id.
