@@ -341,18 +341,26 @@ async fn reconnect(lb: SocketAddr) -> RawClient {
     }
 }
 
-/// Publishes `feed-0` … on `topic` through `client`, one acknowledged
-/// publish every `pace`; reports the acknowledged count in `acked`.
-/// Returns (seq, payload) in publish order.
+/// Publishes `feed-0` … `feed-(n-1)` on `topic` through `client`, one
+/// acknowledged publish every `pace`; reports the acknowledged count in
+/// `acked`. Before publish `hold_at` it waits until `go` is true, so
+/// that an event of the test falls within the stream. Returns (seq,
+/// payload) in publish order.
 async fn publish_paced(
     mut client: RawClient,
     topic: &str,
-    n: u64,
-    pace: Duration,
+    (n, pace): (u64, Duration),
+    (hold_at, mut go): (u64, watch::Receiver<bool>),
     acked: watch::Sender<u64>,
 ) -> Vec<(u64, String)> {
     let mut acks = Vec::new();
     for i in 0..n {
+        if i == hold_at {
+            tokio::time::timeout(WAIT, go.wait_for(|go| *go))
+                .await
+                .expect("the go-ahead in time")
+                .expect("the test holds the go-ahead");
+        }
         let payload = format!("feed-{i}");
         let seq = client.publish_acked(topic, payload.as_bytes()).await;
         acks.push((seq, payload));
@@ -395,13 +403,15 @@ async fn subscribers_of_a_killed_node_resume_on_another_node_without_loss_or_dup
     lb.set_upstreams(&[a.addr, b.addr, c.addr]);
 
     // The publisher is on node b, at a bounded rate.
+    // It stops before the last third until node a is killed.
     let (acked_tx, mut acked) = watch::channel(0);
+    let (killed_tx, killed) = watch::channel(false);
     let publisher = RawClient::connect(b.addr).await;
     let publishing = tokio::spawn(publish_paced(
         publisher,
         topic,
-        N,
-        Duration::from_millis(4),
+        (N, Duration::from_millis(4)),
+        (2 * N / 3, killed),
         acked_tx,
     ));
 
@@ -412,6 +422,7 @@ async fn subscribers_of_a_killed_node_resume_on_another_node_without_loss_or_dup
     }
     wait_progress(&mut raw_progress, N / 4, "raw subscriber").await;
     a.kill().await;
+    killed_tx.send_replace(true);
 
     let acks = publishing.await.expect("the publisher");
     let acked_seqs: Vec<u64> = acks.iter().map(|(seq, _)| *seq).collect();
@@ -558,6 +569,9 @@ async fn a_rolling_restart_of_every_node_loses_nothing_for_resuming_subscribers(
         acked_tx,
     ));
     wait_progress(&mut acked, 20, "acknowledged publishes").await;
+    for subscriber in &mut subscribers {
+        wait_progress(&mut subscriber.received, 10, "a subscriber").await;
+    }
 
     // Each node in turn: out of the load balancer, drained, started again
     // on its port, back in; traffic goes on meanwhile.
