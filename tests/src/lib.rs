@@ -527,6 +527,27 @@ impl RawClient {
         self.expect_forbidden(id).await
     }
 
+    /// Publishes on `topic` with an acknowledgement and expects the refusal
+    /// `ERROR` with `code`; returns its text.
+    pub async fn publish_refused(&mut self, topic: &str, code: ErrorCode) -> String {
+        let id = self.next_id();
+        self.send(&ClientMessage::Publish {
+            id: Some(id),
+            topic,
+            payload: Bytes::from_static(b"refused"),
+            retain: false,
+        })
+        .await;
+        match self.recv().await {
+            Received::Error {
+                id: got,
+                code: got_code,
+                message,
+            } if got == Some(id) && got_code == code => message,
+            other => panic!("expected {code:?} for {id}, got {other:?}"),
+        }
+    }
+
     /// Receives the next item, answering nothing; fails after [`WAIT`].
     pub async fn recv(&mut self) -> Received {
         tokio::time::timeout(WAIT, self.recv_unbounded())

@@ -15,7 +15,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use bytes::Bytes;
 use tickwire_client::{Client, ErrorCode, Subscription, SubscriptionEvent};
 use tickwire_e2e::node::Node;
 use tickwire_e2e::proxy::Proxy;
@@ -51,28 +50,6 @@ async fn next_delivery(client: &mut RawClient) -> (u64, String) {
             (seq, String::from_utf8_lossy(&payload).into_owned())
         }
         other => panic!("expected a MESSAGE, got {other:?}"),
-    }
-}
-
-/// Publishes on `topic` through `client` and expects the refusal
-/// `internal` whose text contains `says`.
-async fn expect_refused(client: &mut RawClient, topic: &str, says: &str) {
-    let id = client.next_id();
-    client
-        .send(&ClientMessage::Publish {
-            id: Some(id),
-            topic,
-            payload: Bytes::from_static(b"refused"),
-            retain: false,
-        })
-        .await;
-    match client.recv().await {
-        Received::Error {
-            id: got,
-            code: tickwire_protocol::ErrorCode::Internal,
-            message,
-        } if got == Some(id) => assert!(message.contains(says), "{message}"),
-        other => panic!("expected an internal error for {id}, got {other:?}"),
     }
 }
 
@@ -129,7 +106,10 @@ async fn a_node_partitioned_from_redis_fails_readiness_and_refuses_publishes_the
     assert_eq!(next_delivery(&mut on_b).await, (3, "3".to_owned()));
     // Node a refuses publishes (WebSocket and HTTP) and keeps serving its
     // connections.
-    expect_refused(&mut publisher_a, topic, "is unavailable").await;
+    let refusal = publisher_a
+        .publish_refused(topic, ErrorCode::Internal)
+        .await;
+    assert!(refusal.contains("is unavailable"), "{refusal}");
     let (status, body) = http(a.addr, "POST", "/v1/publish/part.x", b"lost").await;
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("cluster backplane (Redis)"), "{body}");
@@ -178,9 +158,14 @@ struct SdkSubscriber {
 }
 
 impl SdkSubscriber {
-    /// Collects the deliveries of `sub` (whose `client` it keeps) until one
-    /// with seq `until` or beyond.
-    fn spawn(client: Client, sub: Subscription, until: watch::Receiver<u64>) -> Self {
+    /// Connects an SDK client to `url`, subscribes to `topic` and collects
+    /// its deliveries until one with seq `until` or beyond.
+    async fn start(url: &str, topic: &str, until: watch::Receiver<u64>) -> Self {
+        let client = sdk::client(url).await;
+        let sub = client
+            .subscribe(topic)
+            .await
+            .expect("subscribe through the SDK");
         let (received, progress) = watch::channel(0);
         let task = tokio::spawn(sdk_collect(client, sub, until, received));
         SdkSubscriber {
@@ -388,12 +373,7 @@ async fn subscribers_of_a_killed_node_resume_on_another_node_without_loss_or_dup
     let (_until_tx, until) = watch::channel(N);
     let mut subscribers = Vec::new();
     for _ in 0..2 {
-        let client = sdk::client(&lb.ws_url()).await;
-        let sub = client
-            .subscribe(topic)
-            .await
-            .expect("subscribe through the SDK");
-        subscribers.push(SdkSubscriber::spawn(client, sub, until.clone()));
+        subscribers.push(SdkSubscriber::start(&lb.ws_url(), topic, until.clone()).await);
     }
     let mut raw = RawClient::connect(lb.addr).await;
     raw.subscribe(topic).await;
@@ -551,12 +531,7 @@ async fn a_rolling_restart_of_every_node_loses_nothing_for_resuming_subscribers(
     let (until_tx, until) = watch::channel(u64::MAX);
     let mut subscribers = Vec::new();
     for _ in 0..3 {
-        let client = sdk::client(&lb.ws_url()).await;
-        let sub = client
-            .subscribe(topic)
-            .await
-            .expect("subscribe through the SDK");
-        subscribers.push(SdkSubscriber::spawn(client, sub, until.clone()));
+        subscribers.push(SdkSubscriber::start(&lb.ws_url(), topic, until.clone()).await);
     }
     redis.wait_numsub(channel, 3).await;
     let (stop_tx, stop) = watch::channel(false);
