@@ -631,14 +631,23 @@ fn to_received(item: Incoming) -> Received {
 
 /// Runs `probe` every 20 ms until it returns `Ok`, and returns that value;
 /// fails with the last `Err` text after [`WAIT`].
-pub async fn poll_until<T>(mut probe: impl AsyncFnMut() -> Result<T, String>) -> T {
-    let deadline = tokio::time::Instant::now() + WAIT;
+pub async fn poll_until<T>(probe: impl AsyncFnMut() -> Result<T, String>) -> T {
+    poll_within(WAIT, probe).await
+}
+
+/// [`poll_until`] with another limit than [`WAIT`], for what takes longer
+/// by design (a failure found by a timeout).
+pub async fn poll_within<T>(
+    limit: Duration,
+    mut probe: impl AsyncFnMut() -> Result<T, String>,
+) -> T {
+    let deadline = tokio::time::Instant::now() + limit;
     loop {
         match probe().await {
             Ok(value) => return value,
             Err(why) => assert!(
                 tokio::time::Instant::now() < deadline,
-                "not within {WAIT:?}: {why}"
+                "not within {limit:?}: {why}"
             ),
         }
         tokio::time::sleep(Duration::from_millis(20)).await;

@@ -16,7 +16,7 @@ use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout};
 use tokio::time::Instant;
 
-use crate::{WAIT, banner_addr, http, poll_until, signal, tickwire_command};
+use crate::{WAIT, banner_addr, http, poll_within, signal, tickwire_command};
 
 /// One `tickwire serve --cluster` process.
 pub struct Node {
@@ -87,11 +87,18 @@ impl Node {
     /// Waits until `/readyz` answers 200 (`ready`) or 503 (not ready);
     /// returns its body.
     pub async fn wait_ready(&self, ready: bool) -> String {
+        self.wait_ready_within(ready, WAIT).await
+    }
+
+    /// [`Node::wait_ready`] for at most `limit`.
+    pub async fn wait_ready_within(&self, ready: bool, limit: Duration) -> String {
         let want = if ready { 200 } else { 503 };
         let addr = self.addr;
-        poll_until(async || match http(addr, "GET", "/readyz", b"").await {
-            (status, body) if status == want => Ok(body),
-            (status, body) => Err(format!("/readyz of {addr}: {status} {body:?}, want {want}")),
+        poll_within(limit, async || {
+            match http(addr, "GET", "/readyz", b"").await {
+                (status, body) if status == want => Ok(body),
+                (status, body) => Err(format!("/readyz of {addr}: {status} {body:?}, want {want}")),
+            }
         })
         .await
     }

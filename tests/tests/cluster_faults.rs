@@ -19,11 +19,16 @@ use tickwire_client::{Client, ErrorCode, Subscription, SubscriptionEvent};
 use tickwire_e2e::node::Node;
 use tickwire_e2e::proxy::Proxy;
 use tickwire_e2e::redis::RedisServer;
-use tickwire_e2e::{RawClient, Received, WAIT, http, metric, sdk};
+use tickwire_e2e::{RawClient, Received, WAIT, http, metric, metric_with_label, sdk};
 use tickwire_protocol::message::Position;
 use tickwire_protocol::{ClientMessage, SubscribeOptions};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+
+/// Longest a node may take to notice a silent partition from Redis: a
+/// `PING` after 3 s idle, 2 s for its answer, and a wide margin for a
+/// loaded machine.
+const DETECTION: Duration = Duration::from_secs(15);
 
 /// The Redis at `redis` as a socket address, for the proxy.
 fn redis_addr(redis: &RedisServer) -> SocketAddr {
@@ -95,7 +100,7 @@ async fn a_node_partitioned_from_redis_fails_readiness_and_refuses_publishes_the
     // finds out by itself (PING after 3 s idle, 2 s to answer).
     network.blackhole();
     assert_eq!(
-        a.wait_ready(false).await,
+        a.wait_ready_within(false, DETECTION).await,
         "cluster backplane unavailable (Redis)\n"
     );
     assert_eq!(metric(a.addr, "tickwire_backplane_up").await, 0.0);
@@ -114,6 +119,13 @@ async fn a_node_partitioned_from_redis_fails_readiness_and_refuses_publishes_the
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("cluster backplane (Redis)"), "{body}");
     expect_pong(&mut on_a).await;
+    let failed = metric_with_label(
+        a.addr,
+        "tickwire_backplane_publishes_total",
+        "result",
+        "failed",
+    );
+    assert_eq!(failed.await, 2.0);
     // Its attempts to reconnect through the partition fail: still not ready.
     assert_eq!(metric(a.addr, "tickwire_backplane_up").await, 0.0);
     a.wait_ready(false).await;
