@@ -170,12 +170,13 @@ struct SdkSubscriber {
 }
 
 impl SdkSubscriber {
-    /// Connects an SDK client to `url`, subscribes to `topic` and collects
-    /// its deliveries until one with seq `until` or beyond.
-    async fn start(url: &str, topic: &str, until: watch::Receiver<u64>) -> Self {
+    /// Connects an SDK client to `url`, subscribes to `pattern` (one
+    /// topic, or a wildcard that covers only one) and collects its
+    /// deliveries until one with seq `until` or beyond.
+    async fn start(url: &str, pattern: &str, until: watch::Receiver<u64>) -> Self {
         let client = sdk::client(url).await;
         let sub = client
-            .subscribe(topic)
+            .subscribe(pattern)
             .await
             .expect("subscribe through the SDK");
         let (received, progress) = watch::channel(0);
@@ -266,16 +267,17 @@ fn assert_resumed(who: &str, events: &[SubscriptionEvent]) {
 /// its connection ends it connects again and subscribes with `since` its
 /// last position, as a client without the SDK does. Nothing here drops a
 /// repeat: what it collects is what the nodes sent. Returns the
-/// deliveries until seq `last` and how many times it resumed.
+/// deliveries until seq `last` and, for each time it resumed, the
+/// number of deliveries before (so a failure can say where it resumed).
 async fn raw_collect(
     mut client: RawClient,
     lb: SocketAddr,
     topic: &str,
     last: u64,
     progress: watch::Sender<u64>,
-) -> (Vec<Delivered>, u32) {
+) -> (Vec<Delivered>, Vec<usize>) {
     let mut got: Vec<Delivered> = Vec::new();
-    let mut resumed = 0;
+    let mut resumed = Vec::new();
     while got.last().map_or(0, |d| d.seq) < last {
         match client.recv().await {
             Received::Message {
@@ -313,7 +315,7 @@ async fn raw_collect(
                     "raw subscriber: resume after seq {} not recovered: {info:?}",
                     at.seq
                 );
-                resumed += 1;
+                resumed.push(got.len());
             }
             other => panic!("raw subscriber: unexpected {other:?}"),
         }
@@ -428,8 +430,9 @@ async fn subscribers_of_a_killed_node_resume_on_another_node_without_loss_or_dup
         assert_resumed(&who, &events);
     }
     let (got, resumed) = raw_task.await.expect("the raw subscriber");
-    assert_gapless("raw subscriber", &got, N);
-    assert!(resumed >= 1, "the raw subscriber never resumed");
+    let who = format!("raw subscriber (resumed after deliveries {resumed:?})");
+    assert_gapless(&who, &got, N);
+    assert!(!resumed.is_empty(), "the raw subscriber never resumed");
     let payloads: Vec<(u64, String)> = got.into_iter().map(|d| (d.seq, d.payload)).collect();
     assert_eq!(payloads, acks, "raw subscriber");
 }
@@ -539,13 +542,15 @@ async fn a_rolling_restart_of_every_node_loses_nothing_for_resuming_subscribers(
     let lb = Proxy::start(&all).await;
     let (topic, channel) = ("feed.roll", "tickwire:{feed.roll}:msg");
 
-    // One subscriber per node (round robin), then the publisher.
+    // One subscriber of the topic per node (round robin), one of a
+    // wildcard covering it, then the publisher.
     let (until_tx, until) = watch::channel(u64::MAX);
     let mut subscribers = Vec::new();
-    for _ in 0..3 {
-        subscribers.push(SdkSubscriber::start(&lb.ws_url(), topic, until.clone()).await);
+    for pattern in [topic, topic, topic, "feed.>"] {
+        subscribers.push(SdkSubscriber::start(&lb.ws_url(), pattern, until.clone()).await);
     }
     redis.wait_numsub(channel, 3).await;
+    redis.wait_numpat(1).await;
     let (stop_tx, stop) = watch::channel(false);
     let (acked_tx, mut acked) = watch::channel(0);
     let publishing = tokio::spawn(publish_until(
