@@ -13,13 +13,18 @@
 //!   pipelined in batches.
 //! * [`subscriber`]: the task that keeps this node's Redis subscriptions
 //!   equal to its interest and fans received messages out locally.
+//! * [`read`]: reading a topic's position, history and retained value.
+//! * [`catch_up`]: how a new subscription starts: wait for Redis to confirm
+//!   the subscription, read the topic, reply and replay.
 //! * [`backplane`]: the handle the broker's state holds; [`url`]: the
 //!   `--cluster` URL.
 
 pub mod backplane;
+pub mod catch_up;
 pub mod health;
 pub mod interest;
 pub mod publisher;
+pub mod read;
 pub mod subscriber;
 pub mod url;
 pub mod wire;

@@ -121,7 +121,7 @@ impl MessageTimer {
 }
 
 struct Connection<'a, R> {
-    state: &'a BrokerState,
+    state: &'a Arc<BrokerState>,
     queue: &'a Arc<OutboundQueue>,
     socket: R,
     buf: BytesMut,

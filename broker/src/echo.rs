@@ -33,7 +33,7 @@ impl Echo {
 }
 
 impl MessageHandler for Echo {
-    fn on_message(&mut self, _state: &BrokerState, kind: MessageKind, payload: Bytes) {
+    fn on_message(&mut self, _state: &Arc<BrokerState>, kind: MessageKind, payload: Bytes) {
         let frame = ws::server_frame(kind.opcode(), &payload);
         // An overflow (the peer does not read) closes the connection with
         // 4001, as on /ws.

@@ -7,6 +7,7 @@
 //! [`crate::session::Session`] on `/ws` (tickwire's protocol), an
 //! [`crate::echo::Echo`] on the echo listener (conformance testing).
 
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::Bytes;
@@ -22,7 +23,7 @@ use crate::tls::PeerIdentity;
 pub trait MessageHandler: Send {
     /// Handles one whole message (reassembled if it was fragmented; a text
     /// message's payload is valid UTF-8).
-    fn on_message(&mut self, state: &BrokerState, kind: MessageKind, payload: Bytes);
+    fn on_message(&mut self, state: &Arc<BrokerState>, kind: MessageKind, payload: Bytes);
 
     /// When the connection's authorization ends, and the code it is then
     /// closed with; `None`: never. Asked again after every message, since

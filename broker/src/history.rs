@@ -41,6 +41,18 @@ impl StorageBudget {
         }
     }
 
+    /// An unbounded budget that reports to no metric: for memory rebuilt
+    /// for a replay ([`TopicMemory::restored`]), which is not what the
+    /// broker keeps.
+    pub fn detached() -> Self {
+        StorageBudget {
+            used: AtomicUsize::new(0),
+            limit: usize::MAX,
+            gauge: IntGauge::new("detached_bytes", "not registered").expect("valid metric"),
+            dropped: IntCounter::new("detached_dropped", "not registered").expect("valid metric"),
+        }
+    }
+
     /// Bytes currently counted.
     pub fn used(&self) -> usize {
         self.used.load(Ordering::Relaxed)
@@ -75,6 +87,18 @@ impl StorageBudget {
 /// A client's `retain` could not be kept: the budget is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StorageFull;
+
+/// A message read back from outside the broker (cluster mode: Redis), for
+/// [`TopicMemory::restored`].
+#[derive(Debug, Clone)]
+pub struct RestoredMessage {
+    /// Its sequence number.
+    pub seq: u64,
+    /// When it was published.
+    pub at: Instant,
+    /// Its delivery frame.
+    pub frame: Bytes,
+}
 
 /// A kept message: its sequence number, when it was published, its frame.
 #[derive(Debug, Clone)]
@@ -224,6 +248,49 @@ impl TopicMemory {
             }
         }
         Ok(())
+    }
+
+    /// Memory rebuilt from messages kept elsewhere (cluster mode: Redis),
+    /// for one replay of a topic whose latest seq is `latest`.
+    ///
+    /// `history` (oldest first) becomes the ring, bounded by `policy` as a
+    /// live ring is, but only the run of consecutive seqs that ends at
+    /// `latest`: entries before a gap, or a run that stops short of
+    /// `latest`, could not resume anyone without skipping messages, so they
+    /// are left out (a resume then reports `recovered: false`). `retained`
+    /// is the retained value.
+    pub fn restored(
+        budget: Arc<StorageBudget>,
+        policy: &TopicPolicy,
+        latest: u64,
+        history: Vec<RestoredMessage>,
+        retained: Option<RestoredMessage>,
+    ) -> Self {
+        let mut memory = TopicMemory::new(budget);
+        let ends_at_latest = history.last().is_some_and(|m| m.seq == latest);
+        let run_start = history
+            .windows(2)
+            .rposition(|pair| pair[1].seq != pair[0].seq.wrapping_add(1))
+            .map_or(0, |gap| gap + 1);
+        if ends_at_latest {
+            for m in history.into_iter().skip(run_start) {
+                let kept = Kept {
+                    seq: m.seq,
+                    at: m.at,
+                    frame: m.frame,
+                };
+                memory.history.push(kept, policy, &memory.budget);
+            }
+        }
+        if let Some(m) = retained {
+            let kept = Kept {
+                seq: m.seq,
+                at: m.at,
+                frame: m.frame,
+            };
+            replace_retained(&mut memory.retained, kept, &memory.budget);
+        }
+        memory
     }
 
     /// Drops history entries older than the policy's `history_age`.
@@ -409,5 +476,38 @@ mod tests {
         assert_eq!(budget.used(), 8);
         drop(a);
         assert_eq!(budget.used(), 0);
+    }
+
+    #[test]
+    fn restored_memory_keeps_only_the_run_that_reaches_the_latest_seq() {
+        let budget = Arc::new(StorageBudget::detached());
+        let p = policy(10, 1 << 20, false);
+        let restored = |seqs: &[u64], latest: u64| {
+            let history = seqs
+                .iter()
+                .map(|&seq| RestoredMessage {
+                    seq,
+                    at: Instant::now(),
+                    frame: frame(seq),
+                })
+                .collect();
+            TopicMemory::restored(Arc::clone(&budget), &p, latest, history, None)
+        };
+        let mut out = Vec::new();
+        assert!(restored(&[3, 4, 5], 5).frames_after(2, 5, &mut out));
+        assert_eq!(out, vec![frame(3), frame(4), frame(5)]);
+        out.clear();
+        // A gap: only 5..6 can resume anyone.
+        let memory = restored(&[2, 3, 5, 6], 6);
+        assert!(!memory.frames_after(2, 6, &mut out));
+        assert!(memory.frames_after(4, 6, &mut out));
+        assert_eq!(out, vec![frame(5), frame(6)]);
+        // Stops short of the latest seq: nothing resumes.
+        assert!(restored(&[3, 4], 5).is_empty());
+        // Bounded by the policy as a live ring is.
+        let many: Vec<u64> = (1..=30).collect();
+        out.clear();
+        restored(&many, 30).history_frames(&mut out);
+        assert_eq!(out.len(), 10);
     }
 }

@@ -634,6 +634,7 @@ async fn publish_through_backplane(
         topic,
         body,
         retain,
+        state.registry.policy(topic.as_str()),
         Box::new(move |result| {
             // The request may have been abandoned meanwhile.
             let _ = tx.send(result);

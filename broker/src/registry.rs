@@ -81,6 +81,18 @@ pub struct PublishReceipt {
     pub deliveries: usize,
 }
 
+/// A subscription registered by [`TopicRegistry::subscribe_held`], whose
+/// reply and replay are still to come.
+#[derive(Debug)]
+pub struct HeldSubscription {
+    /// Holds its live deliveries until [`PendingReplay::finish`].
+    pub pending: Arc<PendingReplay>,
+    /// The subscriber as registered.
+    pub subscriber: Subscriber,
+    /// The generation of the node's Redis subscriptions that includes it.
+    pub generation: u64,
+}
+
 /// Limits of the registry.
 #[derive(Debug, Clone, Copy)]
 pub struct RegistryLimits {
@@ -234,11 +246,7 @@ impl TopicRegistry {
     }
 
     fn new_topic(&self, name: &str) -> TopicEntry {
-        let policy = self
-            .policies
-            .iter()
-            .find(|p| p.pattern.matches(name))
-            .unwrap_or(&self.fallback_policy);
+        let policy = self.policy_arc(name);
         TopicEntry {
             name: name.into(),
             state: Mutex::new(TopicState {
@@ -345,47 +353,91 @@ impl TopicRegistry {
     }
 
     /// Cluster mode: delivers a message that Redis numbered `at` (published
-    /// on any node at `time_us`) to this node's subscribers of `topic`, and
-    /// keeps it as the topic's policy (or `retain`) asks. Returns to how
-    /// many connections it was queued; `Ok(0)` without queuing anything for
-    /// a message already delivered (one that reached this node through both
-    /// a channel and a pattern subscription).
+    /// on any node at `time_us`) to this node's subscribers of `topic`.
+    /// Returns to how many connections it was queued; `Ok(0)` without
+    /// queuing anything for a message already delivered (one that reached
+    /// this node through both a channel and a pattern subscription).
     ///
-    /// The topic's local position follows Redis: a new epoch, or a
-    /// sequence number beyond the next one (messages this node did not
-    /// receive, e.g. while it was not subscribed or Redis was unreachable),
-    /// empties what the topic kept here, so a resume never skips a gap.
-    /// A retain that `max_retained_bytes` cannot hold is not kept here
-    /// (counted in `tickwire_retained_dropped_total`); the message was
-    /// published cluster-wide and is delivered all the same.
+    /// The node keeps nothing of it: in cluster mode a topic's history and
+    /// retained value live in Redis (see [`crate::cluster::catch_up`]).
     pub fn deliver_remote(
         &self,
         topic: Topic<'_>,
         at: Position,
         time_us: u64,
         payload: &[u8],
-        retain: bool,
     ) -> Result<usize, RegistryError> {
         let deliveries = self.with_topic(topic, |state| {
             if at.epoch == state.epoch && at.seq < state.next_seq {
                 return 0;
             }
-            if at.epoch != state.epoch || at.seq > state.next_seq {
-                state.memory = TopicMemory::new(Arc::clone(&self.storage));
-                state.epoch = at.epoch;
-            }
+            state.epoch = at.epoch;
             state.next_seq = at.seq.saturating_add(1);
             let now = Instant::now();
             state.last_active = now;
             let frame = encode_delivery_frame(topic.as_str(), at, time_us, payload);
-            let policy = Arc::clone(&state.policy);
-            if let Err(StorageFull) = state.memory.record(at.seq, now, &frame, &policy, retain) {
-                self.metrics.retained_dropped.inc();
-            }
             self.fan_out(topic.as_str(), state, at.seq, &frame, now)
         })?;
         self.metrics.deliveries.inc_by(deliveries as u64);
         Ok(deliveries)
+    }
+
+    /// Cluster mode: registers a subscription whose reply and replay come
+    /// later, once Redis has been asked (see [`crate::cluster::catch_up`]).
+    /// Live deliveries to it are held in the returned
+    /// [`HeldSubscription::pending`] until then.
+    pub fn subscribe_held(
+        &self,
+        pattern: &Pattern,
+        subscriber: Subscriber,
+    ) -> Result<HeldSubscription, RegistryError> {
+        let pending = PendingReplay::new();
+        let subscriber = Subscriber {
+            replay: Some(Arc::clone(&pending)),
+            ..subscriber
+        };
+        match pattern.as_topic() {
+            Some(topic) => self.with_topic(topic, |state| {
+                state.exact.push(subscriber.clone());
+                state.resolved_generation = STALE;
+                state.last_active = Instant::now();
+            })?,
+            None => {
+                let mut patterns = self.patterns.write();
+                patterns.insert(pattern, subscriber.clone());
+                self.pattern_generation.fetch_add(1, Ordering::AcqRel);
+            }
+        }
+        let generation = self.interest.as_ref().map_or(0, |i| i.add(pattern));
+        self.metrics.subscriptions.inc();
+        Ok(HeldSubscription {
+            pending,
+            subscriber,
+            generation,
+        })
+    }
+
+    /// Cluster mode: this node's state of topic `topic` for a subscription
+    /// of `subscriber` (created if needed): how its frames are tagged for
+    /// `subscriber`, and the position this node last saw.
+    pub fn local_topic(
+        &self,
+        topic: Topic<'_>,
+        subscriber: &Subscriber,
+    ) -> Result<(FrameOrigin, Position), RegistryError> {
+        self.with_topic(topic, |state| (state.origin(subscriber), state.position()))
+    }
+
+    /// The policy of topic `topic` (the first `[[topic]]` table matching it).
+    pub fn policy(&self, topic: &str) -> &TopicPolicy {
+        self.policy_arc(topic)
+    }
+
+    fn policy_arc(&self, topic: &str) -> &Arc<TopicPolicy> {
+        self.policies
+            .iter()
+            .find(|p| p.pattern.matches(topic))
+            .unwrap_or(&self.fallback_policy)
     }
 
     /// The topic's subscribers, one per connection, re-resolved if stale.
@@ -538,7 +590,8 @@ impl TopicRegistry {
         pending.finish(&subscriber.queue, batch, now, || registered(info));
     }
 
-    fn count_resume(&self, recovered: Option<bool>) {
+    /// Counts a resume (`recovered`: `Some` when the subscribe had `since`).
+    pub fn count_resume(&self, recovered: Option<bool>) {
         match recovered {
             Some(true) => self.metrics.resumes.with_label_values(&["recovered"]).inc(),
             Some(false) => self

@@ -20,6 +20,7 @@ use tickwire_protocol::ws::MessageKind;
 use tickwire_protocol::{ClientMessage, CloseCode, ErrorCode, ServerMessage, SubscribeOptions};
 
 use crate::auth::Authorized;
+use crate::cluster::catch_up;
 use crate::grants::Access;
 use crate::handler::MessageHandler;
 use crate::limits::{self, Admission, PublishLimiter, PublishLimits};
@@ -101,7 +102,7 @@ impl Session {
     }
 
     /// Handles one complete binary message from the client.
-    pub fn handle(&mut self, state: &BrokerState, frame: Bytes) {
+    pub fn handle(&mut self, state: &Arc<BrokerState>, frame: Bytes) {
         if self.awaiting_auth() {
             return self.before_auth(state, &frame);
         }
@@ -131,7 +132,7 @@ impl Session {
 
     fn subscribe(
         &mut self,
-        state: &BrokerState,
+        state: &Arc<BrokerState>,
         id: u64,
         pattern: &str,
         options: SubscribeOptions,
@@ -161,13 +162,17 @@ impl Session {
                 return self.error(state, Some(id), ErrorCode::InvalidOption, &message);
             }
         };
+        let subscriber = Subscriber {
+            queue: self.queue.clone(),
+            max_rate: options.max_rate,
+            replay: None,
+        };
+        if state.backplane.is_some() {
+            return self.subscribe_in_cluster(state, id, pattern, subscriber, since, options.last);
+        }
         let request = SubscribeRequest {
             pattern: &pattern,
-            subscriber: Subscriber {
-                queue: self.queue.clone(),
-                max_rate: options.max_rate,
-                replay: None,
-            },
+            subscriber,
             since: since.as_deref(),
             last: options.last,
         };
@@ -180,6 +185,41 @@ impl Session {
             }
             Err(e) => self.error(state, Some(id), e.error_code(), &e.to_string()),
         }
+    }
+
+    /// Cluster mode: registers the subscription held, and lets
+    /// [`catch_up`] reply and replay once Redis has been asked. The reply
+    /// may therefore come after replies to later requests.
+    fn subscribe_in_cluster(
+        &mut self,
+        state: &Arc<BrokerState>,
+        id: u64,
+        pattern: Pattern,
+        subscriber: Subscriber,
+        since: Option<Vec<(Topic<'_>, Position)>>,
+        last: bool,
+    ) {
+        let held = match state.registry.subscribe_held(&pattern, subscriber) {
+            Ok(held) => held,
+            Err(e) => return self.error(state, Some(id), e.error_code(), &e.to_string()),
+        };
+        self.subscriptions.insert(pattern.clone());
+        let ask = catch_up::Ask {
+            pattern,
+            since: since.map(|since| {
+                since
+                    .into_iter()
+                    .map(|(topic, position)| (topic.as_str().to_owned(), position))
+                    .collect()
+            }),
+            last,
+        };
+        let queue = Arc::clone(&self.queue);
+        let reply = Box::new(move |info| {
+            let frame = ServerMessage::Subscribed { id, info }.to_frame();
+            queue.push(frame, Instant::now());
+        });
+        catch_up::start(state, held, ask, reply);
     }
 
     fn unsubscribe(&mut self, state: &BrokerState, id: u64, pattern: &str) {
@@ -258,7 +298,8 @@ impl Session {
                 };
                 queue.push(message, Instant::now());
             });
-            return backplane.publish(topic, payload, retain, done);
+            let policy = state.registry.policy(topic.as_str());
+            return backplane.publish(topic, payload, retain, policy, done);
         }
         match state.registry.publish(topic, payload, retain) {
             Ok(receipt) => {
@@ -328,7 +369,7 @@ impl Session {
 /// `/ws`: binary messages are protocol requests; a text message closes the
 /// connection with 1003 (the protocol is binary only).
 impl MessageHandler for Session {
-    fn on_message(&mut self, state: &BrokerState, kind: MessageKind, payload: Bytes) {
+    fn on_message(&mut self, state: &Arc<BrokerState>, kind: MessageKind, payload: Bytes) {
         match kind {
             MessageKind::Binary => self.handle(state, payload),
             MessageKind::Text => {

@@ -90,6 +90,21 @@ impl RedisServer {
         }
     }
 
+    /// Stops (`true`: SIGSTOP) or continues (`false`: SIGCONT) the server:
+    /// a stopped server keeps its connections open and answers nothing, as
+    /// a Redis behind a silent network partition.
+    pub fn freeze(&self, frozen: bool) {
+        let Some(child) = &self.child else {
+            panic!("redis-server is not running");
+        };
+        let name = if frozen { "-STOP" } else { "-CONT" };
+        let status = Command::new("kill")
+            .args([name, &child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {name}: {status}");
+    }
+
     /// Starts a new server on the same port (empty: nothing persisted),
     /// retrying until the port is free again, within [`WAIT`].
     pub async fn restart(&mut self) {

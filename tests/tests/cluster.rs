@@ -8,12 +8,14 @@
 use std::net::SocketAddr;
 use std::process::Stdio;
 
+use tickwire_e2e::pki::TempDir;
 use tickwire_e2e::redis::RedisServer;
 use tickwire_e2e::{
     RawClient, Received, http, metric, metric_with_label as metric_labelled, poll_until,
     read_banner, tickwire_command,
 };
-use tickwire_protocol::{ClientMessage, ErrorCode};
+use tickwire_protocol::message::Position;
+use tickwire_protocol::{ClientMessage, ErrorCode, SubscribeOptions};
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout};
 
@@ -26,15 +28,36 @@ struct Node {
 
 /// Starts a node on `redis` and waits until it is ready.
 async fn node(redis: &RedisServer) -> Node {
-    let node = spawn_node(redis).await;
+    let node = spawn_node(redis, &[]).await;
     wait_ready(node.addr, true).await;
     node
 }
 
-/// Starts a node on `redis`; returns once it listens.
-async fn spawn_node(redis: &RedisServer) -> Node {
+/// The topic policies of the resume tests: `hist.>` keeps 100 messages.
+const HISTORY_POLICY: &str = "[[topic]]\npattern = \"hist.>\"\nhistory_messages = 100\n";
+
+/// Starts a node on `redis` with the configuration file in `dir`, and
+/// waits until it is ready.
+async fn node_configured(redis: &RedisServer, dir: &TempDir) -> Node {
+    let file = dir.path().join("tickwire.toml");
+    let file = file.to_str().expect("a UTF-8 path");
+    let node = spawn_node(redis, &["--config", file]).await;
+    wait_ready(node.addr, true).await;
+    node
+}
+
+/// A directory with a configuration file holding `toml`.
+fn config_dir(toml: &str) -> TempDir {
+    let dir = TempDir::new("cluster");
+    std::fs::write(dir.path().join("tickwire.toml"), toml).expect("write the config file");
+    dir
+}
+
+/// Starts a node on `redis` with `extra` arguments; returns once it
+/// listens.
+async fn spawn_node(redis: &RedisServer, extra: &[&str]) -> Node {
     let url = redis.url();
-    let mut child = tickwire_command(&[
+    let mut args = vec![
         "serve",
         "--listen",
         "127.0.0.1:0",
@@ -42,10 +65,12 @@ async fn spawn_node(redis: &RedisServer) -> Node {
         "error",
         "--cluster",
         &url,
-    ])
-    .stderr(Stdio::inherit())
-    .spawn()
-    .expect("start tickwire serve --cluster");
+    ];
+    args.extend_from_slice(extra);
+    let mut child = tickwire_command(&args)
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start tickwire serve --cluster");
     let mut stdout = BufReader::new(child.stdout.take().expect("stdout")).lines();
     let (addr, _) = read_banner(&mut stdout).await;
     Node {
@@ -282,8 +307,21 @@ async fn while_redis_is_down_publishes_are_refused_and_readiness_fails_then_both
     let (status, body) = http(a.addr, "POST", "/v1/publish/alerts.x", b"lost").await;
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("cluster backplane (Redis)"), "{body}");
-    // The nodes keep serving their clients meanwhile.
+    // The nodes keep serving their clients meanwhile; a resume cannot be
+    // checked against Redis, so it is not claimed.
     publisher.subscribe("alerts.y").await;
+    let position = Position {
+        epoch: first_epoch,
+        seq,
+    };
+    let mut resumer = RawClient::connect(b.addr).await;
+    let info = resume(&mut resumer, "alerts.x", &[("alerts.x", position)]).await;
+    assert_eq!(info.recovered, Some(false));
+    assert_eq!(
+        info.missed,
+        vec![("alerts.x".to_owned(), position)],
+        "node b's own last position"
+    );
 
     // Redis comes back empty: the nodes reconnect and subscribe again.
     redis.restart().await;
@@ -303,7 +341,7 @@ async fn while_redis_is_down_publishes_are_refused_and_readiness_fails_then_both
 async fn a_node_started_without_redis_serves_refuses_publishes_and_joins_when_redis_comes() {
     let mut redis = RedisServer::start().await;
     redis.kill();
-    let a = spawn_node(&redis).await;
+    let a = spawn_node(&redis, &[]).await;
     assert_eq!(
         wait_ready(a.addr, false).await,
         "cluster backplane unavailable (Redis)\n"
@@ -364,4 +402,225 @@ async fn unsupported_cluster_urls_are_refused_at_start() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(stderr.contains(says), "{url}: {stderr}");
     }
+}
+
+/// Subscribes to `pattern` with `since` and returns the reply's info.
+async fn resume(
+    client: &mut RawClient,
+    pattern: &str,
+    since: &[(&str, Position)],
+) -> tickwire_protocol::message::SubscribedInfo {
+    let options = SubscribeOptions::default()
+        .since(since.iter().map(|(t, p)| ((*t).to_owned(), *p)).collect());
+    client.subscribe_with(pattern, options).await
+}
+
+#[tokio::test]
+async fn a_client_resumes_on_another_node_without_gap_or_duplicate() {
+    let redis = RedisServer::start().await;
+    let dir = config_dir(HISTORY_POLICY);
+    let (a, b) = (
+        node_configured(&redis, &dir).await,
+        node_configured(&redis, &dir).await,
+    );
+    // A client on node a sees messages 1..=10, then goes away.
+    let mut client = RawClient::connect(a.addr).await;
+    let info = client.subscribe("hist.feed").await;
+    assert_eq!(info.seq, Some(0), "a new topic");
+    let epoch = info.epoch.expect("an exact subscription has an epoch");
+    publish_n(b.addr, "hist.feed", "m", 10).await;
+    for seq in 1..=10 {
+        assert_eq!(
+            next_delivery(&mut client).await,
+            ("hist.feed".to_owned(), epoch, seq, format!("m-{}", seq - 1))
+        );
+    }
+    drop(client);
+
+    // Meanwhile 11..=20 are published, then it comes back on node b.
+    publish_n(a.addr, "hist.feed", "n", 10).await;
+    let mut client = RawClient::connect(b.addr).await;
+    let info = resume(
+        &mut client,
+        "hist.feed",
+        &[("hist.feed", Position { epoch, seq: 10 })],
+    )
+    .await;
+    assert_eq!(info.recovered, Some(true), "{info:?}");
+    assert_eq!((info.epoch, info.seq), (Some(epoch), Some(20)));
+    assert!(info.missed.is_empty());
+    let mut publisher = RawClient::connect(a.addr).await;
+    assert_eq!(publisher.publish_acked("hist.feed", b"live").await, 21);
+    for seq in 11..=21 {
+        let (_, e, got, _) = next_delivery(&mut client).await;
+        assert_eq!(
+            (e, got),
+            (epoch, seq),
+            "replay then live, no gap, no duplicate"
+        );
+    }
+
+    // A wildcard resume on node a: the named topic from its position, a
+    // topic it has no position for with all its history.
+    publish_n(b.addr, "hist.other", "o", 3).await;
+    let mut wild = RawClient::connect(a.addr).await;
+    let info = resume(
+        &mut wild,
+        "hist.*",
+        &[("hist.feed", Position { epoch, seq: 19 })],
+    )
+    .await;
+    assert_eq!(info.recovered, Some(true), "{info:?}");
+    let mut got: Vec<(String, u64)> = Vec::new();
+    for _ in 0..5 {
+        let (topic, _, seq, _) = next_delivery(&mut wild).await;
+        got.push((topic, seq));
+    }
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            ("hist.feed", 20),
+            ("hist.feed", 21),
+            ("hist.other", 1),
+            ("hist.other", 2),
+            ("hist.other", 3)
+        ]
+        .map(|(t, s)| (t.to_owned(), s))
+    );
+
+    // A position older than the history: recovered false, the current
+    // position in `missed`, nothing replayed.
+    publish_n(b.addr, "hist.feed", "p", 100).await;
+    let mut late = RawClient::connect(a.addr).await;
+    let info = resume(
+        &mut late,
+        "hist.feed",
+        &[("hist.feed", Position { epoch, seq: 3 })],
+    )
+    .await;
+    assert_eq!(info.recovered, Some(false));
+    assert_eq!(
+        info.missed,
+        vec![("hist.feed".to_owned(), Position { epoch, seq: 121 })]
+    );
+    assert_eq!(publisher.publish_acked("hist.feed", b"after").await, 122);
+    assert_eq!(next_delivery(&mut late).await.2, 122);
+
+    // Redis lost everything: a new epoch; the old position is not resumed.
+    let mut redis_client = redis.connection().await;
+    let _: () = redis::cmd("FLUSHALL")
+        .query_async(&mut redis_client)
+        .await
+        .expect("FLUSHALL");
+    let mut after_loss = RawClient::connect(b.addr).await;
+    let info = resume(
+        &mut after_loss,
+        "hist.feed",
+        &[("hist.feed", Position { epoch, seq: 122 })],
+    )
+    .await;
+    assert_eq!(info.recovered, Some(false));
+    assert_ne!(info.epoch, Some(epoch));
+    assert_eq!(info.seq, Some(0));
+}
+
+#[tokio::test]
+async fn last_values_are_kept_in_redis_and_served_by_every_node() {
+    let redis = RedisServer::start().await;
+    let dir = config_dir("[[topic]]\npattern = \"cfg.>\"\nretain = true\n");
+    let (a, b) = (
+        node_configured(&redis, &dir).await,
+        node_configured(&redis, &dir).await,
+    );
+    // Published on a, with no subscriber anywhere.
+    let mut publisher = RawClient::connect(a.addr).await;
+    publisher.publish_acked("cfg.alpha", b"a1").await;
+    publisher.publish_acked("cfg.alpha", b"a2").await;
+    publisher.publish_acked("cfg.beta", b"b1").await;
+
+    let last = SubscribeOptions::default().last(true);
+    let mut exact = RawClient::connect(b.addr).await;
+    let info = exact.subscribe_with("cfg.alpha", last.clone()).await;
+    assert_eq!(info.seq, Some(2));
+    let (topic, _, seq, payload) = next_delivery(&mut exact).await;
+    assert_eq!(
+        (topic.as_str(), seq, payload.as_str()),
+        ("cfg.alpha", 2, "a2")
+    );
+
+    let mut wildcard = RawClient::connect(b.addr).await;
+    wildcard.subscribe_with("cfg.*", last).await;
+    let mut got = [
+        next_delivery(&mut wildcard).await,
+        next_delivery(&mut wildcard).await,
+    ];
+    got.sort();
+    let got: Vec<(&str, u64, &str)> = got
+        .iter()
+        .map(|(t, _, s, p)| (t.as_str(), *s, p.as_str()))
+        .collect();
+    assert_eq!(got, [("cfg.alpha", 2, "a2"), ("cfg.beta", 1, "b1")]);
+    // Then live messages, on both.
+    publisher.publish_acked("cfg.alpha", b"a3").await;
+    assert_eq!(next_delivery(&mut exact).await.2, 3);
+    assert_eq!(next_delivery(&mut wildcard).await.2, 3);
+}
+
+#[tokio::test]
+async fn every_message_numbered_after_the_reply_reaches_the_new_subscriber() {
+    let redis = RedisServer::start().await;
+    let (a, b) = (node(&redis).await, node(&redis).await);
+    let mut publisher = RawClient::connect(b.addr).await;
+    for round in 0..20u64 {
+        let topic = format!("window.t{round}");
+        publisher.publish_acked(&topic, b"before").await;
+        // No waiting for Redis here: the reply itself means subscribed.
+        let mut client = RawClient::connect(a.addr).await;
+        let info = client.subscribe(&topic).await;
+        assert_eq!(info.seq, Some(1), "the reply has the cluster's position");
+        assert_eq!(publisher.publish_acked(&topic, b"after").await, 2);
+        let (_, epoch, seq, payload) = next_delivery(&mut client).await;
+        assert_eq!(
+            (Some(epoch), seq, payload.as_str()),
+            (info.epoch, 2, "after")
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_subscribe_redis_does_not_answer_is_answered_from_the_node_in_time() {
+    let redis = RedisServer::start().await;
+    let dir = config_dir(HISTORY_POLICY);
+    let (a, b) = (
+        node_configured(&redis, &dir).await,
+        node_configured(&redis, &dir).await,
+    );
+    let mut subscriber = RawClient::connect(a.addr).await;
+    let info = subscriber.subscribe("hist.frozen").await;
+    let epoch = info.epoch.expect("an epoch");
+    let mut publisher = RawClient::connect(b.addr).await;
+    assert_eq!(publisher.publish_acked("hist.frozen", b"one").await, 1);
+    assert_eq!(next_delivery(&mut subscriber).await.2, 1);
+
+    // Redis stops answering, connections open: the resume is answered
+    // within the read's deadline, from what node a knows, not claimed.
+    redis.freeze(true);
+    let position = Position { epoch, seq: 1 };
+    let mut resumer = RawClient::connect(a.addr).await;
+    let started = std::time::Instant::now();
+    let info = resume(&mut resumer, "hist.frozen", &[("hist.frozen", position)]).await;
+    assert!(started.elapsed() < std::time::Duration::from_secs(8));
+    assert_eq!(info.recovered, Some(false));
+    assert_eq!(info.missed, vec![("hist.frozen".to_owned(), position)]);
+
+    // Redis answers again: the node is ready and resumes are checked.
+    redis.freeze(false);
+    wait_ready(a.addr, true).await;
+    let mut again = RawClient::connect(a.addr).await;
+    let info = resume(&mut again, "hist.frozen", &[("hist.frozen", position)]).await;
+    assert_eq!(info.recovered, Some(true), "{info:?}");
+    assert_eq!(publisher.publish_acked("hist.frozen", b"two").await, 2);
+    assert_eq!(next_delivery(&mut again).await.2, 2);
+    assert_eq!(next_delivery(&mut subscriber).await.2, 2);
 }

@@ -1,6 +1,7 @@
 //! The backplane handle the broker's state holds when `--cluster` is set:
 //! the Redis client, this node's [`Interest`], the connections'
-//! [`Health`] and the [`Publisher`] queue.
+//! [`Health`], the [`Publisher`] queue and the publisher's connection,
+//! which reads share.
 
 use std::sync::Arc;
 
@@ -8,11 +9,16 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use redis::Client;
 use tickwire_protocol::topic::Topic;
+use tokio::sync::Semaphore;
 
 use crate::cluster::health::Health;
 use crate::cluster::interest::Interest;
-use crate::cluster::publisher::{Done, PublishJob, Publisher, PublisherTask, publisher};
+use crate::cluster::publisher::{
+    Done, PublishJob, Publisher, PublisherTask, SharedConnection, publisher,
+};
 use crate::cluster::url::{ClusterUrlError, client};
+use crate::config::TopicPolicy;
+use crate::history::StorageBudget;
 use crate::metrics::Metrics;
 use crate::registry::unix_micros;
 
@@ -26,19 +32,33 @@ pub struct Backplane {
     pub health: Arc<Health>,
     publisher: Publisher,
     publisher_task: Mutex<Option<PublisherTask>>,
+    connection: Arc<SharedConnection>,
+    /// What memory rebuilt from Redis for a replay counts against: not
+    /// the broker's own `max_retained_bytes`.
+    pub replay_budget: Arc<StorageBudget>,
+    /// Wildcard replays (a `SCAN` of Redis' keys each) running at once on
+    /// this node, at most [`WILDCARD_SCANS`].
+    pub wildcard_scans: Semaphore,
 }
+
+/// Most wildcard replays (`since` or `last` on a wildcard) that read Redis
+/// at once on one node; the next wait for one to finish.
+pub const WILDCARD_SCANS: usize = 4;
 
 impl Backplane {
     /// A backplane through Redis at `url` (checked by [`client`]); nothing
     /// connects until the tasks run (see [`crate::cluster::subscriber`]).
     pub fn new(url: &str, metrics: &Metrics) -> Result<Self, ClusterUrlError> {
-        let (publisher, task) = publisher();
+        let (publisher, task, connection) = publisher();
         Ok(Backplane {
             client: client(url)?,
             interest: Arc::new(Interest::default()),
             health: Arc::new(Health::new(metrics.backplane_up.clone())),
             publisher,
             publisher_task: Mutex::new(Some(task)),
+            connection,
+            replay_budget: Arc::new(StorageBudget::detached()),
+            wildcard_scans: Semaphore::new(WILDCARD_SCANS),
         })
     }
 
@@ -47,18 +67,33 @@ impl Backplane {
         &self.client
     }
 
+    /// The publisher's connection to Redis, if it has one now.
+    pub fn connection(&self) -> Option<redis::aio::MultiplexedConnection> {
+        self.connection.get()
+    }
+
     /// The publisher task, the first time it is asked for.
     pub fn take_publisher_task(&self) -> Option<PublisherTask> {
         self.publisher_task.lock().take()
     }
 
-    /// Publishes `payload` on `topic` through Redis; `done` gets the
-    /// sequence number Redis gave it, or why it was not published.
-    pub fn publish(&self, topic: Topic<'_>, payload: Bytes, retain: bool, done: Done) {
+    /// Publishes `payload` on `topic` (whose policy is `policy`) through
+    /// Redis, which keeps it as the policy (or the publisher's `retain`)
+    /// asks; `done` gets the sequence number Redis gave it, or why it was
+    /// not published.
+    pub fn publish(
+        &self,
+        topic: Topic<'_>,
+        payload: Bytes,
+        retain: bool,
+        policy: &TopicPolicy,
+        done: Done,
+    ) {
         self.publisher.submit(PublishJob {
             topic: topic.as_str().to_owned(),
             payload,
-            retain,
+            retain: retain || policy.retain,
+            history: policy.history_messages,
             time_us: unix_micros(),
             done,
         });

@@ -16,6 +16,10 @@
 //! every [`RECONNECT_INTERVAL`]. An idle connection is checked with a
 //! `PING` every [`PING_INTERVAL`], and dropped (then made again) when the
 //! subscriber task lost its own ([`Health::lost`]).
+//!
+//! While it is up, the connection is also lent to the reads a new
+//! subscription makes ([`SharedConnection`]): reads and publishes are
+//! answered in the order they were sent on it.
 
 use std::fmt;
 use std::sync::Arc;
@@ -23,6 +27,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use parking_lot::Mutex;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client, Script};
 use thiserror::Error;
@@ -31,7 +36,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::cluster::health::Health;
-use crate::cluster::wire::{POSITION_TTL_SECS, PUBLISH_SCRIPT, channel, position_key};
+use crate::cluster::wire::{POSITION_TTL_SECS, PUBLISH_SCRIPT, channel, history_key, position_key};
 use crate::metrics::Metrics;
 
 /// Most publishes waiting for Redis on one node.
@@ -81,8 +86,11 @@ pub struct PublishJob {
     pub topic: String,
     /// The payload.
     pub payload: Bytes,
-    /// Whether the publisher asked for retain.
+    /// Whether Redis keeps it as the topic's retained value (the publisher
+    /// asked for retain, or the topic's policy retains).
     pub retain: bool,
+    /// How many history entries the topic keeps (its policy).
+    pub history: usize,
     /// When it was accepted (µs since the Unix epoch).
     pub time_us: u64,
     /// Called once with the outcome.
@@ -111,12 +119,30 @@ pub struct Publisher {
 pub struct PublisherTask {
     jobs: mpsc::Receiver<PublishJob>,
     queued_bytes: Arc<AtomicUsize>,
+    shared: Arc<SharedConnection>,
 }
 
-/// A publisher and the task that serves its queue.
-pub fn publisher() -> (Publisher, PublisherTask) {
+/// The publisher's Redis connection while it is up, lent to other users.
+#[derive(Debug, Default)]
+pub struct SharedConnection(Mutex<Option<MultiplexedConnection>>);
+
+impl SharedConnection {
+    /// The connection, if the publisher has one now.
+    pub fn get(&self) -> Option<MultiplexedConnection> {
+        self.0.lock().clone()
+    }
+
+    fn set(&self, connection: Option<&MultiplexedConnection>) {
+        *self.0.lock() = connection.cloned();
+    }
+}
+
+/// A publisher, the task that serves its queue, and the connection that
+/// task shares.
+pub fn publisher() -> (Publisher, PublisherTask, Arc<SharedConnection>) {
     let (tx, rx) = mpsc::channel(QUEUE_JOBS);
     let queued_bytes = Arc::new(AtomicUsize::new(0));
+    let shared = Arc::new(SharedConnection::default());
     (
         Publisher {
             jobs: tx,
@@ -125,7 +151,9 @@ pub fn publisher() -> (Publisher, PublisherTask) {
         PublisherTask {
             jobs: rx,
             queued_bytes,
+            shared: Arc::clone(&shared),
         },
+        shared,
     )
 }
 
@@ -191,14 +219,16 @@ fn pipeline(sha: &str, batch: &[PublishJob]) -> redis::Pipeline {
     for job in batch {
         pipe.cmd("EVALSHA")
             .arg(sha)
-            .arg(1)
+            .arg(2)
             .arg(position_key(&job.topic))
+            .arg(history_key(&job.topic))
             .arg(channel(&job.topic))
             .arg(rand::random::<u64>().max(1))
             .arg(job.time_us)
             .arg(u8::from(job.retain))
             .arg(job.payload.as_ref())
-            .arg(POSITION_TTL_SECS);
+            .arg(POSITION_TTL_SECS)
+            .arg(job.history);
     }
     pipe
 }
@@ -244,7 +274,6 @@ impl PublisherTask {
             if connection.is_some() && health.losses() != losses_seen {
                 tracing::info!("cluster publisher: Redis was lost; reconnecting");
                 connection = None;
-                health.set_publisher(false);
                 next_attempt = Instant::now();
             }
             if connection.is_none() && Instant::now() >= next_attempt {
@@ -258,8 +287,9 @@ impl PublisherTask {
                     }
                     was_up = true;
                 }
-                health.set_publisher(connection.is_some());
             }
+            self.shared.set(connection.as_ref());
+            health.set_publisher(connection.is_some());
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => return,
@@ -271,7 +301,6 @@ impl PublisherTask {
                         if !ping(c).await {
                             tracing::warn!("cluster publisher: Redis did not answer PING; reconnecting");
                             connection = None;
-                            health.set_publisher(false);
                         }
                     }
                     continue;
@@ -286,6 +315,7 @@ impl PublisherTask {
             if let Err(e @ (PublishError::Unconfirmed | PublishError::Unavailable)) = &outcome {
                 if connection.take().is_some() {
                     tracing::warn!(error = %e, "cluster publisher: lost the Redis connection");
+                    self.shared.set(None);
                     health.set_publisher(false);
                 }
             }
@@ -321,6 +351,7 @@ mod tests {
             topic: "t".to_owned(),
             payload: Bytes::from(vec![0; payload]),
             retain: false,
+            history: 0,
             time_us: 0,
             done: Box::new(move |result| outcomes.lock().unwrap().push(result)),
         }
@@ -329,7 +360,7 @@ mod tests {
     #[test]
     fn a_full_queue_refuses_at_once_by_count_and_by_bytes() {
         let outcomes = Arc::new(Mutex::new(Vec::new()));
-        let (publisher, task) = publisher();
+        let (publisher, task, _) = publisher();
         publisher.submit(job(QUEUE_BYTES + 1, &outcomes));
         assert_eq!(*outcomes.lock().unwrap(), vec![Err(PublishError::Busy)]);
         for _ in 0..QUEUE_JOBS {

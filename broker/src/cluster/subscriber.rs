@@ -6,9 +6,14 @@
 //! Receiving and changing subscriptions run side by side on the
 //! connection: waiting for Redis to confirm a `SUBSCRIBE` never holds up
 //! the fan-out of messages already received. The fan-out is synchronous
-//! (queue pushes, no `.await`, no map guard held across one). When the
-//! connection is lost the node reports not ready, reconnects every
-//! [`RECONNECT_INTERVAL`] and subscribes again to everything it needs.
+//! (queue pushes, no `.await`, no map guard held across one). Each time
+//! Redis has confirmed the wanted subscriptions, the task reports their
+//! generation ([`crate::cluster::interest::Interest::confirm`]), which new
+//! subscriptions wait for. The subscriber side counts as up (for
+//! readiness) once the first set of subscriptions on a connection is
+//! confirmed. When the connection is lost the node reports not ready,
+//! reconnects every [`RECONNECT_INTERVAL`] and subscribes again to
+//! everything it needs.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -42,7 +47,6 @@ pub async fn run(state: Arc<BrokerState>) {
                 state.metrics.backplane_reconnects.inc();
             }
             was_up = true;
-            backplane.health.set_subscriber(true);
             let (sink, stream) = pubsub.split();
             let why = tokio::select! {
                 _ = state.shutdown.cancelled() => return,
@@ -50,6 +54,7 @@ pub async fn run(state: Arc<BrokerState>) {
                 why = keep_subscriptions(backplane, &state.metrics, sink) => why,
             };
             backplane.health.subscriber_lost();
+            backplane.interest.unconfirm();
             state.metrics.backplane_channels.set(0);
             tracing::warn!(reason = %why, "cluster subscriber: lost the Redis connection; reconnecting");
         }
@@ -80,19 +85,17 @@ fn deliver(state: &BrokerState, message: &Msg) {
         return;
     };
     state.metrics.backplane_received.inc();
-    if let Err(e) = state.registry.deliver_remote(
-        topic,
-        parsed.at,
-        parsed.time_us,
-        parsed.payload,
-        parsed.retain,
-    ) {
+    if let Err(e) = state
+        .registry
+        .deliver_remote(topic, parsed.at, parsed.time_us, parsed.payload)
+    {
         tracing::warn!(topic = topic.as_str(), error = %e, "cluster subscriber: message not delivered");
     }
 }
 
-/// Makes the connection's subscriptions follow the interest, and pings
-/// when idle; returns why it stopped (the connection failed).
+/// Makes the connection's subscriptions follow the interest, confirming
+/// each generation once Redis has it, and pings when idle; returns why it
+/// stopped (the connection failed).
 async fn keep_subscriptions(
     backplane: &Backplane,
     metrics: &Metrics,
@@ -100,7 +103,8 @@ async fn keep_subscriptions(
 ) -> String {
     let mut current: HashSet<Subscription> = HashSet::new();
     loop {
-        let wanted: HashSet<Subscription> = backplane.interest.wanted().into_iter().collect();
+        let (generation, wanted) = backplane.interest.wanted();
+        let wanted: HashSet<Subscription> = wanted.into_iter().collect();
         let add: Vec<&Subscription> = wanted.difference(&current).collect();
         let drop: Vec<&Subscription> = current.difference(&wanted).collect();
         if let Err(why) = change(&mut sink, &add, true).await {
@@ -111,6 +115,8 @@ async fn keep_subscriptions(
         }
         current = wanted;
         metrics.backplane_channels.set(current.len() as i64);
+        backplane.interest.confirm(generation);
+        backplane.health.set_subscriber(true);
         tokio::select! {
             () = backplane.interest.changed() => {}
             _ = tokio::time::sleep(PING_INTERVAL) => {

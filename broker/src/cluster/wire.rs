@@ -1,12 +1,15 @@
-//! What tickwire writes to Redis: key and channel names, the publish
-//! script, and the header of a message on a topic's channel.
+//! What tickwire writes to Redis: key and channel names, the publish and
+//! read scripts, and the header of a message on a topic's channel.
 //!
-//! Topic `T` has the hash `tickwire:{T}:pos` (fields `seq` and `epoch`) and
-//! the channel `tickwire:{T}:msg`. The braces are a Redis Cluster hash tag:
-//! a topic's key and channel hash to the same slot. A topic's characters
-//! (letters, digits, `_ - : @ ~ .`) include none of Redis' glob specials
+//! Topic `T` has the hash `tickwire:{T}:pos` (fields `seq`, `epoch`, and,
+//! while it has a retained value, `rs`/`rt`/`rp`: its seq, time and
+//! payload), the stream `tickwire:{T}:hist` (its history: entry id `0-SEQ`,
+//! fields `t`, the time, and `p`, the payload) and the channel
+//! `tickwire:{T}:msg`. The braces are a Redis Cluster hash tag: a topic's
+//! keys and channel hash to the same slot. A topic's characters (letters,
+//! digits, `_ - : @ ~ .`) include none of Redis' glob specials
 //! (`* ? [ ] \`) nor braces, so names need no escaping and the topic is
-//! recovered from a channel name by cutting prefix and suffix.
+//! recovered from a key or channel name by cutting prefix and suffix.
 //!
 //! A message on a channel is a text header, a newline, then the payload
 //! as published: `EPOCH SEQ TIME_US RETAIN\n PAYLOAD` (decimal numbers,
@@ -17,33 +20,97 @@ use tickwire_protocol::topic::{Pattern, Topic};
 
 const PREFIX: &str = "tickwire:{";
 const KEY_SUFFIX: &str = "}:pos";
+const HISTORY_SUFFIX: &str = "}:hist";
 const CHANNEL_SUFFIX: &str = "}:msg";
 
-/// Seconds a topic's position (`seq`, `epoch`) stays in Redis after its
-/// last publish; a topic published again later starts a new epoch.
+/// Seconds a topic's position and history stay in Redis after its last
+/// publish (or, for a topic never published, after a subscribe created
+/// its epoch); a topic published again later starts a new epoch. A topic
+/// with a retained value never expires.
 pub const POSITION_TTL_SECS: u64 = 24 * 60 * 60;
 
-/// The publish script. `KEYS[1]`: the topic's position hash; `ARGV`: the
-/// channel, an epoch to use if the topic has none, the publish time (µs),
-/// the retain flag, the payload, the position's time to live (s).
+/// The publish script. `KEYS`: the topic's position hash and history
+/// stream; `ARGV`: the channel, an epoch to use if the topic has none, the
+/// publish time (µs), whether to keep it as the retained value (`0`/`1`),
+/// the payload, the keys' time to live (s), and how many history entries
+/// the topic keeps (`0`: no history).
 ///
-/// In one atomic step it takes the topic's next sequence number, sets the
-/// epoch if the position is new, publishes the message with its header and
+/// In one atomic step it takes the topic's next sequence number (setting
+/// the epoch, and dropping any history left from an older epoch, if the
+/// position is new), appends the message to the history stream, keeps it
+/// as the retained value if asked, publishes it with its header and
 /// returns the sequence number. Numbers are formatted with `%d` (Lua
 /// numbers are doubles: exact up to 2^53).
 pub const PUBLISH_SCRIPT: &str = r#"
-local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
-redis.call('HSETNX', KEYS[1], 'epoch', ARGV[2])
+if redis.call('HSETNX', KEYS[1], 'epoch', ARGV[2]) == 1 then
+  redis.call('DEL', KEYS[2])
+end
+local seq = string.format('%d', redis.call('HINCRBY', KEYS[1], 'seq', 1))
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
-redis.call('EXPIRE', KEYS[1], ARGV[6])
-local header = epoch .. ' ' .. string.format('%d', seq) .. ' ' .. ARGV[3] .. ' ' .. ARGV[4] .. '\n'
-redis.call('PUBLISH', ARGV[1], header .. ARGV[5])
-return seq
+if ARGV[7] ~= '0' then
+  redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[7], '0-' .. seq, 't', ARGV[3], 'p', ARGV[5])
+end
+if ARGV[4] == '1' then
+  redis.call('HSET', KEYS[1], 'rs', seq, 'rt', ARGV[3], 'rp', ARGV[5])
+end
+if redis.call('HEXISTS', KEYS[1], 'rs') == 1 then
+  redis.call('PERSIST', KEYS[1])
+  redis.call('PERSIST', KEYS[2])
+else
+  redis.call('EXPIRE', KEYS[1], ARGV[6])
+  redis.call('EXPIRE', KEYS[2], ARGV[6])
+end
+redis.call('PUBLISH', ARGV[1], epoch .. ' ' .. seq .. ' ' .. ARGV[3] .. ' ' .. ARGV[4] .. '\n' .. ARGV[5])
+return tonumber(seq)
+"#;
+
+/// The read script: what a subscribe needs of one topic, in one atomic
+/// step. `KEYS`: the position hash and history stream; `ARGV`: an epoch to
+/// create the topic with if it has none (`0`: do not create it), the keys'
+/// time to live (s), the seq after which to read history (`-1`: none),
+/// the most entries to read, and whether to read the newest entry (`0`/`1`).
+///
+/// Returns `{{epoch, seq, rs, rt, rp}, history after the seq, newest
+/// entry}` (history entries as `XRANGE` gives them; `epoch` is nil for a
+/// topic that does not exist and was not created).
+pub const READ_SCRIPT: &str = r#"
+if ARGV[1] ~= '0' and redis.call('HSETNX', KEYS[1], 'epoch', ARGV[1]) == 1 then
+  redis.call('DEL', KEYS[2])
+  redis.call('HSET', KEYS[1], 'seq', 0)
+  redis.call('EXPIRE', KEYS[1], ARGV[2])
+end
+local position = redis.call('HMGET', KEYS[1], 'epoch', 'seq', 'rs', 'rt', 'rp')
+local history = {}
+if ARGV[3] ~= '-1' then
+  history = redis.call('XRANGE', KEYS[2], '(0-' .. ARGV[3], '+', 'COUNT', ARGV[4])
+end
+local newest = {}
+if ARGV[5] == '1' then
+  newest = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
+end
+return {position, history, newest}
 "#;
 
 /// The Redis hash holding topic `topic`'s sequence number and epoch.
 pub fn position_key(topic: &str) -> String {
     format!("{PREFIX}{topic}{KEY_SUFFIX}")
+}
+
+/// The Redis stream holding topic `topic`'s history.
+pub fn history_key(topic: &str) -> String {
+    format!("{PREFIX}{topic}{HISTORY_SUFFIX}")
+}
+
+/// The glob matching the position keys of every topic `pattern` covers
+/// (and more: see [`channel_glob`]).
+pub fn position_key_glob(pattern: &Pattern) -> String {
+    format!("{PREFIX}{}{KEY_SUFFIX}", glob_body(pattern))
+}
+
+/// The topic of position key `name`, if it is one.
+pub fn topic_of_position_key(name: &str) -> Option<Topic<'_>> {
+    let topic = name.strip_prefix(PREFIX)?.strip_suffix(KEY_SUFFIX)?;
+    Topic::new(topic).ok()
 }
 
 /// The Redis channel of topic `topic`.
@@ -56,12 +123,17 @@ pub fn channel(topic: &str) -> String {
 /// dots included, so it covers more than the pattern; the registry
 /// filters exactly.
 pub fn channel_glob(pattern: &Pattern) -> String {
+    channel(&glob_body(pattern))
+}
+
+/// `pattern` with `*` and `>` both as Redis' `*`.
+fn glob_body(pattern: &Pattern) -> String {
     let globbed: Vec<&str> = pattern
         .as_str()
         .split('.')
         .map(|token| if token == ">" { "*" } else { token })
         .collect();
-    channel(&globbed.join("."))
+    globbed.join(".")
 }
 
 /// The Redis name a subscription to `pattern` needs: the topic's channel
@@ -144,6 +216,13 @@ mod tests {
     fn names_share_the_hash_tag_and_channels_give_back_their_topic() {
         assert_eq!(position_key("a.b"), "tickwire:{a.b}:pos");
         assert_eq!(channel("a.b"), "tickwire:{a.b}:msg");
+        assert_eq!(history_key("a.b"), "tickwire:{a.b}:hist");
+        assert_eq!(position_key_glob(&pattern("a.>")), "tickwire:{a.*}:pos");
+        assert_eq!(
+            topic_of_position_key("tickwire:{a.b}:pos").map(|t| t.as_str().to_owned()),
+            Some("a.b".to_owned())
+        );
+        assert_eq!(topic_of_position_key("tickwire:{a.b}:hist"), None);
         let name = channel("s_1.x-y:z@w~v");
         assert_eq!(
             topic_of_channel(&name).map(|t| t.as_str().to_owned()),

@@ -447,7 +447,7 @@ fn a_wildcard_resume_is_gapless_per_topic_while_publishes_race_the_walk() {
 
 /// Cluster mode: message `seq` of epoch `epoch` from Redis.
 fn remote(reg: &TopicRegistry, topic: &str, epoch: u64, seq: u64) -> usize {
-    reg.deliver_remote(t(topic), Position { epoch, seq }, 1, b"m", false)
+    reg.deliver_remote(t(topic), Position { epoch, seq }, 1, b"m")
         .unwrap()
 }
 
@@ -473,23 +473,35 @@ fn remote_messages_keep_their_position_and_a_repeat_is_delivered_once() {
 }
 
 #[test]
-fn a_gap_or_a_new_epoch_from_redis_empties_the_local_history() {
-    let reg = registry_with(100, vec![history_policy("h.>", 10)]);
-    for seq in 1..=3 {
-        remote(&reg, "h.a", 7, seq);
-    }
-    let (info, _rx) = subscribe_since(&reg, "h.a", &[(t("h.a"), Position { epoch: 7, seq: 1 })]);
-    assert_eq!(info.recovered, Some(true));
-    // Messages 4 and 5 never reached this node: resuming from 3 must not
-    // claim them.
-    remote(&reg, "h.a", 7, 6);
-    let (info, _rx) = subscribe_since(&reg, "h.a", &[(t("h.a"), Position { epoch: 7, seq: 3 })]);
-    assert_eq!(info.recovered, Some(false));
-    let (info, _rx) = subscribe_since(&reg, "h.a", &[(t("h.a"), Position { epoch: 7, seq: 5 })]);
-    assert_eq!(info.recovered, Some(true));
-    // Redis lost the topic: a new epoch, seq from 1.
-    remote(&reg, "h.a", 9, 1);
-    assert_eq!(position(&reg, "h.a"), Position { epoch: 9, seq: 1 });
-    let (info, _rx) = subscribe_since(&reg, "h.a", &[(t("h.a"), Position { epoch: 7, seq: 6 })]);
-    assert_eq!(info.recovered, Some(false));
+fn a_held_subscription_gets_live_messages_after_its_reply_and_above_its_cut() {
+    let reg = registry(100);
+    let (s, mut rx) = sub(1);
+    let held = reg.subscribe_held(&p("r.a"), s).unwrap();
+    // Received from Redis before the subscription's read: held.
+    assert_eq!(remote(&reg, "r.a", 7, 1), 1);
+    assert_eq!(remote(&reg, "r.a", 7, 2), 1);
+    assert!(drain(&mut rx).is_empty());
+    let (origin, position) = reg.local_topic(t("r.a"), &held.subscriber).unwrap();
+    assert_eq!(position, Position { epoch: 7, seq: 2 });
+    // The read in Redis saw seq 1: the reply stands for it, 2 comes live.
+    let mut batch = ReplayBatch::default();
+    batch.add(origin.topic_id, 1, &mut Vec::new(), origin);
+    let queue = Arc::clone(&held.subscriber.queue);
+    held.pending.finish(&queue, batch, Instant::now(), || {
+        queue.push(ServerMessage::Pong { id: 99 }.to_frame(), Instant::now());
+    });
+    assert_eq!(remote(&reg, "r.a", 7, 3), 1);
+    let frames = drain(&mut rx);
+    assert_eq!(
+        ServerMessage::decode(&frames[0].slice(2..)).unwrap(),
+        ServerMessage::Pong { id: 99 },
+        "the reply first"
+    );
+    assert_eq!(
+        deliveries(&frames[1..]),
+        vec![("r.a".to_owned(), 2), ("r.a".to_owned(), 3)]
+    );
+    // A held subscription counts like any other, and leaves like one.
+    assert!(reg.unsubscribe(&p("r.a"), 1));
+    assert_eq!(remote(&reg, "r.a", 7, 4), 0);
 }
