@@ -370,7 +370,6 @@ async fn publish_paced(
 }
 
 #[tokio::test]
-#[ignore = "needs history in Redis (cluster-history)"]
 async fn subscribers_of_a_killed_node_resume_on_another_node_without_loss_or_duplicates() {
     const N: u64 = 300;
     let redis = RedisServer::start().await;
@@ -529,7 +528,6 @@ async fn publish_until(
 }
 
 #[tokio::test]
-#[ignore = "needs history in Redis (cluster-history)"]
 async fn a_rolling_restart_of_every_node_loses_nothing_for_resuming_subscribers() {
     let redis = RedisServer::start().await;
     let config = history_config("roll");
