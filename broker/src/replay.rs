@@ -23,6 +23,12 @@
 //! duplicate, and no other topic ever waits for the walk. Held frames count
 //! against the connection's queue budget: a subscriber that would overflow
 //! its queue with them is closed as a slow consumer (4001).
+//!
+//! In cluster mode a topic's cut is its position read from Redis, on
+//! another connection than the one its messages arrive on: a message
+//! numbered before the read may reach the node only after the finish. Such
+//! a late live frame, at or below its topic's cut, is dropped as well; the
+//! first frame above the cut ends that check for the topic.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -137,6 +143,13 @@ impl ReplayBatch {
 pub struct PendingReplay {
     done: AtomicBool,
     held: Mutex<HeldFrames>,
+    /// From the finish on: the cut of every replayed topic that no live
+    /// frame has passed yet. A live frame at or below it is a repeat of the
+    /// replay and dropped (see [`PendingReplay::deliver`]).
+    late_cuts: Mutex<HashMap<u64, u64>>,
+    /// Whether `late_cuts` holds any, so that a delivery only looks when
+    /// there may be something to find.
+    any_late_cut: AtomicBool,
 }
 
 /// The live frames held so far and their size.
@@ -187,12 +200,39 @@ impl PendingReplay {
                 return true;
             }
         }
+        if self.any_late_cut.load(Ordering::Acquire) && self.is_late_repeat(seq, origin.topic_id) {
+            return false;
+        }
         queue.push_delivery(frame, queued_at, origin) == PushOutcome::Queued
+    }
+
+    /// Whether live message `seq` of topic `topic_id`, arriving after the
+    /// finish, is at or below the topic's cut: the replay already sent it.
+    /// On one node that cannot happen (the replay and publishes take the
+    /// topic's lock), but in cluster mode it can: the node reads a topic's
+    /// position from Redis on one connection and receives its messages on
+    /// another, so a message numbered before the read may be received
+    /// after it. The first frame above the cut ends the check for the
+    /// topic (later ones of its epoch are above it too).
+    fn is_late_repeat(&self, seq: u64, topic_id: u64) -> bool {
+        let mut cuts = self.late_cuts.lock();
+        let Some(&cut) = cuts.get(&topic_id) else {
+            return false;
+        };
+        if seq <= cut {
+            return true;
+        }
+        cuts.remove(&topic_id);
+        if cuts.is_empty() {
+            self.any_late_cut.store(false, Ordering::Release);
+        }
+        false
     }
 
     /// Ends the replay: runs `reply` (which queues the `SUBSCRIBED` reply),
     /// then queues the replayed frames and the held live frames that are
-    /// above their topic's cut, and from then on lets deliveries through.
+    /// above their topic's cut, and from then on lets deliveries through
+    /// (but late ones at or below a cut, see [`PendingReplay::deliver`]).
     pub fn finish(
         &self,
         queue: &OutboundQueue,
@@ -205,15 +245,22 @@ impl PendingReplay {
         for (frame, origin) in batch.frames {
             queue.push_delivery(frame, now, origin);
         }
+        let mut cuts = batch.cuts;
         for h in std::mem::take(&mut *held).frames {
-            if batch
-                .cuts
-                .get(&h.origin.topic_id)
-                .is_none_or(|cut| h.seq > *cut)
-            {
-                queue.push_delivery(h.frame, h.queued_at, h.origin);
+            match cuts.get(&h.origin.topic_id) {
+                Some(cut) if h.seq <= *cut => {}
+                Some(_) => {
+                    // Live frames of the topic are past its cut.
+                    cuts.remove(&h.origin.topic_id);
+                    queue.push_delivery(h.frame, h.queued_at, h.origin);
+                }
+                None => {
+                    queue.push_delivery(h.frame, h.queued_at, h.origin);
+                }
             }
         }
+        self.any_late_cut.store(!cuts.is_empty(), Ordering::Release);
+        *self.late_cuts.lock() = cuts;
         self.done.store(true, Ordering::Release);
     }
 }
@@ -272,6 +319,34 @@ mod tests {
         ];
         assert_eq!(drain(&mut rx), expected);
         assert!(pending.is_done());
+    }
+
+    #[test]
+    fn a_live_frame_the_replay_covered_that_arrives_after_the_finish_is_dropped() {
+        // Cluster mode: the replay read topic 1 up to seq 5 in Redis, and
+        // live 5 reaches the node only after the finish. Topic 2 had no
+        // replay.
+        let (queue, mut rx) = OutboundQueue::new(1, 1 << 20, Metrics::new());
+        let pending = PendingReplay::new();
+        let now = Instant::now();
+        let mut batch = ReplayBatch::default();
+        let mut replayed = vec![frame(1, 4), frame(1, 5)];
+        batch.add(1, 5, &mut replayed, origin(1));
+        pending.finish(&queue, batch, now, || {});
+        assert!(!pending.deliver(&queue, 5, frame(1, 5), now, origin(1)));
+        assert!(pending.deliver(&queue, 1, frame(2, 1), now, origin(2)));
+        assert!(pending.deliver(&queue, 6, frame(1, 6), now, origin(1)));
+        // Past the cut the check is over: a topic restarted in a new epoch
+        // is delivered from seq 1 again.
+        assert!(pending.deliver(&queue, 1, frame(1, 1), now, origin(1)));
+        let expected = vec![
+            frame(1, 4),
+            frame(1, 5),
+            frame(2, 1),
+            frame(1, 6),
+            frame(1, 1),
+        ];
+        assert_eq!(drain(&mut rx), expected);
     }
 
     #[test]
