@@ -263,23 +263,55 @@ fn assert_resumed(who: &str, events: &[SubscriptionEvent]) {
     );
 }
 
-/// A raw subscriber of `topic` through the load balancer at `lb`: when
+/// A running raw subscriber of one topic through a load balancer: when
 /// its connection ends it connects again and subscribes with `since` its
 /// last position, as a client without the SDK does. Nothing here drops a
-/// repeat: what it collects is what the nodes sent. Returns the
-/// deliveries until seq `last` and, for each time it resumed, the
-/// number of deliveries before (so a failure can say where it resumed).
+/// repeat: what it collects is what the nodes sent.
+struct RawSubscriber {
+    received: watch::Receiver<u64>,
+    /// Its deliveries until seq `until` and, for each time it resumed, the
+    /// number of deliveries before (so a failure can say where).
+    task: JoinHandle<(Vec<Delivered>, Vec<usize>)>,
+}
+
+impl RawSubscriber {
+    /// Connects through `lb`, subscribes to `topic` and collects its
+    /// deliveries until one with seq `until` or beyond.
+    async fn start(lb: SocketAddr, topic: &'static str, until: watch::Receiver<u64>) -> Self {
+        let mut client = RawClient::connect(lb).await;
+        client.subscribe(topic).await;
+        let (progress, received) = watch::channel(0);
+        let task = tokio::spawn(raw_collect(client, lb, topic, until, progress));
+        RawSubscriber { received, task }
+    }
+
+    /// Waits for its deliveries and checks them as [`assert_gapless`]
+    /// does, and that it resumed at least once.
+    async fn assert_gapless(self, last: u64) -> Vec<Delivered> {
+        let (got, resumed) = self.task.await.expect("the raw subscriber");
+        let who = format!("raw subscriber (resumed after deliveries {resumed:?})");
+        assert_gapless(&who, &got, last);
+        assert!(!resumed.is_empty(), "the raw subscriber never resumed");
+        got
+    }
+}
+
 async fn raw_collect(
     mut client: RawClient,
     lb: SocketAddr,
     topic: &str,
-    last: u64,
+    mut until: watch::Receiver<u64>,
     progress: watch::Sender<u64>,
 ) -> (Vec<Delivered>, Vec<usize>) {
     let mut got: Vec<Delivered> = Vec::new();
     let mut resumed = Vec::new();
-    while got.last().map_or(0, |d| d.seq) < last {
-        match client.recv().await {
+    while got.last().map_or(0, |d| d.seq) < *until.borrow_and_update() {
+        let received = tokio::select! {
+            // `recv` is cancel-safe: bytes read stay in the client's buffer.
+            received = client.recv() => received,
+            Ok(()) = until.changed() => continue,
+        };
+        match received {
             Received::Message {
                 epoch,
                 seq,
@@ -388,10 +420,7 @@ async fn subscribers_of_a_killed_node_resume_on_another_node_without_loss_or_dup
     for _ in 0..2 {
         subscribers.push(SdkSubscriber::start(&lb.ws_url(), topic, until.clone()).await);
     }
-    let mut raw = RawClient::connect(lb.addr).await;
-    raw.subscribe(topic).await;
-    let (raw_progress_tx, mut raw_progress) = watch::channel(0);
-    let raw_task = tokio::spawn(raw_collect(raw, lb.addr, topic, N, raw_progress_tx));
+    let mut raw = RawSubscriber::start(lb.addr, topic, until.clone()).await;
     redis.wait_numsub(channel, 1).await;
     lb.set_upstreams(&[a.addr, b.addr, c.addr]);
 
@@ -413,7 +442,7 @@ async fn subscribers_of_a_killed_node_resume_on_another_node_without_loss_or_dup
     for subscriber in &mut subscribers {
         wait_progress(&mut subscriber.received, N / 4, "SDK subscriber").await;
     }
-    wait_progress(&mut raw_progress, N / 4, "raw subscriber").await;
+    wait_progress(&mut raw.received, N / 4, "raw subscriber").await;
     a.kill().await;
     killed_tx.send_replace(true);
 
@@ -428,10 +457,7 @@ async fn subscribers_of_a_killed_node_resume_on_another_node_without_loss_or_dup
         assert_eq!(payloads, acks, "{who}");
         assert_resumed(&who, &events);
     }
-    let (got, resumed) = raw_task.await.expect("the raw subscriber");
-    let who = format!("raw subscriber (resumed after deliveries {resumed:?})");
-    assert_gapless(&who, &got, N);
-    assert!(!resumed.is_empty(), "the raw subscriber never resumed");
+    let got = raw.assert_gapless(N).await;
     let payloads: Vec<(u64, String)> = got.into_iter().map(|d| (d.seq, d.payload)).collect();
     assert_eq!(payloads, acks, "raw subscriber");
 }
@@ -547,6 +573,7 @@ async fn a_rolling_restart_of_every_node_loses_nothing_for_resuming_subscribers(
     for pattern in [topic, topic, topic, "feed.>"] {
         subscribers.push(SdkSubscriber::start(&lb.ws_url(), pattern, until.clone()).await);
     }
+    let mut raw = RawSubscriber::start(lb.addr, topic, until.clone()).await;
     redis.wait_numsub(channel, 3).await;
     redis.wait_numpat(1).await;
     let (stop_tx, stop) = watch::channel(false);
@@ -562,6 +589,7 @@ async fn a_rolling_restart_of_every_node_loses_nothing_for_resuming_subscribers(
     for subscriber in &mut subscribers {
         wait_progress(&mut subscriber.received, 10, "a subscriber").await;
     }
+    wait_progress(&mut raw.received, 10, "the raw subscriber").await;
 
     // Each node in turn: out of the load balancer, drained, started again
     // on its port, back in; traffic goes on meanwhile.
@@ -591,6 +619,11 @@ async fn a_rolling_restart_of_every_node_loses_nothing_for_resuming_subscribers(
         }
     }
     let got = seen.expect("subscribers");
+    assert_eq!(
+        raw.assert_gapless(last).await,
+        got,
+        "the raw subscriber differs from subscriber 0"
+    );
     // Every acknowledged publish is there with its seq; everything else
     // delivered is an unconfirmed publish; no payload twice.
     for (seq, payload) in &published.acked {
