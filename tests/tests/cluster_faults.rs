@@ -15,11 +15,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use tickwire_client::{Client, ErrorCode, Subscription, SubscriptionEvent};
+use tickwire_client::{Client, ErrorCode, OfflinePolicy, Subscription, SubscriptionEvent};
 use tickwire_e2e::node::Node;
 use tickwire_e2e::proxy::Proxy;
 use tickwire_e2e::redis::RedisServer;
-use tickwire_e2e::{RawClient, Received, WAIT, http, metric, metric_with_label, sdk};
+use tickwire_e2e::{RawClient, Received, WAIT, http, metric, metric_with_label, poll_until, sdk};
 use tickwire_protocol::message::Position;
 use tickwire_protocol::{ClientMessage, SubscribeOptions};
 use tokio::sync::watch;
@@ -144,6 +144,38 @@ async fn a_node_partitioned_from_redis_fails_readiness_and_refuses_publishes_the
     assert_eq!(next_delivery(&mut on_a).await, (5, "5".to_owned()));
     assert_eq!(next_delivery(&mut on_b).await, (4, "4".to_owned()));
     assert_eq!(next_delivery(&mut on_b).await, (5, "5".to_owned()));
+}
+
+#[tokio::test]
+async fn a_node_whose_redis_connections_are_reset_reconnects_and_resubscribes_at_once() {
+    let redis = RedisServer::start().await;
+    let network = Proxy::start(&[redis_addr(&redis)]).await;
+    let a = Node::start(&network.redis_url(), &[]).await;
+    let b = Node::start(&redis.url(), &[]).await;
+    let (topic, channel) = ("reset.x", "tickwire:{reset.x}:msg");
+    let mut on_a = RawClient::connect(a.addr).await;
+    on_a.subscribe(topic).await;
+    redis.wait_numsub(channel, 1).await;
+    let mut publisher_b = RawClient::connect(b.addr).await;
+    assert_eq!(publisher_b.publish_acked(topic, b"1").await, 1);
+    assert_eq!(next_delivery(&mut on_a).await, (1, "1".to_owned()));
+
+    // Every connection between a and Redis is closed; new ones get
+    // through. Node a sees the close at once (no PING needed) and makes
+    // both connections again.
+    network.cut();
+    poll_until(
+        async || match metric(a.addr, "tickwire_backplane_reconnects_total").await {
+            n if n >= 2.0 => Ok(()),
+            n => Err(format!("{n} reconnects of a, want both connections")),
+        },
+    )
+    .await;
+    a.wait_ready(true).await;
+    redis.wait_numsub(channel, 1).await;
+    let mut publisher_a = RawClient::connect(a.addr).await;
+    assert_eq!(publisher_a.publish_acked(topic, b"2").await, 2);
+    assert_eq!(next_delivery(&mut on_a).await, (2, "2".to_owned()));
 }
 
 /// One delivery as a subscriber saw it.
@@ -578,8 +610,10 @@ async fn a_rolling_restart_of_every_node_loses_nothing_for_resuming_subscribers(
     redis.wait_numpat(1).await;
     let (stop_tx, stop) = watch::channel(false);
     let (acked_tx, mut acked) = watch::channel(0);
+    // Without an offline buffer, so that publishes made while it reconnects
+    // are refused (`NotConnected`) and sent again by the test's own rule.
     let publishing = tokio::spawn(publish_until(
-        sdk::client(&lb.ws_url()).await,
+        sdk::client_with(&lb.ws_url(), OfflinePolicy::Fail).await,
         topic,
         Duration::from_millis(5),
         stop,
