@@ -4,12 +4,14 @@
 //! for the network or for a plain load balancer.
 //!
 //! * a silent network partition between one node and Redis;
+//! * one node's Redis connections reset;
 //! * a node killed with SIGKILL under traffic, its subscribers resuming on
 //!   another node;
 //! * a rolling restart of every node under live traffic.
 //!
 //! Every wait is event-based (a reply, a delivery, `/readyz`, a progress
-//! counter) and bounded by [`WAIT`]; the only sleeps pace the publishers.
+//! counter) and bounded by [`WAIT`] ([`DETECTION`] for the partition); the
+//! only sleeps pace the publishers and space a client's reconnects.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -561,6 +563,7 @@ async fn publish_until(
             format!("roll-{i}")
         };
         i += 1;
+        let deadline = tokio::time::Instant::now() + WAIT;
         loop {
             let result = client.publish_bytes_acked(topic, payload.clone()).await;
             match outcome(result) {
@@ -570,6 +573,10 @@ async fn publish_until(
                 }
                 Outcome::Unconfirmed => published.unconfirmed.push(payload),
                 Outcome::Retry => {
+                    assert!(
+                        tokio::time::Instant::now() < deadline,
+                        "{payload} refused for {WAIT:?}"
+                    );
                     published.retries += 1;
                     tokio::time::sleep(pace).await;
                     continue;
