@@ -17,7 +17,8 @@
 //! * [`catch_up`]: how a new subscription starts: wait for Redis to confirm
 //!   the subscription, read the topic, reply and replay.
 //! * [`backplane`]: the handle the broker's state holds; [`url`]: the
-//!   `--cluster` URL.
+//!   `--cluster` URL; [`target`]: where Redis is (one server or the master
+//!   Sentinel names) and how to connect to it.
 
 pub mod backplane;
 pub mod catch_up;
@@ -26,5 +27,6 @@ pub mod interest;
 pub mod publisher;
 pub mod read;
 pub mod subscriber;
+pub mod target;
 pub mod url;
 pub mod wire;

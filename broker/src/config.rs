@@ -17,6 +17,7 @@ use std::time::Duration;
 use thiserror::Error;
 use tickwire_protocol::topic::Pattern;
 
+use crate::cluster::target::ClusterTlsFiles;
 use crate::outbound::SlowConsumerPolicy;
 use crate::tls::TlsFiles;
 
@@ -311,7 +312,7 @@ fn parse_optional_addr(s: &str) -> Result<Option<SocketAddr>, String> {
 fn parse_cluster(s: &str) -> Result<Option<String>, String> {
     match s.trim() {
         "" => Ok(None),
-        url => crate::cluster::url::client(url)
+        url => crate::cluster::url::parse(url)
             .map(|_| Some(url.to_owned()))
             .map_err(|e| e.to_string()),
     }
@@ -593,7 +594,16 @@ broker_settings! {
         "Files of API keys for HTTP publish (comma-separated): one key per line as `sha256-hex pattern[,pattern]` (the SHA-256 of the key, then the topics it may publish on). Turns authentication on.";
     cluster: Option<String> = None, "",
         env "TICKWIRE_CLUSTER", parse parse_cluster,
-        "Run as one node of a cluster through Redis at this URL: `redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]`. Publishes get their sequence number from Redis and reach subscribers on every node; a node subscribes in Redis only to what its clients subscribe to. While Redis is unreachable publishes are refused and /readyz fails. Empty: a single node (see docs/cluster.md).";
+        "Run as one node of a cluster through Redis at this URL: `redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]`, `rediss://…` (TLS), or `redis+sentinel://[[USER]:PASSWORD@]HOST[:PORT][,HOST[:PORT]…]/MASTER[/DB]` (the master Redis Sentinel names; `rediss+sentinel://` with TLS). Publishes get their sequence number from Redis and reach subscribers on every node; a node subscribes in Redis only to what its clients subscribe to. While Redis is unreachable publishes are refused and /readyz fails. Empty: a single node (see docs/cluster.md).";
+    cluster_ca_file: Option<PathBuf> = None, "",
+        env "TICKWIRE_CLUSTER_CA_FILE", parse parse_optional_path,
+        "PEM CA bundle Redis' TLS certificate must chain to (rediss:// and rediss+sentinel:// URLs); empty: the system's trusted roots. Read at start.";
+    cluster_cert_file: Option<PathBuf> = None, "",
+        env "TICKWIRE_CLUSTER_CERT_FILE", parse parse_optional_path,
+        "PEM certificate chain this node presents to Redis over TLS (for Redis' tls-auth-clients); with --cluster-key-file. Read at start.";
+    cluster_key_file: Option<PathBuf> = None, "",
+        env "TICKWIRE_CLUSTER_KEY_FILE", parse parse_optional_path,
+        "PEM private key (PKCS#8, RSA or EC) of --cluster-cert-file. Read at start.";
     auth_message: bool = false, "false",
         env "TICKWIRE_AUTH_MESSAGE", parse parse_bool,
         "With authentication on: accept WebSocket upgrades without a token when the client authenticates with an AUTH message as its first request, within the handshake timeout (else close 4004). Lets browsers keep tokens out of URLs.";
@@ -720,6 +730,7 @@ impl BrokerConfig {
                     .to_owned(),
             ));
         }
+        self.validate_cluster_tls()?;
         let fixed = |addr: &SocketAddr| addr.port() != 0;
         if self.metrics_listen == Some(self.listen) && fixed(&self.listen) {
             return Err(ConfigError::Inconsistent(format!(
@@ -750,6 +761,38 @@ impl BrokerConfig {
             )));
         }
         Ok(())
+    }
+
+    /// The cluster's TLS files go together (certificate and key) and need
+    /// a TLS `--cluster` URL.
+    fn validate_cluster_tls(&self) -> Result<(), ConfigError> {
+        let inconsistent = |message: &str| Err(ConfigError::Inconsistent(message.to_owned()));
+        if self.cluster_cert_file.is_some() != self.cluster_key_file.is_some() {
+            return inconsistent(
+                "--cluster-cert-file and --cluster-key-file go together: give both to present a certificate to Redis, or neither",
+            );
+        }
+        let files = self.cluster_ca_file.is_some() || self.cluster_cert_file.is_some();
+        let tls = self
+            .cluster
+            .as_deref()
+            .and_then(|url| crate::cluster::url::parse(url).ok())
+            .is_some_and(|url| url.tls());
+        if files && !tls {
+            return inconsistent(
+                "--cluster-ca-file, --cluster-cert-file and --cluster-key-file need TLS to Redis: write --cluster rediss://HOST:PORT (or rediss+sentinel://…)",
+            );
+        }
+        Ok(())
+    }
+
+    /// The TLS files of the cluster's Redis connections.
+    pub fn cluster_tls_files(&self) -> ClusterTlsFiles {
+        ClusterTlsFiles {
+            ca: self.cluster_ca_file.clone(),
+            cert: self.cluster_cert_file.clone(),
+            key: self.cluster_key_file.clone(),
+        }
     }
 
     /// Whether any token key, API key or client grants file is configured,
@@ -929,6 +972,31 @@ mod tests {
         let files = config.tls_files().unwrap();
         assert_eq!((files.cert, files.key), ("c.pem".into(), "k.pem".into()));
         assert!(BrokerConfig::default().tls_files().is_none());
+    }
+
+    #[test]
+    fn cluster_tls_files_need_a_tls_url() {
+        let load = |pairs: &[(&str, &str)]| {
+            let overrides: Vec<(&str, String)> =
+                pairs.iter().map(|(k, v)| (*k, (*v).to_owned())).collect();
+            BrokerConfig::load(None, &overrides).map_err(|e| e.to_string())
+        };
+        let err = load(&[("cluster", "redis://h:1"), ("cluster_ca_file", "ca.pem")]).unwrap_err();
+        assert!(err.contains("write --cluster rediss://"), "{err}");
+        let err = load(&[("cluster_ca_file", "ca.pem")]).unwrap_err();
+        assert!(err.contains("need TLS to Redis"), "{err}");
+        let err = load(&[("cluster", "rediss://h:1"), ("cluster_cert_file", "c.pem")]).unwrap_err();
+        assert!(err.contains("go together"), "{err}");
+        let config = load(&[
+            ("cluster", "rediss+sentinel://h:1/m"),
+            ("cluster_ca_file", "ca.pem"),
+            ("cluster_cert_file", "c.pem"),
+            ("cluster_key_file", "k.pem"),
+        ])
+        .unwrap();
+        assert_eq!(config.cluster_tls_files().ca, Some(PathBuf::from("ca.pem")));
+        let err = load(&[("cluster", "redis+cluster://h:1")]).unwrap_err();
+        assert!(err.contains("Redis Cluster is not supported"), "{err}");
     }
 
     #[test]

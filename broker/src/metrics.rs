@@ -6,8 +6,8 @@
 //! per delivery.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
 };
 use tickwire_protocol::{CloseCode, ErrorCode};
 
@@ -16,6 +16,30 @@ pub const LATENCY_BUCKETS: [f64; 14] = [
     0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
     1.0,
 ];
+
+/// Bucket upper bounds, in seconds, of the Redis round-trip histogram
+/// (`tickwire_backplane_redis_seconds`): 100 µs to the 2 s deadline.
+pub const REDIS_BUCKETS: [f64; 14] = [
+    0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0,
+];
+
+/// The `op` label values of `tickwire_backplane_redis_seconds`: a pipeline
+/// of publishes, a `PING`, a subscribe's reads of topics, a wildcard
+/// replay's `SCAN` of the topics.
+pub const REDIS_OPS: [&str; 4] = ["publish", "ping", "read", "scan"];
+
+/// The `answered` label values of `tickwire_backplane_subscribes_total`:
+/// from what Redis keeps, or from the node alone (Redis could not be asked).
+pub const SUBSCRIBE_ANSWERS: [&str; 2] = ["redis", "node"];
+
+/// The `reason` label values of `tickwire_backplane_refused_total`: the
+/// [`crate::cluster::publisher::PublishError`] a client got.
+pub const REFUSED_REASONS: [&str; 4] = ["unavailable", "unconfirmed", "busy", "refused"];
+
+/// The `reason` label values of `tickwire_backplane_dropped_total`: a
+/// message from Redis not written by tickwire, a message the registry
+/// would not take (e.g. `max_topics` reached).
+pub const DROPPED_REASONS: [&str; 2] = ["malformed", "registry"];
 
 /// The `listener` label values of `tickwire_accept_errors_total`: the main
 /// port, the metrics listener and the echo service.
@@ -92,6 +116,17 @@ pub struct Metrics {
     pub backplane_channels: IntGauge,
     /// Cluster mode: 1 while both Redis connections are up.
     pub backplane_up: IntGauge,
+    /// Cluster mode: Redis round trips, by `op` ([`REDIS_OPS`]).
+    pub backplane_redis_seconds: HistogramVec,
+    /// Cluster mode: publishes not confirmed by Redis, by `reason`
+    /// ([`REFUSED_REASONS`]).
+    pub backplane_refused: IntCounterVec,
+    /// Cluster mode: messages received from Redis and not delivered, by
+    /// `reason` ([`DROPPED_REASONS`]).
+    pub backplane_dropped: IntCounterVec,
+    /// Cluster mode: subscribes answered, by `answered`
+    /// ([`SUBSCRIBE_ANSWERS`]).
+    pub backplane_subscribes: IntCounterVec,
 }
 
 /// Bucket upper bounds, in bytes, of the queue depth histogram.
@@ -156,6 +191,19 @@ impl Metrics {
         .expect("valid histogram");
         registry
             .register(Box::new(queue_depth_bytes.clone()))
+            .expect("unique metric");
+
+        let backplane_redis_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "tickwire_backplane_redis_seconds",
+                "Cluster mode: Redis round trips by op: publish (one pipeline of up to 256 publishes), ping (an idle connection's check), read (a subscribe's reads: one pipeline of up to 256 topics), scan (a wildcard replay's SCAN of the topics, all calls); failed and timed-out ones included.",
+            )
+            .buckets(REDIS_BUCKETS.to_vec()),
+            &["op"],
+        )
+        .expect("valid histogram");
+        registry
+            .register(Box::new(backplane_redis_seconds.clone()))
             .expect("unique metric");
 
         let metrics = Metrics {
@@ -262,6 +310,22 @@ impl Metrics {
                 "backplane_up",
                 "Cluster mode: 1 while both Redis connections (publisher, subscriber) are up; 0 otherwise and without --cluster.",
             ),
+            backplane_redis_seconds,
+            backplane_refused: counter_vec(
+                "backplane_refused_total",
+                "Cluster mode: publishes not confirmed by Redis, by reason: unavailable (no connection), unconfirmed (the connection failed or Redis did not answer in time), busy (too many waiting), refused (Redis answered with an error).",
+                "reason",
+            ),
+            backplane_dropped: counter_vec(
+                "backplane_dropped_total",
+                "Cluster mode: messages received from Redis and not delivered, by reason: malformed (not written by tickwire), registry (refused locally, e.g. max_topics reached).",
+                "reason",
+            ),
+            backplane_subscribes: counter_vec(
+                "backplane_subscribes_total",
+                "Cluster mode: subscribes answered, by where the reply's position and replay came from: redis, or node (Redis could not be asked in time: no replay, resumes not claimed).",
+                "answered",
+            ),
             registry,
         };
         for code in ErrorCode::ALL {
@@ -280,6 +344,18 @@ impl Metrics {
         }
         for result in ["ok", "failed"] {
             metrics.backplane_publishes.with_label_values(&[result]);
+        }
+        for op in REDIS_OPS {
+            metrics.backplane_redis_seconds.with_label_values(&[op]);
+        }
+        for reason in REFUSED_REASONS {
+            metrics.backplane_refused.with_label_values(&[reason]);
+        }
+        for answered in SUBSCRIBE_ANSWERS {
+            metrics.backplane_subscribes.with_label_values(&[answered]);
+        }
+        for reason in DROPPED_REASONS {
+            metrics.backplane_dropped.with_label_values(&[reason]);
         }
         for outcome in ["recovered", "incomplete"] {
             metrics.resumes.with_label_values(&[outcome]);

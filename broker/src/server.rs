@@ -491,7 +491,7 @@ fn start_backplane(state: &Arc<BrokerState>) {
     };
     if let Some(task) = backplane.take_publisher_task() {
         tokio::spawn(task.run(
-            backplane.client().clone(),
+            Arc::clone(backplane.target()),
             Arc::clone(&backplane.health),
             state.metrics.clone(),
             state.shutdown.clone(),

@@ -10,7 +10,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::Authenticator;
 use crate::cluster::backplane::Backplane;
-use crate::cluster::url::ClusterUrlError;
+use crate::cluster::target::TargetError;
 use crate::config::BrokerConfig;
 use crate::metrics::Metrics;
 use crate::registry::{RegistryLimits, TopicRegistry};
@@ -22,9 +22,9 @@ pub enum StateError {
     /// The TLS files.
     #[error(transparent)]
     Tls(#[from] TlsError),
-    /// The `--cluster` URL.
+    /// The `--cluster` URL or its TLS files.
     #[error(transparent)]
-    Cluster(#[from] ClusterUrlError),
+    Cluster(#[from] TargetError),
 }
 
 /// Everything connections share, behind one `Arc`.
@@ -64,7 +64,7 @@ impl BrokerState {
         let backplane = config
             .cluster
             .as_deref()
-            .map(|url| Backplane::new(url, &metrics))
+            .map(|url| Backplane::new(url, &config.cluster_tls_files(), &metrics))
             .transpose()?;
         let mut registry = TopicRegistry::new(
             RegistryLimits {

@@ -83,7 +83,7 @@ pub struct TlsFiles {
 }
 
 /// Reads a PEM file of at most [`MAX_PEM_FILE`] bytes.
-fn read_pem(flag: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
+pub(crate) fn read_pem(flag: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
     let read_err = |source| TlsError::Read {
         flag,
         path: path.to_owned(),
@@ -104,7 +104,10 @@ fn read_pem(flag: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
 }
 
 /// Reads every `CERTIFICATE` block of a PEM file; at least one.
-fn read_certs(flag: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+pub(crate) fn read_certs(
+    flag: &'static str,
+    path: &Path,
+) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let invalid = |message: String| TlsError::Invalid {
         flag,
         path: path.to_owned(),

@@ -1,9 +1,9 @@
 //! Helpers shared by the end-to-end tests: an in-process broker on port 0,
 //! a raw WebSocket client that speaks frames byte by byte, a minimal HTTP
 //! client, a reader for `/metrics`, and for the cluster tests real
-//! `redis-server` processes ([`redis`]), `tickwire serve --cluster`
-//! processes that can be killed and restarted ([`node`]) and a TCP proxy
-//! that balances and fails on demand ([`proxy`]).
+//! `redis-server` processes ([`redis`]), the broker processes on them,
+//! which can be killed and restarted ([`node`]), and a TCP proxy that
+//! balances and fails on demand ([`proxy`]).
 //!
 //! Every wait is bounded by [`WAIT`]: a broken broker fails a test, it never
 //! hangs the suite.

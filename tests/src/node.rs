@@ -1,71 +1,93 @@
-//! `tickwire serve --cluster` processes for the cluster fault tests: one
-//! node on loopback that can be killed (SIGKILL), drained (SIGTERM) and
-//! started again on the same port, with the same arguments.
+//! `tickwire serve --cluster` processes for the cluster tests: started on
+//! 127.0.0.1:0 with warnings logged, their log lines readable by the test
+//! ([`ClusterNode::wait_log`]), killed when dropped.
 //!
-//! A node is started on 127.0.0.1:0 and keeps the port it got for its
-//! whole life, so a restarted node is at the same address (as a node
-//! restarted by an orchestrator behind a fixed load-balancer entry). Its
-//! standard error goes to the test's; its standard output (the banner) is
-//! read for the address. Killed when dropped.
+//! A node keeps the port it got for its whole life: it can be killed
+//! ([`ClusterNode::kill`], SIGKILL) or drained ([`ClusterNode::terminate`],
+//! SIGTERM) and started again on the same port with the same arguments
+//! ([`ClusterNode::restart`]), as a node restarted by an orchestrator
+//! behind a fixed load-balancer entry.
 
 use std::net::SocketAddr;
-use std::process::Stdio;
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::{WAIT, banner_addr, http, poll_within, signal, tickwire_command};
 
-/// One `tickwire serve --cluster` process.
-pub struct Node {
-    /// Where it listens (the same across restarts).
+/// One `tickwire serve --cluster URL` process, and its restarts.
+pub struct ClusterNode {
+    /// The address it listens on (the same across restarts).
     pub addr: SocketAddr,
-    /// The Redis URL and extra arguments it was started with.
-    cluster: String,
+    /// The Redis URL and further flags it is started with.
+    url: String,
     args: Vec<String>,
     /// The running process, if any, and its standard output.
     process: Option<(Child, Lines<BufReader<ChildStdout>>)>,
+    /// Log lines of every process of this node, in order.
+    log_lines: mpsc::UnboundedSender<String>,
+    log: mpsc::UnboundedReceiver<String>,
 }
 
-impl Node {
-    /// Starts a node on 127.0.0.1:0 through Redis at `cluster`, with
-    /// `args` added to `tickwire serve`, and waits until `/readyz` is 200.
-    pub async fn start(cluster: &str, args: &[&str]) -> Node {
-        let mut node = Node {
+impl ClusterNode {
+    /// Starts a node on Redis at `url` with the further flags `args`;
+    /// returns once it listens (ready or not).
+    pub async fn spawn(url: &str, args: &[&str]) -> ClusterNode {
+        let (log_lines, log) = mpsc::unbounded_channel();
+        let mut node = ClusterNode {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            cluster: cluster.to_owned(),
+            url: url.to_owned(),
             args: args.iter().map(|a| (*a).to_owned()).collect(),
             process: None,
+            log_lines,
+            log,
         };
         node.launch().await;
+        node
+    }
+
+    /// Starts a node on Redis at `url` with the flags `args` and waits
+    /// until it is ready.
+    pub async fn ready(url: &str, args: &[&str]) -> ClusterNode {
+        let node = Self::spawn(url, args).await;
         node.wait_ready(true).await;
         node
     }
 
-    /// Starts the process on [`Node::addr`]; returns once it listens.
-    /// Port 0 the first time; then the same port again, retried within
-    /// [`WAIT`] while the old process still holds it.
+    /// Starts the process on [`ClusterNode::addr`]; returns once it
+    /// listens. Port 0 the first time; then the same port again, retried
+    /// within [`WAIT`] while the old process still holds it.
     async fn launch(&mut self) {
         let deadline = Instant::now() + WAIT;
         loop {
             let listen = self.addr.to_string();
-            let mut args = vec![
+            let mut all = vec![
                 "serve",
                 "--listen",
                 &listen,
                 "--log-level",
-                "error",
+                "warn",
                 "--cluster",
-                &self.cluster,
+                &self.url,
             ];
-            args.extend(self.args.iter().map(String::as_str));
-            let mut child = tickwire_command(&args)
-                .stderr(Stdio::inherit())
+            all.extend(self.args.iter().map(String::as_str));
+            let mut child = tickwire_command(&all)
                 .spawn()
                 .expect("start tickwire serve --cluster");
             let mut stdout = BufReader::new(child.stdout.take().expect("stdout")).lines();
+            let mut stderr = BufReader::new(child.stderr.take().expect("stderr")).lines();
+            let log_lines = self.log_lines.clone();
+            tokio::spawn(async move {
+                while let Ok(Some(line)) = stderr.next_line().await {
+                    eprintln!("node: {line}");
+                    if log_lines.send(line).is_err() {
+                        return;
+                    }
+                }
+            });
             let banner = tokio::time::timeout(WAIT, stdout.next_line())
                 .await
                 .expect("a banner or an exit in time");
@@ -90,7 +112,7 @@ impl Node {
         self.wait_ready_within(ready, WAIT).await
     }
 
-    /// [`Node::wait_ready`] for at most `limit`.
+    /// [`ClusterNode::wait_ready`] for at most `limit`.
     pub async fn wait_ready_within(&self, ready: bool, limit: Duration) -> String {
         let want = if ready { 200 } else { 503 };
         let addr = self.addr;
@@ -101,6 +123,21 @@ impl Node {
             }
         })
         .await
+    }
+
+    /// The next log line containing every one of `words`, within [`WAIT`].
+    pub async fn wait_log(&mut self, words: &[&str]) -> String {
+        let find = async {
+            while let Some(line) = self.log.recv().await {
+                if words.iter().all(|word| line.contains(word)) {
+                    return line;
+                }
+            }
+            panic!("the node's log ended without a line containing {words:?}");
+        };
+        tokio::time::timeout(WAIT, find)
+            .await
+            .unwrap_or_else(|_| panic!("no log line containing {words:?} within {WAIT:?}"))
     }
 
     /// Kills the process with SIGKILL (no drain: its connections are reset
@@ -124,8 +161,8 @@ impl Node {
         }
     }
 
-    /// Starts the node again on its port, after [`Node::kill`] or
-    /// [`Node::terminate`], and waits until `/readyz` is 200.
+    /// Starts the node again on its port, after [`ClusterNode::kill`] or
+    /// [`ClusterNode::terminate`], and waits until `/readyz` is 200.
     pub async fn restart(&mut self) {
         assert!(self.process.is_none(), "restart a node that is running");
         self.launch().await;

@@ -8,23 +8,55 @@
 //! again with another port. A server is ready when it answers `INFO` with
 //! its own process id. scripts/test.sh installs `redis-server` (Debian
 //! package) when it is missing.
+//!
+//! [`RedisServer::start_tls`] starts one that speaks only TLS
+//! (`rediss://`), with certificates from [`crate::pki`];
+//! [`RedisServer::start_replica_of`] a replica;
+//! [`RedisServer::start_sentinel`] a Redis Sentinel watching one master.
 
 use std::net::TcpListener;
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::pki::CertFiles;
 use crate::{WAIT, poll_until};
 
 /// Attempts at finding a free port before giving up.
 const PORT_ATTEMPTS: usize = 10;
+
+/// TLS for a test server.
+#[derive(Debug, Clone)]
+pub struct RedisTls {
+    /// The server's certificate and key.
+    pub server: CertFiles,
+    /// The CA the helper's own connections trust, and that client
+    /// certificates must chain to.
+    pub ca: PathBuf,
+    /// `Some`: the server requires a client certificate
+    /// (`tls-auth-clients yes`), and the helper presents this one.
+    pub client: Option<CertFiles>,
+}
+
+/// What a server is, beyond a plain Redis: the arguments before and after
+/// the common ones.
+#[derive(Debug, Clone, Default)]
+struct Kind {
+    /// First arguments: a Sentinel's configuration file and `--sentinel`.
+    leading: Vec<String>,
+    /// Last arguments: `--replicaof HOST PORT`.
+    trailing: Vec<String>,
+}
 
 /// One `redis-server` process on 127.0.0.1.
 pub struct RedisServer {
     /// Its port.
     pub port: u16,
     child: Option<Child>,
+    tls: Option<RedisTls>,
+    kind: Kind,
 }
 
 /// A port free on 127.0.0.1 at the time of the call.
@@ -35,12 +67,31 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// `redis-server` on `port`: loopback only, no persistence, logs discarded.
-fn spawn(port: u16) -> Child {
-    Command::new("redis-server")
-        .args([
+/// `redis-server` on `port` (TLS only with `tls`): loopback only, no
+/// persistence, logs discarded.
+fn spawn(port: u16, tls: Option<&RedisTls>, kind: &Kind) -> Child {
+    let port = port.to_string();
+    let mut args = vec!["--port", &port];
+    if let Some(tls) = tls {
+        args = vec![
             "--port",
-            &port.to_string(),
+            "0",
+            "--tls-port",
+            &port,
+            "--tls-cert-file",
+            path(&tls.server.cert),
+            "--tls-key-file",
+            path(&tls.server.key),
+            "--tls-ca-cert-file",
+            path(&tls.ca),
+            "--tls-auth-clients",
+            if tls.client.is_some() { "yes" } else { "no" },
+        ];
+    }
+    Command::new("redis-server")
+        .args(&kind.leading)
+        .args(args)
+        .args([
             "--bind",
             "127.0.0.1",
             "--save",
@@ -53,7 +104,14 @@ fn spawn(port: u16) -> Child {
             "warning",
             "--logfile",
             "",
+            // A replica's full sync writes an RDB file even without
+            // `save`: in the temporary directory, one name per port.
+            "--dir",
+            path(&std::env::temp_dir()),
+            "--dbfilename",
+            &rdb_file_name(&port),
         ])
+        .args(&kind.trailing)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
@@ -61,24 +119,121 @@ fn spawn(port: u16) -> Child {
         .expect("start redis-server (scripts/test.sh installs it: apt-get install -y redis-server)")
 }
 
+/// The name of the RDB file of the server on `port` (in the temporary
+/// directory).
+fn rdb_file_name(port: &str) -> String {
+    format!("tickwire-test-redis-{port}.rdb")
+}
+
+/// A test path as an argument.
+fn path(path: &std::path::Path) -> &str {
+    path.to_str().expect("a UTF-8 temporary path")
+}
+
+/// `redis://127.0.0.1:PORT`, or `rediss://` with `tls`.
+fn url_of(port: u16, tls: Option<&RedisTls>) -> String {
+    let scheme = if tls.is_some() { "rediss" } else { "redis" };
+    format!("{scheme}://127.0.0.1:{port}")
+}
+
+/// A client of the server on `port`, trusting and presenting `tls`' files.
+fn client_of(port: u16, tls: Option<&RedisTls>) -> ::redis::Client {
+    let url = url_of(port, tls);
+    match tls {
+        None => ::redis::Client::open(url),
+        Some(tls) => {
+            let read = |path: &std::path::Path| std::fs::read(path).expect("read a test PEM file");
+            ::redis::Client::build_with_tls(
+                url,
+                ::redis::TlsCertificates {
+                    client_tls: tls.client.as_ref().map(|c| ::redis::ClientTlsConfig {
+                        client_cert: read(&c.cert),
+                        client_key: read(&c.key),
+                    }),
+                    root_cert: Some(read(&tls.ca)),
+                },
+            )
+        }
+    }
+    .expect("a Redis URL")
+}
+
 impl RedisServer {
     /// Starts a server on a free port and waits until it answers.
     pub async fn start() -> RedisServer {
+        Self::start_with(None, Kind::default()).await
+    }
+
+    /// Starts a server that speaks only TLS, with `tls`' files.
+    pub async fn start_tls(tls: RedisTls) -> RedisServer {
+        Self::start_with(Some(tls), Kind::default()).await
+    }
+
+    /// Starts a replica of `master`.
+    pub async fn start_replica_of(master: &RedisServer) -> RedisServer {
+        let trailing = vec![
+            "--replicaof".to_owned(),
+            "127.0.0.1".to_owned(),
+            master.port.to_string(),
+        ];
+        Self::start_with(
+            None,
+            Kind {
+                trailing,
+                ..Kind::default()
+            },
+        )
+        .await
+    }
+
+    /// Starts a Redis Sentinel (quorum 1, down after 1 s) watching
+    /// `master` under the name `name`, its configuration file in `dir`;
+    /// for a TLS `master`, a Sentinel speaking only TLS, to its clients and
+    /// to the master, with the master's files.
+    pub async fn start_sentinel(
+        dir: &std::path::Path,
+        name: &str,
+        master: &RedisServer,
+    ) -> RedisServer {
+        let file = dir.join(format!("sentinel-{name}-{}.conf", master.port));
+        let config = format!(
+            "sentinel monitor {name} 127.0.0.1 {port} 1\n\
+             sentinel down-after-milliseconds {name} 1000\n\
+             sentinel failover-timeout {name} 5000\n\
+             tls-replication {tls}\n",
+            port = master.port,
+            tls = if master.tls.is_some() { "yes" } else { "no" },
+        );
+        std::fs::write(&file, config).expect("write the Sentinel configuration");
+        let leading = vec![path(&file).to_owned(), "--sentinel".to_owned()];
+        Self::start_with(
+            master.tls.clone(),
+            Kind {
+                leading,
+                ..Kind::default()
+            },
+        )
+        .await
+    }
+
+    async fn start_with(tls: Option<RedisTls>, kind: Kind) -> RedisServer {
         for _ in 0..PORT_ATTEMPTS {
             let port = free_port();
-            if let Some(child) = start_on(port).await {
+            if let Some(child) = start_on(port, tls.as_ref(), &kind).await {
                 return RedisServer {
                     port,
                     child: Some(child),
+                    tls,
+                    kind,
                 };
             }
         }
         panic!("redis-server did not start on any of {PORT_ATTEMPTS} free ports");
     }
 
-    /// `redis://127.0.0.1:PORT`.
+    /// `redis://127.0.0.1:PORT` (`rediss://` with TLS).
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        url_of(self.port, self.tls.as_ref())
     }
 
     /// Kills the server (SIGKILL) and waits until it is gone: its clients'
@@ -111,7 +266,7 @@ impl RedisServer {
         self.kill();
         let deadline = Instant::now() + WAIT;
         loop {
-            if let Some(child) = start_on(self.port).await {
+            if let Some(child) = start_on(self.port, self.tls.as_ref(), &self.kind).await {
                 self.child = Some(child);
                 return;
             }
@@ -126,8 +281,7 @@ impl RedisServer {
 
     /// A new connection to the server.
     pub async fn connection(&self) -> ::redis::aio::MultiplexedConnection {
-        ::redis::Client::open(self.url())
-            .expect("a Redis URL")
+        client_of(self.port, self.tls.as_ref())
             .get_multiplexed_async_connection()
             .await
             .expect("connect to redis-server")
@@ -182,15 +336,15 @@ impl RedisServer {
 /// Starts `redis-server` on `port`; `Some` once it answers `INFO` with its
 /// own process id, `None` if it exited (port taken) or another process
 /// answers there.
-async fn start_on(port: u16) -> Option<Child> {
-    let mut child = spawn(port);
+async fn start_on(port: u16, tls: Option<&RedisTls>, kind: &Kind) -> Option<Child> {
+    let mut child = spawn(port, tls, kind);
     let deadline = Instant::now() + WAIT;
-    let url = format!("redis://127.0.0.1:{port}");
+    let client = client_of(port, tls);
     loop {
         if child.try_wait().ok().flatten().is_some() {
             return None;
         }
-        if let Some(pid) = process_id(&url).await {
+        if let Some(pid) = process_id(&client).await {
             if pid == child.id() {
                 return Some(child);
             }
@@ -207,9 +361,9 @@ async fn start_on(port: u16) -> Option<Child> {
     }
 }
 
-/// The `process_id` in `INFO server` of the Redis at `url`, if one answers.
-async fn process_id(url: &str) -> Option<u32> {
-    let client = ::redis::Client::open(url).ok()?;
+/// The `process_id` in `INFO server` of the Redis `client` reaches, if
+/// one answers.
+async fn process_id(client: &::redis::Client) -> Option<u32> {
     let mut connection = client.get_multiplexed_async_connection().await.ok()?;
     let info: String = ::redis::cmd("INFO")
         .arg("server")
@@ -224,5 +378,7 @@ async fn process_id(url: &str) -> Option<u32> {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
+        let rdb = std::env::temp_dir().join(rdb_file_name(&self.port.to_string()));
+        let _ = std::fs::remove_file(rdb);
     }
 }

@@ -365,6 +365,16 @@ async fn a_node_started_without_redis_serves_refuses_publishes_and_joins_when_re
         .await,
         1.0
     );
+    assert_eq!(
+        metric_labelled(
+            a.addr,
+            "tickwire_backplane_refused_total",
+            "reason",
+            "unavailable"
+        )
+        .await,
+        1.0
+    );
 
     redis.restart().await;
     wait_ready(a.addr, true).await;
@@ -376,29 +386,42 @@ async fn a_node_started_without_redis_serves_refuses_publishes_and_joins_when_re
 
 #[tokio::test]
 async fn help_does_not_show_the_cluster_urls_password() {
-    let output = tickwire_command(&["serve", "--help"])
-        .env("TICKWIRE_CLUSTER", "redis://:hunter2@127.0.0.1:6379")
-        .output()
-        .await
-        .expect("run tickwire serve --help");
-    assert!(output.status.success());
-    let help = String::from_utf8_lossy(&output.stdout);
-    assert!(help.contains("TICKWIRE_CLUSTER"), "{help}");
-    assert!(!help.contains("hunter2"), "{help}");
+    for url in [
+        "redis://:hunter2@127.0.0.1:6379",
+        "rediss+sentinel://:hunter2@127.0.0.1:26379/primary",
+    ] {
+        let output = tickwire_command(&["serve", "--help"])
+            .env("TICKWIRE_CLUSTER", url)
+            .output()
+            .await
+            .expect("run tickwire serve --help");
+        assert!(output.status.success());
+        let help = String::from_utf8_lossy(&output.stdout);
+        assert!(help.contains("TICKWIRE_CLUSTER"), "{help}");
+        assert!(!help.contains("hunter2"), "{help}");
+    }
 }
 
 #[tokio::test]
 async fn unsupported_cluster_urls_are_refused_at_start() {
     for (url, says) in [
-        ("rediss://127.0.0.1:6379", "not supported"),
-        ("127.0.0.1:6379", "not supported"),
+        (
+            "redis+cluster://127.0.0.1:6379",
+            "Redis Cluster is not supported",
+        ),
+        ("http://127.0.0.1:6379", "not supported"),
+        ("127.0.0.1:6379", "not a URL"),
         ("redis://127.0.0.1:notaport", "not a Redis URL"),
+        (
+            "redis+sentinel://127.0.0.1:26379",
+            "master's name is missing",
+        ),
     ] {
         let output = tickwire_command(&["serve", "--listen", "127.0.0.1:0", "--cluster", url])
             .output()
             .await
             .expect("run tickwire serve");
-        assert!(!output.status.success(), "{url} was accepted");
+        assert_eq!(output.status.code(), Some(2), "{url}");
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(stderr.contains(says), "{url}: {stderr}");
     }
@@ -613,6 +636,16 @@ async fn a_subscribe_redis_does_not_answer_is_answered_from_the_node_in_time() {
     assert!(started.elapsed() < std::time::Duration::from_secs(8));
     assert_eq!(info.recovered, Some(false));
     assert_eq!(info.missed, vec![("hist.frozen".to_owned(), position)]);
+    let answered = |by| {
+        metric_labelled(
+            a.addr,
+            "tickwire_backplane_subscribes_total",
+            "answered",
+            by,
+        )
+    };
+    assert_eq!(answered("node").await, 1.0);
+    assert_eq!(answered("redis").await, 1.0, "the first subscribe");
 
     // Redis answers again: the node is ready and resumes are checked.
     redis.freeze(false);
@@ -620,6 +653,7 @@ async fn a_subscribe_redis_does_not_answer_is_answered_from_the_node_in_time() {
     let mut again = RawClient::connect(a.addr).await;
     let info = resume(&mut again, "hist.frozen", &[("hist.frozen", position)]).await;
     assert_eq!(info.recovered, Some(true), "{info:?}");
+    assert_eq!(answered("redis").await, 2.0);
     assert_eq!(publisher.publish_acked("hist.frozen", b"two").await, 2);
     assert_eq!(next_delivery(&mut again).await.2, 2);
     assert_eq!(next_delivery(&mut subscriber).await.2, 2);

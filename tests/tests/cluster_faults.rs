@@ -1,6 +1,6 @@
 //! Failure modes of cluster mode (docs/cluster.md, "Failure modes"), with
 //! real processes on loopback: one real `redis-server`, several `tickwire
-//! serve --cluster` processes ([`Node`]) and a TCP [`Proxy`] that stands
+//! serve --cluster` processes ([`ClusterNode`]) and a TCP [`Proxy`] that stands
 //! for the network or for a plain load balancer.
 //!
 //! * a silent network partition between one node and Redis;
@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use tickwire_client::{Client, ErrorCode, OfflinePolicy, Subscription, SubscriptionEvent};
-use tickwire_e2e::node::Node;
+use tickwire_e2e::node::ClusterNode;
 use tickwire_e2e::proxy::Proxy;
 use tickwire_e2e::redis::RedisServer;
 use tickwire_e2e::{RawClient, Received, WAIT, http, metric, metric_with_label, poll_until, sdk};
@@ -76,8 +76,8 @@ async fn a_node_partitioned_from_redis_fails_readiness_and_refuses_publishes_the
     let redis = RedisServer::start().await;
     // Node a reaches Redis through the proxy (its network), b directly.
     let network = Proxy::start(&[redis_addr(&redis)]).await;
-    let a = Node::start(&network.redis_url(), &[]).await;
-    let b = Node::start(&redis.url(), &[]).await;
+    let a = ClusterNode::ready(&network.redis_url(), &[]).await;
+    let b = ClusterNode::ready(&redis.url(), &[]).await;
     assert!(
         network.forwarded() >= 2,
         "a's Redis connections go through the proxy"
@@ -152,8 +152,8 @@ async fn a_node_partitioned_from_redis_fails_readiness_and_refuses_publishes_the
 async fn a_node_whose_redis_connections_are_reset_reconnects_and_resubscribes_at_once() {
     let redis = RedisServer::start().await;
     let network = Proxy::start(&[redis_addr(&redis)]).await;
-    let a = Node::start(&network.redis_url(), &[]).await;
-    let b = Node::start(&redis.url(), &[]).await;
+    let a = ClusterNode::ready(&network.redis_url(), &[]).await;
+    let b = ClusterNode::ready(&redis.url(), &[]).await;
     let (topic, channel) = ("reset.x", "tickwire:{reset.x}:msg");
     let mut on_a = RawClient::connect(a.addr).await;
     on_a.subscribe(topic).await;
@@ -441,9 +441,9 @@ async fn subscribers_of_a_killed_node_resume_on_another_node_without_loss_or_dup
     let redis = RedisServer::start().await;
     let config = history_config("kill");
     let args = ["--config", config.to_str().expect("a UTF-8 path")];
-    let mut a = Node::start(&redis.url(), &args).await;
-    let b = Node::start(&redis.url(), &args).await;
-    let c = Node::start(&redis.url(), &args).await;
+    let mut a = ClusterNode::ready(&redis.url(), &args).await;
+    let b = ClusterNode::ready(&redis.url(), &args).await;
+    let c = ClusterNode::ready(&redis.url(), &args).await;
     let (topic, channel) = ("feed.kill", "tickwire:{feed.kill}:msg");
 
     // Every subscriber connects through the load balancer while it has
@@ -599,7 +599,7 @@ async fn a_rolling_restart_of_every_node_loses_nothing_for_resuming_subscribers(
     let args = ["--config", config.to_str().expect("a UTF-8 path")];
     let mut nodes = Vec::new();
     for _ in 0..3 {
-        nodes.push(Node::start(&redis.url(), &args).await);
+        nodes.push(ClusterNode::ready(&redis.url(), &args).await);
     }
     let all: Vec<SocketAddr> = nodes.iter().map(|n| n.addr).collect();
     let lb = Proxy::start(&all).await;

@@ -1,5 +1,5 @@
 //! The backplane handle the broker's state holds when `--cluster` is set:
-//! the Redis client, this node's [`Interest`], the connections'
+//! where Redis is ([`Target`]), this node's [`Interest`], the connections'
 //! [`Health`], the [`Publisher`] queue and the publisher's connection,
 //! which reads share.
 
@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
-use redis::Client;
 use tickwire_protocol::topic::Topic;
 use tokio::sync::Semaphore;
 
@@ -16,7 +15,7 @@ use crate::cluster::interest::Interest;
 use crate::cluster::publisher::{
     Done, PublishJob, Publisher, PublisherTask, SharedConnection, publisher,
 };
-use crate::cluster::url::{ClusterUrlError, client};
+use crate::cluster::target::{ClusterTlsFiles, Target, TargetError};
 use crate::config::TopicPolicy;
 use crate::history::StorageBudget;
 use crate::metrics::Metrics;
@@ -25,7 +24,7 @@ use crate::registry::unix_micros;
 /// This node's link to the other nodes through Redis.
 #[derive(Debug)]
 pub struct Backplane {
-    client: Client,
+    target: Arc<Target>,
     /// The channels and patterns this node needs.
     pub interest: Arc<Interest>,
     /// Whether Redis is reachable.
@@ -46,12 +45,13 @@ pub struct Backplane {
 pub const WILDCARD_SCANS: usize = 4;
 
 impl Backplane {
-    /// A backplane through Redis at `url` (checked by [`client`]); nothing
-    /// connects until the tasks run (see [`crate::cluster::subscriber`]).
-    pub fn new(url: &str, metrics: &Metrics) -> Result<Self, ClusterUrlError> {
-        let (publisher, task, connection) = publisher();
+    /// A backplane through Redis at the `--cluster` URL `url`, with the
+    /// TLS files `tls` (see [`Target::new`]); nothing connects until the
+    /// tasks run (see [`crate::cluster::subscriber`]).
+    pub fn new(url: &str, tls: &ClusterTlsFiles, metrics: &Metrics) -> Result<Self, TargetError> {
+        let (publisher, task, connection) = publisher(metrics);
         Ok(Backplane {
-            client: client(url)?,
+            target: Arc::new(Target::new(url, tls)?),
             interest: Arc::new(Interest::default()),
             health: Arc::new(Health::new(metrics.backplane_up.clone())),
             publisher,
@@ -62,9 +62,9 @@ impl Backplane {
         })
     }
 
-    /// The Redis client.
-    pub fn client(&self) -> &Client {
-        &self.client
+    /// Where Redis is.
+    pub fn target(&self) -> &Arc<Target> {
+        &self.target
     }
 
     /// The publisher's connection to Redis, if it has one now.

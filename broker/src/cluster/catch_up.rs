@@ -34,7 +34,7 @@
 //! `recovered: false` for every `since` position (it could not be checked).
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tickwire_protocol::message::{Position, SubscribedInfo, encode_delivery_frame};
 use tickwire_protocol::topic::{Pattern, Topic};
@@ -83,6 +83,12 @@ pub fn start(state: &Arc<BrokerState>, held: HeldSubscription, ask: Ask, reply: 
         } else {
             None
         };
+        let answered = if records.is_some() { "redis" } else { "node" };
+        state
+            .metrics
+            .backplane_subscribes
+            .with_label_values(&[answered])
+            .inc();
         finish(&state, backplane, held, &ask, records, reply);
     });
 }
@@ -131,7 +137,10 @@ async fn fetch(
             let permit = tokio::time::timeout(REDIS_TIMEOUT, backplane.wildcard_scans.acquire());
             let permit = permit.await.map_err(|_| ReadError::Busy)?;
             scan_permit = Some(permit.map_err(|_| ReadError::Busy)?);
-            let (mut topics, cut_short) = scan_topics(&mut connection, &ask.pattern).await?;
+            let started = Instant::now();
+            let scanned = scan_topics(&mut connection, &ask.pattern).await;
+            observe(state, "scan", started);
+            let (mut topics, cut_short) = scanned?;
             if cut_short {
                 tracing::warn!(pattern = %ask.pattern, "cluster: a wildcard replay covers only the first topics found in Redis");
             }
@@ -143,9 +152,23 @@ async fn fetch(
             topics.into_iter().map(|t| read(t, false)).collect()
         }
     };
-    let records = read_topics(&mut connection, &reads).await?;
+    let started = Instant::now();
+    let records = read_topics(&mut connection, &reads).await;
+    if !reads.is_empty() {
+        observe(state, "read", started);
+    }
+    let records = records?;
     drop(scan_permit);
     Ok(records.into_iter().flatten().collect())
+}
+
+/// Counts a Redis round trip of `op` begun at `started`.
+fn observe(state: &BrokerState, op: &str, started: Instant) {
+    state
+        .metrics
+        .backplane_redis_seconds
+        .with_label_values(&[op])
+        .observe(started.elapsed().as_secs_f64());
 }
 
 /// Queues the reply, the replay and the held live messages. `records` is
@@ -166,7 +189,7 @@ fn finish(
     });
     let replay_ask = ReplayAsk::new(since.as_deref(), ask.last);
     let registry = &state.registry;
-    let now = std::time::Instant::now();
+    let now = Instant::now();
     let mut info = SubscribedInfo::default();
     let mut batch = ReplayBatch::default();
     let mut frames = Vec::new();
@@ -233,7 +256,7 @@ fn restore(
     budget: &Arc<StorageBudget>,
     record: &TopicRecord,
     policy: &TopicPolicy,
-    now: std::time::Instant,
+    now: Instant,
 ) -> TopicMemory {
     let unix_now = unix_micros();
     let at = |time_us: u64| {

@@ -28,14 +28,16 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
+use prometheus::IntCounterVec;
+use redis::Script;
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Client, Script};
 use thiserror::Error;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::cluster::health::Health;
+use crate::cluster::target::Target;
 use crate::cluster::wire::{POSITION_TTL_SECS, PUBLISH_SCRIPT, channel, history_key, position_key};
 use crate::metrics::Metrics;
 
@@ -45,8 +47,8 @@ pub const QUEUE_JOBS: usize = 4096;
 pub const QUEUE_BYTES: usize = 64 << 20;
 /// Most publishes in one pipeline.
 pub const BATCH: usize = 256;
-/// Time allowed to connect to Redis, and for Redis to answer a batch or a
-/// subscription change.
+/// Time allowed for Redis to answer a batch, a `PING` or a subscription
+/// change (connecting: [`crate::cluster::target::CONNECT_TIMEOUT`]).
 pub const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
 /// Pause between attempts to reconnect to Redis.
 pub const RECONNECT_INTERVAL: Duration = Duration::from_millis(250);
@@ -75,6 +77,19 @@ pub enum PublishError {
     /// Redis answered with an error (out of memory, read-only replica, …).
     #[error("Redis refused the publish ({0}); the message was not published")]
     Refused(String),
+}
+
+impl PublishError {
+    /// The `reason` label of `tickwire_backplane_refused_total`
+    /// ([`crate::metrics::REFUSED_REASONS`]).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            PublishError::Unavailable => "unavailable",
+            PublishError::Unconfirmed => "unconfirmed",
+            PublishError::Busy => "busy",
+            PublishError::Refused(_) => "refused",
+        }
+    }
 }
 
 /// Receives the outcome of one publish: its sequence number, or why not.
@@ -112,6 +127,8 @@ impl fmt::Debug for PublishJob {
 pub struct Publisher {
     jobs: mpsc::Sender<PublishJob>,
     queued_bytes: Arc<AtomicUsize>,
+    /// `tickwire_backplane_refused_total`, for the publishes refused here.
+    refused: IntCounterVec,
 }
 
 /// The publisher task, not yet started ([`PublisherTask::run`]).
@@ -138,8 +155,8 @@ impl SharedConnection {
 }
 
 /// A publisher, the task that serves its queue, and the connection that
-/// task shares.
-pub fn publisher() -> (Publisher, PublisherTask, Arc<SharedConnection>) {
+/// task shares; refusals are counted in `metrics`.
+pub fn publisher(metrics: &Metrics) -> (Publisher, PublisherTask, Arc<SharedConnection>) {
     let (tx, rx) = mpsc::channel(QUEUE_JOBS);
     let queued_bytes = Arc::new(AtomicUsize::new(0));
     let shared = Arc::new(SharedConnection::default());
@@ -147,6 +164,7 @@ pub fn publisher() -> (Publisher, PublisherTask, Arc<SharedConnection>) {
         Publisher {
             jobs: tx,
             queued_bytes: Arc::clone(&queued_bytes),
+            refused: metrics.backplane_refused.clone(),
         },
         PublisherTask {
             jobs: rx,
@@ -164,7 +182,7 @@ impl Publisher {
         let n = job.payload.len();
         if self.queued_bytes.fetch_add(n, Ordering::AcqRel) + n > QUEUE_BYTES {
             self.queued_bytes.fetch_sub(n, Ordering::AcqRel);
-            return (job.done)(Err(PublishError::Busy));
+            return self.refuse(job, PublishError::Busy);
         }
         let refused = match self.jobs.try_send(job) {
             Ok(()) => return,
@@ -172,35 +190,13 @@ impl Publisher {
             Err(mpsc::error::TrySendError::Closed(job)) => (job, PublishError::Unavailable),
         };
         self.queued_bytes.fetch_sub(n, Ordering::AcqRel);
-        (refused.0.done)(Err(refused.1));
+        self.refuse(refused.0, refused.1);
     }
-}
 
-/// Connects to Redis through `client` within [`REDIS_TIMEOUT`].
-async fn connect(client: &Client) -> Option<MultiplexedConnection> {
-    let config = AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(REDIS_TIMEOUT))
-        .set_response_timeout(Some(REDIS_TIMEOUT));
-    let attempt = client.get_multiplexed_async_connection_with_config(&config);
-    within_deadline("cluster publisher", attempt).await
-}
-
-/// The connection `attempt` makes within [`REDIS_TIMEOUT`]; `None` (logged
-/// for `who` at debug level) if it fails or takes longer.
-pub async fn within_deadline<T>(
-    who: &str,
-    attempt: impl Future<Output = redis::RedisResult<T>>,
-) -> Option<T> {
-    match tokio::time::timeout(REDIS_TIMEOUT, attempt).await {
-        Ok(Ok(connection)) => Some(connection),
-        Ok(Err(e)) => {
-            tracing::debug!(error = %e, "{who}: cannot connect to Redis");
-            None
-        }
-        Err(_) => {
-            tracing::debug!("{who}: connecting to Redis timed out");
-            None
-        }
+    /// Counts the refusal of `job` and gives it `why`.
+    fn refuse(&self, job: PublishJob, why: PublishError) {
+        self.refused.with_label_values(&[why.reason()]).inc();
+        (job.done)(Err(why));
     }
 }
 
@@ -255,11 +251,11 @@ async fn send(
 
 impl PublisherTask {
     /// Serves the queue until `shutdown` or until every [`Publisher`] is
-    /// gone: connects (and reconnects) to Redis through `client`, keeps
+    /// gone: connects (and reconnects) to Redis at `target`, keeps
     /// `health` current, counts in `metrics`.
     pub async fn run(
         mut self,
-        client: Client,
+        target: Arc<Target>,
         health: Arc<Health>,
         metrics: Metrics,
         shutdown: CancellationToken,
@@ -270,6 +266,10 @@ impl PublisherTask {
         let mut batch = Vec::with_capacity(BATCH);
         let mut was_up = false;
         let mut losses_seen = health.losses();
+        let publish_seconds = metrics
+            .backplane_redis_seconds
+            .with_label_values(&["publish"]);
+        let ping_seconds = metrics.backplane_redis_seconds.with_label_values(&["ping"]);
         loop {
             if connection.is_some() && health.losses() != losses_seen {
                 tracing::info!("cluster publisher: Redis was lost; reconnecting");
@@ -278,7 +278,7 @@ impl PublisherTask {
             }
             if connection.is_none() && Instant::now() >= next_attempt {
                 losses_seen = health.losses();
-                connection = connect(&client).await;
+                connection = target.multiplexed("cluster publisher").await;
                 next_attempt = Instant::now() + RECONNECT_INTERVAL;
                 if connection.is_some() {
                     tracing::info!("cluster publisher: connected to Redis");
@@ -298,7 +298,10 @@ impl PublisherTask {
                 () = health.lost() => continue,
                 _ = tokio::time::sleep(PING_INTERVAL), if connection.is_some() => {
                     if let Some(c) = connection.as_mut() {
-                        if !ping(c).await {
+                        let started = Instant::now();
+                        let answered = ping(c).await;
+                        ping_seconds.observe(started.elapsed().as_secs_f64());
+                        if !answered {
                             tracing::warn!("cluster publisher: Redis did not answer PING; reconnecting");
                             connection = None;
                         }
@@ -309,7 +312,12 @@ impl PublisherTask {
             let bytes: usize = batch.iter().map(|job| job.payload.len()).sum();
             self.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
             let outcome = match connection.as_mut() {
-                Some(c) => send(c, pipeline(&sha, &batch), batch.len()).await,
+                Some(c) => {
+                    let started = Instant::now();
+                    let sent = send(c, pipeline(&sha, &batch), batch.len()).await;
+                    publish_seconds.observe(started.elapsed().as_secs_f64());
+                    sent
+                }
                 None => Err(PublishError::Unavailable),
             };
             if let Err(e @ (PublishError::Unconfirmed | PublishError::Unavailable)) = &outcome {
@@ -324,8 +332,12 @@ impl PublisherTask {
                 .backplane_publishes
                 .with_label_values(&[label])
                 .inc_by(batch.len() as u64);
-            if outcome.is_ok() {
-                metrics.messages_published.inc_by(batch.len() as u64);
+            match &outcome {
+                Ok(_) => metrics.messages_published.inc_by(batch.len() as u64),
+                Err(e) => metrics
+                    .backplane_refused
+                    .with_label_values(&[e.reason()])
+                    .inc_by(batch.len() as u64),
             }
             for (i, job) in batch.drain(..).enumerate() {
                 let result = match &outcome {
@@ -360,7 +372,8 @@ mod tests {
     #[test]
     fn a_full_queue_refuses_at_once_by_count_and_by_bytes() {
         let outcomes = Arc::new(Mutex::new(Vec::new()));
-        let (publisher, task, _) = publisher();
+        let metrics = Metrics::new();
+        let (publisher, task, _) = publisher(&metrics);
         publisher.submit(job(QUEUE_BYTES + 1, &outcomes));
         assert_eq!(*outcomes.lock().unwrap(), vec![Err(PublishError::Busy)]);
         for _ in 0..QUEUE_JOBS {
@@ -374,5 +387,7 @@ mod tests {
         drop(task);
         publisher.submit(job(1, &outcomes));
         assert_eq!(outcomes.lock().unwrap()[2], Err(PublishError::Unavailable));
+        let refused = |reason: &str| metrics.backplane_refused.with_label_values(&[reason]).get();
+        assert_eq!((refused("busy"), refused("unavailable")), (2, 1));
     }
 }

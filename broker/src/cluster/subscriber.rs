@@ -21,11 +21,10 @@ use std::sync::Arc;
 use futures::StreamExt;
 use redis::Msg;
 use redis::aio::{PubSubSink, PubSubStream};
+use tokio::time::Instant;
 
 use crate::cluster::backplane::Backplane;
-use crate::cluster::publisher::{
-    PING_INTERVAL, RECONNECT_INTERVAL, REDIS_TIMEOUT, within_deadline,
-};
+use crate::cluster::publisher::{PING_INTERVAL, RECONNECT_INTERVAL, REDIS_TIMEOUT};
 use crate::cluster::wire::{Subscription, parse_message, topic_of_channel};
 use crate::metrics::Metrics;
 use crate::state::BrokerState;
@@ -40,8 +39,7 @@ pub async fn run(state: Arc<BrokerState>) {
     };
     let mut was_up = false;
     loop {
-        let attempt = backplane.client().get_async_pubsub();
-        if let Some(pubsub) = within_deadline("cluster subscriber", attempt).await {
+        if let Some(pubsub) = backplane.target().pubsub("cluster subscriber").await {
             tracing::info!("cluster subscriber: connected to Redis");
             if was_up {
                 state.metrics.backplane_reconnects.inc();
@@ -82,6 +80,11 @@ fn deliver(state: &BrokerState, message: &Msg) {
             channel = name,
             "cluster subscriber: ignored a message not written by tickwire"
         );
+        state
+            .metrics
+            .backplane_dropped
+            .with_label_values(&["malformed"])
+            .inc();
         return;
     };
     state.metrics.backplane_received.inc();
@@ -90,6 +93,11 @@ fn deliver(state: &BrokerState, message: &Msg) {
         .deliver_remote(topic, parsed.at, parsed.time_us, parsed.payload)
     {
         tracing::warn!(topic = topic.as_str(), error = %e, "cluster subscriber: message not delivered");
+        state
+            .metrics
+            .backplane_dropped
+            .with_label_values(&["registry"])
+            .inc();
     }
 }
 
@@ -120,7 +128,12 @@ async fn keep_subscriptions(
         tokio::select! {
             () = backplane.interest.changed() => {}
             _ = tokio::time::sleep(PING_INTERVAL) => {
+                let started = Instant::now();
                 let ping = tokio::time::timeout(REDIS_TIMEOUT, sink.ping::<redis::Value>()).await;
+                metrics
+                    .backplane_redis_seconds
+                    .with_label_values(&["ping"])
+                    .observe(started.elapsed().as_secs_f64());
                 match ping {
                     Ok(Ok(_)) => {}
                     Ok(Err(e)) => return format!("PING failed: {e}"),
