@@ -114,7 +114,7 @@ impl<'a> ReplayAsk<'a> {
 /// A live frame held back while its subscription's replay is in progress.
 #[derive(Debug)]
 struct Held {
-    seq: u64,
+    at: Position,
     frame: Bytes,
     queued_at: Instant,
     origin: FrameOrigin,
@@ -125,9 +125,20 @@ struct Held {
 pub struct ReplayBatch {
     frames: Vec<(Bytes, FrameOrigin)>,
     cuts: HashMap<u64, Position>,
+    late_repeats: bool,
 }
 
 impl ReplayBatch {
+    /// A batch whose cuts were read elsewhere than where live messages come
+    /// from (cluster mode: Redis), so live messages at or below a cut may
+    /// still arrive after the finish: they are dropped too.
+    pub fn with_late_repeats() -> Self {
+        ReplayBatch {
+            late_repeats: true,
+            ..ReplayBatch::default()
+        }
+    }
+
     /// Records the replay of topic `topic_id`: `frames` stand for every
     /// message of the topic up to position `cut`.
     pub fn add(
@@ -198,7 +209,7 @@ impl PendingReplay {
                     return false;
                 }
                 held.frames.push(Held {
-                    seq: at.seq,
+                    at,
                     frame,
                     queued_at,
                     origin,
@@ -255,7 +266,7 @@ impl PendingReplay {
         let mut cuts = batch.cuts;
         for h in std::mem::take(&mut *held).frames {
             match cuts.get(&h.origin.topic_id) {
-                Some(cut) if h.seq <= cut.seq => {}
+                Some(cut) if h.at.epoch == cut.epoch && h.at.seq <= cut.seq => {}
                 Some(_) => {
                     // Live frames of the topic are past its cut.
                     cuts.remove(&h.origin.topic_id);
@@ -266,8 +277,10 @@ impl PendingReplay {
                 }
             }
         }
-        self.any_late_cut.store(!cuts.is_empty(), Ordering::Release);
-        *self.late_cuts.lock() = cuts;
+        if batch.late_repeats && !cuts.is_empty() {
+            *self.late_cuts.lock() = cuts;
+            self.any_late_cut.store(true, Ordering::Release);
+        }
         self.done.store(true, Ordering::Release);
     }
 }
@@ -341,7 +354,7 @@ mod tests {
         let (queue, mut rx) = OutboundQueue::new(1, 1 << 20, Metrics::new());
         let pending = PendingReplay::new();
         let now = Instant::now();
-        let mut batch = ReplayBatch::default();
+        let mut batch = ReplayBatch::with_late_repeats();
         let mut replayed = vec![frame(1, 4), frame(1, 5)];
         batch.add(1, at(5), &mut replayed, origin(1));
         pending.finish(&queue, batch, now, || {});
@@ -358,7 +371,7 @@ mod tests {
             origin(1)
         ));
         // Nor does a cut hide a new epoch that comes first (topic 3).
-        let mut batch = ReplayBatch::default();
+        let mut batch = ReplayBatch::with_late_repeats();
         batch.add(3, at(9), &mut Vec::new(), origin(3));
         let restarted = PendingReplay::new();
         restarted.finish(&queue, batch, now, || {});
@@ -373,6 +386,12 @@ mod tests {
             frame(3, 1),
         ];
         assert_eq!(drain(&mut rx), expected);
+        // On one node (no late repeats possible) the cut ends at the finish.
+        let mut batch = ReplayBatch::default();
+        batch.add(4, at(9), &mut Vec::new(), origin(4));
+        let local = PendingReplay::new();
+        local.finish(&queue, batch, now, || {});
+        assert!(!local.any_late_cut.load(Ordering::Acquire));
     }
 
     #[test]

@@ -191,7 +191,7 @@ fn finish(
     let registry = &state.registry;
     let now = Instant::now();
     let mut info = SubscribedInfo::default();
-    let mut batch = ReplayBatch::default();
+    let mut batch = ReplayBatch::with_late_repeats();
     let mut frames = Vec::new();
     let verified = records.is_some();
     let records = records.unwrap_or_default();

@@ -484,7 +484,7 @@ fn a_held_subscription_gets_live_messages_after_its_reply_and_above_its_cut() {
     let (origin, position) = reg.local_topic(t("r.a"), &held.subscriber).unwrap();
     assert_eq!(position, Position { epoch: 7, seq: 2 });
     // The read in Redis saw seq 1: the reply stands for it, 2 comes live.
-    let mut batch = ReplayBatch::default();
+    let mut batch = ReplayBatch::with_late_repeats();
     batch.add(
         origin.topic_id,
         Position { epoch: 7, seq: 1 },
@@ -520,7 +520,7 @@ fn a_message_the_read_covered_that_reaches_the_node_after_the_reply_is_not_deliv
     // The read in Redis saw seq 2 (replayed), which this node has not
     // received yet: it comes on the pub/sub connection after the reply.
     let (origin, _) = reg.local_topic(t("r.a"), &held.subscriber).unwrap();
-    let mut batch = ReplayBatch::default();
+    let mut batch = ReplayBatch::with_late_repeats();
     let mut replayed = vec![Bytes::from_static(b"replayed 2")];
     batch.add(
         origin.topic_id,
