@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
+use tickwire_protocol::message::Position;
 use tickwire_protocol::topic::{Pattern, PatternToken};
 
 use crate::outbound::{FrameOrigin, OutboundQueue, PushOutcome};
@@ -45,12 +46,12 @@ impl Subscriber {
         self.queue.id()
     }
 
-    /// Delivers live message `seq` of topic `origin.topic_id`; returns
+    /// Delivers live message `at` of topic `origin.topic_id`; returns
     /// whether it was queued (or held for a replay in progress).
-    pub fn deliver(&self, seq: u64, frame: Bytes, now: Instant, origin: FrameOrigin) -> bool {
+    pub fn deliver(&self, at: Position, frame: Bytes, now: Instant, origin: FrameOrigin) -> bool {
         match &self.replay {
             None => self.queue.push_delivery(frame, now, origin) == PushOutcome::Queued,
-            Some(pending) => pending.deliver(&self.queue, seq, frame, now, origin),
+            Some(pending) => pending.deliver(&self.queue, at, frame, now, origin),
         }
     }
 }

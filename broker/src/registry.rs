@@ -345,7 +345,11 @@ impl TopicRegistry {
         let mut deliveries = 0;
         for subscriber in subscribers.iter() {
             let origin = state.origin(subscriber);
-            if subscriber.deliver(seq, frame.clone(), now, origin) {
+            let at = Position {
+                epoch: state.epoch,
+                seq,
+            };
+            if subscriber.deliver(at, frame.clone(), now, origin) {
                 deliveries += 1;
             }
         }
@@ -574,7 +578,7 @@ impl TopicRegistry {
                 info.missed.push((topic.name.to_string(), state.position()));
             }
             let origin = state.origin(&subscriber);
-            batch.add(state.id, state.next_seq - 1, &mut frames, origin);
+            batch.add(state.id, state.position(), &mut frames, origin);
         }
         if ask.has_since() {
             // Positions for topics that no longer exist cannot be resumed.

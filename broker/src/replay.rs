@@ -23,6 +23,12 @@
 //! duplicate, and no other topic ever waits for the walk. Held frames count
 //! against the connection's queue budget: a subscriber that would overflow
 //! its queue with them is closed as a slow consumer (4001).
+//!
+//! In cluster mode a topic's cut is its position read from Redis, on
+//! another connection than the one its messages arrive on: a message
+//! numbered before the read may reach the node only after the finish. Such
+//! a late live frame, at or below its topic's cut, is dropped as well; the
+//! first frame above the cut ends that check for the topic.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -108,7 +114,7 @@ impl<'a> ReplayAsk<'a> {
 /// A live frame held back while its subscription's replay is in progress.
 #[derive(Debug)]
 struct Held {
-    seq: u64,
+    at: Position,
     frame: Bytes,
     queued_at: Instant,
     origin: FrameOrigin,
@@ -118,13 +124,30 @@ struct Held {
 #[derive(Debug, Default)]
 pub struct ReplayBatch {
     frames: Vec<(Bytes, FrameOrigin)>,
-    cuts: HashMap<u64, u64>,
+    cuts: HashMap<u64, Position>,
+    late_repeats: bool,
 }
 
 impl ReplayBatch {
+    /// A batch whose cuts were read elsewhere than where live messages come
+    /// from (cluster mode: Redis), so live messages at or below a cut may
+    /// still arrive after the finish: they are dropped too.
+    pub fn with_late_repeats() -> Self {
+        ReplayBatch {
+            late_repeats: true,
+            ..ReplayBatch::default()
+        }
+    }
+
     /// Records the replay of topic `topic_id`: `frames` stand for every
-    /// message of the topic up to seq `cut`.
-    pub fn add(&mut self, topic_id: u64, cut: u64, frames: &mut Vec<Bytes>, origin: FrameOrigin) {
+    /// message of the topic up to position `cut`.
+    pub fn add(
+        &mut self,
+        topic_id: u64,
+        cut: Position,
+        frames: &mut Vec<Bytes>,
+        origin: FrameOrigin,
+    ) {
         self.cuts.insert(topic_id, cut);
         self.frames.extend(frames.drain(..).map(|f| (f, origin)));
     }
@@ -137,6 +160,13 @@ impl ReplayBatch {
 pub struct PendingReplay {
     done: AtomicBool,
     held: Mutex<HeldFrames>,
+    /// From the finish on: the cut of every replayed topic that no live
+    /// frame has passed yet. A live frame at or below it (in its epoch) is
+    /// a repeat of the replay and dropped (see [`PendingReplay::deliver`]).
+    late_cuts: Mutex<HashMap<u64, Position>>,
+    /// Whether `late_cuts` holds any, so that a delivery only looks when
+    /// there may be something to find.
+    any_late_cut: AtomicBool,
 }
 
 /// The live frames held so far and their size.
@@ -157,13 +187,13 @@ impl PendingReplay {
         self.done.load(Ordering::Acquire)
     }
 
-    /// Delivers live message `seq` of topic `origin.topic_id` to `queue`:
+    /// Delivers live message `at` of topic `origin.topic_id` to `queue`:
     /// holds it while the replay is in progress, else queues it. Returns
     /// whether the frame was queued or held. Called under the topic's lock.
     pub fn deliver(
         &self,
         queue: &OutboundQueue,
-        seq: u64,
+        at: Position,
         frame: Bytes,
         queued_at: Instant,
         origin: FrameOrigin,
@@ -179,7 +209,7 @@ impl PendingReplay {
                     return false;
                 }
                 held.frames.push(Held {
-                    seq,
+                    at,
                     frame,
                     queued_at,
                     origin,
@@ -187,12 +217,40 @@ impl PendingReplay {
                 return true;
             }
         }
+        if self.any_late_cut.load(Ordering::Acquire) && self.is_late_repeat(at, origin.topic_id) {
+            return false;
+        }
         queue.push_delivery(frame, queued_at, origin) == PushOutcome::Queued
+    }
+
+    /// Whether live message `at` of topic `topic_id`, arriving after the
+    /// finish, is at or below the topic's cut in the same epoch: the replay
+    /// already sent it. On one node that cannot happen (the replay and
+    /// publishes take the topic's lock), but in cluster mode it can: the
+    /// node reads a topic's position from Redis on one connection and
+    /// receives its messages on another, so a message numbered before the
+    /// read may be received after it. The first frame past the cut (above
+    /// it, or of another epoch: the topic restarted) ends the check for the
+    /// topic.
+    fn is_late_repeat(&self, at: Position, topic_id: u64) -> bool {
+        let mut cuts = self.late_cuts.lock();
+        let Some(&cut) = cuts.get(&topic_id) else {
+            return false;
+        };
+        if at.epoch == cut.epoch && at.seq <= cut.seq {
+            return true;
+        }
+        cuts.remove(&topic_id);
+        if cuts.is_empty() {
+            self.any_late_cut.store(false, Ordering::Release);
+        }
+        false
     }
 
     /// Ends the replay: runs `reply` (which queues the `SUBSCRIBED` reply),
     /// then queues the replayed frames and the held live frames that are
-    /// above their topic's cut, and from then on lets deliveries through.
+    /// above their topic's cut, and from then on lets deliveries through
+    /// (but late ones at or below a cut, see [`PendingReplay::deliver`]).
     pub fn finish(
         &self,
         queue: &OutboundQueue,
@@ -205,14 +263,23 @@ impl PendingReplay {
         for (frame, origin) in batch.frames {
             queue.push_delivery(frame, now, origin);
         }
+        let mut cuts = batch.cuts;
         for h in std::mem::take(&mut *held).frames {
-            if batch
-                .cuts
-                .get(&h.origin.topic_id)
-                .is_none_or(|cut| h.seq > *cut)
-            {
-                queue.push_delivery(h.frame, h.queued_at, h.origin);
+            match cuts.get(&h.origin.topic_id) {
+                Some(cut) if h.at.epoch == cut.epoch && h.at.seq <= cut.seq => {}
+                Some(_) => {
+                    // Live frames of the topic are past its cut.
+                    cuts.remove(&h.origin.topic_id);
+                    queue.push_delivery(h.frame, h.queued_at, h.origin);
+                }
+                None => {
+                    queue.push_delivery(h.frame, h.queued_at, h.origin);
+                }
             }
+        }
+        if batch.late_repeats && !cuts.is_empty() {
+            *self.late_cuts.lock() = cuts;
+            self.any_late_cut.store(true, Ordering::Release);
         }
         self.done.store(true, Ordering::Release);
     }
@@ -230,6 +297,11 @@ mod tests {
             policy: SlowConsumerPolicy::Disconnect,
             max_rate: None,
         }
+    }
+
+    /// Position `seq` of epoch 1.
+    fn at(seq: u64) -> Position {
+        Position { epoch: 1, seq }
     }
 
     fn frame(topic: u64, seq: u64) -> Bytes {
@@ -251,17 +323,17 @@ mod tests {
         let now = Instant::now();
         // Topic 1: live 5 arrives before its replay (which covers up to 5),
         // live 6 after it. Topic 2 was never replayed (created later).
-        assert!(pending.deliver(&queue, 5, frame(1, 5), now, origin(1)));
+        assert!(pending.deliver(&queue, at(5), frame(1, 5), now, origin(1)));
         let mut batch = ReplayBatch::default();
         let mut replayed = vec![frame(1, 4), frame(1, 5)];
-        batch.add(1, 5, &mut replayed, origin(1));
-        assert!(pending.deliver(&queue, 6, frame(1, 6), now, origin(1)));
-        assert!(pending.deliver(&queue, 1, frame(2, 1), now, origin(2)));
+        batch.add(1, at(5), &mut replayed, origin(1));
+        assert!(pending.deliver(&queue, at(6), frame(1, 6), now, origin(1)));
+        assert!(pending.deliver(&queue, at(1), frame(2, 1), now, origin(2)));
         assert!(drain(&mut rx).is_empty(), "nothing before the reply");
         pending.finish(&queue, batch, now, || {
             queue.push(Bytes::from_static(b"reply"), now);
         });
-        assert!(pending.deliver(&queue, 7, frame(1, 7), now, origin(1)));
+        assert!(pending.deliver(&queue, at(7), frame(1, 7), now, origin(1)));
         let expected = vec![
             Bytes::from_static(b"reply"),
             frame(1, 4),
@@ -275,12 +347,60 @@ mod tests {
     }
 
     #[test]
+    fn a_live_frame_the_replay_covered_that_arrives_after_the_finish_is_dropped() {
+        // Cluster mode: the replay read topic 1 up to seq 5 in Redis, and
+        // live 5 reaches the node only after the finish. Topic 2 had no
+        // replay.
+        let (queue, mut rx) = OutboundQueue::new(1, 1 << 20, Metrics::new());
+        let pending = PendingReplay::new();
+        let now = Instant::now();
+        let mut batch = ReplayBatch::with_late_repeats();
+        let mut replayed = vec![frame(1, 4), frame(1, 5)];
+        batch.add(1, at(5), &mut replayed, origin(1));
+        pending.finish(&queue, batch, now, || {});
+        assert!(!pending.deliver(&queue, at(5), frame(1, 5), now, origin(1)));
+        assert!(pending.deliver(&queue, at(1), frame(2, 1), now, origin(2)));
+        assert!(pending.deliver(&queue, at(6), frame(1, 6), now, origin(1)));
+        // Past the cut the check is over: a topic restarted in a new epoch
+        // is delivered from seq 1 again.
+        assert!(pending.deliver(
+            &queue,
+            Position { epoch: 2, seq: 1 },
+            frame(1, 1),
+            now,
+            origin(1)
+        ));
+        // Nor does a cut hide a new epoch that comes first (topic 3).
+        let mut batch = ReplayBatch::with_late_repeats();
+        batch.add(3, at(9), &mut Vec::new(), origin(3));
+        let restarted = PendingReplay::new();
+        restarted.finish(&queue, batch, now, || {});
+        let new_epoch = Position { epoch: 2, seq: 1 };
+        assert!(restarted.deliver(&queue, new_epoch, frame(3, 1), now, origin(3)));
+        let expected = vec![
+            frame(1, 4),
+            frame(1, 5),
+            frame(2, 1),
+            frame(1, 6),
+            frame(1, 1),
+            frame(3, 1),
+        ];
+        assert_eq!(drain(&mut rx), expected);
+        // On one node (no late repeats possible) the cut ends at the finish.
+        let mut batch = ReplayBatch::default();
+        batch.add(4, at(9), &mut Vec::new(), origin(4));
+        let local = PendingReplay::new();
+        local.finish(&queue, batch, now, || {});
+        assert!(!local.any_late_cut.load(Ordering::Acquire));
+    }
+
+    #[test]
     fn holding_more_than_the_budget_closes_as_slow_consumer() {
         let (queue, _rx) = OutboundQueue::new(1, 10, Metrics::new());
         let pending = PendingReplay::new();
         let now = Instant::now();
-        assert!(pending.deliver(&queue, 1, Bytes::from_static(b"12345"), now, origin(1)));
-        assert!(!pending.deliver(&queue, 2, Bytes::from_static(b"123456"), now, origin(1)));
+        assert!(pending.deliver(&queue, at(1), Bytes::from_static(b"12345"), now, origin(1)));
+        assert!(!pending.deliver(&queue, at(2), Bytes::from_static(b"123456"), now, origin(1)));
         assert!(queue.is_closing());
     }
 }

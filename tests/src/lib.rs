@@ -1,8 +1,9 @@
 //! Helpers shared by the end-to-end tests: an in-process broker on port 0,
 //! a raw WebSocket client that speaks frames byte by byte, a minimal HTTP
-//! client, a reader for `/metrics`, and real `redis-server` processes for
-//! the cluster tests ([`redis`]) with the broker processes on them
-//! ([`node`]).
+//! client, a reader for `/metrics`, and for the cluster tests real
+//! `redis-server` processes ([`redis`]), the broker processes on them,
+//! which can be killed and restarted ([`node`]), and a TCP proxy that
+//! balances and fails on demand ([`proxy`]).
 //!
 //! Every wait is bounded by [`WAIT`]: a broken broker fails a test, it never
 //! hangs the suite.
@@ -27,6 +28,7 @@ use tokio::task::JoinHandle;
 
 pub mod node;
 pub mod pki;
+pub mod proxy;
 pub mod redis;
 
 /// Longest any single wait in a test may take.
@@ -358,25 +360,46 @@ impl RawClient {
         Self::upgrade(Box::new(stream), request, SubprotocolRule::AllowMissing).await
     }
 
+    /// [`RawClient::connect`] that says why it failed instead of failing
+    /// the test: for clients that retry, as through a load balancer whose
+    /// node may be going away.
+    pub async fn try_connect(addr: SocketAddr) -> Result<RawClient, String> {
+        let stream = TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("connect to {addr}: {e}"))?;
+        let request = UpgradeRequest::new(&addr.to_string(), WEBSOCKET_PATH);
+        Self::try_upgrade(Box::new(stream), request, SubprotocolRule::Required).await
+    }
+
     /// Completes the handshake of `request` on `stream`, checking the
     /// response's subprotocol by `rule`.
     async fn upgrade(
-        mut stream: Box<dyn RawStream>,
+        stream: Box<dyn RawStream>,
         request: UpgradeRequest,
         rule: SubprotocolRule,
     ) -> RawClient {
+        Self::try_upgrade(stream, request, rule)
+            .await
+            .unwrap_or_else(|why| panic!("{why}"))
+    }
+
+    /// [`RawClient::upgrade`], or why it failed.
+    async fn try_upgrade(
+        mut stream: Box<dyn RawStream>,
+        request: UpgradeRequest,
+        rule: SubprotocolRule,
+    ) -> Result<RawClient, String> {
         let Response { head, text, rest } = handshake(&mut stream, &request)
             .await
-            .unwrap_or_else(|text| panic!("connection closed during the handshake: {text}"));
-        if let Err(e) = head.verify(request.key(), rule) {
-            panic!("handshake failed: {e}\n{text}");
-        }
-        RawClient {
+            .map_err(|text| format!("connection closed during the handshake: {text}"))?;
+        head.verify(request.key(), rule)
+            .map_err(|e| format!("handshake failed: {e}\n{text}"))?;
+        Ok(RawClient {
             stream,
             buf: rest,
             decoder: FrameDecoder::new(Role::Client, 64 << 20),
             next_id: 1,
-        }
+        })
     }
 
     /// A fresh request id.
@@ -504,6 +527,27 @@ impl RawClient {
         self.expect_forbidden(id).await
     }
 
+    /// Publishes on `topic` with an acknowledgement and expects the refusal
+    /// `ERROR` with `code`; returns its text.
+    pub async fn publish_refused(&mut self, topic: &str, code: ErrorCode) -> String {
+        let id = self.next_id();
+        self.send(&ClientMessage::Publish {
+            id: Some(id),
+            topic,
+            payload: Bytes::from_static(b"refused"),
+            retain: false,
+        })
+        .await;
+        match self.recv().await {
+            Received::Error {
+                id: got,
+                code: got_code,
+                message,
+            } if got == Some(id) && got_code == code => message,
+            other => panic!("expected {code:?} for {id}, got {other:?}"),
+        }
+    }
+
     /// Receives the next item, answering nothing; fails after [`WAIT`].
     pub async fn recv(&mut self) -> Received {
         tokio::time::timeout(WAIT, self.recv_unbounded())
@@ -587,14 +631,23 @@ fn to_received(item: Incoming) -> Received {
 
 /// Runs `probe` every 20 ms until it returns `Ok`, and returns that value;
 /// fails with the last `Err` text after [`WAIT`].
-pub async fn poll_until<T>(mut probe: impl AsyncFnMut() -> Result<T, String>) -> T {
-    let deadline = tokio::time::Instant::now() + WAIT;
+pub async fn poll_until<T>(probe: impl AsyncFnMut() -> Result<T, String>) -> T {
+    poll_within(WAIT, probe).await
+}
+
+/// [`poll_until`] with another limit than [`WAIT`], for what takes longer
+/// by design (a failure found by a timeout).
+pub async fn poll_within<T>(
+    limit: Duration,
+    mut probe: impl AsyncFnMut() -> Result<T, String>,
+) -> T {
+    let deadline = tokio::time::Instant::now() + limit;
     loop {
         match probe().await {
             Ok(value) => return value,
             Err(why) => assert!(
                 tokio::time::Instant::now() < deadline,
-                "not within {WAIT:?}: {why}"
+                "not within {limit:?}: {why}"
             ),
         }
         tokio::time::sleep(Duration::from_millis(20)).await;

@@ -137,23 +137,8 @@ async fn publish_n(addr: SocketAddr, topic: &str, tag: &str, n: usize) -> Vec<(u
 /// Publishes on `topic` through `client` and expects the refusal `internal`
 /// whose text contains `says`.
 async fn expect_refused(client: &mut RawClient, topic: &str, says: &str) {
-    let id = client.next_id();
-    client
-        .send(&ClientMessage::Publish {
-            id: Some(id),
-            topic,
-            payload: bytes::Bytes::from_static(b"refused"),
-            retain: false,
-        })
-        .await;
-    match client.recv().await {
-        Received::Error {
-            id: got,
-            code: ErrorCode::Internal,
-            message,
-        } if got == Some(id) => assert!(message.contains(says), "{message}"),
-        other => panic!("expected an internal error for {id}, got {other:?}"),
-    }
+    let message = client.publish_refused(topic, ErrorCode::Internal).await;
+    assert!(message.contains(says), "{message}");
 }
 
 async fn unsubscribe(client: &mut RawClient, pattern: &str) {

@@ -191,7 +191,7 @@ fn finish(
     let registry = &state.registry;
     let now = Instant::now();
     let mut info = SubscribedInfo::default();
-    let mut batch = ReplayBatch::default();
+    let mut batch = ReplayBatch::with_late_repeats();
     let mut frames = Vec::new();
     let verified = records.is_some();
     let records = records.unwrap_or_default();
@@ -210,7 +210,7 @@ fn finish(
         if replay_ask.replay(&record.topic, &memory, record.position, &mut frames) == Some(false) {
             info.missed.push((record.topic.clone(), record.position));
         }
-        batch.add(origin.topic_id, record.position.seq, &mut frames, origin);
+        batch.add(origin.topic_id, record.position, &mut frames, origin);
         if exact.is_some() {
             info.epoch = Some(record.position.epoch);
             info.seq = Some(record.position.seq);
@@ -225,7 +225,7 @@ fn finish(
                 if replay_ask.has_since() {
                     info.missed.push((topic.as_str().to_owned(), position));
                 }
-                batch.add(origin.topic_id, position.seq, &mut frames, origin);
+                batch.add(origin.topic_id, position, &mut frames, origin);
             }
         }
         _ => {

@@ -484,8 +484,13 @@ fn a_held_subscription_gets_live_messages_after_its_reply_and_above_its_cut() {
     let (origin, position) = reg.local_topic(t("r.a"), &held.subscriber).unwrap();
     assert_eq!(position, Position { epoch: 7, seq: 2 });
     // The read in Redis saw seq 1: the reply stands for it, 2 comes live.
-    let mut batch = ReplayBatch::default();
-    batch.add(origin.topic_id, 1, &mut Vec::new(), origin);
+    let mut batch = ReplayBatch::with_late_repeats();
+    batch.add(
+        origin.topic_id,
+        Position { epoch: 7, seq: 1 },
+        &mut Vec::new(),
+        origin,
+    );
     let queue = Arc::clone(&held.subscriber.queue);
     held.pending.finish(&queue, batch, Instant::now(), || {
         queue.push(ServerMessage::Pong { id: 99 }.to_frame(), Instant::now());
@@ -504,4 +509,30 @@ fn a_held_subscription_gets_live_messages_after_its_reply_and_above_its_cut() {
     // A held subscription counts like any other, and leaves like one.
     assert!(reg.unsubscribe(&p("r.a"), 1));
     assert_eq!(remote(&reg, "r.a", 7, 4), 0);
+}
+
+#[test]
+fn a_message_the_read_covered_that_reaches_the_node_after_the_reply_is_not_delivered_again() {
+    let reg = registry(100);
+    let (s, mut rx) = sub(1);
+    let held = reg.subscribe_held(&p("r.a"), s).unwrap();
+    assert_eq!(remote(&reg, "r.a", 7, 1), 1);
+    // The read in Redis saw seq 2 (replayed), which this node has not
+    // received yet: it comes on the pub/sub connection after the reply.
+    let (origin, _) = reg.local_topic(t("r.a"), &held.subscriber).unwrap();
+    let mut batch = ReplayBatch::with_late_repeats();
+    let mut replayed = vec![Bytes::from_static(b"replayed 2")];
+    batch.add(
+        origin.topic_id,
+        Position { epoch: 7, seq: 2 },
+        &mut replayed,
+        origin,
+    );
+    let queue = Arc::clone(&held.subscriber.queue);
+    held.pending.finish(&queue, batch, Instant::now(), || {});
+    assert_eq!(remote(&reg, "r.a", 7, 2), 0, "a repeat of the replay");
+    assert_eq!(remote(&reg, "r.a", 7, 3), 1);
+    let frames = drain(&mut rx);
+    assert_eq!(frames[0], Bytes::from_static(b"replayed 2"));
+    assert_eq!(deliveries(&frames[1..]), vec![("r.a".to_owned(), 3)]);
 }
