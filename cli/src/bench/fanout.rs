@@ -4,7 +4,7 @@ use clap::Args;
 use tickwire_protocol::topic::validate_topic;
 
 use super::load::{self, LoadPlan};
-use super::{CommonArgs, LoadArgs, resolve, usage};
+use super::{CommonArgs, LoadArgs, resolve_nodes, usage};
 
 /// Arguments of `tickwire bench fanout`.
 #[derive(Debug, Args)]
@@ -34,8 +34,8 @@ pub fn run(args: FanoutArgs) -> u8 {
     if args.subscribers > super::MAX_CONNECTIONS {
         return usage(&format!("--subscribers is over {}", super::MAX_CONNECTIONS));
     }
-    let target = match resolve(&args.common.url) {
-        Ok(t) => t,
+    let nodes = match resolve_nodes(&args.load, &args.common) {
+        Ok(nodes) => nodes,
         Err(code) => return code,
     };
     let plan = LoadPlan {
@@ -44,5 +44,5 @@ pub fn run(args: FanoutArgs) -> u8 {
         subscribers_per_topic: args.subscribers,
         publishers: 1,
     };
-    load::run(plan, args.common, args.load, target)
+    load::run(plan, args.common, args.load, nodes)
 }

@@ -12,8 +12,13 @@
 //! the tool's CPU use is confined (pin it with `taskset`) and reported.
 //!
 //! Every run is bounded in time (`--duration`, `--drain`, `--hold`, setup
-//! timeouts) and in count. Exit codes: 0 ok, 1 messages lost or a
-//! slow-consumer close (4001), 2 usage, 3 connection failure.
+//! timeouts) and in count. Exit codes: 0 ok, 1 messages lost, duplicated
+//! or out of order, or a slow-consumer close (4001), 2 usage, 3 connection
+//! failure.
+//!
+//! `fanout` and `topics` can spread their subscribers over several brokers
+//! (`--subscriber-url`, repeatable) and publish on others
+//! (`--publisher-url`): the nodes of a cluster (`serve --cluster`).
 
 mod capacity;
 mod connections;
@@ -33,9 +38,11 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 use tickwire_broker::config::{parse_count, parse_duration, parse_size};
 
-/// Exit code: every message arrived, no slow-consumer close.
+/// Exit code: every message arrived once and in order, no slow-consumer
+/// close.
 const EXIT_OK: u8 = 0;
-/// Exit code: messages were lost or a subscriber was closed as slow.
+/// Exit code: messages were lost, duplicated or out of order, or a
+/// subscriber was closed as slow.
 const EXIT_LOSS: u8 = 1;
 /// Exit code: invalid arguments.
 const EXIT_USAGE: u8 = 2;
@@ -150,6 +157,16 @@ pub struct LoadArgs {
     /// Receive buffer per subscriber connection.
     #[arg(long, default_value = "256KiB", value_parser = parse_size, value_name = "SIZE")]
     pub recv_buffer: usize,
+    /// Open subscriber connections to this broker instead of --url. Give it
+    /// several times to spread the subscribers round-robin over several
+    /// brokers (the nodes of a cluster): subscriber i goes to the (i mod
+    /// n)-th URL given. Default: --url.
+    #[arg(long = "subscriber-url", value_name = "URL")]
+    pub subscriber_urls: Vec<String>,
+    /// Open publisher connections to this broker instead of --url;
+    /// repeatable, round-robin like --subscriber-url. Default: --url.
+    #[arg(long = "publisher-url", value_name = "URL")]
+    pub publisher_urls: Vec<String>,
 }
 
 /// Runs `tickwire bench` and returns the exit code.
@@ -179,12 +196,50 @@ fn small_runtime() -> std::io::Result<tokio::runtime::Runtime> {
 
 /// Resolves the URL; a bad URL is a usage error.
 fn resolve(url: &str) -> Result<raw_client::Target, u8> {
+    resolve_all(&[url])?
+        .pop()
+        .ok_or_else(|| usage("no broker URL"))
+}
+
+/// Resolves every URL, in order; a bad URL is a usage error.
+fn resolve_all(urls: &[&str]) -> Result<Vec<raw_client::Target>, u8> {
     let rt = small_runtime().map_err(|e| {
         stderrln!("tickwire bench: cannot start a runtime: {e}");
         EXIT_CONNECT
     })?;
-    rt.block_on(raw_client::Target::resolve(url))
-        .map_err(|e| usage(&e))
+    rt.block_on(async {
+        let mut targets = Vec::with_capacity(urls.len());
+        for url in urls {
+            targets.push(raw_client::Target::resolve(url).await?);
+        }
+        Ok(targets)
+    })
+    .map_err(|e: String| usage(&e))
+}
+
+/// Most URLs one of `--subscriber-url` and `--publisher-url` may list.
+const MAX_URLS: usize = 256;
+
+/// Resolves where the subscriber and publisher connections of `fanout` and
+/// `topics` go (`--subscriber-url`, `--publisher-url`, default `--url`).
+fn resolve_nodes(load: &LoadArgs, common: &CommonArgs) -> Result<load::Nodes, u8> {
+    let list = |given: &[String]| -> Result<Vec<raw_client::Target>, u8> {
+        if given.len() > MAX_URLS {
+            return Err(usage(&format!(
+                "at most {MAX_URLS} --subscriber-url and {MAX_URLS} --publisher-url"
+            )));
+        }
+        let urls: Vec<&str> = if given.is_empty() {
+            vec![&common.url]
+        } else {
+            given.iter().map(String::as_str).collect()
+        };
+        resolve_all(&urls)
+    };
+    let subscribers = list(&load.subscriber_urls)?;
+    let publishers = list(&load.publisher_urls)?;
+    load::Nodes::new(common.url.clone(), subscribers, publishers)
+        .ok_or_else(|| usage("no broker URL"))
 }
 
 /// Most connections one run may open.

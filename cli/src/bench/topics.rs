@@ -7,7 +7,7 @@ use tickwire_broker::config::parse_count;
 use tickwire_protocol::topic::validate_topic;
 
 use super::load::{self, LoadPlan};
-use super::{CommonArgs, LoadArgs, resolve, usage};
+use super::{CommonArgs, LoadArgs, resolve_nodes, usage};
 
 /// Arguments of `tickwire bench topics`.
 #[derive(Debug, Args)]
@@ -46,8 +46,8 @@ pub fn run(args: TopicsArgs) -> u8 {
             super::MAX_CONNECTIONS
         ));
     }
-    let target = match resolve(&args.common.url) {
-        Ok(t) => t,
+    let nodes = match resolve_nodes(&args.load, &args.common) {
+        Ok(nodes) => nodes,
         Err(code) => return code,
     };
     let plan = LoadPlan {
@@ -58,5 +58,5 @@ pub fn run(args: TopicsArgs) -> u8 {
         subscribers_per_topic: args.subscribers_per_topic,
         publishers: args.publishers,
     };
-    load::run(plan, args.common, args.load, target)
+    load::run(plan, args.common, args.load, nodes)
 }

@@ -20,6 +20,9 @@
 //! behind.
 //!
 //! * `plan`: what to run: topics, connections, who publishes where.
+//! * `nodes`: which broker each connection goes to (`--subscriber-url`,
+//!   `--publisher-url`: several nodes of a cluster) and the deliveries per
+//!   broker.
 //! * `shared`: the atomic counters and flags the threads share.
 //! * `run`: the orchestration on the main thread: setup, progress, stop,
 //!   drain.
@@ -28,6 +31,7 @@
 //! * `publish`: the publisher loops (windowed and paced).
 //! * `summary`: the result of a run, printed as a table or JSON.
 
+mod nodes;
 mod plan;
 mod publish;
 mod run;
@@ -35,6 +39,7 @@ mod shared;
 mod summary;
 mod worker;
 
+pub use nodes::Nodes;
 pub use plan::LoadPlan;
 pub use run::run;
 pub(crate) use shared::{SubShared, now_ns};

@@ -9,19 +9,20 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
-use super::super::raw_client::{ConnectError, Target};
+use super::super::raw_client::ConnectError;
 use super::super::report::{self, BrokerUsage, CpuTime, ProcSample, si};
 use super::super::{CommonArgs, EXIT_CONNECT, LoadArgs};
+use super::nodes::Nodes;
 use super::plan::LoadPlan;
 use super::shared::{Ctx, SLOW_CONSUMER};
 use super::summary::{LoadReport, Timing};
 use super::worker::worker;
 
 /// Runs the plan and prints the report; returns the exit code.
-pub fn run(plan: LoadPlan, common: CommonArgs, load: LoadArgs, target: Target) -> u8 {
+pub fn run(plan: LoadPlan, common: CommonArgs, load: LoadArgs, nodes: Nodes) -> u8 {
     let subscribers = plan.subscriber_count();
     let threads = load.threads.min(subscribers + plan.publishers).max(1);
-    let ctx = Arc::new(Ctx::new(plan, common, LoadArgs { threads, ..load }, target));
+    let ctx = Arc::new(Ctx::new(plan, common, LoadArgs { threads, ..load }, nodes));
     let bench = ctx.plan.bench;
     let quiet = ctx.common.quiet;
 
@@ -48,9 +49,9 @@ pub fn run(plan: LoadPlan, common: CommonArgs, load: LoadArgs, target: Target) -
     drop(setup_tx);
     if !quiet {
         stderrln!(
-            "{bench}: opening {subscribers} subscriber and {} publisher connections to {}",
+            "{bench}: opening {subscribers} subscriber and {} publisher connections {}",
             ctx.plan.publishers,
-            ctx.target.url
+            ctx.nodes.describe()
         );
     }
     let mut failure = None;

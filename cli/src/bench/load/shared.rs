@@ -8,8 +8,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio_util::sync::CancellationToken;
 
-use super::super::raw_client::Target;
 use super::super::{CommonArgs, LoadArgs};
+use super::nodes::Nodes;
 use super::plan::LoadPlan;
 
 /// `close_code` value: the connection is open.
@@ -28,6 +28,9 @@ pub(crate) struct SubShared {
     pub(crate) received: AtomicU64,
     /// Sequence numbers skipped.
     pub(super) seq_gaps: AtomicU64,
+    /// Sequence numbers that repeated or went backwards (a duplicate, or
+    /// messages out of order).
+    pub(super) seq_regressions: AtomicU64,
     /// `ERROR` replies received.
     pub(super) errors: AtomicU64,
     /// How the connection ended ([`OPEN`] while it is open).
@@ -65,7 +68,8 @@ pub(super) struct Ctx {
     pub(super) plan: LoadPlan,
     pub(super) common: CommonArgs,
     pub(super) load: LoadArgs,
-    pub(super) target: Target,
+    /// Where each connection goes.
+    pub(super) nodes: Nodes,
     pub(super) subs: Vec<SubShared>,
     pub(super) topics: Vec<TopicShared>,
     pub(super) pubs: Vec<PubShared>,
@@ -79,7 +83,7 @@ pub(super) struct Ctx {
 
 impl Ctx {
     /// Fresh counters for `plan`, run on `load.threads` threads.
-    pub(super) fn new(plan: LoadPlan, common: CommonArgs, load: LoadArgs, target: Target) -> Ctx {
+    pub(super) fn new(plan: LoadPlan, common: CommonArgs, load: LoadArgs, nodes: Nodes) -> Ctx {
         Ctx {
             subs: (0..plan.subscriber_count())
                 .map(|_| SubShared::default())
@@ -96,7 +100,7 @@ impl Ctx {
             plan,
             common,
             load,
-            target,
+            nodes,
             start: CancellationToken::new(),
             stop: AtomicBool::new(false),
             finish: CancellationToken::new(),

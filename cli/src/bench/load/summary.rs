@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use super::super::report::{self, BrokerUsage, CpuTime, Latency, LoadCpu, si};
 use super::super::{EXIT_CONNECT, EXIT_LOSS, EXIT_OK};
+use super::nodes::NodeShare;
 use super::shared::{Ctx, OPEN, SLOW_CONSUMER};
 
 /// When the phases of a run began and ended.
@@ -33,8 +34,16 @@ pub(super) struct Timing {
 pub struct LoadReport {
     /// `fanout` or `topics`.
     pub bench: &'static str,
-    /// Broker URL.
+    /// Broker URL (`--url`).
     pub url: String,
+    /// Where subscribers went, round-robin (`--subscriber-url`, default
+    /// `--url`).
+    pub subscriber_urls: Vec<String>,
+    /// Where publishers went, round-robin (`--publisher-url`, default
+    /// `--url`).
+    pub publisher_urls: Vec<String>,
+    /// Each broker's connections and deliveries, in the order first named.
+    pub nodes: Vec<NodeShare>,
     /// Number of topics.
     pub topics: usize,
     /// Subscribers per topic.
@@ -74,6 +83,9 @@ pub struct LoadReport {
     pub drained: bool,
     /// Sequence numbers skipped, as seen by subscribers.
     pub seq_gaps: u64,
+    /// Times a subscriber saw a sequence number repeat or go backwards
+    /// (a duplicate or a message out of order).
+    pub seq_regressions: u64,
     /// Subscribers closed by the broker with 4001 (slow consumer).
     pub slow_consumer_closes: u64,
     /// Connections closed by the broker with another code, or dropped.
@@ -94,7 +106,8 @@ pub struct LoadReport {
     pub load_cpu: LoadCpu,
     /// The broker's CPU and memory, with `--broker-pid`.
     pub broker: Option<BrokerUsage>,
-    /// Zero loss, no slow-consumer close, no failure.
+    /// Zero loss, no repeated or backward seq, no slow-consumer close, no
+    /// failure.
     pub ok: bool,
 }
 
@@ -134,6 +147,11 @@ impl LoadReport {
         let error_replies = ctx.subs.iter().map(|s| s.errors.load(Relaxed)).sum::<u64>()
             + ctx.pubs.iter().map(|p| p.errors.load(Relaxed)).sum::<u64>();
         let lost = expected.saturating_sub(received);
+        let seq_regressions = ctx
+            .subs
+            .iter()
+            .map(|s| s.seq_regressions.load(Relaxed))
+            .sum();
         let (rate_fell_behind, rate_max_lag_ms) = match ctx.load.rate {
             Some(rate) => {
                 let per_pub = rate / ctx.plan.publishers as f64;
@@ -152,7 +170,12 @@ impl LoadReport {
         let delivery_window = if drained { wall } else { publish_end - t0 };
         LoadReport {
             bench: ctx.plan.bench,
-            url: ctx.target.url.clone(),
+            url: ctx.nodes.main_url().to_owned(),
+            subscriber_urls: ctx.nodes.subscriber_urls(),
+            publisher_urls: ctx.nodes.publisher_urls(),
+            nodes: ctx.nodes.shares(ctx.subs.len(), ctx.plan.publishers, |i| {
+                ctx.subs[i].received.load(Relaxed)
+            }),
             topics: ctx.topics.len(),
             subscribers_per_topic: ctx.plan.subscribers_per_topic,
             subscribers: ctx.subs.len(),
@@ -172,10 +195,12 @@ impl LoadReport {
             lost,
             drained,
             seq_gaps: ctx.subs.iter().map(|s| s.seq_gaps.load(Relaxed)).sum(),
+            seq_regressions,
             slow_consumer_closes,
             other_disconnects,
             error_replies,
             ok: lost == 0
+                && seq_regressions == 0
                 && slow_consumer_closes == 0
                 && other_disconnects == 0
                 && publisher_failures.is_empty(),
@@ -255,8 +280,12 @@ impl LoadReport {
             (
                 "closes",
                 format!(
-                    "{} slow-consumer (4001), {} other; {} seq gaps, {} error replies",
-                    r.slow_consumer_closes, r.other_disconnects, r.seq_gaps, r.error_replies
+                    "{} slow-consumer (4001), {} other; {} seq gaps, {} repeated or backwards, {} error replies",
+                    r.slow_consumer_closes,
+                    r.other_disconnects,
+                    r.seq_gaps,
+                    r.seq_regressions,
+                    r.error_replies
                 ),
             ),
             (
@@ -306,6 +335,17 @@ impl LoadReport {
                 ),
             ));
         }
+        if r.nodes.len() > 1 {
+            for n in &r.nodes {
+                rows.push((
+                    "node",
+                    format!(
+                        "{}: {} subscriber(s), {} publisher(s), {} deliveries",
+                        n.url, n.subscribers, n.publishers, n.deliveries
+                    ),
+                ));
+            }
+        }
         for f in &r.publisher_failures {
             rows.push(("publisher error", f.clone()));
         }
@@ -314,7 +354,7 @@ impl LoadReport {
             if r.ok {
                 "OK: zero loss".to_owned()
             } else {
-                "FAILED: loss, slow-consumer close or disconnect".to_owned()
+                "FAILED: loss, duplicate, slow-consumer close or disconnect".to_owned()
             },
         ));
         report::print_table(&format!("tickwire bench {} — {}", r.bench, r.url), &rows);

@@ -87,9 +87,14 @@ async fn open_all(ctx: &Arc<Ctx>, subs: &[usize], pubs: &[usize]) -> Result<Open
             let ctx = ctx.clone();
             set.spawn_local(async move {
                 let n = if is_pub { ctx.subs.len() + i } else { i };
-                let source = ctx.target.source_for(n, ctx.common.source_addrs);
+                let target = if is_pub {
+                    ctx.nodes.publisher(i)
+                } else {
+                    ctx.nodes.subscriber(i)
+                };
+                let source = target.source_for(n, ctx.common.source_addrs);
                 let mut conn = raw_client::open(
-                    &ctx.target,
+                    target,
                     source,
                     ctx.common.token.as_deref(),
                     ctx.common.connect_timeout,
@@ -102,7 +107,7 @@ async fn open_all(ctx: &Arc<Ctx>, subs: &[usize], pubs: &[usize]) -> Result<Open
                         raw_client::subscribe(&mut conn, 1, topic),
                     )
                     .await
-                    .map_err(|_| ConnectError::Timeout(ctx.target.addr))??;
+                    .map_err(|_| ConnectError::Timeout(target.addr))??;
                 }
                 Ok::<_, ConnectError>((is_pub, i, conn))
             });
@@ -154,6 +159,9 @@ pub(crate) async fn receive(
         };
         shared.received.store(walker.messages, Relaxed);
         shared.seq_gaps.store(walker.seq_gaps, Relaxed);
+        shared
+            .seq_regressions
+            .store(walker.seq_regressions, Relaxed);
         shared.errors.store(walker.errors, Relaxed);
         let walked = match walked {
             Ok(w) => w,
