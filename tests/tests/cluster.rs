@@ -546,6 +546,23 @@ async fn a_client_resumes_on_another_node_without_gap_or_duplicate() {
     assert_eq!(info.recovered, Some(false));
     assert_ne!(info.epoch, Some(epoch));
     assert_eq!(info.seq, Some(0));
+
+    // Redis forgot the scripts too (`SCRIPT FLUSH`): the nodes load theirs
+    // again and publish each message once.
+    let _: () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async(&mut redis_client)
+        .await
+        .expect("SCRIPT FLUSH");
+    let mut publisher = RawClient::connect(a.addr).await;
+    assert_eq!(publisher.publish_acked("hist.feed", b"reloaded").await, 1);
+    assert_eq!(publisher.publish_acked("hist.feed", b"again").await, 2);
+    let (_, new_epoch, seq, payload) = next_delivery(&mut after_loss).await;
+    assert_eq!(
+        (Some(new_epoch), seq, payload.as_str()),
+        (info.epoch, 1, "reloaded")
+    );
+    assert_eq!(next_delivery(&mut after_loss).await.2, 2);
 }
 
 #[tokio::test]

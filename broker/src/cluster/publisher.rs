@@ -4,9 +4,10 @@
 //!
 //! Every publish is one call of [`PUBLISH_SCRIPT`], which gives it its
 //! sequence number and epoch and broadcasts it in one atomic step. A batch
-//! is one pipeline: `SCRIPT LOAD` (so a restarted Redis knows the script
-//! again; it is a hash lookup when it already does), then one `EVALSHA` per
-//! publish. The next batch is sent when the previous one is answered, so
+//! is one pipeline of one `EVALSHA` per publish, after a `SCRIPT LOAD` on
+//! a new connection (a restarted Redis has forgotten the script); if Redis
+//! answers `NOSCRIPT` (its script cache was flushed), the script is loaded
+//! again and the publishes that did not run are sent once more. The next batch is sent when the previous one is answered, so
 //! one node's publishes reach Redis in order.
 //!
 //! The queue in front of the task is bounded by count ([`QUEUE_JOBS`]) and
@@ -93,7 +94,7 @@ impl PublishError {
 }
 
 /// Receives the outcome of one publish: its sequence number, or why not.
-pub type Done = Box<dyn FnOnce(Result<u64, PublishError>) + Send>;
+pub type Done = Box<dyn FnOnce(Result<u64, PublishError>) + Send + Sync>;
 
 /// One publish waiting for Redis.
 pub struct PublishJob {
@@ -207,12 +208,16 @@ async fn ping(connection: &mut MultiplexedConnection) -> bool {
     matches!(tokio::time::timeout(REDIS_TIMEOUT, ping).await, Ok(Ok(_)))
 }
 
-/// The pipeline that publishes `batch`: `SCRIPT LOAD`, then one
-/// `EVALSHA` of the script (whose hash is `sha`) per publish.
-fn pipeline(sha: &str, batch: &[PublishJob]) -> redis::Pipeline {
+/// The pipeline that publishes `batch[i]` for each `i` in `which`: one
+/// `EVALSHA` of the script (whose hash is `sha`) per publish, after a
+/// `SCRIPT LOAD` unless `loaded` (Redis already has the script).
+fn pipeline(sha: &str, batch: &[PublishJob], which: &[usize], loaded: bool) -> redis::Pipeline {
     let mut pipe = redis::pipe();
-    pipe.cmd("SCRIPT").arg("LOAD").arg(PUBLISH_SCRIPT).ignore();
-    for job in batch {
+    pipe.ignore_errors();
+    if !loaded {
+        pipe.cmd("SCRIPT").arg("LOAD").arg(PUBLISH_SCRIPT).ignore();
+    }
+    for job in which.iter().filter_map(|&i| batch.get(i)) {
         pipe.cmd("EVALSHA")
             .arg(sha)
             .arg(2)
@@ -229,23 +234,78 @@ fn pipeline(sha: &str, batch: &[PublishJob]) -> redis::Pipeline {
     pipe
 }
 
-/// Sends `pipe` (`publishes` publishes); their sequence numbers in order.
-async fn send(
+/// Sends `pipe` (`publishes` publishes); each one's answer, in order.
+async fn query(
     connection: &mut MultiplexedConnection,
     pipe: redis::Pipeline,
     publishes: usize,
-) -> Result<Vec<u64>, PublishError> {
-    match tokio::time::timeout(REDIS_TIMEOUT, pipe.query_async::<Vec<u64>>(connection)).await {
+) -> Result<Vec<redis::RedisResult<u64>>, PublishError> {
+    let answers = pipe.query_async::<Vec<redis::RedisResult<u64>>>(connection);
+    match tokio::time::timeout(REDIS_TIMEOUT, answers).await {
         Err(_) => Err(PublishError::Unconfirmed),
-        Ok(Ok(seqs)) if seqs.len() == publishes => Ok(seqs),
-        Ok(Ok(seqs)) => Err(PublishError::Refused(format!(
+        Ok(Ok(answers)) if answers.len() == publishes => Ok(answers),
+        Ok(Ok(answers)) => Err(PublishError::Refused(format!(
             "{} answers to {publishes} publishes",
-            seqs.len(),
+            answers.len(),
         ))),
         Ok(Err(e)) if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() => {
             Err(PublishError::Unconfirmed)
         }
         Ok(Err(e)) => Err(PublishError::Refused(e.to_string())),
+    }
+}
+
+/// Publishes `batch` in one pipeline; the outcome of each publish, or why
+/// none is known (the connection failed or Redis did not answer in time).
+///
+/// The script is loaded once per connection (`loaded` says whether it
+/// was). A publish Redis answered `NOSCRIPT` (its script cache was
+/// flushed) did not run: those are sent once more, after loading it again.
+async fn send(
+    connection: &mut MultiplexedConnection,
+    sha: &str,
+    batch: &[PublishJob],
+    loaded: &mut bool,
+) -> Result<Vec<Result<u64, PublishError>>, PublishError> {
+    let mut outcomes: Vec<Option<Result<u64, PublishError>>> = vec![None; batch.len()];
+    for _attempt in 0..2 {
+        let pending: Vec<usize> = (0..batch.len())
+            .filter(|&i| outcomes[i].is_none())
+            .collect();
+        let pipe = pipeline(sha, batch, &pending, *loaded);
+        let answers = query(connection, pipe, pending.len()).await?;
+        *loaded = true;
+        for (i, answer) in pending.into_iter().zip(answers) {
+            match answer {
+                Ok(seq) => outcomes[i] = Some(Ok(seq)),
+                Err(e) if e.code() == Some("NOSCRIPT") => *loaded = false,
+                Err(e) => outcomes[i] = Some(Err(PublishError::Refused(e.to_string()))),
+            }
+        }
+        if *loaded {
+            break;
+        }
+    }
+    let not_loaded = || PublishError::Refused("Redis does not keep the publish script".to_owned());
+    Ok(outcomes
+        .into_iter()
+        .map(|outcome| outcome.unwrap_or_else(|| Err(not_loaded())))
+        .collect())
+}
+
+/// Counts the outcomes of a batch in `metrics`.
+fn count(metrics: &Metrics, results: &[Result<u64, PublishError>]) {
+    let published = results.iter().filter(|r| r.is_ok()).count() as u64;
+    let failed = results.len() as u64 - published;
+    metrics.messages_published.inc_by(published);
+    let publishes = &metrics.backplane_publishes;
+    publishes.with_label_values(&["ok"]).inc_by(published);
+    publishes.with_label_values(&["failed"]).inc_by(failed);
+    for e in results.iter().filter_map(|r| r.as_ref().err()) {
+        metrics
+            .backplane_refused
+            .with_label_values(&[e.reason()])
+            .inc();
     }
 }
 
@@ -262,6 +322,8 @@ impl PublisherTask {
     ) {
         let sha = Script::new(PUBLISH_SCRIPT).get_hash().to_owned();
         let mut connection: Option<MultiplexedConnection> = None;
+        // Whether Redis has the script, as far as this connection knows.
+        let mut script_loaded = false;
         let mut next_attempt = Instant::now();
         let mut batch = Vec::with_capacity(BATCH);
         let mut was_up = false;
@@ -279,6 +341,7 @@ impl PublisherTask {
             if connection.is_none() && Instant::now() >= next_attempt {
                 losses_seen = health.losses();
                 connection = target.multiplexed("cluster publisher").await;
+                script_loaded = false;
                 next_attempt = Instant::now() + RECONNECT_INTERVAL;
                 if connection.is_some() {
                     tracing::info!("cluster publisher: connected to Redis");
@@ -314,7 +377,7 @@ impl PublisherTask {
             let outcome = match connection.as_mut() {
                 Some(c) => {
                     let started = Instant::now();
-                    let sent = send(c, pipeline(&sha, &batch), batch.len()).await;
+                    let sent = send(c, &sha, &batch, &mut script_loaded).await;
                     publish_seconds.observe(started.elapsed().as_secs_f64());
                     sent
                 }
@@ -327,23 +390,12 @@ impl PublisherTask {
                     health.set_publisher(false);
                 }
             }
-            let label = if outcome.is_ok() { "ok" } else { "failed" };
-            metrics
-                .backplane_publishes
-                .with_label_values(&[label])
-                .inc_by(batch.len() as u64);
-            match &outcome {
-                Ok(_) => metrics.messages_published.inc_by(batch.len() as u64),
-                Err(e) => metrics
-                    .backplane_refused
-                    .with_label_values(&[e.reason()])
-                    .inc_by(batch.len() as u64),
-            }
-            for (i, job) in batch.drain(..).enumerate() {
-                let result = match &outcome {
-                    Ok(seqs) => seqs.get(i).copied().ok_or(PublishError::Unconfirmed),
-                    Err(e) => Err(e.clone()),
-                };
+            let results = match outcome {
+                Ok(results) => results,
+                Err(e) => vec![Err(e); batch.len()],
+            };
+            count(&metrics, &results);
+            for (job, result) in batch.drain(..).zip(results) {
                 (job.done)(result);
             }
         }

@@ -205,7 +205,9 @@ fn parse_record(topic: &str, answer: Value) -> Option<Option<TopicRecord>> {
         }),
         _ => return None,
     };
-    let history = entries(history)?;
+    let mut history = entries(history)?;
+    // Read newest first (the newest `count` entries): oldest first here.
+    history.reverse();
     let newest = entries(newest)?.pop();
     Some(Some(TopicRecord {
         topic: topic.to_owned(),
@@ -297,12 +299,13 @@ mod tests {
                 bulk(b"900"),
                 bulk(b"kept"),
             ]),
-            Value::Array(vec![entry(8, b"h8"), entry(9, b"h9")]),
+            Value::Array(vec![entry(9, b"h9"), entry(8, b"h8")]),
             Value::Array(vec![entry(9, b"h9")]),
         ]);
         let record = parse_record("a.b", answer).unwrap().unwrap();
         assert_eq!(record.position, Position { epoch: 77, seq: 9 });
         assert_eq!(record.history.len(), 2);
+        assert_eq!(record.history[0].seq, 8, "oldest first");
         assert_eq!(record.history[1].payload, b"h9");
         assert_eq!(record.history[1].time_us, 1000);
         assert_eq!(

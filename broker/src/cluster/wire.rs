@@ -37,7 +37,9 @@ pub const POSITION_TTL_SECS: u64 = 24 * 60 * 60;
 ///
 /// In one atomic step it takes the topic's next sequence number (setting
 /// the epoch, and dropping any history left from an older epoch, if the
-/// position is new), appends the message to the history stream, keeps it
+/// position is new), appends the message to the history stream (trimmed
+/// to about the policy's count: `MAXLEN ~` trims whole stream nodes, much
+/// cheaper than an exact trim, and a replay reads at most the count), keeps it
 /// as the retained value if asked, publishes it with its header and
 /// returns the sequence number. Numbers are formatted with `%d` (Lua
 /// numbers are doubles: exact up to 2^53).
@@ -48,7 +50,7 @@ end
 local seq = string.format('%d', redis.call('HINCRBY', KEYS[1], 'seq', 1))
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if ARGV[7] ~= '0' then
-  redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[7], '0-' .. seq, 't', ARGV[3], 'p', ARGV[5])
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[7], '0-' .. seq, 't', ARGV[3], 'p', ARGV[5])
 end
 if ARGV[4] == '1' then
   redis.call('HSET', KEYS[1], 'rs', seq, 'rt', ARGV[3], 'rp', ARGV[5])
@@ -71,8 +73,9 @@ return tonumber(seq)
 /// the most entries to read, and whether to read the newest entry (`0`/`1`).
 ///
 /// Returns `{{epoch, seq, rs, rt, rp}, history after the seq, newest
-/// entry}` (history entries as `XRANGE` gives them; `epoch` is nil for a
-/// topic that does not exist and was not created).
+/// entry}` (history entries as `XREVRANGE` gives them, newest first: at
+/// most the given count of the newest entries after the seq; `epoch` is
+/// nil for a topic that does not exist and was not created).
 pub const READ_SCRIPT: &str = r#"
 if ARGV[1] ~= '0' and redis.call('HSETNX', KEYS[1], 'epoch', ARGV[1]) == 1 then
   redis.call('DEL', KEYS[2])
@@ -82,7 +85,7 @@ end
 local position = redis.call('HMGET', KEYS[1], 'epoch', 'seq', 'rs', 'rt', 'rp')
 local history = {}
 if ARGV[3] ~= '-1' then
-  history = redis.call('XRANGE', KEYS[2], '(0-' .. ARGV[3], '+', 'COUNT', ARGV[4])
+  history = redis.call('XREVRANGE', KEYS[2], '+', '(0-' .. ARGV[3], 'COUNT', ARGV[4])
 end
 local newest = {}
 if ARGV[5] == '1' then
