@@ -406,14 +406,9 @@ impl TopicRegistry {
                 state.resolved_generation = STALE;
                 state.last_active = Instant::now();
             })?,
-            None => {
-                let mut patterns = self.patterns.write();
-                patterns.insert(pattern, subscriber.clone());
-                self.pattern_generation.fetch_add(1, Ordering::AcqRel);
-            }
+            None => self.insert_pattern(pattern, subscriber.clone()),
         }
-        let generation = self.interest.as_ref().map_or(0, |i| i.add(pattern));
-        self.metrics.subscriptions.inc();
+        let generation = self.count_subscription(pattern);
         Ok(HeldSubscription {
             pending,
             subscriber,
@@ -483,20 +478,32 @@ impl TopicRegistry {
         match request.pattern.as_topic() {
             Some(topic) => self.subscribe_exact(topic, &request, &ask, registered)?,
             None if ask.is_empty() => {
-                let mut patterns = self.patterns.write();
-                patterns.insert(request.pattern, request.subscriber.clone());
-                // Invalidate cached resolutions before the reply is queued: a
-                // publish that resolves after it includes the new subscriber.
-                self.pattern_generation.fetch_add(1, Ordering::AcqRel);
+                // Cached resolutions are invalidated before the reply is
+                // queued: a publish that resolves after it includes the new
+                // subscriber.
+                self.insert_pattern(request.pattern, request.subscriber.clone());
                 registered(SubscribedInfo::default());
             }
             None => self.subscribe_wildcard_with_replay(&request, &ask, registered),
         }
-        if let Some(interest) = &self.interest {
-            interest.add(request.pattern);
-        }
-        self.metrics.subscriptions.inc();
+        self.count_subscription(request.pattern);
         Ok(())
+    }
+
+    /// Adds `subscriber` to the pattern trie and invalidates every cached
+    /// resolution, so that a publish resolving afterwards includes it.
+    fn insert_pattern(&self, pattern: &Pattern, subscriber: Subscriber) {
+        let mut patterns = self.patterns.write();
+        patterns.insert(pattern, subscriber);
+        self.pattern_generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Counts a new subscription to `pattern` (and, in cluster mode, in the
+    /// node's interest); returns the interest generation that includes it
+    /// (0 on a single node).
+    fn count_subscription(&self, pattern: &Pattern) -> u64 {
+        self.metrics.subscriptions.inc();
+        self.interest.as_ref().map_or(0, |i| i.add(pattern))
     }
 
     /// An exact subscribe: under the topic's mutex, registers, queues the
@@ -550,11 +557,7 @@ impl TopicRegistry {
             replay: Some(Arc::clone(&pending)),
             ..request.subscriber.clone()
         };
-        {
-            let mut patterns = self.patterns.write();
-            patterns.insert(request.pattern, subscriber.clone());
-            self.pattern_generation.fetch_add(1, Ordering::AcqRel);
-        }
+        self.insert_pattern(request.pattern, subscriber.clone());
         // Topics created from here on resolve with the new subscriber, so
         // all their messages are held; the rest are replayed below.
         let matching: Vec<Arc<TopicEntry>> = self

@@ -168,6 +168,8 @@ impl Session {
             replay: None,
         };
         if state.backplane.is_some() {
+            // `since` was checked above; the catch-up owns the request's.
+            let since = options.since;
             return self.subscribe_in_cluster(state, id, pattern, subscriber, since, options.last);
         }
         let request = SubscribeRequest {
@@ -196,7 +198,7 @@ impl Session {
         id: u64,
         pattern: Pattern,
         subscriber: Subscriber,
-        since: Option<Vec<(Topic<'_>, Position)>>,
+        since: Option<Vec<(String, Position)>>,
         last: bool,
     ) {
         let held = match state.registry.subscribe_held(&pattern, subscriber) {
@@ -206,12 +208,7 @@ impl Session {
         self.subscriptions.insert(pattern.clone());
         let ask = catch_up::Ask {
             pattern,
-            since: since.map(|since| {
-                since
-                    .into_iter()
-                    .map(|(topic, position)| (topic.as_str().to_owned(), position))
-                    .collect()
-            }),
+            since,
             last,
         };
         let queue = Arc::clone(&self.queue);
