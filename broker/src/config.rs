@@ -381,6 +381,7 @@ pub struct Setting {
     /// One-paragraph help text.
     pub help: &'static str,
     check: fn(&str) -> Result<(), String>,
+    switch: bool,
 }
 
 impl Setting {
@@ -392,6 +393,12 @@ impl Setting {
     /// Whether `value` parses for this setting; the error says what to write.
     pub fn check(&self, value: &str) -> Result<(), String> {
         (self.check)(value)
+    }
+
+    /// Whether this is an on/off setting (`true` or `false`): its flag may
+    /// be given alone, meaning `true` (`--dashboard`).
+    pub fn is_switch(&self) -> bool {
+        self.switch
     }
 }
 
@@ -424,6 +431,7 @@ macro_rules! broker_settings {
                 default: $default_text,
                 help: $help,
                 check: |v| $parser(v).map(drop),
+                switch: matches!(stringify!($parser).as_bytes(), b"parse_bool"),
             },
         )*];
 
@@ -607,6 +615,9 @@ broker_settings! {
     auth_message: bool = false, "false",
         env "TICKWIRE_AUTH_MESSAGE", parse parse_bool,
         "With authentication on: accept WebSocket upgrades without a token when the client authenticates with an AUTH message as its first request, within the handshake timeout (else close 4004). Lets browsers keep tokens out of URLs.";
+    dashboard: bool = false, "false",
+        env "TICKWIRE_DASHBOARD", parse parse_bool,
+        "Serve the live dashboard page at /dashboard on the main port (assets embedded in the binary; the page itself needs no credentials, the data it reads does: see docs/dashboard.md) and sample the busiest topics for /v1/stats once a second.";
 }
 
 impl BrokerConfig {

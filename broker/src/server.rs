@@ -34,6 +34,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::accept::AcceptErrors;
 use crate::auth::Authenticator;
+use crate::busiest;
 use crate::cluster;
 use crate::config::BrokerConfig;
 use crate::http;
@@ -231,6 +232,9 @@ impl Broker {
         }
         start_backplane(&state);
         let sweeper = tokio::spawn(sweep_idle(state.clone(), addresses.clone()));
+        if state.config.dashboard {
+            tokio::spawn(busiest::run(state.clone()));
+        }
         tokio::spawn(close_after_drain_delay(state.clone()));
         let mut accept_errors = AcceptErrors::new("main", &state.metrics);
         while let Some((socket, peer)) = accept_errors.next(&listener, &state.shutdown).await {
