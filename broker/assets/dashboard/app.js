@@ -29,6 +29,7 @@ const transports = fragment.get('transports')?.split(',').filter(Boolean);
 
 const numberFormat = new Intl.NumberFormat('en-US', { maximumFractionDigits: 1 });
 const priceFormat = new Intl.NumberFormat('en-US', { minimumFractionDigits: 2, maximumFractionDigits: 4 });
+const percentFormat = new Intl.NumberFormat('en-US', { minimumFractionDigits: 2, maximumFractionDigits: 2 });
 
 function formatRate(n) {
   if (!Number.isFinite(n)) return '–';
@@ -118,6 +119,8 @@ const hook = {
   ticker: new Map(),
   /** Connection state changes, for tests. */
   states: [],
+  /** Whether the ticker's and the tail's current subscriptions were acknowledged. */
+  subscribed: { ticker: false, tail: false },
   get client() { return client; },
   get transport() { return client?.transport ?? null; },
 };
@@ -146,9 +149,10 @@ function connect() {
   tail.subscribe();
 }
 
-/** Subscribes `pattern` with `options`, reporting refusals in `notice`. */
-function subscribeTo(pattern, options, notice, onMessage) {
+/** Subscribes `pattern` with `options` for `part` (ticker, tail), reporting refusals in `notice`. */
+function subscribeTo(part, pattern, options, notice, onMessage) {
   showNotice(notice, '');
+  hook.subscribed[part] = false;
   let sub;
   try {
     sub = client.subscribe(pattern, options);
@@ -157,7 +161,10 @@ function subscribeTo(pattern, options, notice, onMessage) {
     return null;
   }
   sub.on('message', onMessage);
-  sub.ready.catch((error) => showNotice(notice, `${pattern}: ${error.code ?? 'error'}: ${error.message}`));
+  sub.ready.then(
+    () => { if (sub === (part === 'tail' ? tail.sub : ticker.sub)) hook.subscribed[part] = true; },
+    (error) => showNotice(notice, `${pattern}: ${error.code ?? 'error'}: ${error.message}`),
+  );
   return sub;
 }
 
@@ -177,7 +184,7 @@ const ticker = {
     $('ticker-empty').hidden = false;
     const pattern = $('ticker-pattern').value.trim() || 'stocks.*';
     const maxRate = Number($('ticker-rate').value) || undefined;
-    this.sub = subscribeTo(pattern, { maxRate, last: true }, $('ticker-error'), (m) => {
+    this.sub = subscribeTo('ticker', pattern, { maxRate, last: true }, $('ticker-error'), (m) => {
       this.pending.set(m.topic, m);
       hook.ticker.set(m.topic, { seq: m.seq, data: m.data });
       invalidate(renderTicker);
@@ -187,7 +194,7 @@ const ticker = {
 
 function tickerRow(topic) {
   const tr = document.createElement('tr');
-  const cells = ['topic', 'value num', 'change num', 'seq num', 'time num'].map((cls) => {
+  const cells = ['topic', 'val num', 'change num', 'seq num', 'time num'].map((cls) => {
     const td = document.createElement('td');
     td.className = cls;
     tr.append(td);
@@ -216,7 +223,7 @@ function renderTicker() {
       if (row.value !== null && value !== row.value) {
         const delta = value - row.value;
         const pct = row.value !== 0 ? (delta / Math.abs(row.value)) * 100 : 0;
-        changeCell.textContent = `${delta > 0 ? '▲' : '▼'} ${priceFormat.format(Math.abs(delta))} (${numberFormat.format(pct)}%)`;
+        changeCell.textContent = `${delta > 0 ? '▲' : '▼'} ${priceFormat.format(Math.abs(delta))} (${percentFormat.format(Math.abs(pct))}%)`;
         row.tr.dataset.dir = delta > 0 ? 'up' : 'down';
       }
       row.value = value;
@@ -253,7 +260,7 @@ const tail = {
     $('tail-body').replaceChildren();
     const pattern = $('tail-pattern').value.trim();
     if (!pattern) return;
-    this.sub = subscribeTo(pattern, {}, $('tail-error'), (m) => {
+    this.sub = subscribeTo('tail', pattern, {}, $('tail-error'), (m) => {
       this.count += 1;
       hook.tail.push({ topic: m.topic, epoch: m.epoch, seq: m.seq });
       if (hook.tail.length > HOOK_KEEP) hook.tail.splice(0, hook.tail.length - HOOK_KEEP);
@@ -296,9 +303,8 @@ function authHeaders() {
 function spark(id, values) {
   const line = $(id).querySelector('polyline');
   const max = Math.max(1, ...values);
-  const step = 120 / (SPARK_POINTS - 1);
-  const offset = SPARK_POINTS - values.length;
-  line.setAttribute('points', values.map((v, i) => `${((offset + i) * step).toFixed(1)},${(29 - (v / max) * 27).toFixed(1)}`).join(' '));
+  const step = 120 / Math.max(1, values.length - 1);
+  line.setAttribute('points', values.map((v, i) => `${(i * step).toFixed(1)},${(29 - (v / max) * 27).toFixed(1)}`).join(' '));
 }
 
 function renderStats(stats) {
