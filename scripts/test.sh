@@ -5,7 +5,9 @@
 # clippy), the nightly toolchain for the fuzz targets (scripts/fuzz.sh
 # installs cargo-fuzz) and Python 3 with pip; crates come from crates.io,
 # kosoku (the Autobahn cases) from PyPI, redis-server (the cluster tests)
-# from Debian through apt-get when missing (as root, or with sudo).
+# from Debian through apt-get when missing (as root, or with sudo); the
+# browser tests install Debian's chromium and npm's playwright-core when
+# missing (tests/browser/run.sh; Node 20 and npm are needed).
 # Usage: ./scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,6 +29,9 @@ RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
 
 step "cargo build (the end-to-end tests drive the real tickwire binary)"
 cargo build --workspace --bins --locked
+
+step "the dashboard and the JS client in Chromium (installs chromium and playwright-core if missing)"
+TICKWIRE_BIN="$PWD/target/debug/tickwire" tests/browser/run.sh
 
 step "Autobahn cases against the broker's WebSocket layer (installs kosoku if missing)"
 python3 scripts/autobahn.py --check-docs

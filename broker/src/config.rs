@@ -599,7 +599,7 @@ broker_settings! {
         "With authentication on: patterns a client without a token may publish to (comma-separated). With no anonymous setting, tokenless clients are refused (401). Ignored when authentication is off.";
     api_key_file: Vec<PathBuf> = Vec::new(), "",
         env "TICKWIRE_API_KEY_FILE", parse parse_paths,
-        "Files of API keys for HTTP publish (comma-separated): one key per line as `sha256-hex pattern[,pattern]` (the SHA-256 of the key, then the topics it may publish on). Turns authentication on.";
+        "Files of API keys for HTTP publish (comma-separated): one key per line as `sha256-hex pattern[,pattern] [admin]` (the SHA-256 of the key, then the topics it may publish on, `-` for none; a last field `admin` lets the key read /v1/stats and /v1/topics). Turns authentication on.";
     cluster: Option<String> = None, "",
         env "TICKWIRE_CLUSTER", parse parse_cluster,
         "Run as one node of a cluster through Redis at this URL: `redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]`, `rediss://…` (TLS), or `redis+sentinel://[[USER]:PASSWORD@]HOST[:PORT][,HOST[:PORT]…]/MASTER[/DB]` (the master Redis Sentinel names; `rediss+sentinel://` with TLS). Publishes get their sequence number from Redis and reach subscribers on every node; a node subscribes in Redis only to what its clients subscribe to. While Redis is unreachable publishes are refused and /readyz fails. Empty: a single node (see docs/cluster.md).";
