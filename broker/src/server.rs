@@ -34,7 +34,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::accept::AcceptErrors;
 use crate::auth::Authenticator;
-use crate::busiest;
 use crate::cluster;
 use crate::config::BrokerConfig;
 use crate::http;
@@ -233,7 +232,8 @@ impl Broker {
         start_backplane(&state);
         let sweeper = tokio::spawn(sweep_idle(state.clone(), addresses.clone()));
         if state.config.dashboard {
-            tokio::spawn(busiest::run(state.clone()));
+            let state = state.clone();
+            tokio::spawn(async move { state.busiest.run(&state.registry, &state.shutdown).await });
         }
         tokio::spawn(close_after_drain_delay(state.clone()));
         let mut accept_errors = AcceptErrors::new("main", &state.metrics);

@@ -8,7 +8,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use serde_json::{Value, json};
 use sha2::Digest;
-use tickwire_e2e::{RawClient, TestBroker, http_with, poll_until};
+use tickwire_e2e::{RawClient, TestBroker, http_with, poll_until, read_banner, tickwire_command};
+use tokio::io::{AsyncBufReadExt, BufReader};
 
 const SECRET: &[u8] = b"an HMAC secret of at least 32 bytes, for tests";
 
@@ -248,4 +249,38 @@ async fn dashboard_assets_are_served_with_their_headers() {
     let (status, _, _) = http_with(broker.addr, "POST", "/dashboard", "", b"").await;
     assert_eq!(status, 405);
     broker.stop().await;
+}
+
+/// `tickwire serve` with `args` and `env`; its address and the status of
+/// `GET /dashboard` there.
+async fn dashboard_status(args: &[&str], env: &[(&str, &str)]) -> u16 {
+    let mut command =
+        tickwire_command(&["serve", "--listen", "127.0.0.1:0", "--log-level", "warn"]);
+    command.args(args).envs(env.iter().copied());
+    let mut child = command.spawn().expect("start tickwire serve");
+    let stdout = child.stdout.take().expect("stdout");
+    let (addr, _) = read_banner(&mut BufReader::new(stdout).lines()).await;
+    let (status, _, _) = http_with(addr, "GET", "/dashboard", "", b"").await;
+    child.kill().await.expect("stop tickwire serve");
+    status
+}
+
+#[tokio::test]
+async fn the_dashboard_flag_may_be_given_alone_or_with_a_value_or_in_the_environment() {
+    assert_eq!(dashboard_status(&[], &[]).await, 404);
+    assert_eq!(dashboard_status(&["--dashboard"], &[]).await, 200);
+    assert_eq!(dashboard_status(&["--dashboard", "true"], &[]).await, 200);
+    assert_eq!(dashboard_status(&["--dashboard", "false"], &[]).await, 404);
+    assert_eq!(
+        dashboard_status(&[], &[("TICKWIRE_DASHBOARD", "true")]).await,
+        200
+    );
+    // A bad value is refused at start, naming the flag.
+    let output = tickwire_command(&["serve", "--dashboard", "yes"])
+        .output()
+        .await
+        .expect("run tickwire serve");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--dashboard"), "{stderr}");
 }
