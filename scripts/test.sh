@@ -31,7 +31,7 @@ step "cargo build (the end-to-end tests drive the real tickwire binary)"
 cargo build --workspace --bins --locked
 
 step "the dashboard and the JS client in Chromium (installs chromium and playwright-core if missing)"
-TICKWIRE_BIN="$PWD/target/debug/tickwire" tests/browser/run.sh
+TICKWIRE_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/tickwire" tests/browser/run.sh
 
 step "Autobahn cases against the broker's WebSocket layer (installs kosoku if missing)"
 python3 scripts/autobahn.py --check-docs

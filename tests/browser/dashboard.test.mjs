@@ -59,6 +59,32 @@ test('the dashboard loads, shows rates, and its ticker shows what tickwire pub p
   }
 });
 
+test('a burst of thousands of messages is rendered in a few frames, with a bounded tail', { skip: NO_CLIENT_BUNDLE }, async () => {
+  const broker = await startBroker();
+  try {
+    const page = await newPage(browser);
+    await page.goto(`${broker.base}/dashboard`);
+    await waitConnected(page);
+    await page.fill('#tail-pattern', 'burst.>');
+    await page.click('#tail-form button[type="submit"]');
+    await waitSubscribed(page, 'tail');
+    const before = await page.evaluate(() => window.tickwireDashboard.renders);
+    const count = 5000;
+    await publishJson(broker, 'burst.x', range(1, count).map((n) => ({ n })));
+    await waitTail(page, 'burst.x', count);
+    await waitInPage(page, (n) => document.getElementById('tail-body').dataset.lastSeq === String(n), count);
+    const renders = (await page.evaluate(() => window.tickwireDashboard.renders)) - before;
+    // Messages are coalesced: far fewer DOM passes than messages.
+    assert.ok(renders < count / 10, `${renders} renders for ${count} messages`);
+    assert.equal(await page.locator('#tail-body tr').count(), 200);
+    assert.equal(await page.locator('#tail-body tr').first().locator('td.num').textContent(), String(count));
+    assert.deepEqual(await tailSeqs(page, 'burst.x'), range(1, count));
+    assert.deepEqual(page.errors, []);
+  } finally {
+    await broker.stop();
+  }
+});
+
 test('the page\'s client resumes without a gap after the broker restarts on the same port', { skip: NO_CLIENT_BUNDLE }, async () => {
   // History for resume.>: after the restart, a topic new to the client is
   // replayed from its start, so the order of reconnect and publish does not

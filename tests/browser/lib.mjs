@@ -11,7 +11,8 @@ import { createInterface } from 'node:readline';
 import { chromium } from 'playwright-core';
 
 /** The tickwire binary: TICKWIRE_BIN, else the workspace's debug build. */
-export const TICKWIRE_BIN = process.env.TICKWIRE_BIN ?? new URL('../../target/debug/tickwire', import.meta.url).pathname;
+export const TICKWIRE_BIN = process.env.TICKWIRE_BIN
+  ?? (process.env.CARGO_TARGET_DIR ? `${process.env.CARGO_TARGET_DIR}/debug/tickwire` : new URL('../../target/debug/tickwire', import.meta.url).pathname);
 export const CHROMIUM = process.env.CHROMIUM_BIN ?? '/usr/bin/chromium';
 /** Bound of every wait on the page or a process, ms. */
 export const WAIT_MS = 20_000;

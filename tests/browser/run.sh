@@ -29,7 +29,7 @@ fi
 
 if [ -z "${TICKWIRE_BIN:-}" ]; then
     cargo build --manifest-path "$root/Cargo.toml" -p tickwire-cli --bin tickwire --locked
-    export TICKWIRE_BIN="$root/target/debug/tickwire"
+    export TICKWIRE_BIN="${CARGO_TARGET_DIR:-$root/target}/debug/tickwire"
 fi
 
 # One test at a time (they share the 2 cores with the broker and Chromium);

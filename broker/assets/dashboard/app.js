@@ -102,6 +102,7 @@ function invalidate(part) {
 
 function renderFrame() {
   frameRequested = false;
+  hook.renders += 1;
   const parts = [...dirty];
   dirty.clear();
   for (const part of parts) part();
@@ -119,6 +120,8 @@ const hook = {
   ticker: new Map(),
   /** Connection state changes, for tests. */
   states: [],
+  /** Animation frames that wrote the DOM. */
+  renders: 0,
   /** Whether the ticker's and the tail's current subscriptions were acknowledged. */
   subscribed: { ticker: false, tail: false },
   get client() { return client; },
