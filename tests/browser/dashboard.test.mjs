@@ -7,8 +7,8 @@ import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
 import { after, before, test } from 'node:test';
 import {
-  NO_CLIENT_BUNDLE, WAIT_MS, configFile, launch, newPage, publishJson, publisher, range, startBroker, tailSeqs,
-  waitConnected, waitInPage, waitSubscribed, waitTail,
+  NO_CLIENT_BUNDLE, WAIT_MS, configFile, launch, newPage, openDashboard, publishJson, publisher, range,
+  startBroker, tailPattern, tailSeqs, waitConnected, waitInPage, waitSubscribed, waitTail,
 } from './lib.mjs';
 
 const SCREENSHOT = new URL('../../docs/images/dashboard.png', import.meta.url).pathname;
@@ -62,12 +62,8 @@ test('the dashboard loads, shows rates, and its ticker shows what tickwire pub p
 test('a burst of thousands of messages is rendered in a few frames, with a bounded tail', { skip: NO_CLIENT_BUNDLE }, async () => {
   const broker = await startBroker();
   try {
-    const page = await newPage(browser);
-    await page.goto(`${broker.base}/dashboard`);
-    await waitConnected(page);
-    await page.fill('#tail-pattern', 'burst.>');
-    await page.click('#tail-form button[type="submit"]');
-    await waitSubscribed(page, 'tail');
+    const page = await openDashboard(browser, broker);
+    await tailPattern(page, 'burst.>');
     const before = await page.evaluate(() => window.tickwireDashboard.renders);
     const count = 5000;
     await publishJson(broker, 'burst.x', range(1, count).map((n) => ({ n })));
@@ -93,12 +89,8 @@ test('the page\'s client resumes without a gap after the broker restarts on the 
   let broker = await startBroker({ args: ['--config', config] });
   const port = broker.port;
   try {
-    const page = await newPage(browser);
-    await page.goto(`${broker.base}/dashboard`);
-    await waitConnected(page);
-    await page.fill('#tail-pattern', 'resume.>');
-    await page.click('#tail-form button[type="submit"]');
-    await waitSubscribed(page, 'tail');
+    const page = await openDashboard(browser, broker);
+    await tailPattern(page, 'resume.>');
     await publishJson(broker, 'resume.before', range(1, 50).map((n) => ({ n })));
     await waitTail(page, 'resume.before', 50);
 
@@ -139,11 +131,8 @@ test('a screenshot of the dashboard under load', { skip: NO_CLIENT_BUNDLE }, asy
     if (tick % 10 === 0) news.write({ headline: `Markets update #${tick / 10}`, source: 'wire' });
   }, 20);
   try {
-    const page = await newPage(browser);
-    await page.goto(`${broker.base}/dashboard`);
-    await waitConnected(page);
-    await page.fill('#tail-pattern', 'news.>');
-    await page.click('#tail-form button[type="submit"]');
+    const page = await openDashboard(browser, broker);
+    await tailPattern(page, 'news.>');
     await waitInPage(page, () => document.querySelectorAll('#ticker-body tr').length === 8);
     await waitInPage(page, () => document.querySelectorAll('#busiest li').length >= 5);
     await waitInPage(page, () => document.querySelectorAll('#tail-body tr').length >= 3);

@@ -167,6 +167,21 @@ export function waitSubscribed(page, part) {
   return waitInPage(page, (p) => window.tickwireDashboard?.subscribed[p] === true, part);
 }
 
+/** A new page of `browser` showing `broker`'s dashboard, its client connected (over `transport` if given). */
+export async function openDashboard(browser, broker, transport) {
+  const page = await newPage(browser);
+  await page.goto(`${broker.base}/dashboard`);
+  await waitConnected(page, transport);
+  return page;
+}
+
+/** Points the dashboard's live tail at `pattern` and waits for the subscription. */
+export async function tailPattern(page, pattern) {
+  await page.fill('#tail-pattern', pattern);
+  await page.click('#tail-form button[type="submit"]');
+  await waitSubscribed(page, 'tail');
+}
+
 /** The seqs the dashboard's tail received on `topic`, in arrival order. */
 export function tailSeqs(page, topic) {
   return page.evaluate((t) => window.tickwireDashboard.tail.filter((m) => m.topic === t).map((m) => m.seq), topic);

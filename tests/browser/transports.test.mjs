@@ -6,8 +6,8 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import {
-  NO_CLIENT_BUNDLE, WAIT_MS, configFile, hasSse, launch, newPage, publishJson, range, startBroker, tailSeqs, waitConnected,
-  waitInPage, waitSubscribed, waitTail,
+  NO_CLIENT_BUNDLE, WAIT_MS, configFile, hasSse, launch, newPage, openDashboard, publishJson, range, startBroker,
+  tailPattern, tailSeqs, waitConnected, waitInPage, waitTail,
 } from './lib.mjs';
 
 let browser;
@@ -39,9 +39,7 @@ test('with WebSocket blocked the client falls back to SSE, then to long-poll, an
     await blockWebSocket(page);
     await page.goto(`${broker.base}/dashboard`);
     await waitConnected(page, 'sse');
-    await page.fill('#tail-pattern', 'fb.>');
-    await page.click('#tail-form button[type="submit"]');
-    await waitSubscribed(page, 'tail');
+    await tailPattern(page, 'fb.>');
     await publishJson(broker, 'fb.sse', range(1, 100).map((n) => ({ n })));
     await waitTail(page, 'fb.sse', 100);
 
@@ -70,9 +68,7 @@ test('SSE and long-poll deliver exactly what a WebSocket subscriber receives', {
   const broker = await startBroker();
   try {
     if (!(await hasSse(broker))) return t.skip(NO_SSE);
-    const page = await newPage(browser);
-    await page.goto(`${broker.base}/dashboard`);
-    await waitConnected(page);
+    const page = await openDashboard(browser, broker);
     // Three clients of the page's bundle, one per forced transport, on the
     // same patterns (one wildcard, one exact).
     await page.evaluate(async (waitMs) => {
