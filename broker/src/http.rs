@@ -281,9 +281,11 @@ pub async fn route<S: Transport>(
         (&Method::POST, _, Some(topic)) => {
             publish(&state, &slot, identity.as_deref(), topic, req).await
         }
-        (&Method::GET, SSE_PATH, _) => fallback(state, &polls, identity, req, Endpoint::Sse).await,
+        (&Method::GET, SSE_PATH, _) => {
+            fallback(state, slot, &polls, identity, req, Endpoint::Sse).await
+        }
         (&Method::GET, POLL_PATH, _) => {
-            fallback(state, &polls, identity, req, Endpoint::Poll).await
+            fallback(state, slot, &polls, identity, req, Endpoint::Poll).await
         }
         (&Method::OPTIONS, SSE_PATH | POLL_PATH, _) => preflight(&state.config, &req, "GET"),
         (&Method::OPTIONS, _, Some(_)) => preflight(&state.config, &req, "POST"),
@@ -378,11 +380,13 @@ fn origin_refused() -> Response<Body> {
 /// reconnect).
 const LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
 
-/// Answers `GET /v1/sse` and `GET /v1/poll`: checks the `Origin`, the
-/// query, the credentials and the grants of every `sub` (400, 401, 403
-/// before anything is subscribed), then streams or polls.
+/// Answers `GET /v1/sse` and `GET /v1/poll` on the connection holding
+/// `slot`: checks the `Origin`, the query, the credentials and the grants
+/// of every `sub` (400, 401, 403 before anything is subscribed), then
+/// streams or polls.
 async fn fallback(
     state: Arc<BrokerState>,
+    slot: Arc<ConnectionSlot>,
     polls: &Arc<PollSessions>,
     identity: Option<Arc<PeerIdentity>>,
     req: Request<Incoming>,
@@ -463,7 +467,8 @@ async fn fallback(
                 }
             }
             let feed = Feed::open(&state, &query, authorized, identity, Kind::Sse);
-            let mut response = Response::new(Either::Right(sse::start(state, feed, query.payload)));
+            let mut response =
+                Response::new(Either::Right(sse::start(state, slot, feed, query.payload)));
             let headers = response.headers_mut();
             headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
             headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));

@@ -352,18 +352,25 @@ async fn serve_clients<S: Transport>(
 ) {
     let identity = socket.peer_identity().map(Arc::new);
     let route_state = state.clone();
+    let abort = slot.abort_token().clone();
     let route = move |req| {
         let (state, slot, polls) = (route_state.clone(), slot.clone(), polls.clone());
         http::route::<S>(state, slot, polls, identity.clone(), req)
     };
-    serve_http(state, socket, peer, route).await
+    serve_http(state, socket, peer, route, abort).await
 }
 
 /// Serves HTTP/1.1 on one connection, answering each request with `route`,
 /// until the connection ends or shutdown; a WebSocket upgrade hands the
-/// socket over to [`crate::connection::serve`].
-async fn serve_http<S, R, F>(state: Arc<BrokerState>, socket: S, peer: SocketAddr, route: R)
-where
+/// socket over to [`crate::connection::serve`]. Cancelling `abort` drops the
+/// connection at once (an SSE stream whose client stopped reading).
+async fn serve_http<S, R, F>(
+    state: Arc<BrokerState>,
+    socket: S,
+    peer: SocketAddr,
+    route: R,
+    abort: CancellationToken,
+) where
     S: Transport,
     R: Fn(Request<hyper::body::Incoming>) -> F + Send + 'static,
     F: Future<Output = Response<http::Body>> + Send + 'static,
@@ -381,9 +388,13 @@ where
     tokio::pin!(connection);
     let result = tokio::select! {
         result = connection.as_mut() => result,
+        _ = abort.cancelled() => return,
         _ = state.shutdown.cancelled() => {
             connection.as_mut().graceful_shutdown();
-            connection.await
+            tokio::select! {
+                result = connection => result,
+                _ = abort.cancelled() => return,
+            }
         }
     };
     if let Err(e) = result {
@@ -544,11 +555,13 @@ async fn serve_echo(state: Arc<BrokerState>, listener: TcpListener, refusing: Ar
             let response = http::upgrade_echo::<TcpStream>(echo_state.clone(), place.clone(), req);
             std::future::ready(response)
         };
-        state.tasks.spawn(
-            state
-                .metrics
-                .count_task(serve_http(state.clone(), socket, peer, route)),
-        );
+        state.tasks.spawn(state.metrics.count_task(serve_http(
+            state.clone(),
+            socket,
+            peer,
+            route,
+            CancellationToken::new(),
+        )));
     })
     .await
 }

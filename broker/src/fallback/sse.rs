@@ -6,7 +6,9 @@
 //! batch of events as one chunk. The task ends the stream on the session's
 //! close (slow consumer 4001, token expiry 4003, shutdown 1001: an
 //! `event: close` first), when the client goes away, or when a chunk is not
-//! taken within `keepalive_timeout` (a stalled connection).
+//! taken within `keepalive_timeout`: then the client stopped reading, and
+//! the connection is dropped at once ([`ConnectionSlot::abort`]), so a
+//! stalled client holds nothing for longer.
 
 use std::fmt::Write as _;
 use std::pin::Pin;
@@ -23,6 +25,7 @@ use tokio::time::{Instant, sleep_until, timeout};
 use super::render::PayloadMode;
 use super::{Feed, Rendered};
 use crate::metrics::GaugeHold;
+use crate::slot::ConnectionSlot;
 use crate::state::BrokerState;
 
 /// The first bytes of every stream: reconnect after 1 s.
@@ -77,13 +80,18 @@ fn instant_at(at: SystemTime) -> Instant {
     Instant::now() + at.duration_since(SystemTime::now()).unwrap_or_default()
 }
 
-/// Starts streaming `feed` with payloads rendered as `payload`; the
-/// returned body is the answer's.
-pub fn start(state: Arc<BrokerState>, feed: Feed, payload: PayloadMode) -> ChunkBody {
+/// Starts streaming `feed` with payloads rendered as `payload` on the
+/// connection holding `slot`; the returned body is the answer's.
+pub fn start(
+    state: Arc<BrokerState>,
+    slot: Arc<ConnectionSlot>,
+    feed: Feed,
+    payload: PayloadMode,
+) -> ChunkBody {
     let (tx, rx) = mpsc::channel(CHUNKS_IN_FLIGHT);
     let tasks = state.tasks.clone();
     let metrics = state.metrics.clone();
-    tasks.spawn(metrics.count_task(stream(state, feed, payload, tx)));
+    tasks.spawn(metrics.count_task(stream(state, slot, feed, payload, tx)));
     ChunkBody { rx }
 }
 
@@ -95,6 +103,7 @@ struct Stream<'a> {
     tx: mpsc::Sender<Bytes>,
     feed: &'a Feed,
     state: &'a BrokerState,
+    slot: &'a ConnectionSlot,
 }
 
 impl Stream<'_> {
@@ -110,6 +119,7 @@ impl Stream<'_> {
             Ok(Err(_)) => Err(Gone),
             Err(_) => {
                 tracing::debug!(connection = self.feed.queue().id(), "sse write timed out");
+                self.slot.abort();
                 Err(Gone)
             }
         }
@@ -118,17 +128,24 @@ impl Stream<'_> {
 
 async fn stream(
     state: Arc<BrokerState>,
+    slot: Arc<ConnectionSlot>,
     mut feed: Feed,
     payload: PayloadMode,
     tx: mpsc::Sender<Bytes>,
 ) {
     let gauge = state.metrics.transport_sessions.with_label_values(&["sse"]);
     let _gauge = GaugeHold::new(&gauge);
-    run(&state, &mut feed, payload, tx).await;
+    run(&state, &slot, &mut feed, payload, tx).await;
     feed.release(&state);
 }
 
-async fn run(state: &BrokerState, feed: &mut Feed, payload: PayloadMode, tx: mpsc::Sender<Bytes>) {
+async fn run(
+    state: &BrokerState,
+    slot: &ConnectionSlot,
+    feed: &mut Feed,
+    payload: PayloadMode,
+    tx: mpsc::Sender<Bytes>,
+) {
     let interval = state.config.keepalive_interval;
     let batch_bytes = state.config.write_batch_bytes;
     let valid_until = feed.valid_until();
@@ -142,6 +159,7 @@ async fn run(state: &BrokerState, feed: &mut Feed, payload: PayloadMode, tx: mps
             tx: tx.clone(),
             feed,
             state,
+            slot,
         };
         if out.send(PREAMBLE.to_owned(), 0).await.is_err() {
             return;
@@ -162,7 +180,7 @@ async fn run(state: &BrokerState, feed: &mut Feed, payload: PayloadMode, tx: mps
                 continue;
             }
             _ = &mut keepalive => {
-                let out = Stream { tx: tx.clone(), feed, state };
+                let out = Stream { tx: tx.clone(), feed, state, slot };
                 if out.send(KEEPALIVE.to_owned(), 0).await.is_err() {
                     return;
                 }
@@ -196,6 +214,7 @@ async fn run(state: &BrokerState, feed: &mut Feed, payload: PayloadMode, tx: mps
             tx: tx.clone(),
             feed,
             state,
+            slot,
         };
         if out.send(text, messages).await.is_err() || ended {
             return;
