@@ -380,6 +380,69 @@ fn origin_refused() -> Response<Body> {
 /// reconnect).
 const LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
 
+/// The checked query of a fallback request (`Last-Event-ID` folded into
+/// the cursor on `/v1/sse`), or the refusal: 403 for a foreign `Origin`,
+/// 503 while draining, 400 for a bad parameter or pattern.
+fn fallback_query(
+    state: &BrokerState,
+    req: &Request<Incoming>,
+    endpoint: Endpoint,
+) -> Result<query::Query, Response<Body>> {
+    if let Some(origin) = req.headers().get(ORIGIN) {
+        if !state.config.origin_allowed(origin.as_bytes()) {
+            return Err(origin_refused());
+        }
+    }
+    if !state.is_ready() {
+        return Err(json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::ShuttingDown.name(),
+            "broker is shutting down; connect to another node",
+        ));
+    }
+    let mut query = match query::parse(req.uri().query(), endpoint, state.config.max_subscriptions)
+    {
+        Ok(query) => query,
+        Err(QueryError::Option(message)) => {
+            state.metrics.protocol_error(ErrorCode::InvalidOption);
+            return Err(json_error(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::InvalidOption.name(),
+                &message,
+            ));
+        }
+        Err(QueryError::Pattern(message)) => {
+            state.metrics.protocol_error(ErrorCode::InvalidPattern);
+            return Err(json_error(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::InvalidPattern.name(),
+                &message,
+            ));
+        }
+    };
+    // A browser's reconnect sends the last id it saw: it wins.
+    let last = req.headers().get(LAST_EVENT_ID).filter(|v| !v.is_empty());
+    if let Some(last) = last.filter(|_| endpoint == Endpoint::Sse) {
+        let resumed = last
+            .to_str()
+            .map_err(|_| "not text".to_owned())
+            .and_then(cursor::decode);
+        match resumed {
+            Ok(positions) => query.cursor = Some(positions),
+            Err(message) => {
+                state.metrics.protocol_error(ErrorCode::InvalidOption);
+                let message = format!("header Last-Event-ID: {message}");
+                return Err(json_error(
+                    StatusCode::BAD_REQUEST,
+                    ErrorCode::InvalidOption.name(),
+                    &message,
+                ));
+            }
+        }
+    }
+    Ok(query)
+}
+
 /// Answers `GET /v1/sse` and `GET /v1/poll` on the connection holding
 /// `slot`: checks the `Origin`, the query, the credentials and the grants
 /// of every `sub` (400, 401, 403 before anything is subscribed), then
@@ -392,42 +455,9 @@ async fn fallback(
     req: Request<Incoming>,
     endpoint: Endpoint,
 ) -> Response<Body> {
-    if let Some(origin) = req.headers().get(ORIGIN) {
-        if !state.config.origin_allowed(origin.as_bytes()) {
-            state
-                .metrics
-                .handshakes_refused
-                .with_label_values(&["origin"])
-                .inc();
-            return origin_refused();
-        }
-    }
-    if !state.is_ready() {
-        return json_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            ErrorCode::ShuttingDown.name(),
-            "broker is shutting down; connect to another node",
-        );
-    }
-    let mut query = match query::parse(req.uri().query(), endpoint, state.config.max_subscriptions)
-    {
+    let query = match fallback_query(&state, &req, endpoint) {
         Ok(query) => query,
-        Err(QueryError::Option(message)) => {
-            state.metrics.protocol_error(ErrorCode::InvalidOption);
-            return json_error(
-                StatusCode::BAD_REQUEST,
-                ErrorCode::InvalidOption.name(),
-                &message,
-            );
-        }
-        Err(QueryError::Pattern(message)) => {
-            state.metrics.protocol_error(ErrorCode::InvalidPattern);
-            return json_error(
-                StatusCode::BAD_REQUEST,
-                ErrorCode::InvalidPattern.name(),
-                &message,
-            );
-        }
+        Err(refusal) => return refusal,
     };
     let credential = Credential::Upgrade(query.token.as_deref());
     let authorized = match authenticate(&state, &req, credential, identity.as_deref()) {
@@ -447,25 +477,6 @@ async fn fallback(
     }
     match endpoint {
         Endpoint::Sse => {
-            // A browser's reconnect sends the last id it saw: it wins.
-            if let Some(last) = req.headers().get(LAST_EVENT_ID).filter(|v| !v.is_empty()) {
-                let resumed = last
-                    .to_str()
-                    .map_err(|_| "not text".to_owned())
-                    .and_then(cursor::decode);
-                match resumed {
-                    Ok(positions) => query.cursor = Some(positions),
-                    Err(message) => {
-                        state.metrics.protocol_error(ErrorCode::InvalidOption);
-                        let message = format!("header Last-Event-ID: {message}");
-                        return json_error(
-                            StatusCode::BAD_REQUEST,
-                            ErrorCode::InvalidOption.name(),
-                            &message,
-                        );
-                    }
-                }
-            }
             let feed = Feed::open(&state, &query, authorized, identity, Kind::Sse);
             let mut response =
                 Response::new(Either::Right(sse::start(state, slot, feed, query.payload)));

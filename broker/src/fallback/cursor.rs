@@ -156,13 +156,20 @@ mod tests {
 
     #[test]
     fn the_documented_example_round_trips() {
-        // {"a.b": [9, 12]} = 81 a3 61 2e 62 92 09 0c
+        // docs/protocol.md section 15.5 shows these bytes and this text.
+        let doc = include_str!("../../../docs/protocol.md");
+        let epoch = 0x8a3f_0c2e_5b7d_1946;
         let mut cursor = Cursor::default();
-        cursor.record("a.b", at(9, 12));
-        assert_eq!(cursor.encode(), "gaNhLmKSCQw");
+        cursor.record("stocks.AAPL", at(epoch, 12));
+        let text = cursor.encode();
+        assert_eq!(text, "gatzdG9ja3MuQUFQTJLPij8MLlt9GUYM");
+        let bytes = URL_SAFE_NO_PAD.decode(&text).unwrap();
+        let hex: Vec<String> = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        assert!(doc.contains(&hex.join(" ")), "{}", hex.join(" "));
+        assert!(doc.contains(&text));
         assert_eq!(
-            decode("gaNhLmKSCQw").unwrap(),
-            vec![("a.b".into(), at(9, 12))]
+            decode(&text).unwrap(),
+            vec![("stocks.AAPL".into(), at(epoch, 12))]
         );
         assert_eq!(Cursor::default().encode(), "gA");
         assert_eq!(decode("gA").unwrap(), vec![]);
