@@ -387,37 +387,37 @@ fn fallback_query(
     state: &BrokerState,
     req: &Request<Incoming>,
     endpoint: Endpoint,
-) -> Result<query::Query, Response<Body>> {
+) -> Result<query::Query, Box<Response<Body>>> {
     if let Some(origin) = req.headers().get(ORIGIN) {
         if !state.config.origin_allowed(origin.as_bytes()) {
-            return Err(origin_refused());
+            return Err(Box::new(origin_refused()));
         }
     }
     if !state.is_ready() {
-        return Err(json_error(
+        return Err(Box::new(json_error(
             StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::ShuttingDown.name(),
             "broker is shutting down; connect to another node",
-        ));
+        )));
     }
     let mut query = match query::parse(req.uri().query(), endpoint, state.config.max_subscriptions)
     {
         Ok(query) => query,
         Err(QueryError::Option(message)) => {
             state.metrics.protocol_error(ErrorCode::InvalidOption);
-            return Err(json_error(
+            return Err(Box::new(json_error(
                 StatusCode::BAD_REQUEST,
                 ErrorCode::InvalidOption.name(),
                 &message,
-            ));
+            )));
         }
         Err(QueryError::Pattern(message)) => {
             state.metrics.protocol_error(ErrorCode::InvalidPattern);
-            return Err(json_error(
+            return Err(Box::new(json_error(
                 StatusCode::BAD_REQUEST,
                 ErrorCode::InvalidPattern.name(),
                 &message,
-            ));
+            )));
         }
     };
     // A browser's reconnect sends the last id it saw: it wins.
@@ -432,11 +432,11 @@ fn fallback_query(
             Err(message) => {
                 state.metrics.protocol_error(ErrorCode::InvalidOption);
                 let message = format!("header Last-Event-ID: {message}");
-                return Err(json_error(
+                return Err(Box::new(json_error(
                     StatusCode::BAD_REQUEST,
                     ErrorCode::InvalidOption.name(),
                     &message,
-                ));
+                )));
             }
         }
     }
@@ -457,7 +457,7 @@ async fn fallback(
 ) -> Response<Body> {
     let query = match fallback_query(&state, &req, endpoint) {
         Ok(query) => query,
-        Err(refusal) => return refusal,
+        Err(refusal) => return *refusal,
     };
     let credential = Credential::Upgrade(query.token.as_deref());
     let authorized = match authenticate(&state, &req, credential, identity.as_deref()) {

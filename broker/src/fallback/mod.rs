@@ -8,7 +8,7 @@
 //! send: grants, `since`/`last`/`max_rate`, limits, slow-consumer policies
 //! and the cluster catch-up are the same code. The queue yields the same
 //! encoded WebSocket frames a WebSocket writer would write; the feed
-//! ([`Pump`](pump::Pump)) takes them in the same order, strips the frame
+//! ([`pump::Pump`]) takes them in the same order, strips the frame
 //! header, decodes the server message and renders it as JSON ([`render`]),
 //! per delivery, in the SSE or poll task. The WebSocket path is untouched.
 //!
