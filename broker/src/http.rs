@@ -48,7 +48,7 @@ use crate::cluster::publisher::PublishError;
 use crate::config::BrokerConfig;
 use crate::connection;
 use crate::echo::Echo;
-use crate::fallback::poll::{Owner, PollError, PollSessions};
+use crate::fallback::poll::{Owner, PollError, PollSessions, Requester};
 use crate::fallback::query::{self, Endpoint, QueryError};
 use crate::fallback::{Feed, Kind, cursor, sse};
 use crate::grants::Access;
@@ -498,10 +498,12 @@ async fn fallback(
                     .map(str::to_owned),
                 identity: identity.as_deref().map(ToString::to_string),
             };
-            match polls
-                .answer(&state, &query, authorized, identity, owner)
-                .await
-            {
+            let requester = Requester {
+                authorized,
+                identity,
+                owner,
+            };
+            match polls.answer(&state, &query, requester).await {
                 Ok(body) => {
                     let mut response = Response::new(full(body));
                     let headers = response.headers_mut();

@@ -5,12 +5,49 @@
 //! Every read is bounded by [`WAIT`].
 
 use std::net::SocketAddr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde_json::Value;
+use jsonwebtoken::{EncodingKey, Header, encode};
+use serde_json::{Value, json};
+use tickwire_broker::config::BrokerConfig;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::{WAIT, http_with};
+use crate::{TestBroker, WAIT, http_with, metric_with_label, poll_until};
+
+/// The HMAC secret of [`auth_broker`].
+const SECRET: &[u8] = b"an HMAC secret of at least 32 bytes, for tests";
+
+/// An HS256 token for [`auth_broker`] granting subscriptions to `sub`,
+/// expiring in `expires_in` seconds.
+pub fn token(sub: &[&str], expires_in: u64) -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs();
+    let claims = json!({"exp": now + expires_in, "iat": now, "tw": {"sub": sub, "pub": []}});
+    encode(
+        &Header::default(),
+        &claims,
+        &EncodingKey::from_secret(SECRET),
+    )
+    .expect("sign")
+}
+
+/// A broker checking [`token`]s (no leeway), with `configure` applied.
+pub async fn auth_broker(configure: impl FnOnce(&mut BrokerConfig)) -> TestBroker {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let name = format!("tickwire-fallback-secret-{}-{n}", std::process::id());
+    let path = std::env::temp_dir().join(name);
+    std::fs::write(&path, SECRET).expect("write the secret");
+    TestBroker::start(|c| {
+        c.jwt_hmac_secret_file = vec![path];
+        c.jwt_leeway = Duration::ZERO;
+        configure(c);
+    })
+    .await
+}
 
 /// One Server-Sent Event (or a comment block: `event` is then empty and
 /// `comment` holds it).
@@ -178,4 +215,18 @@ pub async fn poll(addr: SocketAddr, query: &str, extra_headers: &str) -> (u16, V
     let (status, _, body) = http_with(addr, "GET", &path, extra_headers, b"").await;
     let json = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body:?}"));
     (status, json)
+}
+
+/// Waits until `tickwire_transport_sessions{transport}` is `want`.
+pub async fn wait_sessions(addr: SocketAddr, transport: &str, want: u32) {
+    poll_until(async || {
+        let n =
+            metric_with_label(addr, "tickwire_transport_sessions", "transport", transport).await;
+        if n == f64::from(want) {
+            Ok(())
+        } else {
+            Err(format!("{n} {transport} sessions, expected {want}"))
+        }
+    })
+    .await;
 }

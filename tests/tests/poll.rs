@@ -1,27 +1,11 @@
 //! `GET /v1/poll` end to end: a real broker on port 0, raw HTTP over TCP,
 //! raw WebSocket clients to publish.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use jsonwebtoken::{EncodingKey, Header, encode};
 use serde_json::{Value, json};
-use tickwire_broker::config::TopicPolicy;
-use tickwire_broker::outbound::SlowConsumerPolicy;
-use tickwire_e2e::fallback::poll;
-use tickwire_e2e::{RawClient, TestBroker, metric_with_label, poll_until};
-use tickwire_protocol::topic::Pattern;
-
-fn history(pattern: &str, messages: usize) -> TopicPolicy {
-    TopicPolicy {
-        pattern: Pattern::new(pattern).expect("valid pattern"),
-        history_messages: messages,
-        history_bytes: 64 << 20,
-        history_age: None,
-        retain: false,
-        slow_consumer: SlowConsumerPolicy::Disconnect,
-        client_retain: None,
-    }
-}
+use tickwire_e2e::fallback::{auth_broker, poll, token, wait_sessions};
+use tickwire_e2e::{RawClient, TestBroker, history_policy, metric_with_label, poll_until};
 
 /// (topic, seq) of every message in a poll answer.
 fn messages(answer: &Value) -> Vec<(String, u64)> {
@@ -111,7 +95,7 @@ async fn a_poll_session_hands_out_each_message_once_in_order() {
 
 #[tokio::test]
 async fn a_poll_that_does_not_find_its_session_resumes_from_the_cursor() {
-    let broker = TestBroker::start(|c| c.topic_policies = vec![history("h.>", 1000)]).await;
+    let broker = TestBroker::start(|c| c.topic_policies = vec![history_policy("h.>", 1000)]).await;
     let mut publisher = RawClient::connect(broker.addr).await;
     let first = ok(&broker, "sub=h.%3E&timeout=0").await;
     for i in 0..6u8 {
@@ -173,7 +157,7 @@ async fn an_answer_holds_at_most_poll_batch_messages() {
 #[tokio::test]
 async fn a_session_whose_client_stops_polling_is_closed_as_slow_and_resumed_by_cursor() {
     let broker = TestBroker::start(|c| {
-        c.topic_policies = vec![history("s", 1000)];
+        c.topic_policies = vec![history_policy("s", 1000)];
         c.outbound_queue_bytes = 8 << 10;
         c.max_message_size = 1 << 10;
         c.max_http_body = 1 << 10;
@@ -204,35 +188,9 @@ async fn a_session_whose_client_stops_polling_is_closed_as_slow_and_resumed_by_c
     assert_eq!(seqs, [2, 3]);
 }
 
-const SECRET: &[u8] = b"an HMAC secret of at least 32 bytes, for tests";
-
-fn token(sub: &[&str], expires_in: u64) -> String {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let claims = json!({"exp": now + expires_in, "iat": now, "tw": {"sub": sub, "pub": []}});
-    encode(
-        &Header::default(),
-        &claims,
-        &EncodingKey::from_secret(SECRET),
-    )
-    .expect("sign")
-}
-
-async fn auth_broker() -> TestBroker {
-    let path = std::env::temp_dir().join(format!("tickwire-poll-secret-{}", std::process::id()));
-    std::fs::write(&path, SECRET).expect("write secret");
-    TestBroker::start(|c| {
-        c.jwt_hmac_secret_file = vec![path];
-        c.jwt_leeway = Duration::ZERO;
-    })
-    .await
-}
-
 #[tokio::test]
 async fn an_expired_token_closes_the_session_with_4003() {
-    let broker = auth_broker().await;
+    let broker = auth_broker(|_| {}).await;
     let short = token(&["t.>"], 2);
     let first = ok(&broker, &format!("sub=t.*&timeout=0&token={short}")).await;
     let id = session(&first);
@@ -254,7 +212,7 @@ async fn an_expired_token_closes_the_session_with_4003() {
 
 #[tokio::test]
 async fn sessions_belong_to_their_credentials_and_subs() {
-    let broker = auth_broker().await;
+    let broker = auth_broker(|_| {}).await;
     let one = token(&["t.>"], 3600);
     let two = token(&["t.>"], 3601);
     let first = ok(&broker, &format!("sub=t.*&timeout=0&token={one}")).await;
@@ -317,20 +275,7 @@ async fn sessions_are_bounded_and_expire() {
         (status, body["error"]["code"].as_str()),
         (503, Some("too_many_sessions"))
     );
-    poll_until(async || {
-        match metric_with_label(
-            broker.addr,
-            "tickwire_transport_sessions",
-            "transport",
-            "poll",
-        )
-        .await
-        {
-            0.0 => Ok(()),
-            n => Err(format!("{n} poll sessions")),
-        }
-    })
-    .await;
+    wait_sessions(broker.addr, "poll", 0).await;
     let again = ok(&broker, &format!("sub=a&timeout=0&session={id}")).await;
     assert_ne!(session(&again), id, "the expired session is gone");
     assert_eq!(again["events"][0]["type"], "subscribed");

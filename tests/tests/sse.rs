@@ -2,31 +2,17 @@
 //! raw WebSocket clients to publish and to compare with.
 
 use std::collections::HashMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use jsonwebtoken::{EncodingKey, Header, encode};
 use serde_json::{Value, json};
-use tickwire_broker::config::TopicPolicy;
-use tickwire_broker::outbound::SlowConsumerPolicy;
-use tickwire_e2e::fallback::{SseEvent, SseStream};
-use tickwire_e2e::{RawClient, Received, TestBroker, WAIT, http_with, metric_with_label};
-use tickwire_protocol::topic::Pattern;
+use tickwire_e2e::fallback::{SseEvent, SseStream, auth_broker, token, wait_sessions};
+use tickwire_e2e::{
+    RawClient, TestBroker, WAIT, history_policy, http_with, metric_with_label, next_message,
+};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
-
-fn history(pattern: &str, messages: usize) -> TopicPolicy {
-    TopicPolicy {
-        pattern: Pattern::new(pattern).expect("valid pattern"),
-        history_messages: messages,
-        history_bytes: 64 << 20,
-        history_age: None,
-        retain: false,
-        slow_consumer: SlowConsumerPolicy::Disconnect,
-        client_retain: None,
-    }
-}
 
 /// (topic, seq, payload) of a `message` event.
 fn delivery(event: &SseEvent) -> (String, u64, Vec<u8>) {
@@ -43,21 +29,6 @@ fn delivery(event: &SseEvent) -> (String, u64, Vec<u8>) {
         d["seq"].as_u64().expect("seq"),
         payload,
     )
-}
-
-async fn ws_message(client: &mut RawClient) -> (String, u64, Vec<u8>) {
-    loop {
-        match client.recv().await {
-            Received::Message {
-                topic,
-                seq,
-                payload,
-                ..
-            } => return (topic, seq, payload.to_vec()),
-            Received::Ping => {}
-            other => panic!("expected a message, got {other:?}"),
-        }
-    }
 }
 
 #[tokio::test]
@@ -87,7 +58,7 @@ async fn sse_delivers_exactly_what_a_websocket_subscriber_gets() {
     let mut from_ws = Vec::new();
     let mut from_sse = Vec::new();
     for _ in 0..60 {
-        from_ws.push(ws_message(&mut ws).await);
+        from_ws.push(next_message(&mut ws).await);
         from_sse.push(delivery(&sse.expect("message").await));
     }
     assert_eq!(from_sse, from_ws);
@@ -115,7 +86,7 @@ async fn sse_delivers_exactly_what_a_websocket_subscriber_gets() {
 
 #[tokio::test]
 async fn last_event_id_resumes_without_gap_or_duplicate() {
-    let broker = TestBroker::start(|c| c.topic_policies = vec![history("h.>", 1000)]).await;
+    let broker = TestBroker::start(|c| c.topic_policies = vec![history_policy("h.>", 1000)]).await;
     let mut publisher = RawClient::connect(broker.addr).await;
     let mut sse = SseStream::open(broker.addr, "/v1/sse?sub=h.%3E", "").await;
     sse.expect("subscribed").await;
@@ -207,33 +178,6 @@ async fn payloads_render_as_json_when_they_are_msgpack_else_base64() {
     assert_eq!(delivery(&b64.expect("message").await).2, random);
 }
 
-const SECRET: &[u8] = b"an HMAC secret of at least 32 bytes, for tests";
-
-fn token(sub: &[&str], expires_in: u64) -> String {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let claims = json!({"exp": now + expires_in, "iat": now, "tw": {"sub": sub, "pub": []}});
-    encode(
-        &Header::default(),
-        &claims,
-        &EncodingKey::from_secret(SECRET),
-    )
-    .expect("sign")
-}
-
-async fn auth_broker() -> TestBroker {
-    let path = std::env::temp_dir().join(format!("tickwire-sse-secret-{}", std::process::id()));
-    std::fs::write(&path, SECRET).expect("write secret");
-    TestBroker::start(|c| {
-        c.jwt_hmac_secret_file = vec![path];
-        c.jwt_leeway = Duration::ZERO;
-        c.allowed_origins = vec!["https://app.example".to_owned()];
-    })
-    .await
-}
-
 async fn refused(broker: &TestBroker, path: &str, headers: &str) -> (u16, String, Value) {
     let (status, head, body) = http_with(broker.addr, "GET", path, headers, b"").await;
     let body = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
@@ -242,7 +186,7 @@ async fn refused(broker: &TestBroker, path: &str, headers: &str) -> (u16, String
 
 #[tokio::test]
 async fn bad_requests_are_refused_before_the_stream() {
-    let broker = auth_broker().await;
+    let broker = auth_broker(|c| c.allowed_origins = vec!["https://app.example".to_owned()]).await;
     let good = token(&["ok.>"], 3600);
     let cases = [
         ("/v1/sse?sub=ok.a", String::new(), 401, "unauthorized"),
@@ -360,7 +304,7 @@ async fn bad_requests_are_refused_before_the_stream() {
 
 #[tokio::test]
 async fn an_expired_token_ends_the_stream_with_4003() {
-    let broker = auth_broker().await;
+    let broker = auth_broker(|c| c.allowed_origins = vec!["https://app.example".to_owned()]).await;
     let short = token(&["ok.>"], 2);
     let mut sse =
         SseStream::open(broker.addr, &format!("/v1/sse?sub=ok.*&token={short}"), "").await;
@@ -421,21 +365,7 @@ async fn a_stalled_sse_reader_is_closed_as_a_slow_consumer_and_others_are_served
     healthy.expect("subscribed").await;
     let mut ws = RawClient::connect(broker.addr).await;
     ws.subscribe("big").await;
-    tickwire_e2e::poll_until(async || {
-        let n = metric_with_label(
-            broker.addr,
-            "tickwire_transport_sessions",
-            "transport",
-            "sse",
-        )
-        .await;
-        if n == 2.0 {
-            Ok(())
-        } else {
-            Err(format!("{n} sse sessions"))
-        }
-    })
-    .await;
+    wait_sessions(broker.addr, "sse", 2).await;
 
     let mut publisher = RawClient::connect(broker.addr).await;
     let payload = vec![7u8; 8 << 10];
@@ -449,32 +379,18 @@ async fn a_stalled_sse_reader_is_closed_as_a_slow_consumer_and_others_are_served
         for _ in 0..8 {
             published = publisher.publish_acked("big", &payload).await;
             // Keep the healthy readers within their budget.
-            assert_eq!(ws_message(&mut ws).await.1, published);
+            assert_eq!(next_message(&mut ws).await.1, published);
             assert_eq!(delivery(&healthy.expect("message").await).1, published);
         }
     }
     // The stalled connection is dropped after the write timeout.
-    tickwire_e2e::poll_until(async || {
-        let n = metric_with_label(
-            broker.addr,
-            "tickwire_transport_sessions",
-            "transport",
-            "sse",
-        )
-        .await;
-        if n == 1.0 {
-            Ok(())
-        } else {
-            Err(format!("{n} sse sessions"))
-        }
-    })
-    .await;
+    wait_sessions(broker.addr, "sse", 1).await;
     let mut sink = Vec::new();
     let read = tokio::time::timeout(WAIT, stalled.read_to_end(&mut sink)).await;
     assert!(read.is_ok(), "the stalled connection ends");
     // The healthy ones still get everything.
     let next = publisher.publish_acked("big", b"after").await;
-    assert_eq!(ws_message(&mut ws).await.1, next);
+    assert_eq!(next_message(&mut ws).await.1, next);
     assert_eq!(delivery(&healthy.expect("message").await).1, next);
     assert_eq!(
         broker

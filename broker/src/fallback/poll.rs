@@ -45,6 +45,18 @@ pub struct Owner {
     pub identity: Option<String>,
 }
 
+/// Who asks: what the request's credentials allow, its client certificate
+/// and the credentials a session must be used with.
+#[derive(Debug)]
+pub struct Requester {
+    /// What the credentials allow.
+    pub authorized: Authorized,
+    /// The verified client certificate's identity, if any.
+    pub identity: Option<Arc<PeerIdentity>>,
+    /// The credentials, to match a session's.
+    pub owner: Owner,
+}
+
 /// Why a poll could not be answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PollError {
@@ -178,11 +190,14 @@ impl PollSessions {
         self: &Arc<Self>,
         state: &Arc<BrokerState>,
         query: &Query,
-        authorized: Authorized,
-        identity: Option<Arc<PeerIdentity>>,
-        owner: Owner,
+        requester: Requester,
         subs: Vec<String>,
     ) -> Result<Arc<PollSession>, PollError> {
+        let Requester {
+            authorized,
+            identity,
+            owner,
+        } = requester;
         let max = state.config.max_poll_sessions;
         let mut map = self.map.lock();
         if map.len() >= max {
@@ -224,22 +239,22 @@ impl PollSessions {
         Ok(session)
     }
 
-    /// Answers one poll request (already checked and authenticated): the
-    /// JSON body of the 200.
+    /// Answers one poll request (already checked and authenticated) of
+    /// `requester`: the JSON body of the 200.
     pub async fn answer(
         self: &Arc<Self>,
         state: &Arc<BrokerState>,
         query: &Query,
-        authorized: Authorized,
-        identity: Option<Arc<PeerIdentity>>,
-        owner: Owner,
+        requester: Requester,
     ) -> Result<String, PollError> {
         let mut subs: Vec<String> = query.subs.iter().map(|p| p.as_str().to_owned()).collect();
         subs.sort_unstable();
-        let known = query.session.and_then(|id| self.lookup(id, &owner, &subs));
+        let known = query
+            .session
+            .and_then(|id| self.lookup(id, &requester.owner, &subs));
         let session = match known {
             Some(session) => session,
-            None => self.create(state, query, authorized, identity, owner, subs)?,
+            None => self.create(state, query, requester, subs)?,
         };
         let _request = InFlight::new(&session);
         let mut feed = session.feed.lock().await;
