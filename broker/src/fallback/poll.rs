@@ -85,18 +85,20 @@ struct PollSession {
     _gauge: GaugeHold,
 }
 
-/// Counts a request in its session's `in_flight` while it lives.
-struct InFlight<'a>(&'a PollSession);
-
-impl<'a> InFlight<'a> {
-    fn new(session: &'a PollSession) -> Self {
-        if session.in_flight.fetch_add(1, Ordering::AcqRel) > 0 {
-            session.superseded.notify_one();
+impl PollSession {
+    /// Counts one more request using the session (under the sessions' map
+    /// lock, so the watcher cannot expire it meanwhile); an earlier one
+    /// still holding it is told to answer now.
+    fn enter(&self) {
+        if self.in_flight.fetch_add(1, Ordering::AcqRel) > 0 {
+            self.superseded.notify_one();
         }
-        session.activity.notify_one();
-        InFlight(session)
+        self.activity.notify_one();
     }
 }
+
+/// Ends a request counted by [`PollSession::enter`] when dropped.
+struct InFlight<'a>(&'a PollSession);
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
@@ -170,13 +172,29 @@ impl PollSessions {
         self.len() == 0
     }
 
+    /// The live session `id` if `owner` may use it with `subs`, counted as
+    /// used by one more request ([`PollSession::enter`]).
     fn lookup(&self, id: SessionId, owner: &Owner, subs: &[String]) -> Option<Arc<PollSession>> {
         let map = self.map.lock();
         let session = map.get(&id)?;
         let usable = session.owner == *owner
             && session.subs == subs
             && !session.ended.load(Ordering::Acquire);
-        usable.then(|| Arc::clone(session))
+        usable.then(|| {
+            session.enter();
+            Arc::clone(session)
+        })
+    }
+
+    /// Forgets `session` if no request uses it; whether it did.
+    fn expire_idle(&self, session: &PollSession) -> bool {
+        let mut map = self.map.lock();
+        if session.in_flight.load(Ordering::Acquire) > 0 {
+            return false;
+        }
+        session.ended.store(true, Ordering::Release);
+        map.remove(&session.id);
+        true
     }
 
     fn remove(&self, session: &PollSession) {
@@ -185,7 +203,8 @@ impl PollSessions {
         session.activity.notify_one();
     }
 
-    /// Creates a session for `query` and starts its watcher.
+    /// Creates a session for `query`, used by the creating request, and
+    /// starts its watcher.
     fn create(
         self: &Arc<Self>,
         state: &Arc<BrokerState>,
@@ -227,6 +246,7 @@ impl PollSessions {
             _gauge: GaugeHold::new(&gauge),
             feed: tokio::sync::Mutex::new(feed),
         });
+        session.enter();
         map.insert(id, Arc::clone(&session));
         drop(map);
         let watcher = watch(
@@ -256,7 +276,7 @@ impl PollSessions {
             Some(session) => session,
             None => self.create(state, query, requester, subs)?,
         };
-        let _request = InFlight::new(&session);
+        let _request = InFlight(&session);
         let mut feed = session.feed.lock().await;
         let max = state.config.poll_batch;
         let mut batch = Batch::default();
@@ -319,7 +339,7 @@ async fn watch(
                 idle.as_mut().reset(Instant::now() + ttl);
             }
             _ = &mut idle => {
-                if session.in_flight.load(Ordering::Acquire) == 0 {
+                if sessions.expire_idle(&session) {
                     tracing::debug!(connection = session.queue.id(), "poll session expired");
                     break;
                 }
