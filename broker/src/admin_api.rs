@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use tickwire_protocol::ErrorCode;
 use tickwire_protocol::topic::{Pattern, Topic};
 
+use crate::metrics::FALLBACK_TRANSPORTS;
 use crate::registry::MAX_PAGE;
 use crate::state::BrokerState;
 
@@ -50,13 +51,20 @@ pub fn stats(state: &BrokerState) -> Value {
             "channels": m.backplane_channels.get(),
         })
     });
+    let sessions = |transport: &str| m.transport_sessions.with_label_values(&[transport]).get();
+    let fallback_bytes: u64 = FALLBACK_TRANSPORTS
+        .iter()
+        .map(|t| m.transport_bytes_out.with_label_values(&[*t]).get())
+        .sum();
     json!({
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_seconds": state.started.elapsed().as_secs_f64(),
         "ready": state.is_ready() && !state.backplane_down(),
         "connections": {
             "tcp": m.connections.get(),
-            "websocket": m.websockets.get(),
+            "websocket": sessions("ws"),
+            "sse": sessions("sse"),
+            "poll": sessions("poll"),
         },
         "subscriptions": m.subscriptions.get(),
         "topics": m.topics.get(),
@@ -64,7 +72,7 @@ pub fn stats(state: &BrokerState) -> Value {
             "publishes": m.messages_published.get(),
             "deliveries": m.deliveries.get(),
             "bytes_in": m.bytes_in.get(),
-            "bytes_out": m.bytes_out.get(),
+            "bytes_out": m.bytes_out.get() + fallback_bytes,
             "dropped": m.dropped.get(),
             "conflated": m.conflated.get(),
             "slow_consumer_closes": m.slow_consumer_disconnects.get(),

@@ -618,6 +618,15 @@ broker_settings! {
     dashboard: bool = false, "false",
         env "TICKWIRE_DASHBOARD", parse parse_bool,
         "Serve the live dashboard page at /dashboard on the main port (assets embedded in the binary; the page itself needs no credentials, the data it reads does: see docs/dashboard.md) and sample the busiest topics for /v1/stats once a second.";
+    max_poll_sessions: usize = 10_000, "10000",
+        env "TICKWIRE_MAX_POLL_SESSIONS", parse parse_count,
+        "Most long-poll sessions (GET /v1/poll) alive at once on this node; a poll that would create another is answered 503.";
+    poll_session_ttl: Duration = Duration::from_secs(30), "30s",
+        env "TICKWIRE_POLL_SESSION_TTL", parse parse_nonzero_duration,
+        "A long-poll session is forgotten this long after its last request ended; the client then resumes with its cursor.";
+    poll_batch: usize = 1000, "1000",
+        env "TICKWIRE_POLL_BATCH", parse parse_count,
+        "Most messages in one long-poll answer; the rest stay buffered for the next poll.";
 }
 
 impl BrokerConfig {

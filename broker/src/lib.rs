@@ -12,6 +12,8 @@
 //!   [`admin_api`]: the operational JSON (`/v1/stats`, `/v1/topics`);
 //!   [`dashboard`]: the embedded dashboard page (`--dashboard`) and
 //!   [`busiest`]: its busiest-topics sampler.
+//!   [`fallback`]: the Server-Sent Events and long-poll transports
+//!   (`/v1/sse`, `/v1/poll`), subscribe-only sessions rendered as JSON.
 //! * [`connection`]: one WebSocket connection's reader, keepalive and close
 //!   handshake; [`writer`]: its batched writer; [`handler`]: what it does
 //!   with each message ([`session::Session`] on `/ws`, [`echo::Echo`] on
@@ -59,6 +61,7 @@ pub mod config;
 pub mod connection;
 pub mod dashboard;
 pub mod echo;
+pub mod fallback;
 pub mod grants;
 pub mod handler;
 pub mod history;
