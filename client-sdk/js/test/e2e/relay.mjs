@@ -1,0 +1,55 @@
+// A loopback TCP relay in front of a broker, to cut a client's connection
+// (as a network failure would) and to refuse reconnections for a while.
+import { createServer, connect } from 'node:net';
+import { once } from 'node:events';
+
+/** Starts a relay on 127.0.0.1 (free port) forwarding to `target` ("host:port"). */
+export async function startRelay(target) {
+  const [host, port] = target.split(':');
+  const pairs = new Set();
+  let blocked = false;
+  const server = createServer((inbound) => {
+    if (blocked) {
+      inbound.destroy();
+      return;
+    }
+    const outbound = connect(Number(port), host);
+    const pair = [inbound, outbound];
+    pairs.add(pair);
+    const end = () => {
+      inbound.destroy();
+      outbound.destroy();
+      pairs.delete(pair);
+    };
+    inbound.on('error', end).on('close', end);
+    outbound.on('error', end).on('close', end);
+    inbound.pipe(outbound);
+    outbound.pipe(inbound);
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const addr = `127.0.0.1:${server.address().port}`;
+  return {
+    addr,
+    wsUrl: `ws://${addr}/ws`,
+    httpUrl: `http://${addr}`,
+    /** Cuts every relayed connection and refuses new ones until `restore`. */
+    cut() {
+      blocked = true;
+      for (const [a, b] of pairs) {
+        a.destroy();
+        b.destroy();
+      }
+      pairs.clear();
+    },
+    /** Accepts connections again. */
+    restore() {
+      blocked = false;
+    },
+    /** Stops the relay. */
+    async stop() {
+      this.cut();
+      server.close();
+    },
+  };
+}
