@@ -173,7 +173,8 @@ export class Client extends Emitter<ClientEvents> implements SubscriptionOwner {
     }
     for (const kind of this.kinds) {
       if (gen !== this.generation) return;
-      const transport = this.create(kind, this.context(token, this.hostFor(gen)));
+      const host = this.hostFor(gen);
+      const transport = this.create(kind, this.context(token, host));
       try {
         await transport.open();
       } catch (err) {
@@ -186,6 +187,7 @@ export class Client extends Emitter<ClientEvents> implements SubscriptionOwner {
         return;
       }
       this.connected(kind, transport, token);
+      host.activate();
       return;
     }
     if (gen === this.generation) this.scheduleReconnect(lastError);
@@ -195,10 +197,7 @@ export class Client extends Emitter<ClientEvents> implements SubscriptionOwner {
     this.conn = transport;
     this.transport = kind;
     this.connectedAt = Date.now();
-    for (const entry of this.entries.values()) {
-      entry.confirmed = false;
-      transport.subscribe(entry);
-    }
+    for (const entry of this.entries.values()) transport.subscribe(entry);
     const queued = this.outbox;
     this.outbox = [];
     this.outboxBytes = 0;
@@ -252,25 +251,35 @@ export class Client extends Emitter<ClientEvents> implements SubscriptionOwner {
     }, Math.min(delay, MAX_TIMER_MS));
   }
 
-  /** What the transport of generation `gen` reports to; reports of older connections are ignored. */
-  private hostFor(gen: number): TransportHost {
-    const live = (): boolean => gen === this.generation;
+  /**
+   * What the transport of generation `gen` reports to; reports of older
+   * connections are ignored. Reports that arrive while the transport is
+   * still opening (an SSE stream's first events) wait until `activate`, so
+   * the application sees them with the client already `connected`.
+   */
+  private hostFor(gen: number): TransportHost & { activate(): void } {
+    let active = false;
+    const early: Array<() => void> = [];
+    const run = (f: () => void): void => {
+      if (gen !== this.generation) return;
+      if (active) f();
+      else early.push(f);
+    };
     return {
       subscriptions: () => [...this.entries.values()],
-      deliver: (raw) => {
-        if (live()) this.deliver(raw);
-      },
-      subscribed: (pattern, info) => {
-        if (live()) this.subscribed(pattern, info);
-      },
-      refused: (pattern, error) => {
-        if (live()) this.refused(pattern, error);
-      },
-      lost: (error) => {
-        if (live() && this.conn) this.lost(error);
-      },
-      report: (error) => {
-        if (live()) this.emit('error', error);
+      deliver: (raw) => run(() => this.deliver(raw)),
+      subscribed: (pattern, info) => run(() => this.subscribed(pattern, info)),
+      refused: (pattern, error) => run(() => this.refused(pattern, error)),
+      lost: (error) => run(() => {
+        if (this.conn) this.lost(error);
+      }),
+      report: (error) => run(() => this.emit('error', error)),
+      activate: () => {
+        active = true;
+        for (const f of early.splice(0)) {
+          if (gen !== this.generation) return;
+          f();
+        }
       },
     };
   }
