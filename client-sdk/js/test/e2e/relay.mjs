@@ -3,8 +3,12 @@
 import { createServer, connect } from 'node:net';
 import { once } from 'node:events';
 
-/** Starts a relay on 127.0.0.1 (free port) forwarding to `target` ("host:port"). */
-export async function startRelay(target) {
+/**
+ * Starts a relay on 127.0.0.1 (free port) forwarding to `target`
+ * ("host:port"). With `blockWebSocket`, a connection whose first request is
+ * `GET /ws` is answered 403 and closed, as a proxy that refuses WebSocket.
+ */
+export async function startRelay(target, { blockWebSocket = false } = {}) {
   const [host, port] = target.split(':');
   const pairs = new Set();
   let blocked = false;
@@ -13,7 +17,22 @@ export async function startRelay(target) {
       inbound.destroy();
       return;
     }
+    if (blockWebSocket) {
+      inbound.once('data', (head) => {
+        if (/^GET \/ws[ ?]/.test(head.toString('latin1', 0, 16))) {
+          inbound.end('HTTP/1.1 403 Forbidden\r\ncontent-length: 0\r\nconnection: close\r\n\r\n');
+          return;
+        }
+        relay(inbound, head);
+      });
+      inbound.on('error', () => inbound.destroy());
+      return;
+    }
+    relay(inbound);
+  });
+  function relay(inbound, head) {
     const outbound = connect(Number(port), host);
+    if (head) outbound.write(head);
     const pair = [inbound, outbound];
     pairs.add(pair);
     const end = () => {
@@ -25,7 +44,7 @@ export async function startRelay(target) {
     outbound.on('error', end).on('close', end);
     inbound.pipe(outbound);
     outbound.pipe(inbound);
-  });
+  }
   server.listen(0, '127.0.0.1');
   await once(server, 'listening');
   const addr = `127.0.0.1:${server.address().port}`;
