@@ -30,7 +30,7 @@ step "cargo build (the end-to-end tests drive the real tickwire binary)"
 cargo build --workspace --bins --locked
 
 step "JavaScript client: npm ci, tsc, unit and end-to-end tests, bundle check (client-sdk/js/scripts/ci.sh)"
-TICKWIRE_BIN="$PWD/target/debug/tickwire" client-sdk/js/scripts/ci.sh
+TICKWIRE_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/tickwire" client-sdk/js/scripts/ci.sh
 
 step "Autobahn cases against the broker's WebSocket layer (installs kosoku if missing)"
 python3 scripts/autobahn.py --check-docs

@@ -2,8 +2,19 @@
 import { httpError, TickwireError } from '../errors.js';
 import type { TransportContext } from './transport.js';
 
-/** `fetch` bounded by `deadlineMs` and by `signal`; network failures become `transport` errors. */
-export async function fetchWithDeadline(ctx: TransportContext, url: string, init: RequestInit, deadlineMs: number, signal?: AbortSignal): Promise<Response> {
+/**
+ * `fetch` bounded by `deadlineMs` (up to the response head, or with
+ * `readBody` up to the end of the body, returned as text) and by `signal`;
+ * network failures become `transport` errors.
+ */
+export async function fetchWithDeadline(
+  ctx: TransportContext,
+  url: string,
+  init: RequestInit,
+  deadlineMs: number,
+  signal?: AbortSignal,
+  readBody = false,
+): Promise<{ res: Response; text: string }> {
   const controller = new AbortController();
   const onAbort = (): void => controller.abort();
   signal?.addEventListener('abort', onAbort);
@@ -13,7 +24,9 @@ export async function fetchWithDeadline(ctx: TransportContext, url: string, init
     controller.abort();
   }, deadlineMs);
   try {
-    return await ctx.fetch(url, { ...init, signal: controller.signal });
+    const res = await ctx.fetch(url, { ...init, signal: controller.signal });
+    const text = readBody || !res.ok ? await res.text() : '';
+    return { res, text };
   } catch (err) {
     if (timedOut) throw new TickwireError('timeout', `no answer from ${redact(url)} within ${deadlineMs} ms`);
     throw new TickwireError('transport', `request to ${redact(url)} failed: ${String(err)}`);
@@ -33,8 +46,7 @@ export async function httpPublish(ctx: TransportContext, topic: string, payload:
   const headers: Record<string, string> = { 'content-type': 'application/octet-stream' };
   if (ctx.token) headers['authorization'] = `Bearer ${ctx.token}`;
   const url = `${ctx.httpBase}/v1/publish/${topic}${retain ? '?retain=true' : ''}`;
-  const res = await fetchWithDeadline(ctx, url, { method: 'POST', headers, body: payload as Uint8Array<ArrayBuffer> }, ctx.requestTimeoutMs);
-  const text = await res.text();
+  const { res, text } = await fetchWithDeadline(ctx, url, { method: 'POST', headers, body: payload as Uint8Array<ArrayBuffer> }, ctx.requestTimeoutMs, undefined, true);
   if (!res.ok) throw httpError(res.status, text);
   try {
     const seq = (JSON.parse(text) as { seq?: unknown }).seq;

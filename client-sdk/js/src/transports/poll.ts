@@ -25,14 +25,14 @@ export class PollTransport extends StreamTransport {
       const extra: Array<[string, string]> = [['timeout', String(this.ctx.pollTimeoutS)]];
       if (session) extra.push(['session', session]);
       const url = `${this.ctx.httpBase}/v1/poll?${streamQuery(group.subs, this.ctx.token, extra, session === undefined)}`;
-      let res: Response;
+      let answered: { res: Response; text: string };
       try {
-        res = await fetchWithDeadline(this.ctx, url, {}, this.ctx.pollTimeoutS * 1000 + this.ctx.connectTimeoutMs, group.controller.signal);
+        answered = await fetchWithDeadline(this.ctx, url, {}, this.ctx.pollTimeoutS * 1000 + this.ctx.connectTimeoutMs, group.controller.signal, true);
       } catch (err) {
         if (group.stopped) return;
         throw err;
       }
-      const text = await res.text().catch(() => '');
+      const { res, text } = answered;
       if (group.stopped) return;
       if (!res.ok) throw httpError(res.status, text);
       let answer: PollAnswer;

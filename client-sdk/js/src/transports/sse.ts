@@ -15,8 +15,8 @@ export class SseTransport extends StreamTransport {
 
   protected async run(group: Group): Promise<void> {
     const url = `${this.ctx.httpBase}/v1/sse?${streamQuery(group.subs, this.ctx.token)}`;
-    const res = await fetchWithDeadline(this.ctx, url, { headers: { accept: 'text/event-stream' } }, this.ctx.connectTimeoutMs, group.controller.signal);
-    if (!res.ok) throw httpError(res.status, await res.text().catch(() => ''));
+    const { res, text } = await fetchWithDeadline(this.ctx, url, { headers: { accept: 'text/event-stream' } }, this.ctx.connectTimeoutMs, group.controller.signal);
+    if (!res.ok) throw httpError(res.status, text);
     if (!res.body) throw new TickwireError('transport', 'SSE answer without a body');
     group.started();
     const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();

@@ -89,8 +89,7 @@ export abstract class StreamTransport implements Transport {
 
   /** Checks the broker answers HTTP at all (any status), when there is nothing to subscribe. */
   private async probe(): Promise<void> {
-    const res = await fetchWithDeadline(this.ctx, `${this.ctx.httpBase}/healthz`, {}, this.ctx.connectTimeoutMs);
-    await res.body?.cancel();
+    await fetchWithDeadline(this.ctx, `${this.ctx.httpBase}/healthz`, {}, this.ctx.connectTimeoutMs, undefined, true);
   }
 
   private desired(): Map<string, WireSubscription[]> {

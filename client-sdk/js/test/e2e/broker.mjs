@@ -1,7 +1,8 @@
 // Starting real `tickwire serve` processes for the end-to-end tests.
 //
 // The binary is TICKWIRE_BIN when set, else this repository's
-// target/debug/tickwire, built once per test process with
+// target/debug/tickwire (under CARGO_TARGET_DIR when set), built once per
+// test process with
 // `cargo build -p tickwire-cli` (a no-op when it is up to date).
 import { execFileSync, spawn } from 'node:child_process';
 import { once } from 'node:events';
@@ -22,7 +23,7 @@ export function tickwireBinary() {
   if (process.env.TICKWIRE_BIN) return process.env.TICKWIRE_BIN;
   if (!built) {
     execFileSync('cargo', ['build', '-p', 'tickwire-cli'], { cwd: REPO, stdio: ['ignore', 'inherit', 'inherit'] });
-    built = join(REPO, 'target', 'debug', 'tickwire');
+    built = join(process.env.CARGO_TARGET_DIR ? resolve(REPO, process.env.CARGO_TARGET_DIR) : join(REPO, 'target'), 'debug', 'tickwire');
   }
   return built;
 }
