@@ -79,10 +79,15 @@ export abstract class StreamTransport implements Transport {
 
   async open(): Promise<void> {
     const desired = this.desired();
-    if (desired.size === 0) {
-      await this.probe();
-    } else {
-      await Promise.all([...desired.values()].map((subs) => this.start(subs[0] as WireSubscription, subs)));
+    try {
+      if (desired.size === 0) {
+        await this.probe();
+      } else {
+        await Promise.all([...desired.values()].map((subs) => this.start(subs[0] as WireSubscription, subs)));
+      }
+    } catch (err) {
+      this.close();
+      throw err;
     }
     this.opened = true;
   }
@@ -139,6 +144,7 @@ export abstract class StreamTransport implements Transport {
           if (group.stopped || this.closed) return;
           const error = err instanceof TickwireError ? err : new TickwireError('transport', String(err));
           group.stopped = true;
+          group.controller.abort();
           if (this.groups.get(key) === group) this.groups.delete(key);
           if (!started && !this.opened) {
             reject(error);
