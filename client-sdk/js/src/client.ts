@@ -225,6 +225,7 @@ export class Client extends Emitter<ClientEvents> implements SubscriptionOwner {
     this.refreshTimer = null;
     for (const entry of this.entries.values()) entry.confirmed = false;
     if (Date.now() - this.connectedAt >= STABLE_MS) this.attempt = 0;
+    if (!isRetryable(error.code)) this.emit('error', error);
     this.scheduleReconnect(error);
   }
 
