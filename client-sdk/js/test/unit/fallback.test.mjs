@@ -122,3 +122,23 @@ test('an unauthorized stream is reported with the broker code', async () => {
     await fake.stop();
   }
 });
+
+test('sse: a token provider is asked again before expiry and the stream restarts with the new token', async () => {
+  const fake = await startFake();
+  const b64 = (o) => Buffer.from(JSON.stringify(o)).toString('base64url');
+  let calls = 0;
+  const token = () => `${b64({ alg: 'HS256' })}.${b64({ exp: Math.floor(Date.now() / 1000) + 1, n: ++calls })}.sig`;
+  const c = new Client(fake.base, { transports: ['sse'], token });
+  try {
+    const sub = c.subscribe('tok.*');
+    await sub.ready;
+    const renewed = new Promise((resolve) => sub.on('subscribed', resolve));
+    await renewed;
+    const tokens = fake.requests.filter((r) => r.path === '/v1/sse').map((r) => JSON.parse(Buffer.from(r.query.get('token').split('.')[1], 'base64url')).n);
+    assert.deepEqual(tokens, [1, 2]);
+    assert.equal(c.state, 'connected');
+  } finally {
+    c.close();
+    await fake.stop();
+  }
+});
