@@ -106,7 +106,7 @@ function str(v: unknown): string {
 
 function positions(v: unknown): Record<string, Position> {
   const out: Record<string, Position> = {};
-  if (!(v instanceof Map) && (typeof v !== 'object' || v === null)) throw new TypeError('expected a map');
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new TypeError('expected a map');
   for (const [topic, pos] of Object.entries(v as Record<string, unknown>)) {
     if (!Array.isArray(pos) || pos.length !== 2) throw new TypeError('expected [epoch, seq]');
     out[topic] = [epochString(pos[0]), uint(pos[1])];

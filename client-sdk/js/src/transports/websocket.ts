@@ -33,7 +33,7 @@ interface Pending {
   timer: ReturnType<typeof setTimeout>;
 }
 
-/** Reason text of a broker close, by code (protocol.md section 11). */
+/** How a close (code and reason, protocol.md section 11) reads in an error message. */
 function closeText(code: number, reason: string): string {
   return `connection closed (${code}${reason ? ` ${reason}` : ''})`;
 }
