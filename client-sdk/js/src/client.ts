@@ -168,7 +168,9 @@ export class Client extends Emitter<ClientEvents> implements SubscriptionOwner {
       token = await this.currentToken();
     } catch (err) {
       if (gen !== this.generation) return;
-      this.scheduleReconnect(new TickwireError('unauthorized', `the token provider failed: ${String(err)}`));
+      const error = new TickwireError('unauthorized', `the token provider failed: ${String(err)}`);
+      this.emit('error', error);
+      this.scheduleReconnect(error);
       return;
     }
     for (const kind of this.kinds) {

@@ -142,3 +142,27 @@ test('sse: a token provider is asked again before expiry and the stream restarts
     await fake.stop();
   }
 });
+
+test('a failing token provider is reported and retried with backoff', async () => {
+  const fake = await startFake();
+  let calls = 0;
+  const c = new Client(fake.base, {
+    transports: ['poll'],
+    reconnect: { initialDelayMs: 1, maxDelayMs: 1 },
+    token: () => {
+      calls++;
+      if (calls === 1) throw new Error('identity provider down');
+      return 'tok';
+    },
+  });
+  try {
+    const error = await new Promise((resolve) => c.on('error', resolve));
+    assert.equal(error.code, 'unauthorized');
+    assert.match(error.message, /identity provider down/);
+    await new Promise((resolve) => c.on('state', (s) => s === 'connected' && resolve()));
+    assert.equal(calls, 2);
+  } finally {
+    c.close();
+    await fake.stop();
+  }
+});
