@@ -68,7 +68,10 @@ export function httpError(status: number, body: string): TickwireError {
   } catch {
     // not JSON: fall through to the status
   }
-  const code = status === 401 ? 'unauthorized' : status === 403 ? 'forbidden' : status === 429 ? 'rate_limited' : status >= 500 ? 'internal' : 'transport';
+  // Not the broker's JSON: a proxy or another server answered. Only 401 is
+  // taken at its word; anything else is a transport failure (try the next
+  // transport, retry later), never a refused subscription.
+  const code = status === 401 ? 'unauthorized' : status >= 500 ? 'internal' : 'transport';
   return new TickwireError(code, `HTTP ${status}${body ? `: ${body.slice(0, 200)}` : ''}`, status);
 }
 

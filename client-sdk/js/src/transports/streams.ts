@@ -9,7 +9,7 @@
  */
 import type { Position, SubscribedInfo } from '../codec.js';
 import { encodeCursor } from '../cursor.js';
-import { TickwireError } from '../errors.js';
+import { httpError, TickwireError } from '../errors.js';
 import { parseDeliveryJson } from '../message.js';
 import { mergePositions } from '../positions.js';
 import { fetchWithDeadline, httpPublish } from './http.js';
@@ -68,6 +68,8 @@ export function subscribedEventInfo(value: Record<string, unknown>): SubscribedI
 export abstract class StreamTransport implements Transport {
   abstract readonly kind: TransportKind;
   private groups = new Map<string, Group>();
+  /** Subscriptions the broker refused (until the client drops them; a new subscribe is a new object). */
+  private refused = new WeakSet<WireSubscription>();
   private syncQueued = false;
   private closed = false;
   private opened = false;
@@ -97,9 +99,11 @@ export abstract class StreamTransport implements Transport {
     await fetchWithDeadline(this.ctx, `${this.ctx.httpBase}/healthz`, {}, this.ctx.connectTimeoutMs, undefined, true);
   }
 
+  /** The subscriptions to carry now, by group key; those the broker refused are left out. */
   private desired(): Map<string, WireSubscription[]> {
     const groups = new Map<string, WireSubscription[]>();
     for (const sub of this.ctx.host.subscriptions()) {
+      if (this.refused.has(sub)) continue;
       const key = sub.maxRate === undefined ? '' : String(sub.maxRate);
       const list = groups.get(key) ?? [];
       list.push(sub);
@@ -115,7 +119,13 @@ export abstract class StreamTransport implements Transport {
       .join('\n');
   }
 
-  /** Starts a group's loop; resolves on its first 200 and rejects if it fails before. Later failures are losses. */
+  /**
+   * Starts a group's loop; resolves on its first 200 and rejects if it
+   * fails before (while the transport is opening). A request refused for a
+   * subscription reason (`forbidden`, `invalid_pattern`, ...) refuses the
+   * group's subscriptions the broker never confirmed and starts again
+   * without them; any other failure after the first 200 is a loss.
+   */
   private start(first: WireSubscription, subs: WireSubscription[]): Promise<void> {
     const key = first.maxRate === undefined ? '' : String(first.maxRate);
     const previous = this.groups.get(key);
@@ -146,28 +156,62 @@ export abstract class StreamTransport implements Transport {
           group.stopped = true;
           group.controller.abort();
           if (this.groups.get(key) === group) this.groups.delete(key);
+          const fresh = group.subs.filter((s) => !s.everConfirmed);
+          if (SUBSCRIPTION_REFUSALS.has(error.code) && fresh.length > 0) {
+            void this.blame(fresh, error).then(() => {
+              if (this.closed) return;
+              const rest = this.desired().get(key);
+              if (!rest) {
+                started = true;
+                resolve();
+                return;
+              }
+              this.start(rest[0] as WireSubscription, rest).then(resolve, reject);
+            });
+            return;
+          }
           if (!started && !this.opened) {
             reject(error);
             return;
           }
           started = true;
           resolve();
-          this.failed(group, error);
+          this.closeAll();
+          this.ctx.host.lost(error);
         },
       );
     });
   }
 
-  /** A group's loop failed after the transport was open: refuse new subscriptions, or report the loss. */
-  private failed(group: Group, error: TickwireError): void {
-    const fresh = group.subs.filter((s) => !s.everConfirmed);
-    if (SUBSCRIPTION_REFUSALS.has(error.code) && fresh.length > 0) {
-      for (const sub of fresh) this.ctx.host.refused(sub.pattern, error);
-      this.sync();
-      return;
+  /**
+   * Finds which of `fresh` the broker refuses: alone there is nothing to
+   * find; among several, each is asked about with an immediate poll
+   * (`timeout=0`, one request per subscription, only on this error path).
+   * Those refused (or all, when none is singled out) are reported refused
+   * and left out of later requests.
+   */
+  private async blame(fresh: WireSubscription[], error: TickwireError): Promise<void> {
+    let guilty: Array<[WireSubscription, TickwireError]> = fresh.map((sub) => [sub, error]);
+    if (fresh.length > 1) {
+      const verdicts = await Promise.all(
+        fresh.map(async (sub): Promise<[WireSubscription, TickwireError] | null> => {
+          const url = `${this.ctx.httpBase}/v1/poll?${streamQuery([sub], this.ctx.token, [['timeout', '0']], false)}`;
+          try {
+            const { res, text } = await fetchWithDeadline(this.ctx, url, {}, this.ctx.connectTimeoutMs, undefined, true);
+            const refusal = res.ok ? null : httpError(res.status, text);
+            return refusal && SUBSCRIPTION_REFUSALS.has(refusal.code) ? [sub, refusal] : null;
+          } catch {
+            return null;
+          }
+        }),
+      );
+      const found = verdicts.filter((v): v is [WireSubscription, TickwireError] => v !== null);
+      if (found.length > 0) guilty = found;
     }
-    this.closeAll();
-    this.ctx.host.lost(error);
+    for (const [sub, refusal] of guilty) {
+      this.refused.add(sub);
+      this.ctx.host.refused(sub.pattern, refusal);
+    }
   }
 
   /** Restarts (soon, once per burst of changes) every group whose subscriptions changed. */

@@ -5,10 +5,11 @@ import { once } from 'node:events';
 
 /**
  * Starts a relay on 127.0.0.1 (free port) forwarding to `target`
- * ("host:port"). With `blockWebSocket`, a connection whose first request is
- * `GET /ws` is answered 403 and closed, as a proxy that refuses WebSocket.
+ * ("host:port"). A connection whose first request is a `GET` of one of
+ * `blockPaths` (e.g. `/ws`, as a proxy that refuses WebSocket) is answered
+ * 403 and closed.
  */
-export async function startRelay(target, { blockWebSocket = false } = {}) {
+export async function startRelay(target, { blockPaths = [] } = {}) {
   const [host, port] = target.split(':');
   const pairs = new Set();
   let blocked = false;
@@ -17,9 +18,10 @@ export async function startRelay(target, { blockWebSocket = false } = {}) {
       inbound.destroy();
       return;
     }
-    if (blockWebSocket) {
+    if (blockPaths.length > 0) {
       inbound.once('data', (head) => {
-        if (/^GET \/ws[ ?]/.test(head.toString('latin1', 0, 16))) {
+        const path = /^GET ([^ ?]+)/.exec(head.toString('latin1', 0, 256))?.[1];
+        if (path !== undefined && blockPaths.includes(path)) {
           inbound.end('HTTP/1.1 403 Forbidden\r\ncontent-length: 0\r\nconnection: close\r\n\r\n');
           return;
         }

@@ -68,12 +68,12 @@ for (const kind of ['sse', 'poll']) {
   });
 }
 
-for (const [kind, transports] of [['sse', undefined], ['poll', ['websocket', 'poll']]]) {
-  test(`WebSocket refused: falls back to ${kind}, receives in order, resumes after a cut`, async (t) => {
+for (const [kind, blockPaths] of [['sse', ['/ws']], ['poll', ['/ws', '/v1/sse']]]) {
+  test(`${blockPaths.join(' and ')} refused: falls back to ${kind}, receives in order, resumes after a cut`, async (t) => {
     if (!supported) return t.skip('the broker has no /v1/sse and /v1/poll yet');
-    const relay = await startRelay(broker.addr, { blockWebSocket: true });
+    const relay = await startRelay(broker.addr, { blockPaths });
     const publisher = client(broker.wsUrl, { transports: ['websocket'] });
-    const c = client(relay.wsUrl, transports ? { transports } : {});
+    const c = client(relay.wsUrl);
     try {
       const sub = c.subscribe(`iot.fb${kind}.*`);
       await sub.ready;

@@ -14,6 +14,7 @@ export async function startFake() {
   const queued = []; // deliveries for the next poll
   const seqs = new Map();
   let refuse = null; // { status, code } answered to the next stream/poll request
+  const forbidden = new Set(); // patterns whose stream/poll requests are answered 403 forbidden
   const server = createServer((req, res) => {
     const url = new URL(req.url, 'http://x');
     const entry = { method: req.method, path: url.pathname, query: url.searchParams, headers: req.headers };
@@ -33,6 +34,10 @@ export async function startFake() {
       return;
     }
     const subs = url.searchParams.getAll('sub');
+    if ((url.pathname === '/v1/sse' || url.pathname === '/v1/poll') && subs.some((sub) => forbidden.has(sub))) {
+      res.writeHead(403, { 'content-type': 'application/json' }).end(JSON.stringify({ error: { code: 'forbidden', message: 'not granted' } }));
+      return;
+    }
     if (url.pathname === '/v1/sse') {
       res.writeHead(200, { 'content-type': 'text/event-stream' });
       res.write('retry: 1000\n\n');
@@ -102,6 +107,10 @@ export async function startFake() {
     /** The next stream or poll request is answered with this error. */
     refuseNext(status, code) {
       refuse = { status, code };
+    },
+    /** Every later stream or poll request that includes `pattern` is answered 403 forbidden. */
+    forbid(pattern) {
+      forbidden.add(pattern);
     },
     /** Cursor positions of a request, or null. */
     cursorOf(request) {

@@ -166,3 +166,22 @@ test('a failing token provider is reported and retried with backoff', async () =
     await fake.stop();
   }
 });
+
+test('sse: among several new subscriptions, only the forbidden one is refused', async () => {
+  const fake = await startFake();
+  fake.forbid('secret.*');
+  const c = new Client(fake.base, { transports: ['sse'] });
+  try {
+    const ok = c.subscribe('ok.*');
+    const denied = c.subscribe('secret.*');
+    const also = c.subscribe('also.>');
+    await assert.rejects(denied.ready, (e) => e.code === 'forbidden' && e.status === 403);
+    await Promise.all([ok.ready, also.ready]);
+    assert.equal(c.state, 'connected');
+    fake.deliver({ topic: 'also.x', epoch: '1', seq: 1, time: 1, data: 'fine' });
+    assert.equal((await next(also, 1))[0].data, 'fine');
+  } finally {
+    c.close();
+    await fake.stop();
+  }
+});
