@@ -12,12 +12,16 @@ import { encodeValue, epochValue, type Position } from './codec.js';
 /** Most topics the broker takes in one cursor; the client keeps the most recently delivered ones. */
 export const MAX_CURSOR_TOPICS = 1024;
 
-/** Most characters of a cursor the broker takes. */
-export const MAX_CURSOR_CHARS = 64 * 1024;
+/**
+ * Most characters of a cursor this client sends: half the broker's 64 KiB
+ * bound, so that the whole request line (subs, token) stays within the
+ * broker's 64 KiB request head.
+ */
+export const MAX_CURSOR_CHARS = 32 * 1024;
 
 /**
  * The cursor of `positions` (insertion order = delivery order). Within the
- * broker's bounds: the most recently delivered `MAX_CURSOR_TOPICS` topics,
+ * bounds: the most recently delivered `MAX_CURSOR_TOPICS` topics,
  * fewer when their text would exceed `MAX_CURSOR_CHARS` (topics left out
  * are replayed from all the broker keeps, as new ones).
  */

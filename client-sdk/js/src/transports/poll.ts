@@ -1,7 +1,10 @@
 /**
- * The long-poll transport: `GET /v1/poll` per group, in a loop. The first
- * request (or one after the broker closed the session) carries the cursor
- * built from tracked positions; later ones carry the `session` id. Each
+ * The long-poll transport: `GET /v1/poll` per group, in a loop. Every
+ * request carries the cursor built from tracked positions (once the
+ * subscriptions are confirmed) and, after the first, the `session` id: a
+ * live session ignores the cursor; an expired or unknown one (a tab that
+ * stopped polling, another node, a restart) is replaced by a new session
+ * resuming from it, without a gap. Each
  * request is held by the broker up to `timeout` seconds, and bounded here by
  * that plus the connect timeout.
  */
@@ -24,7 +27,7 @@ export class PollTransport extends StreamTransport {
     while (!group.stopped) {
       const extra: Array<[string, string]> = [['timeout', String(this.ctx.pollTimeoutS)]];
       if (session) extra.push(['session', session]);
-      const url = `${this.ctx.httpBase}/v1/poll?${streamQuery(group.subs, this.ctx.token, extra, session === undefined)}`;
+      const url = `${this.ctx.httpBase}/v1/poll?${streamQuery(group.subs, this.ctx.token, extra)}`;
       let answered: { res: Response; text: string };
       try {
         answered = await fetchWithDeadline(this.ctx, url, {}, this.ctx.pollTimeoutS * 1000 + this.ctx.connectTimeoutMs, group.controller.signal, true);

@@ -41,6 +41,10 @@ for (const kind of ['sse', 'poll']) {
       assert.equal(post.headers.authorization, 'Bearer tok');
       const [m] = await next(sub, 1);
       assert.deepEqual([m.topic, m.epoch, m.seq, m.data], ['fx.a', '77', 1, { px: 1 }]);
+      if (kind === 'poll') {
+        // Every later poll names the session and carries the cursor, so an expired session resumes.
+        await waitFor(() => fake.requests.some((r) => r.query.get('session') === 'f00d' && fake.cursorOf(r)?.['fx.a']?.[1] === 1));
+      }
 
       // Adding a subscription restarts the stream with a cursor of tracked positions.
       const before = fake.requests.length;
