@@ -1,7 +1,6 @@
 // SSE and long-poll against the real broker (GET /v1/sse, GET /v1/poll):
 // a forced transport receives exactly what a WebSocket subscriber receives,
 // the client falls back when WebSocket is refused, and resumes after a cut.
-// Skipped while the broker under test has no such endpoints (404).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import WebSocket from 'ws';
@@ -17,12 +16,8 @@ history_messages = 1000
 `;
 
 let broker;
-let supported = false;
 before(async () => {
   broker = await startBroker(['--config', writeFile(scratch(), 'history.toml', HISTORY)]);
-  const res = await fetch(`${broker.httpUrl}/v1/poll?sub=probe.x&timeout=0`);
-  await res.arrayBuffer();
-  supported = res.status !== 404;
 });
 after(async () => {
   await broker?.stop();
@@ -35,8 +30,7 @@ function client(url, options = {}) {
 const view = (m) => [m.topic, m.epoch, m.seq, m.time, JSON.stringify(m.data), Buffer.from(m.payload).toString('hex')];
 
 for (const kind of ['sse', 'poll']) {
-  test(`forced ${kind} receives exactly what WebSocket receives`, async (t) => {
-    if (!supported) return t.skip('the broker has no /v1/sse and /v1/poll yet');
+  test(`forced ${kind} receives exactly what WebSocket receives`, async () => {
     const ws = client(broker.wsUrl, { transports: ['websocket'] });
     const other = client(broker.httpUrl, { transports: [kind] });
     const auto = client(broker.httpUrl, { transports: [kind] });
@@ -69,8 +63,7 @@ for (const kind of ['sse', 'poll']) {
 }
 
 for (const [kind, blockPaths] of [['sse', ['/ws']], ['poll', ['/ws', '/v1/sse']]]) {
-  test(`${blockPaths.join(' and ')} refused: falls back to ${kind}, receives in order, resumes after a cut`, async (t) => {
-    if (!supported) return t.skip('the broker has no /v1/sse and /v1/poll yet');
+  test(`${blockPaths.join(' and ')} refused: falls back to ${kind}, receives in order, resumes after a cut`, async () => {
     const relay = await startRelay(broker.addr, { blockPaths });
     const publisher = client(broker.wsUrl, { transports: ['websocket'] });
     const c = client(relay.wsUrl);
@@ -99,8 +92,7 @@ for (const [kind, blockPaths] of [['sse', ['/ws']], ['poll', ['/ws', '/v1/sse']]
   });
 }
 
-test('a token in the query authenticates SSE; a refused pattern gets the broker code', async (t) => {
-  if (!supported) return t.skip('the broker has no /v1/sse and /v1/poll yet');
+test('a token in the query authenticates SSE; a refused pattern gets the broker code', async () => {
   const secret = writeFile(scratch(), 'secret', 'another-test-secret-of-at-least-32-bytes\n');
   const authed = await startBroker(['--jwt-hmac-secret-file', secret]);
   const { tickwire } = await import('./broker.mjs');
