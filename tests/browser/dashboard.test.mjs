@@ -7,17 +7,17 @@ import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
 import { after, before, test } from 'node:test';
 import {
-  NO_CLIENT_BUNDLE, WAIT_MS, configFile, launch, newPage, openDashboard, publishJson, publisher, range,
+  WAIT_MS, configFile, launch, newPage, openDashboard, publishJson, publisher, range,
   startBroker, tailPattern, tailSeqs, waitConnected, waitInPage, waitSubscribed, waitTail,
 } from './lib.mjs';
 
 const SCREENSHOT = new URL('../../docs/images/dashboard.png', import.meta.url).pathname;
 
 let browser;
-before(async () => { if (!NO_CLIENT_BUNDLE) browser = await launch(); });
+before(async () => { browser = await launch(); });
 after(async () => { await browser?.close(); });
 
-test('the dashboard loads, shows rates, and its ticker shows what tickwire pub publishes', { skip: NO_CLIENT_BUNDLE }, async () => {
+test('the dashboard loads, shows rates, and its ticker shows what tickwire pub publishes', async () => {
   const broker = await startBroker();
   try {
     const page = await newPage(browser);
@@ -59,7 +59,7 @@ test('the dashboard loads, shows rates, and its ticker shows what tickwire pub p
   }
 });
 
-test('a burst of thousands of messages is rendered in a few frames, with a bounded tail', { skip: NO_CLIENT_BUNDLE }, async () => {
+test('a burst of thousands of messages is rendered in a few frames, with a bounded tail', async () => {
   const broker = await startBroker();
   try {
     const page = await openDashboard(browser, broker);
@@ -81,7 +81,7 @@ test('a burst of thousands of messages is rendered in a few frames, with a bound
   }
 });
 
-test('the page\'s client resumes without a gap after the broker restarts on the same port', { skip: NO_CLIENT_BUNDLE }, async () => {
+test('the page\'s client resumes without a gap after the broker restarts on the same port', async () => {
   // History for resume.>: after the restart, a topic new to the client is
   // replayed from its start, so the order of reconnect and publish does not
   // matter.
@@ -113,7 +113,7 @@ test('the page\'s client resumes without a gap after the broker restarts on the 
   }
 });
 
-test('a screenshot of the dashboard under load', { skip: NO_CLIENT_BUNDLE }, async () => {
+test('a screenshot of the dashboard under load', async () => {
   const broker = await startBroker();
   const symbols = { AAPL: 189.5, MSFT: 411.2, NVDA: 121.4, AMZN: 186.9, GOOG: 171.3, META: 502.8, TSLA: 248.1, NFLX: 655.4 };
   const feeds = Object.keys(symbols).map((s) => [s, publisher(broker, `stocks.${s}`)]);

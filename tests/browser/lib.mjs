@@ -4,7 +4,7 @@
 
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -16,22 +16,6 @@ export const TICKWIRE_BIN = process.env.TICKWIRE_BIN
 export const CHROMIUM = process.env.CHROMIUM_BIN ?? '/usr/bin/chromium';
 /** Bound of every wait on the page or a process, ms. */
 export const WAIT_MS = 20_000;
-
-/**
- * Why the page tests cannot run, or false: the broker embeds
- * broker/assets/dashboard/tickwire-client.js, which is a placeholder until
- * the JS client's bundle is committed there.
- */
-export const NO_CLIENT_BUNDLE = readFileSync(new URL('../../broker/assets/dashboard/tickwire-client.js', import.meta.url), 'utf8')
-  .includes('is a placeholder')
-  && 'broker/assets/dashboard/tickwire-client.js is a placeholder: commit the JS client bundle (client-sdk/js, npm run bundle)';
-
-/** Whether `broker` serves the SSE transport (GET /v1/sse answers something other than 404). */
-export async function hasSse(broker) {
-  const response = await fetch(`${broker.base}/v1/sse`);
-  await response.body?.cancel();
-  return response.status !== 404;
-}
 
 /** The environment without TICKWIRE_* variables (they would change the configuration under test). */
 function cleanEnv() {

@@ -6,15 +6,13 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import {
-  NO_CLIENT_BUNDLE, WAIT_MS, configFile, hasSse, launch, newPage, openDashboard, publishJson, range, startBroker,
+  WAIT_MS, configFile, launch, newPage, openDashboard, publishJson, range, startBroker,
   tailPattern, tailSeqs, waitConnected, waitInPage, waitTail,
 } from './lib.mjs';
 
 let browser;
-before(async () => { if (!NO_CLIENT_BUNDLE) browser = await launch(); });
+before(async () => { browser = await launch(); });
 
-/** The broker's SSE and long-poll transports (GET /v1/sse, /v1/poll) are another branch's; until they are here, these tests say so and skip. */
-const NO_SSE = 'this broker has no GET /v1/sse yet (the transports branch)';
 after(async () => { await browser?.close(); });
 
 /** Makes every WebSocket to /ws of `page` fail before it opens (as a proxy that refuses upgrades would). */
@@ -27,14 +25,13 @@ async function blockSse(page) {
   await page.route(/\/v1\/sse(\?|$)/, (route) => route.abort('blockedbyclient'));
 }
 
-test('with WebSocket blocked the client falls back to SSE, then to long-poll, and receives everything in order', { skip: NO_CLIENT_BUNDLE }, async (t) => {
+test('with WebSocket blocked the client falls back to SSE, then to long-poll, and receives everything in order', async () => {
   // History for fb.>: the topic published after the restart is new to the
   // client, so it is replayed from its start whenever the client is back.
   const config = configFile('[[topic]]\npattern = "fb.>"\nhistory_messages = 1000\n');
   let broker = await startBroker({ args: ['--config', config] });
   const port = broker.port;
   try {
-    if (!(await hasSse(broker))) return t.skip(NO_SSE);
     const page = await newPage(browser);
     await blockWebSocket(page);
     await page.goto(`${broker.base}/dashboard`);
@@ -64,10 +61,9 @@ test('with WebSocket blocked the client falls back to SSE, then to long-poll, an
   }
 });
 
-test('SSE and long-poll deliver exactly what a WebSocket subscriber receives', { skip: NO_CLIENT_BUNDLE }, async (t) => {
+test('SSE and long-poll deliver exactly what a WebSocket subscriber receives', async () => {
   const broker = await startBroker();
   try {
-    if (!(await hasSse(broker))) return t.skip(NO_SSE);
     const page = await openDashboard(browser, broker);
     // Three clients of the page's bundle, one per forced transport, on the
     // same patterns (one wildcard, one exact).
