@@ -328,7 +328,8 @@ function renderStats(stats) {
   $('total-bytes').textContent = `${formatBytes(counters.bytes_out)} sent · ${formatBytes(counters.bytes_in)} received`;
   const conns = stats.connections;
   $('connections').textContent = formatRate(conns.tcp);
-  $('connections-detail').textContent = Object.entries(conns).filter(([k]) => k !== 'tcp').map(([k, v]) => `${k} ${v}`).join(' · ');
+  const kinds = ['websocket', 'sse', 'poll'].filter((k) => k in conns);
+  $('connections-detail').textContent = kinds.map((k) => `${k} ${conns[k]}`).join(' · ');
   $('subs-topics').textContent = `${formatRate(stats.subscriptions)} · ${formatRate(stats.topics)}`;
   $('uptime').textContent = formatUptime(stats.uptime_seconds);
   $('dropped').textContent = `${formatRate(counters.dropped)} · ${formatRate(counters.slow_consumer_closes)}`;
