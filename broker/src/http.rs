@@ -333,12 +333,12 @@ pub async fn route<S: Transport>(
         _ if operational_here => json_error(
             StatusCode::NOT_FOUND,
             "not_found",
-            "unknown path; routes are GET /ws, POST /v1/publish/{topic}, GET /v1/sse, /v1/poll, /v1/stats, /v1/topics, /metrics, /healthz, /readyz (and /dashboard with --dashboard)",
+            "unknown path; routes are GET /ws, POST /v1/publish/{topic}, GET /v1/sse, GET /v1/poll, GET /v1/stats, GET /v1/topics, GET /metrics, /healthz, /readyz (and GET /dashboard with --dashboard)",
         ),
         _ => json_error(
             StatusCode::NOT_FOUND,
             "not_found",
-            "unknown path; routes here are GET /ws, POST /v1/publish/{topic}, GET /v1/sse, /v1/poll, /v1/stats and /v1/topics (and /dashboard with --dashboard); metrics and health are on the metrics listener (--metrics-listen)",
+            "unknown path; routes here are GET /ws, POST /v1/publish/{topic}, GET /v1/sse, GET /v1/poll, GET /v1/stats and GET /v1/topics (and GET /dashboard with --dashboard); metrics and health are on the metrics listener (--metrics-listen)",
         ),
     };
     with_cors(response, cors)
