@@ -4,15 +4,11 @@
 
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { chromium } from 'playwright-core';
+import { scratch, startBroker as startServe, tickwireBinary, writeFile } from '../../client-sdk/js/test/e2e/broker.mjs';
 
 /** The tickwire binary: TICKWIRE_BIN, else the workspace's debug build. */
-export const TICKWIRE_BIN = process.env.TICKWIRE_BIN
-  ?? (process.env.CARGO_TARGET_DIR ? `${process.env.CARGO_TARGET_DIR}/debug/tickwire` : new URL('../../target/debug/tickwire', import.meta.url).pathname);
+export const TICKWIRE_BIN = tickwireBinary();
 export const CHROMIUM = process.env.CHROMIUM_BIN ?? '/usr/bin/chromium';
 /** Bound of every wait on the page or a process, ms. */
 export const WAIT_MS = 20_000;
@@ -24,51 +20,17 @@ function cleanEnv() {
 
 /** A broker config file holding `text`; returns its path. */
 export function configFile(text) {
-  const dir = mkdtempSync(join(tmpdir(), 'tickwire-browser-'));
-  const path = join(dir, 'tickwire.toml');
-  writeFileSync(path, text);
-  return path;
+  return writeFile(scratch(), 'tickwire.toml', text);
 }
 
 /**
  * Starts `tickwire serve --dashboard --listen 127.0.0.1:PORT` (0: any free
- * port) plus `args`, and resolves when its banner names the address.
+ * port) plus `args` with the JS client's e2e helper, and resolves when its
+ * banner names the address.
  */
 export async function startBroker({ port = 0, args = [] } = {}) {
-  const child = spawn(TICKWIRE_BIN, ['serve', '--dashboard', '--listen', `127.0.0.1:${port}`, '--log-level', 'warn', ...args], {
-    env: cleanEnv(),
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let stderr = '';
-  child.stderr.on('data', (chunk) => { stderr = (stderr + chunk).slice(-4000); });
-  const lines = createInterface({ input: child.stdout });
-  const banner = await new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`no banner within ${WAIT_MS} ms: ${stderr}`)), WAIT_MS);
-    lines.on('line', (line) => {
-      // Same rule as tests/src/lib.rs banner_addr: the first IP:PORT token.
-      const addr = line.split(/\s+/).find((w) => /^\d+\.\d+\.\d+\.\d+:\d+$/.test(w));
-      if (addr) { clearTimeout(timer); resolve(addr); }
-    });
-    child.once('exit', (code) => { clearTimeout(timer); reject(new Error(`tickwire serve exited (${code}): ${stderr}`)); });
-  });
-  const [host, portText] = banner.split(':');
-  return {
-    host,
-    port: Number(portText),
-    addr: banner,
-    base: `http://${banner}`,
-    ws: `ws://${banner}/ws`,
-    child,
-    /** Stops it (SIGTERM) and waits for it to exit. */
-    async stop() {
-      if (child.exitCode !== null || child.signalCode !== null) return;
-      const exited = once(child, 'exit');
-      child.kill('SIGTERM');
-      const timer = setTimeout(() => child.kill('SIGKILL'), WAIT_MS);
-      await exited;
-      clearTimeout(timer);
-    },
-  };
+  const broker = await startServe(['--dashboard', '--log-level', 'warn', ...args], port);
+  return { ...broker, base: broker.httpUrl, ws: broker.wsUrl };
 }
 
 /** Runs `tickwire ARGS` with `input` on standard input; resolves with its output, rejects on failure. */
