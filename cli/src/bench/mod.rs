@@ -4,6 +4,8 @@
 //! * `topics`: T topics × K subscribers, M publishers.
 //! * `connections`: C idle subscribed connections; connect rate and the
 //!   broker's memory per connection.
+//! * `transports`: the same fan-out over WebSocket, SSE and long-poll at
+//!   fixed rates: latency, bytes on the wire and broker CPU per delivery.
 //!
 //! The load side is built not to be the bottleneck: subscribers are raw
 //! sockets read in big chunks whose frames are walked in place
@@ -27,6 +29,7 @@ mod load;
 mod raw_client;
 mod report;
 mod topics;
+mod transports;
 mod walker;
 #[cfg(test)]
 mod walker_tests;
@@ -76,6 +79,11 @@ enum BenchKind {
     ///
     /// Example: taskset -c 1 tickwire bench recv-capacity --sender-cpu 0
     RecvCapacity(capacity::CapacityArgs),
+    /// The same 1 → N fan-out over WebSocket, SSE and long-poll at fixed
+    /// rates: latency, bytes on the wire and broker CPU per delivery.
+    ///
+    /// Example: tickwire bench transports --subscribers 100 --rates 100,1000,5000 --broker-pid $(pidof tickwire)
+    Transports(transports::TransportsArgs),
 }
 
 /// Flags shared by every benchmark.
@@ -177,6 +185,7 @@ pub fn run(args: BenchArgs) -> ExitCode {
         BenchKind::Topics(a) => topics::run(a),
         BenchKind::Connections(a) => connections::run(a),
         BenchKind::RecvCapacity(a) => capacity::run(a),
+        BenchKind::Transports(a) => transports::run(a),
     };
     ExitCode::from(code)
 }
