@@ -260,7 +260,10 @@ mod tests {
 
     #[test]
     fn requests_and_queries() {
-        let target = with_query("/v1/poll", &[("sub", "a.*"), ("cursor", "gA"), ("x", "é &")]);
+        let target = with_query(
+            "/v1/poll",
+            &[("sub", "a.*"), ("cursor", "gA"), ("x", "é &")],
+        );
         assert_eq!(target, "/v1/poll?sub=a.%2A&cursor=gA&x=%C3%A9%20%26");
         let request = get_request("h:1", &target, "application/json", Some("T"));
         assert_eq!(

@@ -38,6 +38,8 @@ mod run;
 mod sse;
 mod summary;
 mod tally;
+#[cfg(test)]
+mod tests;
 mod ws;
 
 use std::future::Future;
@@ -101,7 +103,12 @@ pub struct TransportsArgs {
     #[arg(long, default_value = "100", value_parser = parse_count, value_name = "N")]
     pub subscribers: usize,
     /// Publish rates to measure (messages/s), one run each per transport.
-    #[arg(long, value_delimiter = ',', default_value = "100,1000,5000", value_name = "RATES")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "100,1000,5000",
+        value_name = "RATES"
+    )]
     pub rates: Vec<f64>,
     /// How long each run publishes.
     #[arg(long, default_value = "5s", value_parser = parse_duration, value_name = "DURATION")]

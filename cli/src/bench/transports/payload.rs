@@ -110,7 +110,10 @@ mod tests {
     fn foreign_payloads_have_no_stamp() {
         assert_eq!(stamp_of(b""), None);
         assert_eq!(stamp_of(&[0x82, 0xa1, b't', 0xcf, 1, 2]), None);
-        assert_eq!(stamp_of(&[0x81, 0xa1, b't', 0xcf, 0, 0, 0, 0, 0, 0, 0, 1]), None);
+        assert_eq!(
+            stamp_of(&[0x81, 0xa1, b't', 0xcf, 0, 0, 0, 0, 0, 0, 0, 1]),
+            None
+        );
     }
 
     #[test]

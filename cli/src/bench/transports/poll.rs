@@ -111,9 +111,9 @@ impl Poller {
                     self.read_more().await?;
                 }
             }
-            Framing::UntilClose => {
-                Err("poll answer without Content-Length or chunks on a keep-alive connection".into())
-            }
+            Framing::UntilClose => Err(
+                "poll answer without Content-Length or chunks on a keep-alive connection".into(),
+            ),
         }
     }
 
@@ -153,7 +153,10 @@ pub async fn open(setup: &Setup<'_>, timeout: u32) -> Result<Poller, ConnectErro
                 .iter()
                 .find(|e| matches!(e.kind.as_deref(), Some("error" | "close")))
             {
-                return Err(ConnectError::Subscribe(format!("poll event: {}", e.describe())));
+                return Err(ConnectError::Subscribe(format!(
+                    "poll event: {}",
+                    e.describe()
+                )));
             }
             if answer
                 .events

@@ -138,7 +138,8 @@ mod tests {
             else {
                 panic!("no frame");
             };
-            let ClientMessage::Publish { topic, payload, .. } = ClientMessage::decode(&body).unwrap()
+            let ClientMessage::Publish { topic, payload, .. } =
+                ClientMessage::decode(&body).unwrap()
             else {
                 panic!("not a publish");
             };

@@ -121,7 +121,10 @@ pub async fn run(
     let target = Arc::new(target.clone());
     let topic: Arc<str> = topic.into();
     if !args.quiet {
-        stderrln!("transports: {name} at {} msg/s: opening {n} subscribers on {topic}", si(rate));
+        stderrln!(
+            "transports: {name} at {} msg/s: opening {n} subscribers on {topic}",
+            si(rate)
+        );
     }
     let setup_started = Instant::now();
     let mut tasks = Vec::with_capacity(n);

@@ -112,6 +112,9 @@ pub struct Stream {
     /// Decoded body bytes (reused).
     body: Vec<u8>,
     parser: Parser,
+    /// Events parsed but not yet handled (those after `subscribed` in the
+    /// read that completed the setup).
+    events: Vec<SseEvent>,
 }
 
 impl Stream {
@@ -163,13 +166,18 @@ pub async fn open(setup: &Setup<'_>) -> Result<Stream, ConnectError> {
             raw,
             body: Vec::new(),
             parser: Parser::default(),
+            events: Vec::new(),
         };
         let mut events = Vec::new();
         loop {
             sse.decode(&mut events).map_err(ConnectError::Closed)?;
-            for event in events.drain(..) {
+            let mut parsed = events.drain(..);
+            while let Some(event) = parsed.next() {
                 match event.name.as_str() {
-                    "subscribed" => return Ok(sse),
+                    "subscribed" => {
+                        sse.events.extend(parsed);
+                        return Ok(sse);
+                    }
                     "error" | "close" => {
                         return Err(ConnectError::Subscribe(format!(
                             "SSE {} event: {}",
@@ -201,7 +209,7 @@ async fn read_some(
 
 /// Receives until the run ends or the stream ends; returns the socket.
 pub async fn receive(mut sse: Stream, shared: &RunShared, tally: &mut Tally) -> TcpStream {
-    let mut events = Vec::new();
+    let mut events = std::mem::take(&mut sse.events);
     let mut reported = 0;
     loop {
         let now = now_ns();
@@ -299,7 +307,11 @@ mod tests {
     #[test]
     fn overlong_lines_and_bad_utf8_are_errors() {
         let mut parser = Parser::default();
-        assert!(parser.feed(&vec![b'a'; MAX_LINE + 1], &mut Vec::new()).is_err());
+        assert!(
+            parser
+                .feed(&vec![b'a'; MAX_LINE + 1], &mut Vec::new())
+                .is_err()
+        );
         let mut parser = Parser::default();
         assert!(parser.feed(b"data: \xff\n", &mut Vec::new()).is_err());
     }

@@ -99,8 +99,12 @@ impl Tally {
     }
 }
 
-/// (received, sent and acknowledged) bytes of a TCP socket.
+/// (received, written) bytes of a TCP socket: `tcpi_bytes_received`, and
+/// `tcpi_bytes_acked` plus what the send queue still holds (`TIOCOUTQ`:
+/// written but not yet acknowledged), so a request written just before the
+/// run ends counts too.
 fn socket_bytes(stream: &TcpStream) -> Option<(u64, u64)> {
+    let fd = stream.as_raw_fd();
     // SAFETY: a zeroed tcp_info is a valid value (plain integers).
     let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
     let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
@@ -108,17 +112,28 @@ fn socket_bytes(stream: &TcpStream) -> Option<(u64, u64)> {
     // call; the kernel writes at most `len` bytes.
     let rc = unsafe {
         libc::getsockopt(
-            stream.as_raw_fd(),
+            fd,
             libc::IPPROTO_TCP,
             libc::TCP_INFO,
             (&mut info as *mut libc::tcp_info).cast(),
             &mut len,
         )
     };
+    if rc != 0 {
+        return None;
+    }
+    let mut queued: libc::c_int = 0;
+    // SAFETY: TIOCOUTQ writes one int through the valid pointer.
+    let rc = unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &mut queued) };
+    let queued = if rc == 0 {
+        u64::try_from(queued).unwrap_or(0)
+    } else {
+        0
+    };
     // The kernel counts the SYN's sequence number as one acknowledged byte.
-    (rc == 0).then_some((
+    Some((
         info.tcpi_bytes_received,
-        info.tcpi_bytes_acked.saturating_sub(1),
+        info.tcpi_bytes_acked.saturating_sub(1) + queued,
     ))
 }
 

@@ -20,11 +20,7 @@ const MAX_MESSAGE: usize = 64 << 20;
 pub async fn open(setup: &Setup<'_>) -> Result<Conn, ConnectError> {
     let target = setup.target;
     let mut conn = raw_client::open(target, setup.source, setup.token, setup.timeout).await?;
-    with_deadline(
-        setup,
-        raw_client::subscribe(&mut conn, 1, setup.topic),
-    )
-    .await?;
+    with_deadline(setup, raw_client::subscribe(&mut conn, 1, setup.topic)).await?;
     Ok(conn)
 }
 
