@@ -91,7 +91,10 @@ async fn every_transport_delivers_everything_and_reports_bytes_and_broker_cpu() 
         // Every delivery carries at least its payload.
         let per_delivery = row["bytes_per_delivery"].as_f64().expect("bytes");
         assert!(per_delivery > PAYLOAD as f64, "{row}");
-        assert!(row["broker"]["cpu_us_per_delivery"].as_f64().is_some(), "{row}");
+        assert!(
+            row["broker"]["cpu_us_per_delivery"].as_f64().is_some(),
+            "{row}"
+        );
     }
     let _ = serve.kill().await;
 }
@@ -103,7 +106,16 @@ async fn no_broker_is_a_connection_failure_and_bad_flags_a_usage_error() {
         .and_then(|l| l.local_addr())
         .expect("a free port");
     let url = format!("ws://{addr}/ws");
-    let output = bench(&["--url", &url, "--rates", "10", "--duration", "1s", "--quiet"]).await;
+    let output = bench(&[
+        "--url",
+        &url,
+        "--rates",
+        "10",
+        "--duration",
+        "1s",
+        "--quiet",
+    ])
+    .await;
     assert_eq!(output.status.code(), Some(3), "{output:?}");
     assert!(
         String::from_utf8_lossy(&output.stderr).contains("connection refused"),
