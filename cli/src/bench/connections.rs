@@ -91,7 +91,7 @@ pub fn run(args: ConnectionsArgs) -> u8 {
     if args.hold > super::MAX_DURATION {
         return usage(&format!("--hold is over {:?}", super::MAX_DURATION));
     }
-    let target = match resolve(&args.common.url) {
+    let target = match resolve(&args.common.broker.url) {
         Ok(t) => t,
         Err(code) => return code,
     };
@@ -146,7 +146,7 @@ async fn run_async(args: &ConnectionsArgs, target: Target) -> ConnectionsReport 
             let n = next;
             next += 1;
             let target = target.clone();
-            let token = common.token.clone();
+            let token = common.broker.token.clone();
             let topic = format!("{}.{n}", args.topic_prefix);
             let source = target.source_for(n, common.source_addrs);
             let limit = common.connect_timeout;

@@ -86,10 +86,11 @@ enum BenchKind {
     Transports(transports::TransportsArgs),
 }
 
-/// Flags shared by every benchmark.
+/// Where the broker is and how to authenticate (every benchmark).
 #[derive(Debug, Clone, Args)]
-pub struct CommonArgs {
-    /// Broker WebSocket URL (ws:// only).
+pub struct BrokerArgs {
+    /// Broker WebSocket URL (ws:// only; `bench transports` also takes
+    /// http://HOST:PORT).
     #[arg(
         long,
         env = "TICKWIRE_URL",
@@ -97,7 +98,8 @@ pub struct CommonArgs {
         value_name = "URL"
     )]
     pub url: String,
-    /// Sent as `Authorization: Bearer TOKEN` with every WebSocket upgrade.
+    /// Sent as `Authorization: Bearer TOKEN` by every connection (WebSocket
+    /// upgrade or HTTP request).
     #[arg(
         long,
         env = "TICKWIRE_TOKEN",
@@ -105,6 +107,14 @@ pub struct CommonArgs {
         hide_env_values = true
     )]
     pub token: Option<String>,
+}
+
+/// Flags shared by every benchmark.
+#[derive(Debug, Clone, Args)]
+pub struct CommonArgs {
+    /// The broker's URL and token.
+    #[command(flatten)]
+    pub broker: BrokerArgs,
     /// Print one JSON object per run to stdout instead of the table.
     #[arg(long)]
     pub json: bool,
@@ -239,7 +249,7 @@ fn resolve_nodes(load: &LoadArgs, common: &CommonArgs) -> Result<load::Nodes, u8
             )));
         }
         let urls: Vec<&str> = if given.is_empty() {
-            vec![&common.url]
+            vec![&common.broker.url]
         } else {
             given.iter().map(String::as_str).collect()
         };
@@ -247,7 +257,7 @@ fn resolve_nodes(load: &LoadArgs, common: &CommonArgs) -> Result<load::Nodes, u8
     };
     let subscribers = list(&load.subscriber_urls)?;
     let publishers = list(&load.publisher_urls)?;
-    load::Nodes::new(common.url.clone(), subscribers, publishers)
+    load::Nodes::new(common.broker.url.clone(), subscribers, publishers)
         .ok_or_else(|| usage("no broker URL"))
 }
 

@@ -96,7 +96,7 @@ async fn open_all(ctx: &Arc<Ctx>, subs: &[usize], pubs: &[usize]) -> Result<Open
                 let mut conn = raw_client::open(
                     target,
                     source,
-                    ctx.common.token.as_deref(),
+                    ctx.common.broker.token.as_deref(),
                     ctx.common.connect_timeout,
                 )
                 .await?;

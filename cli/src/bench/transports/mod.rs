@@ -52,7 +52,7 @@ use tickwire_protocol::handshake::ResponseHead;
 use tickwire_protocol::topic::validate_topic;
 
 use super::raw_client::{ConnectError, Target};
-use super::{EXIT_CONNECT, EXIT_LOSS, EXIT_OK, MAX_DURATION, resolve, usage};
+use super::{BrokerArgs, EXIT_CONNECT, EXIT_LOSS, EXIT_OK, MAX_DURATION, resolve, usage};
 
 /// A subscriber transport.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -79,23 +79,11 @@ impl Transport {
 /// Arguments of `tickwire bench transports`.
 #[derive(Debug, Args)]
 pub struct TransportsArgs {
-    /// The broker: its WebSocket URL (ws://HOST:PORT/ws) or http://HOST:PORT;
-    /// SSE and long-poll use /v1/sse and /v1/poll on the same host and port.
-    #[arg(
-        long,
-        env = "TICKWIRE_URL",
-        default_value = "ws://127.0.0.1:8080/ws",
-        value_name = "URL"
-    )]
-    pub url: String,
-    /// Sent as `Authorization: Bearer TOKEN` by every connection.
-    #[arg(
-        long,
-        env = "TICKWIRE_TOKEN",
-        value_name = "TOKEN",
-        hide_env_values = true
-    )]
-    pub token: Option<String>,
+    /// The broker: its WebSocket URL (ws://HOST:PORT/ws) or
+    /// http://HOST:PORT; SSE and long-poll use /v1/sse and /v1/poll on the
+    /// same host and port. And the token every connection sends.
+    #[command(flatten)]
+    pub broker: BrokerArgs,
     /// The transports to measure, in order.
     #[arg(long, value_enum, value_delimiter = ',', default_value = "ws,sse,poll")]
     pub transports: Vec<Transport>,
@@ -209,9 +197,9 @@ pub fn run(args: TransportsArgs) -> u8 {
     if let Err(e) = check(&args) {
         return usage(&e);
     }
-    let url = match args.url.strip_prefix("http://") {
+    let url = match args.broker.url.strip_prefix("http://") {
         Some(rest) => format!("ws://{}/ws", rest.trim_end_matches('/')),
-        None => args.url.clone(),
+        None => args.broker.url.clone(),
     };
     let target = match resolve(&url) {
         Ok(target) => target,

@@ -133,7 +133,7 @@ pub async fn run(
             n: i,
             transport,
             target: target.clone(),
-            token: args.token.clone(),
+            token: args.broker.token.clone(),
             topic: topic.clone(),
             source_addrs: args.source_addrs,
             timeout: args.connect_timeout,
@@ -164,7 +164,15 @@ pub async fn run(
     }
     let publisher = match failure {
         Some(e) => Err(e),
-        None => raw_client::open(&target, None, args.token.as_deref(), args.connect_timeout).await,
+        None => {
+            raw_client::open(
+                &target,
+                None,
+                args.broker.token.as_deref(),
+                args.connect_timeout,
+            )
+            .await
+        }
     };
     let publisher = match publisher {
         Ok(conn) => conn,

@@ -1,5 +1,5 @@
 //! The WebSocket subscriber: the upgrade and SUBSCRIBE of
-//! [`raw_client`](super::super::raw_client), then every frame decoded with
+//! `raw_client`, then every frame decoded with
 //! the protocol crate and each `MESSAGE`'s payload stamp read.
 
 use bytes::BytesMut;
