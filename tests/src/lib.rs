@@ -811,6 +811,19 @@ where
     (banner_addr(&line), line)
 }
 
+/// Runs `command` to completion within `limit` (the child is killed when
+/// it takes longer, and the test fails) and returns its output.
+pub async fn output_within(
+    command: &mut tokio::process::Command,
+    limit: Duration,
+) -> std::process::Output {
+    let child = command.spawn().expect("start the command");
+    tokio::time::timeout(limit, child.wait_with_output())
+        .await
+        .expect("the command finishes in time")
+        .expect("the command's output")
+}
+
 /// `tickwire ARGS` (this build's binary) with no input, piped standard
 /// output and error, killed when dropped, and without any inherited
 /// `TICKWIRE_*` variable (so the caller's environment cannot change the

@@ -8,7 +8,7 @@ use std::process::Output;
 use std::time::Duration;
 
 use serde_json::Value;
-use tickwire_e2e::{read_banner, tickwire_command};
+use tickwire_e2e::{output_within, read_banner, tickwire_command};
 use tokio::io::AsyncBufReadExt;
 
 /// Subscribers per run.
@@ -19,14 +19,11 @@ const PAYLOAD: u64 = 64;
 
 /// Runs `tickwire bench transports ARGS` and returns its output.
 async fn bench(args: &[&str]) -> Output {
-    let child = tickwire_command(&["bench", "transports"])
-        .args(args)
-        .spawn()
-        .expect("start tickwire bench transports");
-    tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
-        .await
-        .expect("bench finishes in time")
-        .expect("bench output")
+    output_within(
+        tickwire_command(&["bench", "transports"]).args(args),
+        Duration::from_secs(60),
+    )
+    .await
 }
 
 #[tokio::test]

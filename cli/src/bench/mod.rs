@@ -109,6 +109,23 @@ pub struct BrokerArgs {
     pub token: Option<String>,
 }
 
+/// How connections are opened (every benchmark).
+#[derive(Debug, Clone, Args)]
+pub struct ConnectArgs {
+    /// Spread connections over this many source addresses 127.0.0.1 …
+    /// 127.0.0.N (when the broker is on 127.0.0.1) to avoid running out of
+    /// ephemeral ports.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u8).range(1..=254), value_name = "N")]
+    pub source_addrs: u8,
+    /// Most connections being set up at once.
+    #[arg(long, default_value = "64", value_parser = parse_count, value_name = "N")]
+    pub connect_concurrency: usize,
+    /// Time allowed to open one connection (TCP, WebSocket upgrade or HTTP
+    /// request, until subscribed).
+    #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
+    pub connect_timeout: Duration,
+}
+
 /// Flags shared by every benchmark.
 #[derive(Debug, Clone, Args)]
 pub struct CommonArgs {
@@ -126,17 +143,9 @@ pub struct CommonArgs {
     /// before counting the missing ones as lost.
     #[arg(long, default_value = "2s", value_parser = parse_duration, value_name = "DURATION")]
     pub drain: Duration,
-    /// Spread connections over this many source addresses 127.0.0.1 …
-    /// 127.0.0.N (when the broker is on 127.0.0.1) to avoid running out of
-    /// ephemeral ports.
-    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u8).range(1..=254), value_name = "N")]
-    pub source_addrs: u8,
-    /// Most connections being set up at once.
-    #[arg(long, default_value = "64", value_parser = parse_count, value_name = "N")]
-    pub connect_concurrency: usize,
-    /// Time allowed to open one connection (TCP, upgrade, subscribe).
-    #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
-    pub connect_timeout: Duration,
+    /// How connections are opened.
+    #[command(flatten)]
+    pub connect: ConnectArgs,
     /// The broker's process id: report its CPU use and memory (RSS) from
     /// /proc (same machine only).
     #[arg(long, value_name = "PID")]
@@ -276,7 +285,7 @@ fn check_common(c: &CommonArgs) -> Result<(), String> {
     if c.drain > MAX_DURATION {
         return Err(format!("--drain must be at most {MAX_DURATION:?}"));
     }
-    if c.connect_timeout.is_zero() {
+    if c.connect.connect_timeout.is_zero() {
         return Err("--connect-timeout must be positive".into());
     }
     Ok(())

@@ -52,7 +52,9 @@ use tickwire_protocol::handshake::ResponseHead;
 use tickwire_protocol::topic::validate_topic;
 
 use super::raw_client::{ConnectError, Target};
-use super::{BrokerArgs, EXIT_CONNECT, EXIT_LOSS, EXIT_OK, MAX_DURATION, resolve, usage};
+use super::{
+    BrokerArgs, ConnectArgs, EXIT_CONNECT, EXIT_LOSS, EXIT_OK, MAX_DURATION, resolve, usage,
+};
 
 /// A subscriber transport.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -123,17 +125,9 @@ pub struct TransportsArgs {
     /// Runtime threads running the connections.
     #[arg(long, default_value = "1", value_parser = parse_count, value_name = "N")]
     pub threads: usize,
-    /// Spread connections over this many source addresses 127.0.0.1 …
-    /// 127.0.0.N (when the broker is on 127.0.0.1).
-    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u8).range(1..=254), value_name = "N")]
-    pub source_addrs: u8,
-    /// Most connections being set up at once.
-    #[arg(long, default_value = "64", value_parser = parse_count, value_name = "N")]
-    pub connect_concurrency: usize,
-    /// Time allowed to open one subscriber (TCP, request or upgrade, until
-    /// subscribed).
-    #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
-    pub connect_timeout: Duration,
+    /// How connections are opened.
+    #[command(flatten)]
+    pub connect: ConnectArgs,
     /// Print one JSON object per run (JSON lines) instead of the table.
     #[arg(long)]
     pub json: bool,
@@ -182,7 +176,7 @@ fn check(a: &TransportsArgs) -> Result<(), String> {
     if a.threads > 64 {
         return Err("--threads must be at most 64".into());
     }
-    if a.connect_timeout.is_zero() {
+    if a.connect.connect_timeout.is_zero() {
         return Err("--connect-timeout must be positive".into());
     }
     if let Err(e) = validate_topic(&a.topic) {

@@ -116,7 +116,7 @@ pub async fn run(
     let n = args.subscribers;
     let shared = Arc::new(RunShared::default());
     let ended = Arc::new(AtomicU64::new(0));
-    let limit = Arc::new(Semaphore::new(args.connect_concurrency.max(1)));
+    let limit = Arc::new(Semaphore::new(args.connect.connect_concurrency.max(1)));
     let (ready_tx, mut ready_rx) = mpsc::channel(n);
     let target = Arc::new(target.clone());
     let topic: Arc<str> = topic.into();
@@ -135,8 +135,8 @@ pub async fn run(
             target: target.clone(),
             token: args.broker.token.clone(),
             topic: topic.clone(),
-            source_addrs: args.source_addrs,
-            timeout: args.connect_timeout,
+            source_addrs: args.connect.source_addrs,
+            timeout: args.connect.connect_timeout,
             poll_timeout: args.poll_timeout,
         };
         tasks.push(tokio::spawn(subscriber(
@@ -169,7 +169,7 @@ pub async fn run(
                 &target,
                 None,
                 args.broker.token.as_deref(),
-                args.connect_timeout,
+                args.connect.connect_timeout,
             )
             .await
         }
