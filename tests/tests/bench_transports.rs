@@ -120,6 +120,7 @@ async fn no_broker_is_a_connection_failure_and_bad_flags_a_usage_error() {
     );
     for bad in [
         &["--rates", "0"][..],
+        &["--rates", "1", "--duration", "500ms"],
         &["--payload-size", "8"],
         &["--transports", "carrier-pigeon"],
         &["--poll-timeout", "61"],

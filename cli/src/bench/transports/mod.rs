@@ -158,6 +158,12 @@ fn check(a: &TransportsArgs) -> Result<(), String> {
             "--rates: {bad} is not a rate between 0 and 1e7 messages/s"
         ));
     }
+    if let Some(low) = a.rates.iter().find(|r| *r * a.duration.as_secs_f64() < 1.0) {
+        return Err(format!(
+            "--rates: {low} messages/s for --duration {:?} publishes nothing",
+            a.duration
+        ));
+    }
     if a.subscribers == 0 || a.subscribers > MAX_SUBSCRIBERS {
         return Err(format!("--subscribers must be 1 to {MAX_SUBSCRIBERS}"));
     }
