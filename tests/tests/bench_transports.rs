@@ -8,7 +8,7 @@ use std::process::Output;
 use std::time::Duration;
 
 use serde_json::Value;
-use tickwire_e2e::{output_within, read_banner, tickwire_command};
+use tickwire_e2e::{assert_success, output_within, read_banner, tickwire_command};
 use tokio::io::AsyncBufReadExt;
 
 /// Subscribers per run.
@@ -58,13 +58,7 @@ async fn every_transport_delivers_everything_and_reports_bytes_and_broker_cpu() 
         "--quiet",
     ])
     .await;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "bench failed\nstdout: {stdout}\nstderr: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let stdout = assert_success(&output);
     let rows: Vec<Value> = stdout
         .lines()
         .map(|l| serde_json::from_str(l).expect("one JSON object per line"))

@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tickwire_e2e::node::ClusterNode;
 use tickwire_e2e::redis::RedisServer;
-use tickwire_e2e::{output_within, tickwire_command};
+use tickwire_e2e::{assert_success, output_within, tickwire_command};
 
 /// The topic every run publishes on.
 const TOPIC: &str = "bench.cluster";
@@ -31,13 +31,7 @@ async fn bench(args: &[&str]) -> Output {
 
 /// The JSON report of a run that must have exited 0.
 fn report(output: &Output) -> Value {
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "bench failed\nstdout: {stdout}\nstderr: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let stdout = assert_success(output);
     serde_json::from_str(stdout.trim()).expect("one JSON object")
 }
 
