@@ -6,7 +6,9 @@
 # installs cargo-fuzz) and Python 3 with pip; crates come from crates.io,
 # kosoku (the Autobahn cases) from PyPI, redis-server (the cluster tests)
 # from Debian through apt-get when missing (as root, or with sudo); Node 20+
-# with npm for the JavaScript client (client-sdk/js/scripts/ci.sh).
+# with npm for the JavaScript client (client-sdk/js/scripts/ci.sh) and the
+# browser tests, which install Debian's chromium and npm's playwright-core
+# when missing (tests/browser/run.sh).
 # Usage: ./scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,6 +33,9 @@ cargo build --workspace --bins --locked
 
 step "JavaScript client: npm ci, tsc, unit and end-to-end tests, bundle check (client-sdk/js/scripts/ci.sh)"
 TICKWIRE_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/tickwire" client-sdk/js/scripts/ci.sh
+
+step "the dashboard and the JS client in Chromium (installs chromium and playwright-core if missing)"
+TICKWIRE_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/tickwire" tests/browser/run.sh
 
 step "Autobahn cases against the broker's WebSocket layer (installs kosoku if missing)"
 python3 scripts/autobahn.py --check-docs
