@@ -9,6 +9,7 @@ import {
   WAIT_MS, configFile, launch, newPage, openDashboard, publishJson, range, startBroker,
   tailPattern, tailSeqs, waitConnected, waitInPage, waitTail,
 } from './lib.mjs';
+import { startRelay } from '../../client-sdk/js/test/e2e/relay.mjs';
 
 let browser;
 before(async () => { browser = await launch(); });
@@ -115,6 +116,57 @@ test('SSE and long-poll deliver exactly what a WebSocket subscriber receives', a
     assert.deepEqual(byTopic(got.poll), ws);
     assert.deepEqual(page.errors, []);
   } finally {
+    await broker.stop();
+  }
+});
+
+test("a browser's own EventSource resumes without gap or repeat through Last-Event-ID after its connection is cut", async () => {
+  // The SSE `id` is the cursor of positions: Chromium's automatic reconnect
+  // sends the last one as Last-Event-ID, with no client library involved.
+  const config = configFile('[[topic]]\npattern = "es.>"\nhistory_messages = 1000\n');
+  const broker = await startBroker({ args: ['--config', config] });
+  const relay = await startRelay(`127.0.0.1:${broker.port}`);
+  try {
+    const page = await newPage(browser);
+    await page.goto(`${relay.httpUrl}/dashboard`);
+    await page.evaluate(() => {
+      const state = { got: [], opens: 0, subscribed: 0 };
+      const source = new EventSource('/v1/sse?sub=es.*');
+      source.addEventListener('open', () => { state.opens += 1; });
+      source.addEventListener('subscribed', () => { state.subscribed += 1; });
+      source.addEventListener('message', (e) => {
+        const m = JSON.parse(e.data);
+        state.got.push(`${m.topic}:${m.seq}:${m.data.n}`);
+      });
+      window.es = { state, source };
+    });
+    await waitInPage(page, () => window.es.state.subscribed === 1);
+    await publishJson(broker, 'es.a', range(1, 40).map((n) => ({ n })));
+    await waitInPage(page, () => window.es.state.got.length >= 40);
+
+    // The network drops the stream and refuses reconnects for a while;
+    // publishes go on meanwhile.
+    relay.cut();
+    await waitInPage(page, () => window.es.source.readyState === EventSource.CONNECTING);
+    await publishJson(broker, 'es.a', range(41, 80).map((n) => ({ n })));
+    await publishJson(broker, 'es.b', range(1, 10).map((n) => ({ n })));
+    relay.restore();
+    await waitInPage(page, () => window.es.state.subscribed === 2);
+    await publishJson(broker, 'es.a', range(81, 100).map((n) => ({ n })));
+    await waitInPage(page, () => window.es.state.got.length >= 110);
+
+    const got = await page.evaluate(() => {
+      window.es.source.close();
+      return window.es.state;
+    });
+    assert.deepEqual(got.got.filter((m) => m.startsWith('es.a:')), range(1, 100).map((n) => `es.a:${n}:${n}`));
+    // es.b is new to the stream's cursor: its whole history is replayed.
+    assert.deepEqual(got.got.filter((m) => m.startsWith('es.b:')), range(1, 10).map((n) => `es.b:${n}:${n}`));
+    assert.equal(got.got.length, 110);
+    assert.equal(got.opens, 2);
+    assert.deepEqual(page.errors, []);
+  } finally {
+    await relay.stop();
     await broker.stop();
   }
 });
