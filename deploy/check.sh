@@ -102,6 +102,11 @@ render() { # NAME [helm args...]
         || { echo "helm lint failed for $name" >&2; helm lint --strict "$chart" "$@"; exit 1; }
     helm template tickwire "$chart" --namespace realtime "$@" \
         2> >(grep -v 'found symbolic link' >&2) >"$RENDER_DIR/$name.yaml"
+    # NOTES.txt renders only at install: a client-side dry run renders it.
+    helm install tickwire "$chart" --namespace realtime --dry-run=client "$@" \
+        2> >(grep -v 'found symbolic link' >&2) | sed -n '/^NOTES:$/,$p' >"$RENDER_DIR/$name.notes"
+    grep -q 'Connect from inside the cluster' "$RENDER_DIR/$name.notes" \
+        || { echo "NOTES.txt did not render for $name" >&2; exit 1; }
     echo "    $name: $(grep -c '^kind:' "$RENDER_DIR/$name.yaml") objects"
 }
 render default

