@@ -366,6 +366,20 @@ class ChartTest(unittest.TestCase):
                 self.assertNotEqual(result.returncode, 0)
                 self.assertIn(message, result.stderr)
 
+    def test_readme_describes_every_value(self):
+        values = yaml.safe_load((CHART / "values.yaml").read_text())
+        readme = (CHART / "README.md").read_text()
+        # Maps whose keys are the user's own or Kubernetes' own.
+        free_form = {"podSecurityContext", "securityContext", "config", "resources",
+                     "podAnnotations", "podLabels", "nodeSelector", "affinity"}
+        for key, value in values.items():
+            paths = [key]
+            if isinstance(value, dict) and key not in free_form:
+                paths = [f"{key}.{sub}" for sub in value]
+            for path in paths:
+                with self.subTest(path):
+                    self.assertTrue(f"`{path}" in readme, f"{path} is not in README.md")
+
     def test_schema_knows_every_broker_setting(self):
         schema = json.loads((CHART / "values.schema.json").read_text())
         config = schema["properties"]["config"]
