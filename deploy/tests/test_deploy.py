@@ -427,6 +427,14 @@ class MetricsTest(unittest.TestCase):
             self.assertIn(name, self.exported)
         self.assertRegex(self.scrape, r'tickwire_build_info\{version="[^"]+"\} 1')
 
+    def test_operations_guide_describes_every_family(self):
+        guide = (DEPLOY.parent / "docs" / "operations.md").read_text()
+        families = re.findall(r"^# TYPE (\S+) ", self.scrape, re.M)
+        self.assertIn("tickwire_closes_total", families)
+        for family in families:
+            with self.subTest(family):
+                self.assertTrue(f"`{family}`" in guide, f"{family} is not in docs/operations.md")
+
     def metric_names(self, expr):
         """Names a PromQL expression selects: every identifier before a
         selector or range, and every tickwire_/process_ identifier."""
