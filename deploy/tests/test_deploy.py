@@ -160,6 +160,55 @@ def text_frame_close(address):
         assert reply[:1] == b"\x88" and reply[2:4] == (1003).to_bytes(2, "big"), reply
 
 
+class DockerfileTest(unittest.TestCase):
+    """deploy/docker/Dockerfile agrees with the chart and the broker (hadolint
+    checks the rest)."""
+
+    def setUp(self):
+        text = (DEPLOY / "docker" / "Dockerfile").read_text()
+        joined = re.sub(r"\\\n\s*", " ", text)
+        self.instructions = [l.strip() for l in joined.splitlines()
+                             if l.strip() and not l.lstrip().startswith("#")]
+        self.values = yaml.safe_load((CHART / "values.yaml").read_text())
+
+    def final_stage(self):
+        last = max(i for i, l in enumerate(self.instructions) if l.startswith("FROM "))
+        return self.instructions[last:]
+
+    def test_runs_unprivileged_with_the_chart_user(self):
+        (user,) = [l for l in self.final_stage() if l.startswith("USER ")]
+        uid, gid = user.split()[1].split(":")
+        self.assertEqual(int(uid), self.values["podSecurityContext"]["runAsUser"])
+        self.assertEqual(int(gid), self.values["podSecurityContext"]["runAsGroup"])
+        self.assertNotEqual(int(uid), 0)
+
+    def test_exec_form_entrypoint_healthcheck_and_labels(self):
+        stage = self.final_stage()
+        (entrypoint,) = [l for l in stage if l.startswith("ENTRYPOINT ")]
+        self.assertEqual(json.loads(entrypoint.split(" ", 1)[1]), ["/usr/local/bin/tickwire"])
+        (healthcheck,) = [l for l in stage if l.startswith("HEALTHCHECK ")]
+        self.assertIn("/healthz", healthcheck)
+        labels = " ".join(l for l in stage if l.startswith("LABEL "))
+        for key in ["title", "version", "revision", "source", "licenses"]:
+            self.assertIn(f"org.opencontainers.image.{key}=", labels)
+
+    def test_ports_match_the_chart(self):
+        stage = self.final_stage()
+        (expose,) = [l for l in stage if l.startswith("EXPOSE ")]
+        ports = self.values["ports"]
+        self.assertEqual(sorted(int(p) for p in expose.split()[1:]), sorted([ports["ws"], ports["metrics"]]))
+        env = " ".join(l for l in stage if l.startswith("ENV "))
+        self.assertIn(f"TICKWIRE_LISTEN=0.0.0.0:{ports['ws']}", env)
+        self.assertIn(f"TICKWIRE_METRICS_LISTEN=0.0.0.0:{ports['metrics']}", env)
+
+    def test_the_toolchain_is_new_enough(self):
+        (arg,) = [l for l in self.instructions if l.startswith("ARG RUST_VERSION=")]
+        image = tuple(int(x) for x in arg.split("=")[1].split("."))
+        manifest = tomllib.loads((DEPLOY.parent / "Cargo.toml").read_text())
+        needed = tuple(int(x) for x in manifest["workspace"]["package"]["rust-version"].split("."))
+        self.assertGreaterEqual(image, needed)
+
+
 class ComposeTest(unittest.TestCase):
     """deploy/docker/compose.yaml: three nodes on one Redis, Prometheus
     scraping every node, Grafana provisioned with the dashboard."""
