@@ -607,6 +607,15 @@ broker_settings! {
     auth_message: bool = false, "false",
         env "TICKWIRE_AUTH_MESSAGE", parse parse_bool,
         "With authentication on: accept WebSocket upgrades without a token when the client authenticates with an AUTH message as its first request, within the handshake timeout (else close 4004). Lets browsers keep tokens out of URLs.";
+    max_poll_sessions: usize = 10_000, "10000",
+        env "TICKWIRE_MAX_POLL_SESSIONS", parse parse_count,
+        "Most long-poll sessions (GET /v1/poll) alive at once on this node; a poll that would create another is answered 503.";
+    poll_session_ttl: Duration = Duration::from_secs(30), "30s",
+        env "TICKWIRE_POLL_SESSION_TTL", parse parse_nonzero_duration,
+        "A long-poll session is forgotten this long after its last request ended; the client then resumes with its cursor.";
+    poll_batch: usize = 1000, "1000",
+        env "TICKWIRE_POLL_BATCH", parse parse_count,
+        "Most messages in one long-poll answer; the rest stay buffered for the next poll.";
 }
 
 impl BrokerConfig {

@@ -5,6 +5,8 @@
 //! |---|---|
 //! | `GET /ws` (upgrade) | WebSocket session speaking `tickwire.v1` |
 //! | `POST /v1/publish/{topic}` | publishes the body; JSON `{topic, seq, deliveries}` |
+//! | `GET /v1/sse` | Server-Sent Events of the `sub` patterns ([`crate::fallback::sse`]) |
+//! | `GET /v1/poll` | long polling of the `sub` patterns ([`crate::fallback::poll`]) |
 //! | `GET /metrics` | Prometheus text format |
 //! | `GET /healthz` | 200 while the process runs |
 //! | `GET /readyz` | 200 when ready, 503 while draining |
@@ -18,16 +20,21 @@
 //! `?token=T`, for browsers): without a valid one they get 401 with
 //! `WWW-Authenticate`, the same whatever check failed. A verified client
 //! certificate named in `--tls-client-grants-file` stands in for a token
-//! when none is presented.
+//! when none is presented. The fallback transports (`/v1/sse`, `/v1/poll`)
+//! authenticate like the upgrade (`?token=` or the header) and check the
+//! `Origin` like it; they, and HTTP publish, answer CORS requests from
+//! allowed origins.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{
-    AUTHORIZATION, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, ORIGIN,
-    SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_PROTOCOL, SEC_WEBSOCKET_VERSION, WWW_AUTHENTICATE,
+    ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS, ACCESS_CONTROL_ALLOW_ORIGIN,
+    ACCESS_CONTROL_MAX_AGE, AUTHORIZATION, CACHE_CONTROL, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE,
+    HeaderName, HeaderValue, ORIGIN, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_PROTOCOL,
+    SEC_WEBSOCKET_VERSION, VARY, WWW_AUTHENTICATE,
 };
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
@@ -41,8 +48,13 @@ use crate::cluster::publisher::PublishError;
 use crate::config::BrokerConfig;
 use crate::connection;
 use crate::echo::Echo;
+use crate::fallback::poll::{Owner, PollError, PollSessions, Requester};
+use crate::fallback::query::{self, Endpoint, QueryError};
+use crate::fallback::{Feed, Kind, cursor, sse};
+use crate::grants::Access;
 use crate::handler::MessageHandler;
 use crate::limits::{self, Admission, PublishLimits};
+use crate::metrics::GaugeHold;
 use crate::outbound::OutboundQueue;
 use crate::registry::RegistryError;
 use crate::session::{FORBIDDEN_MESSAGE, Session};
@@ -51,13 +63,24 @@ use crate::state::BrokerState;
 use crate::stream::Transport;
 use crate::tls::PeerIdentity;
 
-/// The body type of every response.
-pub type Body = Full<Bytes>;
+/// The body type of every response: whole, or streamed (SSE).
+pub type Body = Either<Full<Bytes>, sse::ChunkBody>;
+
+/// A whole response body.
+pub fn full(body: impl Into<Bytes>) -> Body {
+    Either::Left(Full::new(body.into()))
+}
 
 const PUBLISH_PREFIX: &str = "/v1/publish/";
 
+/// The path of the Server-Sent Events fallback.
+pub const SSE_PATH: &str = "/v1/sse";
+
+/// The path of the long-poll fallback.
+pub const POLL_PATH: &str = "/v1/poll";
+
 fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
-    let mut response = Response::new(Full::new(body.into()));
+    let mut response = Response::new(full(body));
     *response.status_mut() = status;
     response.headers_mut().insert(
         CONTENT_TYPE,
@@ -67,7 +90,7 @@ fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
 }
 
 fn json_response(status: StatusCode, value: serde_json::Value) -> Response<Body> {
-    let mut response = Response::new(Full::new(Bytes::from(value.to_string())));
+    let mut response = Response::new(full(value.to_string()));
     *response.status_mut() = status;
     response
         .headers_mut()
@@ -225,10 +248,12 @@ pub fn route_operational(state: &BrokerState, req: &Request<Incoming>) -> Respon
 }
 
 /// Routes one HTTP request received on a connection of stream type `S`;
-/// `identity` is the connection's verified TLS client certificate, if any.
+/// `identity` is the connection's verified TLS client certificate, if any;
+/// `polls` the broker's long-poll sessions.
 pub async fn route<S: Transport>(
     state: Arc<BrokerState>,
     slot: Arc<ConnectionSlot>,
+    polls: Arc<PollSessions>,
     identity: Option<Arc<PeerIdentity>>,
     req: Request<Incoming>,
 ) -> Response<Body> {
@@ -250,11 +275,25 @@ pub async fn route<S: Transport>(
             return response;
         }
     }
-    match (req.method(), path.as_str(), publish_topic(&path)) {
+    let cors = cors_origin(&state.config, &path, &req);
+    let response = match (req.method(), path.as_str(), publish_topic(&path)) {
         (&Method::GET, WEBSOCKET_PATH, _) => upgrade::<S>(state, slot, identity, req),
         (&Method::POST, _, Some(topic)) => {
             publish(&state, &slot, identity.as_deref(), topic, req).await
         }
+        (&Method::GET, SSE_PATH, _) => {
+            fallback(state, slot, &polls, identity, req, Endpoint::Sse).await
+        }
+        (&Method::GET, POLL_PATH, _) => {
+            fallback(state, slot, &polls, identity, req, Endpoint::Poll).await
+        }
+        (&Method::OPTIONS, SSE_PATH | POLL_PATH, _) => preflight(&state.config, &req, "GET"),
+        (&Method::OPTIONS, _, Some(_)) => preflight(&state.config, &req, "POST"),
+        (_, SSE_PATH | POLL_PATH, _) => json_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "use GET",
+        ),
         (_, WEBSOCKET_PATH, _) => json_error(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
@@ -268,13 +307,219 @@ pub async fn route<S: Transport>(
         _ if operational_here => json_error(
             StatusCode::NOT_FOUND,
             "not_found",
-            "unknown path; routes are GET /ws, POST /v1/publish/{topic}, GET /metrics, /healthz, /readyz",
+            "unknown path; routes are GET /ws, POST /v1/publish/{topic}, GET /v1/sse, GET /v1/poll, GET /metrics, /healthz, /readyz",
         ),
         _ => json_error(
             StatusCode::NOT_FOUND,
             "not_found",
-            "unknown path; routes here are GET /ws and POST /v1/publish/{topic}; metrics and health are on the metrics listener (--metrics-listen)",
+            "unknown path; routes here are GET /ws, POST /v1/publish/{topic}, GET /v1/sse and GET /v1/poll; metrics and health are on the metrics listener (--metrics-listen)",
         ),
+    };
+    with_cors(response, cors)
+}
+
+/// The `Origin` of a request to a path that answers CORS (`/v1/sse`,
+/// `/v1/poll`, `/v1/publish/*`), when it is allowed (`allowed_origins`).
+fn cors_origin(config: &BrokerConfig, path: &str, req: &Request<Incoming>) -> Option<HeaderValue> {
+    let cors_path = path == SSE_PATH || path == POLL_PATH || publish_topic(path).is_some();
+    let origin = req.headers().get(ORIGIN)?;
+    (cors_path && config.origin_allowed(origin.as_bytes())).then(|| origin.clone())
+}
+
+/// Lets the page at `origin` (if any) read `response`.
+fn with_cors(mut response: Response<Body>, origin: Option<HeaderValue>) -> Response<Body> {
+    if let Some(origin) = origin {
+        let headers = response.headers_mut();
+        headers.insert(ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+        headers.insert(VARY, HeaderValue::from_static("Origin"));
+    }
+    response
+}
+
+/// The answer to a CORS preflight (`OPTIONS`) for a path served with
+/// `method`: 204 for an allowed `Origin` (the headers come from
+/// [`with_cors`]), 403 for another.
+fn preflight(
+    config: &BrokerConfig,
+    req: &Request<Incoming>,
+    method: &'static str,
+) -> Response<Body> {
+    if req
+        .headers()
+        .get(ORIGIN)
+        .is_some_and(|origin| !config.origin_allowed(origin.as_bytes()))
+    {
+        return origin_refused();
+    }
+    let mut response = Response::new(full(Bytes::new()));
+    *response.status_mut() = StatusCode::NO_CONTENT;
+    let headers = response.headers_mut();
+    headers.insert(
+        ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static(method),
+    );
+    headers.insert(
+        ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("authorization, content-type, last-event-id"),
+    );
+    headers.insert(ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
+    response
+}
+
+/// The 403 answer to a fallback request from a page whose `Origin` is not
+/// in `allowed_origins`.
+fn origin_refused() -> Response<Body> {
+    json_error(
+        StatusCode::FORBIDDEN,
+        ErrorCode::Forbidden.name(),
+        "this Origin may not use this broker (allowed_origins)",
+    )
+}
+
+/// The `Last-Event-ID` request header (a browser's automatic SSE
+/// reconnect).
+const LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
+
+/// The checked query of a fallback request (`Last-Event-ID` folded into
+/// the cursor on `/v1/sse`), or the refusal: 403 for a foreign `Origin`,
+/// 503 while draining, 400 for a bad parameter or pattern.
+fn fallback_query(
+    state: &BrokerState,
+    req: &Request<Incoming>,
+    endpoint: Endpoint,
+) -> Result<query::Query, Box<Response<Body>>> {
+    if let Some(origin) = req.headers().get(ORIGIN) {
+        if !state.config.origin_allowed(origin.as_bytes()) {
+            return Err(Box::new(origin_refused()));
+        }
+    }
+    if !state.is_ready() {
+        return Err(Box::new(json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::ShuttingDown.name(),
+            "broker is shutting down; connect to another node",
+        )));
+    }
+    let mut query = match query::parse(req.uri().query(), endpoint, state.config.max_subscriptions)
+    {
+        Ok(query) => query,
+        Err(QueryError::Option(message)) => {
+            state.metrics.protocol_error(ErrorCode::InvalidOption);
+            return Err(Box::new(json_error(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::InvalidOption.name(),
+                &message,
+            )));
+        }
+        Err(QueryError::Pattern(message)) => {
+            state.metrics.protocol_error(ErrorCode::InvalidPattern);
+            return Err(Box::new(json_error(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::InvalidPattern.name(),
+                &message,
+            )));
+        }
+    };
+    // A browser's reconnect sends the last id it saw: it wins.
+    let last = req.headers().get(LAST_EVENT_ID).filter(|v| !v.is_empty());
+    if let Some(last) = last.filter(|_| endpoint == Endpoint::Sse) {
+        let resumed = last
+            .to_str()
+            .map_err(|_| "not text".to_owned())
+            .and_then(cursor::decode);
+        match resumed {
+            Ok(positions) => query.cursor = Some(positions),
+            Err(message) => {
+                state.metrics.protocol_error(ErrorCode::InvalidOption);
+                let message = format!("header Last-Event-ID: {message}");
+                return Err(Box::new(json_error(
+                    StatusCode::BAD_REQUEST,
+                    ErrorCode::InvalidOption.name(),
+                    &message,
+                )));
+            }
+        }
+    }
+    Ok(query)
+}
+
+/// Answers `GET /v1/sse` and `GET /v1/poll` on the connection holding
+/// `slot`: checks the `Origin`, the query, the credentials and the grants
+/// of every `sub` (400, 401, 403 before anything is subscribed), then
+/// streams or polls.
+async fn fallback(
+    state: Arc<BrokerState>,
+    slot: Arc<ConnectionSlot>,
+    polls: &Arc<PollSessions>,
+    identity: Option<Arc<PeerIdentity>>,
+    req: Request<Incoming>,
+    endpoint: Endpoint,
+) -> Response<Body> {
+    let query = match fallback_query(&state, &req, endpoint) {
+        Ok(query) => query,
+        Err(refusal) => return *refusal,
+    };
+    let credential = Credential::Upgrade(query.token.as_deref());
+    let authorized = match authenticate(&state, &req, credential, identity.as_deref()) {
+        // No way to send AUTH here: waiting for it is no authentication.
+        Ok(authorized) if authorized.access == Access::AwaitingAuth => {
+            return unauthorized(&state, &AuthError::Missing);
+        }
+        Ok(authorized) => authorized,
+        Err(reason) => return unauthorized(&state, &reason),
+    };
+    if !query
+        .subs
+        .iter()
+        .all(|p| authorized.access.may_subscribe(p))
+    {
+        return forbidden(&state);
+    }
+    match endpoint {
+        Endpoint::Sse => {
+            let feed = Feed::open(&state, &query, authorized, identity, Kind::Sse);
+            let mut response =
+                Response::new(Either::Right(sse::start(state, slot, feed, query.payload)));
+            let headers = response.headers_mut();
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+            headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            headers.insert(
+                HeaderName::from_static("x-accel-buffering"),
+                HeaderValue::from_static("no"),
+            );
+            response
+        }
+        Endpoint::Poll => {
+            let owner = Owner {
+                token: header_token(&req)
+                    .ok()
+                    .flatten()
+                    .or(query.token.as_deref())
+                    .map(str::to_owned),
+                identity: identity.as_deref().map(ToString::to_string),
+            };
+            let requester = Requester {
+                authorized,
+                identity,
+                owner,
+            };
+            match polls.answer(&state, &query, requester).await {
+                Ok(body) => {
+                    let mut response = Response::new(full(body));
+                    let headers = response.headers_mut();
+                    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                    response
+                }
+                Err(PollError::TooManySessions(max)) => json_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "too_many_sessions",
+                    &format!(
+                        "this node already holds {max} long-poll sessions (max_poll_sessions); retry later or connect to another node"
+                    ),
+                ),
+            }
+        }
     }
 }
 
@@ -409,7 +654,7 @@ where
             .headers
             .insert(SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(p));
     }
-    Response::from_parts(parts, Full::new(Bytes::new()))
+    Response::from_parts(parts, full(Bytes::new()))
 }
 
 /// Answers a request on the echo listener (`echo_listen`): any path, no
@@ -461,7 +706,9 @@ fn upgrade<S: Transport>(
     };
     let limits = PublishLimits::from_config(&state.config);
     let new_session = move |queue| Session::new(queue, authorized, limits, identity);
-    switch_protocols::<S, _>(state, req, subprotocol, new_session, slot)
+    let sessions = state.metrics.transport_sessions.with_label_values(&["ws"]);
+    let hold = (slot, GaugeHold::new(&sessions));
+    switch_protocols::<S, _>(state, req, subprotocol, new_session, hold)
 }
 
 /// The topic of an HTTP publish path, `/v1/publish/{topic}`, taken

@@ -8,7 +8,9 @@
 //! * [`server`]: accept loop, connection limit, graceful shutdown;
 //!   [`accept`]: what an accept loop does when `accept()` fails;
 //!   [`slot`]: a connection's hold on one of the connection places.
-//! * [`http`]: routing, the WebSocket upgrade, HTTP publish, health, metrics.
+//! * [`http`]: routing, the WebSocket upgrade, HTTP publish, health, metrics;
+//!   [`fallback`]: the Server-Sent Events and long-poll transports
+//!   (`/v1/sse`, `/v1/poll`), subscribe-only sessions rendered as JSON.
 //! * [`connection`]: one WebSocket connection's reader, keepalive and close
 //!   handshake; [`writer`]: its batched writer; [`handler`]: what it does
 //!   with each message ([`session::Session`] on `/ws`, [`echo::Echo`] on
@@ -53,6 +55,7 @@ pub mod cluster;
 pub mod config;
 pub mod connection;
 pub mod echo;
+pub mod fallback;
 pub mod grants;
 pub mod handler;
 pub mod history;

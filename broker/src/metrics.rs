@@ -51,6 +51,17 @@ pub const DROPPED_REASONS: [&str; 2] = ["malformed", "registry"];
 /// port, the metrics listener and the echo service.
 pub const ACCEPT_LISTENERS: [&str; 3] = ["main", "metrics", "echo"];
 
+/// The `transport` label values of `tickwire_transport_sessions`: WebSocket
+/// sessions on `/ws`, SSE streams, long-poll sessions.
+pub const TRANSPORTS: [&str; 3] = ["ws", "sse", "poll"];
+
+/// The `transport` label values of `tickwire_transport_deliveries_total` and
+/// `tickwire_transport_bytes_out_total`: the fallback transports (WebSocket
+/// deliveries and bytes are `tickwire_deliveries_total` and
+/// `tickwire_bytes_out_total`, counted per publish and per write batch on
+/// the hot path, which these per-delivery counters stay off).
+pub const FALLBACK_TRANSPORTS: [&str; 2] = ["sse", "poll"];
+
 /// All broker metrics, registered in one [`Registry`].
 #[derive(Clone)]
 pub struct Metrics {
@@ -133,6 +144,14 @@ pub struct Metrics {
     /// Cluster mode: subscribes answered, by `answered`
     /// ([`SUBSCRIBE_ANSWERS`]).
     pub backplane_subscribes: IntCounterVec,
+    /// Open subscriber sessions, by `transport` ([`TRANSPORTS`]).
+    pub transport_sessions: IntGaugeVec,
+    /// Messages sent over a fallback transport, by `transport`
+    /// ([`FALLBACK_TRANSPORTS`]).
+    pub transport_deliveries: IntCounterVec,
+    /// Bytes of SSE streams and poll answers (bodies), by `transport`
+    /// ([`FALLBACK_TRANSPORTS`]).
+    pub transport_bytes_out: IntCounterVec,
 }
 
 /// Bucket upper bounds, in bytes, of the queue depth histogram.
@@ -231,6 +250,18 @@ impl Metrics {
             .register(Box::new(
                 prometheus::process_collector::ProcessCollector::for_self(),
             ))
+            .expect("unique metric");
+
+        let transport_sessions = IntGaugeVec::new(
+            Opts::new(
+                "tickwire_transport_sessions",
+                "Open subscriber sessions by transport: ws (WebSocket sessions on /ws), sse (GET /v1/sse streams), poll (long-poll sessions).",
+            ),
+            &["transport"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(transport_sessions.clone()))
             .expect("unique metric");
 
         let metrics = Metrics {
@@ -353,8 +384,26 @@ impl Metrics {
                 "Cluster mode: subscribes answered, by where the reply's position and replay came from: redis, or node (Redis could not be asked in time: no replay, resumes not claimed).",
                 "answered",
             ),
+            transport_sessions,
+            transport_deliveries: counter_vec(
+                "transport_deliveries_total",
+                "Messages sent over a fallback transport, by transport (sse, poll); tickwire_deliveries_total counts what is queued to subscribers of every transport.",
+                "transport",
+            ),
+            transport_bytes_out: counter_vec(
+                "transport_bytes_out_total",
+                "Bytes of SSE streams and long-poll answer bodies, by transport (sse, poll); WebSocket bytes are tickwire_bytes_out_total.",
+                "transport",
+            ),
             registry,
         };
+        for transport in TRANSPORTS {
+            metrics.transport_sessions.with_label_values(&[transport]);
+        }
+        for transport in FALLBACK_TRANSPORTS {
+            metrics.transport_deliveries.with_label_values(&[transport]);
+            metrics.transport_bytes_out.with_label_values(&[transport]);
+        }
         for code in ErrorCode::ALL {
             metrics.protocol_errors.with_label_values(&[code.name()]);
         }

@@ -36,6 +36,7 @@ use crate::accept::AcceptErrors;
 use crate::auth::Authenticator;
 use crate::cluster;
 use crate::config::BrokerConfig;
+use crate::fallback::poll::PollSessions;
 use crate::http;
 use crate::limits::{IpLimits, PublishLimits};
 use crate::metrics::Metrics;
@@ -231,6 +232,7 @@ impl Broker {
         }
         start_backplane(&state);
         let sweeper = tokio::spawn(sweep_idle(state.clone(), addresses.clone()));
+        let polls = Arc::new(PollSessions::new());
         tokio::spawn(close_after_drain_delay(state.clone()));
         let mut accept_errors = AcceptErrors::new("main", &state.metrics);
         while let Some((socket, peer)) = accept_errors.next(&listener, &state.shutdown).await {
@@ -279,7 +281,7 @@ impl Broker {
                 state.metrics.clone(),
             ));
             let _ = socket.set_nodelay(true);
-            let task = serve_connection(state.clone(), socket, peer, slot);
+            let task = serve_connection(state.clone(), socket, peer, slot, polls.clone());
             state.tasks.spawn(state.metrics.count_task(task));
         }
         drop(listener);
@@ -308,9 +310,10 @@ async fn serve_connection(
     socket: TcpStream,
     peer: SocketAddr,
     slot: Arc<ConnectionSlot>,
+    polls: Arc<PollSessions>,
 ) {
     let Some(acceptor) = state.tls.as_ref().map(|tls| tls.acceptor()) else {
-        return serve_clients(state, socket, peer, slot).await;
+        return serve_clients(state, socket, peer, slot, polls).await;
     };
     let handshake = async {
         let mut first = [0u8; 1];
@@ -332,7 +335,7 @@ async fn serve_connection(
         _ = state.shutdown.cancelled() => return,
     };
     match outcome {
-        Ok(Ok(Some(tls))) => serve_clients(state, tls, peer, slot).await,
+        Ok(Ok(Some(tls))) => serve_clients(state, tls, peer, slot, polls).await,
         Ok(Ok(None)) => {}
         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
@@ -345,19 +348,29 @@ async fn serve_clients<S: Transport>(
     socket: S,
     peer: SocketAddr,
     slot: Arc<ConnectionSlot>,
+    polls: Arc<PollSessions>,
 ) {
     let identity = socket.peer_identity().map(Arc::new);
     let route_state = state.clone();
-    let route =
-        move |req| http::route::<S>(route_state.clone(), slot.clone(), identity.clone(), req);
-    serve_http(state, socket, peer, route).await
+    let abort = slot.abort_token().clone();
+    let route = move |req| {
+        let (state, slot, polls) = (route_state.clone(), slot.clone(), polls.clone());
+        http::route::<S>(state, slot, polls, identity.clone(), req)
+    };
+    serve_http(state, socket, peer, route, abort).await
 }
 
 /// Serves HTTP/1.1 on one connection, answering each request with `route`,
 /// until the connection ends or shutdown; a WebSocket upgrade hands the
-/// socket over to [`crate::connection::serve`].
-async fn serve_http<S, R, F>(state: Arc<BrokerState>, socket: S, peer: SocketAddr, route: R)
-where
+/// socket over to [`crate::connection::serve`]. Cancelling `abort` drops the
+/// connection at once (an SSE stream whose client stopped reading).
+async fn serve_http<S, R, F>(
+    state: Arc<BrokerState>,
+    socket: S,
+    peer: SocketAddr,
+    route: R,
+    abort: CancellationToken,
+) where
     S: Transport,
     R: Fn(Request<hyper::body::Incoming>) -> F + Send + 'static,
     F: Future<Output = Response<http::Body>> + Send + 'static,
@@ -375,9 +388,13 @@ where
     tokio::pin!(connection);
     let result = tokio::select! {
         result = connection.as_mut() => result,
+        _ = abort.cancelled() => return,
         _ = state.shutdown.cancelled() => {
             connection.as_mut().graceful_shutdown();
-            connection.await
+            tokio::select! {
+                result = connection => result,
+                _ = abort.cancelled() => return,
+            }
         }
     };
     if let Err(e) = result {
@@ -538,11 +555,13 @@ async fn serve_echo(state: Arc<BrokerState>, listener: TcpListener, refusing: Ar
             let response = http::upgrade_echo::<TcpStream>(echo_state.clone(), place.clone(), req);
             std::future::ready(response)
         };
-        state.tasks.spawn(
-            state
-                .metrics
-                .count_task(serve_http(state.clone(), socket, peer, route)),
-        );
+        state.tasks.spawn(state.metrics.count_task(serve_http(
+            state.clone(),
+            socket,
+            peer,
+            route,
+            CancellationToken::new(),
+        )));
     })
     .await
 }

@@ -10,6 +10,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use std::time::Instant;
 
 use parking_lot::Mutex;
+use tokio_util::sync::CancellationToken;
 
 use crate::limits::{Admission, IpHold, PublishLimiter, PublishLimits};
 use crate::metrics::Metrics;
@@ -31,6 +32,8 @@ pub struct ConnectionSlot {
     /// so the lock is never contended).
     http_publishes: Mutex<PublishLimiter>,
     probe_only: bool,
+    /// Cancelled to drop the connection at once.
+    abort: CancellationToken,
     metrics: Metrics,
 }
 
@@ -51,6 +54,7 @@ impl ConnectionSlot {
             _address: address,
             http_publishes: Mutex::new(PublishLimiter::new(publish_limits, Instant::now())),
             probe_only,
+            abort: CancellationToken::new(),
             metrics,
         }
     }
@@ -59,6 +63,17 @@ impl ConnectionSlot {
     /// `/healthz`, `/readyz` and `/metrics`.
     pub fn probe_only(&self) -> bool {
         self.probe_only
+    }
+
+    /// Drops the connection at once, without flushing what is buffered: for
+    /// a response whose client stopped reading (a stalled SSE stream).
+    pub fn abort(&self) {
+        self.abort.cancel();
+    }
+
+    /// Cancelled by [`ConnectionSlot::abort`]; the HTTP server watches it.
+    pub fn abort_token(&self) -> &CancellationToken {
+        &self.abort
     }
 
     /// Whether an HTTP publish of `bytes` payload bytes on this connection

@@ -12,7 +12,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tickwire_broker::config::BrokerConfig;
+use tickwire_broker::SlowConsumerPolicy;
+use tickwire_broker::config::{BrokerConfig, TopicPolicy};
 use tickwire_broker::reload::Reloaded;
 use tickwire_broker::{Broker, ReloadError, ReloadHandle, ShutdownHandle};
 use tickwire_protocol::handshake::{ResponseHead, SubprotocolRule, UpgradeRequest};
@@ -26,6 +27,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 
+pub mod fallback;
 pub mod node;
 pub mod pki;
 pub mod proxy;
@@ -42,6 +44,37 @@ pub fn test_config() -> BrokerConfig {
     BrokerConfig {
         client_retain_patterns: vec![Pattern::everything()],
         ..BrokerConfig::local_ephemeral()
+    }
+}
+
+/// A topic policy keeping `messages` messages of history (64 MiB at most)
+/// for the topics of `pattern`, slow consumers disconnected.
+pub fn history_policy(pattern: &str, messages: usize) -> TopicPolicy {
+    TopicPolicy {
+        pattern: Pattern::new(pattern).expect("valid pattern"),
+        history_messages: messages,
+        history_bytes: 64 << 20,
+        history_age: None,
+        retain: false,
+        slow_consumer: SlowConsumerPolicy::Disconnect,
+        client_retain: None,
+    }
+}
+
+/// The next `MESSAGE` a raw client receives, as (topic, seq, payload);
+/// pings are skipped, anything else fails the test.
+pub async fn next_message(client: &mut RawClient) -> (String, u64, Vec<u8>) {
+    loop {
+        match client.recv().await {
+            Received::Message {
+                topic,
+                seq,
+                payload,
+                ..
+            } => return (topic, seq, payload.to_vec()),
+            Received::Ping => {}
+            other => panic!("expected a message, got {other:?}"),
+        }
     }
 }
 

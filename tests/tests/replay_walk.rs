@@ -12,24 +12,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use tickwire_broker::config::TopicPolicy;
-use tickwire_broker::outbound::SlowConsumerPolicy;
-use tickwire_e2e::{RawClient, Received, TestBroker};
+use tickwire_e2e::{RawClient, Received, TestBroker, history_policy};
 use tickwire_protocol::message::Position;
-use tickwire_protocol::topic::Pattern;
 use tickwire_protocol::{ClientMessage, SubscribeOptions};
-
-fn history(pattern: &str, messages: usize) -> TopicPolicy {
-    TopicPolicy {
-        pattern: Pattern::new(pattern).expect("valid pattern"),
-        history_messages: messages,
-        history_bytes: 64 << 20,
-        history_age: None,
-        retain: false,
-        slow_consumer: SlowConsumerPolicy::Disconnect,
-        client_retain: None,
-    }
-}
 
 async fn next_message(client: &mut RawClient) -> (String, u64, u64) {
     loop {
@@ -145,7 +130,7 @@ async fn a_wildcard_resume_racing_publishes_is_gapless_on_every_topic() {
     const BEFORE: u64 = 30;
     const ROUNDS: u64 = 300;
     let broker = TestBroker::start(|c| {
-        c.topic_policies = vec![history("h.>", 100_000)];
+        c.topic_policies = vec![history_policy("h.>", 100_000)];
         c.outbound_queue_bytes = 64 << 20;
     })
     .await;

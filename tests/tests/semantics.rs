@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use tickwire_broker::config::TopicPolicy;
 use tickwire_broker::outbound::SlowConsumerPolicy;
-use tickwire_e2e::{RawClient, Received, TestBroker};
+use tickwire_e2e::{RawClient, TestBroker, next_message};
 use tickwire_protocol::SubscribeOptions;
 use tickwire_protocol::message::Position;
 use tickwire_protocol::topic::Pattern;
@@ -20,21 +20,6 @@ fn policy(pattern: &str, history: usize, slow_consumer: SlowConsumerPolicy) -> T
         retain: false,
         slow_consumer,
         client_retain: None,
-    }
-}
-
-async fn next_message(client: &mut RawClient) -> (String, u64, Vec<u8>) {
-    loop {
-        match client.recv().await {
-            Received::Message {
-                topic,
-                seq,
-                payload,
-                ..
-            } => return (topic, seq, payload.to_vec()),
-            Received::Ping => {}
-            other => panic!("expected a message, got {other:?}"),
-        }
     }
 }
 
