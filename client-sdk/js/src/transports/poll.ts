@@ -1,0 +1,59 @@
+/**
+ * The long-poll transport: `GET /v1/poll` per group, in a loop. Every
+ * request carries the cursor built from tracked positions (once the
+ * subscriptions are confirmed) and, after the first, the `session` id: a
+ * live session ignores the cursor; an expired or unknown one (a tab that
+ * stopped polling, another node, a restart) is replaced by a new session
+ * resuming from it, without a gap. Each
+ * request is held by the broker up to `timeout` seconds, and bounded here by
+ * that plus the connect timeout.
+ */
+import { httpError, TickwireError } from '../errors.js';
+import { fetchWithDeadline } from './http.js';
+import { streamQuery, StreamTransport, type Group } from './streams.js';
+
+interface PollAnswer {
+  session?: unknown;
+  messages?: unknown;
+  events?: unknown;
+}
+
+/** Long-poll transport. */
+export class PollTransport extends StreamTransport {
+  readonly kind = 'poll' as const;
+
+  protected async run(group: Group): Promise<void> {
+    let session: string | undefined;
+    while (!group.stopped) {
+      const extra: Array<[string, string]> = [['timeout', String(this.ctx.pollTimeoutS)]];
+      if (session) extra.push(['session', session]);
+      const url = `${this.ctx.httpBase}/v1/poll?${streamQuery(group.subs, this.ctx.token, extra)}`;
+      let answered: { res: Response; text: string };
+      try {
+        answered = await fetchWithDeadline(this.ctx, url, {}, this.ctx.pollTimeoutS * 1000 + this.ctx.connectTimeoutMs, group.controller.signal, true);
+      } catch (err) {
+        if (group.stopped) return;
+        throw err;
+      }
+      const { res, text } = answered;
+      if (group.stopped) return;
+      if (!res.ok) throw httpError(res.status, text);
+      let answer: PollAnswer;
+      try {
+        answer = JSON.parse(text) as PollAnswer;
+      } catch {
+        throw new TickwireError('protocol', `poll answer that is not JSON: ${text.slice(0, 200)}`);
+      }
+      group.started();
+      session = typeof answer.session === 'string' ? answer.session : undefined;
+      for (const event of Array.isArray(answer.events) ? answer.events : []) {
+        if (typeof event !== 'object' || event === null) continue;
+        const e = event as Record<string, unknown>;
+        if (e['type'] === 'subscribed') this.onSubscribed(e);
+        else if (e['type'] === 'error') this.onError(e);
+        else if (e['type'] === 'close') session = undefined;
+      }
+      for (const message of Array.isArray(answer.messages) ? answer.messages : []) this.onDelivery(message);
+    }
+  }
+}
