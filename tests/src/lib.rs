@@ -811,6 +811,32 @@ where
     (banner_addr(&line), line)
 }
 
+/// Runs `command` to completion within `limit` (the child is killed when
+/// it takes longer, and the test fails) and returns its output.
+pub async fn output_within(
+    command: &mut tokio::process::Command,
+    limit: Duration,
+) -> std::process::Output {
+    let child = command.spawn().expect("start the command");
+    tokio::time::timeout(limit, child.wait_with_output())
+        .await
+        .expect("the command finishes in time")
+        .expect("the command's output")
+}
+
+/// Checks that a finished command exited 0 (showing its output if not) and
+/// returns its standard output.
+pub fn assert_success(output: &std::process::Output) -> String {
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "the command failed\nstdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
 /// `tickwire ARGS` (this build's binary) with no input, piped standard
 /// output and error, killed when dropped, and without any inherited
 /// `TICKWIRE_*` variable (so the caller's environment cannot change the

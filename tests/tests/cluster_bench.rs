@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tickwire_e2e::node::ClusterNode;
 use tickwire_e2e::redis::RedisServer;
-use tickwire_e2e::tickwire_command;
+use tickwire_e2e::{assert_success, output_within, tickwire_command};
 
 /// The topic every run publishes on.
 const TOPIC: &str = "bench.cluster";
@@ -19,27 +19,19 @@ const TOPIC: &str = "bench.cluster";
 /// Runs `tickwire bench fanout ARGS` at a fixed rate for one second and
 /// returns its output.
 async fn bench(args: &[&str]) -> Output {
-    let child = tickwire_command(&["bench", "fanout", "--topic", TOPIC])
-        .args(["--payload", "64", "--rate", "2000", "--duration", "1s"])
-        .args(["--drain", "5s", "--json", "--quiet"])
-        .args(args)
-        .spawn()
-        .expect("start tickwire bench");
-    tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
-        .await
-        .expect("bench finishes in time")
-        .expect("bench output")
+    output_within(
+        tickwire_command(&["bench", "fanout", "--topic", TOPIC])
+            .args(["--payload", "64", "--rate", "2000", "--duration", "1s"])
+            .args(["--drain", "5s", "--json", "--quiet"])
+            .args(args),
+        Duration::from_secs(30),
+    )
+    .await
 }
 
 /// The JSON report of a run that must have exited 0.
 fn report(output: &Output) -> Value {
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "bench failed\nstdout: {stdout}\nstderr: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let stdout = assert_success(output);
     serde_json::from_str(stdout.trim()).expect("one JSON object")
 }
 

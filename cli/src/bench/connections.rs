@@ -91,7 +91,7 @@ pub fn run(args: ConnectionsArgs) -> u8 {
     if args.hold > super::MAX_DURATION {
         return usage(&format!("--hold is over {:?}", super::MAX_DURATION));
     }
-    let target = match resolve(&args.common.url) {
+    let target = match resolve(&args.common.broker.url) {
         Ok(t) => t,
         Err(code) => return code,
     };
@@ -133,23 +133,25 @@ async fn run_async(args: &ConnectionsArgs, target: Target) -> ConnectionsReport 
             "connections: opening {} connections to {} ({} at a time, {} source address(es))",
             args.connections,
             target.url,
-            common.connect_concurrency,
-            common.source_addrs
+            common.connect.connect_concurrency,
+            common.connect.source_addrs
         );
     }
     loop {
         // Stop starting new connections after the first failure or the
         // deadline; those not started count as failed.
         let stopping = first_error.is_some() || Instant::now() >= deadline;
-        while !stopping && next < args.connections && connecting.len() < common.connect_concurrency
+        while !stopping
+            && next < args.connections
+            && connecting.len() < common.connect.connect_concurrency
         {
             let n = next;
             next += 1;
             let target = target.clone();
-            let token = common.token.clone();
+            let token = common.broker.token.clone();
             let topic = format!("{}.{n}", args.topic_prefix);
-            let source = target.source_for(n, common.source_addrs);
-            let limit = common.connect_timeout;
+            let source = target.source_for(n, common.connect.source_addrs);
+            let limit = common.connect.connect_timeout;
             connecting.spawn(async move {
                 let mut conn = raw_client::open(&target, source, token.as_deref(), limit).await?;
                 tokio::time::timeout(limit, raw_client::subscribe(&mut conn, 1, &topic))
@@ -220,7 +222,7 @@ async fn run_async(args: &ConnectionsArgs, target: Target) -> ConnectionsReport 
         first_error: first_error.map(|e| e.to_string()),
         connect_s,
         connect_rate: opened as f64 / connect_s.max(1e-9),
-        source_addrs: common.source_addrs,
+        source_addrs: common.connect.source_addrs,
         hold_s,
         closed_during_hold,
         broker_rss_before_bytes: rss_before,

@@ -4,6 +4,8 @@
 //! * `topics`: T topics × K subscribers, M publishers.
 //! * `connections`: C idle subscribed connections; connect rate and the
 //!   broker's memory per connection.
+//! * `transports`: the same fan-out over WebSocket, SSE and long-poll at
+//!   fixed rates: latency, bytes on the wire and broker CPU per delivery.
 //!
 //! The load side is built not to be the bottleneck: subscribers are raw
 //! sockets read in big chunks whose frames are walked in place
@@ -27,6 +29,7 @@ mod load;
 mod raw_client;
 mod report;
 mod topics;
+mod transports;
 mod walker;
 #[cfg(test)]
 mod walker_tests;
@@ -76,12 +79,18 @@ enum BenchKind {
     ///
     /// Example: taskset -c 1 tickwire bench recv-capacity --sender-cpu 0
     RecvCapacity(capacity::CapacityArgs),
+    /// The same 1 → N fan-out over WebSocket, SSE and long-poll at fixed
+    /// rates: latency, bytes on the wire and broker CPU per delivery.
+    ///
+    /// Example: tickwire bench transports --subscribers 100 --rates 100,1000,5000 --broker-pid $(pidof tickwire)
+    Transports(transports::TransportsArgs),
 }
 
-/// Flags shared by every benchmark.
+/// Where the broker is and how to authenticate (every benchmark).
 #[derive(Debug, Clone, Args)]
-pub struct CommonArgs {
-    /// Broker WebSocket URL (ws:// only).
+pub struct BrokerArgs {
+    /// Broker WebSocket URL (ws:// only; `bench transports` also takes
+    /// http://HOST:PORT).
     #[arg(
         long,
         env = "TICKWIRE_URL",
@@ -89,7 +98,8 @@ pub struct CommonArgs {
         value_name = "URL"
     )]
     pub url: String,
-    /// Sent as `Authorization: Bearer TOKEN` with every WebSocket upgrade.
+    /// Sent as `Authorization: Bearer TOKEN` by every connection (WebSocket
+    /// upgrade or HTTP request).
     #[arg(
         long,
         env = "TICKWIRE_TOKEN",
@@ -97,6 +107,31 @@ pub struct CommonArgs {
         hide_env_values = true
     )]
     pub token: Option<String>,
+}
+
+/// How connections are opened (every benchmark).
+#[derive(Debug, Clone, Args)]
+pub struct ConnectArgs {
+    /// Spread connections over this many source addresses 127.0.0.1 …
+    /// 127.0.0.N (when the broker is on 127.0.0.1) to avoid running out of
+    /// ephemeral ports.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u8).range(1..=254), value_name = "N")]
+    pub source_addrs: u8,
+    /// Most connections being set up at once.
+    #[arg(long, default_value = "64", value_parser = parse_count, value_name = "N")]
+    pub connect_concurrency: usize,
+    /// Time allowed to open one connection (TCP, WebSocket upgrade or HTTP
+    /// request, until subscribed).
+    #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
+    pub connect_timeout: Duration,
+}
+
+/// Flags shared by every benchmark.
+#[derive(Debug, Clone, Args)]
+pub struct CommonArgs {
+    /// The broker's URL and token.
+    #[command(flatten)]
+    pub broker: BrokerArgs,
     /// Print one JSON object per run to stdout instead of the table.
     #[arg(long)]
     pub json: bool,
@@ -108,17 +143,9 @@ pub struct CommonArgs {
     /// before counting the missing ones as lost.
     #[arg(long, default_value = "2s", value_parser = parse_duration, value_name = "DURATION")]
     pub drain: Duration,
-    /// Spread connections over this many source addresses 127.0.0.1 …
-    /// 127.0.0.N (when the broker is on 127.0.0.1) to avoid running out of
-    /// ephemeral ports.
-    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u8).range(1..=254), value_name = "N")]
-    pub source_addrs: u8,
-    /// Most connections being set up at once.
-    #[arg(long, default_value = "64", value_parser = parse_count, value_name = "N")]
-    pub connect_concurrency: usize,
-    /// Time allowed to open one connection (TCP, upgrade, subscribe).
-    #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
-    pub connect_timeout: Duration,
+    /// How connections are opened.
+    #[command(flatten)]
+    pub connect: ConnectArgs,
     /// The broker's process id: report its CPU use and memory (RSS) from
     /// /proc (same machine only).
     #[arg(long, value_name = "PID")]
@@ -177,6 +204,7 @@ pub fn run(args: BenchArgs) -> ExitCode {
         BenchKind::Topics(a) => topics::run(a),
         BenchKind::Connections(a) => connections::run(a),
         BenchKind::RecvCapacity(a) => capacity::run(a),
+        BenchKind::Transports(a) => transports::run(a),
     };
     ExitCode::from(code)
 }
@@ -230,7 +258,7 @@ fn resolve_nodes(load: &LoadArgs, common: &CommonArgs) -> Result<load::Nodes, u8
             )));
         }
         let urls: Vec<&str> = if given.is_empty() {
-            vec![&common.url]
+            vec![&common.broker.url]
         } else {
             given.iter().map(String::as_str).collect()
         };
@@ -238,7 +266,7 @@ fn resolve_nodes(load: &LoadArgs, common: &CommonArgs) -> Result<load::Nodes, u8
     };
     let subscribers = list(&load.subscriber_urls)?;
     let publishers = list(&load.publisher_urls)?;
-    load::Nodes::new(common.url.clone(), subscribers, publishers)
+    load::Nodes::new(common.broker.url.clone(), subscribers, publishers)
         .ok_or_else(|| usage("no broker URL"))
 }
 
@@ -257,7 +285,7 @@ fn check_common(c: &CommonArgs) -> Result<(), String> {
     if c.drain > MAX_DURATION {
         return Err(format!("--drain must be at most {MAX_DURATION:?}"));
     }
-    if c.connect_timeout.is_zero() {
+    if c.connect.connect_timeout.is_zero() {
         return Err("--connect-timeout must be positive".into());
     }
     Ok(())

@@ -195,7 +195,12 @@ pub async fn open(
     .map_err(|_| ConnectError::Timeout(addr))?
 }
 
-async fn connect_tcp(addr: SocketAddr, source: Option<IpAddr>) -> Result<TcpStream, ConnectError> {
+/// Opens a TCP connection to `addr` (from `source`, if given) with
+/// `TCP_NODELAY`; a refusal is [`ConnectError::Refused`].
+pub async fn connect_tcp(
+    addr: SocketAddr,
+    source: Option<IpAddr>,
+) -> Result<TcpStream, ConnectError> {
     let io_err = |e: io::Error| {
         if e.kind() == io::ErrorKind::ConnectionRefused {
             ConnectError::Refused(addr)

@@ -70,7 +70,7 @@ type Opened = (Vec<(usize, Conn)>, Vec<(usize, Conn)>);
 /// Opens (and subscribes) this thread's connections, a bounded number at
 /// a time.
 async fn open_all(ctx: &Arc<Ctx>, subs: &[usize], pubs: &[usize]) -> Result<Opened, ConnectError> {
-    let limit = (ctx.common.connect_concurrency / ctx.load.threads).max(1);
+    let limit = (ctx.common.connect.connect_concurrency / ctx.load.threads).max(1);
     // Jobs: (is_publisher, index).
     let mut jobs = subs
         .iter()
@@ -92,18 +92,18 @@ async fn open_all(ctx: &Arc<Ctx>, subs: &[usize], pubs: &[usize]) -> Result<Open
                 } else {
                     ctx.nodes.subscriber(i)
                 };
-                let source = target.source_for(n, ctx.common.source_addrs);
+                let source = target.source_for(n, ctx.common.connect.source_addrs);
                 let mut conn = raw_client::open(
                     target,
                     source,
-                    ctx.common.token.as_deref(),
-                    ctx.common.connect_timeout,
+                    ctx.common.broker.token.as_deref(),
+                    ctx.common.connect.connect_timeout,
                 )
                 .await?;
                 if !is_pub {
                     let topic = &ctx.topics[ctx.plan.topic_of(i)].name;
                     tokio::time::timeout(
-                        ctx.common.connect_timeout,
+                        ctx.common.connect.connect_timeout,
                         raw_client::subscribe(&mut conn, 1, topic),
                     )
                     .await
