@@ -10,7 +10,9 @@
 # promtool (Debian) and TypeScript with @grafana/schema (npm) when missing.
 
 # from Debian through apt-get when missing (as root, or with sudo); Node 20+
-# with npm for the JavaScript client (client-sdk/js/scripts/ci.sh).
+# with npm for the JavaScript client (client-sdk/js/scripts/ci.sh) and the
+# browser tests, which install Debian's chromium and npm's playwright-core
+# when missing (tests/browser/run.sh).
 # Usage: ./scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,6 +40,9 @@ deploy/check.sh
 
 step "JavaScript client: npm ci, tsc, unit and end-to-end tests, bundle check (client-sdk/js/scripts/ci.sh)"
 TICKWIRE_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/tickwire" client-sdk/js/scripts/ci.sh
+
+step "the dashboard and the JS client in Chromium (installs chromium and playwright-core if missing)"
+TICKWIRE_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/tickwire" tests/browser/run.sh
 
 step "Autobahn cases against the broker's WebSocket layer (installs kosoku if missing)"
 python3 scripts/autobahn.py --check-docs

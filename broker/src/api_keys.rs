@@ -1,10 +1,14 @@
 //! API keys for HTTP publish (`--api-key-file`): long-lived secrets for
 //! services that publish over HTTP without minting JWTs.
 //!
-//! A key file holds one key per line, `sha256-hex pattern[,pattern...]`:
-//! the SHA-256 of the key (64 hex digits) and the topic patterns it may
-//! publish on. Blank lines and lines starting with `#` are ignored. Only the
-//! hashes are stored; a presented key is hashed and compared with every
+//! A key file holds one key per line, `sha256-hex pattern[,pattern...]
+//! [admin]`: the SHA-256 of the key (64 hex digits), the topic patterns it
+//! may publish on (`-` for none, allowed only for an admin key), and,
+//! optionally, the word `admin` as a last whitespace-separated field (not
+//! following a comma, so `a, admin` still names the topic `admin`): the key
+//! may then read the operational JSON endpoints (`/v1/stats`,
+//! `/v1/topics`). Blank lines and lines starting with `#` are ignored. Only
+//! the hashes are stored; a presented key is hashed and compared with every
 //! stored hash in constant time.
 
 use sha2::{Digest, Sha256};
@@ -18,6 +22,22 @@ use crate::grants::Grants;
 struct ApiKey {
     hash: [u8; 32],
     publish: Vec<Pattern>,
+    admin: bool,
+}
+
+/// The flag that marks an admin key, the last field of its line.
+const ADMIN_FLAG: &str = "admin";
+
+/// Splits the text after a key's hash into its pattern list and whether it
+/// ends with the [`ADMIN_FLAG`] field (a last word not after a comma).
+fn split_admin(rest: &str) -> (&str, bool) {
+    let rest = rest.trim();
+    match rest.rsplit_once(char::is_whitespace) {
+        Some((patterns, ADMIN_FLAG)) if !patterns.trim_end().ends_with(',') => {
+            (patterns.trim_end(), true)
+        }
+        _ => (rest, false),
+    }
 }
 
 /// Every configured API key.
@@ -50,26 +70,34 @@ impl ApiKeys {
                 continue;
             }
             let at = |message: &str| format!("line {}: {message}", number + 1);
-            let (hash, patterns) = line
+            let (hash, rest) = line
                 .split_once(char::is_whitespace)
-                .ok_or_else(|| at("write `sha256-hex pattern[,pattern]`"))?;
+                .ok_or_else(|| at("write `sha256-hex pattern[,pattern] [admin]`"))?;
             let hash = parse_hash(hash).ok_or_else(|| at("the hash must be 64 hex digits"))?;
-            let publish = patterns
-                .split(',')
-                .map(str::trim)
-                .filter(|p| !p.is_empty())
-                .map(|p| Pattern::new(p).map_err(|e| at(&format!("pattern `{p}`: {e}"))))
-                .collect::<Result<Vec<_>, _>>()?;
-            if publish.is_empty() {
+            let (patterns, admin) = split_admin(rest);
+            let publish = match patterns {
+                "-" if admin => Vec::new(),
+                _ => patterns
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|p| !p.is_empty())
+                    .map(|p| Pattern::new(p).map_err(|e| at(&format!("pattern `{p}`: {e}"))))
+                    .collect::<Result<Vec<_>, _>>()?,
+            };
+            if publish.is_empty() && !admin {
                 return Err(at("name at least one pattern"));
             }
-            self.keys.push(ApiKey { hash, publish });
+            self.keys.push(ApiKey {
+                hash,
+                publish,
+                admin,
+            });
         }
         Ok(())
     }
 
     /// The grants of the key `presented`, if it is one: publishing on its
-    /// patterns, nothing else. Every stored hash is compared, in constant
+    /// patterns, and the admin grant for an admin key; nothing else. Every stored hash is compared, in constant
     /// time.
     pub fn grants_for(&self, presented: &str) -> Option<Grants> {
         let hash: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
@@ -82,6 +110,7 @@ impl ApiKeys {
         found.map(|key| Grants {
             subscribe: Vec::new(),
             publish: key.publish.clone(),
+            admin: key.admin,
         })
     }
 }
@@ -124,6 +153,42 @@ mod tests {
                 .contains("a..b")
         );
         assert!(bad.parse(&format!("{real_hex} ,")).is_err());
+        assert!(bad.parse(&format!("{real_hex} a.b root")).is_err());
         assert_eq!(parse_hash(&"g".repeat(64)), None);
+    }
+
+    #[test]
+    fn a_last_admin_field_marks_an_admin_key_and_old_lines_keep_their_meaning() {
+        let hex = |key: &[u8]| -> String {
+            let hash: [u8; 32] = Sha256::digest(key).into();
+            hash.iter().map(|b| format!("{b:02x}")).collect()
+        };
+        let mut keys = ApiKeys::default();
+        keys.parse(&format!(
+            "{} iot.>, x admin\n{} - admin\n{} admin\n{} a, admin\n{} -\n",
+            hex(b"pub-admin"),
+            hex(b"admin-only"),
+            hex(b"topic-admin"),
+            hex(b"two-topics"),
+            hex(b"dash"),
+        ))
+        .unwrap();
+        // Without `admin`, `-` is the topic `-`, as before.
+        let dash = keys.grants_for("dash").unwrap();
+        assert!(!dash.admin && dash.may_publish(Topic::new("-").unwrap()));
+        let publisher = keys.grants_for("pub-admin").unwrap();
+        assert!(publisher.admin);
+        assert!(publisher.may_publish(Topic::new("x").unwrap()));
+        let admin_only = keys.grants_for("admin-only").unwrap();
+        assert!(admin_only.admin && admin_only.publish.is_empty());
+        // A lone `admin` is a pattern, as before: the topic `admin`.
+        let topic = keys.grants_for("topic-admin").unwrap();
+        assert!(!topic.admin);
+        assert!(topic.may_publish(Topic::new("admin").unwrap()));
+        // After a comma, `admin` is a pattern too.
+        let two = keys.grants_for("two-topics").unwrap();
+        assert!(!two.admin);
+        assert!(two.may_publish(Topic::new("admin").unwrap()));
+        assert!(two.may_publish(Topic::new("a").unwrap()));
     }
 }

@@ -14,7 +14,9 @@
 //!   configured leeway;
 //! * `aud` and `iss`, when `--jwt-audience` / `--jwt-issuer` are set;
 //! * its grants claim (`--jwt-grants-claim`, default `tw`):
-//!   `{"sub": [patterns], "pub": [patterns]}`; absent means no grants.
+//!   `{"sub": [patterns], "pub": [patterns], "admin": bool}`; absent means
+//!   no grants. `admin: true` lets the holder read the operational JSON
+//!   endpoints (`/v1/stats`, `/v1/topics`); it grants no topic.
 //!
 //! Refusals are one [`AuthError`] whose reason is for debug logs only; what
 //! the client sees never says which check failed. Tokens are never logged.
@@ -152,6 +154,8 @@ struct GrantsClaim {
     sub: Vec<String>,
     #[serde(default, rename = "pub")]
     publish: Vec<String>,
+    #[serde(default)]
+    admin: bool,
 }
 
 /// The time claims checked here rather than by the JWT library.
@@ -369,6 +373,7 @@ impl Authenticator {
             publish: both
                 .chain(config.allow_anonymous_pub.iter().cloned())
                 .collect(),
+            admin: false,
         };
         Ok(Some(Authenticator {
             files,
@@ -529,6 +534,7 @@ impl Authenticator {
             grants: Grants {
                 subscribe: parse_patterns(grants.sub)?,
                 publish: parse_patterns(grants.publish)?,
+                admin: grants.admin,
             },
             expires: UNIX_EPOCH + Duration::from_secs(times.exp),
         })

@@ -7,6 +7,7 @@
 //! name = "alice"        # the certificate's CN, or one of its SAN names
 //! sub = ["stocks.>"]
 //! pub = ["iot.site1.>"]
+//! admin = true          # optional: may read /v1/stats and /v1/topics
 //! ```
 //!
 //! A certificate matches the entry named by its common name, else the first
@@ -70,6 +71,8 @@ struct Entry {
     sub: Vec<String>,
     #[serde(default, rename = "pub")]
     publish: Vec<String>,
+    #[serde(default)]
+    admin: bool,
 }
 
 /// The grants of each certificate name.
@@ -127,6 +130,7 @@ impl CertGrants {
             let grants = Grants {
                 subscribe: patterns(&entry.sub)?,
                 publish: patterns(&entry.publish)?,
+                admin: entry.admin,
             };
             if by_name.contains_key(&entry.name) {
                 return Err(at("this name has an earlier entry".to_owned()));
@@ -171,6 +175,10 @@ mod tests {
             [[client]]
             name = "svc.example"
             pub = ["svc.>"]
+
+            [[client]]
+            name = "ops"
+            admin = true
             "#,
         )
         .unwrap();
@@ -183,6 +191,13 @@ mod tests {
             .unwrap();
         assert!(svc.may_publish(Topic::new("svc.x").unwrap()));
         assert!(svc.subscribe.is_empty());
+        assert!(!svc.admin && !alice.admin);
+        assert!(
+            grants
+                .grants_for(&identity(Some("ops"), &[]))
+                .unwrap()
+                .admin
+        );
         // The CN's entry wins over a SAN's.
         let both = grants
             .grants_for(&identity(Some("alice"), &["svc.example"]))
@@ -200,7 +215,7 @@ mod tests {
             CertGrants::parse("[[client]]\nname = \"a\"\n[[client]]\nname = \"a\"\n").unwrap_err();
         assert!(err.contains("#2 \"a\""), "{err}");
         assert!(CertGrants::parse("[[client]]\nname = \"\"\n").is_err());
-        assert!(CertGrants::parse("[[client]]\nname = \"a\"\nadmin = true\n").is_err());
+        assert!(CertGrants::parse("[[client]]\nname = \"a\"\nroot = true\n").is_err());
         assert!(CertGrants::parse("[[clients]]\nname = \"a\"\n").is_err());
         let many = "[[client]]\nname = \"n\"\n".repeat(MAX_ENTRIES + 1);
         assert!(CertGrants::parse(&many).unwrap_err().contains("at most"));

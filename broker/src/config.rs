@@ -381,6 +381,7 @@ pub struct Setting {
     /// One-paragraph help text.
     pub help: &'static str,
     check: fn(&str) -> Result<(), String>,
+    switch: bool,
 }
 
 impl Setting {
@@ -392,6 +393,12 @@ impl Setting {
     /// Whether `value` parses for this setting; the error says what to write.
     pub fn check(&self, value: &str) -> Result<(), String> {
         (self.check)(value)
+    }
+
+    /// Whether this is an on/off setting (`true` or `false`): its flag may
+    /// be given alone, meaning `true` (`--dashboard`).
+    pub fn is_switch(&self) -> bool {
+        self.switch
     }
 }
 
@@ -424,6 +431,7 @@ macro_rules! broker_settings {
                 default: $default_text,
                 help: $help,
                 check: |v| $parser(v).map(drop),
+                switch: matches!(stringify!($parser).as_bytes(), b"parse_bool"),
             },
         )*];
 
@@ -591,7 +599,7 @@ broker_settings! {
         "With authentication on: patterns a client without a token may publish to (comma-separated). With no anonymous setting, tokenless clients are refused (401). Ignored when authentication is off.";
     api_key_file: Vec<PathBuf> = Vec::new(), "",
         env "TICKWIRE_API_KEY_FILE", parse parse_paths,
-        "Files of API keys for HTTP publish (comma-separated): one key per line as `sha256-hex pattern[,pattern]` (the SHA-256 of the key, then the topics it may publish on). Turns authentication on.";
+        "Files of API keys for HTTP publish (comma-separated): one key per line as `sha256-hex pattern[,pattern] [admin]` (the SHA-256 of the key, then the topics it may publish on, `-` for none; a last field `admin` lets the key read /v1/stats and /v1/topics). Turns authentication on.";
     cluster: Option<String> = None, "",
         env "TICKWIRE_CLUSTER", parse parse_cluster,
         "Run as one node of a cluster through Redis at this URL: `redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]`, `rediss://…` (TLS), or `redis+sentinel://[[USER]:PASSWORD@]HOST[:PORT][,HOST[:PORT]…]/MASTER[/DB]` (the master Redis Sentinel names; `rediss+sentinel://` with TLS). Publishes get their sequence number from Redis and reach subscribers on every node; a node subscribes in Redis only to what its clients subscribe to. While Redis is unreachable publishes are refused and /readyz fails. Empty: a single node (see docs/cluster.md).";
@@ -607,6 +615,9 @@ broker_settings! {
     auth_message: bool = false, "false",
         env "TICKWIRE_AUTH_MESSAGE", parse parse_bool,
         "With authentication on: accept WebSocket upgrades without a token when the client authenticates with an AUTH message as its first request, within the handshake timeout (else close 4004). Lets browsers keep tokens out of URLs.";
+    dashboard: bool = false, "false",
+        env "TICKWIRE_DASHBOARD", parse parse_bool,
+        "Serve the live dashboard page at /dashboard on the main port (assets embedded in the binary; the page itself needs no credentials, the data it reads does: see docs/dashboard.md) and sample the busiest topics for /v1/stats once a second.";
     max_poll_sessions: usize = 10_000, "10000",
         env "TICKWIRE_MAX_POLL_SESSIONS", parse parse_count,
         "Most long-poll sessions (GET /v1/poll) alive at once on this node; a poll that would create another is answered 503.";

@@ -17,6 +17,9 @@ pub struct Grants {
     /// Patterns the holder may publish on: a publish is allowed when its
     /// topic matches one of them.
     pub publish: Vec<Pattern>,
+    /// Whether the holder may read the broker's operational JSON
+    /// (`GET /v1/stats`, `GET /v1/topics`): the `admin` grant.
+    pub admin: bool,
 }
 
 impl Grants {
@@ -36,7 +39,7 @@ impl Grants {
 
     /// Whether these grants allow nothing at all.
     pub fn is_empty(&self) -> bool {
-        self.subscribe.is_empty() && self.publish.is_empty()
+        self.subscribe.is_empty() && self.publish.is_empty() && !self.admin
     }
 }
 
@@ -71,6 +74,17 @@ impl Access {
             Access::AwaitingAuth => false,
         }
     }
+
+    /// Whether the client may read the admin endpoints (`/v1/stats`,
+    /// `/v1/topics`): always with authentication off, else with the
+    /// `admin` grant.
+    pub fn is_admin(&self) -> bool {
+        match self {
+            Access::Open => true,
+            Access::Granted(grants) => grants.admin,
+            Access::AwaitingAuth => false,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -86,7 +100,9 @@ mod tests {
         let grants = Grants {
             subscribe: patterns(&["stocks.>", "news.*"]),
             publish: patterns(&["iot.site1.>"]),
+            admin: false,
         };
+        assert!(!Access::Granted(grants.clone()).is_admin());
         let access = Access::Granted(grants);
         let sub = |p: &str| access.may_subscribe(&Pattern::new(p).unwrap());
         let publ = |t: &str| access.may_publish(Topic::new(t).unwrap());
@@ -102,5 +118,13 @@ mod tests {
         assert!(Access::Open.may_subscribe(&Pattern::everything()));
         assert!(Access::Open.may_publish(Topic::new("any").unwrap()));
         assert!(Grants::default().is_empty());
+        assert!(Access::Open.is_admin());
+        assert!(!Access::AwaitingAuth.is_admin());
+        let admin_only = Grants {
+            admin: true,
+            ..Grants::default()
+        };
+        assert!(!admin_only.is_empty());
+        assert!(Access::Granted(admin_only).is_admin());
     }
 }

@@ -10,6 +10,9 @@
 //! | `GET /metrics` | Prometheus text format |
 //! | `GET /healthz` | 200 while the process runs |
 //! | `GET /readyz` | 200 when ready, 503 while draining |
+//! | `GET /v1/stats` | JSON counters and gauges ([`crate::admin_api`]) |
+//! | `GET /v1/topics` | JSON listing of topics ([`crate::admin_api`]) |
+//! | `GET /dashboard[/ASSET]` | with `--dashboard`: the page ([`crate::dashboard`]) |
 //!
 //! With `metrics_listen` set, the last three are served by
 //! [`route_operational`] on that listener only, and the main port answers
@@ -20,10 +23,12 @@
 //! `?token=T`, for browsers): without a valid one they get 401 with
 //! `WWW-Authenticate`, the same whatever check failed. A verified client
 //! certificate named in `--tls-client-grants-file` stands in for a token
-//! when none is presented. The fallback transports (`/v1/sse`, `/v1/poll`)
-//! authenticate like the upgrade (`?token=` or the header) and check the
-//! `Origin` like it; they, and HTTP publish, answer CORS requests from
-//! allowed origins.
+//! when none is presented. `/v1/stats` and `/v1/topics` take the same
+//! credentials as HTTP publish (a token or an API key) and need the `admin`
+//! grant (else 403); the dashboard's static files need none. The fallback
+//! transports (`/v1/sse`, `/v1/poll`) authenticate like the upgrade
+//! (`?token=` or the header) and check the `Origin` like it; they, and
+//! HTTP publish, answer CORS requests from allowed origins.
 
 use std::sync::Arc;
 
@@ -42,11 +47,13 @@ use serde_json::json;
 use tickwire_protocol::topic::Topic;
 use tickwire_protocol::{ErrorCode, SUBPROTOCOL, WEBSOCKET_PATH, handshake};
 
+use crate::admin_api;
 use crate::auth::{AuthError, Authorized};
 use crate::cluster::backplane::Backplane;
 use crate::cluster::publisher::PublishError;
 use crate::config::BrokerConfig;
 use crate::connection;
+use crate::dashboard;
 use crate::echo::Echo;
 use crate::fallback::poll::{Owner, PollError, PollSessions, Requester};
 use crate::fallback::query::{self, Endpoint, QueryError};
@@ -72,6 +79,8 @@ pub fn full(body: impl Into<Bytes>) -> Body {
 }
 
 const PUBLISH_PREFIX: &str = "/v1/publish/";
+const STATS_PATH: &str = "/v1/stats";
+const TOPICS_PATH: &str = "/v1/topics";
 
 /// The path of the Server-Sent Events fallback.
 pub const SSE_PATH: &str = "/v1/sse";
@@ -127,12 +136,13 @@ fn unauthorized(state: &BrokerState, reason: &AuthError) -> Response<Body> {
 
 /// The 403 answer to an HTTP publish outside the token's grants.
 fn forbidden(state: &BrokerState) -> Response<Body> {
+    forbidden_because(state, FORBIDDEN_MESSAGE)
+}
+
+/// A 403 `forbidden` answer saying `message`.
+fn forbidden_because(state: &BrokerState, message: &str) -> Response<Body> {
     state.metrics.protocol_error(ErrorCode::Forbidden);
-    json_error(
-        StatusCode::FORBIDDEN,
-        ErrorCode::Forbidden.name(),
-        FORBIDDEN_MESSAGE,
-    )
+    json_error(StatusCode::FORBIDDEN, ErrorCode::Forbidden.name(), message)
 }
 
 /// The token of the request's `Authorization: Bearer` header, if it has
@@ -161,8 +171,9 @@ enum Credential<'a> {
     /// A WebSocket upgrade: a JWT in the header or the `token` query
     /// parameter.
     Upgrade(Option<&'a str>),
-    /// An HTTP publish: a JWT or an API key in the header.
-    HttpPublish,
+    /// An HTTP request (publish, the admin endpoints): a JWT or an API key
+    /// in the header.
+    Http,
 }
 
 /// What the client of `req` may do: everything with authentication off,
@@ -184,7 +195,7 @@ fn authenticate(
             (Some(_), Some(_)) => Err(AuthError::BadHeader),
             (token, None) | (None, token) => auth.authorize_upgrade(token, identity),
         },
-        Credential::HttpPublish => auth.authorize_http(header, identity),
+        Credential::Http => auth.authorize_http(header, identity),
     }
 }
 
@@ -275,6 +286,21 @@ pub async fn route<S: Transport>(
             return response;
         }
     }
+    if let Some(response) = admin(&state, identity.as_deref(), &path, &req) {
+        return response;
+    }
+    if state.config.dashboard {
+        if let Some(asset) = dashboard::serve(&path, req.headers()) {
+            return match *req.method() {
+                Method::GET => asset.map(Either::Left),
+                _ => json_error(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "method_not_allowed",
+                    "use GET",
+                ),
+            };
+        }
+    }
     let cors = cors_origin(&state.config, &path, &req);
     let response = match (req.method(), path.as_str(), publish_topic(&path)) {
         (&Method::GET, WEBSOCKET_PATH, _) => upgrade::<S>(state, slot, identity, req),
@@ -307,12 +333,12 @@ pub async fn route<S: Transport>(
         _ if operational_here => json_error(
             StatusCode::NOT_FOUND,
             "not_found",
-            "unknown path; routes are GET /ws, POST /v1/publish/{topic}, GET /v1/sse, GET /v1/poll, GET /metrics, /healthz, /readyz",
+            "unknown path; routes are GET /ws, POST /v1/publish/{topic}, GET /v1/sse, GET /v1/poll, GET /v1/stats, GET /v1/topics, GET /metrics, /healthz, /readyz (and GET /dashboard with --dashboard)",
         ),
         _ => json_error(
             StatusCode::NOT_FOUND,
             "not_found",
-            "unknown path; routes here are GET /ws, POST /v1/publish/{topic}, GET /v1/sse and GET /v1/poll; metrics and health are on the metrics listener (--metrics-listen)",
+            "unknown path; routes here are GET /ws, POST /v1/publish/{topic}, GET /v1/sse, GET /v1/poll, GET /v1/stats and GET /v1/topics (and GET /dashboard with --dashboard); metrics and health are on the metrics listener (--metrics-listen)",
         ),
     };
     with_cors(response, cors)
@@ -521,6 +547,51 @@ async fn fallback(
             }
         }
     }
+}
+
+/// Answers `/v1/stats` and `/v1/topics` (`None` for other paths): 405 for
+/// another method, 401 without valid credentials (with authentication on),
+/// 403 without the `admin` grant, 400 for a bad `/v1/topics` query.
+fn admin(
+    state: &BrokerState,
+    identity: Option<&PeerIdentity>,
+    path: &str,
+    req: &Request<Incoming>,
+) -> Option<Response<Body>> {
+    if path != STATS_PATH && path != TOPICS_PATH {
+        return None;
+    }
+    if req.method() != Method::GET {
+        return Some(json_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "use GET",
+        ));
+    }
+    let access = match authenticate(state, req, Credential::Http, identity) {
+        Ok(authorized) => authorized.access,
+        Err(reason) => return Some(unauthorized(state, &reason)),
+    };
+    if !access.is_admin() {
+        return Some(forbidden_because(
+            state,
+            "this endpoint needs the admin grant (\"admin\": true in the token's grants, or an admin API key)",
+        ));
+    }
+    let mut response = match path {
+        STATS_PATH => json_response(StatusCode::OK, admin_api::stats(state)),
+        _ => match admin_api::topics(state, req.uri().query()) {
+            Ok(body) => json_response(StatusCode::OK, body),
+            Err(e) => {
+                state.metrics.protocol_error(e.code);
+                json_error(StatusCode::BAD_REQUEST, e.code.name(), &e.message)
+            }
+        },
+    };
+    response
+        .headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Some(response)
 }
 
 /// Picks the subprotocol from the client's offer. `Ok(None)`: none offered
@@ -745,7 +816,7 @@ async fn publish(
     topic: &str,
     req: Request<Incoming>,
 ) -> Response<Body> {
-    let access = match authenticate(state, &req, Credential::HttpPublish, identity) {
+    let access = match authenticate(state, &req, Credential::Http, identity) {
         Ok(authorized) => authorized.access,
         Err(reason) => return unauthorized(state, &reason),
     };

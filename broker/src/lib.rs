@@ -9,6 +9,9 @@
 //!   [`accept`]: what an accept loop does when `accept()` fails;
 //!   [`slot`]: a connection's hold on one of the connection places.
 //! * [`http`]: routing, the WebSocket upgrade, HTTP publish, health, metrics;
+//!   [`admin_api`]: the operational JSON (`/v1/stats`, `/v1/topics`);
+//!   [`dashboard`]: the embedded dashboard page (`--dashboard`) and
+//!   [`busiest`]: its busiest-topics sampler.
 //!   [`fallback`]: the Server-Sent Events and long-poll transports
 //!   (`/v1/sse`, `/v1/poll`), subscribe-only sessions rendered as JSON.
 //! * [`connection`]: one WebSocket connection's reader, keepalive and close
@@ -47,13 +50,16 @@
 #![cfg_attr(not(test), deny(clippy::print_stdout, clippy::print_stderr))]
 
 pub mod accept;
+pub mod admin_api;
 pub mod api_keys;
 pub mod auth;
+pub mod busiest;
 pub mod cert_grants;
 pub mod closing;
 pub mod cluster;
 pub mod config;
 pub mod connection;
+pub mod dashboard;
 pub mod echo;
 pub mod fallback;
 pub mod grants;

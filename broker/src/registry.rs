@@ -46,6 +46,10 @@ use crate::outbound::FrameOrigin;
 use crate::pattern_trie::{PatternTrie, Subscriber};
 use crate::replay::{PendingReplay, ReplayAsk, ReplayBatch};
 
+mod listing;
+
+pub use listing::{MAX_PAGE, TopicInfo, TopicPage};
+
 /// Why the registry refused an operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
 pub enum RegistryError {

@@ -232,6 +232,10 @@ impl Broker {
         }
         start_backplane(&state);
         let sweeper = tokio::spawn(sweep_idle(state.clone(), addresses.clone()));
+        if state.config.dashboard {
+            let state = state.clone();
+            tokio::spawn(async move { state.busiest.run(&state.registry, &state.shutdown).await });
+        }
         let polls = Arc::new(PollSessions::new());
         tokio::spawn(close_after_drain_delay(state.clone()));
         let mut accept_errors = AcceptErrors::new("main", &state.metrics);

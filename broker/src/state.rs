@@ -3,12 +3,14 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Instant;
 
 use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::Authenticator;
+use crate::busiest::Busiest;
 use crate::cluster::backplane::Backplane;
 use crate::cluster::target::TargetError;
 use crate::config::BrokerConfig;
@@ -49,6 +51,10 @@ pub struct BrokerState {
     pub tls: Option<TlsTerminator>,
     /// The cluster backplane, when `cluster` is set; `None`: a single node.
     pub backplane: Option<Backplane>,
+    /// When this state was built: the broker's start, for `uptime`.
+    pub started: Instant,
+    /// The busiest topics, sampled with `--dashboard` ([`crate::busiest`]).
+    pub busiest: Busiest,
     ready: AtomicBool,
     next_connection_id: AtomicU64,
 }
@@ -88,6 +94,8 @@ impl BrokerState {
             tasks: TaskTracker::new(),
             tls,
             backplane,
+            started: Instant::now(),
+            busiest: Busiest::default(),
             ready: AtomicBool::new(true),
             next_connection_id: AtomicU64::new(1),
         })

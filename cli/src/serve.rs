@@ -36,22 +36,27 @@ impl clap::Args for ServeArgs {
             .help("TOML configuration file; flags and environment variables override it.");
         SETTINGS.iter().fold(cmd.arg(config), |cmd, setting| {
             let check = move |v: &str| setting.check(v).map(|()| v.to_owned());
-            cmd.arg(
-                Arg::new(setting.key)
-                    .long(setting.flag())
-                    .env(setting.env)
-                    .hide_env_values(SECRET_SETTINGS.contains(&setting.key))
-                    .value_name(setting.key.to_uppercase())
-                    .value_parser(check)
-                    .help(format!(
-                        "{} [default: {}]",
-                        setting.help,
-                        match setting.default {
-                            "" => "none",
-                            default => default,
-                        }
-                    )),
-            )
+            let arg = Arg::new(setting.key)
+                .long(setting.flag())
+                .env(setting.env)
+                .hide_env_values(SECRET_SETTINGS.contains(&setting.key))
+                .value_name(setting.key.to_uppercase())
+                .value_parser(check)
+                .help(format!(
+                    "{} [default: {}]",
+                    setting.help,
+                    match setting.default {
+                        "" => "none",
+                        default => default,
+                    }
+                ));
+            // An on/off flag given alone means `true` (`--dashboard`);
+            // `--dashboard false` still works.
+            let arg = match setting.is_switch() {
+                true => arg.num_args(0..=1).default_missing_value("true"),
+                false => arg,
+            };
+            cmd.arg(arg)
         })
     }
 

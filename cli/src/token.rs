@@ -2,7 +2,8 @@
 //! tokens with an HMAC secret (`--jwt-hmac-secret-file`).
 //!
 //! The token carries `exp` (now + `--ttl`), `iat`, optional `sub`, `aud`
-//! and `iss`, and the grants claim `{"sub": [patterns], "pub": [patterns]}`.
+//! and `iss`, and the grants claim `{"sub": [patterns], "pub": [patterns]}`
+//! (plus `"admin": true` with `--admin`).
 
 use crate::console::{stderrln, stdoutln};
 use std::path::PathBuf;
@@ -53,6 +54,10 @@ pub struct TokenArgs {
     /// Key id (`kid` header), when the broker finds the secret in a JWK Set.
     #[arg(long, value_name = "KID")]
     kid: Option<String>,
+    /// Grant admin: the holder may read the broker's operational JSON
+    /// endpoints (/v1/stats, /v1/topics) that the dashboard shows.
+    #[arg(long)]
+    admin: bool,
     /// Name of the claim holding the grants (the broker's
     /// --jwt-grants-claim, a top-level name).
     #[arg(long, value_name = "NAME", default_value = "tw")]
@@ -110,13 +115,15 @@ fn mint(args: &TokenArgs, now: SystemTime) -> anyhow::Result<String> {
             claims.insert(claim.to_owned(), json!(value));
         }
     }
-    claims.insert(
-        args.grants_claim.clone(),
-        json!({
-            "sub": patterns(&args.subscribe, "--sub")?,
-            "pub": patterns(&args.publish, "--pub")?,
-        }),
-    );
+    let mut grants = json!({
+        "sub": patterns(&args.subscribe, "--sub")?,
+        "pub": patterns(&args.publish, "--pub")?,
+    });
+    // Only when asked: a broker older than the admin grant refuses the key.
+    if args.admin {
+        grants["admin"] = json!(true);
+    }
+    claims.insert(args.grants_claim.clone(), grants);
     let mut header = Header::new(Algorithm::HS256);
     header.kid = args.kid.clone();
     jsonwebtoken::encode(
@@ -174,6 +181,16 @@ mod tests {
         assert_eq!(data.claims["sub"], json!("alice"));
         assert_eq!(data.claims["tw"]["sub"], json!(["stocks.>", "news.*"]));
         assert_eq!(data.claims["tw"]["pub"], json!(["iot.>"]));
+        assert_eq!(data.claims["tw"].get("admin"), None);
+        let admin = Cli::parse_from(["t", "--hmac-secret-file", path, "--ttl", "1h", "--admin"]);
+        let token = mint(&admin.token, SystemTime::now()).unwrap();
+        let data = jsonwebtoken::decode::<Value>(
+            &token,
+            &jsonwebtoken::DecodingKey::from_secret(b"0123456789abcdef0123456789abcdef"),
+            &jsonwebtoken::Validation::new(Algorithm::HS256),
+        )
+        .unwrap();
+        assert_eq!(data.claims["tw"]["admin"], json!(true));
 
         let bad = Cli::parse_from([
             "t",

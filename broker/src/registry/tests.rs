@@ -536,3 +536,48 @@ fn a_message_the_read_covered_that_reaches_the_node_after_the_reply_is_not_deliv
     assert_eq!(frames[0], Bytes::from_static(b"replayed 2"));
     assert_eq!(deliveries(&frames[1..]), vec![("r.a".to_owned(), 3)]);
 }
+
+fn listed(page: &TopicPage) -> Vec<(&str, usize, u64)> {
+    page.topics
+        .iter()
+        .map(|t| (t.name.as_str(), t.subscribers, t.seq))
+        .collect()
+}
+
+#[test]
+fn topic_listing_is_sorted_filtered_paginated_and_counts_subscribers() {
+    let reg = registry(100);
+    let (s1, _rx1) = sub(1);
+    let (s2, _rx2) = sub(2);
+    // Connection 1 matches s.b twice (exact and wildcard): counted once.
+    reg.subscribe(plain(&p("s.b"), &s1), |_| {}).unwrap();
+    reg.subscribe(plain(&p("s.*"), &s1), |_| {}).unwrap();
+    reg.subscribe(plain(&p("s.b"), &s2), |_| {}).unwrap();
+    for name in ["s.c", "s.a", "x.y", "s.b", "s.d", "s.b"] {
+        reg.publish(t(name), b"1", false).unwrap();
+    }
+    let first = reg.list_topics(&p("s.*"), None, 2);
+    assert_eq!(listed(&first), [("s.a", 1, 1), ("s.b", 2, 2)]);
+    assert!(first.more);
+    let position = position(&reg, "s.b");
+    assert_eq!(first.topics[1].epoch, position.epoch);
+    let second = reg.list_topics(&p("s.*"), Some("s.b"), 2);
+    assert_eq!(listed(&second), [("s.c", 1, 1), ("s.d", 1, 1)]);
+    assert!(!second.more);
+    let all = reg.list_topics(&Pattern::everything(), None, 100);
+    let names: Vec<_> = all.topics.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(names, ["s.a", "s.b", "s.c", "s.d", "x.y"]);
+    assert!(!all.more);
+    let none = reg.list_topics(&p("s.*"), Some("s.d"), 2);
+    assert!(none.topics.is_empty() && !none.more);
+    // The page size is capped.
+    assert_eq!(reg.list_topics(&p(">"), None, usize::MAX).topics.len(), 5);
+
+    let mut seen = Vec::new();
+    reg.for_each_position(3, |name, _, seq| seen.push((name.to_owned(), seq)));
+    assert_eq!(seen.len(), 3);
+    let mut all_seen = Vec::new();
+    reg.for_each_position(100, |name, _, seq| all_seen.push((name.to_owned(), seq)));
+    all_seen.sort();
+    assert_eq!(all_seen[1], ("s.b".to_owned(), 2));
+}
