@@ -59,7 +59,7 @@ pub fn stats(state: &BrokerState) -> Value {
     json!({
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_seconds": state.started.elapsed().as_secs_f64(),
-        "ready": state.is_ready() && !state.backplane_down(),
+        "ready": state.readyz_ok(),
         "connections": {
             "tcp": m.connections.get(),
             "websocket": sessions("ws"),

@@ -220,6 +220,7 @@ const OPERATIONAL_PATHS: [&str; 3] = ["/metrics", "/healthz", "/readyz"];
 fn operational(state: &BrokerState, method: &Method, path: &str) -> Option<Response<Body>> {
     let response = match (method, path) {
         (&Method::GET, "/metrics") => {
+            state.metrics.set_ready(state.readyz_ok());
             let mut response = text(StatusCode::OK, state.metrics.render());
             response.headers_mut().insert(
                 CONTENT_TYPE,

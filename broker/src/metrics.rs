@@ -74,6 +74,10 @@ pub struct Metrics {
     pub connections_rejected: IntCounter,
     /// Open WebSocket sessions.
     pub websockets: IntGauge,
+    /// 1 while `/readyz` answers 200, 0 while it answers 503 (draining, or
+    /// a cluster node without Redis); set on every scrape
+    /// ([`Metrics::set_ready`]).
+    pub ready: IntGauge,
     /// Live per-connection tasks: the task serving each accepted connection
     /// (TLS, HTTP, refusal), the WebSocket reader task after an upgrade and
     /// the WebSocket writer task. Maintained by [`Metrics::count_task`].
@@ -275,6 +279,10 @@ impl Metrics {
                 "TCP connections refused because max_connections was reached.",
             ),
             websockets: gauge("websockets", "Open WebSocket sessions."),
+            ready: gauge(
+                "ready",
+                "1 while /readyz answers 200; 0 while it answers 503 (draining after SIGTERM, or a cluster node that cannot reach Redis).",
+            ),
             connection_tasks: gauge(
                 "connection_tasks",
                 "Live per-connection tasks: connection (TLS/HTTP), WebSocket reader and writer tasks.",
@@ -465,6 +473,12 @@ impl Metrics {
             let _hold = hold;
             task.await
         }
+    }
+
+    /// Records whether the broker is ready (what `/readyz` answers), for
+    /// the scrape about to be rendered.
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.set(i64::from(ready));
     }
 
     /// Renders every metric in the Prometheus text format.

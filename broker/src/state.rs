@@ -112,9 +112,16 @@ impl BrokerState {
         self.backplane.as_ref().is_some_and(|b| !b.health.is_up())
     }
 
-    /// Whether `/readyz` reports ready (false once draining).
+    /// Whether the broker has not started draining (false once shutdown
+    /// has begun).
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Relaxed)
+    }
+
+    /// Whether `/readyz` answers 200: not draining and, in a cluster, Redis
+    /// reachable.
+    pub fn readyz_ok(&self) -> bool {
+        self.is_ready() && !self.backplane_down()
     }
 
     /// Requests shutdown: readiness turns false now; the server closes the

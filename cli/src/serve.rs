@@ -10,6 +10,7 @@ use anyhow::Context;
 use clap::{Arg, ArgMatches, Command, FromArgMatches};
 use tickwire_broker::config::{BrokerConfig, LogFormat, SECRET_SETTINGS, SETTINGS};
 use tickwire_broker::{Broker, ListenError, ReloadHandle, ShutdownHandle};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tracing_subscriber::EnvFilter;
 
 /// The id of the `--config` argument.
@@ -199,9 +200,14 @@ async fn serve(config: BrokerConfig) -> anyhow::Result<()> {
              --tls-key-file, or keep the default 127.0.0.1 behind a TLS-terminating proxy"
         );
     }
-    // Installed before the banner: a SIGHUP sent once the address is known
-    // reloads, it never meets the default action (exit).
-    let sighup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
+    // Installed before the banner: a signal sent once the address is known
+    // reloads (SIGHUP) or drains (SIGTERM, SIGINT); it never meets the
+    // default action (exit).
+    let sighup = signal(SignalKind::hangup());
+    let stop_signals = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    );
     // The banner is for whoever started the broker; with standard output
     // closed or full it is lost, and the broker serves all the same.
     let _ = stdoutln!("tickwire listening on {addr} (WebSocket {scheme}://{addr}/ws)");
@@ -215,7 +221,7 @@ async fn serve(config: BrokerConfig) -> anyhow::Result<()> {
             "tickwire echo on {echo_addr} (WebSocket ws://{echo_addr}/, conformance testing only)"
         );
     }
-    tokio::spawn(shutdown_on_signal(broker.shutdown_handle()));
+    tokio::spawn(shutdown_on_signal(stop_signals, broker.shutdown_handle()));
     tokio::spawn(reload_on_sighup(sighup, broker.reload_handle()));
     broker.run().await;
     Ok(())
@@ -223,10 +229,7 @@ async fn serve(config: BrokerConfig) -> anyhow::Result<()> {
 
 /// Reloads what the broker can reload (the TLS certificate, token and API
 /// keys, client certificate grants) on every SIGHUP received by `sighup`.
-async fn reload_on_sighup(
-    sighup: std::io::Result<tokio::signal::unix::Signal>,
-    handle: ReloadHandle,
-) {
+async fn reload_on_sighup(sighup: std::io::Result<Signal>, handle: ReloadHandle) {
     let mut sighup = match sighup {
         Ok(s) => s,
         Err(e) => {
@@ -246,18 +249,22 @@ async fn reload_on_sighup(
     }
 }
 
-async fn shutdown_on_signal(handle: ShutdownHandle) {
-    let mut sigterm = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-    {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot install SIGTERM handler");
+/// Starts the drain on the first SIGTERM or SIGINT received by `signals`
+/// (installed before the banner).
+async fn shutdown_on_signal(
+    signals: (std::io::Result<Signal>, std::io::Result<Signal>),
+    handle: ShutdownHandle,
+) {
+    let (mut sigterm, mut sigint) = match signals {
+        (Ok(term), Ok(int)) => (term, int),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::error!(error = %e, "cannot install SIGTERM/SIGINT handlers");
             return;
         }
     };
     tokio::select! {
         _ = sigterm.recv() => tracing::info!("SIGTERM received; shutting down"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received; shutting down"),
+        _ = sigint.recv() => tracing::info!("SIGINT received; shutting down"),
     }
     handle.shutdown();
 }

@@ -106,9 +106,11 @@ async fn a_node_partitioned_from_redis_fails_readiness_and_refuses_publishes_the
         "cluster backplane unavailable (Redis)\n"
     );
     assert_eq!(metric(a.addr, "tickwire_backplane_up").await, 0.0);
+    assert_eq!(metric(a.addr, "tickwire_ready").await, 0.0);
     // Node b is not affected: ready, publishing, delivering.
     assert_eq!(b.wait_ready(true).await, "ready\n");
     assert_eq!(metric(b.addr, "tickwire_backplane_up").await, 1.0);
+    assert_eq!(metric(b.addr, "tickwire_ready").await, 1.0);
     assert_eq!(publisher_b.publish_acked(topic, b"3").await, 3);
     assert_eq!(next_delivery(&mut on_b).await, (3, "3".to_owned()));
     // Node a refuses publishes (WebSocket and HTTP) and keeps serving its

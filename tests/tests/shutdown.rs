@@ -79,10 +79,12 @@ async fn drain_delay_fails_readiness_while_still_serving() {
     let mut subscriber = RawClient::connect(broker.addr).await;
     subscriber.subscribe("t").await;
     let mut publisher = RawClient::connect(broker.addr).await;
+    assert_eq!(broker.metric("tickwire_ready").await, 1.0);
 
     broker.begin_shutdown();
     let (status, body) = http(broker.addr, "GET", "/readyz", b"").await;
     assert_eq!((status, body.as_str()), (503, "draining\n"));
+    assert_eq!(broker.metric("tickwire_ready").await, 0.0);
     assert_eq!(http(broker.addr, "GET", "/healthz", b"").await.0, 200);
     // New WebSocket sessions are turned away; existing ones keep working.
     let (status, text) = try_handshake(broker.addr, "").await;
