@@ -46,6 +46,14 @@ export function writeFile(dir, name, text) {
 }
 
 /**
+ * A config file in a fresh scratch directory that keeps a history of 1000
+ * messages for the topics under `iot.`; returns its path.
+ */
+export function historyConfig() {
+  return writeFile(scratch(), 'history.toml', '[[topic]]\npattern = "iot.>"\nhistory_messages = 1000\n');
+}
+
+/**
  * Starts `tickwire serve --listen 127.0.0.1:PORT ARGS` (port 0 unless given)
  * and waits for its banner (`tickwire listening on ADDR ...`, the address
  * as the 4th word, as tests/src/lib.rs banner_addr reads it).

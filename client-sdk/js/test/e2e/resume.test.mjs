@@ -5,22 +5,16 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import WebSocket from 'ws';
 import { Client } from '../../dist/index.js';
-import { startBroker, scratch, writeFile } from './broker.mjs';
+import { startBroker, historyConfig } from './broker.mjs';
 import { startRelay } from './relay.mjs';
 import { take, waitState, publishN, nextEvent } from './util.mjs';
-
-const HISTORY = `
-[[topic]]
-pattern = "iot.>"
-history_messages = 1000
-`;
 
 function client(url, options = {}) {
   return new Client(url, { WebSocket, transports: ['websocket'], reconnect: { initialDelayMs: 20, maxDelayMs: 200 }, ...options });
 }
 
 test('a cut connection resumes without gap or duplicate; a broker restart is reported and followed', async () => {
-  const config = writeFile(scratch(), 'history.toml', HISTORY);
+  const config = historyConfig();
   let broker = await startBroker(['--config', config]);
   const relay = await startRelay(broker.addr);
   const publisher = client(broker.wsUrl);

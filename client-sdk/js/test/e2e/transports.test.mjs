@@ -5,19 +5,13 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import WebSocket from 'ws';
 import { Client } from '../../dist/index.js';
-import { startBroker, scratch, writeFile } from './broker.mjs';
+import { startBroker, historyConfig, scratch, writeFile } from './broker.mjs';
 import { startRelay } from './relay.mjs';
 import { take, waitState, publishN, nextEvent } from './util.mjs';
 
-const HISTORY = `
-[[topic]]
-pattern = "iot.>"
-history_messages = 1000
-`;
-
 let broker;
 before(async () => {
-  broker = await startBroker(['--config', writeFile(scratch(), 'history.toml', HISTORY)]);
+  broker = await startBroker(['--config', historyConfig()]);
 });
 after(async () => {
   await broker?.stop();

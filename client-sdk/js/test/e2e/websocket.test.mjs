@@ -3,19 +3,12 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import WebSocket from 'ws';
 import { Client, TickwireError } from '../../dist/index.js';
-import { startBroker, scratch, writeFile, httpPublish } from './broker.mjs';
+import { startBroker, historyConfig, httpPublish } from './broker.mjs';
 import { take, waitState, publishN, nextEvent } from './util.mjs';
-
-const HISTORY = `
-[[topic]]
-pattern = "iot.>"
-history_messages = 1000
-`;
 
 let broker;
 before(async () => {
-  const dir = scratch();
-  broker = await startBroker(['--config', writeFile(dir, 'history.toml', HISTORY), '--client-retain-patterns', 'retained.>']);
+  broker = await startBroker(['--config', historyConfig(), '--client-retain-patterns', 'retained.>']);
 });
 after(async () => {
   await broker?.stop();
