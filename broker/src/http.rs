@@ -530,7 +530,7 @@ async fn fallback(
                 identity,
                 owner,
             };
-            match polls.answer(&state, &query, requester).await {
+            match polls.answer(&state, &query, requester, &slot).await {
                 Ok(body) => {
                     let mut response = Response::new(full(body));
                     let headers = response.headers_mut();
@@ -545,6 +545,21 @@ async fn fallback(
                         "this node already holds {max} long-poll sessions (max_poll_sessions); retry later or connect to another node"
                     ),
                 ),
+                Err(PollError::Address(refusal)) => {
+                    state
+                        .metrics
+                        .connections_rejected_per_ip
+                        .with_label_values(&[refusal.reason()])
+                        .inc();
+                    json_error(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "rate_limited",
+                        &format!(
+                            "this address holds or opens too many connections and long-poll sessions ({}); poll with the session you have, or retry later",
+                            refusal.reason()
+                        ),
+                    )
+                }
             }
         }
     }

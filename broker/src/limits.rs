@@ -294,6 +294,15 @@ pub struct IpHold {
     ip: IpAddr,
 }
 
+impl IpHold {
+    /// Admits one more place for this hold's address at `now` (a long-poll
+    /// session outlives its request's connection and counts as one), under
+    /// the same limits as a new connection.
+    pub fn admit_another(&self, now: Instant) -> Result<IpHold, IpRefusal> {
+        self.limits.admit(self.ip, now)
+    }
+}
+
 impl Drop for IpHold {
     fn drop(&mut self) {
         self.limits.release(self.ip);

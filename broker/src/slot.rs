@@ -12,7 +12,7 @@ use std::time::Instant;
 use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 
-use crate::limits::{Admission, IpHold, PublishLimiter, PublishLimits};
+use crate::limits::{Admission, IpHold, IpRefusal, PublishLimiter, PublishLimits};
 use crate::metrics::Metrics;
 
 /// Connections accepted beyond `max_connections` that may only ask for
@@ -26,7 +26,7 @@ pub const PROBE_CONNECTIONS: usize = 16;
 #[derive(Debug)]
 pub struct ConnectionSlot {
     _permit: OwnedSemaphorePermit,
-    _address: IpHold,
+    address: IpHold,
     /// The HTTP publishes of this connection, rate limited like a
     /// WebSocket session's (requests on one connection come one at a time,
     /// so the lock is never contended).
@@ -51,12 +51,19 @@ impl ConnectionSlot {
     ) -> Self {
         ConnectionSlot {
             _permit: permit,
-            _address: address,
+            address,
             http_publishes: Mutex::new(PublishLimiter::new(publish_limits, Instant::now())),
             probe_only,
             abort: CancellationToken::new(),
             metrics,
         }
+    }
+
+    /// Takes one more place among this connection's source address's
+    /// connections, for something that outlives the connection (a long-poll
+    /// session); refused like a new connection from that address would be.
+    pub fn admit_from_same_address(&self, now: Instant) -> Result<IpHold, IpRefusal> {
+        self.address.admit_another(now)
     }
 
     /// Whether this connection came in over the limit and may only use

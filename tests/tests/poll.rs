@@ -282,6 +282,54 @@ async fn sessions_are_bounded_and_expire() {
 }
 
 #[tokio::test]
+async fn a_session_counts_among_its_source_address_connections() {
+    let broker = TestBroker::start(|c| {
+        c.max_connections_per_ip = 3;
+        c.poll_session_ttl = Duration::from_millis(300);
+        // Metrics on their own listener, outside the per-address count.
+        c.metrics_listen = Some("127.0.0.1:0".parse().expect("address"));
+    })
+    .await;
+    let metrics = broker.metrics_addr.expect("metrics listener");
+    // Each request's own connection is gone before the next one comes.
+    let no_connections = async || {
+        poll_until(async || match broker.metric("tickwire_connections").await {
+            0.0 => Ok(()),
+            n => Err(format!("{n} connections")),
+        })
+        .await
+    };
+    let first = session(&ok(&broker, "sub=a&timeout=0").await);
+    no_connections().await;
+    ok(&broker, "sub=b&timeout=0").await;
+    no_connections().await;
+    // Two sessions plus this request's connection: a third session would
+    // be a fourth place.
+    let (status, body) = poll(broker.addr, "sub=c&timeout=0", "").await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (429, Some("rate_limited"))
+    );
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("max_connections_per_ip"), "{message}");
+    let refused = metric_with_label(
+        metrics,
+        "tickwire_connections_rejected_per_ip_total",
+        "reason",
+        "max_connections_per_ip",
+    );
+    assert_eq!(refused.await, 1.0);
+    // Polling a session it holds takes no new place.
+    no_connections().await;
+    let again = ok(&broker, &format!("sub=a&timeout=0&session={first}")).await;
+    assert_eq!(session(&again), first);
+    // Expired sessions give their places back.
+    wait_sessions(metrics, "poll", 0).await;
+    no_connections().await;
+    ok(&broker, "sub=c&timeout=0").await;
+}
+
+#[tokio::test]
 async fn shutdown_answers_a_held_poll_with_1001() {
     let broker = TestBroker::start_default().await;
     let id = session(&ok(&broker, "sub=a&timeout=0").await);

@@ -30,8 +30,10 @@ use super::query::{Query, SessionId, session_id_text};
 use super::render::PayloadMode;
 use super::{Feed, Kind, Rendered};
 use crate::auth::Authorized;
+use crate::limits::{IpHold, IpRefusal};
 use crate::metrics::GaugeHold;
 use crate::outbound::OutboundQueue;
+use crate::slot::ConnectionSlot;
 use crate::state::BrokerState;
 use crate::tls::PeerIdentity;
 
@@ -62,6 +64,9 @@ pub struct Requester {
 pub enum PollError {
     /// `max_poll_sessions` sessions exist already (503).
     TooManySessions(usize),
+    /// The request's source address holds its maximum of connections and
+    /// sessions, or opens them too fast (429).
+    Address(IpRefusal),
 }
 
 /// One poll session.
@@ -83,6 +88,8 @@ struct PollSession {
     /// The client was told the session closed, or it expired.
     ended: AtomicBool,
     _gauge: GaugeHold,
+    /// The session's place among its source address's connections.
+    _address: IpHold,
 }
 
 impl PollSession {
@@ -211,6 +218,7 @@ impl PollSessions {
         query: &Query,
         requester: Requester,
         subs: Vec<String>,
+        slot: &ConnectionSlot,
     ) -> Result<Arc<PollSession>, PollError> {
         let Requester {
             authorized,
@@ -222,6 +230,9 @@ impl PollSessions {
         if map.len() >= max {
             return Err(PollError::TooManySessions(max));
         }
+        let address = slot
+            .admit_from_same_address(std::time::Instant::now())
+            .map_err(PollError::Address)?;
         let id = loop {
             let id = rand::random::<SessionId>();
             if !map.contains_key(&id) {
@@ -244,6 +255,7 @@ impl PollSessions {
             activity: Notify::new(),
             ended: AtomicBool::new(false),
             _gauge: GaugeHold::new(&gauge),
+            _address: address,
             feed: tokio::sync::Mutex::new(feed),
         });
         session.enter();
@@ -260,12 +272,16 @@ impl PollSessions {
     }
 
     /// Answers one poll request (already checked and authenticated) of
-    /// `requester`: the JSON body of the 200.
+    /// `requester`, received on the connection holding `slot`: the JSON
+    /// body of the 200. A new session takes a place among the source
+    /// address's connections (`max_connections_per_ip`,
+    /// `connection_rate_per_ip`) for as long as it lives.
     pub async fn answer(
         self: &Arc<Self>,
         state: &Arc<BrokerState>,
         query: &Query,
         requester: Requester,
+        slot: &ConnectionSlot,
     ) -> Result<String, PollError> {
         let mut subs: Vec<String> = query.subs.iter().map(|p| p.as_str().to_owned()).collect();
         subs.sort_unstable();
@@ -274,7 +290,7 @@ impl PollSessions {
             .and_then(|id| self.lookup(id, &requester.owner, &subs));
         let session = match known {
             Some(session) => session,
-            None => self.create(state, query, requester, subs)?,
+            None => self.create(state, query, requester, subs, slot)?,
         };
         let _request = InFlight(&session);
         let mut feed = session.feed.lock().await;
