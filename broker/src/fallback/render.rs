@@ -30,6 +30,12 @@ const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
 /// as base64 (and the reader's recursion stays bounded).
 const MAX_DEPTH: usize = 64;
 
+/// Most values (scalars, arrays and maps, at any depth) a payload rendered
+/// as JSON may hold; larger ones go as base64. A value of one byte can
+/// become tens of bytes of JSON tree, rendered once per SSE or poll
+/// subscriber: this bounds that amplification.
+const MAX_VALUES: usize = 65_536;
+
 /// The JSON value of `payload` when it is exactly one MessagePack value
 /// (every byte used) made of nil, booleans, integers within ±(2^53 − 1),
 /// finite floats, strings, arrays and maps with string keys (no key twice);
@@ -38,6 +44,7 @@ pub fn msgpack_to_json(payload: &[u8]) -> Option<Value> {
     let mut reader = ValueReader {
         buf: payload,
         pos: 0,
+        values: 0,
     };
     let value = reader.value(0)?;
     (reader.pos == payload.len()).then_some(value)
@@ -46,6 +53,8 @@ pub fn msgpack_to_json(payload: &[u8]) -> Option<Value> {
 struct ValueReader<'a> {
     buf: &'a [u8],
     pos: usize,
+    /// Values read so far, bounded by [`MAX_VALUES`].
+    values: usize,
 }
 
 impl ValueReader<'_> {
@@ -116,7 +125,8 @@ impl ValueReader<'_> {
     }
 
     fn value(&mut self, depth: usize) -> Option<Value> {
-        if depth > MAX_DEPTH {
+        self.values += 1;
+        if depth > MAX_DEPTH || self.values > MAX_VALUES {
             return None;
         }
         let marker = *self.take(1)?.first()?;
@@ -288,6 +298,18 @@ mod tests {
         assert_eq!(msgpack_to_json(&deep), None);
         let ok = [vec![0x91; MAX_DEPTH], vec![0xc0]].concat();
         assert!(msgpack_to_json(&ok).is_some());
+        // An array32 of nils: the array and its elements are the values.
+        let wide = |nils: u32| {
+            [
+                vec![0xdd],
+                nils.to_be_bytes().to_vec(),
+                vec![0xc0; nils as usize],
+            ]
+            .concat()
+        };
+        let most = u32::try_from(MAX_VALUES - 1).expect("fits");
+        assert!(msgpack_to_json(&wide(most)).is_some());
+        assert_eq!(msgpack_to_json(&wide(most + 1)), None);
     }
 
     #[test]
