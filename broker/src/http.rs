@@ -114,6 +114,18 @@ fn json_error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
     )
 }
 
+/// A JSON error answer with the broker's `code` (section 10 of
+/// protocol.md), counted in `tickwire_protocol_errors_total`.
+fn counted_error(
+    state: &BrokerState,
+    status: StatusCode,
+    code: ErrorCode,
+    message: &str,
+) -> Response<Body> {
+    state.metrics.protocol_error(code);
+    json_error(status, code.name(), message)
+}
+
 /// The `WWW-Authenticate` value of every 401: it says a bearer token is
 /// needed and never which check failed.
 const BEARER_CHALLENGE: &str = "Bearer realm=\"tickwire\", error=\"invalid_token\", error_description=\"a valid access token is required\"";
@@ -122,10 +134,10 @@ const BEARER_CHALLENGE: &str = "Bearer realm=\"tickwire\", error=\"invalid_token
 /// to the debug log only.
 fn unauthorized(state: &BrokerState, reason: &AuthError) -> Response<Body> {
     tracing::debug!(%reason, "request not authenticated");
-    state.metrics.protocol_error(ErrorCode::Unauthorized);
-    let mut response = json_error(
+    let mut response = counted_error(
+        state,
         StatusCode::UNAUTHORIZED,
-        ErrorCode::Unauthorized.name(),
+        ErrorCode::Unauthorized,
         "a valid bearer token is required",
     );
     response
@@ -141,8 +153,7 @@ fn forbidden(state: &BrokerState) -> Response<Body> {
 
 /// A 403 `forbidden` answer saying `message`.
 fn forbidden_because(state: &BrokerState, message: &str) -> Response<Body> {
-    state.metrics.protocol_error(ErrorCode::Forbidden);
-    json_error(StatusCode::FORBIDDEN, ErrorCode::Forbidden.name(), message)
+    counted_error(state, StatusCode::FORBIDDEN, ErrorCode::Forbidden, message)
 }
 
 /// The token of the request's `Authorization: Bearer` header, if it has
@@ -431,18 +442,18 @@ fn fallback_query(
     {
         Ok(query) => query,
         Err(QueryError::Option(message)) => {
-            state.metrics.protocol_error(ErrorCode::InvalidOption);
-            return Err(Box::new(json_error(
+            return Err(Box::new(counted_error(
+                state,
                 StatusCode::BAD_REQUEST,
-                ErrorCode::InvalidOption.name(),
+                ErrorCode::InvalidOption,
                 &message,
             )));
         }
         Err(QueryError::Pattern(message)) => {
-            state.metrics.protocol_error(ErrorCode::InvalidPattern);
-            return Err(Box::new(json_error(
+            return Err(Box::new(counted_error(
+                state,
                 StatusCode::BAD_REQUEST,
-                ErrorCode::InvalidPattern.name(),
+                ErrorCode::InvalidPattern,
                 &message,
             )));
         }
@@ -457,12 +468,11 @@ fn fallback_query(
         match resumed {
             Ok(positions) => query.cursor = Some(positions),
             Err(message) => {
-                state.metrics.protocol_error(ErrorCode::InvalidOption);
-                let message = format!("header Last-Event-ID: {message}");
-                return Err(Box::new(json_error(
+                return Err(Box::new(counted_error(
+                    state,
                     StatusCode::BAD_REQUEST,
-                    ErrorCode::InvalidOption.name(),
-                    &message,
+                    ErrorCode::InvalidOption,
+                    &format!("header Last-Event-ID: {message}"),
                 )));
             }
         }
@@ -598,10 +608,7 @@ fn admin(
         STATS_PATH => json_response(StatusCode::OK, admin_api::stats(state)),
         _ => match admin_api::topics(state, req.uri().query()) {
             Ok(body) => json_response(StatusCode::OK, body),
-            Err(e) => {
-                state.metrics.protocol_error(e.code);
-                json_error(StatusCode::BAD_REQUEST, e.code.name(), &e.message)
-            }
+            Err(e) => counted_error(state, StatusCode::BAD_REQUEST, e.code, &e.message),
         },
     };
     response
@@ -839,10 +846,10 @@ async fn publish(
     let topic = match Topic::new(topic) {
         Ok(topic) => topic,
         Err(e) => {
-            state.metrics.protocol_error(ErrorCode::InvalidTopic);
-            return json_error(
+            return counted_error(
+                state,
                 StatusCode::BAD_REQUEST,
-                ErrorCode::InvalidTopic.name(),
+                ErrorCode::InvalidTopic,
                 &e.to_string(),
             );
         }
@@ -852,10 +859,10 @@ async fn publish(
     }
     let limit = state.config.max_http_body;
     let too_large = || {
-        state.metrics.protocol_error(ErrorCode::PayloadTooLarge);
-        json_error(
+        counted_error(
+            state,
             StatusCode::PAYLOAD_TOO_LARGE,
-            ErrorCode::PayloadTooLarge.name(),
+            ErrorCode::PayloadTooLarge,
             &format!("body larger than the {limit}-byte limit (--max-http-body)"),
         )
     };
@@ -871,10 +878,10 @@ async fn publish(
     };
     if req_retain {
         if let Err(e) = limits::may_retain(&state.config, topic) {
-            state.metrics.protocol_error(ErrorCode::InvalidOption);
-            return json_error(
+            return counted_error(
+                state,
                 StatusCode::BAD_REQUEST,
-                ErrorCode::InvalidOption.name(),
+                ErrorCode::InvalidOption,
                 &e.to_string(),
             );
         }
@@ -909,20 +916,20 @@ async fn publish(
         Ok(collected) => collected.to_bytes(),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => return too_large(),
         Err(e) => {
-            state.metrics.protocol_error(ErrorCode::Malformed);
-            return json_error(
+            return counted_error(
+                state,
                 StatusCode::BAD_REQUEST,
-                ErrorCode::Malformed.name(),
+                ErrorCode::Malformed,
                 &format!("cannot read body: {e}"),
             );
         }
     };
     let admission = slot.admit_http_publish(body.len());
     if admission != Admission::Accepted {
-        state.metrics.protocol_error(ErrorCode::RateLimited);
-        let mut response = json_error(
+        let mut response = counted_error(
+            state,
             StatusCode::TOO_MANY_REQUESTS,
-            ErrorCode::RateLimited.name(),
+            ErrorCode::RateLimited,
             limits::RATE_LIMITED_MESSAGE,
         );
         if admission == Admission::Flood {
@@ -942,13 +949,11 @@ async fn publish(
             json!({ "topic": topic.as_str(), "seq": receipt.seq, "deliveries": receipt.deliveries }),
         ),
         Err(e) => {
-            let code = e.error_code();
-            state.metrics.protocol_error(code);
             let status = match e {
                 RegistryError::TooManyTopics(_) => StatusCode::SERVICE_UNAVAILABLE,
                 RegistryError::StorageFull(_) => StatusCode::INSUFFICIENT_STORAGE,
             };
-            json_error(status, code.name(), &e.to_string())
+            counted_error(state, status, e.error_code(), &e.to_string())
         }
     }
 }
@@ -980,10 +985,11 @@ async fn publish_through_backplane(
             StatusCode::OK,
             json!({ "topic": topic.as_str(), "seq": seq }),
         ),
-        Err(e) => {
-            let code = ErrorCode::Internal;
-            state.metrics.protocol_error(code);
-            json_error(StatusCode::SERVICE_UNAVAILABLE, code.name(), &e.to_string())
-        }
+        Err(e) => counted_error(
+            state,
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Internal,
+            &e.to_string(),
+        ),
     }
 }
