@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use tickwire_broker::config::TopicPolicy;
 use tickwire_broker::outbound::SlowConsumerPolicy;
-use tickwire_e2e::{RawClient, TestBroker, next_message};
+use tickwire_e2e::{RawClient, TestBroker, WAIT, next_message};
 use tickwire_protocol::SubscribeOptions;
 use tickwire_protocol::message::Position;
 use tickwire_protocol::topic::Pattern;
@@ -204,25 +204,44 @@ const TOPICS: u64 = 100;
 const PAYLOAD: usize = 4096;
 const BUDGET: usize = 1 << 20;
 
-/// Publishes `UPDATES` messages round-robin over `TOPICS` topics, acking
-/// every 100 so the fast reader keeps pace.
-async fn publish_updates(publisher: &mut RawClient, prefix: &str) {
+/// Messages published between two waits for the fast reader: 100 × 4 KiB
+/// stay under half of `BUDGET`, where its queue would start shedding.
+const WINDOW: u64 = 100;
+
+/// Publishes `UPDATES` messages round-robin over `TOPICS` topics; after
+/// every `WINDOW` it waits until the fast reader (`fast_read`: how many it
+/// has read) has them all, so that reader is fast whatever the machine's
+/// load.
+async fn publish_updates(
+    publisher: &mut RawClient,
+    prefix: &str,
+    fast_read: &mut tokio::sync::watch::Receiver<u64>,
+) {
     let payload = vec![1u8; PAYLOAD];
     for n in 0..UPDATES {
         let topic = format!("{prefix}.{}", n % TOPICS);
-        if n % 100 == 99 {
-            publisher.publish_acked(&topic, &payload).await;
-        } else {
-            publisher.publish(&topic, &payload).await;
+        publisher.publish(&topic, &payload).await;
+        if (n + 1) % WINDOW == 0 {
+            let caught_up = tokio::time::timeout(WAIT, fast_read.wait_for(|&read| read > n))
+                .await
+                .expect("the fast reader keeps up within the wait");
+            if caught_up.is_err() {
+                // The reader stopped (its assertion failed): its join says why.
+                return;
+            }
         }
     }
 }
 
-/// Reads everything a fast subscriber gets; asserts it is all of it, in order.
-fn fast_reader(mut client: RawClient) -> tokio::task::JoinHandle<()> {
+/// Reads everything a fast subscriber gets, counting it in `read`; asserts
+/// it is all of it, in order.
+fn fast_reader(
+    mut client: RawClient,
+    read: tokio::sync::watch::Sender<u64>,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut next: HashMap<String, u64> = HashMap::new();
-        for _ in 0..UPDATES {
+        for n in 1..=UPDATES {
             let (topic, seq, _) = next_message(&mut client).await;
             let want = next.entry(topic).or_insert(1);
             assert_eq!(
@@ -230,6 +249,7 @@ fn fast_reader(mut client: RawClient) -> tokio::task::JoinHandle<()> {
                 "fast subscriber receives every message in order"
             );
             *want += 1;
+            read.send_replace(n);
         }
     })
 }
@@ -260,9 +280,10 @@ async fn stalled_reader_scenario(
     stalled.subscribe(&pattern).await;
     let mut fast = RawClient::connect(broker.addr).await;
     fast.subscribe(&pattern).await;
-    let fast = fast_reader(fast);
+    let (read, mut fast_read) = tokio::sync::watch::channel(0);
+    let fast = fast_reader(fast, read);
     let mut publisher = RawClient::connect(broker.addr).await;
-    publish_updates(&mut publisher, prefix).await;
+    publish_updates(&mut publisher, prefix, &mut fast_read).await;
     fast.await.expect("fast subscriber got all updates");
 
     let latest = UPDATES / TOPICS;
