@@ -106,7 +106,7 @@ impl ConnectArgs {
 }
 
 /// Parses a positive duration such as `500ms`, `10s` or `1m`.
-fn parse_timeout(s: &str) -> Result<Duration, String> {
+pub fn parse_timeout(s: &str) -> Result<Duration, String> {
     match tickwire_broker::config::parse_duration(s)? {
         d if d.is_zero() => Err("must be longer than 0s".to_owned()),
         d => Ok(d),
