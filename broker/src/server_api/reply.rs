@@ -80,11 +80,17 @@ const BEARER_CHALLENGE: &str = "Bearer realm=\"tickwire\", error=\"invalid_token
 /// to the debug log only.
 pub fn unauthorized(state: &BrokerState, reason: &AuthError) -> Response<Body> {
     tracing::debug!(%reason, "request not authenticated");
+    // A valid token whose client info is too large: the issuer must know
+    // why (the token checked out, so this reveals nothing to a forger).
+    let message = match reason {
+        AuthError::InfoTooLarge(..) => reason.to_string(),
+        _ => "a valid bearer token is required".to_owned(),
+    };
     let mut response = counted_error(
         state,
         StatusCode::UNAUTHORIZED,
         ErrorCode::Unauthorized,
-        "a valid bearer token is required",
+        &message,
     );
     response
         .headers_mut()
