@@ -8,6 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use serde_json::{Value, json};
+use tickwire_broker::config::TopicPolicy;
 use tickwire_e2e::node::ClusterNode;
 use tickwire_e2e::redis::RedisServer;
 use tickwire_e2e::{
@@ -513,4 +514,241 @@ async fn history_on_one_cluster_node_reads_what_another_published() {
         Received::Message { seq, .. } => assert_eq!(seq, 5),
         other => panic!("expected the last message, got {other:?}"),
     }
+}
+
+/// A token for user `user` (the `sub` claim) with every topic grant and
+/// client `info`.
+fn user_token(user: &str, info: Value) -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let claims = json!({"exp": now + 3600, "iat": now, "sub": user,
+        "tw": {"sub": [">"], "pub": [">"], "info": info}});
+    encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(SECRET),
+    )
+    .expect("sign token")
+}
+
+/// A broker with authentication on and presence on `room.>`.
+async fn presence_broker(secret_name: &str) -> TestBroker {
+    let secret = temp_file(secret_name, &[SECRET, b"\n"].concat());
+    TestBroker::start(|config| {
+        config.jwt_hmac_secret_file = vec![secret];
+        config.topic_policies = vec![TopicPolicy {
+            presence: true,
+            ..history_policy("room.>", 0)
+        }];
+    })
+    .await
+}
+
+/// A WebSocket client with id `client` authenticated as `user`,
+/// subscribed to `topic`.
+async fn present(broker: &TestBroker, client: &str, user: &str, topic: &str) -> RawClient {
+    let token = user_token(user, json!({"name": user}));
+    let mut raw = RawClient::connect_with(
+        broker.addr,
+        &format!("/ws?client={client}"),
+        &[("Authorization", &format!("Bearer {token}"))],
+    )
+    .await;
+    raw.subscribe(topic).await;
+    raw
+}
+
+#[tokio::test]
+async fn presence_endpoints_list_who_is_subscribed() {
+    let broker = presence_broker("secret-presence").await;
+    let admin = token(json!({"admin": true}));
+    let _ann = present(&broker, "ann-1", "ann", "room.1").await;
+    let _ann_tab = present(&broker, "ann-2", "ann", "room.1").await;
+    let _bob = present(&broker, "bob-1", "bob", "room.1").await;
+    let get = async |path: &str| request(broker.addr, "GET", path, &bearer(&admin), b"").await;
+
+    let (status, head, body) = get("/v1/presence/room.1").await;
+    assert_eq!(status, 200, "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("cache-control: no-store")
+    );
+    assert_eq!(
+        (&body["topic"], &body["clients"], &body["users"]),
+        (&json!("room.1"), &json!(3), &json!(2))
+    );
+    let mut entries = body["entries"].as_array().unwrap().clone();
+    entries.sort_by_key(|e| e["client"].as_str().unwrap().to_owned());
+    assert_eq!(
+        entries,
+        [
+            json!({"client": "ann-1", "user": "ann", "info": {"name": "ann"}}),
+            json!({"client": "ann-2", "user": "ann", "info": {"name": "ann"}}),
+            json!({"client": "bob-1", "user": "bob", "info": {"name": "bob"}}),
+        ]
+    );
+    let (status, _, body) = get("/v1/presence/room.1/stats").await;
+    assert_eq!(
+        (status, body),
+        (200, json!({"topic": "room.1", "clients": 3, "users": 2}))
+    );
+    let (status, _, body) = get("/v1/presence/room.empty").await;
+    assert_eq!(
+        (status, body),
+        (
+            200,
+            json!({"topic": "room.empty", "clients": 0, "users": 0, "entries": []})
+        )
+    );
+    let (status, _, body) = get("/v1/presence/lobby").await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(body["error"]["code"], "presence_disabled");
+    let (status, _, body) = get("/v1/presence/room.*/stats").await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (400, &json!("invalid_topic"))
+    );
+
+    // Admin only.
+    let (status, _, _) = request(broker.addr, "GET", "/v1/presence/room.1", "", b"").await;
+    assert_eq!(status, 401);
+    let plain = user_token("ann", Value::Null);
+    let (status, _, _) = request(
+        broker.addr,
+        "GET",
+        "/v1/presence/room.1",
+        &bearer(&plain),
+        b"",
+    )
+    .await;
+    assert_eq!(status, 403);
+
+    // The CLI.
+    let url = format!("http://{}", broker.addr);
+    let run = async |args: &[&str]| {
+        let mut command = tickwire_command(args);
+        command.args(["--url", &url, "--token", &admin]);
+        output_within(&mut command, WAIT).await
+    };
+    let out = run(&["presence", "room.1"]).await;
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.starts_with("topic room.1  clients 3  users 2\nCLIENT  USER  INFO\n"),
+        "{text}"
+    );
+    assert!(text.contains("bob-1   bob   {\"name\":\"bob\"}"), "{text}");
+    let out = run(&["presence", "room.1", "--stats"]).await;
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        "topic room.1  clients 3  users 2\n"
+    );
+    let out = run(&["presence", "room.1", "--stats", "--json"]).await;
+    let body: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(body, json!({"topic": "room.1", "clients": 3, "users": 2}));
+    let out = run(&["presence", "lobby"]).await;
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("HTTP 404 presence_disabled"));
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn disconnect_closes_a_client_or_a_user_and_nobody_else() {
+    let broker = presence_broker("secret-disconnect").await;
+    let admin = token(json!({"admin": true}));
+    let mut ann = present(&broker, "ann-1", "ann", "room.1").await;
+    let mut ann_tab = present(&broker, "ann-2", "ann", "room.1").await;
+    let mut bob = present(&broker, "bob-1", "bob", "room.1").await;
+    let disconnect = async |body: &str| {
+        request(
+            broker.addr,
+            "POST",
+            "/v1/disconnect",
+            &bearer(&admin),
+            body.as_bytes(),
+        )
+        .await
+    };
+
+    // By client id, with an application code and reason.
+    let (status, _, body) = disconnect(r#"{"client":"ann-1","code":4100,"reason":"moved"}"#).await;
+    assert_eq!((status, body), (200, json!({"disconnected": 1})));
+    match ann.recv_close().await {
+        Received::Close { code, reason } => {
+            assert_eq!((code, reason.as_str()), (Some(4100), "moved"))
+        }
+        other => panic!("expected a close, got {other:?}"),
+    }
+    // Presence left at once (no grace).
+    let (_, _, stats) = request(
+        broker.addr,
+        "GET",
+        "/v1/presence/room.1/stats",
+        &bearer(&admin),
+        b"",
+    )
+    .await;
+    assert_eq!(stats["clients"], 2, "{stats}");
+    bob.publish_acked("lobby.check", b"still here").await;
+
+    // By user: every connection of that user, the default 4007.
+    let (status, _, body) = disconnect(r#"{"user":"ann"}"#).await;
+    assert_eq!((status, body), (200, json!({"disconnected": 1})));
+    match ann_tab.recv_close().await {
+        Received::Close { code, reason } => {
+            assert_eq!(
+                (code, reason.as_str()),
+                (Some(4007), "disconnected by the server")
+            );
+        }
+        other => panic!("expected a close, got {other:?}"),
+    }
+    // Bob stays: his connection still answers.
+    bob.publish_acked("lobby.check", b"still here").await;
+    let (_, _, stats) = request(
+        broker.addr,
+        "GET",
+        "/v1/presence/room.1/stats",
+        &bearer(&admin),
+        b"",
+    )
+    .await;
+    assert_eq!(stats, json!({"topic": "room.1", "clients": 1, "users": 1}));
+    let (status, _, body) = disconnect(r#"{"user":"nobody"}"#).await;
+    assert_eq!((status, body), (200, json!({"disconnected": 0})));
+
+    for bad in [
+        r#"{"client":"a","user":"b"}"#,
+        r#"{"user":"a","code":1000}"#,
+        r#"{"client":"no spaces"}"#,
+        "nope",
+    ] {
+        let (status, _, body) = disconnect(bad).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+    }
+    let (status, _, _) = request(
+        broker.addr,
+        "POST",
+        "/v1/disconnect",
+        "",
+        br#"{"user":"bob"}"#,
+    )
+    .await;
+    assert_eq!(status, 401);
+    let plain = user_token("bob", Value::Null);
+    let (status, _, _) = request(
+        broker.addr,
+        "POST",
+        "/v1/disconnect",
+        &bearer(&plain),
+        br#"{"user":"bob"}"#,
+    )
+    .await;
+    assert_eq!(status, 403);
+    let (status, _, _) = request(broker.addr, "GET", "/v1/disconnect", &bearer(&admin), b"").await;
+    assert_eq!(status, 405);
+    bob.publish_acked("lobby.check", b"never disconnected").await;
+    broker.stop().await;
 }

@@ -304,6 +304,7 @@ mod tests {
             retain: false,
             slow_consumer: SlowConsumerPolicy::Disconnect,
             client_retain: None,
+            presence: false,
         };
         let mut memory = TopicMemory::new(Arc::new(StorageBudget::detached()));
         for seq in 1..=10 {

@@ -5,6 +5,8 @@
 //! |---|---|---|
 //! | `GET /v1/stats`, `GET /v1/topics` | [`crate::admin_api`] | admin grant |
 //! | `GET /v1/history/{topic}` | [`history`] | admin grant |
+//! | `GET /v1/presence/{topic}[/stats]` | [`presence`] | admin grant |
+//! | `POST /v1/disconnect` | [`disconnect`] | admin grant |
 //! | `POST /v1/publish` (a batch) | [`batch_publish`] | publish grant per message |
 //! | `POST /v1/publish/{topic}` | [`publish`] (routed by [`crate::http`], for CORS) | publish grant |
 //!
@@ -18,8 +20,10 @@
 pub mod batch_publish;
 pub mod body;
 pub mod credentials;
+pub mod disconnect;
 pub mod history;
 pub mod json_payload;
+pub mod presence;
 pub mod publish;
 pub mod reply;
 
@@ -41,6 +45,10 @@ pub const TOPICS_PATH: &str = "/v1/topics";
 pub const HISTORY_PREFIX: &str = "/v1/history/";
 /// `POST /v1/publish` (without a topic: a batch).
 pub const BATCH_PUBLISH_PATH: &str = "/v1/publish";
+/// `GET /v1/presence/{topic}` and `GET /v1/presence/{topic}/stats`.
+pub const PRESENCE_PREFIX: &str = "/v1/presence/";
+/// `POST /v1/disconnect`.
+pub const DISCONNECT_PATH: &str = "/v1/disconnect";
 
 /// Which server API endpoint a path names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +65,9 @@ enum Admin<'a> {
     Stats,
     Topics,
     History(&'a str),
+    /// What follows the prefix: the topic, maybe `/stats`.
+    Presence(&'a str),
+    Disconnect,
 }
 
 impl<'a> Endpoint<'a> {
@@ -65,7 +76,11 @@ impl<'a> Endpoint<'a> {
             BATCH_PUBLISH_PATH => return Some(Endpoint::BatchPublish),
             STATS_PATH => Admin::Stats,
             TOPICS_PATH => Admin::Topics,
-            _ => Admin::History(path.strip_prefix(HISTORY_PREFIX)?),
+            DISCONNECT_PATH => Admin::Disconnect,
+            _ => match path.strip_prefix(PRESENCE_PREFIX) {
+                Some(rest) => Admin::Presence(rest),
+                None => Admin::History(path.strip_prefix(HISTORY_PREFIX)?),
+            },
         };
         Some(Endpoint::Admin(admin))
     }
@@ -73,7 +88,7 @@ impl<'a> Endpoint<'a> {
     /// The method the endpoint answers.
     fn method(self) -> &'static str {
         match self {
-            Endpoint::BatchPublish => "POST",
+            Endpoint::BatchPublish | Endpoint::Admin(Admin::Disconnect) => "POST",
             Endpoint::Admin(_) => "GET",
         }
     }
@@ -112,6 +127,8 @@ pub async fn route(
             Err(e) => counted_error(state, StatusCode::BAD_REQUEST, e.code, &e.message),
         },
         Admin::History(topic) => history::answer(state, topic, query).await,
+        Admin::Presence(rest) => presence::answer(state, rest).await,
+        Admin::Disconnect => disconnect::answer(state, req).await,
     };
     Ok(no_store(response))
 }
