@@ -7,7 +7,7 @@
 //! [`crate::directory::Directory`]: a WebSocket gets a close frame with the
 //! code and reason, an SSE stream a `close` event, a long poll a `close`
 //! answer, and their presence entries leave at once. In a cluster the
-//! disconnect is also published to every other node ([`broadcast`]), each
+//! disconnect is also published to every other node (`broadcast`), each
 //! of which applies it to its own directory; the answer then says how many
 //! nodes were notified.
 
