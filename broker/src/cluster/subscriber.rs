@@ -24,6 +24,7 @@ use redis::aio::{PubSubSink, PubSubStream};
 use tokio::time::Instant;
 
 use crate::cluster::backplane::Backplane;
+use crate::cluster::presence::control::CONTROL_CHANNEL;
 use crate::cluster::publisher::{PING_INTERVAL, RECONNECT_INTERVAL, REDIS_TIMEOUT};
 use crate::cluster::wire::{Subscription, parse_message, topic_of_channel};
 use crate::metrics::Metrics;
@@ -110,9 +111,11 @@ async fn keep_subscriptions(
     mut sink: PubSubSink,
 ) -> String {
     let mut current: HashSet<Subscription> = HashSet::new();
+    let control = Subscription::Channel(CONTROL_CHANNEL.to_owned());
     loop {
         let (generation, wanted) = backplane.interest.wanted();
-        let wanted: HashSet<Subscription> = wanted.into_iter().collect();
+        let mut wanted: HashSet<Subscription> = wanted.into_iter().collect();
+        wanted.insert(control.clone());
         let add: Vec<&Subscription> = wanted.difference(&current).collect();
         let drop: Vec<&Subscription> = current.difference(&wanted).collect();
         if let Err(why) = change(&mut sink, &add, true).await {
@@ -122,7 +125,8 @@ async fn keep_subscriptions(
             return why;
         }
         current = wanted;
-        metrics.backplane_channels.set(current.len() as i64);
+        // The control channel is not a topic's: not counted.
+        metrics.backplane_channels.set(current.len() as i64 - 1);
         backplane.interest.confirm(generation);
         backplane.health.set_subscriber(true);
         tokio::select! {
