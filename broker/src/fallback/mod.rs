@@ -78,7 +78,7 @@ pub enum Rendered {
         /// The close code.
         code: u16,
         /// Its reason.
-        reason: &'static str,
+        reason: std::borrow::Cow<'static, str>,
     },
 }
 
@@ -125,11 +125,21 @@ impl Feed {
         let (queue, outbound) =
             OutboundQueue::new(id, state.config.outbound_queue_bytes, state.metrics.clone());
         let limits = PublishLimits::from_config(&state.config);
-        let mut session = Session::new(queue.clone(), authorized, limits, identity);
+        let mut session = Session::new(
+            state,
+            queue.clone(),
+            authorized,
+            limits,
+            identity,
+            query.client.clone(),
+        );
         for (n, pattern) in query.subs.iter().enumerate() {
             let mut options = SubscribeOptions::default().last(query.last);
             if let Some(rate) = query.max_rate {
                 options = options.max_rate(rate);
+            }
+            if let Some(kind) = query.join_leave {
+                options = options.join_leave(kind);
             }
             if let Some(since) = &query.cursor {
                 options = options.since(since.clone());
@@ -264,7 +274,7 @@ impl Feed {
     }
 
     /// Removes the session's subscriptions from the registry.
-    pub fn release(&mut self, state: &BrokerState) {
+    pub fn release(&mut self, state: &Arc<BrokerState>) {
         self.queue.abandon();
         self.session.release(state);
         tracing::debug!(

@@ -244,7 +244,7 @@ mod tests {
             &mut out,
             &Rendered::Close {
                 code: 4001,
-                reason: "slow consumer",
+                reason: "slow consumer".into(),
             },
             String::new,
         );
