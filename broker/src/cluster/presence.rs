@@ -36,13 +36,19 @@ use std::time::Duration;
 use bytes::Bytes;
 use parking_lot::Mutex;
 use redis::aio::MultiplexedConnection;
-use thiserror::Error;
+use tickwire_protocol::topic::Topic;
 
+use crate::cluster::interest::Interest;
+use crate::cluster::presence::event::{ChannelEvent, EventKind};
 use crate::cluster::presence::scripts::{
     JOIN_BODY, LEAVE_BODY, entries_key, entry_key, holds_key, source, split_entry_key, users_key,
 };
 use crate::cluster::publisher::{
     PresenceJob, PublishError, Publisher, REDIS_TIMEOUT, SharedConnection,
+};
+use crate::metrics::Metrics;
+use crate::presence::{
+    PresenceChange, PresenceEntry, PresenceError, PresenceEvent, PresenceKey, PresenceSnapshot,
 };
 
 /// One run of the join or leave script for this node.
@@ -94,39 +100,6 @@ impl PresenceCall {
     }
 }
 
-/// An entry as Redis keeps it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredEntry {
-    /// The client id.
-    pub client: Arc<str>,
-    /// The user id, if any.
-    pub user: Option<Arc<str>>,
-    /// The client info (MessagePack), if any.
-    pub info: Option<Bytes>,
-}
-
-/// A topic's presence as Redis keeps it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct StoredPresence {
-    /// Entries (clients).
-    pub clients: u64,
-    /// Distinct users.
-    pub users: u64,
-    /// Up to the asked number of entries, when asked.
-    pub entries: Option<Vec<StoredEntry>>,
-}
-
-/// Why Redis could not be read.
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
-pub enum PresenceReadError {
-    /// No connection to Redis.
-    #[error("the cluster backplane (Redis) is unavailable; presence cannot be read")]
-    Unavailable,
-    /// Redis did not answer in time, or refused.
-    #[error("the cluster backplane (Redis) did not answer the presence read: {0}")]
-    Failed(String),
-}
-
 /// A hold of this node: topic and entry key.
 type Hold = (Arc<str>, Arc<str>);
 
@@ -142,25 +115,13 @@ struct Holds {
     releases: u64,
 }
 
-/// Counts of what presence did on this node (the broker's metrics).
-pub trait PresenceCounters: Send + Sync + std::fmt::Debug {
-    /// This node's script published a JOIN.
-    fn joined(&self);
-    /// This node's scripts published `n` LEAVEs.
-    fn left(&self, n: u64);
-    /// A join or leave did not reach Redis (it will be sent again).
-    fn failed(&self);
-    /// This node reaped a dead node (`nodes`: 1) or its entries (`entries`).
-    fn reaped(&self, nodes: u64, entries: u64);
-}
-
 /// What the scripts' callbacks update.
 #[derive(Debug)]
 struct Shared {
     holds: Mutex<Holds>,
     /// A join or leave failed since the last resync.
     stale: AtomicBool,
-    counters: Arc<dyn PresenceCounters>,
+    metrics: Metrics,
 }
 
 impl Shared {
@@ -177,14 +138,14 @@ impl Shared {
                 }
                 match (published, release) {
                     (false, _) => {}
-                    (true, None) => self.counters.joined(),
-                    (true, Some(_)) => self.counters.left(1),
+                    (true, None) => self.metrics.presence_joins.inc(),
+                    (true, Some(_)) => self.metrics.presence_leaves.inc(),
                 }
             }
             Err(e) => {
                 tracing::debug!(topic = %hold.0, error = %e, "cluster presence: a join or leave did not reach Redis; sent again later");
                 self.stale.store(true, Ordering::Release);
-                self.counters.failed();
+                self.metrics.presence_backplane_failures.inc();
             }
         }
     }
@@ -197,37 +158,53 @@ pub struct ClusterPresence {
     holds_key: String,
     ttl: Duration,
     grace: Duration,
+    max_entries: usize,
     publisher: Publisher,
     connection: Arc<SharedConnection>,
+    interest: Arc<Interest>,
     shared: Arc<Shared>,
+}
+
+/// How a node's presence is set up ([`ClusterPresence::new`]).
+#[derive(Debug, Clone)]
+pub struct PresenceSettings {
+    /// `presence_lease_ttl`.
+    pub lease_ttl: Duration,
+    /// `presence_grace`: how long a node shutting down keeps its lease.
+    pub grace: Duration,
+    /// `max_presence_per_topic`: the most entries a presence read returns.
+    pub max_per_topic: usize,
 }
 
 /// The most entries a presence read asks for per `HSCAN` round trip.
 const SCAN_COUNT: usize = 1000;
 
 impl ClusterPresence {
-    /// This node's presence with a new random node id: leases of `ttl`,
-    /// a shutdown leaving `grace` for its clients to reconnect elsewhere,
-    /// scripts sent through `publisher`, reads on `connection`.
+    /// This node's presence with a new random node id, set up as
+    /// `settings` say: scripts sent through `publisher` (joins after
+    /// `interest` is confirmed), reads on `connection`, counted in
+    /// `metrics`.
     pub fn new(
-        ttl: Duration,
-        grace: Duration,
+        settings: &PresenceSettings,
         publisher: Publisher,
         connection: Arc<SharedConnection>,
-        counters: Arc<dyn PresenceCounters>,
+        interest: Arc<Interest>,
+        metrics: Metrics,
     ) -> Self {
         let node = format!("{:032x}", rand::random::<u128>());
         ClusterPresence {
             holds_key: holds_key(&node),
             node,
-            ttl,
-            grace,
+            ttl: settings.lease_ttl,
+            grace: settings.grace,
+            max_entries: settings.max_per_topic,
             publisher,
             connection,
+            interest,
             shared: Arc::new(Shared {
                 holds: Mutex::default(),
                 stale: AtomicBool::new(false),
-                counters,
+                metrics,
             }),
         }
     }
@@ -248,9 +225,9 @@ impl ClusterPresence {
         self.grace
     }
 
-    /// The counters presence counts in.
-    pub fn counters(&self) -> &Arc<dyn PresenceCounters> {
-        &self.shared.counters
+    /// The metrics presence counts in.
+    pub fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
     }
 
     /// The publisher's connection to Redis, if it has one now.
@@ -258,12 +235,12 @@ impl ClusterPresence {
         self.connection.get()
     }
 
-    /// This node now holds the entry of `client` (and `user`, with client
-    /// info `info`) on `topic`: sends the join script (in order with this
-    /// node's publishes).
-    pub fn join(&self, topic: &str, client: &str, user: Option<&str>, info: Option<&Bytes>) {
-        let hold: Hold = (Arc::from(topic), Arc::from(entry_key(client, user)));
-        let info = info.cloned().unwrap_or_default();
+    /// This node now holds `key`'s entry (`entry`) on `topic`: sends the
+    /// join script (in order with this node's publishes, once Redis has
+    /// confirmed the node's subscriptions as they are now).
+    pub fn join(&self, topic: Topic<'_>, key: &PresenceKey, entry: &PresenceEntry) {
+        let hold = hold_of(topic, key);
+        let info = entry.info.clone().unwrap_or_default();
         let mut holds = self.shared.holds.lock();
         holds.unreleased.remove(&hold);
         holds.held.insert(hold.clone(), info.clone());
@@ -271,10 +248,10 @@ impl ClusterPresence {
             .submit_presence(self.job(hold, Some(info), None));
     }
 
-    /// This node no longer holds the entry of `client` (and `user`) on
-    /// `topic`: sends the leave script.
-    pub fn leave(&self, topic: &str, client: &str, user: Option<&str>) {
-        let hold: Hold = (Arc::from(topic), Arc::from(entry_key(client, user)));
+    /// This node no longer holds `key`'s entry on `topic`: sends the leave
+    /// script.
+    pub fn leave(&self, topic: Topic<'_>, key: &PresenceKey) {
+        let hold = hold_of(topic, key);
         let mut holds = self.shared.holds.lock();
         if holds.held.remove(&hold).is_none() {
             return;
@@ -291,7 +268,13 @@ impl ClusterPresence {
     fn job(&self, hold: Hold, join: Option<Bytes>, release: Option<u64>) -> PresenceJob {
         let shared = Arc::clone(&self.shared);
         let done_hold = hold.clone();
+        let after = if join.is_some() {
+            self.interest.generation()
+        } else {
+            0
+        };
         PresenceJob {
+            after,
             call: PresenceCall {
                 holds: self.holds_key.clone(),
                 topic: hold.0,
@@ -341,21 +324,53 @@ impl ClusterPresence {
         self.shared.holds.lock().held.len()
     }
 
-    /// Reads topic `topic`'s presence in Redis: its counts, and unless
-    /// `counts_only` up to `max_entries` entries.
-    pub async fn read(
+    /// Topic `topic`'s presence in Redis: its counts, and unless
+    /// `counts_only` up to `max_presence_per_topic` entries.
+    pub async fn snapshot(
         &self,
-        topic: &str,
+        topic: Topic<'_>,
         counts_only: bool,
-        max_entries: usize,
-    ) -> Result<StoredPresence, PresenceReadError> {
-        let mut connection = self.connection().ok_or(PresenceReadError::Unavailable)?;
-        let read = read_presence(&mut connection, topic, counts_only, max_entries);
+    ) -> Result<PresenceSnapshot, PresenceError> {
+        let unavailable = |why: String| {
+            PresenceError::Unavailable(format!("the cluster backplane (Redis) {why}"))
+        };
+        let mut connection = self
+            .connection()
+            .ok_or_else(|| unavailable("is unreachable".to_owned()))?;
+        let read = read_presence(
+            &mut connection,
+            topic.as_str(),
+            counts_only,
+            self.max_entries,
+        );
         match tokio::time::timeout(REDIS_TIMEOUT, read).await {
-            Ok(Ok(presence)) => Ok(presence),
-            Ok(Err(e)) => Err(PresenceReadError::Failed(e.to_string())),
-            Err(_) => Err(PresenceReadError::Failed("timed out".to_owned())),
+            Ok(Ok(snapshot)) => Ok(snapshot),
+            Ok(Err(e)) => Err(unavailable(format!("refused the read: {e}"))),
+            Err(_) => Err(unavailable("did not answer in time".to_owned())),
         }
+    }
+}
+
+/// The hold of `key` on `topic`.
+fn hold_of(topic: Topic<'_>, key: &PresenceKey) -> Hold {
+    let key = entry_key(&key.client, key.user.as_deref());
+    (Arc::from(topic.as_str()), Arc::from(key))
+}
+
+/// The presence event `event` read from a topic's channel, as the registry
+/// delivers it.
+pub fn to_event(event: &ChannelEvent<'_>) -> PresenceEvent {
+    PresenceEvent {
+        change: match event.kind {
+            EventKind::Join => PresenceChange::Join,
+            EventKind::Leave => PresenceChange::Leave,
+        },
+        entry: PresenceEntry {
+            client: Arc::from(event.client),
+            user: event.user.map(Arc::from),
+            info: event.info.map(Bytes::copy_from_slice),
+        },
+        user_changed: event.user_level && event.user.is_some(),
     }
 }
 
@@ -366,7 +381,7 @@ pub async fn read_presence(
     topic: &str,
     counts_only: bool,
     max_entries: usize,
-) -> redis::RedisResult<StoredPresence> {
+) -> redis::RedisResult<PresenceSnapshot> {
     let pres = entries_key(topic);
     let (clients, users): (u64, u64) = redis::pipe()
         .cmd("HLEN")
@@ -376,7 +391,7 @@ pub async fn read_presence(
         .query_async(connection)
         .await?;
     if counts_only {
-        return Ok(StoredPresence {
+        return Ok(PresenceSnapshot {
             clients,
             users,
             entries: None,
@@ -397,7 +412,7 @@ pub async fn read_presence(
                 break;
             }
             let (client, user) = split_entry_key(&key);
-            entries.push(StoredEntry {
+            entries.push(PresenceEntry {
                 client: Arc::from(client),
                 user: user.map(Arc::from),
                 info: (!info.is_empty()).then(|| Bytes::from(info)),
@@ -408,7 +423,7 @@ pub async fn read_presence(
             break;
         }
     }
-    Ok(StoredPresence {
+    Ok(PresenceSnapshot {
         clients,
         users,
         entries: Some(entries),

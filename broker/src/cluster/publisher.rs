@@ -43,6 +43,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::cluster::health::Health;
+use crate::cluster::interest::Interest;
 use crate::cluster::presence::PresenceCall;
 use crate::cluster::target::Target;
 use crate::cluster::wire::{POSITION_TTL_SECS, PUBLISH_SCRIPT, channel, history_key, position_key};
@@ -137,6 +138,11 @@ pub type PresenceDone = Box<dyn FnOnce(Result<bool, PublishError>) + Send + Sync
 pub struct PresenceJob {
     /// The script and its arguments.
     pub call: PresenceCall,
+    /// The generation of this node's interest Redis must have confirmed
+    /// before the job is sent (0: none): a join waits until the node is
+    /// subscribed to the topic's channel, so the joining client's own
+    /// subscription receives its `JOIN`.
+    pub after: u64,
     /// Called once with the outcome.
     pub done: PresenceDone,
 }
@@ -159,6 +165,14 @@ pub enum Job {
 }
 
 impl Job {
+    /// The interest generation it waits for (see [`PresenceJob::after`]).
+    fn after(&self) -> u64 {
+        match self {
+            Job::Publish(_) => 0,
+            Job::Presence(job) => job.after,
+        }
+    }
+
     /// The bytes it counts against [`QUEUE_BYTES`].
     fn bytes(&self) -> usize {
         match self {
@@ -191,6 +205,7 @@ pub struct PublisherTask {
     jobs: mpsc::Receiver<Job>,
     queued_bytes: Arc<AtomicUsize>,
     shared: Arc<SharedConnection>,
+    interest: Arc<Interest>,
 }
 
 /// The publisher's Redis connection while it is up, lent to other users.
@@ -209,8 +224,12 @@ impl SharedConnection {
 }
 
 /// A publisher, the task that serves its queue, and the connection that
-/// task shares; refusals are counted in `metrics`.
-pub fn publisher(metrics: &Metrics) -> (Publisher, PublisherTask, Arc<SharedConnection>) {
+/// task shares; refusals are counted in `metrics`; presence jobs wait for
+/// `interest`'s confirmations.
+pub fn publisher(
+    metrics: &Metrics,
+    interest: Arc<Interest>,
+) -> (Publisher, PublisherTask, Arc<SharedConnection>) {
     let (tx, rx) = mpsc::channel(QUEUE_JOBS);
     let queued_bytes = Arc::new(AtomicUsize::new(0));
     let shared = Arc::new(SharedConnection::default());
@@ -224,6 +243,7 @@ pub fn publisher(metrics: &Metrics) -> (Publisher, PublisherTask, Arc<SharedConn
             jobs: rx,
             queued_bytes,
             shared: Arc::clone(&shared),
+            interest,
         },
         shared,
     )
@@ -514,6 +534,12 @@ impl PublisherTask {
             }
             let bytes: usize = batch.iter().map(Job::bytes).sum();
             self.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
+            if let Some(generation) = batch.iter().map(Job::after).max().filter(|g| *g > 0) {
+                // Sent anyway after the deadline: only the joining
+                // client's own JOIN may then be missed.
+                let confirmed = self.interest.confirmed(generation);
+                let _ = tokio::time::timeout(REDIS_TIMEOUT, confirmed).await;
+            }
             let outcome = match connection.as_mut() {
                 Some(c) => {
                     let started = Instant::now();
@@ -565,7 +591,7 @@ mod tests {
     fn a_full_queue_refuses_at_once_by_count_and_by_bytes() {
         let outcomes = Arc::new(Mutex::new(Vec::new()));
         let metrics = Metrics::new();
-        let (publisher, task, _) = publisher(&metrics);
+        let (publisher, task, _) = publisher(&metrics, Arc::default());
         publisher.submit(job(QUEUE_BYTES + 1, &outcomes));
         assert_eq!(*outcomes.lock().unwrap(), vec![Err(PublishError::Busy)]);
         for _ in 0..QUEUE_JOBS {

@@ -197,9 +197,12 @@ async fn reap(presence: &ClusterPresence, connection: &mut MultiplexedConnection
                         "cluster presence: reaped a node whose lease expired"
                     );
                 }
-                let counters = presence.counters();
-                counters.reaped(u64::from(reaped.claimed), reaped.entries);
-                counters.left(reaped.entries);
+                let metrics = presence.metrics();
+                metrics
+                    .presence_lease_expiries
+                    .inc_by(u64::from(reaped.claimed));
+                metrics.presence_expired_entries.inc_by(reaped.entries);
+                metrics.presence_leaves.inc_by(reaped.entries);
             }
             Ok(None) => return,
             Err(e) => {
