@@ -504,8 +504,8 @@ impl SideListener {
 /// Answers a refused connection with `status` and `body` in a task of its
 /// own (counted in `tickwire_connection_tasks`) if one of the [`MAX_REFUSING`]
 /// `refusing` places is free; otherwise drops it unanswered.
-/// Cluster mode: starts the backplane's publisher and subscriber tasks
-/// (they stop at shutdown).
+/// Cluster mode: starts the backplane's publisher, subscriber and presence
+/// lease tasks (they stop at shutdown).
 fn start_backplane(state: &Arc<BrokerState>) {
     let Some(backplane) = &state.backplane else {
         return;
@@ -519,6 +519,11 @@ fn start_backplane(state: &Arc<BrokerState>) {
         ));
     }
     tokio::spawn(cluster::subscriber::run(Arc::clone(state)));
+    // In the task set: the drain waits for it to retire the lease.
+    state.tasks.spawn(cluster::presence::lease::run(
+        Arc::clone(backplane.presence()),
+        state.shutdown.clone(),
+    ));
 }
 
 fn spawn_refusal(

@@ -2,6 +2,11 @@
 //! follow this node's [`crate::cluster::interest::Interest`], and whose
 //! messages are fanned out to local subscribers through the registry's
 //! encode-once path ([`crate::registry::TopicRegistry::deliver_remote`]).
+//! Presence events on a topic's channel go to
+//! [`crate::registry::TopicRegistry::deliver_presence`]; the connection is
+//! also subscribed to the control channel
+//! ([`crate::cluster::presence::control`]), whose disconnects close this
+//! node's matching connections.
 //!
 //! Receiving and changing subscriptions run side by side on the
 //! connection: waiting for Redis to confirm a `SUBSCRIBE` never holds up
@@ -24,8 +29,12 @@ use redis::aio::{PubSubSink, PubSubStream};
 use tokio::time::Instant;
 
 use crate::cluster::backplane::Backplane;
+use crate::cluster::presence::control::{CONTROL_CHANNEL, ControlTarget, parse_control};
+use crate::cluster::presence::event::{is_event, parse_event};
+use crate::cluster::presence::to_event;
 use crate::cluster::publisher::{PING_INTERVAL, RECONNECT_INTERVAL, REDIS_TIMEOUT};
 use crate::cluster::wire::{Subscription, parse_message, topic_of_channel};
+use crate::directory::{DisconnectCode, DisconnectTarget};
 use crate::metrics::Metrics;
 use crate::state::BrokerState;
 
@@ -72,20 +81,23 @@ async fn receive(state: &BrokerState, mut stream: PubSubStream) {
 
 fn deliver(state: &BrokerState, message: &Msg) {
     let name = message.get_channel_name();
-    let (Some(topic), Some(parsed)) = (
-        topic_of_channel(name),
-        parse_message(message.get_payload_bytes()),
-    ) else {
-        tracing::warn!(
-            channel = name,
-            "cluster subscriber: ignored a message not written by tickwire"
-        );
-        state
-            .metrics
-            .backplane_dropped
-            .with_label_values(&["malformed"])
-            .inc();
+    let bytes = message.get_payload_bytes();
+    if name == CONTROL_CHANNEL {
+        return control(state, bytes);
+    }
+    let Some(topic) = topic_of_channel(name) else {
+        return malformed(state, name);
+    };
+    if is_event(bytes) {
+        let Some(event) = parse_event(bytes) else {
+            return malformed(state, name);
+        };
+        state.metrics.backplane_received.inc();
+        state.registry.deliver_presence(topic, &to_event(&event));
         return;
+    }
+    let Some(parsed) = parse_message(bytes) else {
+        return malformed(state, name);
     };
     state.metrics.backplane_received.inc();
     if let Err(e) = state
@@ -101,6 +113,41 @@ fn deliver(state: &BrokerState, message: &Msg) {
     }
 }
 
+/// Counts and logs a message on `channel` that tickwire did not write.
+fn malformed(state: &BrokerState, channel: &str) {
+    tracing::warn!(
+        channel,
+        "cluster subscriber: ignored a message not written by tickwire"
+    );
+    state
+        .metrics
+        .backplane_dropped
+        .with_label_values(&["malformed"])
+        .inc();
+}
+
+/// Applies a message of the control channel: a cluster-wide disconnect
+/// closes this node's matching connections.
+fn control(state: &BrokerState, bytes: &[u8]) {
+    let Some(disconnect) = parse_control(bytes) else {
+        return malformed(state, CONTROL_CHANNEL);
+    };
+    let target = match disconnect.target {
+        ControlTarget::Client(client) => DisconnectTarget::Client(client.to_owned()),
+        ControlTarget::User(user) => DisconnectTarget::User(user.to_owned()),
+    };
+    let code = DisconnectCode {
+        code: disconnect.code,
+        reason: Arc::from(disconnect.reason),
+    };
+    let closed = state.directory.close(&target, code);
+    tracing::info!(
+        ?target,
+        closed,
+        "cluster: disconnect from the control channel applied"
+    );
+}
+
 /// Makes the connection's subscriptions follow the interest, confirming
 /// each generation once Redis has it, and pings when idle; returns why it
 /// stopped (the connection failed).
@@ -110,9 +157,11 @@ async fn keep_subscriptions(
     mut sink: PubSubSink,
 ) -> String {
     let mut current: HashSet<Subscription> = HashSet::new();
+    let control = Subscription::Channel(CONTROL_CHANNEL.to_owned());
     loop {
         let (generation, wanted) = backplane.interest.wanted();
-        let wanted: HashSet<Subscription> = wanted.into_iter().collect();
+        let mut wanted: HashSet<Subscription> = wanted.into_iter().collect();
+        wanted.insert(control.clone());
         let add: Vec<&Subscription> = wanted.difference(&current).collect();
         let drop: Vec<&Subscription> = current.difference(&wanted).collect();
         if let Err(why) = change(&mut sink, &add, true).await {
@@ -122,7 +171,8 @@ async fn keep_subscriptions(
             return why;
         }
         current = wanted;
-        metrics.backplane_channels.set(current.len() as i64);
+        // The control channel is not a topic's: not counted.
+        metrics.backplane_channels.set(current.len() as i64 - 1);
         backplane.interest.confirm(generation);
         backplane.health.set_subscriber(true);
         tokio::select! {
