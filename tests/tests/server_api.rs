@@ -1,7 +1,9 @@
 //! The server API end to end (docs/http-api.md): `GET /v1/history/{topic}`
 //! with `since` and `limit`, batch `POST /v1/publish`, the credentials they
-//! need, their limits, the `tickwire history|topics` commands, and history
-//! read on one cluster node of what another published (real redis-server).
+//! need, their limits, presence and disconnects, the `tickwire
+//! history|topics|presence` commands, and on a cluster (real
+//! redis-server) history read on one node of what another published and a
+//! disconnect asked on one node closing a client on another.
 
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -504,6 +506,26 @@ async fn history_on_one_cluster_node_reads_what_another_published() {
     );
     let (_, _, page) = request(b.addr, "GET", "/v1/history/hist.none", "", b"").await;
     assert_eq!(page["epoch"], "0");
+    // A disconnect asked on node A closes the client on node B.
+    let mut remote = RawClient::connect_with(b.addr, "/ws?client=far-away", &[]).await;
+    remote.subscribe("hist.t").await;
+    let (status, _, answer) = request(
+        a.addr,
+        "POST",
+        "/v1/disconnect",
+        "",
+        br#"{"client":"far-away","code":4500,"reason":"banned"}"#,
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["disconnected"], 0, "none on node A: {answer}");
+    assert_eq!(answer["nodes_notified"], 2, "{answer}");
+    match remote.recv_close().await {
+        Received::Close { code, reason } => {
+            assert_eq!((code, reason.as_str()), (Some(4500), "banned"))
+        }
+        other => panic!("expected a close, got {other:?}"),
+    }
     // Node A's live subscribers got the batch too.
     let mut subscriber = RawClient::connect(a.addr).await;
     let info = subscriber
@@ -749,6 +771,7 @@ async fn disconnect_closes_a_client_or_a_user_and_nobody_else() {
     assert_eq!(status, 403);
     let (status, _, _) = request(broker.addr, "GET", "/v1/disconnect", &bearer(&admin), b"").await;
     assert_eq!(status, 405);
-    bob.publish_acked("lobby.check", b"never disconnected").await;
+    bob.publish_acked("lobby.check", b"never disconnected")
+        .await;
     broker.stop().await;
 }

@@ -7,16 +7,16 @@
 //! [`crate::directory::Directory`]: a WebSocket gets a close frame with the
 //! code and reason, an SSE stream a `close` event, a long poll a `close`
 //! answer, and their presence entries leave at once. In a cluster the
-//! disconnect is also published to every other node (`broadcast`), each
-//! of which applies it to its own directory; the answer then says how many
-//! nodes were notified.
+//! disconnect is also published on the cluster's control channel
+//! ([`crate::cluster::backplane::Backplane::broadcast_disconnect`]): every node (this one too, where
+//! it finds the connections already closing) applies it to its own
+//! directory; the answer then says how many nodes received it.
 
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use serde_json::{Value, json};
 use tickwire_protocol::ErrorCode;
 
-use crate::cluster::backplane::Backplane;
 use crate::directory::{DisconnectCode, DisconnectTarget};
 use crate::presence::parse_client_id;
 use crate::server_api::body;
@@ -86,17 +86,6 @@ impl DisconnectRequest {
     }
 }
 
-/// Cluster mode: publishes the disconnect on the control channel, so that
-/// every node applies it to its directory; how many nodes received it.
-///
-/// Seam with the cluster presence (branch `presence-cluster`, contract
-/// section 4): `Backplane::broadcast_disconnect(&target, &code)` is not in
-/// this build yet, so only this node's connections are closed and the
-/// request is answered 503.
-async fn broadcast(_backplane: &Backplane, _request: &DisconnectRequest) -> Result<usize, String> {
-    Err("cluster-wide disconnects are not available in this build".to_owned())
-}
-
 /// Answers `POST /v1/disconnect` (the caller checked the admin grant):
 /// 400 for a body that is not a disconnect, 503 `internal` when a cluster
 /// node cannot publish it to the others (this node's connections are
@@ -118,7 +107,10 @@ pub async fn answer(state: &BrokerState, req: Request<Incoming>) -> Response<Bod
     let Some(backplane) = &state.backplane else {
         return json_response(StatusCode::OK, json!({ "disconnected": disconnected }));
     };
-    match broadcast(backplane, &request).await {
+    match backplane
+        .broadcast_disconnect(&request.target, &request.code)
+        .await
+    {
         Ok(nodes) => json_response(
             StatusCode::OK,
             json!({ "disconnected": disconnected, "nodes_notified": nodes }),
