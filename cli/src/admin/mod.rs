@@ -10,13 +10,13 @@
 mod fetch;
 mod show;
 
-use std::fmt;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::console::{stderrln, stdoutln};
+use crate::client::{Exit, Failure, execute};
+use crate::console::stdoutln;
 
 use fetch::{Origin, get_json};
 
@@ -36,41 +36,6 @@ Exit codes:
   2    usage error: invalid arguments or URL
   3    could not connect, or the broker refused the credentials (401)
   4    timeout: no answer within --timeout";
-
-/// How a command ended, when it did not succeed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Exit {
-    /// The broker refused the request, or its answer was unreadable.
-    Failed = 1,
-    /// Invalid arguments.
-    Usage = 2,
-    /// No connection, or 401.
-    Connect = 3,
-    /// No answer in time.
-    Timeout = 4,
-}
-
-/// A failed command: one line for standard error and the exit code.
-#[derive(Debug)]
-struct Failure {
-    exit: Exit,
-    message: String,
-}
-
-impl Failure {
-    fn new(exit: Exit, message: impl Into<String>) -> Self {
-        Failure {
-            exit,
-            message: message.into(),
-        }
-    }
-}
-
-impl fmt::Display for Failure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
-    }
-}
 
 /// The flags every server API command takes.
 #[derive(Debug, Clone, clap::Args)]
@@ -109,7 +74,7 @@ pub struct HistoryArgs {
     /// Only the messages after this position (as `SUBSCRIBED` and
     /// `tickwire sub --since` give it); the answer says whether it
     /// continues right after it (`recovered`).
-    #[arg(long, value_name = "EPOCH:SEQ")]
+    #[arg(long, value_parser = parse_since, value_name = "EPOCH:SEQ")]
     since: Option<String>,
 
     /// Most messages to show, 1 to 1000: the newest ones, or with --since
@@ -164,26 +129,20 @@ fn parse_limit(s: &str) -> Result<usize, String> {
         .ok_or_else(|| format!("write a number, 1 to {MAX_LIMIT}"))
 }
 
-/// Checks `--since`: `EPOCH:SEQ`, two decimal numbers.
-fn check_since(since: &str) -> Result<(), Failure> {
+/// Parses `--since`: `EPOCH:SEQ`, two decimal numbers.
+fn parse_since(since: &str) -> Result<String, String> {
     let number = |s: &str| !s.is_empty() && s.parse::<u64>().is_ok();
     match since.split_once(':') {
-        Some((epoch, seq)) if number(epoch) && number(seq) => Ok(()),
-        _ => Err(Failure::new(
-            Exit::Usage,
-            format!("--since `{since}`: write EPOCH:SEQ, two decimal numbers"),
-        )),
+        Some((epoch, seq)) if number(epoch) && number(seq) => Ok(since.to_owned()),
+        _ => Err("write EPOCH:SEQ, two decimal numbers".to_owned()),
     }
 }
 
 /// Runs `tickwire history`.
 pub fn run_history(args: HistoryArgs) -> ExitCode {
     let mut query = vec![("limit", args.limit.to_string())];
-    if let Some(since) = &args.since {
-        if let Err(failure) = check_since(since) {
-            return report(failure);
-        }
-        query.push(("since", since.clone()));
+    if let Some(since) = args.since {
+        query.push(("since", since));
     }
     let path = format!("/v1/history/{}", args.topic);
     run(&args.api, &path, &query, show::history)
@@ -221,42 +180,25 @@ fn run(
     query: &[(&str, String)],
     human: impl FnOnce(&Value) -> String,
 ) -> ExitCode {
-    let origin = match Origin::parse(&api.url) {
-        Ok(origin) => origin,
-        Err(failure) => return report(failure),
-    };
     let pairs: Vec<(&str, &str)> = query.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let target = crate::http1::with_query(path, &pairs);
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => return report(Failure::new(Exit::Failed, format!("cannot start: {e}"))),
-    };
-    let answer = runtime.block_on(get_json(
-        &origin,
-        &target,
-        api.token.as_deref(),
-        api.timeout,
-    ));
-    let answer = match answer.and_then(|(status, body)| refused(status, body)) {
-        Ok(answer) => answer,
-        Err(failure) => return report(failure),
-    };
-    let text = if api.json {
-        answer.to_string()
-    } else {
-        human(&answer)
-    };
-    match stdoutln!("{text}") {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
-        Err(e) => report(Failure::new(
-            Exit::Failed,
-            format!("cannot write to standard output: {e}"),
-        )),
-    }
+    execute(async {
+        let origin = Origin::parse(&api.url)?;
+        let (status, body) = get_json(&origin, &target, api.token.as_deref(), api.timeout).await?;
+        let answer = refused(status, body)?;
+        let text = if api.json {
+            answer.to_string()
+        } else {
+            human(&answer)
+        };
+        match stdoutln!("{text}") {
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(Failure::new(
+                Exit::Failed,
+                format!("cannot write to standard output: {e}"),
+            )),
+            _ => Ok(()),
+        }
+    })
 }
 
 /// The answer of a 200, or the failure an error answer stands for: 401 is
@@ -275,10 +217,4 @@ fn refused(status: u16, body: Value) -> Result<Value, Failure> {
         exit,
         format!("broker answered HTTP {status} {code}: {message}"),
     ))
-}
-
-/// Prints `failure` and returns its exit code.
-fn report(failure: Failure) -> ExitCode {
-    stderrln!("tickwire: {failure}");
-    ExitCode::from(failure.exit as u8)
 }

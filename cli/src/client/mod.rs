@@ -2,7 +2,8 @@
 //! `tickwire-client` SDK.
 //!
 //! What they share lives here: the connection flags, the mapping from SDK
-//! errors to exit codes, and running a command on a Tokio runtime.
+//! errors to exit codes, and running a command on a Tokio runtime (the
+//! server API commands, [`crate::admin`], share the last two).
 
 mod output;
 mod pub_cmd;
@@ -115,7 +116,7 @@ pub fn parse_timeout(s: &str) -> Result<Duration, String> {
 
 /// How a client subcommand ended, when it did not succeed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Exit {
+pub enum Exit {
     /// The broker refused a request or the stream ended with an error.
     Failed = 1,
     /// Invalid arguments or input.
@@ -131,13 +132,16 @@ enum Exit {
 /// A failed client subcommand: one line for standard error and the exit
 /// code.
 #[derive(Debug)]
-struct Failure {
-    exit: Exit,
-    message: String,
+pub struct Failure {
+    /// The exit code it ends the command with.
+    pub exit: Exit,
+    /// The line for standard error (without the `tickwire:` prefix).
+    pub message: String,
 }
 
 impl Failure {
-    fn new(exit: Exit, message: impl Into<String>) -> Self {
+    /// A failure ending the command with `exit`, saying `message`.
+    pub fn new(exit: Exit, message: impl Into<String>) -> Self {
         Failure {
             exit,
             message: message.into(),
@@ -205,7 +209,7 @@ impl From<Error> for Failure {
 
 /// Runs a client subcommand on a fresh runtime and turns its result into the
 /// process exit code, printing a failure as one `tickwire:` line.
-fn execute(command: impl Future<Output = Result<(), Failure>>) -> ExitCode {
+pub fn execute(command: impl Future<Output = Result<(), Failure>>) -> ExitCode {
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
