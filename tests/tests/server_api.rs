@@ -5,43 +5,17 @@
 //! redis-server) history read on one node of what another published and a
 //! disconnect asked on one node closing a client on another.
 
-use std::path::PathBuf;
-use std::time::{SystemTime, UNIX_EPOCH};
-
-use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use serde_json::{Value, json};
 use tickwire_broker::config::TopicPolicy;
 use tickwire_e2e::node::ClusterNode;
+use tickwire_e2e::pki::TempDir;
 use tickwire_e2e::redis::RedisServer;
+use tickwire_e2e::tokens::{Secret, token, token_for};
 use tickwire_e2e::{
     RawClient, Received, TestBroker, WAIT, history_policy, http_with, next_message, output_within,
     tickwire_command,
 };
 use tickwire_protocol::SubscribeOptions;
-
-const SECRET: &[u8] = b"an HMAC secret of at least 32 bytes, for tests";
-
-fn temp_file(name: &str, contents: &[u8]) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("tickwire-server-api-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let path = dir.join(name);
-    std::fs::write(&path, contents).expect("write temp file");
-    path
-}
-
-fn token(grants: Value) -> String {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let claims = json!({"exp": now + 3600, "iat": now, "tw": grants});
-    encode(
-        &Header::new(Algorithm::HS256),
-        &claims,
-        &EncodingKey::from_secret(SECRET),
-    )
-    .expect("sign token")
-}
 
 fn bearer(token: &str) -> String {
     format!("Authorization: Bearer {token}\r\n")
@@ -166,9 +140,9 @@ async fn history_pages_with_since_limit_and_stale_epochs() {
 
 #[tokio::test]
 async fn batch_publish_answers_each_message_in_request_order() {
-    let secret = temp_file("secret-batch", &[SECRET, b"\n"].concat());
+    let secret = Secret::new();
     let broker = TestBroker::start(|config| {
-        config.jwt_hmac_secret_file = vec![secret];
+        config.jwt_hmac_secret_file = vec![secret.file()];
     })
     .await;
     let publisher = token(json!({"pub": ["ok.>"], "sub": [">"]}));
@@ -264,9 +238,9 @@ async fn batch_publish_answers_each_message_in_request_order() {
 
 #[tokio::test]
 async fn the_server_api_needs_credentials_and_the_admin_grant() {
-    let secret = temp_file("secret-auth", &[SECRET, b"\n"].concat());
+    let secret = Secret::new();
     let broker = TestBroker::start(|config| {
-        config.jwt_hmac_secret_file = vec![secret];
+        config.jwt_hmac_secret_file = vec![secret.file()];
     })
     .await;
     let admin = token(json!({"admin": true}));
@@ -338,9 +312,9 @@ async fn batch_publish_limits_refuse_the_whole_request() {
 
 #[tokio::test]
 async fn the_cli_shows_history_and_topics() {
-    let secret = temp_file("secret-cli", &[SECRET, b"\n"].concat());
+    let secret = Secret::new();
     let broker = TestBroker::start(|config| {
-        config.jwt_hmac_secret_file = vec![secret];
+        config.jwt_hmac_secret_file = vec![secret.file()];
         config.topic_policies = vec![history_policy("chat.>", 10)];
     })
     .await;
@@ -445,10 +419,13 @@ async fn the_cli_shows_history_and_topics() {
 #[tokio::test]
 async fn history_on_one_cluster_node_reads_what_another_published() {
     let redis = RedisServer::start().await;
-    let config = temp_file(
-        "cluster.toml",
-        b"[[topic]]\npattern = \"hist.>\"\nhistory_messages = 3\n",
-    );
+    let dir = TempDir::new("server-api-cluster");
+    let config = dir.path().join("tickwire.toml");
+    std::fs::write(
+        &config,
+        "[[topic]]\npattern = \"hist.>\"\nhistory_messages = 3\n",
+    )
+    .expect("write the config file");
     let config = config.to_str().unwrap();
     let a = ClusterNode::ready(&redis.url(), &["--config", config]).await;
     let b = ClusterNode::ready(&redis.url(), &["--config", config]).await;
@@ -541,25 +518,16 @@ async fn history_on_one_cluster_node_reads_what_another_published() {
 /// A token for user `user` (the `sub` claim) with every topic grant and
 /// client `info`.
 fn user_token(user: &str, info: Value) -> String {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let claims = json!({"exp": now + 3600, "iat": now, "sub": user,
-        "tw": {"sub": [">"], "pub": [">"], "info": info}});
-    encode(
-        &Header::new(Algorithm::HS256),
-        &claims,
-        &EncodingKey::from_secret(SECRET),
+    token_for(
+        Some(user),
+        json!({"sub": [">"], "pub": [">"], "info": info}),
     )
-    .expect("sign token")
 }
 
 /// A broker with authentication on and presence on `room.>`.
-async fn presence_broker(secret_name: &str) -> TestBroker {
-    let secret = temp_file(secret_name, &[SECRET, b"\n"].concat());
+async fn presence_broker(secret: &Secret) -> TestBroker {
     TestBroker::start(|config| {
-        config.jwt_hmac_secret_file = vec![secret];
+        config.jwt_hmac_secret_file = vec![secret.file()];
         config.topic_policies = vec![TopicPolicy {
             presence: true,
             ..history_policy("room.>", 0)
@@ -584,7 +552,8 @@ async fn present(broker: &TestBroker, client: &str, user: &str, topic: &str) -> 
 
 #[tokio::test]
 async fn presence_endpoints_list_who_is_subscribed() {
-    let broker = presence_broker("secret-presence").await;
+    let secret = Secret::new();
+    let broker = presence_broker(&secret).await;
     let admin = token(json!({"admin": true}));
     let _ann = present(&broker, "ann-1", "ann", "room.1").await;
     let _ann_tab = present(&broker, "ann-2", "ann", "room.1").await;
@@ -678,7 +647,8 @@ async fn presence_endpoints_list_who_is_subscribed() {
 
 #[tokio::test]
 async fn disconnect_closes_a_client_or_a_user_and_nobody_else() {
-    let broker = presence_broker("secret-disconnect").await;
+    let secret = Secret::new();
+    let broker = presence_broker(&secret).await;
     let admin = token(json!({"admin": true}));
     let mut ann = present(&broker, "ann-1", "ann", "room.1").await;
     let mut ann_tab = present(&broker, "ann-2", "ann", "room.1").await;

@@ -33,7 +33,7 @@ use crate::cluster::read::{ReadError, TopicRead, read_topics};
 use crate::fallback::frame_body;
 use crate::fallback::render::{PayloadJson, PayloadMode};
 use crate::history::TopicMemory;
-use crate::server_api::reply::{Body, counted_error, json_response};
+use crate::server_api::reply::{Body, bad_request, counted_error, json_response, path_topic};
 use crate::state::BrokerState;
 
 /// Messages per answer when `limit` is not given.
@@ -238,28 +238,13 @@ async fn read_cluster(
 /// grant): 400 `invalid_topic` or `invalid_option`, 503 `internal` when a
 /// cluster node cannot read Redis, else 200 with the page.
 pub async fn answer(state: &BrokerState, topic: &str, query: Option<&str>) -> Response<Body> {
-    let topic = match Topic::new(topic) {
+    let topic = match path_topic(state, topic) {
         Ok(topic) => topic,
-        Err(e) => {
-            let message = format!("topic `{topic}`: {e}");
-            return counted_error(
-                state,
-                StatusCode::BAD_REQUEST,
-                ErrorCode::InvalidTopic,
-                &message,
-            );
-        }
+        Err(answer) => return *answer,
     };
     let query = match HistoryQuery::parse(query) {
         Ok(query) => query,
-        Err(message) => {
-            return counted_error(
-                state,
-                StatusCode::BAD_REQUEST,
-                ErrorCode::InvalidOption,
-                &message,
-            );
-        }
+        Err(message) => return bad_request(state, ErrorCode::InvalidOption, &message),
     };
     let page = match &state.backplane {
         None => read_local(state, topic, &query),

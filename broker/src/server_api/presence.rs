@@ -10,12 +10,10 @@
 
 use hyper::{Response, StatusCode};
 use serde_json::{Map, Value, json};
-use tickwire_protocol::ErrorCode;
-use tickwire_protocol::topic::Topic;
 
 use crate::fallback::render::{PayloadJson, PayloadMode};
 use crate::presence::{PresenceEntry, PresenceError};
-use crate::server_api::reply::{Body, counted_error, json_response};
+use crate::server_api::reply::{Body, counted_error, json_response, path_topic};
 use crate::state::BrokerState;
 
 /// What follows the topic in the path of the counts-only endpoint.
@@ -50,17 +48,9 @@ fn entry_json(entry: &PresenceEntry) -> Value {
 /// else 200.
 pub async fn answer(state: &BrokerState, rest: &str) -> Response<Body> {
     let (topic, counts_only) = target(rest);
-    let topic = match Topic::new(topic) {
+    let topic = match path_topic(state, topic) {
         Ok(topic) => topic,
-        Err(e) => {
-            let message = format!("topic `{topic}`: {e}");
-            return counted_error(
-                state,
-                StatusCode::BAD_REQUEST,
-                ErrorCode::InvalidTopic,
-                &message,
-            );
-        }
+        Err(answer) => return *answer,
     };
     let snapshot = match state.registry.policy(topic.as_str()).presence {
         false => Err(PresenceError::Disabled(topic.as_str().to_owned())),

@@ -8,6 +8,7 @@ use hyper::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue, WWW_AUTHENTICATE};
 use hyper::{Response, StatusCode};
 use serde_json::json;
 use tickwire_protocol::ErrorCode;
+use tickwire_protocol::topic::Topic;
 
 use crate::auth::AuthError;
 use crate::fallback::sse;
@@ -106,6 +107,23 @@ pub fn forbidden(state: &BrokerState) -> Response<Body> {
 /// A 403 `forbidden` answer saying `message`.
 pub fn forbidden_because(state: &BrokerState, message: &str) -> Response<Body> {
     counted_error(state, StatusCode::FORBIDDEN, ErrorCode::Forbidden, message)
+}
+
+/// A 400 answer with `code`, counted in the metrics.
+pub fn bad_request(state: &BrokerState, code: ErrorCode, message: &str) -> Response<Body> {
+    counted_error(state, StatusCode::BAD_REQUEST, code, message)
+}
+
+/// The topic a path names (taken literally), or the 400 `invalid_topic`
+/// answer saying why it is not one.
+pub fn path_topic<'a>(
+    state: &BrokerState,
+    text: &'a str,
+) -> Result<Topic<'a>, Box<Response<Body>>> {
+    Topic::new(text).map_err(|e| {
+        let message = format!("topic `{text}`: {e}");
+        Box::new(bad_request(state, ErrorCode::InvalidTopic, &message))
+    })
 }
 
 /// The 405 answer naming the method to use.
