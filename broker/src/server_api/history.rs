@@ -302,17 +302,19 @@ mod tests {
         memory
     }
 
-    fn seqs(query: &str) -> (Option<bool>, Vec<u64>) {
+    /// The page of the topic of [`memory`] at seq 10 for `query`.
+    fn page_of(query: &str) -> (Page, PayloadMode) {
         let query = HistoryQuery::parse(Some(query)).unwrap();
-        let page = Page::select(
-            &memory(),
-            Position {
-                epoch: EPOCH,
-                seq: 10,
-            },
-            &query,
-        );
-        let json = page.to_json("t", query.payload);
+        let at = Position {
+            epoch: EPOCH,
+            seq: 10,
+        };
+        (Page::select(&memory(), at, &query), query.payload)
+    }
+
+    fn seqs(query: &str) -> (Option<bool>, Vec<u64>) {
+        let (page, mode) = page_of(query);
+        let json = page.to_json("t", mode);
         let seqs = json["messages"]
             .as_array()
             .unwrap()
@@ -348,32 +350,14 @@ mod tests {
 
     #[test]
     fn messages_render_like_sse_payloads() {
-        let query = HistoryQuery::parse(Some("limit=1&payload=base64")).unwrap();
-        let page = Page::select(
-            &memory(),
-            Position {
-                epoch: EPOCH,
-                seq: 10,
-            },
-            &query,
-        );
+        let (page, mode) = page_of("limit=1&payload=base64");
         assert_eq!(
-            page.to_json("t", query.payload),
+            page.to_json("t", mode),
             json!({"topic": "t", "epoch": "77", "seq": 10,
                    "messages": [{"seq": 10, "time": 10000, "payload_base64": "Cg=="}]})
         );
-        let page = Page::select(
-            &memory(),
-            Position {
-                epoch: EPOCH,
-                seq: 10,
-            },
-            &HistoryQuery::parse(Some("limit=1")).unwrap(),
-        );
-        assert_eq!(
-            page.to_json("t", PayloadMode::Auto)["messages"][0]["payload"],
-            10
-        );
+        let (page, mode) = page_of("limit=1");
+        assert_eq!(page.to_json("t", mode)["messages"][0]["payload"], 10);
     }
 
     #[test]
