@@ -7,6 +7,7 @@
 
 use serde_json::{Value, json};
 use tickwire_broker::config::TopicPolicy;
+use tickwire_e2e::fallback::SseStream;
 use tickwire_e2e::node::ClusterNode;
 use tickwire_e2e::pki::TempDir;
 use tickwire_e2e::redis::RedisServer;
@@ -710,6 +711,20 @@ async fn disconnect_closes_a_client_or_a_user_and_nobody_else() {
     assert_eq!(stats, json!({"topic": "room.1", "clients": 1, "users": 1}));
     let (status, _, body) = disconnect(r#"{"user":"nobody"}"#).await;
     assert_eq!((status, body), (200, json!({"disconnected": 0})));
+    // An SSE stream gets a close event with the code and reason.
+    let carol = user_token("carol", Value::Null);
+    let mut stream = SseStream::open(
+        broker.addr,
+        "/v1/sse?sub=room.1&client=carol-1",
+        &bearer(&carol),
+    )
+    .await;
+    stream.expect("subscribed").await;
+    let (status, _, body) =
+        disconnect(r#"{"client":"carol-1","code":4200,"reason":"later"}"#).await;
+    assert_eq!((status, body), (200, json!({"disconnected": 1})));
+    let close = stream.expect("close").await;
+    assert_eq!(close.json(), json!({"code": 4200, "reason": "later"}));
 
     for bad in [
         r#"{"client":"a","user":"b"}"#,
