@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use tickwire_broker::config::TopicPolicy;
 use tickwire_e2e::fallback::SseStream;
 use tickwire_e2e::node::ClusterNode;
-use tickwire_e2e::pki::TempDir;
+use tickwire_e2e::pki::{TempDir, TestCa};
 use tickwire_e2e::redis::RedisServer;
 use tickwire_e2e::tokens::{Secret, token, token_for};
 use tickwire_e2e::{
@@ -410,11 +410,39 @@ async fn the_cli_shows_history_and_topics() {
     broker.stop().await;
     let out = run(&["topics"], &admin).await;
     assert_eq!(out.status.code(), Some(3), "{out:?}");
-    let out = tickwire_command(&["topics", "--url", "https://127.0.0.1:1"])
+    let out = tickwire_command(&["topics", "--url", "ftp://127.0.0.1:1"])
         .output()
         .await
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{out:?}");
+}
+
+#[tokio::test]
+async fn the_cli_speaks_https_with_a_private_ca() {
+    let dir = TempDir::new("server-api-tls");
+    let ca = TestCa::new(dir.path(), "ca");
+    let other = TestCa::new(dir.path(), "other");
+    let server = ca.server_cert(dir.path(), "server");
+    let broker = TestBroker::start(|config| {
+        config.tls_cert_file = Some(server.cert.clone());
+        config.tls_key_file = Some(server.key.clone());
+    })
+    .await;
+    let url = format!("https://localhost:{}", broker.addr.port());
+    let run = async |ca_file: &std::path::Path| {
+        let ca_file = ca_file.to_str().unwrap();
+        let mut command =
+            tickwire_command(&["topics", "--json", "--url", &url, "--ca-file", ca_file]);
+        output_within(&mut command, WAIT).await
+    };
+    let out = run(ca.ca_file()).await;
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let page: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(page, json!({"topics": [], "next": null}));
+    let out = run(other.ca_file()).await;
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("TLS handshake failed"));
+    broker.stop().await;
 }
 
 #[tokio::test]

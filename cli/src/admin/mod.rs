@@ -10,6 +10,7 @@
 mod fetch;
 mod show;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -34,14 +35,16 @@ Exit codes:
   1    the broker refused the request (403 forbidden, 404 presence_disabled,
        400 invalid topic or pattern, 503) or its answer could not be read
   2    usage error: invalid arguments or URL
-  3    could not connect, or the broker refused the credentials (401)
+  3    could not connect (or TLS failed), or the broker refused the
+       credentials (401)
   4    timeout: no answer within --timeout";
 
 /// The flags every server API command takes.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ApiArgs {
-    /// The broker's HTTP URL, http://HOST:PORT (a ws:// URL, as the other
-    /// commands take, names the same port; plain HTTP only).
+    /// The broker's HTTP URL, http://HOST:PORT or https://HOST:PORT (a
+    /// ws:// or wss:// URL, as the other commands take, names the same
+    /// port).
     #[arg(long, env = "TICKWIRE_URL", default_value = DEFAULT_URL, value_name = "URL")]
     url: String,
 
@@ -54,6 +57,11 @@ pub struct ApiArgs {
         value_name = "TOKEN"
     )]
     token: Option<String>,
+
+    /// PEM file of the CA certificates to trust for https:// instead of the
+    /// built-in public roots (for a broker with a private CA).
+    #[arg(long, env = "TICKWIRE_CA_FILE", value_name = "FILE")]
+    ca_file: Option<PathBuf>,
 
     /// Time allowed to connect and get the answer.
     #[arg(long, default_value = "10s", value_parser = crate::client::parse_timeout, value_name = "DURATION")]
@@ -184,7 +192,9 @@ fn run(
     let target = crate::http1::with_query(path, &pairs);
     execute(async {
         let origin = Origin::parse(&api.url)?;
-        let (status, body) = get_json(&origin, &target, api.token.as_deref(), api.timeout).await?;
+        let token = api.token.as_deref();
+        let ca_file = api.ca_file.as_deref();
+        let (status, body) = get_json(&origin, &target, token, ca_file, api.timeout).await?;
         let answer = refused(status, body)?;
         let text = if api.json {
             answer.to_string()
