@@ -157,14 +157,13 @@ async fn subscribe_refused(
     options: SubscribeOptions,
     code: ErrorCode,
 ) {
-    let id = c.next_id();
-    c.send(&ClientMessage::Subscribe {
+    let (id, reply) = ask(c, |id| ClientMessage::Subscribe {
         id,
         pattern,
         options,
     })
     .await;
-    match next(c).await {
+    match reply {
         Received::Error {
             id: Some(got),
             code: got_code,
@@ -174,10 +173,20 @@ async fn subscribe_refused(
     }
 }
 
-async fn unsubscribe(c: &mut RawClient, pattern: &str) {
+/// Sends the request `message` makes with a fresh id; returns the id and
+/// the next frame that is not a ping.
+async fn ask<'a>(
+    c: &mut RawClient,
+    message: impl FnOnce(u64) -> ClientMessage<'a>,
+) -> (u64, Received) {
     let id = c.next_id();
-    c.send(&ClientMessage::Unsubscribe { id, pattern }).await;
-    match next(c).await {
+    c.send(&message(id)).await;
+    (id, next(c).await)
+}
+
+async fn unsubscribe(c: &mut RawClient, pattern: &str) {
+    let (id, reply) = ask(c, |id| ClientMessage::Unsubscribe { id, pattern }).await;
+    match reply {
         Received::Unsubscribed(got) if got == id => {}
         other => panic!("expected UNSUBSCRIBED {id}, got {other:?}"),
     }
@@ -189,14 +198,13 @@ async fn presence(
     topic: &str,
     counts_only: bool,
 ) -> Result<(u64, u64, Option<Vec<SeenEntry>>), ErrorCode> {
-    let id = c.next_id();
-    c.send(&ClientMessage::Presence {
+    let (id, reply) = ask(c, |id| ClientMessage::Presence {
         id,
         topic,
         counts_only,
     })
     .await;
-    match next(c).await {
+    match reply {
         Received::Presence {
             id: got,
             clients,
