@@ -225,6 +225,23 @@ async fn presence(
     }
 }
 
+/// Client `w`, subscribed to `room.1` with connection-level events, past
+/// its own `JOIN`.
+async fn watch(addr: SocketAddr) -> RawClient {
+    let mut watcher = connect(addr, Some("w"), None).await;
+    subscribe(&mut watcher, "room.1", Some(JoinLeave::Clients)).await;
+    expect_join(&mut watcher, "room.1", entry("w", None)).await;
+    watcher
+}
+
+/// Anonymous client `client`, subscribed to `room.1`; `watcher` saw it join.
+async fn join_anonymous(addr: SocketAddr, watcher: &mut RawClient, client: &str) -> RawClient {
+    let mut c = connect(addr, Some(client), None).await;
+    subscribe(&mut c, "room.1", None).await;
+    expect_join(watcher, "room.1", entry(client, None)).await;
+    c
+}
+
 /// Closes with 1000 and waits for the broker's answer.
 async fn close_normally(mut c: RawClient) {
     c.send_frame(OpCode::Close, &1000u16.to_be_bytes()).await;
@@ -350,12 +367,8 @@ async fn user_level_events_follow_a_users_first_and_last_entry() {
 #[tokio::test]
 async fn a_reconnect_with_the_same_client_id_inside_the_grace_period_makes_no_events() {
     let broker = broker(LONG_GRACE, |_| {}).await;
-    let mut watcher = connect(broker.addr, Some("w"), None).await;
-    subscribe(&mut watcher, "room.1", Some(JoinLeave::Clients)).await;
-    expect_join(&mut watcher, "room.1", entry("w", None)).await;
-    let mut a = connect(broker.addr, Some("a"), None).await;
-    subscribe(&mut a, "room.1", None).await;
-    expect_join(&mut watcher, "room.1", entry("a", None)).await;
+    let mut watcher = watch(broker.addr).await;
+    let a = join_anonymous(broker.addr, &mut watcher, "a").await;
     // The connection drops without a close frame: grace applies.
     drop(a);
     broker.wait_metric("tickwire_websockets", 1.0).await;
@@ -374,12 +387,8 @@ async fn a_reconnect_with_the_same_client_id_inside_the_grace_period_makes_no_ev
 #[tokio::test]
 async fn a_client_that_does_not_come_back_leaves_after_the_grace_period() {
     let broker = broker(Duration::from_millis(200), |_| {}).await;
-    let mut watcher = connect(broker.addr, Some("w"), None).await;
-    subscribe(&mut watcher, "room.1", Some(JoinLeave::Clients)).await;
-    expect_join(&mut watcher, "room.1", entry("w", None)).await;
-    let mut a = connect(broker.addr, Some("a"), None).await;
-    subscribe(&mut a, "room.1", None).await;
-    expect_join(&mut watcher, "room.1", entry("a", None)).await;
+    let mut watcher = watch(broker.addr).await;
+    let a = join_anonymous(broker.addr, &mut watcher, "a").await;
     drop(a);
     expect_leave(&mut watcher, "room.1", entry("a", None)).await;
     assert_eq!(
@@ -597,9 +606,7 @@ async fn the_binary_serves_presence_from_its_config_file() {
 #[tokio::test]
 async fn a_server_disconnect_closes_with_its_code_and_leaves_at_once() {
     let broker = auth_broker(|_| {}).await;
-    let mut watcher = connect(broker.addr, Some("w"), None).await;
-    subscribe(&mut watcher, "room.1", Some(JoinLeave::Clients)).await;
-    expect_join(&mut watcher, "room.1", entry("w", None)).await;
+    let mut watcher = watch(broker.addr).await;
     let alice = token("alice", &[">"], None);
     let mut a = connect(broker.addr, Some("a"), Some(&alice)).await;
     subscribe(&mut a, "room.1", None).await;
