@@ -540,13 +540,18 @@ async fn sse_renders_join_and_leave_events() {
     let broker = broker(LONG_GRACE, |_| {}).await;
     let mut sse = SseStream::open(
         broker.addr,
-        "/v1/sse?sub=room.1&client=tab&join_leave=true",
+        "/v1/sse?sub=room.1&sub=other&client=tab&join_leave=true",
         "",
     )
     .await;
     sse.expect("subscribed").await;
     let own = sse.expect("join").await;
     assert_eq!(own.json(), json!({"topic": "room.1", "client": "tab"}));
+    // `other` has no presence: subscribed without events, not refused.
+    assert_eq!(
+        sse.expect("subscribed").await.json(),
+        json!({"sub": "other"})
+    );
     let mut a = connect(broker.addr, Some("a"), None).await;
     subscribe(&mut a, "room.1", None).await;
     assert_eq!(
