@@ -18,7 +18,8 @@ use tickwire_broker::cluster::presence::event::{ChannelEvent, EventKind, parse_e
 use tickwire_broker::cluster::presence::lease::{Reaped, reap_once, refresh, retire};
 use tickwire_broker::cluster::presence::read_presence;
 use tickwire_broker::cluster::presence::scripts::{
-    NODES_KEY, entry_key, holders_key, holds_key, lease_key, users_key,
+    JOIN_MADE_LEASE, JOIN_PUBLISHED, NODES_KEY, entry_key, holders_key, holds_key, lease_key,
+    users_key,
 };
 use tickwire_broker::cluster::target::ClusterTlsFiles;
 use tickwire_broker::directory::{DisconnectCode, DisconnectTarget};
@@ -117,13 +118,30 @@ async fn join(
     user: Option<&str>,
     info: &[u8],
 ) -> u64 {
+    join_answer(c, node, topic, client, user, info).await & JOIN_PUBLISHED
+}
+
+/// The join script's whole answer (a node without a lease gets one of
+/// 60 s).
+async fn join_answer(
+    c: &mut Conn,
+    node: &str,
+    topic: &str,
+    client: &str,
+    user: Option<&str>,
+    info: &[u8],
+) -> u64 {
     redis::cmd("EVAL")
         .arg(PresenceCall::join_source())
-        .arg(1)
+        .arg(3)
         .arg(holds_key(node))
+        .arg(lease_key(node))
+        .arg(NODES_KEY)
         .arg(topic)
         .arg(entry_key(client, user))
         .arg(info)
+        .arg(node)
+        .arg(60_000)
         .query_async(c)
         .await
         .expect("the join script")
@@ -267,9 +285,9 @@ async fn entries_are_counted_by_holders_across_nodes_and_users_by_entries() {
         events.next().await,
         (channel.clone(), event(Leave, false, "c3", None, b""))
     );
-    // Nothing is left behind.
+    // Nothing is left behind but the nodes' leases.
     let keys: Vec<String> = redis::cmd("KEYS")
-        .arg("tickwire:*")
+        .arg("tickwire:{*")
         .query_async(&mut c)
         .await
         .expect("KEYS");
@@ -387,19 +405,28 @@ async fn a_lease_made_again_before_a_reap_keeps_the_entries_and_a_retired_node_i
     let redis = RedisServer::start().await;
     let mut c = redis.connection().await;
     let mut events = Events::start(&redis).await;
-    assert!(
-        !refresh(&mut c, "n", Duration::from_millis(50))
-            .await
-            .expect("lease")
-    );
+    // A node that joins before its first lease round gets its lease from
+    // the join script: its holds are never without one.
+    let answer = join_answer(&mut c, "n", "t", "c1", None, b"").await;
+    assert_eq!(answer, JOIN_PUBLISHED | JOIN_MADE_LEASE);
+    events.next().await;
+    let deadline: Vec<(String, u64)> = redis::cmd("ZRANGE")
+        .arg(NODES_KEY)
+        .arg(0)
+        .arg(-1)
+        .arg("WITHSCORES")
+        .query_async(&mut c)
+        .await
+        .expect("ZRANGE");
+    assert_eq!(deadline.len(), 1);
+    assert_eq!(join_answer(&mut c, "n", "t", "c1", None, b"").await, 0);
+    // The lease task's round extends it (here: cuts it short).
     assert!(
         refresh(&mut c, "n", Duration::from_millis(50))
             .await
             .expect("lease"),
         "extended"
     );
-    join(&mut c, "n", "t", "c1", None, b"").await;
-    events.next().await;
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let exists: u64 = redis::cmd("EXISTS")

@@ -41,7 +41,8 @@ use tickwire_protocol::topic::Topic;
 use crate::cluster::interest::Interest;
 use crate::cluster::presence::event::{ChannelEvent, EventKind};
 use crate::cluster::presence::scripts::{
-    JOIN_BODY, LEAVE_BODY, entries_key, entry_key, holds_key, source, split_entry_key, users_key,
+    JOIN_BODY, JOIN_MADE_LEASE, JOIN_PUBLISHED, LEAVE_BODY, NODES_KEY, entries_key, entry_key,
+    holds_key, lease_key, source, split_entry_key, users_key,
 };
 use crate::cluster::publisher::{
     PresenceJob, PublishError, Publisher, REDIS_TIMEOUT, SharedConnection,
@@ -54,8 +55,8 @@ use crate::presence::{
 /// One run of the join or leave script for this node.
 #[derive(Debug, Clone)]
 pub struct PresenceCall {
-    /// The node's hold set.
-    holds: String,
+    /// The node.
+    node: Arc<NodeKeys>,
     /// The topic.
     topic: Arc<str>,
     /// The entry key.
@@ -88,16 +89,39 @@ impl PresenceCall {
 
     /// Adds it to `pipe`: `EVALSHA` of its script, whose hash is `sha`.
     pub fn add_to(&self, pipe: &mut redis::Pipeline, sha: &str) {
-        pipe.cmd("EVALSHA")
-            .arg(sha)
-            .arg(1)
-            .arg(&self.holds)
-            .arg(self.topic.as_ref())
-            .arg(self.key.as_ref());
-        if let Some(info) = &self.join {
-            pipe.arg(info.as_ref());
-        }
+        let node = &self.node;
+        pipe.cmd("EVALSHA").arg(sha);
+        match &self.join {
+            Some(info) => pipe
+                .arg(3)
+                .arg(&node.holds)
+                .arg(&node.lease)
+                .arg(NODES_KEY)
+                .arg(self.topic.as_ref())
+                .arg(self.key.as_ref())
+                .arg(info.as_ref())
+                .arg(&node.id)
+                .arg(node.ttl_ms),
+            None => pipe
+                .arg(1)
+                .arg(&node.holds)
+                .arg(self.topic.as_ref())
+                .arg(self.key.as_ref()),
+        };
     }
+}
+
+/// A node's id and the names and lease its scripts need.
+#[derive(Debug)]
+struct NodeKeys {
+    /// The node id.
+    id: String,
+    /// Its hold set.
+    holds: String,
+    /// Its lease key.
+    lease: String,
+    /// Its lease's time to live, in ms.
+    ttl_ms: u64,
 }
 
 /// A hold of this node: topic and entry key.
@@ -127,9 +151,16 @@ struct Shared {
 impl Shared {
     /// Takes the outcome of the script run for `hold` (`release`: the
     /// number of the release a leave was sent for).
-    fn outcome(&self, hold: &Hold, release: Option<u64>, result: Result<bool, PublishError>) {
+    fn outcome(&self, hold: &Hold, release: Option<u64>, result: Result<u64, PublishError>) {
         match result {
-            Ok(published) => {
+            Ok(answer) => {
+                let published = answer & JOIN_PUBLISHED != 0;
+                if answer & JOIN_MADE_LEASE != 0 {
+                    // The node had no lease: a reaper may have released
+                    // its other holds; the next lease round sends them
+                    // again.
+                    self.stale.store(true, Ordering::Release);
+                }
                 if let Some(number) = release {
                     let mut holds = self.holds.lock();
                     if holds.unreleased.get(hold) == Some(&number) {
@@ -154,8 +185,7 @@ impl Shared {
 /// This node's presence in Redis.
 #[derive(Debug)]
 pub struct ClusterPresence {
-    node: String,
-    holds_key: String,
+    node: Arc<NodeKeys>,
     ttl: Duration,
     grace: Duration,
     max_entries: usize,
@@ -191,10 +221,15 @@ impl ClusterPresence {
         interest: Arc<Interest>,
         metrics: Metrics,
     ) -> Self {
-        let node = format!("{:032x}", rand::random::<u128>());
+        let id = format!("{:032x}", rand::random::<u128>());
+        let node = NodeKeys {
+            holds: holds_key(&id),
+            lease: lease_key(&id),
+            ttl_ms: u64::try_from(settings.lease_ttl.as_millis()).unwrap_or(u64::MAX),
+            id,
+        };
         ClusterPresence {
-            holds_key: holds_key(&node),
-            node,
+            node: Arc::new(node),
             ttl: settings.lease_ttl,
             grace: settings.grace,
             max_entries: settings.max_per_topic,
@@ -211,7 +246,7 @@ impl ClusterPresence {
 
     /// This node's id (random per process start).
     pub fn node(&self) -> &str {
-        &self.node
+        &self.node.id
     }
 
     /// The lease's time to live.
@@ -276,7 +311,7 @@ impl ClusterPresence {
         PresenceJob {
             after,
             call: PresenceCall {
-                holds: self.holds_key.clone(),
+                node: Arc::clone(&self.node),
                 topic: hold.0,
                 key: hold.1,
                 join,
