@@ -737,6 +737,49 @@ async fn a_reconnect_to_another_node_within_the_grace_makes_no_events() {
     assert_eq!(seen(&mut watcher).await, "-y1");
 }
 
+#[tokio::test]
+async fn a_drained_node_s_entries_leave_after_the_grace_unless_held_again_elsewhere() {
+    let redis = RedisServer::start().await;
+    let dir = config_dir();
+    let mut a = node(&redis, &dir, "1s", &[]).await;
+    let b = node(&redis, &dir, "1s", &[]).await;
+    let mut watcher = client(&b, "w").await;
+    watch(&mut watcher, "room.t").await;
+    assert_eq!(seen(&mut watcher).await, "+w");
+    let mut d1 = client(&a, "d1").await;
+    d1.subscribe("room.t").await;
+    let mut d2 = client(&a, "d2").await;
+    d2.subscribe("room.t").await;
+    assert_eq!(seen_sorted(&mut watcher, 2).await, names(&["+d1", "+d2"]));
+
+    // Node a drains (SIGTERM) and closes its connections (1001); d2
+    // reconnects to node b at once, d1 does not come back.
+    let drained = tokio::spawn(async move {
+        a.terminate().await;
+        a
+    });
+    for closed in [&mut d1, &mut d2] {
+        match closed.recv_close().await {
+            Received::Close { code, .. } => assert_eq!(code, Some(1001)),
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    }
+    drop((d1, d2));
+    let mut d2 = client(&b, "d2").await;
+    d2.subscribe("room.t").await;
+    let _a = drained.await.expect("node a drained");
+    // Node a kept its lease through the drain and for the grace after it:
+    // d2 makes no events, d1 one LEAVE (a reaper's, after the grace).
+    assert_eq!(seen(&mut watcher).await, "-d1");
+    let mut publisher = client(&b, "pub").await;
+    publisher.publish_acked("room.t", b"marker").await;
+    assert_eq!(seen(&mut watcher).await, "=marker");
+    assert_eq!(
+        presence(&mut watcher, "room.t").await,
+        (names(&["d2", "w"]), 0)
+    );
+}
+
 /// A token for `user` allowed to subscribe and publish everywhere.
 fn token(user: &str) -> String {
     let now = std::time::SystemTime::now()

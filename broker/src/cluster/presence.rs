@@ -37,6 +37,7 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use redis::aio::MultiplexedConnection;
 use tickwire_protocol::topic::Topic;
+use tokio_util::sync::CancellationToken;
 
 use crate::cluster::interest::Interest;
 use crate::cluster::presence::event::{ChannelEvent, EventKind};
@@ -193,6 +194,8 @@ pub struct ClusterPresence {
     connection: Arc<SharedConnection>,
     interest: Arc<Interest>,
     shared: Arc<Shared>,
+    /// Cancelled when the node retires (the lease task stops).
+    retiring: CancellationToken,
 }
 
 /// How a node's presence is set up ([`ClusterPresence::new`]).
@@ -241,6 +244,7 @@ impl ClusterPresence {
                 stale: AtomicBool::new(false),
                 metrics,
             }),
+            retiring: CancellationToken::new(),
         }
     }
 
@@ -258,6 +262,11 @@ impl ClusterPresence {
     /// reconnect elsewhere (the presence grace).
     pub fn grace(&self) -> Duration {
         self.grace
+    }
+
+    /// Cancelled when the node retires ([`lease::retire_node`]).
+    pub fn retiring(&self) -> &CancellationToken {
+        &self.retiring
     }
 
     /// The metrics presence counts in.
