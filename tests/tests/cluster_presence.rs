@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use tickwire_broker::cluster::backplane::Backplane;
-use tickwire_broker::cluster::presence::PresenceCall;
 use tickwire_broker::cluster::presence::PresenceSettings;
+use tickwire_broker::cluster::presence::call::PresenceCall;
 use tickwire_broker::cluster::presence::control::{
     ControlDisconnect, ControlTarget, encode_disconnect,
 };

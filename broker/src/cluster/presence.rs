@@ -19,10 +19,12 @@
 //! the scripts are idempotent per node. Meanwhile presence is best effort:
 //! subscribes succeed, and the failures are counted.
 //!
-//! * [`scripts`]: the Lua scripts and key names; [`event`]: the event
+//! * [`scripts`]: the Lua scripts and key names; [`call`]: one run of
+//!   the join or leave script; [`event`]: the event
 //!   format on a topic's channel; [`control`]: the control channel
 //!   (cluster-wide disconnects); [`lease`]: the lease and reaper task.
 
+pub mod call;
 pub mod control;
 pub mod event;
 pub mod lease;
@@ -40,10 +42,10 @@ use tickwire_protocol::topic::Topic;
 use tokio_util::sync::CancellationToken;
 
 use crate::cluster::interest::Interest;
+use crate::cluster::presence::call::{NodeKeys, PresenceCall};
 use crate::cluster::presence::event::{ChannelEvent, EventKind};
 use crate::cluster::presence::scripts::{
-    JOIN_BODY, JOIN_MADE_LEASE, JOIN_PUBLISHED, LEAVE_BODY, NODES_KEY, entries_key, entry_key,
-    holds_key, lease_key, source, split_entry_key, users_key,
+    JOIN_MADE_LEASE, JOIN_PUBLISHED, entries_key, entry_key, split_entry_key, users_key,
 };
 use crate::cluster::publisher::{
     PresenceJob, PublishError, Publisher, REDIS_TIMEOUT, SharedConnection,
@@ -52,78 +54,6 @@ use crate::metrics::Metrics;
 use crate::presence::{
     PresenceChange, PresenceEntry, PresenceError, PresenceEvent, PresenceKey, PresenceSnapshot,
 };
-
-/// One run of the join or leave script for this node.
-#[derive(Debug, Clone)]
-pub struct PresenceCall {
-    /// The node.
-    node: Arc<NodeKeys>,
-    /// The topic.
-    topic: Arc<str>,
-    /// The entry key.
-    key: Arc<str>,
-    /// `Some(info)`: a join with this client info (empty: none); `None`: a
-    /// leave.
-    join: Option<Bytes>,
-}
-
-impl PresenceCall {
-    /// The join script's source.
-    pub fn join_source() -> String {
-        source(JOIN_BODY)
-    }
-
-    /// The leave script's source.
-    pub fn leave_source() -> String {
-        source(LEAVE_BODY)
-    }
-
-    /// Whether it is a join.
-    pub fn is_join(&self) -> bool {
-        self.join.is_some()
-    }
-
-    /// The bytes it counts in the publisher's queue.
-    pub fn bytes(&self) -> usize {
-        self.join.as_ref().map_or(0, Bytes::len) + self.key.len() + self.topic.len()
-    }
-
-    /// Adds it to `pipe`: `EVALSHA` of its script, whose hash is `sha`.
-    pub fn add_to(&self, pipe: &mut redis::Pipeline, sha: &str) {
-        let node = &self.node;
-        pipe.cmd("EVALSHA").arg(sha);
-        match &self.join {
-            Some(info) => pipe
-                .arg(3)
-                .arg(&node.holds)
-                .arg(&node.lease)
-                .arg(NODES_KEY)
-                .arg(self.topic.as_ref())
-                .arg(self.key.as_ref())
-                .arg(info.as_ref())
-                .arg(&node.id)
-                .arg(node.ttl_ms),
-            None => pipe
-                .arg(1)
-                .arg(&node.holds)
-                .arg(self.topic.as_ref())
-                .arg(self.key.as_ref()),
-        };
-    }
-}
-
-/// A node's id and the names and lease its scripts need.
-#[derive(Debug)]
-struct NodeKeys {
-    /// The node id.
-    id: String,
-    /// Its hold set.
-    holds: String,
-    /// Its lease key.
-    lease: String,
-    /// Its lease's time to live, in ms.
-    ttl_ms: u64,
-}
 
 /// A hold of this node: topic and entry key.
 type Hold = (Arc<str>, Arc<str>);
@@ -225,12 +155,8 @@ impl ClusterPresence {
         metrics: Metrics,
     ) -> Self {
         let id = format!("{:032x}", rand::random::<u128>());
-        let node = NodeKeys {
-            holds: holds_key(&id),
-            lease: lease_key(&id),
-            ttl_ms: u64::try_from(settings.lease_ttl.as_millis()).unwrap_or(u64::MAX),
-            id,
-        };
+        let ttl_ms = u64::try_from(settings.lease_ttl.as_millis()).unwrap_or(u64::MAX);
+        let node = NodeKeys::new(id, ttl_ms);
         ClusterPresence {
             node: Arc::new(node),
             ttl: settings.lease_ttl,
@@ -419,7 +345,7 @@ pub fn to_event(event: &ChannelEvent<'_>) -> PresenceEvent {
 }
 
 /// Reads topic `topic`'s presence on `connection` (see
-/// [`ClusterPresence::read`]).
+/// [`ClusterPresence::snapshot`]).
 pub async fn read_presence(
     connection: &mut MultiplexedConnection,
     topic: &str,

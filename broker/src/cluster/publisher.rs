@@ -44,7 +44,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cluster::health::Health;
 use crate::cluster::interest::Interest;
-use crate::cluster::presence::PresenceCall;
+use crate::cluster::presence::call::PresenceCall;
 use crate::cluster::target::Target;
 use crate::cluster::wire::{POSITION_TTL_SECS, PUBLISH_SCRIPT, channel, history_key, position_key};
 use crate::metrics::Metrics;

@@ -2,15 +2,15 @@
 //! `presence_lease_ttl` it extends its lease in Redis, sends its holds
 //! again if Redis lost them, and releases the holds of dead nodes.
 //!
-//! * Lease: [`scripts::LEASE_BODY`]. When it reports the lease was made
+//! * Lease: [`LEASE_BODY`]. When it reports the lease was made
 //!   anew after the first time (the lease expired, or Redis restarted
 //!   empty), a warning is logged and the node sends every join again
 //!   ([`ClusterPresence::resync`]), as it does after a join or leave that
 //!   did not reach Redis.
-//! * Reaper: [`scripts::REAP_BODY`], called until no dead node is left or
+//! * Reaper: [`REAP_BODY`], called until no dead node is left or
 //!   [`REAP_CALLS`] calls were made this round; every node reaps, and the
 //!   script's `SPOP`s make each LEAVE happen once.
-//! * At the end of a drain ([`retire_node`]): [`scripts::RETIRE_BODY`]
+//! * At the end of a drain ([`retire_node`]): [`RETIRE_BODY`]
 //!   shortens the lease to the presence grace, so the clients of a drained
 //!   node reconnecting to another node within the grace cause no events,
 //!   and the others' reapers release what is left.
