@@ -73,6 +73,14 @@ pub enum Rendered {
     /// The `error` event of a `sub` the broker refused after the request
     /// was accepted (e.g. `too_many_topics`).
     Error(Value),
+    /// A `JOIN` (`join`: true) or `LEAVE` of a `sub` with `join_leave`:
+    /// `{"topic", "client"?, "user"?, "info"?}` ([`render::presence_json`]).
+    Presence {
+        /// Join or leave.
+        join: bool,
+        /// The event's JSON.
+        event: Value,
+    },
     /// The session is closed; nothing follows.
     Close {
         /// The close code.
@@ -259,6 +267,14 @@ impl Feed {
                 }
                 Some(Rendered::Subscribed(event))
             }
+            ServerMessage::Join { topic, entry } => Some(Rendered::Presence {
+                join: true,
+                event: render::presence_json(topic, &entry),
+            }),
+            ServerMessage::Leave { topic, entry } => Some(Rendered::Presence {
+                join: false,
+                event: render::presence_json(topic, &entry),
+            }),
             ServerMessage::Error { id, code, message } => Some(Rendered::Error(json!({
                 "code": code.name(),
                 "message": message,

@@ -138,10 +138,15 @@ impl Holds {
         })
     }
 
-    /// Turns a live hold into a grace hold.
+    /// Turns a live hold into a grace hold; `None` when there is nothing
+    /// to wait for (no such hold, or other live holds keep the entry).
     pub fn defer(&mut self, topic: &str, key: &PresenceKey) -> Option<GraceTicket> {
         let hold = self.topics.get_mut(topic)?.get_mut(key)?;
         if hold.live == 0 {
+            return None;
+        }
+        if hold.live > 1 {
+            hold.live -= 1;
             return None;
         }
         hold.live -= 1;

@@ -203,3 +203,6 @@ impl PresenceHub {
         self.store.snapshot(topic, counts_only).await
     }
 }
+
+#[cfg(test)]
+mod tests;
