@@ -294,6 +294,22 @@ async fn entries_are_counted_by_holders_across_nodes_and_users_by_entries() {
     assert!(keys.is_empty(), "left behind: {keys:?}");
 }
 
+/// Waits (bounded) until node `node`'s lease key has expired.
+async fn wait_lease_gone(c: &mut Conn, node: &str) {
+    poll_until(async || {
+        let exists: u64 = redis::cmd("EXISTS")
+            .arg(lease_key(node))
+            .query_async(c)
+            .await
+            .expect("EXISTS");
+        match exists {
+            0 => Ok(()),
+            _ => Err(format!("the lease of {node} did not expire")),
+        }
+    })
+    .await
+}
+
 /// Runs reap calls on `c` until none is left; what they did.
 async fn reap_all(mut c: Conn) -> Vec<Reaped> {
     let mut all = Vec::new();
@@ -345,22 +361,7 @@ async fn racing_reapers_release_each_entry_of_a_dead_node_once() {
     );
     // Wait for the lease to expire (bounded), then reap from two
     // connections at once.
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let exists: u64 = redis::cmd("EXISTS")
-            .arg(lease_key("dead"))
-            .query_async(&mut c)
-            .await
-            .expect("EXISTS");
-        if exists == 0 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the lease did not expire"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_lease_gone(&mut c, "dead").await;
     let (a, b) = tokio::join!(
         reap_all(redis.connection().await),
         reap_all(redis.connection().await)
@@ -427,22 +428,7 @@ async fn a_lease_made_again_before_a_reap_keeps_the_entries_and_a_retired_node_i
             .expect("lease"),
         "extended"
     );
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let exists: u64 = redis::cmd("EXISTS")
-            .arg(lease_key("n"))
-            .query_async(&mut c)
-            .await
-            .expect("EXISTS");
-        if exists == 0 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the lease did not expire"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_lease_gone(&mut c, "n").await;
     // The node comes back before any reaper: lease made anew (the node
     // sends its joins again: idempotent), entries kept, nothing reaped.
     assert!(
