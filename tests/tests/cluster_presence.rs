@@ -27,7 +27,7 @@ use tickwire_broker::metrics::Metrics;
 use tickwire_e2e::node::ClusterNode;
 use tickwire_e2e::pki::TempDir;
 use tickwire_e2e::redis::RedisServer;
-use tickwire_e2e::{RawClient, Received, WAIT, metric, metric_with_label, poll_until};
+use tickwire_e2e::{RawClient, Received, SeenEntry, WAIT, metric, metric_with_label, poll_until};
 use tickwire_protocol::message::JoinLeave;
 use tickwire_protocol::{ClientMessage, ErrorCode, SubscribeOptions};
 use tokio_util::sync::CancellationToken;
@@ -515,11 +515,16 @@ async fn watch(c: &mut RawClient, topic: &str) {
     c.subscribe_with(topic, options).await;
 }
 
-/// What a watcher saw: `+client` JOIN, `-client` LEAVE, `=payload` MESSAGE.
+/// What a watcher saw: `+client` JOIN, `-client` LEAVE (`+u:user`,
+/// `-u:user` for user-level ones), `=payload` MESSAGE.
 async fn seen(c: &mut RawClient) -> String {
+    let who = |entry: SeenEntry| match entry.client {
+        Some(client) => client,
+        None => format!("u:{}", entry.user.unwrap_or_default()),
+    };
     match c.recv().await {
-        Received::Join { entry, .. } => format!("+{}", entry.client.unwrap_or_default()),
-        Received::Leave { entry, .. } => format!("-{}", entry.client.unwrap_or_default()),
+        Received::Join { entry, .. } => format!("+{}", who(entry)),
+        Received::Leave { entry, .. } => format!("-{}", who(entry)),
         Received::Message { payload, .. } => format!("={}", String::from_utf8_lossy(&payload)),
         other => panic!("expected JOIN, LEAVE or MESSAGE, got {other:?}"),
     }
@@ -838,6 +843,12 @@ async fn a_disconnect_by_user_closes_the_users_connections_on_every_node() {
     let mut watcher = user_client(&b, "carol", "w").await;
     watch(&mut watcher, "room.d").await;
     assert_eq!(seen(&mut watcher).await, "+w");
+    // A watcher of user-level events on node a.
+    let mut users = user_client(&a, "dave", "uw").await;
+    let options = SubscribeOptions::default().join_leave(JoinLeave::Users);
+    users.subscribe_with("room.d", options).await;
+    assert_eq!(seen(&mut users).await, "+u:dave");
+    assert_eq!(seen(&mut watcher).await, "+uw");
     let mut alice_a = user_client(&a, "alice", "al1").await;
     alice_a.subscribe("room.d").await;
     let mut alice_b = user_client(&b, "alice", "al2").await;
@@ -847,6 +858,11 @@ async fn a_disconnect_by_user_closes_the_users_connections_on_every_node() {
     assert_eq!(
         seen_sorted(&mut watcher, 3).await,
         names(&["+al1", "+al2", "+bo1"])
+    );
+    // Alice's two clients on two nodes: one user-level JOIN.
+    assert_eq!(
+        seen_sorted(&mut users, 2).await,
+        names(&["+u:alice", "+u:bob"])
     );
     // Both nodes' subscriber connections listen on the control channel.
     redis.wait_numsub("tickwire:control", 2).await;
@@ -873,10 +889,11 @@ async fn a_disconnect_by_user_closes_the_users_connections_on_every_node() {
     }
     // A server disconnect releases presence at once (no grace).
     assert_eq!(seen_sorted(&mut watcher, 2).await, names(&["-al1", "-al2"]));
-    // Bob is still connected and present; three users were, two are.
+    assert_eq!(seen(&mut users).await, "-u:alice");
+    // Bob is still connected and present (users carol, dave and bob).
     assert_eq!(
         presence(&mut bob, "room.d").await,
-        (names(&["bo1", "w"]), 2)
+        (names(&["bo1", "uw", "w"]), 3)
     );
 
     // A disconnect by client id, published on the control channel as any
@@ -902,6 +919,7 @@ async fn a_disconnect_by_user_closes_the_users_connections_on_every_node() {
         other => panic!("expected a close frame, got {other:?}"),
     }
     assert_eq!(seen(&mut watcher).await, "-bo1");
+    assert_eq!(seen(&mut users).await, "-u:bob");
     let dropped = metric_with_label(
         a.addr,
         "tickwire_backplane_dropped_total",
