@@ -605,14 +605,22 @@ async fn presence_spans_nodes_and_events_reach_other_nodes_in_order_with_message
         "its own JOIN, after the reply"
     );
 
-    // A client of node a joins, then publishes at once: node b's watcher
-    // sees the JOIN, then the message.
+    // A wildcard watcher on the same node: node b receives each event
+    // through its channel and its pattern subscription, and delivers it
+    // once.
+    let mut wild = client(&b, "wild").await;
+    watch(&mut wild, "room.>").await;
+
+    // A client of node a joins, then publishes at once: node b's watchers
+    // see the JOIN, then the message.
     let mut x = client(&a, "x1").await;
     let info = x.subscribe("room.1").await;
     assert_eq!(info.client.as_deref(), Some("x1"));
     x.publish("room.1", b"hello").await;
     assert_eq!(seen(&mut watcher).await, "+x1");
     assert_eq!(seen(&mut watcher).await, "=hello");
+    assert_eq!(seen(&mut wild).await, "+x1");
+    assert_eq!(seen(&mut wild).await, "=hello");
 
     // PRESENCE on either node lists both nodes' clients.
     assert_eq!(
@@ -627,6 +635,8 @@ async fn presence_spans_nodes_and_events_reach_other_nodes_in_order_with_message
     publisher.publish_acked("room.1", b"after").await;
     assert_eq!(seen(&mut watcher).await, "-x1");
     assert_eq!(seen(&mut watcher).await, "=after");
+    assert_eq!(seen(&mut wild).await, "-x1");
+    assert_eq!(seen(&mut wild).await, "=after");
     assert_eq!(presence(&mut watcher, "room.1").await, (names(&["w"]), 0));
     // Each event was counted once, by the node whose script made it.
     assert_eq!(metric(a.addr, "tickwire_presence_joins_total").await, 1.0);
