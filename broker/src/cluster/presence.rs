@@ -30,7 +30,7 @@ pub mod event;
 pub mod lease;
 pub mod scripts;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -368,6 +368,8 @@ pub async fn read_presence(
         });
     }
     let mut entries = Vec::new();
+    // `HSCAN` may return a field twice (while Redis rehashes the hash).
+    let mut keys = HashSet::new();
     let mut cursor = 0u64;
     loop {
         let (next, pairs): (u64, Vec<(String, Vec<u8>)>) = redis::cmd("HSCAN")
@@ -380,6 +382,9 @@ pub async fn read_presence(
         for (key, info) in pairs {
             if entries.len() >= max_entries {
                 break;
+            }
+            if !keys.insert(key.clone()) {
+                continue;
             }
             let (client, user) = split_entry_key(&key);
             entries.push(PresenceEntry {
