@@ -308,6 +308,9 @@ impl Broker {
                 "shutdown grace period over; dropping remaining connections"
             );
         }
+        if let Some(backplane) = &state.backplane {
+            cluster::presence::lease::retire_node(backplane.presence()).await;
+        }
         stop_metrics.cancel();
         tracing::info!("broker stopped");
     }
@@ -526,11 +529,10 @@ fn start_backplane(state: &Arc<BrokerState>) {
         ));
     }
     tokio::spawn(cluster::subscriber::run(Arc::clone(state)));
-    // In the task set: the drain waits for it to retire the lease.
-    state.tasks.spawn(cluster::presence::lease::run(
-        Arc::clone(backplane.presence()),
-        state.shutdown.clone(),
-    ));
+    // It runs through the drain; the node retires once drained.
+    tokio::spawn(cluster::presence::lease::run(Arc::clone(
+        backplane.presence(),
+    )));
 }
 
 fn spawn_refusal(

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use tickwire_broker::cluster::backplane::Backplane;
-use tickwire_broker::cluster::presence::PresenceCall;
 use tickwire_broker::cluster::presence::PresenceSettings;
+use tickwire_broker::cluster::presence::call::PresenceCall;
 use tickwire_broker::cluster::presence::control::{
     ControlDisconnect, ControlTarget, encode_disconnect,
 };
@@ -18,7 +18,8 @@ use tickwire_broker::cluster::presence::event::{ChannelEvent, EventKind, parse_e
 use tickwire_broker::cluster::presence::lease::{Reaped, reap_once, refresh, retire};
 use tickwire_broker::cluster::presence::read_presence;
 use tickwire_broker::cluster::presence::scripts::{
-    NODES_KEY, entry_key, holders_key, holds_key, lease_key, users_key,
+    JOIN_MADE_LEASE, JOIN_PUBLISHED, NODES_KEY, entry_key, holders_key, holds_key, lease_key,
+    users_key,
 };
 use tickwire_broker::cluster::target::ClusterTlsFiles;
 use tickwire_broker::directory::{DisconnectCode, DisconnectTarget};
@@ -26,7 +27,7 @@ use tickwire_broker::metrics::Metrics;
 use tickwire_e2e::node::ClusterNode;
 use tickwire_e2e::pki::TempDir;
 use tickwire_e2e::redis::RedisServer;
-use tickwire_e2e::{RawClient, Received, WAIT, metric, metric_with_label, poll_until};
+use tickwire_e2e::{RawClient, Received, SeenEntry, WAIT, metric, metric_with_label, poll_until};
 use tickwire_protocol::message::JoinLeave;
 use tickwire_protocol::{ClientMessage, ErrorCode, SubscribeOptions};
 use tokio_util::sync::CancellationToken;
@@ -117,13 +118,30 @@ async fn join(
     user: Option<&str>,
     info: &[u8],
 ) -> u64 {
+    join_answer(c, node, topic, client, user, info).await & JOIN_PUBLISHED
+}
+
+/// The join script's whole answer (a node without a lease gets one of
+/// 60 s).
+async fn join_answer(
+    c: &mut Conn,
+    node: &str,
+    topic: &str,
+    client: &str,
+    user: Option<&str>,
+    info: &[u8],
+) -> u64 {
     redis::cmd("EVAL")
         .arg(PresenceCall::join_source())
-        .arg(1)
+        .arg(3)
         .arg(holds_key(node))
+        .arg(lease_key(node))
+        .arg(NODES_KEY)
         .arg(topic)
         .arg(entry_key(client, user))
         .arg(info)
+        .arg(node)
+        .arg(60_000)
         .query_async(c)
         .await
         .expect("the join script")
@@ -267,13 +285,29 @@ async fn entries_are_counted_by_holders_across_nodes_and_users_by_entries() {
         events.next().await,
         (channel.clone(), event(Leave, false, "c3", None, b""))
     );
-    // Nothing is left behind.
+    // Nothing is left behind but the nodes' leases.
     let keys: Vec<String> = redis::cmd("KEYS")
-        .arg("tickwire:*")
+        .arg("tickwire:{*")
         .query_async(&mut c)
         .await
         .expect("KEYS");
     assert!(keys.is_empty(), "left behind: {keys:?}");
+}
+
+/// Waits (bounded) until node `node`'s lease key has expired.
+async fn wait_lease_gone(c: &mut Conn, node: &str) {
+    poll_until(async || {
+        let exists: u64 = redis::cmd("EXISTS")
+            .arg(lease_key(node))
+            .query_async(c)
+            .await
+            .expect("EXISTS");
+        match exists {
+            0 => Ok(()),
+            _ => Err(format!("the lease of {node} did not expire")),
+        }
+    })
+    .await
 }
 
 /// Runs reap calls on `c` until none is left; what they did.
@@ -327,22 +361,7 @@ async fn racing_reapers_release_each_entry_of_a_dead_node_once() {
     );
     // Wait for the lease to expire (bounded), then reap from two
     // connections at once.
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let exists: u64 = redis::cmd("EXISTS")
-            .arg(lease_key("dead"))
-            .query_async(&mut c)
-            .await
-            .expect("EXISTS");
-        if exists == 0 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the lease did not expire"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_lease_gone(&mut c, "dead").await;
     let (a, b) = tokio::join!(
         reap_all(redis.connection().await),
         reap_all(redis.connection().await)
@@ -387,35 +406,29 @@ async fn a_lease_made_again_before_a_reap_keeps_the_entries_and_a_retired_node_i
     let redis = RedisServer::start().await;
     let mut c = redis.connection().await;
     let mut events = Events::start(&redis).await;
-    assert!(
-        !refresh(&mut c, "n", Duration::from_millis(50))
-            .await
-            .expect("lease")
-    );
+    // A node that joins before its first lease round gets its lease from
+    // the join script: its holds are never without one.
+    let answer = join_answer(&mut c, "n", "t", "c1", None, b"").await;
+    assert_eq!(answer, JOIN_PUBLISHED | JOIN_MADE_LEASE);
+    events.next().await;
+    let deadline: Vec<(String, u64)> = redis::cmd("ZRANGE")
+        .arg(NODES_KEY)
+        .arg(0)
+        .arg(-1)
+        .arg("WITHSCORES")
+        .query_async(&mut c)
+        .await
+        .expect("ZRANGE");
+    assert_eq!(deadline.len(), 1);
+    assert_eq!(join_answer(&mut c, "n", "t", "c1", None, b"").await, 0);
+    // The lease task's round extends it (here: cuts it short).
     assert!(
         refresh(&mut c, "n", Duration::from_millis(50))
             .await
             .expect("lease"),
         "extended"
     );
-    join(&mut c, "n", "t", "c1", None, b"").await;
-    events.next().await;
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let exists: u64 = redis::cmd("EXISTS")
-            .arg(lease_key("n"))
-            .query_async(&mut c)
-            .await
-            .expect("EXISTS");
-        if exists == 0 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the lease did not expire"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_lease_gone(&mut c, "n").await;
     // The node comes back before any reaper: lease made anew (the node
     // sends its joins again: idempotent), entries kept, nothing reaped.
     assert!(
@@ -502,11 +515,16 @@ async fn watch(c: &mut RawClient, topic: &str) {
     c.subscribe_with(topic, options).await;
 }
 
-/// What a watcher saw: `+client` JOIN, `-client` LEAVE, `=payload` MESSAGE.
+/// What a watcher saw: `+client` JOIN, `-client` LEAVE (`+u:user`,
+/// `-u:user` for user-level ones), `=payload` MESSAGE.
 async fn seen(c: &mut RawClient) -> String {
+    let who = |entry: SeenEntry| match entry.client {
+        Some(client) => client,
+        None => format!("u:{}", entry.user.unwrap_or_default()),
+    };
     match c.recv().await {
-        Received::Join { entry, .. } => format!("+{}", entry.client.unwrap_or_default()),
-        Received::Leave { entry, .. } => format!("-{}", entry.client.unwrap_or_default()),
+        Received::Join { entry, .. } => format!("+{}", who(entry)),
+        Received::Leave { entry, .. } => format!("-{}", who(entry)),
         Received::Message { payload, .. } => format!("={}", String::from_utf8_lossy(&payload)),
         other => panic!("expected JOIN, LEAVE or MESSAGE, got {other:?}"),
     }
@@ -587,14 +605,22 @@ async fn presence_spans_nodes_and_events_reach_other_nodes_in_order_with_message
         "its own JOIN, after the reply"
     );
 
-    // A client of node a joins, then publishes at once: node b's watcher
-    // sees the JOIN, then the message.
+    // A wildcard watcher on the same node: node b receives each event
+    // through its channel and its pattern subscription, and delivers it
+    // once.
+    let mut wild = client(&b, "wild").await;
+    watch(&mut wild, "room.>").await;
+
+    // A client of node a joins, then publishes at once: node b's watchers
+    // see the JOIN, then the message.
     let mut x = client(&a, "x1").await;
     let info = x.subscribe("room.1").await;
     assert_eq!(info.client.as_deref(), Some("x1"));
     x.publish("room.1", b"hello").await;
     assert_eq!(seen(&mut watcher).await, "+x1");
     assert_eq!(seen(&mut watcher).await, "=hello");
+    assert_eq!(seen(&mut wild).await, "+x1");
+    assert_eq!(seen(&mut wild).await, "=hello");
 
     // PRESENCE on either node lists both nodes' clients.
     assert_eq!(
@@ -609,6 +635,8 @@ async fn presence_spans_nodes_and_events_reach_other_nodes_in_order_with_message
     publisher.publish_acked("room.1", b"after").await;
     assert_eq!(seen(&mut watcher).await, "-x1");
     assert_eq!(seen(&mut watcher).await, "=after");
+    assert_eq!(seen(&mut wild).await, "-x1");
+    assert_eq!(seen(&mut wild).await, "=after");
     assert_eq!(presence(&mut watcher, "room.1").await, (names(&["w"]), 0));
     // Each event was counted once, by the node whose script made it.
     assert_eq!(metric(a.addr, "tickwire_presence_joins_total").await, 1.0);
@@ -710,6 +738,49 @@ async fn a_reconnect_to_another_node_within_the_grace_makes_no_events() {
     assert_eq!(seen(&mut watcher).await, "-y1");
 }
 
+#[tokio::test]
+async fn a_drained_node_s_entries_leave_after_the_grace_unless_held_again_elsewhere() {
+    let redis = RedisServer::start().await;
+    let dir = config_dir();
+    let mut a = node(&redis, &dir, "1s", &[]).await;
+    let b = node(&redis, &dir, "1s", &[]).await;
+    let mut watcher = client(&b, "w").await;
+    watch(&mut watcher, "room.t").await;
+    assert_eq!(seen(&mut watcher).await, "+w");
+    let mut d1 = client(&a, "d1").await;
+    d1.subscribe("room.t").await;
+    let mut d2 = client(&a, "d2").await;
+    d2.subscribe("room.t").await;
+    assert_eq!(seen_sorted(&mut watcher, 2).await, names(&["+d1", "+d2"]));
+
+    // Node a drains (SIGTERM) and closes its connections (1001); d2
+    // reconnects to node b at once, d1 does not come back.
+    let drained = tokio::spawn(async move {
+        a.terminate().await;
+        a
+    });
+    for closed in [&mut d1, &mut d2] {
+        match closed.recv_close().await {
+            Received::Close { code, .. } => assert_eq!(code, Some(1001)),
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    }
+    drop((d1, d2));
+    let mut d2 = client(&b, "d2").await;
+    d2.subscribe("room.t").await;
+    let _a = drained.await.expect("node a drained");
+    // Node a kept its lease through the drain and for the grace after it:
+    // d2 makes no events, d1 one LEAVE (a reaper's, after the grace).
+    assert_eq!(seen(&mut watcher).await, "-d1");
+    let mut publisher = client(&b, "pub").await;
+    publisher.publish_acked("room.t", b"marker").await;
+    assert_eq!(seen(&mut watcher).await, "=marker");
+    assert_eq!(
+        presence(&mut watcher, "room.t").await,
+        (names(&["d2", "w"]), 0)
+    );
+}
+
 /// A token for `user` allowed to subscribe and publish everywhere.
 fn token(user: &str) -> String {
     let now = std::time::SystemTime::now()
@@ -782,6 +853,12 @@ async fn a_disconnect_by_user_closes_the_users_connections_on_every_node() {
     let mut watcher = user_client(&b, "carol", "w").await;
     watch(&mut watcher, "room.d").await;
     assert_eq!(seen(&mut watcher).await, "+w");
+    // A watcher of user-level events on node a.
+    let mut users = user_client(&a, "dave", "uw").await;
+    let options = SubscribeOptions::default().join_leave(JoinLeave::Users);
+    users.subscribe_with("room.d", options).await;
+    assert_eq!(seen(&mut users).await, "+u:dave");
+    assert_eq!(seen(&mut watcher).await, "+uw");
     let mut alice_a = user_client(&a, "alice", "al1").await;
     alice_a.subscribe("room.d").await;
     let mut alice_b = user_client(&b, "alice", "al2").await;
@@ -791,6 +868,11 @@ async fn a_disconnect_by_user_closes_the_users_connections_on_every_node() {
     assert_eq!(
         seen_sorted(&mut watcher, 3).await,
         names(&["+al1", "+al2", "+bo1"])
+    );
+    // Alice's two clients on two nodes: one user-level JOIN.
+    assert_eq!(
+        seen_sorted(&mut users, 2).await,
+        names(&["+u:alice", "+u:bob"])
     );
     // Both nodes' subscriber connections listen on the control channel.
     redis.wait_numsub("tickwire:control", 2).await;
@@ -817,10 +899,11 @@ async fn a_disconnect_by_user_closes_the_users_connections_on_every_node() {
     }
     // A server disconnect releases presence at once (no grace).
     assert_eq!(seen_sorted(&mut watcher, 2).await, names(&["-al1", "-al2"]));
-    // Bob is still connected and present; three users were, two are.
+    assert_eq!(seen(&mut users).await, "-u:alice");
+    // Bob is still connected and present (users carol, dave and bob).
     assert_eq!(
         presence(&mut bob, "room.d").await,
-        (names(&["bo1", "w"]), 2)
+        (names(&["bo1", "uw", "w"]), 3)
     );
 
     // A disconnect by client id, published on the control channel as any
@@ -846,6 +929,7 @@ async fn a_disconnect_by_user_closes_the_users_connections_on_every_node() {
         other => panic!("expected a close frame, got {other:?}"),
     }
     assert_eq!(seen(&mut watcher).await, "-bo1");
+    assert_eq!(seen(&mut users).await, "-u:bob");
     let dropped = metric_with_label(
         a.addr,
         "tickwire_backplane_dropped_total",

@@ -19,16 +19,18 @@
 //! the scripts are idempotent per node. Meanwhile presence is best effort:
 //! subscribes succeed, and the failures are counted.
 //!
-//! * [`scripts`]: the Lua scripts and key names; [`event`]: the event
+//! * [`scripts`]: the Lua scripts and key names; [`call`]: one run of
+//!   the join or leave script; [`event`]: the event
 //!   format on a topic's channel; [`control`]: the control channel
 //!   (cluster-wide disconnects); [`lease`]: the lease and reaper task.
 
+pub mod call;
 pub mod control;
 pub mod event;
 pub mod lease;
 pub mod scripts;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -37,11 +39,13 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use redis::aio::MultiplexedConnection;
 use tickwire_protocol::topic::Topic;
+use tokio_util::sync::CancellationToken;
 
 use crate::cluster::interest::Interest;
+use crate::cluster::presence::call::{NodeKeys, PresenceCall};
 use crate::cluster::presence::event::{ChannelEvent, EventKind};
 use crate::cluster::presence::scripts::{
-    JOIN_BODY, LEAVE_BODY, entries_key, entry_key, holds_key, source, split_entry_key, users_key,
+    JOIN_MADE_LEASE, JOIN_PUBLISHED, entries_key, entry_key, split_entry_key, users_key,
 };
 use crate::cluster::publisher::{
     PresenceJob, PublishError, Publisher, REDIS_TIMEOUT, SharedConnection,
@@ -50,55 +54,6 @@ use crate::metrics::Metrics;
 use crate::presence::{
     PresenceChange, PresenceEntry, PresenceError, PresenceEvent, PresenceKey, PresenceSnapshot,
 };
-
-/// One run of the join or leave script for this node.
-#[derive(Debug, Clone)]
-pub struct PresenceCall {
-    /// The node's hold set.
-    holds: String,
-    /// The topic.
-    topic: Arc<str>,
-    /// The entry key.
-    key: Arc<str>,
-    /// `Some(info)`: a join with this client info (empty: none); `None`: a
-    /// leave.
-    join: Option<Bytes>,
-}
-
-impl PresenceCall {
-    /// The join script's source.
-    pub fn join_source() -> String {
-        source(JOIN_BODY)
-    }
-
-    /// The leave script's source.
-    pub fn leave_source() -> String {
-        source(LEAVE_BODY)
-    }
-
-    /// Whether it is a join.
-    pub fn is_join(&self) -> bool {
-        self.join.is_some()
-    }
-
-    /// The bytes it counts in the publisher's queue.
-    pub fn bytes(&self) -> usize {
-        self.join.as_ref().map_or(0, Bytes::len) + self.key.len() + self.topic.len()
-    }
-
-    /// Adds it to `pipe`: `EVALSHA` of its script, whose hash is `sha`.
-    pub fn add_to(&self, pipe: &mut redis::Pipeline, sha: &str) {
-        pipe.cmd("EVALSHA")
-            .arg(sha)
-            .arg(1)
-            .arg(&self.holds)
-            .arg(self.topic.as_ref())
-            .arg(self.key.as_ref());
-        if let Some(info) = &self.join {
-            pipe.arg(info.as_ref());
-        }
-    }
-}
 
 /// A hold of this node: topic and entry key.
 type Hold = (Arc<str>, Arc<str>);
@@ -127,9 +82,16 @@ struct Shared {
 impl Shared {
     /// Takes the outcome of the script run for `hold` (`release`: the
     /// number of the release a leave was sent for).
-    fn outcome(&self, hold: &Hold, release: Option<u64>, result: Result<bool, PublishError>) {
+    fn outcome(&self, hold: &Hold, release: Option<u64>, result: Result<u64, PublishError>) {
         match result {
-            Ok(published) => {
+            Ok(answer) => {
+                let published = answer & JOIN_PUBLISHED != 0;
+                if answer & JOIN_MADE_LEASE != 0 {
+                    // The node had no lease: a reaper may have released
+                    // its other holds; the next lease round sends them
+                    // again.
+                    self.stale.store(true, Ordering::Release);
+                }
                 if let Some(number) = release {
                     let mut holds = self.holds.lock();
                     if holds.unreleased.get(hold) == Some(&number) {
@@ -154,8 +116,7 @@ impl Shared {
 /// This node's presence in Redis.
 #[derive(Debug)]
 pub struct ClusterPresence {
-    node: String,
-    holds_key: String,
+    node: Arc<NodeKeys>,
     ttl: Duration,
     grace: Duration,
     max_entries: usize,
@@ -163,6 +124,8 @@ pub struct ClusterPresence {
     connection: Arc<SharedConnection>,
     interest: Arc<Interest>,
     shared: Arc<Shared>,
+    /// Cancelled when the node retires (the lease task stops).
+    retiring: CancellationToken,
 }
 
 /// How a node's presence is set up ([`ClusterPresence::new`]).
@@ -191,10 +154,11 @@ impl ClusterPresence {
         interest: Arc<Interest>,
         metrics: Metrics,
     ) -> Self {
-        let node = format!("{:032x}", rand::random::<u128>());
+        let id = format!("{:032x}", rand::random::<u128>());
+        let ttl_ms = u64::try_from(settings.lease_ttl.as_millis()).unwrap_or(u64::MAX);
+        let node = NodeKeys::new(id, ttl_ms);
         ClusterPresence {
-            holds_key: holds_key(&node),
-            node,
+            node: Arc::new(node),
             ttl: settings.lease_ttl,
             grace: settings.grace,
             max_entries: settings.max_per_topic,
@@ -206,12 +170,13 @@ impl ClusterPresence {
                 stale: AtomicBool::new(false),
                 metrics,
             }),
+            retiring: CancellationToken::new(),
         }
     }
 
     /// This node's id (random per process start).
     pub fn node(&self) -> &str {
-        &self.node
+        &self.node.id
     }
 
     /// The lease's time to live.
@@ -223,6 +188,11 @@ impl ClusterPresence {
     /// reconnect elsewhere (the presence grace).
     pub fn grace(&self) -> Duration {
         self.grace
+    }
+
+    /// Cancelled when the node retires ([`lease::retire_node`]).
+    pub fn retiring(&self) -> &CancellationToken {
+        &self.retiring
     }
 
     /// The metrics presence counts in.
@@ -276,7 +246,7 @@ impl ClusterPresence {
         PresenceJob {
             after,
             call: PresenceCall {
-                holds: self.holds_key.clone(),
+                node: Arc::clone(&self.node),
                 topic: hold.0,
                 key: hold.1,
                 join,
@@ -375,7 +345,7 @@ pub fn to_event(event: &ChannelEvent<'_>) -> PresenceEvent {
 }
 
 /// Reads topic `topic`'s presence on `connection` (see
-/// [`ClusterPresence::read`]).
+/// [`ClusterPresence::snapshot`]).
 pub async fn read_presence(
     connection: &mut MultiplexedConnection,
     topic: &str,
@@ -398,6 +368,8 @@ pub async fn read_presence(
         });
     }
     let mut entries = Vec::new();
+    // `HSCAN` may return a field twice (while Redis rehashes the hash).
+    let mut keys = HashSet::new();
     let mut cursor = 0u64;
     loop {
         let (next, pairs): (u64, Vec<(String, Vec<u8>)>) = redis::cmd("HSCAN")
@@ -410,6 +382,9 @@ pub async fn read_presence(
         for (key, info) in pairs {
             if entries.len() >= max_entries {
                 break;
+            }
+            if !keys.insert(key.clone()) {
+                continue;
             }
             let (client, user) = split_entry_key(&key);
             entries.push(PresenceEntry {

@@ -44,7 +44,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cluster::health::Health;
 use crate::cluster::interest::Interest;
-use crate::cluster::presence::PresenceCall;
+use crate::cluster::presence::call::PresenceCall;
 use crate::cluster::target::Target;
 use crate::cluster::wire::{POSITION_TTL_SECS, PUBLISH_SCRIPT, channel, history_key, position_key};
 use crate::metrics::Metrics;
@@ -130,9 +130,9 @@ impl fmt::Debug for PublishJob {
     }
 }
 
-/// Receives the outcome of one presence script: whether it published an
-/// event (it created or removed the entry), or why it did not run.
-pub type PresenceDone = Box<dyn FnOnce(Result<bool, PublishError>) + Send + Sync>;
+/// Receives the outcome of one presence script: its answer (see
+/// [`crate::cluster::presence::scripts`]), or why it did not run.
+pub type PresenceDone = Box<dyn FnOnce(Result<u64, PublishError>) + Send + Sync>;
 
 /// One presence join or leave waiting for Redis.
 pub struct PresenceJob {
@@ -185,7 +185,7 @@ impl Job {
     fn finish(self, result: Result<u64, PublishError>) {
         match self {
             Job::Publish(job) => (job.done)(result),
-            Job::Presence(job) => (job.done)(result.map(|n| n == 1)),
+            Job::Presence(job) => (job.done)(result),
         }
     }
 }

@@ -74,12 +74,41 @@ pub async fn run(state: Arc<BrokerState>) {
 
 /// Fans out every message received until the connection closes.
 async fn receive(state: &BrokerState, mut stream: PubSubStream) {
+    let mut last_event = LastEvent::default();
     while let Some(message) = stream.next().await {
-        deliver(state, &message);
+        deliver(state, &message, &mut last_event);
     }
 }
 
-fn deliver(state: &BrokerState, message: &Msg) {
+/// The last presence event received, to deliver each event once.
+///
+/// A node subscribed to a topic's channel and to patterns covering it gets
+/// one copy of each `PUBLISH` per subscription. Messages are told apart by
+/// their seq (the registry drops repeats); events have none, but Redis
+/// writes all copies of one `PUBLISH` to a connection one after the other,
+/// and two different events of one channel are never byte for byte equal
+/// when adjacent (an entry's JOIN and LEAVE alternate). So an event equal
+/// to the one just before it, on the same channel, is a copy.
+#[derive(Debug, Default)]
+struct LastEvent {
+    channel: String,
+    bytes: Vec<u8>,
+}
+
+impl LastEvent {
+    /// Whether `bytes` on `channel` is a copy of the last event; if not, it
+    /// becomes the last event.
+    fn is_copy(&mut self, channel: &str, bytes: &[u8]) -> bool {
+        if self.channel == channel && self.bytes == bytes {
+            return true;
+        }
+        channel.clone_into(&mut self.channel);
+        bytes.clone_into(&mut self.bytes);
+        false
+    }
+}
+
+fn deliver(state: &BrokerState, message: &Msg, last_event: &mut LastEvent) {
     let name = message.get_channel_name();
     let bytes = message.get_payload_bytes();
     if name == CONTROL_CHANNEL {
@@ -93,7 +122,9 @@ fn deliver(state: &BrokerState, message: &Msg) {
             return malformed(state, name);
         };
         state.metrics.backplane_received.inc();
-        state.registry.deliver_presence(topic, &to_event(&event));
+        if !last_event.is_copy(name, bytes) {
+            state.registry.deliver_presence(topic, &to_event(&event));
+        }
         return;
     }
     let Some(parsed) = parse_message(bytes) else {
@@ -230,5 +261,29 @@ async fn confirm(call: impl Future<Output = redis::RedisResult<()>>) -> Result<(
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(format!("subscription change failed: {e}")),
         Err(_) => Err("subscription change not confirmed in time".to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LastEvent;
+
+    #[test]
+    fn an_event_equal_to_the_one_before_on_its_channel_is_a_copy() {
+        let mut last = LastEvent::default();
+        assert!(!last.is_copy("tickwire:{a}:msg", b"P J 0 c -\n"));
+        assert!(
+            last.is_copy("tickwire:{a}:msg", b"P J 0 c -\n"),
+            "the pattern copy"
+        );
+        assert!(
+            !last.is_copy("tickwire:{b}:msg", b"P J 0 c -\n"),
+            "another channel"
+        );
+        assert!(!last.is_copy("tickwire:{b}:msg", b"P L 0 c -\n"));
+        assert!(
+            !last.is_copy("tickwire:{b}:msg", b"P J 0 c -\n"),
+            "joined again"
+        );
     }
 }

@@ -70,8 +70,9 @@ impl PresenceSnapshot {
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum PresenceStore {
-    /// One node: entries in memory.
-    Local(LocalPresence),
+    /// One node: entries in memory (boxed: much larger than the cluster
+    /// arm's handle).
+    Local(Box<LocalPresence>),
     /// A cluster node: entries in Redis, events through the topics'
     /// channels (docs/cluster.md, "Presence").
     Cluster(Arc<ClusterPresence>),

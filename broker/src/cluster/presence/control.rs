@@ -12,6 +12,8 @@
 //! `KIND` is `C` (a client id) or `U` (a user id); `CODE` the close code
 //! (4007 or 4100-4999); `TARGET_LEN` the target's length in bytes.
 
+use crate::cluster::wire::split_header;
+
 /// The channel every node subscribes to.
 pub const CONTROL_CHANNEL: &str = "tickwire:control";
 
@@ -58,9 +60,7 @@ pub fn encode_disconnect(disconnect: &ControlDisconnect<'_>) -> Vec<u8> {
 
 /// Parses a control message; `None` if `bytes` is not one.
 pub fn parse_control(bytes: &[u8]) -> Option<ControlDisconnect<'_>> {
-    let end = bytes.iter().take(MAX_HEADER).position(|&b| b == b'\n')?;
-    let header = std::str::from_utf8(&bytes[..end]).ok()?;
-    let mut fields = header.split(' ');
+    let (mut fields, rest) = split_header(bytes, MAX_HEADER)?;
     if fields.next()? != "D" {
         return None;
     }
@@ -78,7 +78,7 @@ pub fn parse_control(bytes: &[u8]) -> Option<ControlDisconnect<'_>> {
     if fields.next().is_some() {
         return None;
     }
-    let rest = std::str::from_utf8(&bytes[end + 1..]).ok()?;
+    let rest = std::str::from_utf8(rest).ok()?;
     let target = rest.get(..length)?;
     let reason = rest.get(length..)?;
     let target = if user {

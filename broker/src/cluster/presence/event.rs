@@ -16,6 +16,8 @@
 //! MessagePack. A message header starts with a digit (its epoch), an event
 //! with `P`: one is never taken for the other.
 
+use crate::cluster::wire::split_header;
+
 /// The first byte of every presence event on a topic channel.
 pub const EVENT_MARK: u8 = b'P';
 
@@ -63,9 +65,7 @@ fn valid_client(client: &str) -> bool {
 
 /// Parses a presence event; `None` if `bytes` is not one.
 pub fn parse_event(bytes: &[u8]) -> Option<ChannelEvent<'_>> {
-    let end = bytes.iter().take(MAX_HEADER).position(|&b| b == b'\n')?;
-    let header = std::str::from_utf8(&bytes[..end]).ok()?;
-    let mut fields = header.split(' ');
+    let (mut fields, rest) = split_header(bytes, MAX_HEADER)?;
     if fields.next()? != "P" {
         return None;
     }
@@ -87,7 +87,6 @@ pub fn parse_event(bytes: &[u8]) -> Option<ChannelEvent<'_>> {
     if fields.next().is_some() {
         return None;
     }
-    let rest = &bytes[end + 1..];
     let (user, info) = match user_len {
         None => (None, rest),
         Some(n) if n <= rest.len() => {

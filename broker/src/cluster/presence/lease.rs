@@ -2,25 +2,24 @@
 //! `presence_lease_ttl` it extends its lease in Redis, sends its holds
 //! again if Redis lost them, and releases the holds of dead nodes.
 //!
-//! * Lease: [`scripts::LEASE_BODY`]. When it reports the lease was made
+//! * Lease: [`LEASE_BODY`]. When it reports the lease was made
 //!   anew after the first time (the lease expired, or Redis restarted
 //!   empty), a warning is logged and the node sends every join again
 //!   ([`ClusterPresence::resync`]), as it does after a join or leave that
 //!   did not reach Redis.
-//! * Reaper: [`scripts::REAP_BODY`], called until no dead node is left or
+//! * Reaper: [`REAP_BODY`], called until no dead node is left or
 //!   [`REAP_CALLS`] calls were made this round; every node reaps, and the
 //!   script's `SPOP`s make each LEAVE happen once.
-//! * At shutdown: [`scripts::RETIRE_BODY`] shortens the lease to the
-//!   presence grace, so the clients of a drained node reconnecting to
-//!   another node within the grace cause no events, and the others'
-//!   reapers release what is left.
+//! * At the end of a drain ([`retire_node`]): [`RETIRE_BODY`]
+//!   shortens the lease to the presence grace, so the clients of a drained
+//!   node reconnecting to another node within the grace cause no events,
+//!   and the others' reapers release what is left.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use redis::Script;
 use redis::aio::MultiplexedConnection;
-use tokio_util::sync::CancellationToken;
 
 use crate::cluster::presence::ClusterPresence;
 use crate::cluster::presence::scripts::{
@@ -117,29 +116,43 @@ fn millis(duration: Duration) -> u64 {
         .max(1)
 }
 
-/// Runs until `shutdown`, then retires the node's lease.
-pub async fn run(presence: Arc<ClusterPresence>, shutdown: CancellationToken) {
+/// Runs until the node retires ([`retire_node`]): through the drain too,
+/// since its connections (and so its presence) live until the drain ends.
+pub async fn run(presence: Arc<ClusterPresence>) {
     let interval = presence.ttl() / 3;
+    let retiring = presence.retiring().clone();
     let mut registered = false;
     loop {
         if let Some(mut connection) = presence.connection() {
-            registered = round(&presence, &mut connection, registered).await;
+            tokio::select! {
+                _ = retiring.cancelled() => return,
+                r = round(&presence, &mut connection, registered) => registered = r,
+            }
         }
         tokio::select! {
-            _ = shutdown.cancelled() => break,
+            _ = retiring.cancelled() => return,
             _ = tokio::time::sleep(interval) => {}
         }
     }
-    if let Some(mut connection) = presence.connection() {
-        let retire = retire(&mut connection, presence.node(), presence.grace());
-        match tokio::time::timeout(REDIS_TIMEOUT, retire).await {
-            Ok(Ok(())) => tracing::info!("cluster presence: lease retired"),
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "cluster presence: the lease could not be retired; it expires by itself")
-            }
-            Err(_) => tracing::warn!(
-                "cluster presence: Redis did not answer the lease retirement; it expires by itself"
-            ),
+}
+
+/// Retires this node at the end of its drain: stops the lease task and
+/// lets the lease end after the presence grace, so the clients it closed
+/// that reconnect to another node within the grace cause no events, and
+/// the other nodes' reapers release the rest.
+pub async fn retire_node(presence: &ClusterPresence) {
+    presence.retiring().cancel();
+    let Some(mut connection) = presence.connection() else {
+        tracing::warn!(
+            "cluster presence: no Redis connection to retire the lease; it expires by itself"
+        );
+        return;
+    };
+    let call = retire(&mut connection, presence.node(), presence.grace());
+    match timed("the lease retirement", call).await {
+        Ok(()) => tracing::info!("cluster presence: lease retired"),
+        Err(e) => {
+            tracing::warn!(error = %e, "cluster presence: the lease could not be retired; it expires by itself")
         }
     }
 }

@@ -120,21 +120,30 @@ local function now_ms()
 end
 "#;
 
-/// The join script: node holds an entry. `KEYS`: the node's hold set;
-/// `ARGV`: the topic, the entry key, the client info (MessagePack, empty
-/// when none).
+/// The join script: node holds an entry. `KEYS`: the node's hold set,
+/// its lease, [`NODES_KEY`]; `ARGV`: the topic, the entry key, the client
+/// info (MessagePack, empty when none), the node id, the lease's time to
+/// live (ms).
 ///
-/// Nothing happens if the node holds it already (returns 0). Otherwise the
-/// entry's holder count goes up; if no other node held it, the entry is
-/// stored, the user's entry count goes up, and the JOIN is published on
-/// the topic's channel (returns 1).
+/// First, if the node has no lease (it joins before its lease task's first
+/// round, or after it lost its lease), the lease is made: holds are never
+/// written without a lease that a reaper would find. Nothing more happens
+/// if the node holds the entry already. Otherwise the entry's holder count
+/// goes up; if no other node held it, the entry is stored, the user's
+/// entry count goes up, and the JOIN is published on the topic's channel.
+/// Returns 1 if it published the JOIN, plus 2 if it made the lease.
 pub const JOIN_BODY: &str = r#"
+local made = 0
+if redis.call('SET', KEYS[2], '1', 'PX', ARGV[5], 'NX') then
+  made = 2
+  redis.call('ZADD', KEYS[3], string.format('%d', now_ms() + tonumber(ARGV[5])), ARGV[4])
+end
 if redis.call('SADD', KEYS[1], ARGV[1] .. ' ' .. ARGV[2]) == 0 then
-  return 0
+  return made
 end
 local pres, presn, presu, channel = names(ARGV[1])
 if redis.call('HINCRBY', presn, ARGV[2], 1) > 1 then
-  return 0
+  return made
 end
 redis.call('HSET', pres, ARGV[2], ARGV[3])
 local client, user = split_key(ARGV[2])
@@ -143,8 +152,13 @@ if user and redis.call('HINCRBY', presu, user, 1) == 1 then
   users = 1
 end
 redis.call('PUBLISH', channel, event('J', users, client, user, ARGV[3]))
-return 1
+return 1 + made
 "#;
+
+/// The bit of the join script's answer saying it published a JOIN.
+pub const JOIN_PUBLISHED: u64 = 1;
+/// The bit of the join script's answer saying it made the node's lease.
+pub const JOIN_MADE_LEASE: u64 = 2;
 
 /// The leave script: node no longer holds an entry. `KEYS`: the node's
 /// hold set; `ARGV`: the topic, the entry key.
