@@ -65,9 +65,6 @@ impl PresenceSnapshot {
 
 /// Where entries live: this node's memory, or (cluster mode) Redis. See the
 /// module documentation for the seam.
-// One store per broker, built once and never moved: the size of the local
-// arm costs nothing.
-#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum PresenceStore {
     /// One node: entries in memory (boxed: much larger than the cluster
