@@ -18,6 +18,15 @@ use tickwire_e2e::{
 };
 use tickwire_protocol::SubscribeOptions;
 
+/// A broker checking tokens signed with `secret`, with `policies`.
+async fn auth_broker(secret: &Secret, policies: Vec<TopicPolicy>) -> TestBroker {
+    TestBroker::start(|config| {
+        config.jwt_hmac_secret_file = vec![secret.file()];
+        config.topic_policies = policies;
+    })
+    .await
+}
+
 fn bearer(token: &str) -> String {
     format!("Authorization: Bearer {token}\r\n")
 }
@@ -142,10 +151,7 @@ async fn history_pages_with_since_limit_and_stale_epochs() {
 #[tokio::test]
 async fn batch_publish_answers_each_message_in_request_order() {
     let secret = Secret::new();
-    let broker = TestBroker::start(|config| {
-        config.jwt_hmac_secret_file = vec![secret.file()];
-    })
-    .await;
+    let broker = auth_broker(&secret, Vec::new()).await;
     let publisher = token(json!({"pub": ["ok.>"], "sub": [">"]}));
     let mut subscriber = RawClient::connect_with(
         broker.addr,
@@ -240,10 +246,7 @@ async fn batch_publish_answers_each_message_in_request_order() {
 #[tokio::test]
 async fn the_server_api_needs_credentials_and_the_admin_grant() {
     let secret = Secret::new();
-    let broker = TestBroker::start(|config| {
-        config.jwt_hmac_secret_file = vec![secret.file()];
-    })
-    .await;
+    let broker = auth_broker(&secret, Vec::new()).await;
     let admin = token(json!({"admin": true}));
     let plain = token(json!({"sub": [">"], "pub": [">"]}));
     for path in ["/v1/history/a.b", "/v1/topics"] {
@@ -314,11 +317,7 @@ async fn batch_publish_limits_refuse_the_whole_request() {
 #[tokio::test]
 async fn the_cli_shows_history_and_topics() {
     let secret = Secret::new();
-    let broker = TestBroker::start(|config| {
-        config.jwt_hmac_secret_file = vec![secret.file()];
-        config.topic_policies = vec![history_policy("chat.>", 10)];
-    })
-    .await;
+    let broker = auth_broker(&secret, vec![history_policy("chat.>", 10)]).await;
     let admin = token(json!({"admin": true}));
     let plain = token(json!({"sub": [">"], "pub": [">"]}));
     let mut publisher = RawClient::connect_with(
@@ -555,14 +554,11 @@ fn user_token(user: &str, info: Value) -> String {
 
 /// A broker with authentication on and presence on `room.>`.
 async fn presence_broker(secret: &Secret) -> TestBroker {
-    TestBroker::start(|config| {
-        config.jwt_hmac_secret_file = vec![secret.file()];
-        config.topic_policies = vec![TopicPolicy {
-            presence: true,
-            ..history_policy("room.>", 0)
-        }];
-    })
-    .await
+    let policy = TopicPolicy {
+        presence: true,
+        ..history_policy("room.>", 0)
+    };
+    auth_broker(secret, vec![policy]).await
 }
 
 /// A WebSocket client with id `client` authenticated as `user`,
