@@ -5,6 +5,7 @@
 //! Every wait is bounded by a deadline.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -26,6 +27,7 @@ use tickwire_broker::directory::{DisconnectCode, DisconnectTarget};
 use tickwire_broker::metrics::Metrics;
 use tickwire_e2e::node::ClusterNode;
 use tickwire_e2e::pki::TempDir;
+use tickwire_e2e::proxy::Proxy;
 use tickwire_e2e::redis::RedisServer;
 use tickwire_e2e::{RawClient, Received, SeenEntry, WAIT, metric, metric_with_label, poll_until};
 use tickwire_protocol::message::JoinLeave;
@@ -778,6 +780,49 @@ async fn a_drained_node_s_entries_leave_after_the_grace_unless_held_again_elsewh
     assert_eq!(
         presence(&mut watcher, "room.t").await,
         (names(&["d2", "w"]), 0)
+    );
+}
+
+#[tokio::test]
+async fn a_node_cut_from_redis_longer_than_its_lease_is_reaped_and_joins_again_when_back() {
+    let redis = RedisServer::start().await;
+    let dir = config_dir();
+    // Node a reaches Redis through the proxy (its network), b directly.
+    let network = Proxy::start(&[SocketAddr::from(([127, 0, 0, 1], redis.port))]).await;
+    let config = dir.path().join("tickwire.toml");
+    let args = [
+        "--config",
+        config.to_str().expect("a UTF-8 path"),
+        "--presence-lease-ttl",
+        "3s",
+        "--presence-grace",
+        "1s",
+    ];
+    let a = ClusterNode::ready(&network.redis_url(), &args).await;
+    let b = node(&redis, &dir, "1s", &[]).await;
+    let mut watcher = client(&b, "w").await;
+    watch(&mut watcher, "room.p").await;
+    assert_eq!(seen(&mut watcher).await, "+w");
+    let mut q = client(&a, "q1").await;
+    q.subscribe("room.p").await;
+    assert_eq!(seen(&mut watcher).await, "+q1");
+
+    // A silent partition: node a cannot extend its lease; node b reaps it.
+    network.blackhole();
+    assert_eq!(seen(&mut watcher).await, "-q1");
+    assert_eq!(
+        metric(b.addr, "tickwire_presence_lease_expiries_total").await,
+        1.0
+    );
+    a.wait_ready_within(false, Duration::from_secs(15)).await;
+    // The partition heals: node a registers what it still holds (its
+    // client never left): one JOIN.
+    network.restore();
+    a.wait_ready(true).await;
+    assert_eq!(seen(&mut watcher).await, "+q1");
+    assert_eq!(
+        presence(&mut watcher, "room.p").await,
+        (names(&["q1", "w"]), 0)
     );
 }
 
