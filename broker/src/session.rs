@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use tickwire_protocol::message::Position;
+use tickwire_protocol::message::{Position, SubscribedInfo};
 use tickwire_protocol::topic::{Pattern, Topic};
 use tickwire_protocol::ws::MessageKind;
 use tickwire_protocol::{ClientMessage, CloseCode, ErrorCode, ServerMessage, SubscribeOptions};
@@ -26,7 +26,7 @@ use crate::handler::MessageHandler;
 use crate::limits::{self, Admission, PublishLimiter, PublishLimits};
 use crate::outbound::OutboundQueue;
 use crate::pattern_trie::{JoinLeaveKinds, Subscriber};
-use crate::presence::Identity;
+use crate::presence::{Identity, PresenceError};
 use crate::presence_session::SessionPresence;
 use crate::registry::SubscribeRequest;
 use crate::state::BrokerState;
@@ -240,7 +240,7 @@ impl Session {
             return self.error(state, Some(id), ErrorCode::Forbidden, FORBIDDEN_MESSAGE);
         }
         if !state.registry.policy(topic.as_str()).presence {
-            let e = crate::presence::PresenceError::Disabled(topic.as_str().to_owned());
+            let e = PresenceError::Disabled(topic.as_str().to_owned());
             return self.error(state, Some(id), e.error_code(), &e.to_string());
         }
         if let Err((code, message)) =
@@ -273,13 +273,11 @@ impl Session {
         };
         self.subscriptions.insert(ask.pattern.clone());
         let queue = Arc::clone(&self.queue);
-        let reply = Box::new(
-            move |mut info: tickwire_protocol::message::SubscribedInfo| {
-                info.client = client;
-                let frame = ServerMessage::Subscribed { id, info }.to_frame();
-                queue.push(frame, Instant::now());
-            },
-        );
+        let reply = Box::new(move |mut info: SubscribedInfo| {
+            info.client = client;
+            let frame = ServerMessage::Subscribed { id, info }.to_frame();
+            queue.push(frame, Instant::now());
+        });
         catch_up::start(state, held, ask, reply);
         true
     }

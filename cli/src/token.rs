@@ -211,22 +211,7 @@ mod tests {
         let data = decode(&token);
         assert_eq!(data.claims["tw"]["admin"], json!(true));
         assert_eq!(data.claims["tw"].get("info"), None);
-        let info = Cli::parse_from([
-            "t",
-            "--hmac-secret-file",
-            path,
-            "--ttl",
-            "1h",
-            "--info",
-            r#"{"name":"Alice","n":[1]}"#,
-        ]);
-        let token = mint(&info.token, SystemTime::now()).unwrap();
-        let data = decode(&token);
-        assert_eq!(
-            data.claims["tw"]["info"],
-            json!({"name": "Alice", "n": [1]})
-        );
-        assert!(
+        let with_info = |info: &str| {
             Cli::try_parse_from([
                 "t",
                 "--hmac-secret-file",
@@ -234,10 +219,17 @@ mod tests {
                 "--ttl",
                 "1h",
                 "--info",
-                "{"
+                info,
             ])
-            .is_err()
+        };
+        let info = with_info(r#"{"name":"Alice","n":[1]}"#).unwrap();
+        let token = mint(&info.token, SystemTime::now()).unwrap();
+        let data = decode(&token);
+        assert_eq!(
+            data.claims["tw"]["info"],
+            json!({"name": "Alice", "n": [1]})
         );
+        assert!(with_info("{").is_err());
 
         let bad = Cli::parse_from([
             "t",

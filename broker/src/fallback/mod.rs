@@ -146,7 +146,11 @@ impl Feed {
             if let Some(rate) = query.max_rate {
                 options = options.max_rate(rate);
             }
-            if let Some(kind) = query.join_leave {
+            // Events where there can be any: a wildcard, or a topic with
+            // presence (a plain topic would refuse the option).
+            let may_have_events =
+                pattern.is_wildcard() || state.registry.policy(pattern.as_str()).presence;
+            if let Some(kind) = query.join_leave.filter(|_| may_have_events) {
                 options = options.join_leave(kind);
             }
             if let Some(since) = &query.cursor {
