@@ -8,7 +8,7 @@
  * request is held by the broker up to `timeout` seconds, and bounded here by
  * that plus the connect timeout.
  */
-import { httpError, TickwireError } from '../errors.js';
+import { closeError, httpError, isFinalClose, TickwireError } from '../errors.js';
 import { fetchWithDeadline } from './http.js';
 import { streamQuery, StreamTransport, type Group } from './streams.js';
 
@@ -25,7 +25,10 @@ export class PollTransport extends StreamTransport {
   protected async run(group: Group): Promise<void> {
     let session: string | undefined;
     while (!group.stopped) {
-      const extra: Array<[string, string]> = [['timeout', String(this.ctx.pollTimeoutS)]];
+      const extra: Array<[string, string]> = [
+        ['timeout', String(this.ctx.pollTimeoutS)],
+        ['client', this.ctx.clientId],
+      ];
       if (session) extra.push(['session', session]);
       const url = `${this.ctx.httpBase}/v1/poll?${streamQuery(group.subs, this.ctx.token, extra)}`;
       let answered: { res: Response; text: string };
@@ -46,14 +49,21 @@ export class PollTransport extends StreamTransport {
       }
       group.started();
       session = typeof answer.session === 'string' ? answer.session : undefined;
+      let final: TickwireError | undefined;
       for (const event of Array.isArray(answer.events) ? answer.events : []) {
         if (typeof event !== 'object' || event === null) continue;
         const e = event as Record<string, unknown>;
         if (e['type'] === 'subscribed') this.onSubscribed(e);
         else if (e['type'] === 'error') this.onError(e);
-        else if (e['type'] === 'close') session = undefined;
+        else if (e['type'] === 'join' || e['type'] === 'leave') this.onPresence(e['type'], e);
+        else if (e['type'] === 'close') {
+          session = undefined;
+          const code = typeof e['code'] === 'number' ? e['code'] : 1011;
+          if (isFinalClose(code)) final = closeError(code, `poll session closed (${code} ${typeof e['reason'] === 'string' ? e['reason'] : ''})`);
+        }
       }
       for (const message of Array.isArray(answer.messages) ? answer.messages : []) this.onDelivery(message);
+      if (final) throw final;
     }
   }
 }
