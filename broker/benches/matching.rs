@@ -185,6 +185,7 @@ fn history(c: &mut Criterion) {
             retain: false,
             slow_consumer: SlowConsumerPolicy::Disconnect,
             client_retain: None,
+            presence: false,
         };
         let registry = registry(vec![policy]);
         let mut receivers = subscribe_many(&registry, &pattern("h.t"), 1);

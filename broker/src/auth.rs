@@ -16,7 +16,10 @@
 //! * its grants claim (`--jwt-grants-claim`, default `tw`):
 //!   `{"sub": [patterns], "pub": [patterns], "admin": bool}`; absent means
 //!   no grants. `admin: true` lets the holder read the operational JSON
-//!   endpoints (`/v1/stats`, `/v1/topics`); it grants no topic.
+//!   endpoints (`/v1/stats`, `/v1/topics`); it grants no topic. `info`
+//!   (any JSON value) is the client info of the connection's presence
+//!   entries, converted to MessagePack here and refused over
+//!   `max_presence_info_bytes`; the token's `sub` is their user.
 //!
 //! Refusals are one [`AuthError`] whose reason is for debug logs only; what
 //! the client sees never says which check failed. Tokens are never logged.
@@ -37,6 +40,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use parking_lot::RwLock;
@@ -48,6 +52,7 @@ use crate::api_keys::ApiKeys;
 use crate::cert_grants::{CertGrants, CertGrantsError};
 use crate::config::BrokerConfig;
 use crate::grants::{Access, Grants};
+use crate::presence::info::json_to_msgpack;
 use crate::tls::PeerIdentity;
 
 /// Longest token accepted, in bytes; longer ones are refused unread.
@@ -102,6 +107,12 @@ pub enum AuthError {
     /// The grants claim is not of the documented shape.
     #[error("grants claim: {0}")]
     Grants(String),
+    /// The client info (`info` of the grants claim) is too large.
+    #[error("client info is {0} bytes, more than max_presence_info_bytes ({1})")]
+    InfoTooLarge(usize, usize),
+    /// The `sub` claim is not a string.
+    #[error("the sub claim is not a string")]
+    BadSubject,
 }
 
 /// One verification key and the algorithms it may check.
@@ -124,6 +135,11 @@ pub struct Credentials {
     pub grants: Grants,
     /// Its `exp`, as a time.
     pub expires: SystemTime,
+    /// Its `sub` claim: the user of the connection's presence entries.
+    pub user: Option<Arc<str>>,
+    /// The `info` of its grants claim as MessagePack: the client info of
+    /// the connection's presence entries.
+    pub info: Option<Bytes>,
 }
 
 /// The outcome of authenticating a client: what it may do, and until when.
@@ -134,14 +150,26 @@ pub struct Authorized {
     /// When its token expires, leeway included: a WebSocket connection is
     /// closed with 4003 then. `None`: no token, nothing expires.
     pub valid_until: Option<SystemTime>,
+    /// The token's `sub`; `None` without a token (anonymous, API key,
+    /// certificate).
+    pub user: Option<Arc<str>>,
+    /// The token's client info (MessagePack), for presence.
+    pub info: Option<Bytes>,
 }
 
 impl Authorized {
     /// Everything allowed, for ever: authentication is off.
     pub fn open() -> Self {
+        Authorized::granted(Access::Open, None)
+    }
+
+    /// `access` until `valid_until`, without a user or client info.
+    pub fn granted(access: Access, valid_until: Option<SystemTime>) -> Self {
         Authorized {
-            access: Access::Open,
-            valid_until: None,
+            access,
+            valid_until,
+            user: None,
+            info: None,
         }
     }
 }
@@ -156,6 +184,8 @@ struct GrantsClaim {
     publish: Vec<String>,
     #[serde(default)]
     admin: bool,
+    #[serde(default)]
+    info: Option<serde_json::Value>,
 }
 
 /// The time claims checked here rather than by the JWT library.
@@ -229,6 +259,8 @@ pub struct Authenticator {
     /// With `--auth-message`: how long a tokenless connection may take to
     /// send `AUTH`.
     auth_message_within: Option<Duration>,
+    /// `max_presence_info_bytes`: the largest client info accepted.
+    max_info_bytes: usize,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -383,6 +415,7 @@ impl Authenticator {
             grants_claim: config.jwt_grants_claim.clone(),
             anonymous: (!anonymous.is_empty()).then_some(anonymous),
             auth_message_within: config.auth_message.then_some(config.handshake_timeout),
+            max_info_bytes: config.max_presence_info_bytes,
         }))
     }
 
@@ -402,14 +435,13 @@ impl Authenticator {
             None => self
                 .anonymous
                 .clone()
-                .map(|grants| Authorized {
-                    access: Access::Granted(grants),
-                    valid_until: None,
-                })
+                .map(|grants| Authorized::granted(Access::Granted(grants), None))
                 .ok_or(AuthError::Missing),
             Some(token) => self.verify(token).map(|c| Authorized {
                 access: Access::Granted(c.grants),
                 valid_until: Some(c.expires + self.leeway),
+                user: c.user,
+                info: c.info,
             }),
         }
     }
@@ -431,10 +463,7 @@ impl Authenticator {
             .client_grants
             .grants_for(identity?)?
             .clone();
-        Some(Authorized {
-            access: Access::Granted(grants),
-            valid_until: None,
-        })
+        Some(Authorized::granted(Access::Granted(grants), None))
     }
 
     /// What a WebSocket upgrade presenting `token` (or none) and the client
@@ -452,10 +481,10 @@ impl Authenticator {
             return Ok(authorized);
         }
         match (token, &self.anonymous, self.auth_message_within) {
-            (None, None, Some(within)) => Ok(Authorized {
-                access: Access::AwaitingAuth,
-                valid_until: Some(SystemTime::now() + within),
-            }),
+            (None, None, Some(within)) => Ok(Authorized::granted(
+                Access::AwaitingAuth,
+                Some(SystemTime::now() + within),
+            )),
             _ => self.authorize(token),
         }
     }
@@ -478,10 +507,7 @@ impl Authenticator {
             token.and_then(|t| keys.api_keys.grants_for(t))
         };
         match api_key {
-            Some(grants) => Ok(Authorized {
-                access: Access::Granted(grants),
-                valid_until: None,
-            }),
+            Some(grants) => Ok(Authorized::granted(Access::Granted(grants), None)),
             None => self.authorize(token),
         }
     }
@@ -530,6 +556,22 @@ impl Authenticator {
                 GrantsClaim::deserialize(value).map_err(|e| AuthError::Grants(e.to_string()))?
             }
         };
+        let user = match claims.get("sub") {
+            None | Some(serde_json::Value::Null) => None,
+            Some(serde_json::Value::String(sub)) => Some(Arc::from(sub.as_str())),
+            Some(_) => return Err(AuthError::BadSubject),
+        };
+        let info = match &grants.info {
+            None => None,
+            Some(value) => {
+                let mut out = Vec::new();
+                json_to_msgpack(value, &mut out);
+                if out.len() > self.max_info_bytes {
+                    return Err(AuthError::InfoTooLarge(out.len(), self.max_info_bytes));
+                }
+                Some(Bytes::from(out))
+            }
+        };
         Ok(Credentials {
             grants: Grants {
                 subscribe: parse_patterns(grants.sub)?,
@@ -537,6 +579,8 @@ impl Authenticator {
                 admin: grants.admin,
             },
             expires: UNIX_EPOCH + Duration::from_secs(times.exp),
+            user,
+            info,
         })
     }
 

@@ -48,6 +48,9 @@ pub struct TopicPolicy {
     /// Whether a client may ask for `retain` on these topics (`None`: as
     /// `client_retain_patterns` says).
     pub client_retain: Option<bool>,
+    /// Whether the topics keep presence (who is subscribed) and send
+    /// `JOIN`/`LEAVE` events (`presence = true`; default false).
+    pub presence: bool,
 }
 
 impl TopicPolicy {
@@ -63,6 +66,7 @@ impl TopicPolicy {
             retain: false,
             slow_consumer: SlowConsumerPolicy::Disconnect,
             client_retain: None,
+            presence: false,
         }
     }
 }
@@ -114,9 +118,10 @@ fn parse_topic_policies(value: &toml::Value) -> Result<Vec<TopicPolicy>, String>
                     "retain" => policy.retain = v.trim().parse().map_err(|_| field(format!("`{v}` is not true or false")))?,
                     "slow_consumer" => policy.slow_consumer = parse_slow_consumer(&v).map_err(field)?,
                     "client_retain" => policy.client_retain = Some(v.trim().parse().map_err(|_| field(format!("`{v}` is not true or false")))?),
+                    "presence" => policy.presence = v.trim().parse().map_err(|_| field(format!("`{v}` is not true or false")))?,
                     other => {
                         return Err(format!(
-                            "unknown key `{other}` in [[topic]] `{pattern}`; valid: pattern, history_messages, history_bytes, history_age, retain, slow_consumer, client_retain"
+                            "unknown key `{other}` in [[topic]] `{pattern}`; valid: pattern, history_messages, history_bytes, history_age, retain, slow_consumer, client_retain, presence"
                         ));
                     }
                 }
@@ -251,6 +256,15 @@ fn parse_backlog(s: &str) -> Result<u32, String> {
 fn parse_nonzero_duration(s: &str) -> Result<Duration, String> {
     match parse_duration(s)? {
         d if d.is_zero() => Err("must be longer than 0s".to_owned()),
+        d => Ok(d),
+    }
+}
+
+/// Parses the presence lease TTL: a duration of at least 3 s, so that a
+/// refresh every third of it has a second of slack.
+fn parse_lease_ttl(s: &str) -> Result<Duration, String> {
+    match parse_duration(s)? {
+        d if d < Duration::from_secs(3) => Err("must be at least 3s".to_owned()),
         d => Ok(d),
     }
 }
@@ -627,6 +641,21 @@ broker_settings! {
     poll_batch: usize = 1000, "1000",
         env "TICKWIRE_POLL_BATCH", parse parse_count,
         "Most messages in one long-poll answer; the rest stay buffered for the next poll.";
+    max_presence_per_topic: usize = 10_000, "10000",
+        env "TICKWIRE_MAX_PRESENCE_PER_TOPIC", parse parse_count,
+        "Most presence entries (client instances) one topic with presence may have; a SUBSCRIBE that would create another is refused with presence_full.";
+    max_presence_entries: usize = 1_000_000, "1000000",
+        env "TICKWIRE_MAX_PRESENCE_ENTRIES", parse parse_count,
+        "Most presence entries this node holds, all topics together; a SUBSCRIBE that would create another is refused with presence_full.";
+    max_presence_info_bytes: usize = 1024, "1KiB",
+        env "TICKWIRE_MAX_PRESENCE_INFO_BYTES", parse parse_nonzero_size,
+        "Largest client info (the token's `info` grant, as MessagePack) a presence entry may carry; a token with more is refused (HTTP 401).";
+    presence_grace: Duration = Duration::from_secs(5), "5s",
+        env "TICKWIRE_PRESENCE_GRACE", parse parse_duration,
+        "How long a connection that ended without UNSUBSCRIBE, a close 1000 or a server disconnect stays present; a reconnect with the same client id within it makes no LEAVE/JOIN. 0s: leave at once.";
+    presence_lease_ttl: Duration = Duration::from_secs(15), "15s",
+        env "TICKWIRE_PRESENCE_LEASE_TTL", parse parse_lease_ttl,
+        "Cluster mode: a node's presence lease in Redis; when a node dies without leaving, its entries leave within this time (at least 3s; refreshed every third of it).";
 }
 
 impl BrokerConfig {

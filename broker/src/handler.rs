@@ -38,7 +38,7 @@ pub trait MessageHandler: Send {
         None
     }
 
-    /// Gives back what the handler holds in the broker (subscriptions),
-    /// once the connection stops reading.
-    fn release(&mut self, _state: &BrokerState) {}
+    /// Gives back what the handler holds in the broker (subscriptions,
+    /// presence), once the connection stops reading.
+    fn release(&mut self, _state: &Arc<BrokerState>) {}
 }

@@ -369,6 +369,7 @@ mod tests {
             retain,
             slow_consumer: SlowConsumerPolicy::Disconnect,
             client_retain: None,
+            presence: false,
         }
     }
 

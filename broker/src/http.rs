@@ -63,6 +63,7 @@ use crate::handler::MessageHandler;
 use crate::limits::{self, Admission, PublishLimits};
 use crate::metrics::GaugeHold;
 use crate::outbound::OutboundQueue;
+use crate::presence::parse_client_id;
 use crate::registry::RegistryError;
 use crate::session::{FORBIDDEN_MESSAGE, Session};
 use crate::slot::ConnectionSlot;
@@ -134,11 +135,17 @@ const BEARER_CHALLENGE: &str = "Bearer realm=\"tickwire\", error=\"invalid_token
 /// to the debug log only.
 fn unauthorized(state: &BrokerState, reason: &AuthError) -> Response<Body> {
     tracing::debug!(%reason, "request not authenticated");
+    // A valid token whose client info is too large: the issuer must know
+    // why (the token checked out, so this reveals nothing to a forger).
+    let message = match reason {
+        AuthError::InfoTooLarge(..) => reason.to_string(),
+        _ => "a valid bearer token is required".to_owned(),
+    };
     let mut response = counted_error(
         state,
         StatusCode::UNAUTHORIZED,
         ErrorCode::Unauthorized,
-        "a valid bearer token is required",
+        &message,
     );
     response
         .headers_mut()
@@ -210,18 +217,30 @@ fn authenticate(
     }
 }
 
-/// Reads the query string of `/ws`: only `token` is accepted, at most once.
-/// The value is taken literally (tokens need no percent-encoding).
-fn ws_query_token(query: Option<&str>) -> Result<Option<&str>, &'static str> {
-    let mut token = None;
+/// The query string of `/ws`.
+#[derive(Debug, Default)]
+struct WsQuery<'a> {
+    /// `token`, taken literally (tokens need no percent-encoding).
+    token: Option<&'a str>,
+    /// `client`: the client id of the connection's presence entries.
+    client: Option<&'a str>,
+}
+
+/// Reads the query string of `/ws`: only `token` and `client` are
+/// accepted, each at most once.
+fn ws_query(query: Option<&str>) -> Result<WsQuery<'_>, &'static str> {
+    let mut q = WsQuery::default();
     for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
         match pair.split_once('=') {
-            Some(("token", value)) if token.is_none() => token = Some(value),
-            Some(("token", _)) => return Err("query parameter token given more than once\n"),
-            _ => return Err("unsupported query parameter; /ws takes only token=\n"),
+            Some(("token", value)) if q.token.is_none() => q.token = Some(value),
+            Some(("client", value)) if q.client.is_none() => q.client = Some(value),
+            Some(("token" | "client", _)) => {
+                return Err("query parameters token and client may be given once each\n");
+            }
+            _ => return Err("unsupported query parameter; /ws takes only token= and client=\n"),
         }
     }
-    Ok(token)
+    Ok(q)
 }
 
 /// The operational endpoints: metrics, health and readiness.
@@ -782,24 +801,39 @@ fn upgrade<S: Transport>(
     if let Some(refusal) = upgrade_refusal(&state, &req) {
         return refusal;
     }
-    let authorized = match ws_query_token(req.uri().query()) {
+    let query = match ws_query(req.uri().query()) {
+        Ok(query) => query,
         Err(message) => return text(StatusCode::BAD_REQUEST, message),
-        Ok(query_token) => match authenticate(
-            &state,
-            &req,
-            Credential::Upgrade(query_token),
-            identity.as_deref(),
-        ) {
-            Ok(authorized) => authorized,
-            Err(reason) => return unauthorized(&state, &reason),
-        },
+    };
+    let client = match query.client.map(parse_client_id).transpose() {
+        Ok(client) => client,
+        Err(e) => {
+            let message = format!("query parameter client: {e}");
+            return counted_error(
+                &state,
+                StatusCode::BAD_REQUEST,
+                ErrorCode::InvalidOption,
+                &message,
+            );
+        }
+    };
+    let authorized = match authenticate(
+        &state,
+        &req,
+        Credential::Upgrade(query.token),
+        identity.as_deref(),
+    ) {
+        Ok(authorized) => authorized,
+        Err(reason) => return unauthorized(&state, &reason),
     };
     let subprotocol = match negotiate_subprotocol(&req) {
         Ok(p) => p,
         Err(message) => return text(StatusCode::BAD_REQUEST, message),
     };
     let limits = PublishLimits::from_config(&state.config);
-    let new_session = move |queue| Session::new(queue, authorized, limits, identity);
+    let session_state = Arc::clone(&state);
+    let new_session =
+        move |queue| Session::new(&session_state, queue, authorized, limits, identity, client);
     let sessions = state.metrics.transport_sessions.with_label_values(&["ws"]);
     let hold = (slot, GaugeHold::new(&sessions));
     switch_protocols::<S, _>(state, req, subprotocol, new_session, hold)

@@ -28,6 +28,11 @@
 //!   (history ring, retained value); [`replay`]: what a new subscription
 //!   gets before live messages, and the wildcard replay's seam with live
 //!   publishes.
+//! * [`presence`]: who is subscribed to topics with presence, `JOIN`/`LEAVE`
+//!   events, grace periods; [`presence_session`]: a session's side of it
+//!   (holds on subscribe, `PRESENCE` answers, release at the end);
+//!   [`directory`]: live connections by client id and user, for server
+//!   disconnects.
 //! * [`outbound`]: each connection's bounded outbound queue (replies, pings,
 //!   deliveries); [`closing`]: its close state machine.
 //! * [`limits`]: what one client may make the broker keep (retain).
@@ -60,6 +65,7 @@ pub mod cluster;
 pub mod config;
 pub mod connection;
 pub mod dashboard;
+pub mod directory;
 pub mod echo;
 pub mod fallback;
 pub mod grants;
@@ -70,6 +76,8 @@ pub mod limits;
 pub mod metrics;
 pub mod outbound;
 pub mod pattern_trie;
+pub mod presence;
+pub mod presence_session;
 pub mod registry;
 pub mod reload;
 pub mod replay;

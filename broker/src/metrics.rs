@@ -156,6 +156,18 @@ pub struct Metrics {
     /// Bytes of SSE streams and poll answers (bodies), by `transport`
     /// ([`FALLBACK_TRANSPORTS`]).
     pub transport_bytes_out: IntCounterVec,
+    /// Presence entries this node holds (distinct client instances per
+    /// topic with at least one live or grace hold).
+    pub presence_entries: IntGauge,
+    /// Connection-level `JOIN` events emitted (counted once cluster-wide,
+    /// by the node that emits them).
+    pub presence_joins: IntCounter,
+    /// Connection-level `LEAVE` events emitted (counted once cluster-wide).
+    pub presence_leaves: IntCounter,
+    /// Cluster mode: dead nodes whose presence lease this node reaped.
+    pub presence_lease_expiries: IntCounter,
+    /// Cluster mode: presence entries removed by reaping dead nodes.
+    pub presence_expired_entries: IntCounter,
 }
 
 /// Bucket upper bounds, in bytes, of the queue depth histogram.
@@ -403,6 +415,26 @@ impl Metrics {
                 "Bytes of SSE streams and long-poll answer bodies, by transport (sse, poll); WebSocket bytes are tickwire_bytes_out_total.",
                 "transport",
             ),
+            presence_entries: gauge(
+                "presence_entries",
+                "Presence entries this node holds (client instances on topics with presence, grace periods included).",
+            ),
+            presence_joins: counter(
+                "presence_joins_total",
+                "Connection-level JOIN events emitted (counted once cluster-wide, by the node that emits them).",
+            ),
+            presence_leaves: counter(
+                "presence_leaves_total",
+                "Connection-level LEAVE events emitted (counted once cluster-wide, by the node that emits them).",
+            ),
+            presence_lease_expiries: counter(
+                "presence_lease_expiries_total",
+                "Cluster mode: dead nodes whose presence lease this node reaped.",
+            ),
+            presence_expired_entries: counter(
+                "presence_expired_entries_total",
+                "Cluster mode: presence entries removed by reaping dead nodes.",
+            ),
             registry,
         };
         for transport in TRANSPORTS {
@@ -459,6 +491,16 @@ impl Metrics {
             .inc();
         if code == CloseCode::SlowConsumer {
             self.slow_consumer_disconnects.inc();
+        }
+    }
+
+    /// Counts a close the broker starts with a server-disconnect code: 4007
+    /// under its number, an operator's 4100-4999 code under the one label
+    /// `application` (the label set stays bounded).
+    pub fn close_disconnect(&self, code: u16) {
+        match CloseCode::from_u16(code) {
+            Some(known) => self.close(known),
+            None => self.closes.with_label_values(&["application"]).inc(),
         }
     }
 

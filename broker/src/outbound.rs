@@ -33,11 +33,12 @@
 //! connection's `closing` token so the reader stops. The state machine
 //! behind it is [`crate::closing::CloseState`].
 
+use std::borrow::Cow;
 use std::cmp::Reverse;
 use std::collections::hash_map::Entry;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -87,8 +88,8 @@ pub enum Outbound {
     Close {
         /// The close code.
         code: u16,
-        /// The reason text.
-        reason: &'static str,
+        /// The reason text (an operator's, for a server disconnect).
+        reason: Cow<'static, str>,
     },
 }
 
@@ -139,6 +140,10 @@ pub struct OutboundQueue {
     lanes: Mutex<Lanes>,
     urgent: Notify,
     metrics: Metrics,
+    /// Set when the connection ends in a way that releases its presence at
+    /// once (a client close 1000, a server disconnect) instead of after
+    /// `presence_grace`.
+    clean_end: AtomicBool,
 }
 
 /// The receiving side, owned by the connection's writer task.
@@ -162,6 +167,7 @@ impl OutboundQueue {
             lanes: Mutex::new(Lanes::default()),
             urgent: Notify::new(),
             metrics,
+            clean_end: AtomicBool::new(false),
         });
         let receiver = OutboundReceiver {
             rx,
@@ -219,6 +225,21 @@ impl OutboundQueue {
         let outcome = self.push_direct(frame, queued_at, self.budget);
         self.urgent.notify_one();
         outcome
+    }
+
+    /// Queues a `JOIN`/`LEAVE` event: in order with the deliveries queued
+    /// on the lock-free path, within the byte budget (over it the
+    /// connection is closed as a slow consumer), never diverted into a
+    /// lane, so never conflated, dropped or rate-limited.
+    pub fn push_event(&self, frame: Bytes, queued_at: Instant) -> PushOutcome {
+        self.push_direct(frame, queued_at, self.budget)
+    }
+
+    /// Whether the connection ended in a way that releases its presence
+    /// entries at once: the client's close frame with 1000, or a server
+    /// disconnect ([`OutboundQueue::disconnect`]).
+    pub fn ended_cleanly(&self) -> bool {
+        self.clean_end.load(Ordering::Acquire)
     }
 
     /// Resolves when a reply or control frame was queued since the last call.
@@ -366,9 +387,29 @@ impl OutboundQueue {
     /// Answers the peer's close frame by echoing its code (1000 when it sent
     /// none), as RFC 6455 asks.
     pub fn echo_close(&self, peer_code: Option<u16>) {
-        if self.close_state.begin(CloseKind::Graceful) {
-            self.send_close(peer_code.unwrap_or(CloseCode::Normal.as_u16()), "");
+        if peer_code == Some(CloseCode::Normal.as_u16()) {
+            self.clean_end.store(true, Ordering::Release);
         }
+        if self.close_state.begin(CloseKind::Graceful) {
+            self.send_close(
+                peer_code.unwrap_or(CloseCode::Normal.as_u16()),
+                Cow::Borrowed(""),
+            );
+        }
+    }
+
+    /// Closes the connection on the operator's request (a server
+    /// disconnect) with `code` (4007 or 4100-4999) and `reason`, after the
+    /// frames already queued; its presence entries leave at once. Returns
+    /// whether this call started the close.
+    pub fn disconnect(&self, code: u16, reason: &str) -> bool {
+        self.clean_end.store(true, Ordering::Release);
+        if !self.close_state.begin(CloseKind::Graceful) {
+            return false;
+        }
+        self.metrics.close_disconnect(code);
+        self.send_close(code, Cow::Owned(reason.to_owned()));
+        true
     }
 
     /// Marks the connection closing without a close frame, because the
@@ -378,7 +419,7 @@ impl OutboundQueue {
         self.close_state.cancel();
     }
 
-    fn send_close(&self, code: u16, reason: &'static str) {
+    fn send_close(&self, code: u16, reason: Cow<'static, str>) {
         // The receiver may already be gone; then nothing is left to close.
         let _ = self.tx.send(Outbound::Close { code, reason });
         self.close_state.cancel();
@@ -389,7 +430,7 @@ impl OutboundQueue {
             return false;
         }
         self.metrics.close(code);
-        self.send_close(code.as_u16(), code.reason());
+        self.send_close(code.as_u16(), Cow::Borrowed(code.reason()));
         true
     }
 }

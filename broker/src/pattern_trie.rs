@@ -12,11 +12,45 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use tickwire_protocol::message::Position;
+use tickwire_protocol::message::{JoinLeave, Position};
 use tickwire_protocol::topic::{Pattern, PatternToken};
 
 use crate::outbound::{FrameOrigin, OutboundQueue, PushOutcome};
 use crate::replay::PendingReplay;
+
+/// Which presence events a subscription (or, merged, a connection) asks
+/// for with `join_leave`: connection-level, user-level, both or none.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct JoinLeaveKinds {
+    /// `join_leave: true` / `"clients"`: one event per entry.
+    pub clients: bool,
+    /// `join_leave: "users"`: one event per user.
+    pub users: bool,
+}
+
+impl JoinLeaveKinds {
+    /// The kinds one subscribe option asks for.
+    pub fn from_option(option: Option<JoinLeave>) -> Self {
+        JoinLeaveKinds {
+            clients: option == Some(JoinLeave::Clients),
+            users: option == Some(JoinLeave::Users),
+        }
+    }
+
+    /// Both subscriptions' kinds (a connection's overlapping subscriptions
+    /// merge per kind).
+    pub fn or(self, other: Self) -> Self {
+        JoinLeaveKinds {
+            clients: self.clients || other.clients,
+            users: self.users || other.users,
+        }
+    }
+
+    /// Whether any event is asked for.
+    pub fn any(self) -> bool {
+        self.clients || self.users
+    }
+}
 
 /// A subscription as the registry holds it: the connection's queue and the
 /// subscription options that shape delivery.
@@ -29,6 +63,8 @@ pub struct Subscriber {
     /// Set while a wildcard subscription's replay is in progress (and kept,
     /// finished, afterwards): live deliveries go through it.
     pub replay: Option<Arc<PendingReplay>>,
+    /// The presence events it asks for (`join_leave`).
+    pub join_leave: JoinLeaveKinds,
 }
 
 impl Subscriber {
@@ -38,6 +74,7 @@ impl Subscriber {
             queue,
             max_rate: None,
             replay: None,
+            join_leave: JoinLeaveKinds::default(),
         }
     }
 
@@ -52,6 +89,17 @@ impl Subscriber {
         match &self.replay {
             None => self.queue.push_delivery(frame, now, origin) == PushOutcome::Queued,
             Some(pending) => pending.deliver(&self.queue, at, frame, now, origin),
+        }
+    }
+
+    /// Delivers a `JOIN`/`LEAVE` event frame: held (in order with the
+    /// held messages) while a replay is in progress, else queued beside
+    /// the deliveries, never diverted into a lane. Returns whether it was
+    /// queued or held.
+    pub fn deliver_event(&self, frame: Bytes, now: Instant) -> bool {
+        match &self.replay {
+            None => self.queue.push_event(frame, now) == PushOutcome::Queued,
+            Some(pending) => pending.deliver_event(&self.queue, frame, now),
         }
     }
 }

@@ -35,7 +35,9 @@ use dashmap::DashMap;
 use parking_lot::{Mutex, RwLock};
 use thiserror::Error;
 use tickwire_protocol::ErrorCode;
-use tickwire_protocol::message::{Position, SubscribedInfo, encode_delivery_frame};
+use tickwire_protocol::message::{
+    Position, SubscribedInfo, encode_delivery_frame, encode_presence_event_frame,
+};
 use tickwire_protocol::topic::{Pattern, Topic};
 
 use crate::cluster::interest::Interest;
@@ -44,6 +46,7 @@ use crate::history::{StorageBudget, StorageFull, TopicMemory};
 use crate::metrics::Metrics;
 use crate::outbound::FrameOrigin;
 use crate::pattern_trie::{PatternTrie, Subscriber};
+use crate::presence::event::{PresenceChange, PresenceEvent};
 use crate::replay::{PendingReplay, ReplayAsk, ReplayBatch};
 
 mod listing;
@@ -390,6 +393,57 @@ impl TopicRegistry {
         Ok(deliveries)
     }
 
+    /// Delivers a presence transition of `topic` to this node's
+    /// subscribers that asked for it (`join_leave`, exact or wildcard):
+    /// the connection-level `JOIN`/`LEAVE` to those asking for `clients`,
+    /// the user-level one (when `event.user_changed`) to those asking for
+    /// `users`. Each frame is encoded once and shared. Returns to how many
+    /// connections an event was queued.
+    ///
+    /// Runs under the topic's mutex, like a publish, so an event takes its
+    /// place among the topic's messages in every subscriber's queue. Events
+    /// bypass lanes (never conflated, dropped or rate-limited) and are held
+    /// behind a held subscription's reply ([`crate::replay::PendingReplay`]).
+    /// The single-node store calls it from the session's task; in cluster
+    /// mode the node's subscriber task calls it for the events Redis
+    /// publishes on the topic's channel. Subscribers without `join_leave`
+    /// cost one flag check; publishes are untouched.
+    pub fn deliver_presence(&self, topic: Topic<'_>, event: &PresenceEvent) -> usize {
+        let join = event.change == PresenceChange::Join;
+        let delivered = self.with_topic(topic, |state| {
+            let subscribers = self.resolve(topic.as_str(), state);
+            let now = Instant::now();
+            let mut client_frame = None;
+            let mut user_frame = None;
+            let mut deliveries = 0;
+            for subscriber in subscribers.iter() {
+                let kinds = subscriber.join_leave;
+                if !kinds.any() {
+                    continue;
+                }
+                if kinds.clients {
+                    let frame = client_frame.get_or_insert_with(|| {
+                        encode_presence_event_frame(join, topic.as_str(), &event.entry.to_wire())
+                    });
+                    deliveries += usize::from(subscriber.deliver_event(frame.clone(), now));
+                }
+                if kinds.users && event.user_changed {
+                    let frame = user_frame.get_or_insert_with(|| {
+                        event
+                            .entry
+                            .to_user_wire()
+                            .map(|wire| encode_presence_event_frame(join, topic.as_str(), &wire))
+                    });
+                    if let Some(frame) = frame {
+                        deliveries += usize::from(subscriber.deliver_event(frame.clone(), now));
+                    }
+                }
+            }
+            deliveries
+        });
+        delivered.unwrap_or(0)
+    }
+
     /// Cluster mode: registers a subscription whose reply and replay come
     /// later, once Redis has been asked (see [`crate::cluster::catch_up`]).
     /// Live deliveries to it are held in the returned
@@ -462,6 +516,7 @@ impl TopicRegistry {
             if same {
                 kept.max_rate = kept.max_rate.zip(later.max_rate).map(|(a, b)| a.max(b));
                 kept.replay = merge_replay(kept.replay.take(), &later.replay);
+                kept.join_leave = kept.join_leave.or(later.join_leave);
             }
             same
         });

@@ -117,7 +117,8 @@ struct Held {
     at: Position,
     frame: Bytes,
     queued_at: Instant,
-    origin: FrameOrigin,
+    /// `None`: a `JOIN`/`LEAVE` event, queued as it is (no cut applies).
+    origin: Option<FrameOrigin>,
 }
 
 /// The replay of one wildcard subscribe, gathered topic by topic.
@@ -212,7 +213,7 @@ impl PendingReplay {
                     at,
                     frame,
                     queued_at,
-                    origin,
+                    origin: Some(origin),
                 });
                 return true;
             }
@@ -221,6 +222,31 @@ impl PendingReplay {
             return false;
         }
         queue.push_delivery(frame, queued_at, origin) == PushOutcome::Queued
+    }
+
+    /// Delivers a `JOIN`/`LEAVE` event frame to `queue`: held, in order
+    /// with the held live messages, while the replay is in progress (so it
+    /// never overtakes the `SUBSCRIBED` reply), else queued. Returns
+    /// whether it was queued or held.
+    pub fn deliver_event(&self, queue: &OutboundQueue, frame: Bytes, queued_at: Instant) -> bool {
+        if !self.is_done() {
+            let mut held = self.held.lock();
+            if !self.is_done() {
+                held.bytes += frame.len();
+                if held.bytes > queue.budget() {
+                    queue.overflow_held();
+                    return false;
+                }
+                held.frames.push(Held {
+                    at: Position { epoch: 0, seq: 0 },
+                    frame,
+                    queued_at,
+                    origin: None,
+                });
+                return true;
+            }
+        }
+        queue.push_event(frame, queued_at) == PushOutcome::Queued
     }
 
     /// Whether live message `at` of topic `topic_id`, arriving after the
@@ -265,15 +291,19 @@ impl PendingReplay {
         }
         let mut cuts = batch.cuts;
         for h in std::mem::take(&mut *held).frames {
-            match cuts.get(&h.origin.topic_id) {
+            let Some(origin) = h.origin else {
+                queue.push_event(h.frame, h.queued_at);
+                continue;
+            };
+            match cuts.get(&origin.topic_id) {
                 Some(cut) if h.at.epoch == cut.epoch && h.at.seq <= cut.seq => {}
                 Some(_) => {
                     // Live frames of the topic are past its cut.
-                    cuts.remove(&h.origin.topic_id);
-                    queue.push_delivery(h.frame, h.queued_at, h.origin);
+                    cuts.remove(&origin.topic_id);
+                    queue.push_delivery(h.frame, h.queued_at, origin);
                 }
                 None => {
-                    queue.push_delivery(h.frame, h.queued_at, h.origin);
+                    queue.push_delivery(h.frame, h.queued_at, origin);
                 }
             }
         }

@@ -25,7 +25,9 @@ use crate::grants::Access;
 use crate::handler::MessageHandler;
 use crate::limits::{self, Admission, PublishLimiter, PublishLimits};
 use crate::outbound::OutboundQueue;
-use crate::pattern_trie::Subscriber;
+use crate::pattern_trie::{JoinLeaveKinds, Subscriber};
+use crate::presence::Identity;
+use crate::presence_session::SessionPresence;
 use crate::registry::SubscribeRequest;
 use crate::state::BrokerState;
 use crate::tls::PeerIdentity;
@@ -56,19 +58,26 @@ pub struct Session {
     subscriptions: HashSet<Pattern>,
     publish_limiter: PublishLimiter,
     peer_identity: Option<Arc<PeerIdentity>>,
+    presence: SessionPresence,
 }
 
 impl Session {
     /// A session without subscriptions that replies through `queue`, may
     /// do what `authorized` allows until it expires, and publishes within
     /// `limits`; `peer_identity` is the client certificate's identity, if
-    /// the client presented one over TLS.
+    /// the client presented one over TLS. Its presence entries are keyed
+    /// by `client` (the `client=` it asked for, else a random id) and
+    /// `authorized`'s user; it is filed in `state`'s directory.
     pub fn new(
+        state: &BrokerState,
         queue: Arc<OutboundQueue>,
         authorized: Authorized,
         limits: PublishLimits,
         peer_identity: Option<Arc<PeerIdentity>>,
+        client: Option<Arc<str>>,
     ) -> Self {
+        let identity = Identity::new(client, authorized.user, authorized.info);
+        let presence = SessionPresence::new(state, &queue, identity);
         Session {
             queue,
             access: authorized.access,
@@ -76,7 +85,13 @@ impl Session {
             subscriptions: HashSet::new(),
             publish_limiter: PublishLimiter::new(limits, Instant::now()),
             peer_identity,
+            presence,
         }
+    }
+
+    /// The connection's presence identity (client id, user, info).
+    pub fn identity(&self) -> &Identity {
+        self.presence.identity()
     }
 
     /// When the connection's token expires (it is then closed with 4003);
@@ -123,6 +138,11 @@ impl Session {
             Ok(ClientMessage::Refresh { id, token } | ClientMessage::Auth { id, token }) => {
                 self.refresh(state, id, token)
             }
+            Ok(ClientMessage::Presence {
+                id,
+                topic,
+                counts_only,
+            }) => self.presence_request(state, id, topic, counts_only),
             Err(e) => {
                 let id = ClientMessage::request_id_hint(&frame);
                 self.error(state, id, e.error_code(), &e.to_string());
@@ -162,15 +182,29 @@ impl Session {
                 return self.error(state, Some(id), ErrorCode::InvalidOption, &message);
             }
         };
+        let plan = match self
+            .presence
+            .before_subscribe(state, &pattern, options.join_leave)
+        {
+            Ok(plan) => plan,
+            Err(e) => return self.error(state, Some(id), e.error_code(), &e.to_string()),
+        };
         let subscriber = Subscriber {
             queue: self.queue.clone(),
             max_rate: options.max_rate,
             replay: None,
+            join_leave: JoinLeaveKinds::from_option(options.join_leave),
         };
+        let client = self.presence.client_for(&plan);
         if state.backplane.is_some() {
             // `since` was checked above; the catch-up owns the request's.
-            let since = options.since;
-            return self.subscribe_in_cluster(state, id, pattern, subscriber, since, options.last);
+            let ask = catch_up::Ask {
+                pattern,
+                since: options.since,
+                last: options.last,
+            };
+            let subscribed = self.subscribe_in_cluster(state, id, ask, subscriber, client);
+            return self.presence.after_subscribe(state, plan, subscribed);
         }
         let request = SubscribeRequest {
             pattern: &pattern,
@@ -178,45 +212,76 @@ impl Session {
             since: since.as_deref(),
             last: options.last,
         };
-        let registered = state.registry.subscribe(request, |info| {
+        let registered = state.registry.subscribe(request, |mut info| {
+            info.client = client;
             self.reply(ServerMessage::Subscribed { id, info })
         });
         match registered {
             Ok(()) => {
                 self.subscriptions.insert(pattern);
+                self.presence.after_subscribe(state, plan, true);
             }
-            Err(e) => self.error(state, Some(id), e.error_code(), &e.to_string()),
+            Err(e) => {
+                self.presence.after_subscribe(state, plan, false);
+                self.error(state, Some(id), e.error_code(), &e.to_string())
+            }
+        }
+    }
+
+    /// `PRESENCE`: allowed for a topic (not a pattern) with presence that
+    /// the grants allow subscribing to; answered from a spawned task.
+    fn presence_request(&self, state: &Arc<BrokerState>, id: u64, topic: &str, counts_only: bool) {
+        let topic = match Topic::new(topic) {
+            Ok(topic) => topic,
+            Err(e) => return self.error(state, Some(id), ErrorCode::InvalidTopic, &e.to_string()),
+        };
+        let allowed = Pattern::new(topic.as_str()).is_ok_and(|p| self.access.may_subscribe(&p));
+        if !allowed {
+            return self.error(state, Some(id), ErrorCode::Forbidden, FORBIDDEN_MESSAGE);
+        }
+        if !state.registry.policy(topic.as_str()).presence {
+            let e = crate::presence::PresenceError::Disabled(topic.as_str().to_owned());
+            return self.error(state, Some(id), e.error_code(), &e.to_string());
+        }
+        if let Err((code, message)) =
+            self.presence
+                .answer(state, &self.queue, id, topic.as_str(), counts_only)
+        {
+            self.error(state, Some(id), code, &message);
         }
     }
 
     /// Cluster mode: registers the subscription held, and lets
     /// [`catch_up`] reply and replay once Redis has been asked. The reply
-    /// may therefore come after replies to later requests.
+    /// may therefore come after replies to later requests; it carries
+    /// `client` (the SUBSCRIBED info key). Returns whether the
+    /// subscription was registered.
     fn subscribe_in_cluster(
         &mut self,
         state: &Arc<BrokerState>,
         id: u64,
-        pattern: Pattern,
+        ask: catch_up::Ask,
         subscriber: Subscriber,
-        since: Option<Vec<(String, Position)>>,
-        last: bool,
-    ) {
-        let held = match state.registry.subscribe_held(&pattern, subscriber) {
+        client: Option<String>,
+    ) -> bool {
+        let held = match state.registry.subscribe_held(&ask.pattern, subscriber) {
             Ok(held) => held,
-            Err(e) => return self.error(state, Some(id), e.error_code(), &e.to_string()),
+            Err(e) => {
+                self.error(state, Some(id), e.error_code(), &e.to_string());
+                return false;
+            }
         };
-        self.subscriptions.insert(pattern.clone());
-        let ask = catch_up::Ask {
-            pattern,
-            since,
-            last,
-        };
+        self.subscriptions.insert(ask.pattern.clone());
         let queue = Arc::clone(&self.queue);
-        let reply = Box::new(move |info| {
-            let frame = ServerMessage::Subscribed { id, info }.to_frame();
-            queue.push(frame, Instant::now());
-        });
+        let reply = Box::new(
+            move |mut info: tickwire_protocol::message::SubscribedInfo| {
+                info.client = client;
+                let frame = ServerMessage::Subscribed { id, info }.to_frame();
+                queue.push(frame, Instant::now());
+            },
+        );
         catch_up::start(state, held, ask, reply);
+        true
     }
 
     fn unsubscribe(&mut self, state: &BrokerState, id: u64, pattern: &str) {
@@ -231,6 +296,7 @@ impl Session {
             return self.error(state, Some(id), ErrorCode::NotSubscribed, &message);
         }
         state.registry.unsubscribe(&pattern, self.queue.id());
+        self.presence.unsubscribed(state, &pattern);
         self.reply(ServerMessage::Unsubscribed { id });
     }
 
@@ -353,6 +419,10 @@ impl Session {
         {
             return self.error(state, Some(id), ErrorCode::Forbidden, FORBIDDEN_MESSAGE);
         }
+        if self.awaiting_auth() {
+            self.presence
+                .authenticated(authorized.user, authorized.info);
+        }
         self.access = authorized.access;
         self.valid_until = authorized.valid_until;
         let expires = self
@@ -391,10 +461,13 @@ impl MessageHandler for Session {
         self.peer_identity.as_deref()
     }
 
-    /// Removes every subscription of this session from the registry.
-    fn release(&mut self, state: &BrokerState) {
+    /// Removes every subscription of this session from the registry and
+    /// releases its presence holds: at once after a client close 1000 or a
+    /// server disconnect, else after `presence_grace`.
+    fn release(&mut self, state: &Arc<BrokerState>) {
         for pattern in self.subscriptions.drain() {
             state.registry.unsubscribe(&pattern, self.queue.id());
         }
+        self.presence.end(state, self.queue.ended_cleanly());
     }
 }

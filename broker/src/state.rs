@@ -14,7 +14,9 @@ use crate::busiest::Busiest;
 use crate::cluster::backplane::Backplane;
 use crate::cluster::target::TargetError;
 use crate::config::BrokerConfig;
+use crate::directory::Directory;
 use crate::metrics::Metrics;
+use crate::presence::{HoldLimits, PresenceHub};
 use crate::registry::{RegistryLimits, TopicRegistry};
 use crate::tls::{TlsError, TlsTerminator};
 
@@ -55,6 +57,12 @@ pub struct BrokerState {
     pub started: Instant,
     /// The busiest topics, sampled with `--dashboard` ([`crate::busiest`]).
     pub busiest: Busiest,
+    /// Presence: this node's holds and the store of entries
+    /// ([`crate::presence`]).
+    pub presence: PresenceHub,
+    /// Every live connection by client id and user, for server
+    /// disconnects ([`crate::directory`]).
+    pub directory: Directory,
     ready: AtomicBool,
     next_connection_id: AtomicU64,
 }
@@ -84,6 +92,14 @@ impl BrokerState {
         if let Some(backplane) = &backplane {
             registry = registry.with_interest(Arc::clone(&backplane.interest));
         }
+        let presence = PresenceHub::local(
+            HoldLimits {
+                per_topic: config.max_presence_per_topic,
+                entries: config.max_presence_entries,
+            },
+            config.presence_grace,
+            metrics.clone(),
+        );
         Ok(BrokerState {
             config,
             auth,
@@ -96,6 +112,8 @@ impl BrokerState {
             backplane,
             started: Instant::now(),
             busiest: Busiest::default(),
+            presence,
+            directory: Directory::default(),
             ready: AtomicBool::new(true),
             next_connection_id: AtomicU64::new(1),
         })

@@ -144,7 +144,7 @@ pub async fn write_loop<W: AsyncWrite + Unpin>(
             }
         }
         if let Some((code, reason)) = close {
-            let frame = ws::server_frame(OpCode::Close, &ws::close_body(code, reason));
+            let frame = ws::server_frame(OpCode::Close, &ws::close_body(code, &reason));
             if socket.write_all(&frame).await.is_ok() {
                 metrics.bytes_out.inc_by(frame.len() as u64);
             }

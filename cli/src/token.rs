@@ -3,7 +3,8 @@
 //!
 //! The token carries `exp` (now + `--ttl`), `iat`, optional `sub`, `aud`
 //! and `iss`, and the grants claim `{"sub": [patterns], "pub": [patterns]}`
-//! (plus `"admin": true` with `--admin`).
+//! (plus `"admin": true` with `--admin`, and `"info": VALUE` with
+//! `--info JSON`, the client info presence entries show).
 
 use crate::console::{stderrln, stdoutln};
 use std::path::PathBuf;
@@ -58,10 +59,20 @@ pub struct TokenArgs {
     /// endpoints (/v1/stats, /v1/topics) that the dashboard shows.
     #[arg(long)]
     admin: bool,
+    /// Client info shown in the holder's presence entries and join/leave
+    /// events: any JSON value, e.g. '{"name":"Alice"}' (the broker refuses
+    /// more than max_presence_info_bytes of it as MessagePack).
+    #[arg(long, value_name = "JSON", value_parser = parse_info)]
+    info: Option<Value>,
     /// Name of the claim holding the grants (the broker's
     /// --jwt-grants-claim, a top-level name).
     #[arg(long, value_name = "NAME", default_value = "tw")]
     grants_claim: String,
+}
+
+/// Parses `--info`: one JSON value.
+fn parse_info(text: &str) -> Result<Value, String> {
+    serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))
 }
 
 /// Prints the token, or explains why it cannot be made.
@@ -122,6 +133,9 @@ fn mint(args: &TokenArgs, now: SystemTime) -> anyhow::Result<String> {
     // Only when asked: a broker older than the admin grant refuses the key.
     if args.admin {
         grants["admin"] = json!(true);
+    }
+    if let Some(info) = &args.info {
+        grants["info"] = info.clone();
     }
     claims.insert(args.grants_claim.clone(), grants);
     let mut header = Header::new(Algorithm::HS256);
@@ -191,6 +205,39 @@ mod tests {
         )
         .unwrap();
         assert_eq!(data.claims["tw"]["admin"], json!(true));
+        assert_eq!(data.claims["tw"].get("info"), None);
+        let info = Cli::parse_from([
+            "t",
+            "--hmac-secret-file",
+            path,
+            "--ttl",
+            "1h",
+            "--info",
+            r#"{"name":"Alice","n":[1]}"#,
+        ]);
+        let token = mint(&info.token, SystemTime::now()).unwrap();
+        let data = jsonwebtoken::decode::<Value>(
+            &token,
+            &jsonwebtoken::DecodingKey::from_secret(b"0123456789abcdef0123456789abcdef"),
+            &jsonwebtoken::Validation::new(Algorithm::HS256),
+        )
+        .unwrap();
+        assert_eq!(
+            data.claims["tw"]["info"],
+            json!({"name": "Alice", "n": [1]})
+        );
+        assert!(
+            Cli::try_parse_from([
+                "t",
+                "--hmac-secret-file",
+                path,
+                "--ttl",
+                "1h",
+                "--info",
+                "{"
+            ])
+            .is_err()
+        );
 
         let bad = Cli::parse_from([
             "t",

@@ -353,6 +353,11 @@ impl Driver {
                 Some(PendingKind::Refresh(expires)) => self.on_refreshed(expires),
                 other => self.unexpected_reply(id, other, "REFRESHED"),
             },
+            ServerMessage::PresenceInfo { .. }
+            | ServerMessage::Join { .. }
+            | ServerMessage::Leave { .. } => {
+                tracing::debug!("ignoring a presence message this client did not ask for")
+            }
         }
     }
 

@@ -55,6 +55,13 @@ pub enum ErrorCode {
     /// Keeping this message (a requested `retain`) would exceed the broker's
     /// `max_retained_bytes`; nothing was published.
     StorageFull,
+    /// A `SUBSCRIBE` would create a presence entry beyond
+    /// `max_presence_per_topic` or the broker's `max_presence_entries`;
+    /// nothing was subscribed.
+    PresenceFull,
+    /// `PRESENCE`, or `join_leave` on an exact topic, for a topic without
+    /// presence (`presence = true` in its `[[topic]]` table).
+    PresenceDisabled,
     /// A code this version does not know (from a newer broker); treat it as
     /// a refusal of the request.
     Unknown(u16),
@@ -62,7 +69,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code this version knows, in numeric order.
-    pub const ALL: [ErrorCode; 16] = [
+    pub const ALL: [ErrorCode; 18] = [
         ErrorCode::Malformed,
         ErrorCode::UnknownMessageType,
         ErrorCode::InvalidTopic,
@@ -79,6 +86,8 @@ impl ErrorCode {
         ErrorCode::Unauthorized,
         ErrorCode::RateLimited,
         ErrorCode::StorageFull,
+        ErrorCode::PresenceFull,
+        ErrorCode::PresenceDisabled,
     ];
 
     /// The number sent on the wire.
@@ -100,6 +109,8 @@ impl ErrorCode {
             ErrorCode::Unauthorized => 14,
             ErrorCode::RateLimited => 15,
             ErrorCode::StorageFull => 16,
+            ErrorCode::PresenceFull => 17,
+            ErrorCode::PresenceDisabled => 18,
             ErrorCode::Unknown(n) => n,
         }
     }
@@ -131,6 +142,8 @@ impl ErrorCode {
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::StorageFull => "storage_full",
+            ErrorCode::PresenceFull => "presence_full",
+            ErrorCode::PresenceDisabled => "presence_disabled",
             ErrorCode::Unknown(_) => "unknown",
         }
     }
@@ -175,6 +188,22 @@ pub enum CloseCode {
     PublishFlood = 4005,
     /// A message was started but not completed within `message_timeout`.
     MessageTimeout = 4006,
+    /// The server closed the connection on request of its operator (the
+    /// HTTP disconnect API); clients should not reconnect on their own.
+    /// Operators may also choose a code of their own in 4100-4999
+    /// ([`APPLICATION_CLOSE_CODES`]).
+    DisconnectedByServer = 4007,
+}
+
+/// The close codes an operator may choose for a server-side disconnect
+/// besides [`CloseCode::DisconnectedByServer`]: 4100-4499 ask clients to
+/// reconnect, 4500-4999 ask them not to.
+pub const APPLICATION_CLOSE_CODES: std::ops::RangeInclusive<u16> = 4100..=4999;
+
+/// Whether a client that was closed with `code` by a server-side disconnect
+/// should stay away: 4007 and 4500-4999 (4100-4499 invite a reconnect).
+pub const fn is_final_disconnect(code: u16) -> bool {
+    matches!(code, 4007 | 4500..=4999)
 }
 
 impl CloseCode {
@@ -184,7 +213,7 @@ impl CloseCode {
     }
 
     /// Every code the broker sends, in numeric order.
-    pub const ALL: [CloseCode; 13] = [
+    pub const ALL: [CloseCode; 14] = [
         CloseCode::Normal,
         CloseCode::GoingAway,
         CloseCode::ProtocolError,
@@ -198,6 +227,7 @@ impl CloseCode {
         CloseCode::AuthenticationRequired,
         CloseCode::PublishFlood,
         CloseCode::MessageTimeout,
+        CloseCode::DisconnectedByServer,
     ];
 
     /// The code for a wire number, if it is one of [`CloseCode::ALL`].
@@ -221,6 +251,7 @@ impl CloseCode {
             CloseCode::AuthenticationRequired => "authentication required",
             CloseCode::PublishFlood => "publish flood: rate limit exceeded for too long",
             CloseCode::MessageTimeout => "message not completed within message_timeout",
+            CloseCode::DisconnectedByServer => "disconnected by the server",
         }
     }
 }
@@ -257,6 +288,22 @@ mod tests {
             assert_eq!(CloseCode::from_u16(code.as_u16()), Some(code));
         }
         assert_eq!(CloseCode::from_u16(1005), None);
+        assert_eq!(
+            CloseCode::from_u16(4007),
+            Some(CloseCode::DisconnectedByServer)
+        );
+        assert!(APPLICATION_CLOSE_CODES.contains(&4100));
+        assert!(!APPLICATION_CLOSE_CODES.contains(&4007));
+        for (code, is_final) in [
+            (4007, true),
+            (4100, false),
+            (4499, false),
+            (4500, true),
+            (4999, true),
+            (4001, false),
+        ] {
+            assert_eq!(is_final_disconnect(code), is_final, "{code}");
+        }
     }
 
     #[test]

@@ -220,6 +220,15 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// Reads one value of any type (checked as [`Reader::skip_value`] does)
+    /// and returns its byte range within the buffer, so the caller can keep
+    /// it as raw MessagePack without copying.
+    pub fn read_value_range(&mut self) -> Result<std::ops::Range<usize>, MsgpackError> {
+        let start = self.pos;
+        self.skip_value()?;
+        Ok(start..self.pos)
+    }
+
     /// Skips one value of any type, however nested (up to [`MAX_SKIP_DEPTH`]).
     pub fn skip_value(&mut self) -> Result<(), MsgpackError> {
         let mut pending: usize = 1;

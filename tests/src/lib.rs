@@ -58,6 +58,7 @@ pub fn history_policy(pattern: &str, messages: usize) -> TopicPolicy {
         retain: false,
         slow_consumer: SlowConsumerPolicy::Disconnect,
         client_retain: None,
+        presence: false,
     }
 }
 
@@ -241,6 +242,31 @@ pub enum Received {
         /// When the connection expires (Unix seconds), if it does.
         expires: Option<u64>,
     },
+    /// `PRESENCE_INFO`.
+    Presence {
+        /// Request id.
+        id: u64,
+        /// `clients`.
+        clients: u64,
+        /// `users`.
+        users: u64,
+        /// `entries`; `None` for counts only.
+        entries: Option<Vec<SeenEntry>>,
+    },
+    /// `JOIN`.
+    Join {
+        /// The topic.
+        topic: String,
+        /// Who joined (no `client` in user-level events).
+        entry: SeenEntry,
+    },
+    /// `LEAVE`.
+    Leave {
+        /// The topic.
+        topic: String,
+        /// Who left (no `client` in user-level events).
+        entry: SeenEntry,
+    },
     /// A WebSocket ping from the broker.
     Ping,
     /// The broker's close frame.
@@ -252,6 +278,27 @@ pub enum Received {
     },
     /// The TCP connection ended without a close frame.
     Eof,
+}
+
+/// A presence entry as a raw client received it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct SeenEntry {
+    /// `client`.
+    pub client: Option<String>,
+    /// `user`.
+    pub user: Option<String>,
+    /// `info`, raw MessagePack.
+    pub info: Option<Vec<u8>>,
+}
+
+impl SeenEntry {
+    fn from_wire(entry: &tickwire_protocol::message::PresenceEntry<'_>) -> Self {
+        SeenEntry {
+            client: entry.client.map(str::to_owned),
+            user: entry.user.map(str::to_owned),
+            info: entry.info.as_ref().map(|i| i.to_vec()),
+        }
+    }
 }
 
 /// A stream a raw client speaks over: plain TCP or TLS.
@@ -651,6 +698,22 @@ fn to_received(item: Incoming) -> Received {
                     message: message.to_owned(),
                 },
                 ServerMessage::Refreshed { id, expires } => Received::Refreshed { id, expires },
+                ServerMessage::PresenceInfo { id, info } => Received::Presence {
+                    id,
+                    clients: info.clients,
+                    users: info.users,
+                    entries: info
+                        .entries
+                        .map(|entries| entries.iter().map(SeenEntry::from_wire).collect()),
+                },
+                ServerMessage::Join { topic, entry } => Received::Join {
+                    topic: topic.to_owned(),
+                    entry: SeenEntry::from_wire(&entry),
+                },
+                ServerMessage::Leave { topic, entry } => Received::Leave {
+                    topic: topic.to_owned(),
+                    entry: SeenEntry::from_wire(&entry),
+                },
             }
         }
         Incoming::Ping(_) => Received::Ping,

@@ -319,6 +319,7 @@ async fn sub_since_resumes_after_the_given_position() {
             retain: false,
             slow_consumer: SlowConsumerPolicy::Disconnect,
             client_retain: None,
+            presence: false,
         }]
     })
     .await;

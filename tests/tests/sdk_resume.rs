@@ -24,6 +24,7 @@ fn with_history(c: &mut BrokerConfig) {
         retain: false,
         slow_consumer: SlowConsumerPolicy::Disconnect,
         client_retain: None,
+        presence: false,
     }];
 }
 

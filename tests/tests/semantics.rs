@@ -20,6 +20,7 @@ fn policy(pattern: &str, history: usize, slow_consumer: SlowConsumerPolicy) -> T
         retain: false,
         slow_consumer,
         client_retain: None,
+        presence: false,
     }
 }
 

@@ -73,12 +73,20 @@ pub enum Rendered {
     /// The `error` event of a `sub` the broker refused after the request
     /// was accepted (e.g. `too_many_topics`).
     Error(Value),
+    /// A `JOIN` (`join`: true) or `LEAVE` of a `sub` with `join_leave`:
+    /// `{"topic", "client"?, "user"?, "info"?}` ([`render::presence_json`]).
+    Presence {
+        /// Join or leave.
+        join: bool,
+        /// The event's JSON.
+        event: Value,
+    },
     /// The session is closed; nothing follows.
     Close {
         /// The close code.
         code: u16,
         /// Its reason.
-        reason: &'static str,
+        reason: std::borrow::Cow<'static, str>,
     },
 }
 
@@ -125,11 +133,21 @@ impl Feed {
         let (queue, outbound) =
             OutboundQueue::new(id, state.config.outbound_queue_bytes, state.metrics.clone());
         let limits = PublishLimits::from_config(&state.config);
-        let mut session = Session::new(queue.clone(), authorized, limits, identity);
+        let mut session = Session::new(
+            state,
+            queue.clone(),
+            authorized,
+            limits,
+            identity,
+            query.client.clone(),
+        );
         for (n, pattern) in query.subs.iter().enumerate() {
             let mut options = SubscribeOptions::default().last(query.last);
             if let Some(rate) = query.max_rate {
                 options = options.max_rate(rate);
+            }
+            if let Some(kind) = query.join_leave {
+                options = options.join_leave(kind);
             }
             if let Some(since) = &query.cursor {
                 options = options.since(since.clone());
@@ -249,6 +267,14 @@ impl Feed {
                 }
                 Some(Rendered::Subscribed(event))
             }
+            ServerMessage::Join { topic, entry } => Some(Rendered::Presence {
+                join: true,
+                event: render::presence_json(topic, &entry),
+            }),
+            ServerMessage::Leave { topic, entry } => Some(Rendered::Presence {
+                join: false,
+                event: render::presence_json(topic, &entry),
+            }),
             ServerMessage::Error { id, code, message } => Some(Rendered::Error(json!({
                 "code": code.name(),
                 "message": message,
@@ -264,7 +290,7 @@ impl Feed {
     }
 
     /// Removes the session's subscriptions from the registry.
-    pub fn release(&mut self, state: &BrokerState) {
+    pub fn release(&mut self, state: &Arc<BrokerState>) {
         self.queue.abandon();
         self.session.release(state);
         tracing::debug!(

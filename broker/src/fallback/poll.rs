@@ -134,6 +134,12 @@ impl Batch {
                 event["type"] = json!("error");
                 event
             }
+            Rendered::Presence { join, mut event } => {
+                event["type"] = json!(if join { "join" } else { "leave" });
+                // Its place among the answer's messages.
+                event["after"] = json!(self.messages.len());
+                event
+            }
             Rendered::Close { code, reason } => {
                 self.closed = true;
                 json!({ "type": "close", "code": code, "reason": reason })

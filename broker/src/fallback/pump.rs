@@ -23,7 +23,7 @@ pub enum Item {
         /// shutdown, …).
         code: u16,
         /// Its reason text.
-        reason: &'static str,
+        reason: std::borrow::Cow<'static, str>,
     },
 }
 
@@ -166,7 +166,7 @@ mod tests {
             pump.next().await,
             Some(Item::Close {
                 code: 4001,
-                reason: CloseCode::SlowConsumer.reason()
+                reason: CloseCode::SlowConsumer.reason().into()
             })
         );
         assert_eq!(pump.try_next(), None);

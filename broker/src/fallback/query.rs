@@ -6,11 +6,12 @@ use std::borrow::Cow;
 use std::time::Duration;
 
 use percent_encoding::percent_decode_str;
-use tickwire_protocol::message::Position;
+use tickwire_protocol::message::{JoinLeave, Position};
 use tickwire_protocol::topic::Pattern;
 
 use super::cursor;
 use super::render::PayloadMode;
+use crate::presence::identity::parse_client_id;
 
 /// Which endpoint a query is for: `timeout` and `session` belong to the
 /// poll only.
@@ -50,6 +51,12 @@ pub struct Query {
     pub timeout: Duration,
     /// `session` (poll).
     pub session: Option<SessionId>,
+    /// `client`: the client id of the session's presence entries; `None`:
+    /// a random one.
+    pub client: Option<std::sync::Arc<str>>,
+    /// `join_leave` (`true`/`clients`, `users`, `false`): presence events
+    /// on every `sub`.
+    pub join_leave: Option<JoinLeave>,
 }
 
 /// Why a query was refused.
@@ -92,6 +99,8 @@ pub fn parse(
         token: None,
         timeout: DEFAULT_POLL_TIMEOUT,
         session: None,
+        client: None,
+        join_leave: None,
     };
     let mut seen: Vec<String> = Vec::new();
     for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
@@ -139,6 +148,17 @@ pub fn parse(
             ("cursor", _) => q.cursor = Some(cursor::decode(&value).map_err(|e| bad(&e))?),
             ("token", _) if value.is_empty() => return Err(bad("empty")),
             ("token", _) => q.token = Some(value.into_owned()),
+            ("client", _) => {
+                q.client = Some(parse_client_id(&value).map_err(|e| bad(&e.to_string()))?)
+            }
+            ("join_leave", _) => {
+                q.join_leave = match &*value {
+                    "1" | "true" | "clients" => Some(JoinLeave::Clients),
+                    "users" => Some(JoinLeave::Users),
+                    "0" | "false" => None,
+                    _ => return Err(bad("expected true, clients, users or false")),
+                }
+            }
             ("timeout", Endpoint::Poll) => {
                 let secs = value
                     .parse::<u64>()
@@ -209,6 +229,17 @@ mod tests {
         assert_eq!(q.token.as_deref(), Some("a.b.c"));
         assert_eq!(q.timeout, Duration::ZERO);
         assert_eq!(q.session, Some(42));
+        let p = ok("sub=a&client=tab-1_x&join_leave=users", Endpoint::Sse);
+        assert_eq!(p.client.as_deref(), Some("tab-1_x"));
+        assert_eq!(p.join_leave, Some(JoinLeave::Users));
+        assert_eq!(
+            ok("sub=a&join_leave=true", Endpoint::Poll).join_leave,
+            Some(JoinLeave::Clients)
+        );
+        assert_eq!(
+            ok("sub=a&join_leave=false", Endpoint::Poll).join_leave,
+            None
+        );
         let d = ok("sub=a", Endpoint::Sse);
         assert_eq!(
             (d.last, d.payload, d.timeout),
@@ -225,6 +256,9 @@ mod tests {
         assert!(option_error("sub=a&last=1&last=1", Endpoint::Sse).contains("more than once"));
         assert!(option_error("sub=a&max_rate=0", Endpoint::Sse).contains("max_rate"));
         assert!(option_error("sub=a&payload=json", Endpoint::Sse).contains("payload"));
+        assert!(option_error("sub=a&client=a.b", Endpoint::Sse).contains("client"));
+        assert!(option_error("sub=a&client=", Endpoint::Poll).contains("client"));
+        assert!(option_error("sub=a&join_leave=all", Endpoint::Sse).contains("join_leave"));
         assert!(option_error("sub=a&cursor=%21", Endpoint::Sse).contains("cursor"));
         assert!(option_error("sub=a&timeout=1", Endpoint::Sse).contains("timeout"));
         assert!(option_error("sub=a&session=00", Endpoint::Sse).contains("session"));

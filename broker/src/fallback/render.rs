@@ -10,7 +10,7 @@
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde_json::{Map, Number, Value, json};
-use tickwire_protocol::message::{Delivery, Position};
+use tickwire_protocol::message::{Delivery, Position, PresenceEntry};
 
 /// How a client wants payloads rendered (`payload=`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -207,6 +207,28 @@ pub fn delivery_json(delivery: &Delivery<'_>, mode: PayloadMode) -> String {
     )
 }
 
+/// The JSON of a `join` or `leave` event: `{"topic", "client", "user"?,
+/// "info"?}` (no `client` in user-level events); the client info as JSON
+/// when it converts (as payloads do with `payload=auto`), else as
+/// `info_base64`.
+pub fn presence_json(topic: &str, entry: &PresenceEntry<'_>) -> Value {
+    let mut event = Map::new();
+    event.insert("topic".into(), Value::from(topic));
+    if let Some(client) = entry.client {
+        event.insert("client".into(), Value::from(client));
+    }
+    if let Some(user) = entry.user {
+        event.insert("user".into(), Value::from(user));
+    }
+    if let Some(info) = &entry.info {
+        match msgpack_to_json(info) {
+            Some(value) => event.insert("info".into(), value),
+            None => event.insert("info_base64".into(), Value::from(STANDARD.encode(info))),
+        };
+    }
+    Value::Object(event)
+}
+
 /// The `missed` map of a `subscribed` event: topic → `["EPOCH", "SEQ"]`
 /// (strings: u64 does not fit a JSON number).
 pub fn missed_json(missed: &[(String, Position)]) -> Value {
@@ -316,5 +338,35 @@ mod tests {
     fn missed_positions_are_strings() {
         let missed = vec![("t".to_owned(), Position { epoch: 7, seq: 3 })];
         assert_eq!(missed_json(&missed), json!({"t": ["7", "3"]}));
+    }
+
+    #[test]
+    fn presence_events_render_as_documented() {
+        let entry = PresenceEntry {
+            client: Some("c1"),
+            user: Some("alice"),
+            info: Some(Bytes::from_static(b"\x81\xa4name\xa5Alice")),
+        };
+        assert_eq!(
+            presence_json("room.1", &entry).to_string(),
+            r#"{"client":"c1","info":{"name":"Alice"},"topic":"room.1","user":"alice"}"#
+        );
+        let user_level = PresenceEntry {
+            client: None,
+            user: Some("alice"),
+            info: Some(Bytes::from_static(b"\xc4\x01\x07")),
+        };
+        assert_eq!(
+            presence_json("room.1", &user_level).to_string(),
+            r#"{"info_base64":"xAEH","topic":"room.1","user":"alice"}"#
+        );
+        let anonymous = PresenceEntry {
+            client: Some("c2"),
+            ..PresenceEntry::default()
+        };
+        assert_eq!(
+            presence_json("room.1", &anonymous),
+            json!({"topic": "room.1", "client": "c2"})
+        );
     }
 }

@@ -67,6 +67,10 @@ fn write_event(out: &mut String, rendered: &Rendered, cursor: impl FnOnce() -> S
         }
         Rendered::Subscribed(json) => write!(out, "event: subscribed\ndata: {json}\n\n"),
         Rendered::Error(json) => write!(out, "event: error\ndata: {json}\n\n"),
+        Rendered::Presence { join, event } => {
+            let name = if *join { "join" } else { "leave" };
+            write!(out, "event: {name}\ndata: {event}\n\n")
+        }
         Rendered::Close { code, reason } => write!(
             out,
             "event: close\ndata: {}\n\n",
@@ -244,7 +248,7 @@ mod tests {
             &mut out,
             &Rendered::Close {
                 code: 4001,
-                reason: "slow consumer",
+                reason: "slow consumer".into(),
             },
             String::new,
         );

@@ -30,6 +30,7 @@ fn history_policy(pattern: &str, messages: usize) -> TopicPolicy {
         retain: false,
         slow_consumer: SlowConsumerPolicy::Disconnect,
         client_retain: None,
+        presence: false,
     }
 }
 

@@ -265,8 +265,10 @@ impl FakeConn {
                             payload,
                         },
                         ClientMessage::Ping { id } => Req::Ping { id },
-                        ClientMessage::Refresh { .. } | ClientMessage::Auth { .. } => {
-                            panic!("the SDK sends no REFRESH or AUTH")
+                        ClientMessage::Refresh { .. }
+                        | ClientMessage::Auth { .. }
+                        | ClientMessage::Presence { .. } => {
+                            panic!("the SDK sends no REFRESH, AUTH or PRESENCE here")
                         }
                     });
                 }

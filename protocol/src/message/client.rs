@@ -4,7 +4,9 @@ use bytes::Bytes;
 
 use crate::msgpack::{self, Reader};
 
-use super::options::{SubscribeOptions, read_publish_options, read_subscribe_options};
+use super::options::{
+    SubscribeOptions, read_presence_options, read_publish_options, read_subscribe_options,
+};
 use super::{DecodeError, MessageType, expect_fields, read_envelope};
 
 /// A message a client sends to the broker, borrowing from the frame.
@@ -55,6 +57,15 @@ pub enum ClientMessage<'a> {
         id: u64,
         /// The bearer token (a JWT) authenticating the connection.
         token: &'a str,
+    },
+    /// `[7, id, topic, options?]`
+    Presence {
+        /// Request id echoed in the `PRESENCE_INFO` reply.
+        id: u64,
+        /// Topic (not yet validated; a pattern is refused).
+        topic: &'a str,
+        /// Option `counts`: only the counts, no entries.
+        counts_only: bool,
     },
 }
 
@@ -125,6 +136,21 @@ impl<'a> ClientMessage<'a> {
                     token: r.read_str()?,
                 }
             }
+            Some(MessageType::Presence) => {
+                expect_fields(kind, len, &[3, 4], "3 or 4")?;
+                let id = r.read_u64()?;
+                let topic = r.read_str()?;
+                let counts_only = if len == 4 {
+                    read_presence_options(&mut r)?
+                } else {
+                    false
+                };
+                ClientMessage::Presence {
+                    id,
+                    topic,
+                    counts_only,
+                }
+            }
             _ => return Err(DecodeError::UnknownType(kind)),
         };
         r.finish()?;
@@ -143,6 +169,7 @@ impl<'a> ClientMessage<'a> {
             | MessageType::Ping
             | MessageType::Refresh
             | MessageType::Auth
+            | MessageType::Presence
                 if len >= 2 =>
             {
                 r.read_u64().ok()
@@ -206,6 +233,21 @@ impl<'a> ClientMessage<'a> {
                 msgpack::write_u64(out, kind as u64);
                 msgpack::write_u64(out, *id);
                 msgpack::write_str(out, token);
+            }
+            ClientMessage::Presence {
+                id,
+                topic,
+                counts_only,
+            } => {
+                msgpack::write_array_len(out, if *counts_only { 4 } else { 3 });
+                msgpack::write_u64(out, MessageType::Presence as u64);
+                msgpack::write_u64(out, *id);
+                msgpack::write_str(out, topic);
+                if *counts_only {
+                    msgpack::write_map_len(out, 1);
+                    msgpack::write_str(out, "counts");
+                    msgpack::write_bool(out, true);
+                }
             }
         }
     }

@@ -13,12 +13,15 @@
 //! * `server.rs`: what the broker sends ([`ServerMessage`]) and the
 //!   encode-once delivery frame ([`encode_delivery_frame`]);
 //! * `options.rs`: positions and subscribe options ([`Position`],
-//!   [`SubscribeOptions`]).
+//!   [`SubscribeOptions`], [`JoinLeave`]);
+//! * `presence.rs`: the presence answer and entries ([`PresenceInfo`],
+//!   [`PresenceEntry`]) of `PRESENCE_INFO`, `JOIN` and `LEAVE`.
 //!
 //! [`Bytes`]: bytes::Bytes
 
 mod client;
 mod options;
+mod presence;
 mod server;
 
 use thiserror::Error;
@@ -27,8 +30,11 @@ use crate::codes::ErrorCode;
 use crate::msgpack::{MsgpackError, Reader};
 
 pub use client::ClientMessage;
-pub use options::{MAX_SINCE_ENTRIES, Position, SubscribeOptions};
-pub use server::{Delivery, ServerMessage, SubscribedInfo, encode_delivery_frame};
+pub use options::{JoinLeave, MAX_SINCE_ENTRIES, Position, SubscribeOptions};
+pub use presence::{MAX_PRESENCE_ENTRIES, PresenceEntry, PresenceInfo};
+pub use server::{
+    Delivery, ServerMessage, SubscribedInfo, encode_delivery_frame, encode_presence_event_frame,
+};
 
 /// The first element of every message array.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +52,8 @@ pub enum MessageType {
     Refresh = 5,
     /// Client → broker: authenticate a connection opened without a token.
     Auth = 6,
+    /// Client → broker: ask for a topic's presence (entries or counts).
+    Presence = 7,
     /// Broker → client: a subscribe succeeded.
     Subscribed = 11,
     /// Broker → client: an unsubscribe succeeded.
@@ -61,6 +69,12 @@ pub enum MessageType {
     Message = 16,
     /// Broker → client: a refresh succeeded.
     Refreshed = 17,
+    /// Broker → client: answer to `Presence`.
+    PresenceInfo = 18,
+    /// Broker → client: a presence entry (or a user) joined a topic.
+    Join = 19,
+    /// Broker → client: a presence entry (or a user) left a topic.
+    Leave = 20,
 }
 
 impl MessageType {
@@ -73,6 +87,7 @@ impl MessageType {
             4 => MessageType::Ping,
             5 => MessageType::Refresh,
             6 => MessageType::Auth,
+            7 => MessageType::Presence,
             11 => MessageType::Subscribed,
             12 => MessageType::Unsubscribed,
             13 => MessageType::Published,
@@ -80,6 +95,9 @@ impl MessageType {
             15 => MessageType::Error,
             16 => MessageType::Message,
             17 => MessageType::Refreshed,
+            18 => MessageType::PresenceInfo,
+            19 => MessageType::Join,
+            20 => MessageType::Leave,
             _ => return None,
         })
     }

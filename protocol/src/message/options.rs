@@ -21,6 +21,29 @@ pub struct Position {
 /// Most entries a `since` map may hold.
 pub const MAX_SINCE_ENTRIES: usize = 65_536;
 
+/// The `join_leave` subscribe option: which presence events the
+/// subscription receives (`JOIN`/`LEAVE`, in order with the topic's
+/// messages).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum JoinLeave {
+    /// `true` or `"clients"`: one event per entry (client instance).
+    Clients,
+    /// `"users"`: one event per user, when its first entry on the topic
+    /// joins and when its last one leaves; anonymous entries make none.
+    Users,
+}
+
+impl JoinLeave {
+    /// The option's wire value (a string; `true` decodes as
+    /// [`JoinLeave::Clients`] too).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            JoinLeave::Clients => "clients",
+            JoinLeave::Users => "users",
+        }
+    }
+}
+
 /// Options of a subscribe request (the map in `[1, id, pattern, options]`).
 /// An unknown key, or a value of the wrong type, is refused with
 /// [`ErrorCode::InvalidOption`](crate::ErrorCode::InvalidOption) rather than silently ignored.
@@ -36,6 +59,9 @@ pub struct SubscribeOptions {
     /// `max_rate`: at most this many messages per second per topic, always
     /// the latest (conflated).
     pub max_rate: Option<u32>,
+    /// `join_leave`: receive the topic's (or, for a pattern, every matching
+    /// presence topic's) `JOIN`/`LEAVE` events; `None` is `false`.
+    pub join_leave: Option<JoinLeave>,
 }
 
 impl SubscribeOptions {
@@ -57,10 +83,17 @@ impl SubscribeOptions {
         self
     }
 
+    /// Options with `join_leave` set.
+    pub fn join_leave(mut self, kind: JoinLeave) -> Self {
+        self.join_leave = Some(kind);
+        self
+    }
+
     pub(crate) fn encode(&self, out: &mut Vec<u8>) {
         let len = usize::from(self.since.is_some())
             + usize::from(self.last)
-            + usize::from(self.max_rate.is_some());
+            + usize::from(self.max_rate.is_some())
+            + usize::from(self.join_leave.is_some());
         msgpack::write_map_len(out, len);
         if let Some(since) = &self.since {
             msgpack::write_str(out, "since");
@@ -77,6 +110,10 @@ impl SubscribeOptions {
         if let Some(rate) = self.max_rate {
             msgpack::write_str(out, "max_rate");
             msgpack::write_u64(out, u64::from(rate));
+        }
+        if let Some(kind) = self.join_leave {
+            msgpack::write_str(out, "join_leave");
+            msgpack::write_str(out, kind.as_str());
         }
     }
 }
@@ -155,7 +192,7 @@ pub(crate) fn read_subscribe_options(r: &mut Reader<'_>) -> Result<SubscribeOpti
     for _ in 0..pairs {
         let key = r.read_str()?;
         let invalid = |_| DecodeError::InvalidOption(key.to_owned());
-        seen.first(key, &["since", "last", "max_rate"])?;
+        seen.first(key, &["since", "last", "max_rate", "join_leave"])?;
         match key {
             "since" => options.since = Some(read_positions(r, MAX_SINCE_ENTRIES).map_err(invalid)?),
             "last" => options.last = r.read_bool().map_err(invalid)?,
@@ -167,10 +204,50 @@ pub(crate) fn read_subscribe_options(r: &mut Reader<'_>) -> Result<SubscribeOpti
                     .ok_or_else(|| DecodeError::InvalidOption(key.to_owned()))?;
                 options.max_rate = Some(rate);
             }
+            "join_leave" => options.join_leave = read_join_leave(r).map_err(invalid)?,
             _ => return Err(DecodeError::InvalidOption(key.to_owned())),
         }
     }
     Ok(options)
+}
+
+/// `join_leave`: `true`/`"clients"`, `"users"`, or `false` (none).
+fn read_join_leave(r: &mut Reader<'_>) -> Result<Option<JoinLeave>, MsgpackError> {
+    const BOOLEANS: [u8; 2] = [0xc2, 0xc3];
+    if BOOLEANS.contains(&r.peek()?) {
+        return Ok(r.read_bool()?.then_some(JoinLeave::Clients));
+    }
+    match r.read_str()? {
+        "clients" => Ok(Some(JoinLeave::Clients)),
+        "users" => Ok(Some(JoinLeave::Users)),
+        _ => Err(MsgpackError::UnexpectedType {
+            expected: "true, false, \"clients\" or \"users\"",
+            marker: 0xa0,
+        }),
+    }
+}
+
+/// Options of a `PRESENCE` request: `counts` (bool). Returns whether only
+/// counts are asked for.
+pub(crate) fn read_presence_options(r: &mut Reader<'_>) -> Result<bool, DecodeError> {
+    let mut counts = false;
+    if r.read_nil()? {
+        return Ok(counts);
+    }
+    let mut seen = SeenKeys::default();
+    for _ in 0..r.read_map_len()? {
+        let key = r.read_str()?;
+        seen.first(key, &["counts"])?;
+        match key {
+            "counts" => {
+                counts = r
+                    .read_bool()
+                    .map_err(|_| DecodeError::InvalidOption(key.to_owned()))?
+            }
+            _ => return Err(DecodeError::InvalidOption(key.to_owned())),
+        }
+    }
+    Ok(counts)
 }
 
 pub(crate) fn read_publish_options(r: &mut Reader<'_>) -> Result<bool, DecodeError> {

@@ -8,6 +8,7 @@ use crate::msgpack::{self, MsgpackError, Reader};
 use crate::ws;
 
 use super::options::{Position, read_positions, write_positions};
+use super::presence::{PresenceEntry, PresenceInfo};
 use super::{DecodeError, MessageType, expect_fields, read_envelope};
 
 /// One delivered message, as the broker sends it to every subscriber.
@@ -53,6 +54,9 @@ pub struct SubscribedInfo {
     /// `missed`: topics that could not be resumed, with their current
     /// position, so the application can reload their state.
     pub missed: Vec<(String, Position)>,
+    /// `client`: the connection's client id, on an exact-topic subscription
+    /// of a topic with presence (the key of its presence entry).
+    pub client: Option<String>,
 }
 
 impl SubscribedInfo {
@@ -60,7 +64,8 @@ impl SubscribedInfo {
         let len = usize::from(self.epoch.is_some())
             + usize::from(self.seq.is_some())
             + usize::from(self.recovered.is_some())
-            + usize::from(!self.missed.is_empty());
+            + usize::from(!self.missed.is_empty())
+            + usize::from(self.client.is_some());
         msgpack::write_map_len(out, len);
         if let Some(epoch) = self.epoch {
             msgpack::write_str(out, "epoch");
@@ -82,6 +87,10 @@ impl SubscribedInfo {
                 self.missed.len(),
             );
         }
+        if let Some(client) = &self.client {
+            msgpack::write_str(out, "client");
+            msgpack::write_str(out, client);
+        }
     }
 
     fn decode(r: &mut Reader<'_>) -> Result<Self, MsgpackError> {
@@ -92,6 +101,7 @@ impl SubscribedInfo {
                 "seq" => info.seq = Some(r.read_u64()?),
                 "recovered" => info.recovered = Some(r.read_bool()?),
                 "missed" => info.missed = read_positions(r, usize::MAX)?,
+                "client" => info.client = Some(r.read_str()?.to_owned()),
                 _ => r.skip_value()?,
             }
         }
@@ -146,6 +156,28 @@ pub enum ServerMessage<'a> {
         id: u64,
         /// `exp` of the info map; `None` when nothing expires.
         expires: Option<u64>,
+    },
+    /// `[18, id, info]`: the answer to `PRESENCE`.
+    PresenceInfo {
+        /// The presence request's id.
+        id: u64,
+        /// Counts and, unless only counts were asked for, the entries.
+        info: PresenceInfo<'a>,
+    },
+    /// `[19, topic, entry]`: an entry (or, in a user-level event, a user)
+    /// joined `topic`. Not numbered, not kept in history.
+    Join {
+        /// The topic with presence.
+        topic: &'a str,
+        /// Who joined; `client` is `None` in user-level events.
+        entry: PresenceEntry<'a>,
+    },
+    /// `[20, topic, entry]`: an entry (or a user) left `topic`.
+    Leave {
+        /// The topic with presence.
+        topic: &'a str,
+        /// Who left; `client` is `None` in user-level events.
+        entry: PresenceEntry<'a>,
     },
 }
 
@@ -221,6 +253,22 @@ impl<'a> ServerMessage<'a> {
                 }
                 ServerMessage::Refreshed { id, expires }
             }
+            Some(MessageType::PresenceInfo) => {
+                expect_fields(kind, len, &[3], "3")?;
+                let id = r.read_u64()?;
+                let info = PresenceInfo::decode(&mut r, frame)?;
+                ServerMessage::PresenceInfo { id, info }
+            }
+            Some(kind_type @ (MessageType::Join | MessageType::Leave)) => {
+                expect_fields(kind, len, &[3], "3")?;
+                let topic = r.read_str()?;
+                let entry = PresenceEntry::decode(&mut r, frame)?;
+                if kind_type == MessageType::Join {
+                    ServerMessage::Join { topic, entry }
+                } else {
+                    ServerMessage::Leave { topic, entry }
+                }
+            }
             _ => return Err(DecodeError::UnknownType(kind)),
         };
         r.finish()?;
@@ -275,6 +323,19 @@ impl<'a> ServerMessage<'a> {
                     msgpack::write_u64(out, *exp);
                 }
             }
+            ServerMessage::PresenceInfo { id, info } => {
+                msgpack::write_array_len(out, 3);
+                msgpack::write_u64(out, MessageType::PresenceInfo as u64);
+                msgpack::write_u64(out, *id);
+                info.encode(out);
+            }
+            ServerMessage::Join { topic, entry } | ServerMessage::Leave { topic, entry } => {
+                let kind = match self {
+                    ServerMessage::Join { .. } => MessageType::Join,
+                    _ => MessageType::Leave,
+                };
+                write_presence_event_body(out, kind, topic, entry);
+            }
         }
     }
 
@@ -285,6 +346,36 @@ impl<'a> ServerMessage<'a> {
         self.encode(&mut body);
         ws::binary_frame(&body)
     }
+}
+
+fn write_presence_event_body(
+    out: &mut Vec<u8>,
+    kind: MessageType,
+    topic: &str,
+    entry: &PresenceEntry<'_>,
+) {
+    msgpack::write_array_len(out, 3);
+    msgpack::write_u64(out, kind as u64);
+    msgpack::write_str(out, topic);
+    entry.encode(out);
+}
+
+/// Encodes a `JOIN` (`join`: true) or `LEAVE` event as one complete,
+/// unmasked binary WebSocket frame in a single allocation of exactly the
+/// right size, shared by every subscriber that asked for it (like
+/// [`encode_delivery_frame`]).
+pub fn encode_presence_event_frame(join: bool, topic: &str, entry: &PresenceEntry<'_>) -> Bytes {
+    let kind = if join {
+        MessageType::Join
+    } else {
+        MessageType::Leave
+    };
+    let body_len = 1 + 1 + msgpack::str_header_len(topic.len()) + topic.len() + entry.encoded_len();
+    let mut out = Vec::with_capacity(ws::server_header_len(body_len) + body_len);
+    ws::write_server_header(&mut out, ws::OpCode::Binary, body_len);
+    write_presence_event_body(&mut out, kind, topic, entry);
+    debug_assert_eq!(out.capacity(), out.len());
+    Bytes::from(out)
 }
 
 fn write_delivery_body(out: &mut Vec<u8>, topic: &str, at: Position, time_us: u64, payload: &[u8]) {

@@ -67,6 +67,7 @@ fn server_messages_round_trip() {
             seq: Some(1 << 33),
             recovered: Some(false),
             missed: vec![("a.b".into(), Position { epoch: 3, seq: 9 })],
+            client: None,
         },
     });
     round_trip_server(ServerMessage::Unsubscribed { id: 2 });
@@ -242,4 +243,259 @@ fn an_option_given_twice_is_refused() {
     }
     let once = Bytes::from_static(b"\x95\x03\x01\xa1a\xc4\x02hi\x81\xa6retain\xc3");
     assert!(ClientMessage::decode(&once).is_ok());
+}
+
+#[test]
+fn presence_messages_round_trip() {
+    round_trip_client(ClientMessage::Presence {
+        id: 8,
+        topic: "room.1",
+        counts_only: false,
+    });
+    round_trip_client(ClientMessage::Presence {
+        id: 9,
+        topic: "room.1",
+        counts_only: true,
+    });
+    round_trip_client(ClientMessage::Subscribe {
+        id: 1,
+        pattern: "room.1",
+        options: SubscribeOptions::default().join_leave(JoinLeave::Users),
+    });
+    let alice = PresenceEntry {
+        client: Some("c1"),
+        user: Some("alice"),
+        info: Some(Bytes::from_static(b"\x81\xa4name\xa5Alice")),
+    };
+    let anonymous = PresenceEntry {
+        client: Some("c2"),
+        user: None,
+        info: None,
+    };
+    round_trip_server(ServerMessage::PresenceInfo {
+        id: 8,
+        info: PresenceInfo {
+            clients: 2,
+            users: 1,
+            entries: Some(vec![alice.clone(), anonymous.clone()]),
+        },
+    });
+    round_trip_server(ServerMessage::PresenceInfo {
+        id: 9,
+        info: PresenceInfo {
+            clients: 2,
+            users: 1,
+            entries: None,
+        },
+    });
+    round_trip_server(ServerMessage::Join {
+        topic: "room.1",
+        entry: alice.clone(),
+    });
+    round_trip_server(ServerMessage::Leave {
+        topic: "room.1",
+        entry: anonymous,
+    });
+    round_trip_server(ServerMessage::Leave {
+        topic: "room.1",
+        entry: PresenceEntry {
+            client: None,
+            user: Some("alice"),
+            info: None,
+        },
+    });
+    let mut info = SubscribedInfo::default();
+    info.epoch = Some(1);
+    info.seq = Some(0);
+    info.client = Some("c1".into());
+    round_trip_server(ServerMessage::Subscribed { id: 1, info });
+}
+
+#[test]
+fn presence_event_frame_matches_the_message_encoding() {
+    let entries = [
+        PresenceEntry {
+            client: Some("c1"),
+            user: Some("alice"),
+            info: Some(Bytes::from_static(b"\x81\xa4name\xa5Alice")),
+        },
+        PresenceEntry {
+            client: Some(&"x".repeat(64)),
+            user: None,
+            info: Some(Bytes::from(
+                vec![0xc4, 200]
+                    .into_iter()
+                    .chain([7; 200])
+                    .collect::<Vec<_>>(),
+            )),
+        },
+    ];
+    for entry in entries {
+        for join in [true, false] {
+            let frame = encode_presence_event_frame(join, "room.1", &entry);
+            let header = ws::FrameHeader::parse(&frame, ws::Role::Client)
+                .unwrap()
+                .unwrap();
+            let body = frame.slice(header.header_len..);
+            let expected = if join {
+                ServerMessage::Join {
+                    topic: "room.1",
+                    entry: entry.clone(),
+                }
+            } else {
+                ServerMessage::Leave {
+                    topic: "room.1",
+                    entry: entry.clone(),
+                }
+            };
+            assert_eq!(ServerMessage::decode(&body).unwrap(), expected);
+            assert_eq!(body.len(), entry.encoded_len() + 1 + 1 + 1 + "room.1".len());
+        }
+    }
+}
+
+#[test]
+fn presence_hex_examples() {
+    // These bytes appear in docs/protocol.md; keep both in step.
+    let mut out = Vec::new();
+    ClientMessage::Presence {
+        id: 4,
+        topic: "room.1",
+        counts_only: true,
+    }
+    .encode(&mut out);
+    assert_eq!(out, b"\x94\x07\x04\xa6room.1\x81\xa6counts\xc3");
+
+    let mut out = Vec::new();
+    ServerMessage::Join {
+        topic: "room.1",
+        entry: PresenceEntry {
+            client: Some("c1"),
+            user: Some("alice"),
+            info: None,
+        },
+    }
+    .encode(&mut out);
+    assert_eq!(
+        out,
+        b"\x93\x13\xa6room.1\x82\xa6client\xa2c1\xa4user\xa5alice"
+    );
+}
+
+#[test]
+fn join_leave_option_values() {
+    let decode = |bytes: &'static [u8]| {
+        let frame = Bytes::from_static(bytes);
+        match ClientMessage::decode(&frame) {
+            Ok(ClientMessage::Subscribe { options, .. }) => Ok(options.join_leave),
+            Ok(other) => panic!("unexpected {other:?}"),
+            Err(e) => Err(e.error_code()),
+        }
+    };
+    assert_eq!(
+        decode(b"\x94\x01\x01\xa1a\x81\xaajoin_leave\xc3"),
+        Ok(Some(JoinLeave::Clients))
+    );
+    assert_eq!(decode(b"\x94\x01\x01\xa1a\x81\xaajoin_leave\xc2"), Ok(None));
+    assert_eq!(
+        decode(b"\x94\x01\x01\xa1a\x81\xaajoin_leave\xa7clients"),
+        Ok(Some(JoinLeave::Clients))
+    );
+    assert_eq!(
+        decode(b"\x94\x01\x01\xa1a\x81\xaajoin_leave\xa5users"),
+        Ok(Some(JoinLeave::Users))
+    );
+    for bad in [
+        &b"\x94\x01\x01\xa1a\x81\xaajoin_leave\xa4user"[..],
+        b"\x94\x01\x01\xa1a\x81\xaajoin_leave\x01",
+        b"\x94\x01\x01\xa1a\x81\xaajoin_leave\xc0",
+        b"\x94\x01\x01\xa1a\x82\xaajoin_leave\xc3\xaajoin_leave\xc2",
+    ] {
+        let frame = Bytes::copy_from_slice(bad);
+        let err = ClientMessage::decode(&frame).unwrap_err();
+        assert_eq!(err.error_code(), ErrorCode::InvalidOption, "{bad:x?}");
+    }
+}
+
+#[test]
+fn malformed_presence_frames_are_errors() {
+    let cases: &[(&[u8], ErrorCode)] = &[
+        (b"\x92\x07\x01", ErrorCode::Malformed),
+        (b"\x93\x07\x01\x05", ErrorCode::Malformed),
+        (b"\x95\x07\x01\xa1a\x80\x80", ErrorCode::Malformed),
+        (
+            b"\x94\x07\x01\xa1a\x81\xa6counts\x01",
+            ErrorCode::InvalidOption,
+        ),
+        (
+            b"\x94\x07\x01\xa1a\x81\xa5limit\x01",
+            ErrorCode::InvalidOption,
+        ),
+        (
+            b"\x94\x07\x01\xa1a\x82\xa6counts\xc3\xa6counts\xc3",
+            ErrorCode::InvalidOption,
+        ),
+        (b"\x94\x07\x01\xa1a\x05", ErrorCode::Malformed),
+    ];
+    for (bytes, code) in cases {
+        let frame = Bytes::from_static(bytes);
+        let err = ClientMessage::decode(&frame).unwrap_err();
+        assert_eq!(err.error_code(), *code, "{bytes:x?}: {err}");
+    }
+    assert_eq!(
+        ClientMessage::request_id_hint(b"\x94\x07\x0c\x05"),
+        Some(12)
+    );
+    let ok = Bytes::from_static(b"\x94\x07\x01\xa1a\xc0");
+    assert!(matches!(
+        ClientMessage::decode(&ok),
+        Ok(ClientMessage::Presence {
+            counts_only: false,
+            ..
+        })
+    ));
+    // Broker side: wrong shapes, truncations, hostile counts.
+    let server_cases: &[&[u8]] = &[
+        b"\x92\x13\xa1a",
+        b"\x93\x13\xa1a\x05",
+        b"\x93\x13\xa1a\x81\xa6client\x05",
+        b"\x93\x12\x01\x81\xa7entries\xdd\xff\xff\xff\xff",
+        b"\x93\x12\x01\x81\xa7entries\x91\x81\xa4info",
+        b"\x93\x14\xa1a\x81\xa4info\xc1",
+    ];
+    for bytes in server_cases {
+        let frame = Bytes::from_static(bytes);
+        assert!(ServerMessage::decode(&frame).is_err(), "{bytes:x?}");
+    }
+    let mut out = Vec::new();
+    ServerMessage::PresenceInfo {
+        id: 1,
+        info: PresenceInfo {
+            clients: 1,
+            users: 1,
+            entries: Some(vec![PresenceEntry {
+                client: Some("c"),
+                user: Some("u"),
+                info: Some(Bytes::from_static(b"\x92\x01\x02")),
+            }]),
+        },
+    }
+    .encode(&mut out);
+    for cut in 0..out.len() {
+        let frame = Bytes::copy_from_slice(&out[..cut]);
+        assert!(ServerMessage::decode(&frame).is_err(), "cut at {cut}");
+    }
+}
+
+#[test]
+fn unknown_keys_in_presence_maps_are_skipped() {
+    let frame = Bytes::from_static(
+        b"\x93\x12\x01\x84\xa7clients\x01\xa5users\x00\xa3new\x91\x01\xa7entries\x91\x82\xa6client\xa1c\xa3new\xc3",
+    );
+    let ServerMessage::PresenceInfo { info, .. } = ServerMessage::decode(&frame).unwrap() else {
+        panic!("not a presence answer");
+    };
+    assert_eq!((info.clients, info.users), (1, 0));
+    let entries = info.entries.unwrap();
+    assert_eq!(entries[0].client, Some("c"));
 }
