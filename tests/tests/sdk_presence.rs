@@ -1,0 +1,238 @@
+//! Presence through the Rust SDK against the real broker: `presence` and
+//! `presence_stats`, join/leave events queued in order with the messages,
+//! and a client id that survives a reconnect, so that within the grace
+//! period the client stays one entry and nobody sees it leave and join.
+//!
+//! The SDK's refusal to reconnect after close 4007 or 4500-4999 is tested
+//! against a scripted broker (client-sdk/tests/reconnect.rs), since nothing
+//! in a single broker closes one connection with a chosen code without the
+//! server API's `POST /v1/disconnect`.
+//!
+//! Every wait is bounded by [`WAIT`]; nothing sleeps for correctness: "no
+//! event happened" is checked by making a later message happen and reading
+//! the events queued before it.
+
+use std::time::Duration;
+
+use tickwire_broker::config::{BrokerConfig, TopicPolicy};
+use tickwire_client::{
+    Client, ConnectionState, Error, ErrorCode, JoinLeave, Member, Message, PresenceChange,
+    ReconnectPolicy, SubscribeOptions, Subscription, SubscriptionEvent,
+};
+use tickwire_e2e::sdk::{recv, wait_state};
+use tickwire_e2e::{Relay, TestBroker, WAIT};
+use tickwire_protocol::topic::Pattern;
+
+/// A grace period no test waits out.
+const LONG_GRACE: Duration = Duration::from_secs(600);
+
+fn with_presence(c: &mut BrokerConfig) {
+    c.topic_policies = vec![TopicPolicy {
+        pattern: Pattern::new("room.>").expect("valid pattern"),
+        presence: true,
+        ..TopicPolicy::fallback()
+    }];
+    c.presence_grace = LONG_GRACE;
+}
+
+/// A client with id `id` that reconnects quickly.
+async fn client(url: &str, id: &str) -> Client {
+    Client::builder(url)
+        .client_id(id)
+        .reconnect(
+            ReconnectPolicy::default()
+                .with_initial(Duration::from_millis(10))
+                .with_max(Duration::from_millis(50)),
+        )
+        .connect()
+        .await
+        .expect("connect")
+}
+
+/// The next message, and the join/leave events queued before it.
+async fn message_with_changes(sub: &mut Subscription) -> (Message, Vec<SubscriptionEvent>) {
+    let msg = recv(sub).await;
+    let mut changes = Vec::new();
+    while let Some(event) = sub.next_event() {
+        if matches!(
+            event,
+            SubscriptionEvent::Join(_) | SubscriptionEvent::Leave(_)
+        ) {
+            changes.push(event);
+        }
+    }
+    (msg, changes)
+}
+
+fn change(topic: &str, client: &str) -> PresenceChange {
+    PresenceChange {
+        topic: topic.to_owned(),
+        client: Some(client.to_owned()),
+        user: None,
+        info: None,
+    }
+}
+
+fn clients(members: &[Member]) -> Vec<&str> {
+    let mut ids: Vec<&str> = members.iter().map(|m| m.client.as_str()).collect();
+    ids.sort_unstable();
+    ids
+}
+
+#[tokio::test]
+async fn presence_lists_and_counts_the_subscribed_clients() {
+    let broker = TestBroker::start(with_presence).await;
+    let url = broker.ws_url();
+    let alice = client(&url, "alice-tab").await;
+    let bob = client(&url, "bob-tab").await;
+    let _a = alice.subscribe("room.1").await.expect("subscribe");
+    let _b = bob.subscribe("room.1").await.expect("subscribe");
+    // A wildcard subscription never makes a client present.
+    let _w = bob.subscribe("room.*").await.expect("subscribe");
+
+    let room = alice.presence("room.1").await.expect("presence");
+    assert_eq!((room.clients, room.users), (2, 0));
+    assert_eq!(clients(&room.members), ["alice-tab", "bob-tab"]);
+    assert!(room.members.iter().all(|m| m.user.is_none()));
+    let stats = bob.presence_stats("room.1").await.expect("stats");
+    assert_eq!((stats.clients, stats.users), (2, 0));
+    let empty = bob.presence_stats("room.2").await.expect("stats");
+    assert_eq!((empty.clients, empty.users), (0, 0));
+
+    // Refusals: a topic without presence, a pattern.
+    match alice.presence("lobby").await {
+        Err(Error::Broker { code, .. }) => assert_eq!(code, ErrorCode::PresenceDisabled),
+        other => panic!("expected presence_disabled, got {other:?}"),
+    }
+    assert!(matches!(
+        alice.presence("room.*").await,
+        Err(Error::InvalidTopic { .. })
+    ));
+    match alice
+        .subscribe_with("lobby", SubscribeOptions::new().join_leave(JoinLeave::Clients))
+        .await
+    {
+        Err(Error::Broker { code, .. }) => assert_eq!(code, ErrorCode::PresenceDisabled),
+        other => panic!("expected presence_disabled, got {other:?}"),
+    }
+    for c in [alice, bob] {
+        c.close().await.expect("close");
+    }
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn joins_and_leaves_arrive_in_order_with_the_messages() {
+    let broker = TestBroker::start(with_presence).await;
+    let url = broker.ws_url();
+    let watcher = client(&url, "watcher").await;
+    let mut exact = watcher
+        .subscribe_with(
+            "room.1",
+            SubscribeOptions::new().join_leave(JoinLeave::Clients),
+        )
+        .await
+        .expect("subscribe");
+    let mut wild = watcher
+        .subscribe_with(
+            "room.*",
+            SubscribeOptions::new().join_leave(JoinLeave::Clients),
+        )
+        .await
+        .expect("subscribe");
+
+    let guest = client(&url, "guest").await;
+    let seat = guest.subscribe("room.1").await.expect("subscribe");
+    guest.publish_acked("room.1", &"hello").await.expect("publish");
+    // Leaving (UNSUBSCRIBE) releases at once, before the next publish.
+    drop(seat);
+    guest.publish_acked("room.1", &"bye").await.expect("publish");
+
+    // The SDK queues an event before every message that follows it: once a
+    // message is received, the events that preceded it are in the queue
+    // (the queue may already hold later ones too).
+    let own = |e: &SubscriptionEvent| {
+        matches!(e, SubscriptionEvent::Join(c) if c.client.as_deref() == Some("watcher"))
+    };
+    for sub in [&mut exact, &mut wild] {
+        let (hello, mut seen) = message_with_changes(sub).await;
+        assert_eq!(hello.decode::<String>().expect("decode"), "hello");
+        seen.retain(|e| !own(e));
+        assert_eq!(
+            seen.first(),
+            Some(&SubscriptionEvent::Join(change("room.1", "guest"))),
+            "{}",
+            sub.pattern()
+        );
+        let (bye, later) = message_with_changes(sub).await;
+        assert_eq!(bye.decode::<String>().expect("decode"), "bye");
+        seen.extend(later);
+        assert_eq!(
+            seen,
+            [
+                SubscriptionEvent::Join(change("room.1", "guest")),
+                SubscriptionEvent::Leave(change("room.1", "guest"))
+            ],
+            "{}",
+            sub.pattern()
+        );
+    }
+    for c in [watcher, guest] {
+        c.close().await.expect("close");
+    }
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn a_reconnect_within_the_grace_period_is_the_same_entry_and_makes_no_events() {
+    let broker = TestBroker::start(with_presence).await;
+    let relay = Relay::start(broker.addr).await;
+    let watcher = client(&broker.ws_url(), "watcher").await;
+    let mut events = watcher
+        .subscribe_with(
+            "room.1",
+            SubscribeOptions::new().join_leave(JoinLeave::Clients),
+        )
+        .await
+        .expect("subscribe");
+    let guest = client(&relay.ws_url(), "guest").await;
+    let seat = guest.subscribe("room.1").await.expect("subscribe");
+    guest.publish_acked("room.1", &1).await.expect("publish");
+    let (_, before) = message_with_changes(&mut events).await;
+    assert!(before.contains(&SubscriptionEvent::Join(change("room.1", "guest"))));
+
+    // The network drops the guest's connection; the client reconnects with
+    // the same id and renews its subscription.
+    relay.cut();
+    wait_state(&guest, "reconnecting", |s| {
+        matches!(s, ConnectionState::Reconnecting { .. })
+    })
+    .await;
+    relay.restore();
+    wait_state(&guest, "connected", ConnectionState::is_connected).await;
+    tokio::time::timeout(WAIT, async {
+        let mut confirmations = 0;
+        while confirmations < 2 {
+            match seat.event().await {
+                Some(SubscriptionEvent::Subscribed { .. }) => confirmations += 1,
+                Some(_) => {}
+                None => panic!("the guest's subscription ended"),
+            }
+        }
+    })
+    .await
+    .expect("the guest's subscription is renewed");
+
+    guest.publish_acked("room.1", &2).await.expect("publish");
+    let (msg, before) = message_with_changes(&mut events).await;
+    assert_eq!(msg.decode::<u8>().expect("decode"), 2);
+    assert_eq!(before, [], "no leave and no join within the grace period");
+    let room = watcher.presence("room.1").await.expect("presence");
+    assert_eq!(clients(&room.members), ["guest", "watcher"]);
+    assert_eq!(room.clients, 2);
+    drop(seat);
+    for c in [watcher, guest] {
+        c.close().await.expect("close");
+    }
+    broker.stop().await;
+}
