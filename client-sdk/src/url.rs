@@ -121,7 +121,11 @@ impl BrokerUrl {
     /// The URL with `name=value` added to its query (`value` must need no
     /// escaping, as a client id).
     pub fn with_query(mut self, name: &str, value: &str) -> Self {
-        let sep = if self.resource.contains('?') { '&' } else { '?' };
+        let sep = if self.resource.contains('?') {
+            '&'
+        } else {
+            '?'
+        };
         self.resource = format!("{}{sep}{name}={value}", self.resource);
         self
     }
@@ -204,7 +208,9 @@ mod tests {
             "/ws?client=c1"
         );
         assert_eq!(
-            ok("ws://localhost/a?x=1").with_query("client", "c1").resource,
+            ok("ws://localhost/a?x=1")
+                .with_query("client", "c1")
+                .resource,
             "/a?x=1&client=c1"
         );
         assert_eq!(ok("ws://my_host.local:1").port, 1);

@@ -109,7 +109,10 @@ async fn presence_lists_and_counts_the_subscribed_clients() {
         Err(Error::InvalidTopic { .. })
     ));
     match alice
-        .subscribe_with("lobby", SubscribeOptions::new().join_leave(JoinLeave::Clients))
+        .subscribe_with(
+            "lobby",
+            SubscribeOptions::new().join_leave(JoinLeave::Clients),
+        )
         .await
     {
         Err(Error::Broker { code, .. }) => assert_eq!(code, ErrorCode::PresenceDisabled),
@@ -143,17 +146,21 @@ async fn joins_and_leaves_arrive_in_order_with_the_messages() {
 
     let guest = client(&url, "guest").await;
     let seat = guest.subscribe("room.1").await.expect("subscribe");
-    guest.publish_acked("room.1", &"hello").await.expect("publish");
+    guest
+        .publish_acked("room.1", &"hello")
+        .await
+        .expect("publish");
     // Leaving (UNSUBSCRIBE) releases at once, before the next publish.
     drop(seat);
-    guest.publish_acked("room.1", &"bye").await.expect("publish");
+    guest
+        .publish_acked("room.1", &"bye")
+        .await
+        .expect("publish");
 
     // The SDK queues an event before every message that follows it: once a
     // message is received, the events that preceded it are in the queue
     // (the queue may already hold later ones too).
-    let own = |e: &SubscriptionEvent| {
-        matches!(e, SubscriptionEvent::Join(c) if c.client.as_deref() == Some("watcher"))
-    };
+    let own = |e: &SubscriptionEvent| matches!(e, SubscriptionEvent::Join(c) if c.client.as_deref() == Some("watcher"));
     for sub in [&mut exact, &mut wild] {
         let (hello, mut seen) = message_with_changes(sub).await;
         assert_eq!(hello.decode::<String>().expect("decode"), "hello");

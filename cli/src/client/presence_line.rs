@@ -15,10 +15,10 @@ use super::output::Format;
 /// (`json`: a JSON object; anything else: the text line).
 pub fn render_change(format: Format, join: bool, change: &PresenceChange, out: &mut Vec<u8>) {
     let event = if join { "join" } else { "leave" };
-    let info = change.info.as_ref().map(|bytes| {
-        rmp_serde::from_slice::<Value>(bytes)
-            .map_err(|_| BASE64.encode(bytes))
-    });
+    let info = change
+        .info
+        .as_ref()
+        .map(|bytes| rmp_serde::from_slice::<Value>(bytes).map_err(|_| BASE64.encode(bytes)));
     if format == Format::Json {
         let mut line = Map::new();
         line.insert("event".into(), event.into());
