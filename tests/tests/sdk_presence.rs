@@ -49,6 +49,25 @@ async fn client(url: &str, id: &str) -> Client {
         .expect("connect")
 }
 
+/// Closes the clients, then stops the broker.
+async fn finish(broker: TestBroker, clients: [Client; 2]) {
+    for c in clients {
+        c.close().await.expect("close");
+    }
+    broker.stop().await;
+}
+
+/// Subscribes `client` to `pattern` with connection-level join/leave events.
+async fn watch(client: &Client, pattern: &str) -> Subscription {
+    client
+        .subscribe_with(
+            pattern,
+            SubscribeOptions::new().join_leave(JoinLeave::Clients),
+        )
+        .await
+        .expect("subscribe")
+}
+
 /// The next message, and the join/leave events queued before it.
 async fn message_with_changes(sub: &mut Subscription) -> (Message, Vec<SubscriptionEvent>) {
     let msg = recv(sub).await;
@@ -118,10 +137,7 @@ async fn presence_lists_and_counts_the_subscribed_clients() {
         Err(Error::Broker { code, .. }) => assert_eq!(code, ErrorCode::PresenceDisabled),
         other => panic!("expected presence_disabled, got {other:?}"),
     }
-    for c in [alice, bob] {
-        c.close().await.expect("close");
-    }
-    broker.stop().await;
+    finish(broker, [alice, bob]).await;
 }
 
 #[tokio::test]
@@ -129,20 +145,8 @@ async fn joins_and_leaves_arrive_in_order_with_the_messages() {
     let broker = TestBroker::start(with_presence).await;
     let url = broker.ws_url();
     let watcher = client(&url, "watcher").await;
-    let mut exact = watcher
-        .subscribe_with(
-            "room.1",
-            SubscribeOptions::new().join_leave(JoinLeave::Clients),
-        )
-        .await
-        .expect("subscribe");
-    let mut wild = watcher
-        .subscribe_with(
-            "room.*",
-            SubscribeOptions::new().join_leave(JoinLeave::Clients),
-        )
-        .await
-        .expect("subscribe");
+    let mut exact = watch(&watcher, "room.1").await;
+    let mut wild = watch(&watcher, "room.*").await;
 
     let guest = client(&url, "guest").await;
     let seat = guest.subscribe("room.1").await.expect("subscribe");
@@ -184,10 +188,7 @@ async fn joins_and_leaves_arrive_in_order_with_the_messages() {
             sub.pattern()
         );
     }
-    for c in [watcher, guest] {
-        c.close().await.expect("close");
-    }
-    broker.stop().await;
+    finish(broker, [watcher, guest]).await;
 }
 
 #[tokio::test]
@@ -195,13 +196,7 @@ async fn a_reconnect_within_the_grace_period_is_the_same_entry_and_makes_no_even
     let broker = TestBroker::start(with_presence).await;
     let relay = Relay::start(broker.addr).await;
     let watcher = client(&broker.ws_url(), "watcher").await;
-    let mut events = watcher
-        .subscribe_with(
-            "room.1",
-            SubscribeOptions::new().join_leave(JoinLeave::Clients),
-        )
-        .await
-        .expect("subscribe");
+    let mut events = watch(&watcher, "room.1").await;
     let guest = client(&relay.ws_url(), "guest").await;
     let seat = guest.subscribe("room.1").await.expect("subscribe");
     guest.publish_acked("room.1", &1).await.expect("publish");
@@ -238,8 +233,5 @@ async fn a_reconnect_within_the_grace_period_is_the_same_entry_and_makes_no_even
     assert_eq!(clients(&room.members), ["guest", "watcher"]);
     assert_eq!(room.clients, 2);
     drop(seat);
-    for c in [watcher, guest] {
-        c.close().await.expect("close");
-    }
-    broker.stop().await;
+    finish(broker, [watcher, guest]).await;
 }
