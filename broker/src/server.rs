@@ -193,6 +193,13 @@ impl Broker {
         self.state.metrics.clone()
     }
 
+    /// The broker's shared state (registry, presence, directory), for
+    /// embedders and tests that act on the broker from inside, as the
+    /// server API does.
+    pub fn state(&self) -> Arc<BrokerState> {
+        Arc::clone(&self.state)
+    }
+
     /// Accepts connections until shutdown, then drains them.
     pub async fn run(self) {
         let Broker {

@@ -17,7 +17,7 @@ mod common;
 use arbitrary::{Arbitrary, Unstructured};
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use tickwire_protocol::message::MAX_SINCE_ENTRIES;
+use tickwire_protocol::message::{JoinLeave, MAX_SINCE_ENTRIES};
 use tickwire_protocol::{ClientMessage, SubscribeOptions};
 
 use common::{encoded, positions};
@@ -58,6 +58,7 @@ fn frame(data: &[u8]) {
         ClientMessage::Refresh { id, token } | ClientMessage::Auth { id, token } => {
             (Some(*id), vec![*token], 0)
         }
+        ClientMessage::Presence { id, topic, .. } => (Some(*id), vec![*topic], 0),
     };
     assert_eq!(hint, id, "request_id_hint disagrees with decode");
     let text_len: usize = texts.iter().map(|t| t.len()).sum();
@@ -78,6 +79,8 @@ enum Spec {
         since: Option<Vec<(String, u64, u64)>>,
         last: bool,
         max_rate: Option<u32>,
+        /// `Some(true)`: `clients`, `Some(false)`: `users`.
+        join_leave: Option<bool>,
     },
     Unsubscribe {
         id: u64,
@@ -100,6 +103,11 @@ enum Spec {
         id: u64,
         token: String,
     },
+    Presence {
+        id: u64,
+        topic: String,
+        counts_only: bool,
+    },
 }
 
 fn round_trip(spec: &Spec) {
@@ -110,6 +118,7 @@ fn round_trip(spec: &Spec) {
             since,
             last,
             max_rate,
+            join_leave,
         } => {
             let mut options = SubscribeOptions::default().last(*last);
             if let Some(since) = since {
@@ -118,6 +127,13 @@ fn round_trip(spec: &Spec) {
             // 0 is not a rate: the decoder refuses it (invalid_option).
             if let Some(rate) = max_rate.filter(|r| *r > 0) {
                 options = options.max_rate(rate);
+            }
+            if let Some(clients) = join_leave {
+                options = options.join_leave(if *clients {
+                    JoinLeave::Clients
+                } else {
+                    JoinLeave::Users
+                });
             }
             ClientMessage::Subscribe {
                 id: *id,
@@ -140,6 +156,15 @@ fn round_trip(spec: &Spec) {
         Spec::Ping { id } => ClientMessage::Ping { id: *id },
         Spec::Refresh { id, token } => ClientMessage::Refresh { id: *id, token },
         Spec::Auth { id, token } => ClientMessage::Auth { id: *id, token },
+        Spec::Presence {
+            id,
+            topic,
+            counts_only,
+        } => ClientMessage::Presence {
+            id: *id,
+            topic,
+            counts_only: *counts_only,
+        },
     };
     let encoded = encode(&msg);
     assert_eq!(ClientMessage::decode(&encoded), Ok(msg));

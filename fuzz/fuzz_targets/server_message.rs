@@ -18,7 +18,10 @@ mod common;
 use arbitrary::{Arbitrary, Unstructured};
 use bytes::{Bytes, BytesMut};
 use libfuzzer_sys::fuzz_target;
-use tickwire_protocol::message::{Position, SubscribedInfo, encode_delivery_frame};
+use tickwire_protocol::message::{
+    Position, PresenceEntry, PresenceInfo, SubscribedInfo, encode_delivery_frame,
+    encode_presence_event_frame,
+};
 use tickwire_protocol::ws::{FrameDecoder, Incoming, MessageKind, Role};
 use tickwire_protocol::{Delivery, ErrorCode, ServerMessage};
 
@@ -43,7 +46,36 @@ fn longest_field(msg: &ServerMessage<'_>) -> usize {
         }
         ServerMessage::Error { message, .. } => message.len(),
         ServerMessage::Message(d) => d.topic.len() + d.payload.len(),
+        ServerMessage::Join { topic, entry } | ServerMessage::Leave { topic, entry } => {
+            topic.len() + entry_len(entry)
+        }
+        ServerMessage::PresenceInfo { info, .. } => info
+            .entries
+            .iter()
+            .flatten()
+            .map(entry_len)
+            .max()
+            .unwrap_or(0),
         _ => 0,
+    }
+}
+
+fn entry_len(entry: &PresenceEntry<'_>) -> usize {
+    entry.client.map_or(0, str::len)
+        + entry.user.map_or(0, str::len)
+        + entry.info.as_ref().map_or(0, |i| i.len())
+}
+
+/// An entry map from owned parts; `info` is a MessagePack uint.
+fn entry<'a>(
+    client: &'a Option<String>,
+    user: &'a Option<String>,
+    info: Option<u64>,
+) -> PresenceEntry<'a> {
+    PresenceEntry {
+        client: client.as_deref(),
+        user: user.as_deref(),
+        info: info.map(|n| encoded(|out| tickwire_protocol::msgpack::write_u64(out, n))),
     }
 }
 
@@ -72,6 +104,7 @@ enum Spec {
         seq: Option<u64>,
         recovered: Option<bool>,
         missed: Vec<(String, u64, u64)>,
+        client: Option<String>,
     },
     Unsubscribed {
         id: u64,
@@ -99,6 +132,19 @@ enum Spec {
         id: u64,
         expires: Option<u64>,
     },
+    PresenceInfo {
+        id: u64,
+        clients: u64,
+        users: u64,
+        entries: Option<Vec<(Option<String>, Option<String>, Option<u64>)>>,
+    },
+    Event {
+        join: bool,
+        topic: String,
+        client: Option<String>,
+        user: Option<String>,
+        info: Option<u64>,
+    },
 }
 
 fn round_trip(spec: &Spec) {
@@ -109,12 +155,14 @@ fn round_trip(spec: &Spec) {
             seq,
             recovered,
             missed,
+            client,
         } => {
             let mut info = SubscribedInfo::default();
             info.epoch = *epoch;
             info.seq = *seq;
             info.recovered = *recovered;
             info.missed = positions(missed);
+            info.client = client.clone();
             ServerMessage::Subscribed { id: *id, info }
         }
         Spec::Unsubscribed { id } => ServerMessage::Unsubscribed { id: *id },
@@ -161,6 +209,50 @@ fn round_trip(spec: &Spec) {
             id: *id,
             expires: *expires,
         },
+        Spec::PresenceInfo {
+            id,
+            clients,
+            users,
+            entries,
+        } => ServerMessage::PresenceInfo {
+            id: *id,
+            info: PresenceInfo {
+                clients: *clients,
+                users: *users,
+                entries: entries.as_ref().map(|entries| {
+                    entries
+                        .iter()
+                        .map(|(client, user, info)| entry(client, user, *info))
+                        .collect()
+                }),
+            },
+        },
+        Spec::Event {
+            join,
+            topic,
+            client,
+            user,
+            info,
+        } => {
+            let entry = entry(client, user, *info);
+            let msg = if *join {
+                ServerMessage::Join {
+                    topic,
+                    entry: entry.clone(),
+                }
+            } else {
+                ServerMessage::Leave {
+                    topic,
+                    entry: entry.clone(),
+                }
+            };
+            assert_eq!(
+                encode_presence_event_frame(*join, topic, &entry),
+                msg.to_frame(),
+                "the encode-once event frame differs from JOIN/LEAVE's frame"
+            );
+            msg
+        }
     };
     let encoded = encode(&msg);
     assert_eq!(ServerMessage::decode(&encoded).as_ref(), Ok(&msg));

@@ -574,3 +574,97 @@ fn delivery_semantics_examples() {
         "93 0b 02 84 a5 65 70 6f 63 68 09 a3 73 65 71 28 a9 72 65 63 6f 76 65 72 65 64 c2 a6 6d 69 73 73 65 64 81 a6 69 6f 74 2e 73 31 92 09 28",
     );
 }
+
+#[test]
+fn presence_examples() {
+    use tickwire_protocol::message::{JoinLeave, PresenceEntry, PresenceInfo, SubscribedInfo};
+
+    check(
+        "PRESENCE",
+        &client(&ClientMessage::Presence {
+            id: 5,
+            topic: "room.1",
+            counts_only: false,
+        }),
+        "93 07 05 a6 72 6f 6f 6d 2e 31",
+    );
+    check(
+        "PRESENCE counts",
+        &client(&ClientMessage::Presence {
+            id: 4,
+            topic: "room.1",
+            counts_only: true,
+        }),
+        "94 07 04 a6 72 6f 6f 6d 2e 31 81 a6 63 6f 75 6e 74 73 c3",
+    );
+    check(
+        "SUBSCRIBE join_leave",
+        &client(&ClientMessage::Subscribe {
+            id: 6,
+            pattern: "room.1",
+            options: SubscribeOptions::default().join_leave(JoinLeave::Clients),
+        }),
+        "94 01 06 a6 72 6f 6f 6d 2e 31 81 aa 6a 6f 69 6e 5f 6c 65 61 76 65 a7 63 6c 69 65 6e 74 73",
+    );
+    let mut info = SubscribedInfo::default();
+    info.epoch = Some(9);
+    info.seq = Some(0);
+    info.client = Some("c1".to_owned());
+    check(
+        "SUBSCRIBED client",
+        &server(&ServerMessage::Subscribed { id: 6, info }),
+        "93 0b 06 83 a5 65 70 6f 63 68 09 a3 73 65 71 00 a6 63 6c 69 65 6e 74 a2 63 31",
+    );
+    let alice = PresenceEntry {
+        client: Some("c1"),
+        user: Some("alice"),
+        info: None,
+    };
+    check(
+        "PRESENCE_INFO",
+        &server(&ServerMessage::PresenceInfo {
+            id: 5,
+            info: PresenceInfo {
+                clients: 1,
+                users: 1,
+                entries: Some(vec![alice.clone()]),
+            },
+        }),
+        "93 12 05 83 a7 63 6c 69 65 6e 74 73 01 a5 75 73 65 72 73 01 a7 65 6e 74 72 69 65 73 91 82 a6 63 6c 69 65 6e 74 a2 63 31 a4 75 73 65 72 a5 61 6c 69 63 65",
+    );
+    check(
+        "PRESENCE_INFO counts",
+        &server(&ServerMessage::PresenceInfo {
+            id: 4,
+            info: PresenceInfo {
+                clients: 2,
+                users: 1,
+                entries: None,
+            },
+        }),
+        "93 12 04 82 a7 63 6c 69 65 6e 74 73 02 a5 75 73 65 72 73 01",
+    );
+    check(
+        "JOIN",
+        &server(&ServerMessage::Join {
+            topic: "room.1",
+            entry: alice,
+        }),
+        "93 13 a6 72 6f 6f 6d 2e 31 82 a6 63 6c 69 65 6e 74 a2 63 31 a4 75 73 65 72 a5 61 6c 69 63 65",
+    );
+    let leave = doc_bytes(
+        "LEAVE user",
+        "93 14 a6 72 6f 6f 6d 2e 31 81 a4 75 73 65 72 a5 61 6c 69 63 65",
+    );
+    assert_eq!(
+        ServerMessage::decode(&leave).expect("decodes"),
+        ServerMessage::Leave {
+            topic: "room.1",
+            entry: PresenceEntry {
+                client: None,
+                user: Some("alice"),
+                info: None,
+            },
+        }
+    );
+}

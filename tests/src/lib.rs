@@ -85,6 +85,9 @@ pub struct TestBroker {
     pub addr: SocketAddr,
     /// Where its metrics listener listens, if `metrics_listen` is set.
     pub metrics_addr: Option<SocketAddr>,
+    /// The broker's shared state, to act on it from inside (the
+    /// connection directory, presence).
+    pub state: std::sync::Arc<tickwire_broker::state::BrokerState>,
     shutdown: ShutdownHandle,
     reload: ReloadHandle,
     task: JoinHandle<()>,
@@ -134,10 +137,12 @@ impl TestBroker {
             .map(|addr| addr.expect("metrics listener address"));
         let shutdown = broker.shutdown_handle();
         let reload = broker.reload_handle();
+        let state = broker.state();
         let task = tokio::spawn(broker.run());
         TestBroker {
             addr,
             metrics_addr,
+            state,
             shutdown,
             reload,
             task,

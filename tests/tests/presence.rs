@@ -15,7 +15,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use jsonwebtoken::{EncodingKey, Header, encode};
 use serde_json::{Value, json};
 use tickwire_broker::config::{BrokerConfig, TopicPolicy};
-use tickwire_e2e::fallback::SseStream;
+use tickwire_broker::directory::DisconnectCode;
+use tickwire_e2e::fallback::{SseStream, poll};
 use tickwire_e2e::{
     RawClient, Received, SeenEntry, TestBroker, http, read_banner, tickwire_command,
     try_handshake_at,
@@ -583,4 +584,95 @@ async fn the_binary_serves_presence_from_its_config_file() {
         Err(ErrorCode::PresenceDisabled)
     );
     serve.start_kill().expect("stop the broker");
+}
+
+#[tokio::test]
+async fn a_server_disconnect_closes_with_its_code_and_leaves_at_once() {
+    let broker = auth_broker(|_| {}).await;
+    let mut watcher = connect(broker.addr, Some("w"), None).await;
+    subscribe(&mut watcher, "room.1", Some(JoinLeave::Clients)).await;
+    expect_join(&mut watcher, "room.1", entry("w", None)).await;
+    let alice = token("alice", &[">"], None);
+    let mut a = connect(broker.addr, Some("a"), Some(&alice)).await;
+    subscribe(&mut a, "room.1", None).await;
+    expect_join(&mut watcher, "room.1", entry("a", Some("alice"))).await;
+
+    let code = DisconnectCode::new(Some(4100), Some("moved to another room")).expect("valid");
+    assert_eq!(broker.state.directory.close_client("a", code), 1);
+    match a.recv_close().await {
+        Received::Close { code, reason } => {
+            assert_eq!(
+                (code, reason.as_str()),
+                (Some(4100), "moved to another room")
+            )
+        }
+        other => panic!("expected the close frame, got {other:?}"),
+    }
+    // The grace period is long: the leave comes at once all the same.
+    expect_leave(&mut watcher, "room.1", entry("a", Some("alice"))).await;
+
+    // By user: an SSE stream of alice ends with a close event.
+    let path = format!("/v1/sse?sub=room.1&client=s&token={alice}");
+    let mut sse = SseStream::open(broker.addr, &path, "").await;
+    sse.expect("subscribed").await;
+    expect_join(&mut watcher, "room.1", entry("s", Some("alice"))).await;
+    let standard = DisconnectCode::standard();
+    assert_eq!(broker.state.directory.close_user("alice", standard), 1);
+    let close = sse.expect("close").await.json();
+    assert_eq!(
+        close,
+        json!({"code": 4007, "reason": "disconnected by the server"})
+    );
+    expect_leave(&mut watcher, "room.1", entry("s", Some("alice"))).await;
+    assert_eq!(
+        broker
+            .state
+            .directory
+            .close_user("alice", DisconnectCode::standard()),
+        0
+    );
+}
+
+#[tokio::test]
+async fn long_poll_answers_carry_join_and_leave_in_place() {
+    let broker = broker(LONG_GRACE, |_| {}).await;
+    let (status, first) = poll(
+        broker.addr,
+        "sub=room.1&client=p&join_leave=true&timeout=0",
+        "",
+    )
+    .await;
+    assert_eq!(status, 200, "{first}");
+    let session = first["session"].as_str().expect("a session").to_owned();
+    let mut a = connect(broker.addr, Some("a"), None).await;
+    subscribe(&mut a, "room.1", None).await;
+    a.publish("room.1", b"\x01").await;
+    assert!(matches!(next(&mut a).await, Received::Message { .. }));
+    unsubscribe(&mut a, "room.1").await;
+    let query = format!("sub=room.1&client=p&join_leave=true&session={session}&timeout=5");
+    let (status, answer) = poll(broker.addr, &query, "").await;
+    assert_eq!(status, 200, "{answer}");
+    let mut events: Vec<Value> = first["events"].as_array().expect("events").clone();
+    events.extend(answer["events"].as_array().expect("events").iter().cloned());
+    let presence: Vec<(String, String, u64)> = events
+        .iter()
+        .filter(|e| e["type"] == "join" || e["type"] == "leave")
+        .map(|e| {
+            let kind = e["type"].as_str().unwrap_or_default().to_owned();
+            let client = e["client"].as_str().unwrap_or_default().to_owned();
+            (kind, client, e["after"].as_u64().unwrap_or(u64::MAX))
+        })
+        .collect();
+    // Its own join (in the first answer), then a's join before a's message
+    // and a's leave after it (in the second).
+    assert_eq!(
+        presence,
+        [
+            ("join".to_owned(), "p".to_owned(), 0),
+            ("join".to_owned(), "a".to_owned(), 0),
+            ("leave".to_owned(), "a".to_owned(), 1),
+        ],
+        "{first} {answer}"
+    );
+    assert_eq!(answer["messages"].as_array().map(Vec::len), Some(1));
 }

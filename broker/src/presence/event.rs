@@ -50,7 +50,7 @@ pub enum PresenceChange {
 }
 
 /// One presence transition of a topic, as
-/// [`TopicRegistry::deliver_presence`] fans it out: a connection-level event
+/// [`crate::registry::TopicRegistry::deliver_presence`] fans it out: a connection-level event
 /// for subscriptions with `join_leave: clients`, and, when `user_changed`,
 /// a user-level event for those with `join_leave: users`.
 #[derive(Debug, Clone, PartialEq, Eq)]

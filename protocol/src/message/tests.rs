@@ -304,10 +304,12 @@ fn presence_messages_round_trip() {
             info: None,
         },
     });
-    let mut info = SubscribedInfo::default();
-    info.epoch = Some(1);
-    info.seq = Some(0);
-    info.client = Some("c1".into());
+    let info = SubscribedInfo {
+        epoch: Some(1),
+        seq: Some(0),
+        client: Some("c1".into()),
+        ..SubscribedInfo::default()
+    };
     round_trip_server(ServerMessage::Subscribed { id: 1, info });
 }
 
