@@ -6,7 +6,7 @@ use std::io::Write;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use tickwire_client::PresenceChange;
 
 use super::output::Format;
@@ -20,25 +20,30 @@ pub fn render_change(format: Format, join: bool, change: &PresenceChange, out: &
         .as_ref()
         .map(|bytes| rmp_serde::from_slice::<Value>(bytes).map_err(|_| BASE64.encode(bytes)));
     if format == Format::Json {
-        let mut line = Map::new();
-        line.insert("event".into(), event.into());
-        line.insert("topic".into(), change.topic.as_str().into());
+        // Fields in this order (a JSON map would sort them).
+        let mut fields: Vec<(&str, Value)> = vec![
+            ("event", event.into()),
+            ("topic", change.topic.as_str().into()),
+        ];
         if let Some(client) = &change.client {
-            line.insert("client".into(), client.as_str().into());
+            fields.push(("client", client.as_str().into()));
         }
         if let Some(user) = &change.user {
-            line.insert("user".into(), user.as_str().into());
+            fields.push(("user", user.as_str().into()));
         }
         match info {
-            Some(Ok(value)) => {
-                line.insert("info".into(), value);
-            }
-            Some(Err(base64)) => {
-                line.insert("info_base64".into(), base64.into());
-            }
+            Some(Ok(value)) => fields.push(("info", value)),
+            Some(Err(base64)) => fields.push(("info_base64", base64.into())),
             None => {}
         }
-        let _ = serde_json::to_writer(&mut *out, &Value::Object(line));
+        out.push(b'{');
+        for (n, (key, value)) in fields.iter().enumerate() {
+            if n > 0 {
+                out.push(b',');
+            }
+            let _ = write!(out, "{}:{value}", Value::from(*key));
+        }
+        out.push(b'}');
     } else {
         let _ = write!(out, "[{} {event}]", change.topic);
         if let Some(client) = &change.client {
