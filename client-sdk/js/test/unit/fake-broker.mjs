@@ -77,6 +77,17 @@ export async function startFake() {
       });
       return;
     }
+    if (req.method === 'GET' && url.pathname.startsWith('/v1/presence/')) {
+      // The server API's answer (docs/http-api.md), for topic room.1 only.
+      const [topic, stats] = url.pathname.slice('/v1/presence/'.length).split('/');
+      if (topic !== 'room.1') {
+        res.writeHead(404, { 'content-type': 'application/json' }).end(JSON.stringify({ error: { code: 'presence_disabled', message: 'no presence' } }));
+        return;
+      }
+      const entries = [{ client: 'c1', user: 'alice', info: { name: 'Alice' } }, { client: 'c2', info_base64: 'gaFuAQ==' }];
+      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ topic, clients: 2, users: 1, ...(stats ? {} : { entries }) }));
+      return;
+    }
     if (req.method === 'POST' && url.pathname.startsWith('/v1/publish/')) {
       const topic = url.pathname.slice('/v1/publish/'.length);
       const chunks = [];

@@ -213,3 +213,34 @@ test('SSE and poll: client id on every request, join/leave events, final close c
     }
   }
 });
+
+test('SSE and poll ask presence from the server API with the token as bearer', async () => {
+  const fake = await startFake();
+  const c = new Client(fake.base, { transports: ['sse'], token: 'admin-token' });
+  try {
+    await waitConnected(c);
+    const room = await c.presence('room.1');
+    assert.deepEqual(room, {
+      clients: 2,
+      users: 1,
+      entries: [
+        { client: 'c1', user: 'alice', info: { name: 'Alice' } },
+        { client: 'c2', info: { n: 1 } },
+      ],
+    });
+    const request = fake.requests.findLast((r) => r.path === '/v1/presence/room.1');
+    assert.equal(request.headers.authorization, 'Bearer admin-token');
+    assert.deepEqual(await c.presenceStats('room.1'), { clients: 2, users: 1 });
+    await assert.rejects(c.presence('room.2'), (e) => e.code === 'presence_disabled' && e.status === 404);
+  } finally {
+    c.close();
+    await fake.stop();
+  }
+});
+
+function waitConnected(c) {
+  return new Promise((resolve) => {
+    if (c.state === 'connected') resolve();
+    else c.on('state', (s) => s === 'connected' && resolve());
+  });
+}
