@@ -12,7 +12,7 @@
 //! event happened" is checked by making a later message happen and reading
 //! the events queued before it.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tickwire_broker::config::{BrokerConfig, TopicPolicy};
 use tickwire_client::{
@@ -22,6 +22,8 @@ use tickwire_client::{
 use tickwire_e2e::sdk::{recv, wait_state};
 use tickwire_e2e::{Relay, TestBroker, WAIT};
 use tickwire_protocol::topic::Pattern;
+
+const SECRET: &[u8] = b"a secret of at least 32 bytes for the SDK presence tests";
 
 /// A grace period no test waits out.
 const LONG_GRACE: Duration = Duration::from_secs(600);
@@ -50,7 +52,7 @@ async fn client(url: &str, id: &str) -> Client {
 }
 
 /// Closes the clients, then stops the broker.
-async fn finish(broker: TestBroker, clients: [Client; 2]) {
+async fn finish(broker: TestBroker, clients: impl IntoIterator<Item = Client>) {
     for c in clients {
         c.close().await.expect("close");
     }
@@ -234,4 +236,95 @@ async fn a_reconnect_within_the_grace_period_is_the_same_entry_and_makes_no_even
     assert_eq!(room.clients, 2);
     drop(seat);
     finish(broker, [watcher, guest]).await;
+}
+
+/// A token of `user` that may subscribe and publish everywhere, with
+/// client info `{"name": user}`.
+fn token_of(user: &str) -> String {
+    let exp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs()
+        + 3600;
+    let claims = serde_json::json!({
+        "sub": user,
+        "exp": exp,
+        "tw": {"sub": [">"], "pub": [">"], "info": {"name": user}},
+    });
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(SECRET),
+    )
+    .expect("sign")
+}
+
+#[derive(Debug, PartialEq, serde::Deserialize)]
+struct Info {
+    name: String,
+}
+
+#[tokio::test]
+async fn users_client_info_and_user_level_events() {
+    let secret = std::env::temp_dir().join(format!("tickwire-sdk-presence-{}", std::process::id()));
+    std::fs::write(&secret, SECRET).expect("write the secret");
+    let broker = TestBroker::start(|c| {
+        with_presence(c);
+        c.jwt_hmac_secret_file = vec![secret];
+    })
+    .await;
+    let url = broker.ws_url();
+    let as_user = |user: &str, id: &str| {
+        Client::builder(url.as_str())
+            .token(token_of(user))
+            .client_id(id)
+            .connect()
+    };
+    let watcher = as_user("watcher", "w").await.expect("connect");
+    let mut users = watcher
+        .subscribe_with(
+            "room.*",
+            SubscribeOptions::new().join_leave(JoinLeave::Users),
+        )
+        .await
+        .expect("subscribe");
+    let phone = as_user("alice", "alice-phone").await.expect("connect");
+    let laptop = as_user("alice", "alice-laptop").await.expect("connect");
+    let _p = phone.subscribe("room.u").await.expect("subscribe");
+    let _l = laptop.subscribe("room.u").await.expect("subscribe");
+    laptop
+        .publish_acked("room.u", &"hi")
+        .await
+        .expect("publish");
+
+    let (_, changes) = message_with_changes(&mut users).await;
+    // One user-level join for alice's two clients, without a client id.
+    assert_eq!(changes.len(), 1, "{changes:?}");
+    let SubscriptionEvent::Join(alice) = &changes[0] else {
+        panic!("expected a join, got {changes:?}");
+    };
+    assert_eq!(
+        (alice.client.as_deref(), alice.user.as_deref()),
+        (None, Some("alice"))
+    );
+    assert_eq!(
+        alice.decode_info::<Info>().expect("info"),
+        Some(Info {
+            name: "alice".into()
+        })
+    );
+
+    let room = watcher.presence("room.u").await.expect("presence");
+    assert_eq!((room.clients, room.users), (2, 1));
+    assert_eq!(clients(&room.members), ["alice-laptop", "alice-phone"]);
+    for member in &room.members {
+        assert_eq!(member.user.as_deref(), Some("alice"));
+        assert_eq!(
+            member.decode_info::<Info>().expect("info"),
+            Some(Info {
+                name: "alice".into()
+            })
+        );
+    }
+    finish(broker, [phone, laptop, watcher]).await;
 }
