@@ -199,25 +199,16 @@ impl PendingReplay {
         queued_at: Instant,
         origin: FrameOrigin,
     ) -> bool {
-        if !self.is_done() {
-            let mut held = self.held.lock();
-            // `done` is set under this mutex, so this answer is final.
-            if !self.is_done() {
-                held.bytes += frame.len();
-                if held.bytes > queue.budget() {
-                    // They would not fit the queue either: a slow consumer.
-                    queue.overflow_held();
-                    return false;
-                }
-                held.frames.push(Held {
-                    at,
-                    frame,
-                    queued_at,
-                    origin: Some(origin),
-                });
-                return true;
-            }
-        }
+        let item = Held {
+            at,
+            frame,
+            queued_at,
+            origin: Some(origin),
+        };
+        let frame = match self.try_hold(queue, item) {
+            Ok(held) => return held,
+            Err(item) => item.frame,
+        };
         if self.any_late_cut.load(Ordering::Acquire) && self.is_late_repeat(at, origin.topic_id) {
             return false;
         }
@@ -229,24 +220,39 @@ impl PendingReplay {
     /// never overtakes the `SUBSCRIBED` reply), else queued. Returns
     /// whether it was queued or held.
     pub fn deliver_event(&self, queue: &OutboundQueue, frame: Bytes, queued_at: Instant) -> bool {
-        if !self.is_done() {
-            let mut held = self.held.lock();
-            if !self.is_done() {
-                held.bytes += frame.len();
-                if held.bytes > queue.budget() {
-                    queue.overflow_held();
-                    return false;
-                }
-                held.frames.push(Held {
-                    at: Position { epoch: 0, seq: 0 },
-                    frame,
-                    queued_at,
-                    origin: None,
-                });
-                return true;
-            }
+        let item = Held {
+            at: Position { epoch: 0, seq: 0 },
+            frame,
+            queued_at,
+            origin: None,
+        };
+        match self.try_hold(queue, item) {
+            Ok(held) => held,
+            Err(item) => queue.push_event(item.frame, queued_at) == PushOutcome::Queued,
         }
-        queue.push_event(frame, queued_at) == PushOutcome::Queued
+    }
+
+    /// Holds `item` while the replay is in progress: `Ok(true)` when held,
+    /// `Ok(false)` when the held frames outgrew the queue's budget (the
+    /// connection is then closed as a slow consumer), `Err(item)` back once
+    /// the replay is done.
+    fn try_hold(&self, queue: &OutboundQueue, item: Held) -> Result<bool, Held> {
+        if self.is_done() {
+            return Err(item);
+        }
+        let mut held = self.held.lock();
+        // `done` is set under this mutex, so this answer is final.
+        if self.is_done() {
+            return Err(item);
+        }
+        held.bytes += item.frame.len();
+        if held.bytes > queue.budget() {
+            // They would not fit the queue either: a slow consumer.
+            queue.overflow_held();
+            return Ok(false);
+        }
+        held.frames.push(item);
+        Ok(true)
     }
 
     /// Whether live message `at` of topic `topic_id`, arriving after the

@@ -159,6 +159,16 @@ mod tests {
         token: TokenArgs,
     }
 
+    /// The claims of `token`, checked with the tests' secret.
+    fn decode(token: &str) -> jsonwebtoken::TokenData<Value> {
+        jsonwebtoken::decode::<Value>(
+            token,
+            &jsonwebtoken::DecodingKey::from_secret(b"0123456789abcdef0123456789abcdef"),
+            &jsonwebtoken::Validation::new(Algorithm::HS256),
+        )
+        .unwrap()
+    }
+
     #[test]
     fn mints_a_token_the_secret_verifies() {
         let dir = std::env::temp_dir().join(format!("tickwire-token-{}", std::process::id()));
@@ -198,35 +208,10 @@ mod tests {
         assert_eq!(data.claims["tw"].get("admin"), None);
         let admin = Cli::parse_from(["t", "--hmac-secret-file", path, "--ttl", "1h", "--admin"]);
         let token = mint(&admin.token, SystemTime::now()).unwrap();
-        let data = jsonwebtoken::decode::<Value>(
-            &token,
-            &jsonwebtoken::DecodingKey::from_secret(b"0123456789abcdef0123456789abcdef"),
-            &jsonwebtoken::Validation::new(Algorithm::HS256),
-        )
-        .unwrap();
+        let data = decode(&token);
         assert_eq!(data.claims["tw"]["admin"], json!(true));
         assert_eq!(data.claims["tw"].get("info"), None);
-        let info = Cli::parse_from([
-            "t",
-            "--hmac-secret-file",
-            path,
-            "--ttl",
-            "1h",
-            "--info",
-            r#"{"name":"Alice","n":[1]}"#,
-        ]);
-        let token = mint(&info.token, SystemTime::now()).unwrap();
-        let data = jsonwebtoken::decode::<Value>(
-            &token,
-            &jsonwebtoken::DecodingKey::from_secret(b"0123456789abcdef0123456789abcdef"),
-            &jsonwebtoken::Validation::new(Algorithm::HS256),
-        )
-        .unwrap();
-        assert_eq!(
-            data.claims["tw"]["info"],
-            json!({"name": "Alice", "n": [1]})
-        );
-        assert!(
+        let with_info = |info: &str| {
             Cli::try_parse_from([
                 "t",
                 "--hmac-secret-file",
@@ -234,10 +219,17 @@ mod tests {
                 "--ttl",
                 "1h",
                 "--info",
-                "{"
+                info,
             ])
-            .is_err()
+        };
+        let info = with_info(r#"{"name":"Alice","n":[1]}"#).unwrap();
+        let token = mint(&info.token, SystemTime::now()).unwrap();
+        let data = decode(&token);
+        assert_eq!(
+            data.claims["tw"]["info"],
+            json!({"name": "Alice", "n": [1]})
         );
+        assert!(with_info("{").is_err());
 
         let bad = Cli::parse_from([
             "t",

@@ -157,14 +157,13 @@ async fn subscribe_refused(
     options: SubscribeOptions,
     code: ErrorCode,
 ) {
-    let id = c.next_id();
-    c.send(&ClientMessage::Subscribe {
+    let (id, reply) = ask(c, |id| ClientMessage::Subscribe {
         id,
         pattern,
         options,
     })
     .await;
-    match next(c).await {
+    match reply {
         Received::Error {
             id: Some(got),
             code: got_code,
@@ -174,10 +173,20 @@ async fn subscribe_refused(
     }
 }
 
-async fn unsubscribe(c: &mut RawClient, pattern: &str) {
+/// Sends the request `message` makes with a fresh id; returns the id and
+/// the next frame that is not a ping.
+async fn ask<'a>(
+    c: &mut RawClient,
+    message: impl FnOnce(u64) -> ClientMessage<'a>,
+) -> (u64, Received) {
     let id = c.next_id();
-    c.send(&ClientMessage::Unsubscribe { id, pattern }).await;
-    match next(c).await {
+    c.send(&message(id)).await;
+    (id, next(c).await)
+}
+
+async fn unsubscribe(c: &mut RawClient, pattern: &str) {
+    let (id, reply) = ask(c, |id| ClientMessage::Unsubscribe { id, pattern }).await;
+    match reply {
         Received::Unsubscribed(got) if got == id => {}
         other => panic!("expected UNSUBSCRIBED {id}, got {other:?}"),
     }
@@ -189,14 +198,13 @@ async fn presence(
     topic: &str,
     counts_only: bool,
 ) -> Result<(u64, u64, Option<Vec<SeenEntry>>), ErrorCode> {
-    let id = c.next_id();
-    c.send(&ClientMessage::Presence {
+    let (id, reply) = ask(c, |id| ClientMessage::Presence {
         id,
         topic,
         counts_only,
     })
     .await;
-    match next(c).await {
+    match reply {
         Received::Presence {
             id: got,
             clients,
@@ -215,6 +223,23 @@ async fn presence(
         } if got == id => Err(code),
         other => panic!("expected PRESENCE_INFO {id}, got {other:?}"),
     }
+}
+
+/// Client `w`, subscribed to `room.1` with connection-level events, past
+/// its own `JOIN`.
+async fn watch(addr: SocketAddr) -> RawClient {
+    let mut watcher = connect(addr, Some("w"), None).await;
+    subscribe(&mut watcher, "room.1", Some(JoinLeave::Clients)).await;
+    expect_join(&mut watcher, "room.1", entry("w", None)).await;
+    watcher
+}
+
+/// Anonymous client `client`, subscribed to `room.1`; `watcher` saw it join.
+async fn join_anonymous(addr: SocketAddr, watcher: &mut RawClient, client: &str) -> RawClient {
+    let mut c = connect(addr, Some(client), None).await;
+    subscribe(&mut c, "room.1", None).await;
+    expect_join(watcher, "room.1", entry(client, None)).await;
+    c
 }
 
 /// Closes with 1000 and waits for the broker's answer.
@@ -342,12 +367,8 @@ async fn user_level_events_follow_a_users_first_and_last_entry() {
 #[tokio::test]
 async fn a_reconnect_with_the_same_client_id_inside_the_grace_period_makes_no_events() {
     let broker = broker(LONG_GRACE, |_| {}).await;
-    let mut watcher = connect(broker.addr, Some("w"), None).await;
-    subscribe(&mut watcher, "room.1", Some(JoinLeave::Clients)).await;
-    expect_join(&mut watcher, "room.1", entry("w", None)).await;
-    let mut a = connect(broker.addr, Some("a"), None).await;
-    subscribe(&mut a, "room.1", None).await;
-    expect_join(&mut watcher, "room.1", entry("a", None)).await;
+    let mut watcher = watch(broker.addr).await;
+    let a = join_anonymous(broker.addr, &mut watcher, "a").await;
     // The connection drops without a close frame: grace applies.
     drop(a);
     broker.wait_metric("tickwire_websockets", 1.0).await;
@@ -366,12 +387,8 @@ async fn a_reconnect_with_the_same_client_id_inside_the_grace_period_makes_no_ev
 #[tokio::test]
 async fn a_client_that_does_not_come_back_leaves_after_the_grace_period() {
     let broker = broker(Duration::from_millis(200), |_| {}).await;
-    let mut watcher = connect(broker.addr, Some("w"), None).await;
-    subscribe(&mut watcher, "room.1", Some(JoinLeave::Clients)).await;
-    expect_join(&mut watcher, "room.1", entry("w", None)).await;
-    let mut a = connect(broker.addr, Some("a"), None).await;
-    subscribe(&mut a, "room.1", None).await;
-    expect_join(&mut watcher, "room.1", entry("a", None)).await;
+    let mut watcher = watch(broker.addr).await;
+    let a = join_anonymous(broker.addr, &mut watcher, "a").await;
     drop(a);
     expect_leave(&mut watcher, "room.1", entry("a", None)).await;
     assert_eq!(
@@ -589,9 +606,7 @@ async fn the_binary_serves_presence_from_its_config_file() {
 #[tokio::test]
 async fn a_server_disconnect_closes_with_its_code_and_leaves_at_once() {
     let broker = auth_broker(|_| {}).await;
-    let mut watcher = connect(broker.addr, Some("w"), None).await;
-    subscribe(&mut watcher, "room.1", Some(JoinLeave::Clients)).await;
-    expect_join(&mut watcher, "room.1", entry("w", None)).await;
+    let mut watcher = watch(broker.addr).await;
     let alice = token("alice", &[">"], None);
     let mut a = connect(broker.addr, Some("a"), Some(&alice)).await;
     subscribe(&mut a, "room.1", None).await;

@@ -63,11 +63,6 @@ impl Identity {
         }
     }
 
-    /// An anonymous identity with a random client id (tests, tools).
-    pub fn anonymous() -> Self {
-        Identity::new(None, None, None)
-    }
-
     /// The presence entry this identity makes on a topic.
     pub fn entry(&self) -> PresenceEntry {
         PresenceEntry {

@@ -230,43 +230,31 @@ fn read_join_leave(r: &mut Reader<'_>) -> Result<Option<JoinLeave>, MsgpackError
 /// Options of a `PRESENCE` request: `counts` (bool). Returns whether only
 /// counts are asked for.
 pub(crate) fn read_presence_options(r: &mut Reader<'_>) -> Result<bool, DecodeError> {
-    let mut counts = false;
-    if r.read_nil()? {
-        return Ok(counts);
-    }
-    let mut seen = SeenKeys::default();
-    for _ in 0..r.read_map_len()? {
-        let key = r.read_str()?;
-        seen.first(key, &["counts"])?;
-        match key {
-            "counts" => {
-                counts = r
-                    .read_bool()
-                    .map_err(|_| DecodeError::InvalidOption(key.to_owned()))?
-            }
-            _ => return Err(DecodeError::InvalidOption(key.to_owned())),
-        }
-    }
-    Ok(counts)
+    read_one_flag(r, "counts")
 }
 
+/// Options of a `PUBLISH`: `retain` (bool).
 pub(crate) fn read_publish_options(r: &mut Reader<'_>) -> Result<bool, DecodeError> {
-    let mut retain = false;
+    read_one_flag(r, "retain")
+}
+
+/// An options map (or `nil`) whose only key is the boolean `flag`; returns
+/// its value, false when absent.
+fn read_one_flag(r: &mut Reader<'_>, flag: &str) -> Result<bool, DecodeError> {
+    let mut value = false;
     if r.read_nil()? {
-        return Ok(retain);
+        return Ok(value);
     }
     let mut seen = SeenKeys::default();
     for _ in 0..r.read_map_len()? {
         let key = r.read_str()?;
-        seen.first(key, &["retain"])?;
-        match key {
-            "retain" => {
-                retain = r
-                    .read_bool()
-                    .map_err(|_| DecodeError::InvalidOption(key.to_owned()))?
-            }
-            _ => return Err(DecodeError::InvalidOption(key.to_owned())),
+        seen.first(key, &[flag])?;
+        if key != flag {
+            return Err(DecodeError::InvalidOption(key.to_owned()));
         }
+        value = r
+            .read_bool()
+            .map_err(|_| DecodeError::InvalidOption(key.to_owned()))?;
     }
-    Ok(retain)
+    Ok(value)
 }
