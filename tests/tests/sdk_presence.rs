@@ -3,10 +3,9 @@
 //! and a client id that survives a reconnect, so that within the grace
 //! period the client stays one entry and nobody sees it leave and join.
 //!
-//! The SDK's refusal to reconnect after close 4007 or 4500-4999 is tested
-//! against a scripted broker (client-sdk/tests/reconnect.rs), since nothing
-//! in a single broker closes one connection with a chosen code without the
-//! server API's `POST /v1/disconnect`.
+//! A server-side disconnect (the broker's connection directory, which
+//! `POST /v1/disconnect` uses) closes the client for good with 4007 and
+//! 4500-4999, and makes it reconnect with 4100-4499.
 //!
 //! Every wait is bounded by [`WAIT`]; nothing sleeps for correctness: "no
 //! event happened" is checked by making a later message happen and reading
@@ -15,9 +14,10 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tickwire_broker::config::{BrokerConfig, TopicPolicy};
+use tickwire_broker::directory::DisconnectCode;
 use tickwire_client::{
-    Client, ConnectionState, Error, ErrorCode, JoinLeave, Member, Message, PresenceChange,
-    ReconnectPolicy, SubscribeOptions, Subscription, SubscriptionEvent,
+    Client, ConnectionState, Disconnect, Error, ErrorCode, JoinLeave, Member, Message,
+    PresenceChange, ReconnectPolicy, SubscribeOptions, Subscription, SubscriptionEvent,
 };
 use tickwire_e2e::sdk::{recv, wait_state};
 use tickwire_e2e::{Relay, TestBroker, WAIT};
@@ -327,4 +327,76 @@ async fn users_client_info_and_user_level_events() {
         );
     }
     finish(broker, [phone, laptop, watcher]).await;
+}
+
+#[tokio::test]
+async fn a_server_disconnect_with_4007_or_4500_to_4999_is_final_and_4100_to_4499_reconnects() {
+    let broker = TestBroker::start(with_presence).await;
+    let url = broker.ws_url();
+    let watcher = client(&url, "watcher").await;
+    let events = watch(&watcher, "room.d").await;
+    for (n, code) in [4007u16, 4100, 4500, 4499, 4999].into_iter().enumerate() {
+        let id = format!("guest-{n}");
+        let guest = client(&url, &id).await;
+        let seat = guest.subscribe("room.d").await.expect("subscribe");
+        let close = DisconnectCode::new(Some(code), Some("bye")).expect("valid code");
+        assert_eq!(broker.state.directory.close_client(&id, close), 1);
+        if code == 4007 || code >= 4500 {
+            wait_state(&guest, "closed", ConnectionState::is_closed).await;
+            let state = guest.state().borrow().clone();
+            let ConnectionState::Closed { cause: Some(cause) } = state else {
+                panic!("{code}: unexpected {state:?}");
+            };
+            assert!(cause.is_final(), "{code}");
+            assert_eq!(
+                cause,
+                Disconnect::ClosedByBroker {
+                    code: Some(code),
+                    reason: "bye".into()
+                }
+            );
+            assert!(matches!(guest.ping().await, Err(Error::Closed)));
+        } else {
+            // Released at once, then held again under the same id.
+            wait_state(&guest, "reconnecting", |s| {
+                matches!(s, ConnectionState::Reconnecting { .. })
+            })
+            .await;
+            wait_state(&guest, "connected", ConnectionState::is_connected).await;
+            guest.publish_acked("room.d", &n).await.expect("publish");
+            let present = watcher.presence("room.d").await.expect("presence");
+            assert!(
+                clients(&present.members).contains(&id.as_str()),
+                "{present:?}"
+            );
+        }
+        drop(seat);
+        guest.close().await.expect("close");
+        // A reconnecting guest joined twice, a final one once; each join
+        // is matched by a leave, and it is gone.
+        let expected = if code < 4500 && code != 4007 { 2 } else { 1 };
+        let (mut joins, mut leaves) = (0, 0);
+        while leaves < expected {
+            match tokio::time::timeout(WAIT, events.event()).await {
+                Ok(Some(SubscriptionEvent::Join(c))) if c.client.as_deref() == Some(&id) => {
+                    joins += 1
+                }
+                Ok(Some(SubscriptionEvent::Leave(c))) if c.client.as_deref() == Some(&id) => {
+                    leaves += 1
+                }
+                Ok(Some(_)) => {}
+                other => {
+                    panic!("{code}: no leave of {id} ({joins} joins, {leaves} leaves): {other:?}")
+                }
+            }
+        }
+        assert_eq!(
+            joins,
+            if code < 4500 && code != 4007 { 2 } else { 1 },
+            "{code}"
+        );
+        let present = watcher.presence("room.d").await.expect("presence");
+        assert_eq!(clients(&present.members), ["watcher"], "{code}");
+    }
+    finish(broker, [watcher]).await;
 }
