@@ -5,6 +5,7 @@
 //! errors to exit codes, and running a command on a Tokio runtime.
 
 mod output;
+mod presence_line;
 mod pub_cmd;
 mod sub_cmd;
 
