@@ -24,6 +24,7 @@ pub mod backplane;
 pub mod catch_up;
 pub mod health;
 pub mod interest;
+pub mod presence;
 pub mod publisher;
 pub mod read;
 pub mod subscriber;

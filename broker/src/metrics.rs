@@ -168,6 +168,9 @@ pub struct Metrics {
     pub presence_lease_expiries: IntCounter,
     /// Cluster mode: presence entries removed by reaping dead nodes.
     pub presence_expired_entries: IntCounter,
+    /// Cluster mode: presence joins and leaves that did not reach Redis
+    /// (each is sent again once Redis answers).
+    pub presence_backplane_failures: IntCounter,
 }
 
 /// Bucket upper bounds, in bytes, of the queue depth histogram.
@@ -434,6 +437,10 @@ impl Metrics {
             presence_expired_entries: counter(
                 "presence_expired_entries_total",
                 "Cluster mode: presence entries removed by reaping dead nodes.",
+            ),
+            presence_backplane_failures: counter(
+                "presence_backplane_failures_total",
+                "Cluster mode: presence joins and leaves that did not reach Redis (Redis unreachable or the publisher queue full); each is sent again once Redis answers.",
             ),
             registry,
         };

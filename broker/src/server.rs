@@ -308,6 +308,9 @@ impl Broker {
                 "shutdown grace period over; dropping remaining connections"
             );
         }
+        if let Some(backplane) = &state.backplane {
+            cluster::presence::lease::retire_node(backplane.presence()).await;
+        }
         stop_metrics.cancel();
         tracing::info!("broker stopped");
     }
@@ -511,8 +514,8 @@ impl SideListener {
 /// Answers a refused connection with `status` and `body` in a task of its
 /// own (counted in `tickwire_connection_tasks`) if one of the [`MAX_REFUSING`]
 /// `refusing` places is free; otherwise drops it unanswered.
-/// Cluster mode: starts the backplane's publisher and subscriber tasks
-/// (they stop at shutdown).
+/// Cluster mode: starts the backplane's publisher, subscriber and presence
+/// lease tasks (they stop at shutdown).
 fn start_backplane(state: &Arc<BrokerState>) {
     let Some(backplane) = &state.backplane else {
         return;
@@ -526,6 +529,10 @@ fn start_backplane(state: &Arc<BrokerState>) {
         ));
     }
     tokio::spawn(cluster::subscriber::run(Arc::clone(state)));
+    // It runs through the drain; the node retires once drained.
+    tokio::spawn(cluster::presence::lease::run(Arc::clone(
+        backplane.presence(),
+    )));
 }
 
 fn spawn_refusal(

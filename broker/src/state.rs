@@ -12,11 +12,12 @@ use tokio_util::task::TaskTracker;
 use crate::auth::Authenticator;
 use crate::busiest::Busiest;
 use crate::cluster::backplane::Backplane;
+use crate::cluster::presence::PresenceSettings;
 use crate::cluster::target::TargetError;
 use crate::config::BrokerConfig;
 use crate::directory::Directory;
 use crate::metrics::Metrics;
-use crate::presence::{HoldLimits, PresenceHub};
+use crate::presence::{HoldLimits, PresenceHub, PresenceStore};
 use crate::registry::{RegistryLimits, TopicRegistry};
 use crate::tls::{TlsError, TlsTerminator};
 
@@ -78,7 +79,14 @@ impl BrokerState {
         let backplane = config
             .cluster
             .as_deref()
-            .map(|url| Backplane::new(url, &config.cluster_tls_files(), &metrics))
+            .map(|url| {
+                let presence = PresenceSettings {
+                    lease_ttl: config.presence_lease_ttl,
+                    grace: config.presence_grace,
+                    max_per_topic: config.max_presence_per_topic,
+                };
+                Backplane::new(url, &config.cluster_tls_files(), &presence, &metrics)
+            })
             .transpose()?;
         let mut registry = TopicRegistry::new(
             RegistryLimits {
@@ -92,14 +100,19 @@ impl BrokerState {
         if let Some(backplane) = &backplane {
             registry = registry.with_interest(Arc::clone(&backplane.interest));
         }
-        let presence = PresenceHub::local(
-            HoldLimits {
-                per_topic: config.max_presence_per_topic,
-                entries: config.max_presence_entries,
-            },
-            config.presence_grace,
-            metrics.clone(),
-        );
+        let limits = HoldLimits {
+            per_topic: config.max_presence_per_topic,
+            entries: config.max_presence_entries,
+        };
+        let presence = match &backplane {
+            Some(backplane) => PresenceHub::new(
+                limits,
+                config.presence_grace,
+                PresenceStore::Cluster(Arc::clone(backplane.presence())),
+                metrics.clone(),
+            ),
+            None => PresenceHub::local(limits, config.presence_grace, metrics.clone()),
+        };
         Ok(BrokerState {
             config,
             auth,

@@ -309,9 +309,11 @@ impl RedisServer {
         self.pubsub("NUMPAT", &[]).await
     }
 
-    /// Channels with at least one subscriber (`PUBSUB CHANNELS`).
+    /// Topic channels with at least one subscriber (`PUBSUB CHANNELS
+    /// tickwire:{*}:msg`: not the control channel every node subscribes
+    /// to).
     pub async fn channels(&self) -> Vec<String> {
-        self.pubsub("CHANNELS", &[]).await
+        self.pubsub("CHANNELS", &["tickwire:{*}:msg"]).await
     }
 
     /// Waits until `PUBSUB NUMSUB channel` is `want`.

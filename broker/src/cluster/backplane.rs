@@ -1,22 +1,28 @@
 //! The backplane handle the broker's state holds when `--cluster` is set:
 //! where Redis is ([`Target`]), this node's [`Interest`], the connections'
 //! [`Health`], the [`Publisher`] queue and the publisher's connection,
-//! which reads share.
+//! which reads share, and this node's [`ClusterPresence`].
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
+use thiserror::Error;
 use tickwire_protocol::topic::Topic;
 use tokio::sync::Semaphore;
 
 use crate::cluster::health::Health;
 use crate::cluster::interest::Interest;
+use crate::cluster::presence::control::{
+    CONTROL_CHANNEL, ControlDisconnect, ControlTarget, encode_disconnect,
+};
+use crate::cluster::presence::{ClusterPresence, PresenceSettings};
 use crate::cluster::publisher::{
-    Done, PublishJob, Publisher, PublisherTask, SharedConnection, publisher,
+    Done, PublishJob, Publisher, PublisherTask, REDIS_TIMEOUT, SharedConnection, publisher,
 };
 use crate::cluster::target::{ClusterTlsFiles, Target, TargetError};
 use crate::config::TopicPolicy;
+use crate::directory::{DisconnectCode, DisconnectTarget};
 use crate::history::StorageBudget;
 use crate::metrics::Metrics;
 use crate::registry::unix_micros;
@@ -38,6 +44,20 @@ pub struct Backplane {
     /// Wildcard replays (a `SCAN` of Redis' keys each) running at once on
     /// this node, at most [`WILDCARD_SCANS`].
     pub wildcard_scans: Semaphore,
+    presence: Arc<ClusterPresence>,
+}
+
+/// Why a cluster-wide disconnect was not published.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum BroadcastError {
+    /// No connection to Redis.
+    #[error("the cluster backplane (Redis) is unavailable; other nodes were not told")]
+    Unavailable,
+    /// Redis refused the `PUBLISH` or did not answer in time.
+    #[error(
+        "the cluster backplane (Redis) did not take the disconnect ({0}); other nodes may not have been told"
+    )]
+    Failed(String),
 }
 
 /// Most wildcard replays (`since` or `last` on a wildcard) that read Redis
@@ -48,18 +68,68 @@ impl Backplane {
     /// A backplane through Redis at the `--cluster` URL `url`, with the
     /// TLS files `tls` (see [`Target::new`]); nothing connects until the
     /// tasks run (see [`crate::cluster::subscriber`]).
-    pub fn new(url: &str, tls: &ClusterTlsFiles, metrics: &Metrics) -> Result<Self, TargetError> {
-        let (publisher, task, connection) = publisher(metrics);
+    /// `presence` sets up this node's presence in Redis.
+    pub fn new(
+        url: &str,
+        tls: &ClusterTlsFiles,
+        presence: &PresenceSettings,
+        metrics: &Metrics,
+    ) -> Result<Self, TargetError> {
+        let interest = Arc::new(Interest::default());
+        let (publisher, task, connection) = publisher(metrics, Arc::clone(&interest));
+        let health = Arc::new(Health::new(metrics.backplane_up.clone()));
+        let presence = Arc::new(ClusterPresence::new(
+            presence,
+            publisher.clone(),
+            Arc::clone(&connection),
+            Arc::clone(&interest),
+            Arc::clone(&health),
+            metrics.clone(),
+        ));
         Ok(Backplane {
+            presence,
             target: Arc::new(Target::new(url, tls)?),
-            interest: Arc::new(Interest::default()),
-            health: Arc::new(Health::new(metrics.backplane_up.clone())),
+            interest,
+            health,
             publisher,
             publisher_task: Mutex::new(Some(task)),
             connection,
             replay_budget: Arc::new(StorageBudget::detached()),
             wildcard_scans: Semaphore::new(WILDCARD_SCANS),
         })
+    }
+
+    /// This node's presence in Redis.
+    pub fn presence(&self) -> &Arc<ClusterPresence> {
+        &self.presence
+    }
+
+    /// Publishes a disconnect of `target` with `code` on the control
+    /// channel: every node connected to Redis, this one included, closes
+    /// its matching connections. Returns how many nodes received it.
+    pub async fn broadcast_disconnect(
+        &self,
+        target: &DisconnectTarget,
+        code: &DisconnectCode,
+    ) -> Result<usize, BroadcastError> {
+        let mut connection = self.connection().ok_or(BroadcastError::Unavailable)?;
+        let target = match target {
+            DisconnectTarget::Client(client) => ControlTarget::Client(client),
+            DisconnectTarget::User(user) => ControlTarget::User(user),
+        };
+        let message = encode_disconnect(&ControlDisconnect {
+            target,
+            code: code.code,
+            reason: &code.reason,
+        });
+        let mut publish = redis::cmd("PUBLISH");
+        publish.arg(CONTROL_CHANNEL).arg(message);
+        let publish = publish.query_async::<usize>(&mut connection);
+        match tokio::time::timeout(REDIS_TIMEOUT, publish).await {
+            Ok(Ok(nodes)) => Ok(nodes),
+            Ok(Err(e)) => Err(BroadcastError::Failed(e.to_string())),
+            Err(_) => Err(BroadcastError::Failed("no answer in time".to_owned())),
+        }
     }
 
     /// Where Redis is.

@@ -74,6 +74,11 @@ impl Interest {
         }
     }
 
+    /// The generation of the wanted set now.
+    pub fn generation(&self) -> u64 {
+        self.counts.lock().generation
+    }
+
     /// The Redis subscriptions wanted now, and their generation.
     pub fn wanted(&self) -> (u64, Vec<Subscription>) {
         let counts = self.counts.lock();

@@ -21,6 +21,11 @@
 //! While it is up, the connection is also lent to the reads a new
 //! subscription makes ([`SharedConnection`]): reads and publishes are
 //! answered in the order they were sent on it.
+//!
+//! Presence joins and leaves ([`PresenceJob`]) go through the same queue
+//! and pipelines as publishes, one `EVALSHA` of the join or leave script
+//! each: the JOIN a node's client causes reaches every node before the
+//! messages that client publishes after subscribing.
 
 use std::fmt;
 use std::sync::Arc;
@@ -38,6 +43,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::cluster::health::Health;
+use crate::cluster::interest::Interest;
+use crate::cluster::presence::call::PresenceCall;
 use crate::cluster::target::Target;
 use crate::cluster::wire::{POSITION_TTL_SECS, PUBLISH_SCRIPT, channel, history_key, position_key};
 use crate::metrics::Metrics;
@@ -123,10 +130,70 @@ impl fmt::Debug for PublishJob {
     }
 }
 
-/// The sending side of the queue in front of the publisher task.
+/// Receives the outcome of one presence script: its answer (see
+/// [`crate::cluster::presence::scripts`]), or why it did not run.
+pub type PresenceDone = Box<dyn FnOnce(Result<u64, PublishError>) + Send + Sync>;
+
+/// One presence join or leave waiting for Redis.
+pub struct PresenceJob {
+    /// The script and its arguments.
+    pub call: PresenceCall,
+    /// The generation of this node's interest Redis must have confirmed
+    /// before the job is sent (0: none): a join waits until the node is
+    /// subscribed to the topic's channel, so the joining client's own
+    /// subscription receives its `JOIN`.
+    pub after: u64,
+    /// Called once with the outcome.
+    pub done: PresenceDone,
+}
+
+impl fmt::Debug for PresenceJob {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PresenceJob")
+            .field("call", &self.call)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the publisher task sends to Redis: a publish or a presence change.
 #[derive(Debug)]
+pub enum Job {
+    /// A message.
+    Publish(PublishJob),
+    /// A presence join or leave.
+    Presence(PresenceJob),
+}
+
+impl Job {
+    /// The interest generation it waits for (see [`PresenceJob::after`]).
+    fn after(&self) -> u64 {
+        match self {
+            Job::Publish(_) => 0,
+            Job::Presence(job) => job.after,
+        }
+    }
+
+    /// The bytes it counts against [`QUEUE_BYTES`].
+    fn bytes(&self) -> usize {
+        match self {
+            Job::Publish(job) => job.payload.len(),
+            Job::Presence(job) => job.call.bytes(),
+        }
+    }
+
+    /// Gives it its outcome (a script's answer, or why it has none).
+    fn finish(self, result: Result<u64, PublishError>) {
+        match self {
+            Job::Publish(job) => (job.done)(result),
+            Job::Presence(job) => (job.done)(result),
+        }
+    }
+}
+
+/// The sending side of the queue in front of the publisher task.
+#[derive(Debug, Clone)]
 pub struct Publisher {
-    jobs: mpsc::Sender<PublishJob>,
+    jobs: mpsc::Sender<Job>,
     queued_bytes: Arc<AtomicUsize>,
     /// `tickwire_backplane_refused_total`, for the publishes refused here.
     refused: IntCounterVec,
@@ -135,9 +202,10 @@ pub struct Publisher {
 /// The publisher task, not yet started ([`PublisherTask::run`]).
 #[derive(Debug)]
 pub struct PublisherTask {
-    jobs: mpsc::Receiver<PublishJob>,
+    jobs: mpsc::Receiver<Job>,
     queued_bytes: Arc<AtomicUsize>,
     shared: Arc<SharedConnection>,
+    interest: Arc<Interest>,
 }
 
 /// The publisher's Redis connection while it is up, lent to other users.
@@ -156,8 +224,12 @@ impl SharedConnection {
 }
 
 /// A publisher, the task that serves its queue, and the connection that
-/// task shares; refusals are counted in `metrics`.
-pub fn publisher(metrics: &Metrics) -> (Publisher, PublisherTask, Arc<SharedConnection>) {
+/// task shares; refusals are counted in `metrics`; presence jobs wait for
+/// `interest`'s confirmations.
+pub fn publisher(
+    metrics: &Metrics,
+    interest: Arc<Interest>,
+) -> (Publisher, PublisherTask, Arc<SharedConnection>) {
     let (tx, rx) = mpsc::channel(QUEUE_JOBS);
     let queued_bytes = Arc::new(AtomicUsize::new(0));
     let shared = Arc::new(SharedConnection::default());
@@ -171,6 +243,7 @@ pub fn publisher(metrics: &Metrics) -> (Publisher, PublisherTask, Arc<SharedConn
             jobs: rx,
             queued_bytes,
             shared: Arc::clone(&shared),
+            interest,
         },
         shared,
     )
@@ -180,7 +253,17 @@ impl Publisher {
     /// Queues `job`; when the queue is full (or the task is gone) its
     /// `done` is called at once with the refusal.
     pub fn submit(&self, job: PublishJob) {
-        let n = job.payload.len();
+        self.submit_job(Job::Publish(job));
+    }
+
+    /// Queues a presence `job`; when the queue is full (or the task is
+    /// gone) its `done` is called at once with the refusal.
+    pub fn submit_presence(&self, job: PresenceJob) {
+        self.submit_job(Job::Presence(job));
+    }
+
+    fn submit_job(&self, job: Job) {
+        let n = job.bytes();
         if self.queued_bytes.fetch_add(n, Ordering::AcqRel) + n > QUEUE_BYTES {
             self.queued_bytes.fetch_sub(n, Ordering::AcqRel);
             return self.refuse(job, PublishError::Busy);
@@ -194,10 +277,37 @@ impl Publisher {
         self.refuse(refused.0, refused.1);
     }
 
+    /// Waits for room in the queue (not for Redis); `None` if the task is
+    /// gone. The permit queues one presence job without waiting, so a
+    /// caller can decide what to send while holding a lock.
+    pub async fn reserve(&self) -> Option<PresencePermit<'_>> {
+        let permit = self.jobs.reserve().await.ok()?;
+        Some(PresencePermit {
+            permit,
+            queued_bytes: &self.queued_bytes,
+        })
+    }
+
     /// Counts the refusal of `job` and gives it `why`.
-    fn refuse(&self, job: PublishJob, why: PublishError) {
+    fn refuse(&self, job: Job, why: PublishError) {
         self.refused.with_label_values(&[why.reason()]).inc();
-        (job.done)(Err(why));
+        job.finish(Err(why));
+    }
+}
+
+/// Room for one presence job in the publisher's queue ([`Publisher::reserve`]).
+#[derive(Debug)]
+pub struct PresencePermit<'a> {
+    permit: mpsc::Permit<'a, Job>,
+    queued_bytes: &'a AtomicUsize,
+}
+
+impl PresencePermit<'_> {
+    /// Queues `job`.
+    pub fn send(self, job: PresenceJob) {
+        let job = Job::Presence(job);
+        self.queued_bytes.fetch_add(job.bytes(), Ordering::AcqRel);
+        self.permit.send(job);
     }
 }
 
@@ -208,18 +318,62 @@ async fn ping(connection: &mut MultiplexedConnection) -> bool {
     matches!(tokio::time::timeout(REDIS_TIMEOUT, ping).await, Ok(Ok(_)))
 }
 
-/// The pipeline that publishes `batch[i]` for each `i` in `which`: one
-/// `EVALSHA` of the script (whose hash is `sha`) per publish, after a
-/// `SCRIPT LOAD` unless `loaded` (Redis already has the script).
-fn pipeline(sha: &str, batch: &[PublishJob], which: &[usize], loaded: bool) -> redis::Pipeline {
+/// The scripts the publisher runs: their sources and hashes.
+#[derive(Debug)]
+struct Scripts {
+    /// `(source, hash)` of the publish, join and leave scripts.
+    all: [(String, String); 3],
+}
+
+impl Scripts {
+    fn new() -> Self {
+        let script = |source: String| {
+            let sha = Script::new(&source).get_hash().to_owned();
+            (source, sha)
+        };
+        Scripts {
+            all: [
+                script(PUBLISH_SCRIPT.to_owned()),
+                script(PresenceCall::join_source()),
+                script(PresenceCall::leave_source()),
+            ],
+        }
+    }
+
+    fn publish(&self) -> &str {
+        &self.all[0].1
+    }
+
+    fn presence(&self, call: &PresenceCall) -> &str {
+        if call.is_join() {
+            &self.all[1].1
+        } else {
+            &self.all[2].1
+        }
+    }
+}
+
+/// The pipeline that runs `batch[i]` for each `i` in `which`: one
+/// `EVALSHA` of its script per job, after a `SCRIPT LOAD` of every script
+/// unless `loaded` (Redis already has them).
+fn pipeline(scripts: &Scripts, batch: &[Job], which: &[usize], loaded: bool) -> redis::Pipeline {
     let mut pipe = redis::pipe();
     pipe.ignore_errors();
     if !loaded {
-        pipe.cmd("SCRIPT").arg("LOAD").arg(PUBLISH_SCRIPT).ignore();
+        for (source, _) in &scripts.all {
+            pipe.cmd("SCRIPT").arg("LOAD").arg(source).ignore();
+        }
     }
     for job in which.iter().filter_map(|&i| batch.get(i)) {
+        let job = match job {
+            Job::Publish(job) => job,
+            Job::Presence(job) => {
+                job.call.add_to(&mut pipe, scripts.presence(&job.call));
+                continue;
+            }
+        };
         pipe.cmd("EVALSHA")
-            .arg(sha)
+            .arg(scripts.publish())
             .arg(2)
             .arg(position_key(&job.topic))
             .arg(history_key(&job.topic))
@@ -263,8 +417,8 @@ async fn query(
 /// flushed) did not run: those are sent once more, after loading it again.
 async fn send(
     connection: &mut MultiplexedConnection,
-    sha: &str,
-    batch: &[PublishJob],
+    scripts: &Scripts,
+    batch: &[Job],
     loaded: &mut bool,
 ) -> Result<Vec<Result<u64, PublishError>>, PublishError> {
     let mut outcomes: Vec<Option<Result<u64, PublishError>>> = vec![None; batch.len()];
@@ -272,7 +426,7 @@ async fn send(
         let pending: Vec<usize> = (0..batch.len())
             .filter(|&i| outcomes[i].is_none())
             .collect();
-        let pipe = pipeline(sha, batch, &pending, *loaded);
+        let pipe = pipeline(scripts, batch, &pending, *loaded);
         let answers = query(connection, pipe, pending.len()).await?;
         *loaded = true;
         for (i, answer) in pending.into_iter().zip(answers) {
@@ -286,15 +440,21 @@ async fn send(
             break;
         }
     }
-    let not_loaded = || PublishError::Refused("Redis does not keep the publish script".to_owned());
+    let not_loaded = || PublishError::Refused("Redis does not keep the scripts".to_owned());
     Ok(outcomes
         .into_iter()
         .map(|outcome| outcome.unwrap_or_else(|| Err(not_loaded())))
         .collect())
 }
 
-/// Counts the outcomes of a batch in `metrics`.
-fn count(metrics: &Metrics, results: &[Result<u64, PublishError>]) {
+/// Counts the outcomes of a batch's publishes in `metrics` (presence jobs
+/// count their own).
+fn count(metrics: &Metrics, batch: &[Job], results: &[Result<u64, PublishError>]) {
+    let pairs = batch.iter().zip(results);
+    let results: Vec<&Result<u64, PublishError>> = pairs
+        .filter(|(job, _)| matches!(job, Job::Publish(_)))
+        .map(|(_, result)| result)
+        .collect();
     let published = results.iter().filter(|r| r.is_ok()).count() as u64;
     let failed = results.len() as u64 - published;
     metrics.messages_published.inc_by(published);
@@ -320,7 +480,7 @@ impl PublisherTask {
         metrics: Metrics,
         shutdown: CancellationToken,
     ) {
-        let sha = Script::new(PUBLISH_SCRIPT).get_hash().to_owned();
+        let scripts = Scripts::new();
         let mut connection: Option<MultiplexedConnection> = None;
         // Whether Redis has the script, as far as this connection knows.
         let mut script_loaded = false;
@@ -372,12 +532,18 @@ impl PublisherTask {
                     continue;
                 }
             }
-            let bytes: usize = batch.iter().map(|job| job.payload.len()).sum();
+            let bytes: usize = batch.iter().map(Job::bytes).sum();
             self.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
+            if let Some(generation) = batch.iter().map(Job::after).max().filter(|g| *g > 0) {
+                // Sent anyway after the deadline: only the joining
+                // client's own JOIN may then be missed.
+                let confirmed = self.interest.confirmed(generation);
+                let _ = tokio::time::timeout(REDIS_TIMEOUT, confirmed).await;
+            }
             let outcome = match connection.as_mut() {
                 Some(c) => {
                     let started = Instant::now();
-                    let sent = send(c, &sha, &batch, &mut script_loaded).await;
+                    let sent = send(c, &scripts, &batch, &mut script_loaded).await;
                     publish_seconds.observe(started.elapsed().as_secs_f64());
                     sent
                 }
@@ -394,9 +560,9 @@ impl PublisherTask {
                 Ok(results) => results,
                 Err(e) => vec![Err(e); batch.len()],
             };
-            count(&metrics, &results);
+            count(&metrics, &batch, &results);
             for (job, result) in batch.drain(..).zip(results) {
-                (job.done)(result);
+                job.finish(result);
             }
         }
     }
@@ -425,7 +591,7 @@ mod tests {
     fn a_full_queue_refuses_at_once_by_count_and_by_bytes() {
         let outcomes = Arc::new(Mutex::new(Vec::new()));
         let metrics = Metrics::new();
-        let (publisher, task, _) = publisher(&metrics);
+        let (publisher, task, _) = publisher(&metrics, Arc::default());
         publisher.submit(job(QUEUE_BYTES + 1, &outcomes));
         assert_eq!(*outcomes.lock().unwrap(), vec![Err(PublishError::Busy)]);
         for _ in 0..QUEUE_JOBS {

@@ -2,6 +2,11 @@
 //! follow this node's [`crate::cluster::interest::Interest`], and whose
 //! messages are fanned out to local subscribers through the registry's
 //! encode-once path ([`crate::registry::TopicRegistry::deliver_remote`]).
+//! Presence events on a topic's channel go to
+//! [`crate::registry::TopicRegistry::deliver_presence`]; the connection is
+//! also subscribed to the control channel
+//! ([`crate::cluster::presence::control`]), whose disconnects close this
+//! node's matching connections.
 //!
 //! Receiving and changing subscriptions run side by side on the
 //! connection: waiting for Redis to confirm a `SUBSCRIBE` never holds up
@@ -24,8 +29,12 @@ use redis::aio::{PubSubSink, PubSubStream};
 use tokio::time::Instant;
 
 use crate::cluster::backplane::Backplane;
+use crate::cluster::presence::control::{CONTROL_CHANNEL, ControlTarget, parse_control};
+use crate::cluster::presence::event::{is_event, parse_event};
+use crate::cluster::presence::to_event;
 use crate::cluster::publisher::{PING_INTERVAL, RECONNECT_INTERVAL, REDIS_TIMEOUT};
 use crate::cluster::wire::{Subscription, parse_message, topic_of_channel};
+use crate::directory::{DisconnectCode, DisconnectTarget};
 use crate::metrics::Metrics;
 use crate::state::BrokerState;
 
@@ -65,27 +74,61 @@ pub async fn run(state: Arc<BrokerState>) {
 
 /// Fans out every message received until the connection closes.
 async fn receive(state: &BrokerState, mut stream: PubSubStream) {
+    let mut last_event = LastEvent::default();
     while let Some(message) = stream.next().await {
-        deliver(state, &message);
+        deliver(state, &message, &mut last_event);
     }
 }
 
-fn deliver(state: &BrokerState, message: &Msg) {
+/// The last presence event received, to deliver each event once.
+///
+/// A node subscribed to a topic's channel and to patterns covering it gets
+/// one copy of each `PUBLISH` per subscription. Messages are told apart by
+/// their seq (the registry drops repeats); events have none, but Redis
+/// writes all copies of one `PUBLISH` to a connection one after the other,
+/// and two different events of one channel are never byte for byte equal
+/// when adjacent (an entry's JOIN and LEAVE alternate). So an event equal
+/// to the one just before it, on the same channel, is a copy.
+#[derive(Debug, Default)]
+struct LastEvent {
+    channel: String,
+    bytes: Vec<u8>,
+}
+
+impl LastEvent {
+    /// Whether `bytes` on `channel` is a copy of the last event; if not, it
+    /// becomes the last event.
+    fn is_copy(&mut self, channel: &str, bytes: &[u8]) -> bool {
+        if self.channel == channel && self.bytes == bytes {
+            return true;
+        }
+        channel.clone_into(&mut self.channel);
+        bytes.clone_into(&mut self.bytes);
+        false
+    }
+}
+
+fn deliver(state: &BrokerState, message: &Msg, last_event: &mut LastEvent) {
     let name = message.get_channel_name();
-    let (Some(topic), Some(parsed)) = (
-        topic_of_channel(name),
-        parse_message(message.get_payload_bytes()),
-    ) else {
-        tracing::warn!(
-            channel = name,
-            "cluster subscriber: ignored a message not written by tickwire"
-        );
-        state
-            .metrics
-            .backplane_dropped
-            .with_label_values(&["malformed"])
-            .inc();
+    let bytes = message.get_payload_bytes();
+    if name == CONTROL_CHANNEL {
+        return control(state, bytes);
+    }
+    let Some(topic) = topic_of_channel(name) else {
+        return malformed(state, name);
+    };
+    if is_event(bytes) {
+        let Some(event) = parse_event(bytes) else {
+            return malformed(state, name);
+        };
+        state.metrics.backplane_received.inc();
+        if !last_event.is_copy(name, bytes) {
+            state.registry.deliver_presence(topic, &to_event(&event));
+        }
         return;
+    }
+    let Some(parsed) = parse_message(bytes) else {
+        return malformed(state, name);
     };
     state.metrics.backplane_received.inc();
     if let Err(e) = state
@@ -101,6 +144,41 @@ fn deliver(state: &BrokerState, message: &Msg) {
     }
 }
 
+/// Counts and logs a message on `channel` that tickwire did not write.
+fn malformed(state: &BrokerState, channel: &str) {
+    tracing::warn!(
+        channel,
+        "cluster subscriber: ignored a message not written by tickwire"
+    );
+    state
+        .metrics
+        .backplane_dropped
+        .with_label_values(&["malformed"])
+        .inc();
+}
+
+/// Applies a message of the control channel: a cluster-wide disconnect
+/// closes this node's matching connections.
+fn control(state: &BrokerState, bytes: &[u8]) {
+    let Some(disconnect) = parse_control(bytes) else {
+        return malformed(state, CONTROL_CHANNEL);
+    };
+    let target = match disconnect.target {
+        ControlTarget::Client(client) => DisconnectTarget::Client(client.to_owned()),
+        ControlTarget::User(user) => DisconnectTarget::User(user.to_owned()),
+    };
+    let code = DisconnectCode {
+        code: disconnect.code,
+        reason: Arc::from(disconnect.reason),
+    };
+    let closed = state.directory.close(&target, code);
+    tracing::info!(
+        ?target,
+        closed,
+        "cluster: disconnect from the control channel applied"
+    );
+}
+
 /// Makes the connection's subscriptions follow the interest, confirming
 /// each generation once Redis has it, and pings when idle; returns why it
 /// stopped (the connection failed).
@@ -110,9 +188,11 @@ async fn keep_subscriptions(
     mut sink: PubSubSink,
 ) -> String {
     let mut current: HashSet<Subscription> = HashSet::new();
+    let control = Subscription::Channel(CONTROL_CHANNEL.to_owned());
     loop {
         let (generation, wanted) = backplane.interest.wanted();
-        let wanted: HashSet<Subscription> = wanted.into_iter().collect();
+        let mut wanted: HashSet<Subscription> = wanted.into_iter().collect();
+        wanted.insert(control.clone());
         let add: Vec<&Subscription> = wanted.difference(&current).collect();
         let drop: Vec<&Subscription> = current.difference(&wanted).collect();
         if let Err(why) = change(&mut sink, &add, true).await {
@@ -122,7 +202,8 @@ async fn keep_subscriptions(
             return why;
         }
         current = wanted;
-        metrics.backplane_channels.set(current.len() as i64);
+        // The control channel is not a topic's: not counted.
+        metrics.backplane_channels.set(current.len() as i64 - 1);
         backplane.interest.confirm(generation);
         backplane.health.set_subscriber(true);
         tokio::select! {
@@ -180,5 +261,29 @@ async fn confirm(call: impl Future<Output = redis::RedisResult<()>>) -> Result<(
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(format!("subscription change failed: {e}")),
         Err(_) => Err("subscription change not confirmed in time".to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LastEvent;
+
+    #[test]
+    fn an_event_equal_to_the_one_before_on_its_channel_is_a_copy() {
+        let mut last = LastEvent::default();
+        assert!(!last.is_copy("tickwire:{a}:msg", b"P J 0 c -\n"));
+        assert!(
+            last.is_copy("tickwire:{a}:msg", b"P J 0 c -\n"),
+            "the pattern copy"
+        );
+        assert!(
+            !last.is_copy("tickwire:{b}:msg", b"P J 0 c -\n"),
+            "another channel"
+        );
+        assert!(!last.is_copy("tickwire:{b}:msg", b"P L 0 c -\n"));
+        assert!(
+            !last.is_copy("tickwire:{b}:msg", b"P J 0 c -\n"),
+            "joined again"
+        );
     }
 }

@@ -184,9 +184,7 @@ const MAX_HEADER: usize = 4 * 20 + 4;
 /// Parses a channel message; `None` if it is not one written by
 /// [`PUBLISH_SCRIPT`].
 pub fn parse_message(bytes: &[u8]) -> Option<ChannelMessage<'_>> {
-    let end = bytes.iter().take(MAX_HEADER).position(|&b| b == b'\n')?;
-    let header = std::str::from_utf8(&bytes[..end]).ok()?;
-    let mut fields = header.split(' ');
+    let (mut fields, payload) = split_header(bytes, MAX_HEADER)?;
     let mut number = || fields.next()?.parse::<u64>().ok();
     let epoch = number()?;
     let seq = number()?;
@@ -203,8 +201,18 @@ pub fn parse_message(bytes: &[u8]) -> Option<ChannelMessage<'_>> {
         at: Position { epoch, seq },
         time_us,
         retain,
-        payload: &bytes[end + 1..],
+        payload,
     })
+}
+
+/// The text header every tickwire channel message starts with (up to its
+/// first newline, found within `max` bytes), split at spaces, and the bytes
+/// after that newline; `None` without a newline there or if the header is
+/// not UTF-8.
+pub fn split_header(bytes: &[u8], max: usize) -> Option<(std::str::Split<'_, char>, &[u8])> {
+    let end = bytes.iter().take(max).position(|&b| b == b'\n')?;
+    let header = std::str::from_utf8(&bytes[..end]).ok()?;
+    Some((header.split(' '), &bytes[end + 1..]))
 }
 
 #[cfg(test)]

@@ -114,7 +114,7 @@ impl PresenceHub {
 
     /// The single-node hub of `metrics`' broker.
     pub fn local(limits: HoldLimits, grace: Duration, metrics: Metrics) -> Self {
-        let store = PresenceStore::Local(LocalPresence::new(metrics.clone()));
+        let store = PresenceStore::Local(Box::new(LocalPresence::new(metrics.clone())));
         PresenceHub::new(limits, grace, store, metrics)
     }
 

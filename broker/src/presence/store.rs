@@ -12,8 +12,8 @@
 //!   `leave` run synchronously, so an event is queued to every subscriber
 //!   before the session's next request is handled ("A joins, then A
 //!   publishes" is seen in that order).
-//! * The cluster arm (a `Cluster(Arc<ClusterPresence>)` variant, in
-//!   `crate::cluster::presence`) keeps entries in Redis: its `join` and
+//! * [`PresenceStore::Cluster`] ([`crate::cluster::presence`]) keeps
+//!   entries in Redis: its `join` and
 //!   `leave` must not block (they enqueue a script into the node's ordered
 //!   publisher pipeline, behind this node's earlier publishes), and each
 //!   node's subscriber task hands the events Redis publishes on the topic's
@@ -33,6 +33,7 @@ use tickwire_protocol::topic::Topic;
 use super::PresenceError;
 use super::event::{PresenceChange, PresenceEntry, PresenceEvent};
 use super::identity::PresenceKey;
+use crate::cluster::presence::ClusterPresence;
 use crate::metrics::Metrics;
 use crate::registry::TopicRegistry;
 
@@ -66,8 +67,12 @@ impl PresenceSnapshot {
 /// module documentation for the seam.
 #[derive(Debug)]
 pub enum PresenceStore {
-    /// One node: entries in memory.
-    Local(LocalPresence),
+    /// One node: entries in memory (boxed: much larger than the cluster
+    /// arm's handle).
+    Local(Box<LocalPresence>),
+    /// A cluster node: entries in Redis, events through the topics'
+    /// channels (docs/cluster.md, "Presence").
+    Cluster(Arc<ClusterPresence>),
 }
 
 impl PresenceStore {
@@ -82,6 +87,7 @@ impl PresenceStore {
     ) {
         match self {
             PresenceStore::Local(local) => local.join(registry, topic, key, entry),
+            PresenceStore::Cluster(cluster) => cluster.join(topic, key, entry),
         }
     }
 
@@ -90,6 +96,7 @@ impl PresenceStore {
     pub fn leave(&self, registry: &TopicRegistry, topic: Topic<'_>, key: &PresenceKey) {
         match self {
             PresenceStore::Local(local) => local.leave(registry, topic, key),
+            PresenceStore::Cluster(cluster) => cluster.leave(topic, key),
         }
     }
 
@@ -101,6 +108,7 @@ impl PresenceStore {
     ) -> Result<PresenceSnapshot, PresenceError> {
         match self {
             PresenceStore::Local(local) => Ok(local.snapshot(topic, counts_only)),
+            PresenceStore::Cluster(cluster) => cluster.snapshot(topic, counts_only).await,
         }
     }
 }
