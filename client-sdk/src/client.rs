@@ -17,10 +17,11 @@ use tickwire_protocol::topic::{validate_pattern, validate_topic};
 use crate::command::{
     BrokerOptions, ClientInner, Command, PublishReply, Shared, encode_bounded_frame,
 };
-use crate::config::{ClientBuilder, Config, OfflinePolicy};
+use crate::config::{ClientBuilder, Config, OfflinePolicy, generate_client_id};
 use crate::driver::Driver;
 use crate::error::{Error, Result};
 use crate::event::SubShared;
+use crate::presence::{Answer, Presence, PresenceStats};
 use crate::state::ConnectionState;
 use crate::subscription::{SubscribeOptions, Subscription};
 use crate::transport::{Connection, Target};
@@ -91,9 +92,11 @@ impl Client {
     }
 
     async fn start(builder: ClientBuilder) -> Result<Client> {
-        let ClientBuilder { url, config } = builder;
+        let ClientBuilder { url, mut config } = builder;
         config.validate()?;
-        let target = Arc::new(Target::new(BrokerUrl::parse(&url)?, &config)?);
+        let client_id = config.client_id.get_or_insert_with(generate_client_id);
+        let broker_url = BrokerUrl::parse(&url)?.with_query("client", client_id);
+        let target = Arc::new(Target::new(broker_url, &config)?);
         let conn = if config.retry_initial_connect {
             connect_with_retry(&target, &config).await?
         } else {
@@ -124,6 +127,13 @@ impl Client {
     /// `changed().await` waits for the next transition.
     pub fn state(&self) -> watch::Receiver<ConnectionState> {
         self.inner.shared.state_rx.clone()
+    }
+
+    /// This client's id: the one given to [`ClientBuilder::client_id`], or
+    /// the one generated for it. It is sent (`client=`) on every connection,
+    /// so the client's presence entries keep it across reconnects.
+    pub fn client_id(&self) -> &str {
+        self.config().client_id.as_deref().unwrap_or_default()
     }
 
     /// Whether the client is connected right now.
@@ -259,6 +269,7 @@ impl Client {
             last: options.last,
             max_rate: options.max_rate,
             resume: options.resume,
+            join_leave: options.join_leave,
         };
         let cmd = Command::Subscribe {
             id,
@@ -453,6 +464,61 @@ impl Client {
             reply: PublishReply::Acked(tx),
         };
         self.request("publish", cmd, rx).await
+    }
+
+    /// The presence of `topic`: every client instance subscribed to it (an
+    /// exact-topic subscription on a topic with presence), with counts.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> tickwire_client::Result<()> {
+    /// let client = tickwire_client::Client::connect("ws://127.0.0.1:8080").await?;
+    /// let room = client.presence("chat.room1").await?;
+    /// for member in &room.members {
+    ///     println!("{} ({:?})", member.client, member.user);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidTopic`] (checked locally; a pattern is not a topic),
+    /// [`Error::Broker`] with
+    /// [`ErrorCode::PresenceDisabled`](crate::ErrorCode::PresenceDisabled)
+    /// (the topic has no presence) or
+    /// [`ErrorCode::Forbidden`](crate::ErrorCode::Forbidden) (the token may
+    /// not subscribe to it), [`Error::NotConnected`] while reconnecting,
+    /// [`Error::Timeout`], [`Error::ConnectionLost`], [`Error::Closed`].
+    pub async fn presence(&self, topic: &str) -> Result<Presence> {
+        let answer = self.ask_presence(topic, false).await?;
+        Ok(Presence {
+            clients: answer.clients,
+            users: answer.users,
+            members: answer.members,
+        })
+    }
+
+    /// Only the counts of [`Client::presence`]: entries and distinct users.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::presence`].
+    pub async fn presence_stats(&self, topic: &str) -> Result<PresenceStats> {
+        let answer = self.ask_presence(topic, true).await?;
+        Ok(PresenceStats {
+            clients: answer.clients,
+            users: answer.users,
+        })
+    }
+
+    async fn ask_presence(&self, topic: &str, counts_only: bool) -> Result<Answer> {
+        Self::check_topic(topic)?;
+        let (tx, rx) = oneshot::channel();
+        let cmd = Command::Presence {
+            topic: topic.to_owned(),
+            counts_only,
+            reply: tx,
+        };
+        self.request("presence", cmd, rx).await
     }
 
     /// Measures the round trip to the broker with an application-level

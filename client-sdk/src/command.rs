@@ -10,13 +10,14 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use tickwire_protocol::ClientMessage;
-use tickwire_protocol::message::Position;
+use tickwire_protocol::message::{JoinLeave, Position};
 use tickwire_protocol::ws::{self, OpCode};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::event::SubShared;
 use crate::message::Message;
+use crate::presence::Answer;
 use crate::state::ConnectionState;
 
 /// State shared by client handles, subscriptions and the connection task.
@@ -108,6 +109,12 @@ pub(crate) enum Command {
         id: Option<u64>,
         reply: PublishReply,
     },
+    /// Send a `PRESENCE` request and reply with the answer.
+    Presence {
+        topic: String,
+        counts_only: bool,
+        reply: oneshot::Sender<Result<Answer>>,
+    },
     /// Send a `PING` message and reply with the round-trip time.
     Ping {
         reply: oneshot::Sender<Result<Duration>>,
@@ -126,6 +133,8 @@ pub(crate) struct BrokerOptions {
     pub max_rate: Option<u32>,
     /// Renew with `since` after a reconnect.
     pub resume: bool,
+    /// The join/leave events asked for.
+    pub join_leave: Option<JoinLeave>,
 }
 
 impl BrokerOptions {
@@ -147,6 +156,11 @@ impl BrokerOptions {
             Some(
                 "the client already subscribes to this pattern with another `resume` setting; \
                  subscriptions of one pattern share one broker subscription",
+            )
+        } else if new.join_leave != self.join_leave {
+            Some(
+                "the client already subscribes to this pattern with another `join_leave` \
+                 setting; subscriptions of one pattern share one broker subscription",
             )
         } else {
             None
@@ -175,6 +189,7 @@ mod tests {
             last: false,
             max_rate: None,
             resume: true,
+            join_leave: None,
         };
         assert_eq!(plain.conflict(&plain, false), None);
         let snapshot = BrokerOptions {
@@ -196,6 +211,12 @@ mod tests {
             ..plain
         };
         assert!(plain.conflict(&live_only, false).is_some());
+        let joins = BrokerOptions {
+            join_leave: Some(JoinLeave::Users),
+            ..plain
+        };
+        assert!(plain.conflict(&joins, false).is_some());
+        assert_eq!(joins.conflict(&joins, false), None);
     }
 
     #[test]

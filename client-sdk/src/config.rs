@@ -255,6 +255,22 @@ pub enum TlsRoots {
 /// fresh bearer token, or of the reason there is none.
 pub type TokenFuture = Pin<Box<dyn Future<Output = std::result::Result<String, String>> + Send>>;
 
+/// Whether `id` is a client id the broker takes (`client=`: 1-64 of
+/// `[A-Za-z0-9_-]`).
+fn is_valid_client_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// A fresh client id: 128 random bits as 22 base64url characters, as the
+/// broker would assign.
+pub(crate) fn generate_client_id() -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 16]>())
+}
+
 /// Whether `token` can be sent in an `Authorization` header.
 fn is_valid_token(token: &str) -> bool {
     !token.is_empty() && token.bytes().all(|b| b.is_ascii_graphic())
@@ -314,6 +330,8 @@ pub(crate) struct Config {
     pub tls_config: Option<Arc<rustls::ClientConfig>>,
     pub offline: OfflinePolicy,
     pub retry_initial_connect: bool,
+    /// The client id sent as `client=`; generated at connect when `None`.
+    pub client_id: Option<String>,
 }
 
 impl Default for Config {
@@ -335,6 +353,7 @@ impl Default for Config {
             tls_config: None,
             offline: OfflinePolicy::default(),
             retry_initial_connect: false,
+            client_id: None,
         }
     }
 }
@@ -361,6 +380,7 @@ impl fmt::Debug for Config {
             .field("tls_config", &self.tls_config.as_ref().map(|_| "<custom>"))
             .field("offline", &self.offline)
             .field("retry_initial_connect", &self.retry_initial_connect)
+            .field("client_id", &self.client_id)
             .finish()
     }
 }
@@ -416,6 +436,13 @@ impl Config {
             return Err(Error::Config(
                 "token must be non-empty visible ASCII (no spaces or control characters)".into(),
             ));
+        }
+        if let Some(id) = &self.client_id
+            && !is_valid_client_id(id)
+        {
+            return Err(Error::Config(format!(
+                "client_id {id:?} must be 1-64 characters of A-Z, a-z, 0-9, _ and -"
+            )));
         }
         if self.token.is_some() && self.token_provider.is_some() {
             return Err(Error::Config(
@@ -624,6 +651,17 @@ impl ClientBuilder {
         self
     }
 
+    /// This client's id, sent as the `client=` query parameter on every
+    /// connection (1-64 characters of `A-Z a-z 0-9 _ -`). The broker keys
+    /// presence entries by it, so a reconnect (or a second connection given
+    /// the same id) is the same entry and, within the broker's presence
+    /// grace, makes no leave or join. Default: 22 random base64url
+    /// characters, generated once per client ([`Client::client_id`](crate::Client::client_id)).
+    pub fn client_id(mut self, id: impl Into<String>) -> Self {
+        self.config.client_id = Some(id.into());
+        self
+    }
+
     /// When `true`, [`ClientBuilder::connect`] retries a failing first
     /// connection with the reconnect policy instead of returning the first
     /// error (useful when the application may start before the broker).
@@ -699,6 +737,25 @@ mod tests {
                 "{config:?}"
             );
         }
+    }
+
+    #[test]
+    fn client_ids_are_checked_and_generated_fresh() {
+        for good in ["a", "tab-1_X", &"x".repeat(64)] {
+            assert!(is_valid_client_id(good), "{good}");
+        }
+        for bad in ["", "has space", "é", &"x".repeat(65), "a=b"] {
+            assert!(!is_valid_client_id(bad), "{bad}");
+            let config = Config {
+                client_id: Some(bad.to_owned()),
+                ..Config::default()
+            };
+            assert!(matches!(config.validate(), Err(Error::Config(_))));
+        }
+        let (a, b) = (generate_client_id(), generate_client_id());
+        assert_eq!(a.len(), 22);
+        assert!(is_valid_client_id(&a));
+        assert_ne!(a, b);
     }
 
     #[test]

@@ -31,6 +31,7 @@ use crate::config::OfflinePolicy;
 use crate::error::{Error, Refusal};
 use crate::offline::{Buffered, Offline};
 use crate::pending::{Pending, PendingKind};
+use crate::presence::Answer;
 use crate::registry::{Entry, LocalSub, NewSub, Registry, Waiter};
 use crate::session::{Received, Session, Transfer};
 use crate::state::{ConnectionState, Disconnect};
@@ -116,6 +117,14 @@ impl Driver {
             match end {
                 End::Shutdown => break,
                 End::Lost(_) if self.shutting_down => break,
+                End::Lost(cause) if cause.is_final() => {
+                    // Disconnected by the server (4007) or for good by the
+                    // application (4500-4999): reconnecting would undo it.
+                    tracing::warn!(url = %self.shared.url, "{cause}; not reconnecting");
+                    self.connection_lost();
+                    self.final_cause = Some(cause);
+                    break;
+                }
                 End::Lost(cause) => {
                     tracing::warn!(url = %self.shared.url, "{cause}");
                     self.connection_lost();
@@ -349,15 +358,22 @@ impl Driver {
                 code,
                 message,
             } => tracing::warn!("broker reported an error: {code}: {message}"),
+            ServerMessage::PresenceInfo { id, info } => match self.pending.take(id) {
+                Some(PendingKind::Presence(tx)) => {
+                    let _ = tx.send(Ok(Answer::new(&info)));
+                }
+                other => self.unexpected_reply(id, other, "PRESENCE_INFO"),
+            },
+            ServerMessage::Join { topic, entry } => {
+                self.registry.deliver_presence(true, topic, &entry);
+            }
+            ServerMessage::Leave { topic, entry } => {
+                self.registry.deliver_presence(false, topic, &entry);
+            }
             ServerMessage::Refreshed { id, .. } => match self.pending.take(id) {
                 Some(PendingKind::Refresh(expires)) => self.on_refreshed(expires),
                 other => self.unexpected_reply(id, other, "REFRESHED"),
             },
-            ServerMessage::PresenceInfo { .. }
-            | ServerMessage::Join { .. }
-            | ServerMessage::Leave { .. } => {
-                tracing::debug!("ignoring a presence message this client did not ask for")
-            }
         }
     }
 
@@ -453,6 +469,26 @@ impl Driver {
                         PendingKind::Ping(reply, Instant::now()),
                         Some(deadline),
                     );
+                }
+                None => {
+                    let _ = reply.send(Err(Error::NotConnected));
+                }
+            },
+            Command::Presence {
+                topic,
+                counts_only,
+                reply,
+            } => match s {
+                Some(s) => {
+                    let id = self.shared.next_id();
+                    s.queue(&encode_frame(&ClientMessage::Presence {
+                        id,
+                        topic: &topic,
+                        counts_only,
+                    }));
+                    let deadline = self.request_deadline();
+                    self.pending
+                        .insert(id, PendingKind::Presence(reply), Some(deadline));
                 }
                 None => {
                     let _ = reply.send(Err(Error::NotConnected));

@@ -18,6 +18,12 @@
 //!   [`SubscribeOptions`] also asks for replays from known positions
 //!   (`since`), a snapshot of retained values (`last`, see
 //!   [`Client::publish_retained`]) and rate limits (`max_rate`).
+//! * **Presence**: [`Client::presence`] and [`Client::presence_stats`] list
+//!   who is subscribed to a topic with presence, and
+//!   [`SubscribeOptions::join_leave`] delivers [`SubscriptionEvent::Join`]
+//!   and [`SubscriptionEvent::Leave`] in order with the messages. Each
+//!   client has one id ([`ClientBuilder::client_id`]) on every connection,
+//!   so a reconnect is the same presence entry.
 //! * Payloads are MessagePack via serde: [`Client::publish`] and
 //!   [`Message::decode`]; raw bytes with [`Client::publish_bytes`] and
 //!   [`Message::payload`].
@@ -105,7 +111,8 @@
 //!   frame encoding); `event`: [`SubscriptionEvent`] and the state a
 //!   subscription shares with the task.
 //! * `config`, `state`, `error`, `message`, `url`: settings, connection
-//!   state, errors, received messages, broker URLs; `transport` and
+//!   state, errors, received messages, broker URLs; `presence`: presence
+//!   lists and join/leave changes; `transport` and
 //!   `handshake`: TCP, TLS and the WebSocket upgrade.
 //! * [`websocket`]: a raw WebSocket connection on the same transport and
 //!   `session`, for conformance testing (the Autobahn client-side suite).
@@ -124,6 +131,7 @@ mod handshake;
 mod message;
 mod offline;
 mod pending;
+mod presence;
 mod registry;
 mod resume;
 mod session;
@@ -142,6 +150,7 @@ pub use config::{
 pub use error::{Error, HandshakeError, Result};
 pub use event::{EVENT_CAPACITY, SubscriptionEvent, SubscriptionEvents};
 pub use message::Message;
+pub use presence::{Member, Presence, PresenceChange, PresenceStats};
 pub use state::{ConnectionState, Disconnect};
 pub use subscription::{SubscribeOptions, Subscription};
 
@@ -149,6 +158,10 @@ pub use subscription::{SubscribeOptions, Subscription};
 /// used by [`SubscribeOptions::since`] and reported in
 /// [`SubscriptionEvent::RecoveryIncomplete`].
 pub use tickwire_protocol::message::Position;
+
+/// Which join/leave events a subscription asks for
+/// ([`SubscribeOptions::join_leave`]), from the protocol crate.
+pub use tickwire_protocol::message::JoinLeave;
 
 /// Error codes of broker `ERROR` replies and WebSocket close codes, from the
 /// protocol crate.

@@ -8,6 +8,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use crate::error::{Error, Result};
+use crate::presence::Answer;
 
 /// What a request awaiting a reply was, and who waits for it.
 pub(crate) enum PendingKind {
@@ -15,6 +16,8 @@ pub(crate) enum PendingKind {
     Unsubscribe(Arc<str>),
     Publish(oneshot::Sender<Result<u64>>),
     Ping(oneshot::Sender<Result<Duration>>, Instant),
+    /// A presence request.
+    Presence(oneshot::Sender<Result<Answer>>),
     /// A token refresh, with the new token's expiry.
     Refresh(Option<std::time::SystemTime>),
 }
@@ -27,6 +30,7 @@ impl PendingKind {
             PendingKind::Unsubscribe(_) => "unsubscribe",
             PendingKind::Publish(_) => "publish",
             PendingKind::Ping(..) => "ping",
+            PendingKind::Presence(_) => "presence",
             PendingKind::Refresh(_) => "refresh",
         }
     }
@@ -38,6 +42,9 @@ impl PendingKind {
                 let _ = tx.send(Err(err()));
             }
             PendingKind::Ping(tx, _) => {
+                let _ = tx.send(Err(err()));
+            }
+            PendingKind::Presence(tx) => {
                 let _ = tx.send(Err(err()));
             }
             PendingKind::Subscribe(_) | PendingKind::Unsubscribe(_) | PendingKind::Refresh(_) => {}

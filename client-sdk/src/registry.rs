@@ -10,13 +10,14 @@ use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot};
 
 use tickwire_protocol::SubscribeOptions;
-use tickwire_protocol::message::{Delivery, Position};
+use tickwire_protocol::message::{Delivery, JoinLeave, Position, PresenceEntry};
 use tickwire_protocol::topic::pattern_matches;
 
 use crate::command::BrokerOptions;
 use crate::error::{Error, Result};
 use crate::event::{SubShared, SubscriptionEvent};
 use crate::message::Message;
+use crate::presence::PresenceChange;
 use crate::resume::{Admit, Tracker};
 
 /// One local subscription.
@@ -87,6 +88,7 @@ impl Entry {
         let mut options = SubscribeOptions::default().last(self.options.last);
         options.since = since;
         options.max_rate = self.options.max_rate;
+        options.join_leave = self.options.join_leave;
         options
     }
 }
@@ -229,6 +231,34 @@ impl Registry {
         }
     }
 
+    /// Queues a `JOIN` (`join`) or `LEAVE` of `topic` as an event of every
+    /// local subscription whose pattern matches and that asked for its
+    /// kind: an entry with a client id is connection-level
+    /// ([`JoinLeave::Clients`]), one without user-level ([`JoinLeave::Users`]).
+    pub fn deliver_presence(&mut self, join: bool, topic: &str, entry: &PresenceEntry<'_>) {
+        let kind = if entry.client.is_some() {
+            JoinLeave::Clients
+        } else {
+            JoinLeave::Users
+        };
+        let change = PresenceChange::new(topic, entry);
+        let event = if join {
+            SubscriptionEvent::Join(change)
+        } else {
+            SubscriptionEvent::Leave(change)
+        };
+        let wanted = |entry: &&Entry| entry.options.join_leave == Some(kind);
+        let exact = self.entries.get(topic).filter(|e| !e.wildcard);
+        let wild = self
+            .wildcards
+            .iter()
+            .filter(|p| pattern_matches(p, topic))
+            .filter_map(|p| self.entries.get(p));
+        for entry in exact.into_iter().chain(wild).filter(wanted) {
+            entry.emit(&event);
+        }
+    }
+
     /// The connection was lost: every broker subscription must be renewed.
     pub fn disconnected(&mut self) {
         for entry in self.entries.values_mut() {
@@ -297,6 +327,7 @@ mod tests {
             last: false,
             max_rate: None,
             resume: true,
+            join_leave: None,
         };
         let new = NewSub {
             waiter: Waiter { sub, reply },

@@ -114,6 +114,19 @@ pub enum Disconnect {
 }
 
 impl Disconnect {
+    /// Whether the client stays away after this: the broker closed with
+    /// 4007 (disconnected by the server, e.g. `POST /v1/disconnect`) or with
+    /// an application code 4500-4999. The client then does not reconnect
+    /// and becomes [`ConnectionState::Closed`] with this cause; after any
+    /// other cause (including 4100-4499) it reconnects per its policy.
+    pub fn is_final(&self) -> bool {
+        matches!(
+            self,
+            Disconnect::ClosedByBroker { code: Some(code), .. }
+                if tickwire_protocol::codes::is_final_disconnect(*code)
+        )
+    }
+
     /// The close code as a known [`CloseCode`], for
     /// [`Disconnect::ClosedByBroker`] with a code this version knows.
     pub fn close_code(&self) -> Option<CloseCode> {
@@ -172,5 +185,25 @@ mod tests {
         };
         assert_eq!(d.close_code(), None);
         assert_eq!(Disconnect::KeepaliveTimeout.close_code(), None);
+    }
+
+    #[test]
+    fn only_4007_and_4500_to_4999_are_final() {
+        let closed = |code| Disconnect::ClosedByBroker {
+            code: Some(code),
+            reason: String::new(),
+        };
+        for code in [4007, 4500, 4750, 4999] {
+            assert!(closed(code).is_final(), "{code}");
+        }
+        for code in [1000, 1001, 4001, 4003, 4100, 4499, 5000] {
+            assert!(!closed(code).is_final(), "{code}");
+        }
+        let no_code = Disconnect::ClosedByBroker {
+            code: None,
+            reason: String::new(),
+        };
+        assert!(!no_code.is_final());
+        assert!(!Disconnect::KeepaliveTimeout.is_final());
     }
 }

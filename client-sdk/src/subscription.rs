@@ -10,7 +10,7 @@ use std::task::{Context, Poll};
 use futures_core::Stream;
 use tokio::sync::mpsc;
 
-use tickwire_protocol::message::Position;
+use tickwire_protocol::message::{JoinLeave, Position};
 
 use crate::command::ClientInner;
 use crate::error::Error;
@@ -30,12 +30,15 @@ use crate::message::Message;
 ///   per second per topic, always the newest.
 /// * [`resume`](SubscribeOptions::resume) (on by default): after a
 ///   reconnect, continue from the last delivered position of every topic.
+/// * [`join_leave`](SubscribeOptions::join_leave): join/leave events of
+///   the topics (with presence) it covers.
 /// * [`capacity`](SubscribeOptions::capacity): local buffer size.
 ///
-/// `since`, `last`, `max_rate` and `resume` shape what the broker sends, and
-/// the broker keeps one subscription per pattern and connection: a second
-/// local subscription to a pattern this client already subscribes to must
-/// use the same `max_rate` and `resume` and neither `since` nor `last`
+/// `since`, `last`, `max_rate`, `resume` and `join_leave` shape what the
+/// broker sends, and the broker keeps one subscription per pattern and
+/// connection: a second local subscription to a pattern this client already
+/// subscribes to must use the same `max_rate`, `resume` and `join_leave`
+/// and neither `since` nor `last`
 /// (the broker cannot replay for it alone), or it fails with
 /// [`Error::InvalidOptions`].
 ///
@@ -57,6 +60,7 @@ pub struct SubscribeOptions {
     pub(crate) last: bool,
     pub(crate) max_rate: Option<u32>,
     pub(crate) resume: bool,
+    pub(crate) join_leave: Option<JoinLeave>,
 }
 
 impl Default for SubscribeOptions {
@@ -67,6 +71,7 @@ impl Default for SubscribeOptions {
             last: false,
             max_rate: None,
             resume: true,
+            join_leave: None,
         }
     }
 }
@@ -131,6 +136,18 @@ impl SubscribeOptions {
     /// guarantees, in particular for wildcard patterns.
     pub fn resume(mut self, resume: bool) -> Self {
         self.resume = resume;
+        self
+    }
+
+    /// Receive join/leave events of the topics the subscription covers
+    /// (topics with presence): [`JoinLeave::Clients`] one per client
+    /// instance, [`JoinLeave::Users`] one per user (its first entry joins,
+    /// its last leaves). They arrive as [`SubscriptionEvent::Join`] and
+    /// [`SubscriptionEvent::Leave`], queued in order with the messages. An
+    /// exact topic without presence is refused with
+    /// [`ErrorCode::PresenceDisabled`](crate::ErrorCode::PresenceDisabled).
+    pub fn join_leave(mut self, kind: JoinLeave) -> Self {
+        self.join_leave = Some(kind);
         self
     }
 }

@@ -118,6 +118,18 @@ impl BrokerUrl {
         matches!(self.host.parse::<IpAddr>(), Ok(IpAddr::V6(_)))
     }
 
+    /// The URL with `name=value` added to its query (`value` must need no
+    /// escaping, as a client id).
+    pub fn with_query(mut self, name: &str, value: &str) -> Self {
+        let sep = if self.resource.contains('?') {
+            '&'
+        } else {
+            '?'
+        };
+        self.resource = format!("{}{sep}{name}={value}", self.resource);
+        self
+    }
+
     /// `host:port`, with brackets around IPv6 addresses.
     pub fn authority(&self) -> String {
         if self.is_ipv6() {
@@ -191,6 +203,16 @@ mod tests {
         assert_eq!(u.host_header(), "[2001:db8::1]");
 
         assert_eq!(ok("ws://localhost?x=1").resource, "/ws?x=1");
+        assert_eq!(
+            ok("ws://localhost").with_query("client", "c1").resource,
+            "/ws?client=c1"
+        );
+        assert_eq!(
+            ok("ws://localhost/a?x=1")
+                .with_query("client", "c1")
+                .resource,
+            "/a?x=1&client=c1"
+        );
         assert_eq!(ok("ws://my_host.local:1").port, 1);
     }
 

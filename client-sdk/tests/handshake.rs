@@ -16,7 +16,12 @@ async fn handshake_succeeds_with_expected_request() {
     })
     .await;
     let client = client.expect("connect");
-    assert_eq!(head.request_line, "GET /ws HTTP/1.1");
+    // The client id goes with every upgrade (generated: 22 characters).
+    assert_eq!(client.client_id().len(), 22);
+    assert_eq!(
+        head.request_line,
+        format!("GET /ws?client={} HTTP/1.1", client.client_id())
+    );
     assert_eq!(head.header("host"), Some(broker.addr.to_string().as_str()));
     assert_eq!(head.header("upgrade"), Some("websocket"));
     assert_eq!(head.header("connection"), Some("Upgrade"));
@@ -36,8 +41,14 @@ async fn custom_path_is_requested_and_no_token_means_no_authorization() {
         tokio::join!(Client::connect(&url), broker.accept_with(Answer::Upgrade))
     })
     .await;
-    client.expect("connect");
-    assert_eq!(head.request_line, "GET /custom/ws?tenant=a HTTP/1.1");
+    let client = client.expect("connect");
+    assert_eq!(
+        head.request_line,
+        format!(
+            "GET /custom/ws?tenant=a&client={} HTTP/1.1",
+            client.client_id()
+        )
+    );
     assert_eq!(head.header("authorization"), None);
 }
 

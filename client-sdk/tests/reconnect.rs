@@ -441,3 +441,78 @@ async fn a_later_message_stamped_earlier_is_delivered_after_a_reconnect() {
         );
     }
 }
+
+/// The `client=` value of an upgrade request line.
+fn client_param(head: &common::RequestHead) -> String {
+    let target = head.request_line.split(' ').nth(1).unwrap_or_default();
+    let query = target.split_once('?').map(|(_, q)| q).unwrap_or_default();
+    query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("client="))
+        .expect("the upgrade carries client=")
+        .to_owned()
+}
+
+#[tokio::test]
+async fn final_close_codes_close_the_client_without_reconnecting() {
+    for code in [4007u16, 4500, 4999] {
+        let broker = FakeBroker::bind().await;
+        let (client, mut conn) = connect(&broker, fast(&broker)).await;
+        conn.send_raw(&tickwire_protocol::ws::server_frame(
+            tickwire_protocol::ws::OpCode::Close,
+            &tickwire_protocol::ws::close_body(code, "disconnected by the server"),
+        ))
+        .await;
+        wait_state(&client, "closed", |s| s.is_closed()).await;
+        match &*client.state().borrow() {
+            ConnectionState::Closed { cause: Some(cause) } => {
+                assert!(cause.is_final(), "{code}");
+                assert_eq!(
+                    cause,
+                    &Disconnect::ClosedByBroker {
+                        code: Some(code),
+                        reason: "disconnected by the server".into()
+                    }
+                );
+            }
+            other => panic!("{code}: unexpected {other:?}"),
+        }
+        // Closed is final: the connection task is gone, nothing reconnects.
+        assert!(matches!(client.ping().await, Err(Error::Closed)));
+    }
+}
+
+#[tokio::test]
+async fn application_codes_below_4500_reconnect_with_the_same_client_id() {
+    let broker = FakeBroker::bind().await;
+    let (connecting, first) = tokio::join!(
+        fast(&broker).client_id("tab-1").connect(),
+        broker.accept_with(Answer::Upgrade)
+    );
+    let client = connecting.expect("client connects");
+    let (mut conn, head) = first;
+    assert_eq!(client.client_id(), "tab-1");
+    assert_eq!(client_param(&head), "tab-1");
+    conn.send_raw(&tickwire_protocol::ws::server_frame(
+        tickwire_protocol::ws::OpCode::Close,
+        &tickwire_protocol::ws::close_body(4100, "moved"),
+    ))
+    .await;
+    let (_conn, head) = within("reconnect", broker.accept_with(Answer::Upgrade)).await;
+    assert_eq!(client_param(&head), "tab-1");
+    wait_state(&client, "connected", |s| s.is_connected()).await;
+
+    // Without one, an id is generated once per client and kept.
+    let other = FakeBroker::bind().await;
+    let (connecting, (mut conn, first)) =
+        tokio::join!(fast(&other).connect(), other.accept_with(Answer::Upgrade));
+    let generated = connecting.expect("client connects");
+    assert_eq!(generated.client_id().len(), 22);
+    assert_eq!(client_param(&first), generated.client_id());
+    conn.send_raw(&tickwire_protocol::ws::server_close_frame(
+        CloseCode::SlowConsumer,
+    ))
+    .await;
+    let (_conn, again) = within("reconnect", other.accept_with(Answer::Upgrade)).await;
+    assert_eq!(client_param(&again), generated.client_id());
+}

@@ -515,3 +515,67 @@ async fn sub_interrupted_exits_0_with_a_summary() {
         stderr(&output)
     );
 }
+
+#[tokio::test]
+async fn sub_join_leave_prints_joins_and_leaves_in_order_with_the_messages() {
+    let broker = TestBroker::start(|c| {
+        c.topic_policies = vec![TopicPolicy {
+            pattern: Pattern::new("room.>").expect("valid pattern"),
+            presence: true,
+            ..TopicPolicy::fallback()
+        }];
+    })
+    .await;
+    let url = broker.ws_url();
+    let sub = spawn(&[
+        "sub",
+        "--url",
+        &url,
+        "room.cli",
+        "--count",
+        "2",
+        "--format",
+        "json",
+        "--join-leave",
+    ]);
+    broker.wait_metric("tickwire_subscriptions", 1.0).await;
+    let guest = tickwire_client::Client::builder(url.as_str())
+        .client_id("guest")
+        .connect()
+        .await
+        .expect("connect");
+    let seat = guest.subscribe("room.cli").await.expect("subscribe");
+    guest
+        .publish_acked("room.cli", &"a")
+        .await
+        .expect("publish");
+    drop(seat);
+    guest
+        .publish_acked("room.cli", &"b")
+        .await
+        .expect("publish");
+
+    let received = finish(sub).await;
+    assert_exit(&received, 0);
+    // The subscriber's own join (its generated client id) may come first.
+    let seen: Vec<String> = json_lines(&received)
+        .iter()
+        .filter(|line| line["event"].is_null() || line["client"] == "guest")
+        .map(|line| match line["event"].as_str() {
+            Some(event) => format!("{event} {}", line["client"]),
+            None => format!("message {}", line["payload"]),
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            "join \"guest\"",
+            "message \"a\"",
+            "leave \"guest\"",
+            "message \"b\""
+        ],
+        "{}",
+        stdout(&received)
+    );
+    guest.close().await.expect("close");
+}

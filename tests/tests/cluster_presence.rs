@@ -5,6 +5,7 @@
 //! Every wait is bounded by a deadline.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -26,6 +27,7 @@ use tickwire_broker::directory::{DisconnectCode, DisconnectTarget};
 use tickwire_broker::metrics::Metrics;
 use tickwire_e2e::node::ClusterNode;
 use tickwire_e2e::pki::TempDir;
+use tickwire_e2e::proxy::Proxy;
 use tickwire_e2e::redis::RedisServer;
 use tickwire_e2e::{RawClient, Received, SeenEntry, WAIT, metric, metric_with_label, poll_until};
 use tickwire_protocol::message::JoinLeave;
@@ -515,6 +517,28 @@ async fn watch(c: &mut RawClient, topic: &str) {
     c.subscribe_with(topic, options).await;
 }
 
+/// A client `id` of `node` watching `topic`, once it has seen its own
+/// JOIN (after its reply).
+async fn watcher(node: &ClusterNode, id: &str, topic: &str) -> RawClient {
+    let mut c = client(node, id).await;
+    watch(&mut c, topic).await;
+    assert_eq!(seen(&mut c).await, format!("+{id}"), "its own JOIN");
+    c
+}
+
+/// Redis, the node tests' configuration and two ready nodes with the
+/// grace `grace` and `extra` flags.
+async fn two_nodes(
+    grace: &str,
+    extra: &[&str],
+) -> (RedisServer, TempDir, ClusterNode, ClusterNode) {
+    let redis = RedisServer::start().await;
+    let dir = config_dir();
+    let a = node(&redis, &dir, grace, extra).await;
+    let b = node(&redis, &dir, grace, extra).await;
+    (redis, dir, a, b)
+}
+
 /// What a watcher saw: `+client` JOIN, `-client` LEAVE (`+u:user`,
 /// `-u:user` for user-level ones), `=payload` MESSAGE.
 async fn seen(c: &mut RawClient) -> String {
@@ -590,21 +614,9 @@ fn names(list: &[&str]) -> Vec<String> {
 
 #[tokio::test]
 async fn presence_spans_nodes_and_events_reach_other_nodes_in_order_with_messages() {
-    let redis = RedisServer::start().await;
-    let dir = config_dir();
-    let (a, b) = (
-        node(&redis, &dir, "1s", &[]).await,
-        node(&redis, &dir, "1s", &[]).await,
-    );
+    let (_redis, _dir, a, b) = two_nodes("1s", &[]).await;
 
-    let mut watcher = client(&b, "w").await;
-    watch(&mut watcher, "room.1").await;
-    assert_eq!(
-        seen(&mut watcher).await,
-        "+w",
-        "its own JOIN, after the reply"
-    );
-
+    let mut watcher = watcher(&b, "w", "room.1").await;
     // A wildcard watcher on the same node: node b receives each event
     // through its channel and its pattern subscription, and delivers it
     // once.
@@ -652,12 +664,8 @@ async fn a_killed_node_s_entries_leave_within_the_lease_ttl_once_each_on_every_n
     let mut a = node(&redis, &dir, "1s", &[]).await;
     let b = node(&redis, &dir, "1s", &[]).await;
     let c = node(&redis, &dir, "1s", &[]).await;
-    let mut wb = client(&b, "wb").await;
-    watch(&mut wb, "room.k").await;
-    assert_eq!(seen(&mut wb).await, "+wb");
-    let mut wc = client(&c, "wc").await;
-    watch(&mut wc, "room.k").await;
-    assert_eq!(seen(&mut wc).await, "+wc");
+    let mut wb = watcher(&b, "wb", "room.k").await;
+    let mut wc = watcher(&c, "wc", "room.k").await;
     assert_eq!(seen(&mut wb).await, "+wc");
 
     // Three clients on node a, and one whose id is held on a and on b.
@@ -704,15 +712,8 @@ async fn a_killed_node_s_entries_leave_within_the_lease_ttl_once_each_on_every_n
 
 #[tokio::test]
 async fn a_reconnect_to_another_node_within_the_grace_makes_no_events() {
-    let redis = RedisServer::start().await;
-    let dir = config_dir();
-    let (a, b) = (
-        node(&redis, &dir, "2s", &[]).await,
-        node(&redis, &dir, "2s", &[]).await,
-    );
-    let mut watcher = client(&b, "w").await;
-    watch(&mut watcher, "room.g").await;
-    assert_eq!(seen(&mut watcher).await, "+w");
+    let (_redis, _dir, a, b) = two_nodes("2s", &[]).await;
+    let mut watcher = watcher(&b, "w", "room.g").await;
     let mut y = client(&a, "y1").await;
     y.subscribe("room.g").await;
     assert_eq!(seen(&mut watcher).await, "+y1");
@@ -744,9 +745,7 @@ async fn a_drained_node_s_entries_leave_after_the_grace_unless_held_again_elsewh
     let dir = config_dir();
     let mut a = node(&redis, &dir, "1s", &[]).await;
     let b = node(&redis, &dir, "1s", &[]).await;
-    let mut watcher = client(&b, "w").await;
-    watch(&mut watcher, "room.t").await;
-    assert_eq!(seen(&mut watcher).await, "+w");
+    let mut watcher = watcher(&b, "w", "room.t").await;
     let mut d1 = client(&a, "d1").await;
     d1.subscribe("room.t").await;
     let mut d2 = client(&a, "d2").await;
@@ -778,6 +777,47 @@ async fn a_drained_node_s_entries_leave_after_the_grace_unless_held_again_elsewh
     assert_eq!(
         presence(&mut watcher, "room.t").await,
         (names(&["d2", "w"]), 0)
+    );
+}
+
+#[tokio::test]
+async fn a_node_cut_from_redis_longer_than_its_lease_is_reaped_and_joins_again_when_back() {
+    let redis = RedisServer::start().await;
+    let dir = config_dir();
+    // Node a reaches Redis through the proxy (its network), b directly.
+    let network = Proxy::start(&[SocketAddr::from(([127, 0, 0, 1], redis.port))]).await;
+    let config = dir.path().join("tickwire.toml");
+    let args = [
+        "--config",
+        config.to_str().expect("a UTF-8 path"),
+        "--presence-lease-ttl",
+        "3s",
+        "--presence-grace",
+        "1s",
+    ];
+    let a = ClusterNode::ready(&network.redis_url(), &args).await;
+    let b = node(&redis, &dir, "1s", &[]).await;
+    let mut watcher = watcher(&b, "w", "room.p").await;
+    let mut q = client(&a, "q1").await;
+    q.subscribe("room.p").await;
+    assert_eq!(seen(&mut watcher).await, "+q1");
+
+    // A silent partition: node a cannot extend its lease; node b reaps it.
+    network.blackhole();
+    assert_eq!(seen(&mut watcher).await, "-q1");
+    assert_eq!(
+        metric(b.addr, "tickwire_presence_lease_expiries_total").await,
+        1.0
+    );
+    a.wait_ready_within(false, Duration::from_secs(15)).await;
+    // The partition heals: node a registers what it still holds (its
+    // client never left): one JOIN.
+    network.restore();
+    a.wait_ready(true).await;
+    assert_eq!(seen(&mut watcher).await, "+q1");
+    assert_eq!(
+        presence(&mut watcher, "room.p").await,
+        (names(&["q1", "w"]), 0)
     );
 }
 

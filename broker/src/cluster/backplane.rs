@@ -77,18 +77,20 @@ impl Backplane {
     ) -> Result<Self, TargetError> {
         let interest = Arc::new(Interest::default());
         let (publisher, task, connection) = publisher(metrics, Arc::clone(&interest));
+        let health = Arc::new(Health::new(metrics.backplane_up.clone()));
         let presence = Arc::new(ClusterPresence::new(
             presence,
             publisher.clone(),
             Arc::clone(&connection),
             Arc::clone(&interest),
+            Arc::clone(&health),
             metrics.clone(),
         ));
         Ok(Backplane {
             presence,
             target: Arc::new(Target::new(url, tls)?),
             interest,
-            health: Arc::new(Health::new(metrics.backplane_up.clone())),
+            health,
             publisher,
             publisher_task: Mutex::new(Some(task)),
             connection,

@@ -41,6 +41,7 @@ use redis::aio::MultiplexedConnection;
 use tickwire_protocol::topic::Topic;
 use tokio_util::sync::CancellationToken;
 
+use crate::cluster::health::Health;
 use crate::cluster::interest::Interest;
 use crate::cluster::presence::call::{NodeKeys, PresenceCall};
 use crate::cluster::presence::event::{ChannelEvent, EventKind};
@@ -123,6 +124,7 @@ pub struct ClusterPresence {
     publisher: Publisher,
     connection: Arc<SharedConnection>,
     interest: Arc<Interest>,
+    health: Arc<Health>,
     shared: Arc<Shared>,
     /// Cancelled when the node retires (the lease task stops).
     retiring: CancellationToken,
@@ -145,13 +147,14 @@ const SCAN_COUNT: usize = 1000;
 impl ClusterPresence {
     /// This node's presence with a new random node id, set up as
     /// `settings` say: scripts sent through `publisher` (joins after
-    /// `interest` is confirmed), reads on `connection`, counted in
-    /// `metrics`.
+    /// `interest` is confirmed), reads on `connection`, Redis connections
+    /// lost as `health` counts them, counted in `metrics`.
     pub fn new(
         settings: &PresenceSettings,
         publisher: Publisher,
         connection: Arc<SharedConnection>,
         interest: Arc<Interest>,
+        health: Arc<Health>,
         metrics: Metrics,
     ) -> Self {
         let id = format!("{:032x}", rand::random::<u128>());
@@ -165,6 +168,7 @@ impl ClusterPresence {
             publisher,
             connection,
             interest,
+            health,
             shared: Arc::new(Shared {
                 holds: Mutex::default(),
                 stale: AtomicBool::new(false),
@@ -193,6 +197,13 @@ impl ClusterPresence {
     /// Cancelled when the node retires ([`lease::retire_node`]).
     pub fn retiring(&self) -> &CancellationToken {
         &self.retiring
+    }
+
+    /// How many times the node lost its Redis subscriber connection (a
+    /// restarted Redis, a Sentinel failover to a replica that may miss the
+    /// last writes): the lease task sends the holds again after each.
+    pub fn connection_losses(&self) -> u64 {
+        self.health.losses()
     }
 
     /// The metrics presence counts in.

@@ -6,6 +6,7 @@
 //! server API commands, [`crate::admin`], share the last two).
 
 mod output;
+mod presence_line;
 mod pub_cmd;
 mod sub_cmd;
 

@@ -11,13 +11,14 @@ use std::time::Duration;
 
 use futures_core::Stream;
 use tickwire_client::{
-    Client, ConnectionState, Error, Message, Position, SubscribeOptions, Subscription,
+    Client, ConnectionState, Error, JoinLeave, Message, Position, SubscribeOptions, Subscription,
     SubscriptionEvent,
 };
 use tickwire_protocol::topic::{Pattern, validate_topic};
 use tokio::time::{Instant, MissedTickBehavior};
 
 use super::output::{Format, PayloadMode, render};
+use super::presence_line::render_change;
 use super::{ConnectArgs, EXIT_CODES_HELP, Exit, Failure, execute, interrupted, plural};
 
 /// Examples and notes at the end of `tickwire sub --help`.
@@ -31,6 +32,8 @@ Examples:
   tickwire sub orders.new --count 1 --wait 30s --format raw
   tickwire sub 'stocks.*' --format json | jq .
   tickwire sub 'bin.*' --payload hex               # bytes in hex, never decoded
+  tickwire sub chat.room1 --join-leave             # who joins and leaves, with the messages
+  tickwire sub 'chat.*' --join-leave users         # one line per user instead of per client
 
 Standard output carries only the messages, one line each. The text and json
 formats show a payload that is printable text as text, else one MessagePack
@@ -87,6 +90,15 @@ pub struct SubArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     max_rate: Option<u32>,
 
+    /// Also print who joins and leaves the topics (with presence), in order
+    /// with the messages: `clients` (the default) one line per client
+    /// instance, `users` one per user. In the text and json formats on
+    /// standard output, else on standard error; they do not count for
+    /// --count. Put the patterns before this flag.
+    #[arg(long, value_enum, value_name = "KIND", num_args = 0..=1,
+          default_missing_value = "clients")]
+    join_leave: Option<JoinLeaveArg>,
+
     /// Exit with code 1 when the connection is lost, instead of reconnecting
     /// and resubscribing.
     #[arg(long)]
@@ -94,6 +106,24 @@ pub struct SubArgs {
 
     #[command(flatten)]
     connect: ConnectArgs,
+}
+
+/// The value of `--join-leave`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum JoinLeaveArg {
+    /// One line per client instance.
+    Clients,
+    /// One line per user: its first client joins, its last leaves.
+    Users,
+}
+
+impl From<JoinLeaveArg> for JoinLeave {
+    fn from(arg: JoinLeaveArg) -> Self {
+        match arg {
+            JoinLeaveArg::Clients => JoinLeave::Clients,
+            JoinLeaveArg::Users => JoinLeave::Users,
+        }
+    }
 }
 
 /// One `--since TOPIC=EPOCH:SEQ`.
@@ -176,6 +206,9 @@ async fn subscribe(args: SubArgs) -> Result<(), Failure> {
         }
         if let Some(rate) = args.max_rate {
             options = options.max_rate(rate);
+        }
+        if let Some(kind) = args.join_leave {
+            options = options.join_leave(kind.into());
         }
         match client.subscribe_with(pattern.as_str(), options).await {
             Ok(sub) => subs.push(sub),
@@ -442,6 +475,8 @@ impl Printer {
                     }
                 }
             }
+            SubscriptionEvent::Join(change) => self.print_change(index, true, &change),
+            SubscriptionEvent::Leave(change) => self.print_change(index, false, &change),
             SubscriptionEvent::Gap {
                 topic,
                 expected,
@@ -451,6 +486,24 @@ impl Printer {
                 plural(got.saturating_sub(expected), "message"),
                 got.saturating_sub(1)
             ),
+        }
+    }
+
+    /// Prints a join or leave of one subscription, unless an earlier
+    /// pattern that also matches its topic prints it: on standard output in
+    /// the text and json formats (a write error shows at the next flush),
+    /// else on standard error.
+    fn print_change(&mut self, index: usize, join: bool, change: &tickwire_client::PresenceChange) {
+        let first = self.patterns.iter().position(|p| p.matches(&change.topic));
+        if first != Some(index) {
+            return;
+        }
+        let mut line = Vec::new();
+        render_change(self.format, join, change, &mut line);
+        if self.format.decodes_payload() {
+            let _ = self.out.write_all(&line);
+        } else {
+            stderrln!("{}", String::from_utf8_lossy(&line).trim_end());
         }
     }
 

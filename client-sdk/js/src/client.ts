@@ -5,14 +5,15 @@
  * (or a fallback) loses nothing the broker kept and repeats nothing.
  */
 import { backoffDelay, type ReconnectOptions } from './backoff.js';
-import { encodeValue, type SubscribedInfo } from './codec.js';
+import { encodeValue, type PresenceEntry, type PresenceInfo, type SubscribedInfo } from './codec.js';
+import { toBase64Url } from './base64.js';
 import { Emitter } from './emitter.js';
 import { PatternEntry } from './entry.js';
-import { isRetryable, TickwireError } from './errors.js';
+import { isFinalClose, isRetryable, TickwireError } from './errors.js';
 import { jwtExpiry, refreshDelayMs } from './jwt.js';
 import { toMessage, type DecodeMode, type Message, type RawDelivery } from './message.js';
 import { patternProblem, topicProblem, matches } from './topic.js';
-import { Subscription, type SubscribeOptions, type SubscriptionOwner } from './subscription.js';
+import { joinLeaveKind, Subscription, type SubscribeOptions, type SubscriptionOwner } from './subscription.js';
 import { PollTransport } from './transports/poll.js';
 import { SseTransport } from './transports/sse.js';
 import type { KeepaliveOptions, Transport, TransportContext, TransportHost, TransportKind, WebSocketConstructor } from './transports/transport.js';
@@ -41,6 +42,22 @@ export interface ClientOptions {
   pollTimeoutS?: number;
   /** Publishes kept while disconnected (default 1000 messages and 1 MiB); beyond, `buffer_full`. */
   offlineBuffer?: { maxMessages?: number; maxBytes?: number };
+  /**
+   * This client's id (1-64 of `A-Z a-z 0-9 _ -`), sent as `client=` on every
+   * connection, so a reconnect is the same presence entry. Default: 22
+   * random base64url characters, one per `Client` object.
+   */
+  clientId?: string;
+}
+
+/** What a client id may be (protocol.md: `client=`). */
+const CLIENT_ID = /^[A-Za-z0-9_-]{1,64}$/;
+
+/** A fresh client id: 128 random bits as 22 base64url characters. */
+export function generateClientId(): string {
+  const bytes = new Uint8Array(16);
+  globalThis.crypto.getRandomValues(bytes);
+  return toBase64Url(bytes);
 }
 
 /** Connection states. */
@@ -93,6 +110,8 @@ export function toPayload(data: unknown): Uint8Array {
 export class Client extends Emitter<ClientEvents> implements SubscriptionOwner {
   /** Current connection state. */
   state: ConnectionState = 'connecting';
+  /** This client's id (the `clientId` option, or generated): its presence entries' `client`. */
+  readonly clientId: string;
   /** The transport in use while connected, else `null`. */
   transport: TransportKind | null = null;
 
@@ -116,6 +135,10 @@ export class Client extends Emitter<ClientEvents> implements SubscriptionOwner {
     const kinds = (options.transports ?? ALL_TRANSPORTS).filter((k, i, a) => ALL_TRANSPORTS.includes(k) && a.indexOf(k) === i);
     if (kinds.length === 0) throw new TickwireError('invalid_option', 'transports: at least one of websocket, sse, poll');
     this.kinds = kinds;
+    if (options.clientId !== undefined && !CLIENT_ID.test(options.clientId)) {
+      throw new TickwireError('invalid_option', 'clientId: 1-64 characters of A-Z, a-z, 0-9, _ and -');
+    }
+    this.clientId = options.clientId ?? generateClientId();
     queueMicrotask(() => void this.connectCycle());
   }
 
@@ -136,6 +159,7 @@ export class Client extends Emitter<ClientEvents> implements SubscriptionOwner {
     return {
       ...this.endpoints,
       token,
+      clientId: this.clientId,
       WebSocket: o.WebSocket as WebSocketConstructor | undefined,
       fetch: o.fetch ?? ((input, init) => globalThis.fetch(input, init)),
       connectTimeoutMs: o.connectTimeoutMs ?? 10_000,
@@ -160,6 +184,7 @@ export class Client extends Emitter<ClientEvents> implements SubscriptionOwner {
 
   /** One round of attempts: every transport in order, the first that opens wins; else back off. */
   private async connectCycle(): Promise<void> {
+    if (this.state === 'closed') return;
     const gen = ++this.generation;
     this.setState('connecting', { transport: null, attempt: this.attempt + 1 });
     let lastError = new TickwireError('transport', 'no transport could connect');
@@ -219,6 +244,13 @@ export class Client extends Emitter<ClientEvents> implements SubscriptionOwner {
   }
 
   private lost(error: TickwireError): void {
+    if (isFinalClose(error.status)) {
+      // Disconnected by the server (4007) or the application (4500-4999):
+      // reconnecting would undo it.
+      this.emit('error', error);
+      this.terminate(error);
+      return;
+    }
     this.conn?.close();
     this.conn = null;
     this.transport = null;
@@ -271,6 +303,7 @@ export class Client extends Emitter<ClientEvents> implements SubscriptionOwner {
     return {
       subscriptions: () => [...this.entries.values()],
       deliver: (raw) => run(() => this.deliver(raw)),
+      presence: (kind, topic, entry) => run(() => this.presenceEvent(kind, topic, entry)),
       subscribed: (pattern, info) => run(() => this.subscribed(pattern, info)),
       refused: (pattern, error) => run(() => this.refused(pattern, error)),
       lost: (error) => run(() => {
@@ -302,6 +335,19 @@ export class Client extends Emitter<ClientEvents> implements SubscriptionOwner {
         }
         sub.deliver(m.message, m.error);
       }
+    }
+  }
+
+  /**
+   * A JOIN/LEAVE: to every subscription matching its topic that asked for
+   * its kind (an event with `client` is connection-level, `clients`;
+   * without, user-level, `users`).
+   */
+  private presenceEvent(kind: 'join' | 'leave', topic: string, entry: PresenceEntry): void {
+    const wanted = entry.client === undefined ? 'users' : 'clients';
+    for (const e of this.entries.values()) {
+      if (e.joinLeave !== wanted || !matches(e.pattern, topic)) continue;
+      for (const sub of e.subs) sub.presence(kind, { topic, ...entry });
     }
   }
 
@@ -349,11 +395,18 @@ export class Client extends Emitter<ClientEvents> implements SubscriptionOwner {
       sub.finish(new TickwireError('invalid_option', 'maxRate must be at least 1'));
       return sub;
     }
+    let joinLeave;
+    try {
+      joinLeave = joinLeaveKind(options.joinLeave);
+    } catch (err) {
+      sub.finish(new TickwireError('invalid_option', (err as Error).message));
+      return sub;
+    }
     const existing = this.entries.get(pattern);
     if (existing) {
       const maxRate = options.maxRate === undefined ? undefined : Math.floor(options.maxRate);
-      if (options.last || options.since || maxRate !== existing.maxRate || (options.resume ?? true) !== existing.resume) {
-        sub.finish(new TickwireError('invalid_option', `${pattern} is already subscribed with other options; a second subscription must use the same maxRate and resume, and neither last nor since`));
+      if (options.last || options.since || maxRate !== existing.maxRate || (options.resume ?? true) !== existing.resume || joinLeave !== existing.joinLeave) {
+        sub.finish(new TickwireError('invalid_option', `${pattern} is already subscribed with other options; a second subscription must use the same maxRate, resume and joinLeave, and neither last nor since`));
         return sub;
       }
       const wasRaw = existing.rawPayload;
@@ -362,7 +415,7 @@ export class Client extends Emitter<ClientEvents> implements SubscriptionOwner {
       if (existing.rawPayload !== wasRaw && this.conn?.kind !== 'websocket') this.conn?.subscribe(existing);
       return sub;
     }
-    const entry = new PatternEntry(pattern, options);
+    const entry = new PatternEntry(pattern, options, joinLeave);
     entry.subs.add(sub);
     this.entries.set(pattern, entry);
     this.conn?.subscribe(entry);
@@ -465,8 +518,62 @@ export class Client extends Emitter<ClientEvents> implements SubscriptionOwner {
     );
   }
 
+  /**
+   * The presence of `topic` (protocol.md, presence): every client instance
+   * subscribed to it, with counts. Needs a topic with presence and the
+   * right to subscribe to it (`presence_disabled`, `forbidden`). Over SSE and
+   * poll it asks `GET /v1/presence/{topic}` (the server API, which needs an
+   * admin token). Waits for a connection up to `requestTimeoutMs`.
+   */
+  presence(topic: string): Promise<PresenceInfo> {
+    return this.askPresence(topic, false);
+  }
+
+  /** Only the counts of {@link Client.presence}: `{ clients, users }`. */
+  presenceStats(topic: string): Promise<{ clients: number; users: number }> {
+    return this.askPresence(topic, true).then(({ clients, users }) => ({ clients, users }));
+  }
+
+  private async askPresence(topic: string, countsOnly: boolean): Promise<PresenceInfo> {
+    const problem = this.checkPublish(topic);
+    if (problem) throw problem;
+    const conn = this.conn ?? (await this.whenConnected());
+    return conn.presence(topic, countsOnly);
+  }
+
+  /** The transport once connected; rejects on close or after `requestTimeoutMs`. */
+  private whenConnected(): Promise<Transport> {
+    const timeoutMs = this.options.requestTimeoutMs ?? 10_000;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        off();
+        reject(new TickwireError('timeout', `not connected within ${timeoutMs} ms`));
+      }, timeoutMs);
+      const off = this.on('state', (state, info) => {
+        if (state === 'connected' && this.conn) {
+          clearTimeout(timer);
+          off();
+          resolve(this.conn);
+        } else if (state === 'closed') {
+          clearTimeout(timer);
+          off();
+          reject(info.error ?? new TickwireError('closed', 'the client was closed'));
+        }
+      });
+    });
+  }
+
   /** Closes the connection; subscriptions end, pending and buffered publishes fail with `closed`. */
   close(): void {
+    this.terminate(undefined);
+  }
+
+  /**
+   * Ends the client: by the application (`error` undefined: everything
+   * ends with `closed`), or for good by the broker (a final close code:
+   * subscriptions end with that error, state `closed` with it).
+   */
+  private terminate(error: TickwireError | undefined): void {
     if (this.state === 'closed') return;
     this.generation++;
     if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
@@ -476,7 +583,7 @@ export class Client extends Emitter<ClientEvents> implements SubscriptionOwner {
     this.conn?.close();
     this.conn = null;
     this.transport = null;
-    const closed = new TickwireError('closed', 'the client was closed');
+    const closed = error ?? new TickwireError('closed', 'the client was closed');
     for (const out of this.outbox) {
       if (out.settle) {
         clearTimeout(out.settle.timer);
@@ -485,8 +592,8 @@ export class Client extends Emitter<ClientEvents> implements SubscriptionOwner {
     }
     this.outbox = [];
     this.outboxBytes = 0;
-    for (const entry of this.entries.values()) for (const sub of [...entry.subs]) sub.finish(undefined);
+    for (const entry of this.entries.values()) for (const sub of [...entry.subs]) sub.finish(error);
     this.entries.clear();
-    this.setState('closed', { transport: null });
+    this.setState('closed', error ? { transport: null, error } : { transport: null });
   }
 }

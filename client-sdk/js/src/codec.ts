@@ -9,11 +9,39 @@ import { Decoder, Encoder } from '@msgpack/msgpack';
 /** A per-topic position: `[epoch as a decimal string, seq]`. */
 export type Position = [string, number];
 
+/** Which join/leave events a subscription asks for: connection-level (`clients`) or user-level (`users`). */
+export type JoinLeaveKind = 'clients' | 'users';
+
 /** Options of a SUBSCRIBE (protocol.md section 5.1), as sent. */
 export interface WireSubscribeOptions {
   since?: Record<string, Position>;
   last?: boolean;
   maxRate?: number;
+  joinLeave?: JoinLeaveKind;
+}
+
+/**
+ * One presence entry (a client instance on a topic), or the subject of a
+ * join/leave event. `client` is absent in user-level events; `user` for
+ * anonymous clients; `info` when the token gave none.
+ */
+export interface PresenceEntry {
+  /** The client id (connection-level entries and events). */
+  client?: string;
+  /** The token's `sub`. */
+  user?: string;
+  /** The client info from the token (`tw.info`), decoded. */
+  info?: unknown;
+}
+
+/** A topic's presence: counts, and the entries unless only counts were asked for. */
+export interface PresenceInfo {
+  /** Entries (client instances) present. */
+  clients: number;
+  /** Distinct users among them. */
+  users: number;
+  /** The entries; absent for `presenceStats`. */
+  entries?: PresenceEntry[];
 }
 
 /** A decoded broker message (only the fields this client uses). */
@@ -25,6 +53,8 @@ export type ServerMessage =
   | { type: 'error'; id: number | null; code: number; message: string }
   | { type: 'refreshed'; id: number; exp: number | undefined }
   | { type: 'message'; topic: string; epoch: string; seq: number; time: number; payload: Uint8Array }
+  | { type: 'presence'; id: number; info: PresenceInfo }
+  | { type: 'join' | 'leave'; topic: string; entry: PresenceEntry }
   | { type: 'unknown' };
 
 /** The `info` map of SUBSCRIBED (and the `subscribed` event of SSE/poll). */
@@ -37,6 +67,8 @@ export interface SubscribedInfo {
   recovered?: boolean;
   /** Positions that could not be resumed: each topic's current position. */
   missed?: Record<string, Position>;
+  /** This client's id, when the subscription is an exact topic with presence. */
+  client?: string;
 }
 
 const encoder = new Encoder({ useBigInt64: true });
@@ -46,6 +78,11 @@ const decoder = new Decoder({ useBigInt64: true });
 export function epochValue(epoch: string): number | bigint {
   const big = BigInt(epoch);
   return big < 0x1_0000_0000n ? Number(big) : big;
+}
+
+/** The value of MessagePack bytes (64-bit integers as BigInt). */
+export function decodeValue(bytes: Uint8Array): unknown {
+  return decoder.decode(bytes);
 }
 
 /** MessagePack bytes of `value`, with BigInts as uint64. */
@@ -65,7 +102,13 @@ export function encodeSubscribe(id: number, pattern: string, options: WireSubscr
   if (options.since) map['since'] = sinceValue(options.since);
   if (options.last) map['last'] = true;
   if (options.maxRate !== undefined) map['max_rate'] = options.maxRate;
+  if (options.joinLeave !== undefined) map['join_leave'] = options.joinLeave;
   return encoder.encode([1, id, pattern, map]);
+}
+
+/** `[7, id, topic]`, or `[7, id, topic, {counts: true}]` for counts only. */
+export function encodePresence(id: number, topic: string, countsOnly: boolean): Uint8Array {
+  return encoder.encode(countsOnly ? [7, id, topic, { counts: true }] : [7, id, topic]);
 }
 
 /** `[2, id, pattern]` */
@@ -122,6 +165,32 @@ function subscribedInfo(v: unknown): SubscribedInfo {
   if (map['seq'] !== undefined) info.seq = uint(map['seq']);
   if (typeof map['recovered'] === 'boolean') info.recovered = map['recovered'];
   if (map['missed'] !== undefined) info.missed = positions(map['missed']);
+  if (typeof map['client'] === 'string') info.client = map['client'];
+  return info;
+}
+
+function isMap(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v) && !(v instanceof Uint8Array);
+}
+
+/** An entry map (`client`, `user`, `info`; protocol.md, presence); throws when it is not one. */
+export function presenceEntry(v: unknown): PresenceEntry {
+  if (!isMap(v)) throw new TypeError('a presence entry is a map');
+  const entry: PresenceEntry = {};
+  if (v['client'] !== undefined) entry.client = str(v['client']);
+  if (v['user'] !== undefined) entry.user = str(v['user']);
+  if (v['info'] !== undefined) entry.info = v['info'];
+  return entry;
+}
+
+/** The info map of PRESENCE_INFO; throws when it is not one. */
+export function presenceInfo(v: unknown): PresenceInfo {
+  if (!isMap(v)) throw new TypeError('PRESENCE_INFO info is a map');
+  const info: PresenceInfo = { clients: uint(v['clients']), users: uint(v['users']) };
+  if (v['entries'] !== undefined) {
+    if (!Array.isArray(v['entries'])) throw new TypeError('presence entries are an array');
+    info.entries = v['entries'].map(presenceEntry);
+  }
   return info;
 }
 
@@ -154,6 +223,12 @@ export function decodeServerMessage(bytes: Uint8Array): ServerMessage {
       const info = msg[2] as Record<string, unknown> | null;
       return { type: 'refreshed', id: uint(msg[1]), exp: info && info['exp'] !== undefined ? uint(info['exp']) : undefined };
     }
+    case 18:
+      return { type: 'presence', id: uint(msg[1]), info: presenceInfo(msg[2]) };
+    case 19:
+      return { type: 'join', topic: str(msg[1]), entry: presenceEntry(msg[2]) };
+    case 20:
+      return { type: 'leave', topic: str(msg[1]), entry: presenceEntry(msg[2]) };
     default:
       return { type: 'unknown' };
   }

@@ -2,7 +2,7 @@
  * One broker subscription (one pattern) of the client: its options, the
  * local subscriptions sharing it, and the positions it resumes from.
  */
-import type { Position } from './codec.js';
+import type { JoinLeaveKind, Position } from './codec.js';
 import { PositionTracker } from './positions.js';
 import type { Subscription } from './subscription.js';
 import type { WireSubscription } from './transports/transport.js';
@@ -13,6 +13,7 @@ export class PatternEntry implements WireSubscription {
   readonly last: boolean;
   readonly maxRate: number | undefined;
   readonly resume: boolean;
+  readonly joinLeave: JoinLeaveKind | undefined;
   readonly tracker: PositionTracker;
   readonly subs = new Set<Subscription>();
   /** Confirmed on the current connection. */
@@ -22,11 +23,12 @@ export class PatternEntry implements WireSubscription {
   sentSince = false;
   private readonly userSince: boolean;
 
-  constructor(pattern: string, options: { last?: boolean; maxRate?: number; resume?: boolean; since?: Record<string, Position> }) {
+  constructor(pattern: string, options: { last?: boolean; maxRate?: number; resume?: boolean; since?: Record<string, Position> }, joinLeave: JoinLeaveKind | undefined) {
     this.pattern = pattern;
     this.last = options.last ?? false;
     this.maxRate = options.maxRate === undefined ? undefined : Math.max(1, Math.floor(options.maxRate));
     this.resume = options.resume ?? true;
+    this.joinLeave = joinLeave;
     this.userSince = options.since !== undefined;
     this.tracker = new PositionTracker(options.since);
   }

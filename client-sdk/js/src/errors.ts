@@ -11,7 +11,8 @@ export type ClientErrorCode =
   | 'closed' // the client was closed
   | 'buffer_full' // the offline publish buffer is full
   | 'decode' // a payload could not be decoded as the subscription asked
-  | 'protocol'; // the broker sent something this client does not understand
+  | 'protocol' // the broker sent something this client does not understand
+  | 'disconnected'; // the broker closed the connection for good (close 4007 or 4500-4999): no reconnect
 
 /** An error with a stable `code`: a broker code such as `forbidden`, or a {@link ClientErrorCode}. */
 export class TickwireError extends Error {
@@ -47,6 +48,8 @@ const CODE_NAMES: readonly string[] = [
   'unauthorized',
   'rate_limited',
   'storage_full',
+  'presence_full',
+  'presence_disabled',
 ];
 
 /** The name of an `ERROR` code number; unknown numbers count as `internal` (protocol.md section 17). */
@@ -73,6 +76,22 @@ export function httpError(status: number, body: string): TickwireError {
   // transport, retry later), never a refused subscription.
   const code = status === 401 ? 'unauthorized' : status >= 500 ? 'internal' : 'transport';
   return new TickwireError(code, `HTTP ${status}${body ? `: ${body.slice(0, 200)}` : ''}`, status);
+}
+
+/**
+ * Whether a close code (WebSocket close, SSE/poll `close` event) ends the
+ * client for good instead of reconnecting: 4007 (disconnected by the
+ * server, e.g. `POST /v1/disconnect`) and the application range 4500-4999.
+ * Codes 4100-4499 (and every other code) reconnect.
+ */
+export function isFinalClose(code: number | undefined): boolean {
+  return code === 4007 || (code !== undefined && code >= 4500 && code <= 4999);
+}
+
+/** The error for a close with `code`: `disconnected` for a final one (see {@link isFinalClose}), `unauthorized` for 4003, else `transport`. */
+export function closeError(code: number, message: string): TickwireError {
+  const kind = isFinalClose(code) ? 'disconnected' : code === 4003 ? 'unauthorized' : 'transport';
+  return new TickwireError(kind, message, code);
 }
 
 /** Whether an error of this code is worth retrying on another connection (the request itself was fine). */

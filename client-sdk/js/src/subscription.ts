@@ -3,7 +3,7 @@
  * iterator over a bounded queue. Several local subscriptions of one
  * pattern share one broker subscription (the client's `PatternEntry`).
  */
-import type { Position, SubscribedInfo } from './codec.js';
+import type { JoinLeaveKind, Position, PresenceEntry, SubscribedInfo } from './codec.js';
 import { Emitter } from './emitter.js';
 import { TickwireError } from './errors.js';
 import type { DecodeMode, Message } from './message.js';
@@ -22,6 +22,30 @@ export interface SubscribeOptions {
   bufferSize?: number;
   /** Renew the subscription from tracked positions after a reconnect (default true). */
   resume?: boolean;
+  /**
+   * Join/leave events of the topics (with presence) it covers: `true` or
+   * `'clients'` one per client instance, `'users'` one per user; `false`
+   * (default) none. They arrive as `join`/`leave` events.
+   */
+  joinLeave?: boolean | JoinLeaveKind;
+  /** A `join` listener, registered before anything can arrive. */
+  onJoin?: (event: PresenceEvent) => void;
+  /** A `leave` listener, registered before anything can arrive. */
+  onLeave?: (event: PresenceEvent) => void;
+}
+
+/** A join or leave on a topic: the entry (connection-level: `client`; user-level: no `client`). */
+export interface PresenceEvent extends PresenceEntry {
+  /** The topic joined or left. */
+  topic: string;
+}
+
+/** The join/leave kind of a `joinLeave` option; throws a message for a value that is none. */
+export function joinLeaveKind(option: SubscribeOptions['joinLeave']): JoinLeaveKind | undefined {
+  if (option === undefined || option === false) return undefined;
+  if (option === true || option === 'clients') return 'clients';
+  if (option === 'users') return 'users';
+  throw new TypeError(`joinLeave must be true, false, 'clients' or 'users', not ${JSON.stringify(option)}`);
 }
 
 /** Default bound of a subscription's iterator queue. */
@@ -31,6 +55,10 @@ export const DEFAULT_BUFFER_SIZE = 1024;
 export type SubscriptionEvents = {
   /** A delivered message. */
   message: (message: Message) => void;
+  /** A client (or user) joined a topic (`joinLeave`), in order with the messages. */
+  join: (event: PresenceEvent) => void;
+  /** A client (or user) left a topic (`joinLeave`), in order with the messages. */
+  leave: (event: PresenceEvent) => void;
   /** The broker confirmed (or, after a reconnect, renewed) the subscription. */
   subscribed: (info: SubscribedInfo) => void;
   /** Something went wrong: a payload did not decode, or the subscription was refused (then `end` follows). */
@@ -79,6 +107,8 @@ export class Subscription extends Emitter<SubscriptionEvents> implements AsyncIt
     });
     this.ready.catch(() => undefined);
     this.settle = settle;
+    if (options.onJoin) this.on('join', options.onJoin);
+    if (options.onLeave) this.on('leave', options.onLeave);
   }
 
   /** Whether the subscription has ended. */
@@ -126,6 +156,11 @@ export class Subscription extends Emitter<SubscriptionEvents> implements AsyncIt
       this.queue = this.queue.slice(this.head);
       this.head = 0;
     }
+  }
+
+  /** @internal A join or leave event. */
+  presence(kind: 'join' | 'leave', event: PresenceEvent): void {
+    if (!this.ended) this.emit(kind, event);
   }
 
   /** @internal Ends the subscription, with the error that ended it if any. */

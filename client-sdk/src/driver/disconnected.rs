@@ -149,6 +149,9 @@ impl Driver {
                 Command::Ping { reply } => {
                     let _ = reply.send(Err(Error::Closed));
                 }
+                Command::Presence { reply, .. } => {
+                    let _ = reply.send(Err(Error::Closed));
+                }
                 Command::Close { reply } => self.close_replies.push(reply),
             }
         }

@@ -6,7 +6,7 @@
 //!   anew after the first time (the lease expired, or Redis restarted
 //!   empty), a warning is logged and the node sends every join again
 //!   ([`ClusterPresence::resync`]), as it does after a join or leave that
-//!   did not reach Redis.
+//!   did not reach Redis and after a lost Redis connection.
 //! * Reaper: [`REAP_BODY`], called until no dead node is left or
 //!   [`REAP_CALLS`] calls were made this round; every node reaps, and the
 //!   script's `SPOP`s make each LEAVE happen once.
@@ -122,11 +122,16 @@ pub async fn run(presence: Arc<ClusterPresence>) {
     let interval = presence.ttl() / 3;
     let retiring = presence.retiring().clone();
     let mut registered = false;
+    let mut losses = presence.connection_losses();
     loop {
         if let Some(mut connection) = presence.connection() {
+            // After a lost connection Redis may miss writes (a failover to
+            // a replica that had not received them): send the holds again.
+            let lost = presence.connection_losses() != losses;
+            losses = presence.connection_losses();
             tokio::select! {
                 _ = retiring.cancelled() => return,
-                r = round(&presence, &mut connection, registered) => registered = r,
+                r = round(&presence, &mut connection, registered, lost) => registered = r,
             }
         }
         tokio::select! {
@@ -170,12 +175,15 @@ async fn timed<T>(
     }
 }
 
-/// One round: lease, resync if needed, reap. Returns whether the node is
-/// registered (its lease was made at least once).
+/// One round: lease, resync if needed (the lease was gone, a join or leave
+/// failed, or the connection was `lost` since the last round), reap.
+/// Returns whether the node is registered (its lease was made at least
+/// once).
 async fn round(
     presence: &ClusterPresence,
     connection: &mut MultiplexedConnection,
     registered: bool,
+    lost: bool,
 ) -> bool {
     let lease = refresh(connection, presence.node(), presence.ttl());
     let kept = match timed("the lease extension", lease).await {
@@ -192,7 +200,7 @@ async fn round(
             "cluster presence: this node's lease was gone (expired, or Redis lost it); registering its presence again"
         );
     }
-    if (!kept && registered) || presence.is_stale() {
+    if (!kept && registered) || lost || presence.is_stale() {
         presence.resync().await;
     }
     reap(presence, connection).await;

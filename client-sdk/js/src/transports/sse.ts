@@ -4,7 +4,7 @@
  * Node needs no polyfill and the client chooses the resume cursor itself on
  * every restart rather than relying on the browser's `Last-Event-ID`).
  */
-import { httpError, TickwireError } from '../errors.js';
+import { closeError, httpError, TickwireError } from '../errors.js';
 import { SseParser, type SseEvent } from '../sse.js';
 import { fetchWithDeadline } from './http.js';
 import { streamQuery, StreamTransport, type Group } from './streams.js';
@@ -14,7 +14,7 @@ export class SseTransport extends StreamTransport {
   readonly kind = 'sse' as const;
 
   protected async run(group: Group): Promise<void> {
-    const url = `${this.ctx.httpBase}/v1/sse?${streamQuery(group.subs, this.ctx.token)}`;
+    const url = `${this.ctx.httpBase}/v1/sse?${streamQuery(group.subs, this.ctx.token, [['client', this.ctx.clientId]])}`;
     const { res, text } = await fetchWithDeadline(this.ctx, url, { headers: { accept: 'text/event-stream' } }, this.ctx.connectTimeoutMs, group.controller.signal);
     if (!res.ok) throw httpError(res.status, text);
     if (!res.body) throw new TickwireError('transport', 'SSE answer without a body');
@@ -66,10 +66,14 @@ export class SseTransport extends StreamTransport {
       case 'error':
         this.onError(value);
         return;
+      case 'join':
+      case 'leave':
+        this.onPresence(event.event, value);
+        return;
       case 'close': {
         const code = typeof value['code'] === 'number' ? value['code'] : 1011;
         const reason = typeof value['reason'] === 'string' ? value['reason'] : '';
-        throw new TickwireError(code === 4003 ? 'unauthorized' : 'transport', `SSE stream closed (${code} ${reason})`, code);
+        throw closeError(code, `SSE stream closed (${code} ${reason})`);
       }
       default:
         return;

@@ -7,7 +7,8 @@
  * built from the positions the client tracks, so nothing is lost (for
  * topics that keep history) and nothing is delivered twice.
  */
-import type { Position, SubscribedInfo } from '../codec.js';
+import { decodeValue, type Position, type PresenceEntry, type PresenceInfo, type SubscribedInfo } from '../codec.js';
+import { fromBase64 } from '../base64.js';
 import { encodeCursor } from '../cursor.js';
 import { httpError, TickwireError } from '../errors.js';
 import { parseDeliveryJson } from '../message.js';
@@ -41,6 +42,8 @@ export function streamQuery(subs: WireSubscription[], token: string | undefined,
   const maxRate = subs[0]?.maxRate;
   if (maxRate !== undefined) params.append('max_rate', String(maxRate));
   if (subs.some((s) => s.rawPayload)) params.append('payload', 'base64');
+  const joinLeave = subs[0]?.joinLeave;
+  if (joinLeave !== undefined) params.append('join_leave', joinLeave);
   const sinces = subs.map((s) => s.since()).filter((s): s is Record<string, Position> => s !== undefined);
   if (withCursor && sinces.length > 0) params.append('cursor', encodeCursor(mergePositions(sinces)));
   for (const [k, v] of extra) params.append(k, v);
@@ -61,7 +64,27 @@ export function subscribedEventInfo(value: Record<string, unknown>): SubscribedI
       if (Array.isArray(pos) && pos.length === 2) info.missed[topic] = [String(pos[0]), Number(pos[1])];
     }
   }
+  if (typeof value['client'] === 'string') info.client = value['client'];
   return info;
+}
+
+/**
+ * A presence entry as the broker's JSON renders it (SSE/poll `join` and
+ * `leave` events, `GET /v1/presence/{topic}`): `client`, `user`, and `info`
+ * as JSON or `info_base64` (its MessagePack bytes, decoded here).
+ */
+export function presenceEntryJson(value: Record<string, unknown>): PresenceEntry {
+  const entry: PresenceEntry = {};
+  if (typeof value['client'] === 'string') entry.client = value['client'];
+  if (typeof value['user'] === 'string') entry.user = value['user'];
+  if ('info' in value) entry.info = value['info'];
+  else if (typeof value['info_base64'] === 'string') entry.info = decodeValue(fromBase64(value['info_base64']));
+  return entry;
+}
+
+/** The group key of a subscription: the request-wide options it needs (`max_rate`, `join_leave`). */
+function groupKey(sub: WireSubscription): string {
+  return `${sub.maxRate ?? ''}|${sub.joinLeave ?? ''}`;
 }
 
 /** Base of the SSE and poll transports: groups, restarts, publishing over HTTP. */
@@ -104,7 +127,7 @@ export abstract class StreamTransport implements Transport {
     const groups = new Map<string, WireSubscription[]>();
     for (const sub of this.ctx.host.subscriptions()) {
       if (this.refused.has(sub)) continue;
-      const key = sub.maxRate === undefined ? '' : String(sub.maxRate);
+      const key = groupKey(sub);
       const list = groups.get(key) ?? [];
       list.push(sub);
       groups.set(key, list);
@@ -127,7 +150,7 @@ export abstract class StreamTransport implements Transport {
    * without them; any other failure after the first 200 is a loss.
    */
   private start(first: WireSubscription, subs: WireSubscription[]): Promise<void> {
-    const key = first.maxRate === undefined ? '' : String(first.maxRate);
+    const key = groupKey(first);
     const previous = this.groups.get(key);
     if (previous) {
       previous.stopped = true;
@@ -195,7 +218,7 @@ export abstract class StreamTransport implements Transport {
     if (fresh.length > 1) {
       const verdicts = await Promise.all(
         fresh.map(async (sub): Promise<[WireSubscription, TickwireError] | null> => {
-          const url = `${this.ctx.httpBase}/v1/poll?${streamQuery([sub], this.ctx.token, [['timeout', '0']], false)}`;
+          const url = `${this.ctx.httpBase}/v1/poll?${streamQuery([sub], this.ctx.token, [['timeout', '0'], ['client', this.ctx.clientId]], false)}`;
           try {
             const { res, text } = await fetchWithDeadline(this.ctx, url, {}, this.ctx.connectTimeoutMs, undefined, true);
             const refusal = res.ok ? null : httpError(res.status, text);
@@ -253,6 +276,15 @@ export abstract class StreamTransport implements Transport {
     else this.ctx.host.report(error);
   }
 
+  /** Handles a `join` or `leave` event (`{"topic", "client"?, "user"?, "info"?}`). */
+  protected onPresence(kind: 'join' | 'leave', value: Record<string, unknown>): void {
+    if (typeof value['topic'] !== 'string') {
+      this.ctx.host.report(new TickwireError('protocol', `${kind} event without a topic`));
+      return;
+    }
+    this.ctx.host.presence(kind, value['topic'], presenceEntryJson(value));
+  }
+
   /** Handles one delivery JSON object. */
   protected onDelivery(value: unknown): void {
     try {
@@ -278,6 +310,32 @@ export abstract class StreamTransport implements Transport {
     httpPublish(this.ctx, topic, payload, false).catch((err: unknown) => {
       this.ctx.host.report(err instanceof TickwireError ? err : new TickwireError('transport', String(err)));
     });
+  }
+
+  /**
+   * Presence over HTTP (`GET /v1/presence/{topic}[/stats]`, the server API),
+   * with the token as bearer: streams cannot send `PRESENCE`.
+   */
+  async presence(topic: string, countsOnly: boolean): Promise<PresenceInfo> {
+    const headers: Record<string, string> = {};
+    if (this.ctx.token) headers['authorization'] = `Bearer ${this.ctx.token}`;
+    const url = `${this.ctx.httpBase}/v1/presence/${topic}${countsOnly ? '/stats' : ''}`;
+    const { res, text } = await fetchWithDeadline(this.ctx, url, { headers }, this.ctx.requestTimeoutMs, undefined, true);
+    if (!res.ok) throw httpError(res.status, text);
+    let value: Record<string, unknown>;
+    try {
+      value = JSON.parse(text) as Record<string, unknown>;
+    } catch {
+      throw new TickwireError('protocol', `presence answer that is not JSON: ${text.slice(0, 200)}`);
+    }
+    const clients = value['clients'];
+    const users = value['users'];
+    if (typeof clients !== 'number' || typeof users !== 'number') throw new TickwireError('protocol', `unexpected presence answer: ${text.slice(0, 200)}`);
+    const info: PresenceInfo = { clients, users };
+    if (Array.isArray(value['entries'])) {
+      info.entries = value['entries'].filter((e): e is Record<string, unknown> => typeof e === 'object' && e !== null).map(presenceEntryJson);
+    }
+    return info;
   }
 
   async refresh(token: string): Promise<void> {

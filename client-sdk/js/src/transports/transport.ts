@@ -4,7 +4,7 @@
  * reconnects; a transport only carries them over one connection (or one set
  * of HTTP streams) and reports when it is lost.
  */
-import type { Position, SubscribedInfo } from '../codec.js';
+import type { JoinLeaveKind, Position, PresenceEntry, PresenceInfo, SubscribedInfo } from '../codec.js';
 import type { TickwireError } from '../errors.js';
 import type { RawDelivery } from '../message.js';
 
@@ -16,6 +16,8 @@ export interface WireSubscription {
   readonly pattern: string;
   readonly last: boolean;
   readonly maxRate: number | undefined;
+  /** The join/leave events asked for, if any. */
+  readonly joinLeave: JoinLeaveKind | undefined;
   /** Whether the broker confirmed it on some earlier connection or stream. */
   readonly everConfirmed: boolean;
   /** Whether some local subscription needs the exact payload bytes (not the broker's JSON rendering). */
@@ -30,6 +32,8 @@ export interface TransportHost {
   subscriptions(): WireSubscription[];
   /** A delivery arrived. */
   deliver(raw: RawDelivery): void;
+  /** A JOIN or LEAVE event of `topic` arrived (in order with the deliveries). */
+  presence(kind: 'join' | 'leave', topic: string, entry: PresenceEntry): void;
   /** The broker confirmed the subscription of `pattern`. */
   subscribed(pattern: string, info: SubscribedInfo): void;
   /** The broker refused the subscription of `pattern`. */
@@ -56,6 +60,8 @@ export interface TransportContext {
   wsUrl: string;
   httpBase: string;
   token: string | undefined;
+  /** The client id, sent as `client=` on every connection and stream. */
+  clientId: string;
   WebSocket: WebSocketConstructor | undefined;
   fetch: typeof fetch;
   connectTimeoutMs: number;
@@ -79,6 +85,8 @@ export interface Transport {
   publish(topic: string, payload: Uint8Array, retain: boolean): Promise<number>;
   /** Fire-and-forget publish (failures are reported, not thrown). */
   publishNoAck(topic: string, payload: Uint8Array): void;
+  /** The presence of `topic` (only counts with `countsOnly`). */
+  presence(topic: string, countsOnly: boolean): Promise<PresenceInfo>;
   /** Replaces the token of the open connection. */
   refresh(token: string): Promise<void>;
   /** Closes without reporting a loss. */

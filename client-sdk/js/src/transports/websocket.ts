@@ -9,13 +9,15 @@
 import {
   decodeServerMessage,
   encodePing,
+  encodePresence,
   encodePublish,
   encodeRefresh,
   encodeSubscribe,
   encodeUnsubscribe,
+  type PresenceInfo,
   type ServerMessage,
 } from '../codec.js';
-import { errorCodeName, TickwireError } from '../errors.js';
+import { closeError, errorCodeName, TickwireError } from '../errors.js';
 import { redact } from './http.js';
 import type { Transport, TransportContext, WireSubscription } from './transport.js';
 
@@ -28,7 +30,7 @@ export const MAX_BUFFERED_BYTES = 4 * 1024 * 1024;
 const OPEN = 1;
 
 interface Pending {
-  resolve: (value: number) => void;
+  resolve: (value: unknown) => void;
   reject: (error: TickwireError) => void;
   timer: ReturnType<typeof setTimeout>;
 }
@@ -57,8 +59,8 @@ export class WebSocketTransport implements Transport {
     if (!Ctor) {
       return Promise.reject(new TickwireError('transport', 'no WebSocket implementation: in Node pass the `WebSocket` option (the ws package)'));
     }
-    let url = this.ctx.wsUrl;
-    if (this.ctx.token) url += `${url.includes('?') ? '&' : '?'}token=${encodeURIComponent(this.ctx.token)}`;
+    let url = `${this.ctx.wsUrl}${this.ctx.wsUrl.includes('?') ? '&' : '?'}client=${encodeURIComponent(this.ctx.clientId)}`;
+    if (this.ctx.token) url += `&token=${encodeURIComponent(this.ctx.token)}`;
     return new Promise((resolve, reject) => {
       let opened = false;
       let ws: WebSocket;
@@ -96,7 +98,7 @@ export class WebSocketTransport implements Transport {
           if (!this.closing) reject(new TickwireError('transport', `WebSocket to ${redact(url)} closed before it opened (${ev.code})`, ev.code));
           return;
         }
-        this.ended(new TickwireError(ev.code === 4003 ? 'unauthorized' : 'transport', closeText(ev.code, ev.reason), ev.code));
+        this.ended(closeError(ev.code, closeText(ev.code, ev.reason)));
       };
       ws.onmessage = (ev: MessageEvent) => this.onData(ev.data);
     });
@@ -132,7 +134,7 @@ export class WebSocketTransport implements Transport {
     this.keepalive = null;
     const wasClosing = this.closing;
     this.closing = true;
-    this.rejectAll(error.code === 'closed' ? error : new TickwireError('transport', `${error.message}: the outcome of the request is unknown`, error.status));
+    this.rejectAll(error.code === 'closed' || error.code === 'disconnected' ? error : new TickwireError('transport', `${error.message}: the outcome of the request is unknown`, error.status));
     if (!wasClosing || error.code === 'timeout') this.ctx.host.lost(error);
   }
 
@@ -176,6 +178,13 @@ export class WebSocketTransport implements Transport {
       case 'published':
         this.settle(msg.id, msg.seq);
         return;
+      case 'presence':
+        this.settle(msg.id, msg.info);
+        return;
+      case 'join':
+      case 'leave':
+        this.ctx.host.presence(msg.type, msg.topic, msg.entry);
+        return;
       case 'unsubscribed':
       case 'pong':
       case 'refreshed':
@@ -207,7 +216,7 @@ export class WebSocketTransport implements Transport {
     }
   }
 
-  private settle(id: number, value: number): void {
+  private settle(id: number, value: unknown): void {
     const p = this.pending.get(id);
     if (!p) return;
     this.pending.delete(id);
@@ -222,7 +231,7 @@ export class WebSocketTransport implements Transport {
   }
 
   /** Sends the request `encode(id)` and settles through `onReply`/`onError` within the request timeout. */
-  private request(encode: (id: number) => Uint8Array, onReply: (value: number) => void, onError?: (e: TickwireError) => void): void {
+  private request(encode: (id: number) => Uint8Array, onReply: (value: unknown) => void, onError?: (e: TickwireError) => void): void {
     const id = this.nextId++;
     const timer = setTimeout(() => {
       this.pending.delete(id);
@@ -242,7 +251,12 @@ export class WebSocketTransport implements Transport {
     const id = this.nextId++;
     this.subscribeIds.set(id, sub.pattern);
     const since = sub.since();
-    const options = { ...(since ? { since } : {}), last: sub.last, ...(sub.maxRate !== undefined ? { maxRate: sub.maxRate } : {}) };
+    const options = {
+      ...(since ? { since } : {}),
+      last: sub.last,
+      ...(sub.maxRate !== undefined ? { maxRate: sub.maxRate } : {}),
+      ...(sub.joinLeave !== undefined ? { joinLeave: sub.joinLeave } : {}),
+    };
     try {
       this.send(encodeSubscribe(id, sub.pattern, options));
     } catch {
@@ -258,7 +272,11 @@ export class WebSocketTransport implements Transport {
     if ((this.ws?.bufferedAmount ?? 0) > MAX_BUFFERED_BYTES) {
       return Promise.reject(new TickwireError('buffer_full', `over ${MAX_BUFFERED_BYTES} bytes wait in the socket's send buffer`));
     }
-    return new Promise((resolve, reject) => this.request((id) => encodePublish(id, topic, payload, retain), resolve, reject));
+    return new Promise((resolve, reject) => this.request((id) => encodePublish(id, topic, payload, retain), (seq) => resolve(seq as number), reject));
+  }
+
+  presence(topic: string, countsOnly: boolean): Promise<PresenceInfo> {
+    return new Promise((resolve, reject) => this.request((id) => encodePresence(id, topic, countsOnly), (info) => resolve(info as PresenceInfo), reject));
   }
 
   publishNoAck(topic: string, payload: Uint8Array): void {

@@ -12,6 +12,7 @@ export async function startFake() {
   const streams = new Set(); // open SSE responses: { res, subs }
   const polls = []; // waiting poll requests: { res, subs, timer }
   const queued = []; // deliveries for the next poll
+  const queuedEvents = []; // join/leave/close events for the next poll
   const seqs = new Map();
   let refuse = null; // { status, code } answered to the next stream/poll request
   const forbidden = new Set(); // patterns whose stream/poll requests are answered 403 forbidden
@@ -53,9 +54,10 @@ export async function startFake() {
       const events = first ? subs.map((sub) => ({ type: 'subscribed', sub })) : [];
       const answer = () => {
         const messages = queued.splice(0).filter((d) => subs.some((s) => matches(s, d.topic)));
+        events.push(...queuedEvents.splice(0));
         res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ session: 'f00d', cursor: 'gA', messages, events }));
       };
-      if (events.length > 0 || queued.length > 0) {
+      if (events.length > 0 || queued.length > 0 || queuedEvents.length > 0) {
         answer();
         return;
       }
@@ -73,6 +75,17 @@ export async function startFake() {
         const i = polls.indexOf(waiting);
         if (i >= 0) polls.splice(i, 1);
       });
+      return;
+    }
+    if (req.method === 'GET' && url.pathname.startsWith('/v1/presence/')) {
+      // The server API's answer (docs/http-api.md), for topic room.1 only.
+      const [topic, stats] = url.pathname.slice('/v1/presence/'.length).split('/');
+      if (topic !== 'room.1') {
+        res.writeHead(404, { 'content-type': 'application/json' }).end(JSON.stringify({ error: { code: 'presence_disabled', message: 'no presence' } }));
+        return;
+      }
+      const entries = [{ client: 'c1', user: 'alice', info: { name: 'Alice' } }, { client: 'c2', info_base64: 'gaFuAQ==' }];
+      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ topic, clients: 2, users: 1, ...(stats ? {} : { entries }) }));
       return;
     }
     if (req.method === 'POST' && url.pathname.startsWith('/v1/publish/')) {
@@ -116,6 +129,19 @@ export async function startFake() {
     cursorOf(request) {
       const c = request.query.get('cursor');
       return c === null ? null : decodeCursor(c);
+    },
+    /** A `join` or `leave` event: on every SSE stream, and in the next poll answer. */
+    presence(kind, value) {
+      for (const { res } of streams) res.write(`event: ${kind}\ndata: ${JSON.stringify(value)}\n\n`);
+      queuedEvents.push({ type: kind, ...value });
+      for (const p of polls.splice(0)) p.remove();
+    },
+    /** Closes every SSE stream and the poll session with this code (`close` event). */
+    close(code, reason) {
+      for (const { res } of streams) res.end(`event: close\ndata: ${JSON.stringify({ code, reason })}\n\n`);
+      streams.clear();
+      queuedEvents.push({ type: 'close', code, reason });
+      for (const p of polls.splice(0)) p.remove();
     },
     /** Ends every open SSE stream with `event: close`. */
     closeStreams(code, reason) {
