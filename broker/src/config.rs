@@ -502,7 +502,7 @@ broker_settings! {
         "Time allowed to send a complete HTTP request (and so to finish the WebSocket handshake).";
     max_http_body: usize = 1 << 20, "1MiB",
         env "TICKWIRE_MAX_HTTP_BODY", parse parse_nonzero_size,
-        "Largest HTTP publish body; larger ones get 413.";
+        "Largest HTTP request body (publish, batch publish, disconnect); larger ones get 413.";
     keepalive_interval: Duration = Duration::from_secs(20), "20s",
         env "TICKWIRE_KEEPALIVE_INTERVAL", parse parse_nonzero_duration,
         "Ping a WebSocket connection after this long without receiving anything.";
@@ -526,7 +526,7 @@ broker_settings! {
         "Log format: text or json.";
     http_body_timeout: Duration = Duration::from_secs(10), "10s",
         env "TICKWIRE_HTTP_BODY_TIMEOUT", parse parse_nonzero_duration,
-        "Time allowed to receive a whole HTTP publish body once the request head is in; a slower body gets 408 and the connection is closed.";
+        "Time allowed to receive a whole HTTP request body (publish, batch publish, disconnect) once the request head is in; a slower body gets 408 and the connection is closed.";
     message_timeout: Duration = Duration::from_secs(10), "10s",
         env "TICKWIRE_MESSAGE_TIMEOUT", parse parse_nonzero_duration,
         "Time allowed to complete a WebSocket message (all its fragments) once its first byte has arrived; a slower one closes the connection with 4006.";

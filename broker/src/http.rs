@@ -10,11 +10,10 @@
 //! | `GET /metrics` | Prometheus text format |
 //! | `GET /healthz` | 200 while the process runs |
 //! | `GET /readyz` | 200 when ready, 503 while draining |
-//! | `GET /v1/stats` | JSON counters and gauges ([`crate::admin_api`]) |
-//! | `GET /v1/topics` | JSON listing of topics ([`crate::admin_api`]) |
+//! | `GET /v1/stats`, `/v1/topics`, `/v1/history/{topic}`, `POST /v1/publish` | the server API ([`crate::server_api`]) |
 //! | `GET /dashboard[/ASSET]` | with `--dashboard`: the page ([`crate::dashboard`]) |
 //!
-//! With `metrics_listen` set, the last three are served by
+//! With `metrics_listen` set, `/metrics`, `/healthz` and `/readyz` are served by
 //! [`route_operational`] on that listener only, and the main port answers
 //! them with 404.
 //!
@@ -23,9 +22,9 @@
 //! `?token=T`, for browsers): without a valid one they get 401 with
 //! `WWW-Authenticate`, the same whatever check failed. A verified client
 //! certificate named in `--tls-client-grants-file` stands in for a token
-//! when none is presented. `/v1/stats` and `/v1/topics` take the same
-//! credentials as HTTP publish (a token or an API key) and need the `admin`
-//! grant (else 403); the dashboard's static files need none. The fallback
+//! when none is presented. The server API takes the same credentials as
+//! HTTP publish (a token or an API key); the dashboard's static files need
+//! none. The fallback
 //! transports (`/v1/sse`, `/v1/poll`) authenticate like the upgrade
 //! (`?token=` or the header) and check the `Origin` like it; they, and
 //! HTTP publish, answer CORS requests from allowed origins.
@@ -33,24 +32,18 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Either, Full, Limited};
+use http_body_util::Either;
 use hyper::body::Incoming;
 use hyper::header::{
     ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS, ACCESS_CONTROL_ALLOW_ORIGIN,
-    ACCESS_CONTROL_MAX_AGE, AUTHORIZATION, CACHE_CONTROL, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE,
-    HeaderName, HeaderValue, ORIGIN, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_PROTOCOL,
-    SEC_WEBSOCKET_VERSION, VARY, WWW_AUTHENTICATE,
+    ACCESS_CONTROL_MAX_AGE, CACHE_CONTROL, CONTENT_TYPE, HeaderName, HeaderValue, ORIGIN,
+    SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_PROTOCOL, SEC_WEBSOCKET_VERSION, VARY,
 };
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use serde_json::json;
-use tickwire_protocol::topic::Topic;
 use tickwire_protocol::{ErrorCode, SUBPROTOCOL, WEBSOCKET_PATH, handshake};
 
-use crate::admin_api;
-use crate::auth::{AuthError, Authorized};
-use crate::cluster::backplane::Backplane;
-use crate::cluster::publisher::PublishError;
+use crate::auth::AuthError;
 use crate::config::BrokerConfig;
 use crate::connection;
 use crate::dashboard;
@@ -60,162 +53,27 @@ use crate::fallback::query::{self, Endpoint, QueryError};
 use crate::fallback::{Feed, Kind, cursor, sse};
 use crate::grants::Access;
 use crate::handler::MessageHandler;
-use crate::limits::{self, Admission, PublishLimits};
+use crate::limits::PublishLimits;
 use crate::metrics::GaugeHold;
 use crate::outbound::OutboundQueue;
 use crate::presence::parse_client_id;
-use crate::registry::RegistryError;
-use crate::session::{FORBIDDEN_MESSAGE, Session};
+use crate::server_api;
+use crate::server_api::credentials::{Credential, authenticate, header_token};
+use crate::server_api::publish::publish;
+pub use crate::server_api::publish::{publish_retain_param, publish_topic};
+pub use crate::server_api::reply::{Body, full};
+use crate::server_api::reply::{counted_error, forbidden, json_error, text, unauthorized};
+use crate::session::Session;
 use crate::slot::ConnectionSlot;
 use crate::state::BrokerState;
 use crate::stream::Transport;
 use crate::tls::PeerIdentity;
-
-/// The body type of every response: whole, or streamed (SSE).
-pub type Body = Either<Full<Bytes>, sse::ChunkBody>;
-
-/// A whole response body.
-pub fn full(body: impl Into<Bytes>) -> Body {
-    Either::Left(Full::new(body.into()))
-}
-
-const PUBLISH_PREFIX: &str = "/v1/publish/";
-const STATS_PATH: &str = "/v1/stats";
-const TOPICS_PATH: &str = "/v1/topics";
 
 /// The path of the Server-Sent Events fallback.
 pub const SSE_PATH: &str = "/v1/sse";
 
 /// The path of the long-poll fallback.
 pub const POLL_PATH: &str = "/v1/poll";
-
-fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
-    let mut response = Response::new(full(body));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    response
-}
-
-fn json_response(status: StatusCode, value: serde_json::Value) -> Response<Body> {
-    let mut response = Response::new(full(value.to_string()));
-    *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    response
-}
-
-fn json_error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
-    json_response(
-        status,
-        json!({ "error": { "code": code, "message": message } }),
-    )
-}
-
-/// A JSON error answer with the broker's `code` (section 10 of
-/// protocol.md), counted in `tickwire_protocol_errors_total`.
-fn counted_error(
-    state: &BrokerState,
-    status: StatusCode,
-    code: ErrorCode,
-    message: &str,
-) -> Response<Body> {
-    state.metrics.protocol_error(code);
-    json_error(status, code.name(), message)
-}
-
-/// The `WWW-Authenticate` value of every 401: it says a bearer token is
-/// needed and never which check failed.
-const BEARER_CHALLENGE: &str = "Bearer realm=\"tickwire\", error=\"invalid_token\", error_description=\"a valid access token is required\"";
-
-/// The 401 answer to a request that failed authentication; the reason goes
-/// to the debug log only.
-fn unauthorized(state: &BrokerState, reason: &AuthError) -> Response<Body> {
-    tracing::debug!(%reason, "request not authenticated");
-    // A valid token whose client info is too large: the issuer must know
-    // why (the token checked out, so this reveals nothing to a forger).
-    let message = match reason {
-        AuthError::InfoTooLarge(..) => reason.to_string(),
-        _ => "a valid bearer token is required".to_owned(),
-    };
-    let mut response = counted_error(
-        state,
-        StatusCode::UNAUTHORIZED,
-        ErrorCode::Unauthorized,
-        &message,
-    );
-    response
-        .headers_mut()
-        .insert(WWW_AUTHENTICATE, HeaderValue::from_static(BEARER_CHALLENGE));
-    response
-}
-
-/// The 403 answer to an HTTP publish outside the token's grants.
-fn forbidden(state: &BrokerState) -> Response<Body> {
-    forbidden_because(state, FORBIDDEN_MESSAGE)
-}
-
-/// A 403 `forbidden` answer saying `message`.
-fn forbidden_because(state: &BrokerState, message: &str) -> Response<Body> {
-    counted_error(state, StatusCode::FORBIDDEN, ErrorCode::Forbidden, message)
-}
-
-/// The token of the request's `Authorization: Bearer` header, if it has
-/// one; more than one header, or another scheme, is refused.
-fn header_token(req: &Request<Incoming>) -> Result<Option<&str>, AuthError> {
-    let mut values = req.headers().get_all(AUTHORIZATION).iter();
-    let Some(value) = values.next() else {
-        return Ok(None);
-    };
-    if values.next().is_some() {
-        return Err(AuthError::BadHeader);
-    }
-    let value = value.to_str().map_err(|_| AuthError::BadHeader)?;
-    match value.split_once(' ') {
-        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => match token.trim() {
-            "" => Err(AuthError::BadHeader),
-            token => Ok(Some(token)),
-        },
-        _ => Err(AuthError::BadHeader),
-    }
-}
-
-/// Where a request presents its credentials.
-#[derive(Debug, Clone, Copy)]
-enum Credential<'a> {
-    /// A WebSocket upgrade: a JWT in the header or the `token` query
-    /// parameter.
-    Upgrade(Option<&'a str>),
-    /// An HTTP request (publish, the admin endpoints): a JWT or an API key
-    /// in the header.
-    Http,
-}
-
-/// What the client of `req` may do: everything with authentication off,
-/// else what its token or API key (for `credential`), its verified client
-/// certificate `identity` (when it presents no token) or the anonymous
-/// configuration grants.
-fn authenticate(
-    state: &BrokerState,
-    req: &Request<Incoming>,
-    credential: Credential<'_>,
-    identity: Option<&PeerIdentity>,
-) -> Result<Authorized, AuthError> {
-    let Some(auth) = &state.auth else {
-        return Ok(Authorized::open());
-    };
-    let header = header_token(req)?;
-    match credential {
-        Credential::Upgrade(query) => match (header, query) {
-            (Some(_), Some(_)) => Err(AuthError::BadHeader),
-            (token, None) | (None, token) => auth.authorize_upgrade(token, identity),
-        },
-        Credential::Http => auth.authorize_http(header, identity),
-    }
-}
 
 /// The query string of `/ws`.
 #[derive(Debug, Default)]
@@ -317,9 +175,10 @@ pub async fn route<S: Transport>(
             return response;
         }
     }
-    if let Some(response) = admin(&state, identity.as_deref(), &path, &req) {
-        return response;
-    }
+    let req = match server_api::route(&state, &slot, identity.as_deref(), &path, req).await {
+        Ok(response) => return response,
+        Err(req) => req,
+    };
     if state.config.dashboard {
         if let Some(asset) = dashboard::serve(&path, req.headers()) {
             return match *req.method() {
@@ -364,12 +223,12 @@ pub async fn route<S: Transport>(
         _ if operational_here => json_error(
             StatusCode::NOT_FOUND,
             "not_found",
-            "unknown path; routes are GET /ws, POST /v1/publish/{topic}, GET /v1/sse, GET /v1/poll, GET /v1/stats, GET /v1/topics, GET /metrics, /healthz, /readyz (and GET /dashboard with --dashboard)",
+            "unknown path; routes are GET /ws, POST /v1/publish/{topic}, GET /v1/sse, GET /v1/poll, the server API (GET /v1/stats, /v1/topics, /v1/history/{topic}, /v1/presence/{topic}, POST /v1/publish, /v1/disconnect), GET /metrics, /healthz, /readyz (and GET /dashboard with --dashboard)",
         ),
         _ => json_error(
             StatusCode::NOT_FOUND,
             "not_found",
-            "unknown path; routes here are GET /ws, POST /v1/publish/{topic}, GET /v1/sse, GET /v1/poll, GET /v1/stats and GET /v1/topics (and GET /dashboard with --dashboard); metrics and health are on the metrics listener (--metrics-listen)",
+            "unknown path; routes here are GET /ws, POST /v1/publish/{topic}, GET /v1/sse, GET /v1/poll and the server API (GET /v1/stats, /v1/topics, /v1/history/{topic}, /v1/presence/{topic}, POST /v1/publish, /v1/disconnect) (and GET /dashboard with --dashboard); metrics and health are on the metrics listener (--metrics-listen)",
         ),
     };
     with_cors(response, cors)
@@ -594,48 +453,6 @@ async fn fallback(
     }
 }
 
-/// Answers `/v1/stats` and `/v1/topics` (`None` for other paths): 405 for
-/// another method, 401 without valid credentials (with authentication on),
-/// 403 without the `admin` grant, 400 for a bad `/v1/topics` query.
-fn admin(
-    state: &BrokerState,
-    identity: Option<&PeerIdentity>,
-    path: &str,
-    req: &Request<Incoming>,
-) -> Option<Response<Body>> {
-    if path != STATS_PATH && path != TOPICS_PATH {
-        return None;
-    }
-    if req.method() != Method::GET {
-        return Some(json_error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            "use GET",
-        ));
-    }
-    let access = match authenticate(state, req, Credential::Http, identity) {
-        Ok(authorized) => authorized.access,
-        Err(reason) => return Some(unauthorized(state, &reason)),
-    };
-    if !access.is_admin() {
-        return Some(forbidden_because(
-            state,
-            "this endpoint needs the admin grant (\"admin\": true in the token's grants, or an admin API key)",
-        ));
-    }
-    let mut response = match path {
-        STATS_PATH => json_response(StatusCode::OK, admin_api::stats(state)),
-        _ => match admin_api::topics(state, req.uri().query()) {
-            Ok(body) => json_response(StatusCode::OK, body),
-            Err(e) => counted_error(state, StatusCode::BAD_REQUEST, e.code, &e.message),
-        },
-    };
-    response
-        .headers_mut()
-        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    Some(response)
-}
-
 /// Picks the subprotocol from the client's offer. `Ok(None)`: none offered
 /// (treated as v1). `Err`: only unknown ones offered.
 fn negotiate_subprotocol(req: &Request<Incoming>) -> Result<Option<&'static str>, String> {
@@ -837,193 +654,4 @@ fn upgrade<S: Transport>(
     let sessions = state.metrics.transport_sessions.with_label_values(&["ws"]);
     let hold = (slot, GaugeHold::new(&sessions));
     switch_protocols::<S, _>(state, req, subprotocol, new_session, hold)
-}
-
-/// The topic of an HTTP publish path, `/v1/publish/{topic}`, taken
-/// literally (no percent-decoding) and not yet validated; `None` for another
-/// path. Public for the fuzz target `http_publish_query`.
-pub fn publish_topic(path: &str) -> Option<&str> {
-    path.strip_prefix(PUBLISH_PREFIX)
-}
-
-/// Reads the query string of an HTTP publish: only `retain` is accepted,
-/// as `retain`, `retain=true|1` or `retain=false|0`; the last one given
-/// wins. The error names the offending parameter. Public for the fuzz
-/// target `http_publish_query`.
-pub fn publish_retain_param(query: Option<&str>) -> Result<bool, String> {
-    let mut retain = false;
-    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
-        match pair.split_once('=').unwrap_or((pair, "true")) {
-            ("retain", "true" | "1") => retain = true,
-            ("retain", "false" | "0") => retain = false,
-            (key, value) => {
-                return Err(format!(
-                    "unsupported query parameter {key}={value}; only retain=true|false"
-                ));
-            }
-        }
-    }
-    Ok(retain)
-}
-
-async fn publish(
-    state: &BrokerState,
-    slot: &ConnectionSlot,
-    identity: Option<&PeerIdentity>,
-    topic: &str,
-    req: Request<Incoming>,
-) -> Response<Body> {
-    let access = match authenticate(state, &req, Credential::Http, identity) {
-        Ok(authorized) => authorized.access,
-        Err(reason) => return unauthorized(state, &reason),
-    };
-    let topic = match Topic::new(topic) {
-        Ok(topic) => topic,
-        Err(e) => {
-            return counted_error(
-                state,
-                StatusCode::BAD_REQUEST,
-                ErrorCode::InvalidTopic,
-                &e.to_string(),
-            );
-        }
-    };
-    if !access.may_publish(topic) {
-        return forbidden(state);
-    }
-    let limit = state.config.max_http_body;
-    let too_large = || {
-        counted_error(
-            state,
-            StatusCode::PAYLOAD_TOO_LARGE,
-            ErrorCode::PayloadTooLarge,
-            &format!("body larger than the {limit}-byte limit (--max-http-body)"),
-        )
-    };
-    let req_retain = match publish_retain_param(req.uri().query()) {
-        Ok(retain) => retain,
-        Err(message) => {
-            return json_error(
-                StatusCode::BAD_REQUEST,
-                ErrorCode::InvalidOption.name(),
-                &message,
-            );
-        }
-    };
-    if req_retain {
-        if let Err(e) = limits::may_retain(&state.config, topic) {
-            return counted_error(
-                state,
-                StatusCode::BAD_REQUEST,
-                ErrorCode::InvalidOption,
-                &e.to_string(),
-            );
-        }
-    }
-    let declared = req
-        .headers()
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > limit as u64) {
-        return too_large();
-    }
-    let timeout = state.config.http_body_timeout;
-    let collected = Limited::new(req.into_body(), limit).collect();
-    let Ok(collected) = tokio::time::timeout(timeout, collected).await else {
-        state.metrics.http_body_timeouts.inc();
-        let mut response = json_error(
-            StatusCode::REQUEST_TIMEOUT,
-            "request_timeout",
-            &format!(
-                "the body did not arrive within {} (--http-body-timeout); send it in one go",
-                humantime::format_duration(timeout)
-            ),
-        );
-        // The rest of the body is not read: the connection cannot be reused.
-        response
-            .headers_mut()
-            .insert(CONNECTION, HeaderValue::from_static("close"));
-        return response;
-    };
-    let body = match collected {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => return too_large(),
-        Err(e) => {
-            return counted_error(
-                state,
-                StatusCode::BAD_REQUEST,
-                ErrorCode::Malformed,
-                &format!("cannot read body: {e}"),
-            );
-        }
-    };
-    let admission = slot.admit_http_publish(body.len());
-    if admission != Admission::Accepted {
-        let mut response = counted_error(
-            state,
-            StatusCode::TOO_MANY_REQUESTS,
-            ErrorCode::RateLimited,
-            limits::RATE_LIMITED_MESSAGE,
-        );
-        if admission == Admission::Flood {
-            response
-                .headers_mut()
-                .insert(CONNECTION, HeaderValue::from_static("close"));
-        }
-        return response;
-    }
-    let retain = req_retain;
-    if let Some(backplane) = &state.backplane {
-        return publish_through_backplane(state, backplane, topic, body, retain).await;
-    }
-    match state.registry.publish(topic, &body, retain) {
-        Ok(receipt) => json_response(
-            StatusCode::OK,
-            json!({ "topic": topic.as_str(), "seq": receipt.seq, "deliveries": receipt.deliveries }),
-        ),
-        Err(e) => {
-            let status = match e {
-                RegistryError::TooManyTopics(_) => StatusCode::SERVICE_UNAVAILABLE,
-                RegistryError::StorageFull(_) => StatusCode::INSUFFICIENT_STORAGE,
-            };
-            counted_error(state, status, e.error_code(), &e.to_string())
-        }
-    }
-}
-
-/// Cluster mode: publishes through Redis and answers when Redis has: 200
-/// with the sequence number Redis gave (no `deliveries`: they happen on
-/// every node), or 503 `internal` with why it was not confirmed.
-async fn publish_through_backplane(
-    state: &BrokerState,
-    backplane: &Backplane,
-    topic: Topic<'_>,
-    body: Bytes,
-    retain: bool,
-) -> Response<Body> {
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    backplane.publish(
-        topic,
-        body,
-        retain,
-        state.registry.policy(topic.as_str()),
-        Box::new(move |result| {
-            // The request may have been abandoned meanwhile.
-            let _ = tx.send(result);
-        }),
-    );
-    let result = rx.await.unwrap_or(Err(PublishError::Unavailable));
-    match result {
-        Ok(seq) => json_response(
-            StatusCode::OK,
-            json!({ "topic": topic.as_str(), "seq": seq }),
-        ),
-        Err(e) => counted_error(
-            state,
-            StatusCode::SERVICE_UNAVAILABLE,
-            ErrorCode::Internal,
-            &e.to_string(),
-        ),
-    }
 }

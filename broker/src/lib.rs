@@ -82,6 +82,7 @@ pub mod registry;
 pub mod reload;
 pub mod replay;
 pub mod server;
+pub mod server_api;
 pub mod session;
 pub mod slot;
 pub mod state;

@@ -1,14 +1,16 @@
 //! The `tickwire` command: the broker (`serve`), its command-line clients
-//! (`pub`, `sub`), the load tool (`bench`) and a token minter (`token`), on
-//! top of the
+//! (`pub`, `sub`), the load tool (`bench`), a token minter (`token`) and
+//! the server API readers (`history`, `topics`, `presence`), on top of the
 //! `tickwire-broker` library and the `tickwire-client` SDK.
 
 // A failed `println!`/`eprintln!` panics: print through `console` instead.
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
+mod admin;
 mod bench;
 mod client;
 mod console;
+mod http1;
 mod log_writer;
 mod serve;
 mod token;
@@ -51,6 +53,20 @@ enum Command {
     ///
     /// Example: tickwire token --hmac-secret-file secret --sub 'stocks.>' --pub 'iot.site1.>' --ttl 1h
     Token(token::TokenArgs),
+    /// Show the messages a topic keeps (GET /v1/history/{topic}; admin).
+    ///
+    /// Example: tickwire history chat.room --since 8123456789:40 --limit 20
+    History(admin::HistoryArgs),
+    /// List the topics the broker tracks, with subscribers and positions
+    /// (GET /v1/topics; admin).
+    ///
+    /// Example: tickwire topics 'stocks.*' --limit 50
+    Topics(admin::TopicsArgs),
+    /// Show who is present on a topic with presence (GET
+    /// /v1/presence/{topic}; admin).
+    ///
+    /// Example: tickwire presence chat.room --stats
+    Presence(admin::PresenceArgs),
 }
 
 fn main() -> ExitCode {
@@ -60,5 +76,8 @@ fn main() -> ExitCode {
         Command::Sub(args) => client::run_sub(args),
         Command::Bench(args) => bench::run(args),
         Command::Token(args) => token::run(args),
+        Command::History(args) => admin::run_history(args),
+        Command::Topics(args) => admin::run_topics(args),
+        Command::Presence(args) => admin::run_presence(args),
     }
 }

@@ -32,6 +32,7 @@ pub mod node;
 pub mod pki;
 pub mod proxy;
 pub mod redis;
+pub mod tokens;
 
 /// Longest any single wait in a test may take.
 pub const WAIT: Duration = Duration::from_secs(10);

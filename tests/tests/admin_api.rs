@@ -3,15 +3,12 @@
 //! (`--dashboard`), end to end against a real broker on port 0.
 
 use std::path::PathBuf;
-use std::time::{SystemTime, UNIX_EPOCH};
 
-use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use serde_json::{Value, json};
 use sha2::Digest;
+use tickwire_e2e::tokens::{Secret, token};
 use tickwire_e2e::{RawClient, TestBroker, http_with, poll_until, read_banner, tickwire_command};
 use tokio::io::{AsyncBufReadExt, BufReader};
-
-const SECRET: &[u8] = b"an HMAC secret of at least 32 bytes, for tests";
 
 fn temp_file(name: &str, contents: &[u8]) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("tickwire-admin-{}", std::process::id()));
@@ -19,20 +16,6 @@ fn temp_file(name: &str, contents: &[u8]) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, contents).expect("write temp file");
     path
-}
-
-fn token(grants: Value) -> String {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let claims = json!({"exp": now + 3600, "iat": now, "tw": grants});
-    encode(
-        &Header::new(Algorithm::HS256),
-        &claims,
-        &EncodingKey::from_secret(SECRET),
-    )
-    .expect("sign token")
 }
 
 /// GET `path` with `headers`; (status, head, body as JSON or Null).
@@ -117,7 +100,7 @@ async fn stats_and_topics_report_what_the_broker_does() {
 
 #[tokio::test]
 async fn with_keys_the_endpoints_need_the_admin_grant() {
-    let secret = temp_file("secret", &[SECRET, b"\n"].concat());
+    let secret = Secret::new();
     let hash = |key: &[u8]| -> String {
         sha2::Sha256::digest(key)
             .iter()
@@ -134,7 +117,7 @@ async fn with_keys_the_endpoints_need_the_admin_grant() {
         .as_bytes(),
     );
     let broker = TestBroker::start(|config| {
-        config.jwt_hmac_secret_file = vec![secret];
+        config.jwt_hmac_secret_file = vec![secret.file()];
         config.api_key_file = vec![keys];
         config.dashboard = true;
     })

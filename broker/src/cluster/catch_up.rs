@@ -252,7 +252,8 @@ fn finish(
 /// The memory a single node would keep for `record`'s topic under
 /// `policy`: its history (without entries older than the policy's age) and
 /// as its last value the newer of its retained value and newest entry.
-fn restore(
+/// Also what `GET /v1/history/{topic}` reads in a cluster.
+pub fn restore(
     budget: &Arc<StorageBudget>,
     record: &TopicRecord,
     policy: &TopicPolicy,

@@ -98,7 +98,7 @@ impl Rendered {
 }
 
 /// The body of an encoded server frame (the WebSocket header stripped).
-fn frame_body(frame: &Bytes) -> Option<Bytes> {
+pub fn frame_body(frame: &Bytes) -> Option<Bytes> {
     let header = FrameHeader::parse(frame, Role::Client).ok()??;
     Some(frame.slice(header.header_len..))
 }

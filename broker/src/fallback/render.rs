@@ -187,16 +187,45 @@ impl ValueReader<'_> {
     }
 }
 
+/// A payload (or presence client info) as JSON shows it: the JSON value it
+/// converts to, or its base64 text.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PayloadJson {
+    /// It converts ([`msgpack_to_json`]) and `payload=auto` was asked for.
+    Json(Value),
+    /// Standard base64 with padding.
+    Base64(String),
+}
+
+impl PayloadJson {
+    /// `payload` rendered as `mode` asks.
+    pub fn of(payload: &[u8], mode: PayloadMode) -> Self {
+        let json = match mode {
+            PayloadMode::Auto => msgpack_to_json(payload),
+            PayloadMode::Base64 => None,
+        };
+        json.map_or_else(
+            || PayloadJson::Base64(STANDARD.encode(payload)),
+            PayloadJson::Json,
+        )
+    }
+
+    /// Inserts it into `object` under `key`, or as text under
+    /// `{key}_base64`.
+    pub fn insert_into(self, object: &mut Map<String, Value>, key: &str) {
+        match self {
+            PayloadJson::Json(value) => object.insert(key.to_owned(), value),
+            PayloadJson::Base64(text) => object.insert(format!("{key}_base64"), Value::from(text)),
+        };
+    }
+}
+
 /// The delivery JSON of one message:
 /// `{"topic":…,"epoch":"…","seq":…,"time":…,"data":…}` (or `data_base64`).
 pub fn delivery_json(delivery: &Delivery<'_>, mode: PayloadMode) -> String {
-    let data = match mode {
-        PayloadMode::Auto => msgpack_to_json(&delivery.payload),
-        PayloadMode::Base64 => None,
-    };
-    let payload = match data {
-        Some(value) => format!("\"data\":{value}"),
-        None => format!("\"data_base64\":\"{}\"", STANDARD.encode(&delivery.payload)),
+    let payload = match PayloadJson::of(&delivery.payload, mode) {
+        PayloadJson::Json(value) => format!("\"data\":{value}"),
+        PayloadJson::Base64(text) => format!("\"data_base64\":\"{text}\""),
     };
     format!(
         "{{\"topic\":{},\"epoch\":\"{}\",\"seq\":{},\"time\":{},{payload}}}",

@@ -1,6 +1,7 @@
 //! Read-only views of the registry for the operational endpoints: a sorted,
-//! paginated listing of topics (`GET /v1/topics`) and a bounded walk of
-//! every topic's sequence number (the busiest-topics sampler).
+//! paginated listing of topics (`GET /v1/topics`), one topic's kept
+//! messages (`GET /v1/history/{topic}`) and a bounded walk of every
+//! topic's sequence number (the busiest-topics sampler).
 //!
 //! Neither holds more than one topic's mutex at a time, and neither waits
 //! for a busy one longer than a publish takes; both cost one pass over the
@@ -8,8 +9,12 @@
 
 use std::collections::BinaryHeap;
 use std::sync::Arc;
+use std::time::Instant;
 
+use tickwire_protocol::message::Position;
 use tickwire_protocol::topic::Pattern;
+
+use crate::history::TopicMemory;
 
 use super::{TopicEntry, TopicRegistry};
 
@@ -92,6 +97,24 @@ impl TopicRegistry {
             })
             .collect();
         TopicPage { topics, more }
+    }
+
+    /// Runs `f` on what topic `name` keeps (history older than its policy's
+    /// age dropped first) and its position, under its lock and without
+    /// creating it; `None` when the registry does not track the topic.
+    pub fn read_memory<R>(
+        &self,
+        name: &str,
+        f: impl FnOnce(&TopicMemory, Position) -> R,
+    ) -> Option<R> {
+        let topic = self.topic(name)?;
+        let mut state = topic.state.lock();
+        if state.evicted {
+            return None;
+        }
+        let policy = Arc::clone(&state.policy);
+        state.memory.expire(Instant::now(), &policy);
+        Some(f(&state.memory, state.position()))
     }
 
     /// Calls `f(name, topic id, latest seq)` for up to `limit` topics, in

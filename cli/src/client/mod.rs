@@ -2,7 +2,8 @@
 //! `tickwire-client` SDK.
 //!
 //! What they share lives here: the connection flags, the mapping from SDK
-//! errors to exit codes, and running a command on a Tokio runtime.
+//! errors to exit codes, and running a command on a Tokio runtime (the
+//! server API commands, [`crate::admin`], share the last two).
 
 mod output;
 mod presence_line;
@@ -107,7 +108,7 @@ impl ConnectArgs {
 }
 
 /// Parses a positive duration such as `500ms`, `10s` or `1m`.
-fn parse_timeout(s: &str) -> Result<Duration, String> {
+pub fn parse_timeout(s: &str) -> Result<Duration, String> {
     match tickwire_broker::config::parse_duration(s)? {
         d if d.is_zero() => Err("must be longer than 0s".to_owned()),
         d => Ok(d),
@@ -116,7 +117,7 @@ fn parse_timeout(s: &str) -> Result<Duration, String> {
 
 /// How a client subcommand ended, when it did not succeed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Exit {
+pub enum Exit {
     /// The broker refused a request or the stream ended with an error.
     Failed = 1,
     /// Invalid arguments or input.
@@ -132,13 +133,16 @@ enum Exit {
 /// A failed client subcommand: one line for standard error and the exit
 /// code.
 #[derive(Debug)]
-struct Failure {
-    exit: Exit,
-    message: String,
+pub struct Failure {
+    /// The exit code it ends the command with.
+    pub exit: Exit,
+    /// The line for standard error (without the `tickwire:` prefix).
+    pub message: String,
 }
 
 impl Failure {
-    fn new(exit: Exit, message: impl Into<String>) -> Self {
+    /// A failure ending the command with `exit`, saying `message`.
+    pub fn new(exit: Exit, message: impl Into<String>) -> Self {
         Failure {
             exit,
             message: message.into(),
@@ -206,7 +210,7 @@ impl From<Error> for Failure {
 
 /// Runs a client subcommand on a fresh runtime and turns its result into the
 /// process exit code, printing a failure as one `tickwire:` line.
-fn execute(command: impl Future<Output = Result<(), Failure>>) -> ExitCode {
+pub fn execute(command: impl Future<Output = Result<(), Failure>>) -> ExitCode {
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

@@ -20,7 +20,8 @@
 //!   end of the drain, divided by the deliveries. The benchmark does not
 //!   start a broker: start it yourself, pinned to its own core.
 //!
-//! * `http`: the HTTP/1.1 request, response head and body framing.
+//! * [`crate::http1`] (shared with the server API commands): the HTTP/1.1
+//!   request, response head and body framing.
 //! * `json`: the delivery JSON and events of SSE and long-poll.
 //! * `payload`: the stamped payload and the clock.
 //! * `ws`, `sse`, `poll`: one subscriber client per transport.
@@ -29,7 +30,6 @@
 //! * `summary`: the result rows, printed as a table or JSON lines.
 //! * `tally`: what each subscriber counts.
 
-mod http;
 mod json;
 mod payload;
 mod poll;

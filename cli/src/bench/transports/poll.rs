@@ -11,11 +11,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::super::raw_client::{ConnectError, connect_tcp};
-use super::http::{self, Framing};
 use super::json::PollAnswer;
 use super::payload::now_ns;
 use super::tally::{RunShared, Tally, report_progress};
 use super::{Setup, refused, with_deadline};
+use crate::http1::{self as http, Framing};
 
 /// Largest poll answer body accepted.
 const MAX_BODY: usize = 64 << 20;

@@ -1,6 +1,7 @@
-//! Just enough HTTP/1.1 for the SSE and long-poll clients: a GET request,
-//! the response head, and the body framing (`Content-Length`, chunked, or
-//! until the connection closes), decoded incrementally.
+//! Just enough HTTP/1.1 for the benchmark's SSE and long-poll clients and
+//! the server API commands (`tickwire history`, `topics`, `presence`): a
+//! GET request, the response head, and the body framing (`Content-Length`,
+//! chunked, or until the connection closes), decoded incrementally.
 //!
 //! The requests carry only what the broker needs (`Host`, `Accept`,
 //! `Authorization` with `--token`): a browser's requests carry several hundred

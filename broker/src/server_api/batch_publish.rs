@@ -1,0 +1,201 @@
+//! `POST /v1/publish`: many publishes in one JSON request,
+//! `{"messages":[{"topic", "payload" | "payload_base64", "retain"?}]}`,
+//! each answered with its seq or its error, in request order:
+//! `{"results":[{"seq": N} | {"error": CODE, "message": "…"}]}`.
+//!
+//! Each message goes through the checks of `POST /v1/publish/{topic}`
+//! ([`crate::server_api::publish`]): a valid topic, the publish grant,
+//! `retain` allowed on the topic, the connection's publish rate, then the
+//! registry (or, in a cluster, the backplane's ordered pipeline: all of a
+//! batch's messages are submitted in order before the answers are awaited,
+//! so they keep their order and share round trips). A refused message
+//! does not stop the others. The body is bounded by `max_http_body` and
+//! holds at most [`MAX_BATCH`] messages; a request over either bound, or
+//! one that is not such a JSON object, publishes nothing.
+
+use bytes::Bytes;
+use hyper::body::Incoming;
+use hyper::header::{CONNECTION, HeaderValue};
+use hyper::{Request, Response, StatusCode};
+use serde_json::{Map, Value, json};
+use tickwire_protocol::ErrorCode;
+use tickwire_protocol::topic::Topic;
+
+use crate::grants::Access;
+use crate::limits::Admission;
+use crate::server_api::body;
+use crate::server_api::credentials::http_access;
+use crate::server_api::json_payload::payload_of;
+use crate::server_api::publish::{Pending, Refusal, check_retain, submit};
+use crate::server_api::reply::{Body, counted_error, json_response};
+use crate::session::FORBIDDEN_MESSAGE;
+use crate::slot::ConnectionSlot;
+use crate::state::BrokerState;
+use crate::tls::PeerIdentity;
+
+/// Most messages one batch may hold.
+pub const MAX_BATCH: usize = 1000;
+
+/// The keys a message object may have.
+const MESSAGE_KEYS: [&str; 4] = ["topic", "payload", "payload_base64", "retain"];
+
+/// The messages of a batch body, or the refusal of the whole request.
+fn messages(state: &BrokerState, body: &[u8]) -> Result<Vec<Value>, Box<Response<Body>>> {
+    let malformed = |message: &str| {
+        Box::new(counted_error(
+            state,
+            StatusCode::BAD_REQUEST,
+            ErrorCode::Malformed,
+            message,
+        ))
+    };
+    let Ok(Value::Object(mut object)) = serde_json::from_slice::<Value>(body) else {
+        return Err(malformed(
+            "the body must be a JSON object {\"messages\": [...]}",
+        ));
+    };
+    if let Some(key) = object.keys().find(|k| *k != "messages") {
+        let message = format!("unknown key {key}; the body has only \"messages\"");
+        return Err(Box::new(counted_error(
+            state,
+            StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidOption,
+            &message,
+        )));
+    }
+    let Some(Value::Array(messages)) = object.remove("messages") else {
+        return Err(malformed(
+            "\"messages\" must be an array of message objects",
+        ));
+    };
+    if messages.len() > MAX_BATCH {
+        let message = format!(
+            "{} messages; a batch holds at most {MAX_BATCH}: split it",
+            messages.len()
+        );
+        return Err(Box::new(counted_error(
+            state,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::PayloadTooLarge,
+            &message,
+        )));
+    }
+    Ok(messages)
+}
+
+/// What one message asks for, checked: its topic, payload and `retain`.
+fn check<'a>(
+    state: &BrokerState,
+    access: &Access,
+    message: &'a Value,
+) -> Result<(Topic<'a>, Bytes, bool), Refusal> {
+    let Value::Object(fields) = message else {
+        return Err(Refusal::bad_request(
+            ErrorCode::Malformed,
+            "a message must be a JSON object",
+        ));
+    };
+    if let Some(key) = fields.keys().find(|k| !MESSAGE_KEYS.contains(&k.as_str())) {
+        return Err(Refusal::bad_request(
+            ErrorCode::InvalidOption,
+            format!("unknown key {key}; a message has topic, payload or payload_base64, retain"),
+        ));
+    }
+    let Some(Value::String(name)) = fields.get("topic") else {
+        return Err(Refusal::bad_request(
+            ErrorCode::InvalidTopic,
+            "topic must be a string",
+        ));
+    };
+    let topic = Topic::new(name)
+        .map_err(|e| Refusal::bad_request(ErrorCode::InvalidTopic, e.to_string()))?;
+    if !access.may_publish(topic) {
+        return Err(Refusal {
+            status: StatusCode::FORBIDDEN,
+            code: ErrorCode::Forbidden,
+            message: FORBIDDEN_MESSAGE.to_owned(),
+        });
+    }
+    let payload = payload_of(fields.get("payload"), fields.get("payload_base64"))
+        .map_err(|message| Refusal::bad_request(ErrorCode::Malformed, message))?;
+    let retain = match fields.get("retain") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(retain)) => *retain,
+        Some(_) => {
+            return Err(Refusal::bad_request(
+                ErrorCode::InvalidOption,
+                "retain must be true or false",
+            ));
+        }
+    };
+    check_retain(state, topic, retain)?;
+    Ok((topic, Bytes::from(payload), retain))
+}
+
+/// The result object of a refused message, counted in the metrics.
+fn refused(state: &BrokerState, refusal: &Refusal) -> Value {
+    state.metrics.protocol_error(refusal.code);
+    json!({ "error": refusal.code.name(), "message": refusal.message })
+}
+
+/// Answers `POST /v1/publish`: 401 without valid credentials, 400/408/413
+/// for a body that cannot be read or is not a batch, else 200 with one
+/// result per message.
+pub async fn answer(
+    state: &BrokerState,
+    slot: &ConnectionSlot,
+    identity: Option<&PeerIdentity>,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    let access = match http_access(state, &req, identity) {
+        Ok(access) => access,
+        Err(refusal) => return *refusal,
+    };
+    let body = match body::read(state, req).await {
+        Ok(body) => body,
+        Err(answer) => return answer,
+    };
+    let messages = match messages(state, &body) {
+        Ok(messages) => messages,
+        Err(answer) => return *answer,
+    };
+    let mut flood = false;
+    let pending: Vec<Pending> = messages
+        .iter()
+        .map(|message| {
+            let (topic, payload, retain) = match check(state, &access, message) {
+                Ok(checked) => checked,
+                Err(refusal) => return Pending::Done(Err(refusal)),
+            };
+            match slot.admit_http_publish(payload.len()) {
+                Admission::Accepted => submit(state, topic, payload, retain),
+                admission => {
+                    flood |= admission == Admission::Flood;
+                    Pending::Done(Err(Refusal {
+                        status: StatusCode::TOO_MANY_REQUESTS,
+                        code: ErrorCode::RateLimited,
+                        message: crate::limits::RATE_LIMITED_MESSAGE.to_owned(),
+                    }))
+                }
+            }
+        })
+        .collect();
+    let mut results = Vec::with_capacity(pending.len());
+    for pending in pending {
+        results.push(match pending.settle().await {
+            Ok(published) => {
+                let mut result = Map::new();
+                result.insert("seq".to_owned(), Value::from(published.seq));
+                Value::Object(result)
+            }
+            Err(refusal) => refused(state, &refusal),
+        });
+    }
+    let mut response = json_response(StatusCode::OK, json!({ "results": results }));
+    if flood {
+        response
+            .headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
+}
