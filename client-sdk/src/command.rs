@@ -14,9 +14,9 @@ use tickwire_protocol::message::{JoinLeave, Position};
 use tickwire_protocol::ws::{self, OpCode};
 
 use crate::config::Config;
+use crate::delivery::Delivery;
 use crate::error::{Error, Result};
 use crate::event::SubShared;
-use crate::message::Message;
 use crate::presence::Answer;
 use crate::state::ConnectionState;
 
@@ -98,7 +98,7 @@ pub(crate) enum Command {
         /// The application's `since` positions, if any.
         since: Option<Vec<(String, Position)>>,
         options: BrokerOptions,
-        tx: mpsc::Sender<Message>,
+        tx: mpsc::Sender<Delivery>,
         shared: Arc<SubShared>,
         reply: oneshot::Sender<Result<()>>,
     },

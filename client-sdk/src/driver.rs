@@ -444,6 +444,7 @@ impl Driver {
                         tx,
                         shared,
                         skipped: 0,
+                        full: false,
                     },
                     reply,
                 };

@@ -11,7 +11,6 @@ use tokio::sync::Notify;
 use tickwire_protocol::message::Position;
 
 use crate::error::{Error, Refusal};
-use crate::presence::PresenceChange;
 
 /// Events kept per subscription before the oldest is discarded; see
 /// [`Subscription::events_dropped`](crate::Subscription::events_dropped).
@@ -66,14 +65,6 @@ pub enum SubscriptionEvent {
         /// The sequence number that came.
         got: u64,
     },
-    /// Someone joined a topic the subscription covers (it asked with
-    /// [`SubscribeOptions::join_leave`](crate::SubscribeOptions::join_leave)):
-    /// queued in order with the topic's messages, so it precedes every
-    /// message published after the join.
-    Join(PresenceChange),
-    /// Someone left a topic the subscription covers; in order with the
-    /// messages, like [`SubscriptionEvent::Join`].
-    Leave(PresenceChange),
 }
 
 /// Why a subscription's stream ended, recorded by the connection task.

@@ -20,8 +20,9 @@
 //!   [`Client::publish_retained`]) and rate limits (`max_rate`).
 //! * **Presence**: [`Client::presence`] and [`Client::presence_stats`] list
 //!   who is subscribed to a topic with presence, and
-//!   [`SubscribeOptions::join_leave`] delivers [`SubscriptionEvent::Join`]
-//!   and [`SubscriptionEvent::Leave`] in order with the messages. Each
+//!   [`SubscribeOptions::join_leave`] delivers [`Delivery::Join`] and
+//!   [`Delivery::Leave`] in order with the messages
+//!   ([`Subscription::recv_delivery`]). Each
 //!   client has one id ([`ClientBuilder::client_id`]) on every connection,
 //!   so a reconnect is the same presence entry.
 //! * Payloads are MessagePack via serde: [`Client::publish`] and
@@ -109,7 +110,8 @@
 //!   waiting for a connection).
 //! * `command`: what handles share with the task (commands, shared state,
 //!   frame encoding); `event`: [`SubscriptionEvent`] and the state a
-//!   subscription shares with the task.
+//!   subscription shares with the task; `delivery`: [`Delivery`], the
+//!   ordered items of a subscription.
 //! * `config`, `state`, `error`, `message`, `url`: settings, connection
 //!   state, errors, received messages, broker URLs; `presence`: presence
 //!   lists and join/leave changes; `transport` and
@@ -124,6 +126,7 @@
 mod client;
 mod command;
 mod config;
+mod delivery;
 mod driver;
 mod error;
 mod event;
@@ -147,6 +150,7 @@ pub use config::{
     DEFAULT_MAX_OUTGOING_MESSAGE_SIZE, DEFAULT_REQUEST_TIMEOUT, DEFAULT_SUBSCRIPTION_CAPACITY,
     DEFAULT_WRITE_BUFFER_LIMIT, Keepalive, OfflinePolicy, ReconnectPolicy, TlsRoots, TokenFuture,
 };
+pub use delivery::Delivery;
 pub use error::{Error, HandshakeError, Result};
 pub use event::{EVENT_CAPACITY, SubscriptionEvent, SubscriptionEvents};
 pub use message::Message;

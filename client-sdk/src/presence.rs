@@ -1,8 +1,8 @@
 //! Presence as the application sees it: who is subscribed to a topic
 //! ([`Presence`], [`PresenceStats`], from [`Client::presence`](crate::Client::presence)) and who
 //! joined or left ([`PresenceChange`], in
-//! [`SubscriptionEvent::Join`](crate::SubscriptionEvent::Join) and
-//! [`SubscriptionEvent::Leave`](crate::SubscriptionEvent::Leave)). Owned
+//! [`Delivery::Join`](crate::Delivery::Join) and
+//! [`Delivery::Leave`](crate::Delivery::Leave)). Owned
 //! copies of the protocol crate's borrowed entries.
 
 use bytes::Bytes;
@@ -54,8 +54,8 @@ pub struct PresenceStats {
     pub users: u64,
 }
 
-/// Who joined or left a topic, in a [`SubscriptionEvent::Join`](crate::SubscriptionEvent::Join) or
-/// [`SubscriptionEvent::Leave`](crate::SubscriptionEvent::Leave).
+/// Who joined or left a topic, in a [`Delivery::Join`](crate::Delivery::Join) or
+/// [`Delivery::Leave`](crate::Delivery::Leave).
 ///
 /// A subscription with [`JoinLeave::Clients`](crate::JoinLeave::Clients)
 /// gets one per client instance (`client` set); one with

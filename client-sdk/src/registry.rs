@@ -10,10 +10,11 @@ use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot};
 
 use tickwire_protocol::SubscribeOptions;
-use tickwire_protocol::message::{Delivery, JoinLeave, Position, PresenceEntry};
+use tickwire_protocol::message::{Delivery as WireDelivery, JoinLeave, Position, PresenceEntry};
 use tickwire_protocol::topic::pattern_matches;
 
 use crate::command::BrokerOptions;
+use crate::delivery::Delivery;
 use crate::error::{Error, Result};
 use crate::event::{SubShared, SubscriptionEvent};
 use crate::message::Message;
@@ -23,10 +24,52 @@ use crate::resume::{Admit, Tracker};
 /// One local subscription.
 pub(crate) struct LocalSub {
     pub id: u64,
-    pub tx: mpsc::Sender<Message>,
+    pub tx: mpsc::Sender<Delivery>,
     pub shared: Arc<SubShared>,
     /// Messages dropped since the last one delivered.
     pub skipped: u64,
+    /// The last item offered was dropped (the buffer is full): warn once
+    /// per run of drops.
+    pub full: bool,
+}
+
+impl LocalSub {
+    /// Hands `item` to the subscription's buffer without waiting; when it
+    /// is full, drops `item` and counts it in
+    /// [`Subscription::dropped`](crate::Subscription::dropped). Returns
+    /// whether `item` was queued.
+    fn offer(&mut self, pattern: &str, item: Delivery) -> bool {
+        match self.tx.try_send(item) {
+            Ok(()) => {
+                self.full = false;
+                true
+            }
+            Err(TrySendError::Full(_)) => {
+                if !self.full {
+                    tracing::warn!(
+                        pattern,
+                        "subscription buffer is full: dropping deliveries until the application catches up"
+                    );
+                }
+                self.full = true;
+                self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+                false
+            }
+            // Dropped by the application; its notice is on the way.
+            Err(TrySendError::Closed(_)) => false,
+        }
+    }
+
+    /// Offers a copy of `msg`, reporting the messages dropped before it.
+    fn offer_message(&mut self, pattern: &str, msg: &Message) {
+        let mut copy = msg.clone();
+        copy.skipped = self.skipped;
+        if self.offer(pattern, Delivery::Message(copy)) {
+            self.skipped = 0;
+        } else if !self.tx.is_closed() {
+            self.skipped += 1;
+        }
+    }
 }
 
 /// A local subscription waiting for the broker's confirmation.
@@ -204,7 +247,7 @@ impl Registry {
     }
 
     /// Hands a delivery to every local subscription whose pattern matches.
-    pub fn deliver(&mut self, delivery: Delivery<'_>) {
+    pub fn deliver(&mut self, delivery: WireDelivery<'_>) {
         let at = delivery.position();
         let msg = Message {
             topic: Arc::from(delivery.topic),
@@ -231,10 +274,11 @@ impl Registry {
         }
     }
 
-    /// Queues a `JOIN` (`join`) or `LEAVE` of `topic` as an event of every
-    /// local subscription whose pattern matches and that asked for its
-    /// kind: an entry with a client id is connection-level
-    /// ([`JoinLeave::Clients`]), one without user-level ([`JoinLeave::Users`]).
+    /// Hands a `JOIN` (`join`) or `LEAVE` of `topic` to every local
+    /// subscription whose pattern matches and that asked for its kind, in
+    /// the same buffer as the messages (so in order with them): an entry
+    /// with a client id is connection-level ([`JoinLeave::Clients`]), one
+    /// without user-level ([`JoinLeave::Users`]).
     pub fn deliver_presence(&mut self, join: bool, topic: &str, entry: &PresenceEntry<'_>) {
         let kind = if entry.client.is_some() {
             JoinLeave::Clients
@@ -242,20 +286,34 @@ impl Registry {
             JoinLeave::Users
         };
         let change = PresenceChange::new(topic, entry);
-        let event = if join {
-            SubscriptionEvent::Join(change)
-        } else {
-            SubscriptionEvent::Leave(change)
+        let item = || {
+            if join {
+                Delivery::Join(change.clone())
+            } else {
+                Delivery::Leave(change.clone())
+            }
         };
-        let wanted = |entry: &&Entry| entry.options.join_leave == Some(kind);
-        let exact = self.entries.get(topic).filter(|e| !e.wildcard);
-        let wild = self
-            .wildcards
-            .iter()
-            .filter(|p| pattern_matches(p, topic))
-            .filter_map(|p| self.entries.get(p));
-        for entry in exact.into_iter().chain(wild).filter(wanted) {
-            entry.emit(&event);
+        let Registry {
+            entries, wildcards, ..
+        } = self;
+        let offer = |pattern: &str, entry: &mut Entry| {
+            if entry.options.join_leave == Some(kind) {
+                for sub in &mut entry.subs {
+                    sub.offer(pattern, item());
+                }
+            }
+        };
+        if let Some(entry) = entries.get_mut(topic)
+            && !entry.wildcard
+        {
+            offer(topic, entry);
+        }
+        for pattern in wildcards.iter() {
+            if pattern_matches(pattern, topic)
+                && let Some(entry) = entries.get_mut(pattern)
+            {
+                offer(pattern, entry);
+            }
         }
     }
 
@@ -286,23 +344,7 @@ fn deliver_to(pattern: &str, entry: &mut Entry, msg: &Message, at: Position) {
         Admit::Deliver(None) => {}
     }
     for sub in &mut entry.subs {
-        let mut copy = msg.clone();
-        copy.skipped = sub.skipped;
-        match sub.tx.try_send(copy) {
-            Ok(()) => sub.skipped = 0,
-            Err(TrySendError::Full(_)) => {
-                if sub.skipped == 0 {
-                    tracing::warn!(
-                        pattern,
-                        "subscription buffer is full: dropping messages until the application catches up"
-                    );
-                }
-                sub.skipped += 1;
-                sub.shared.dropped.fetch_add(1, Ordering::Relaxed);
-            }
-            // Dropped by the application; its notice is on the way.
-            Err(TrySendError::Closed(_)) => {}
-        }
+        sub.offer_message(pattern, msg);
     }
 }
 
@@ -313,21 +355,32 @@ mod tests {
     use super::*;
 
     /// A registry with one confirmed local subscription to `pattern`.
-    fn subscribed(pattern: &str) -> (Registry, mpsc::Receiver<Message>) {
+    fn subscribed(pattern: &str) -> (Registry, mpsc::Receiver<Delivery>) {
+        subscribed_with(pattern, None, 16)
+    }
+
+    /// A registry with one confirmed local subscription to `pattern` with
+    /// these join/leave events and buffer capacity.
+    fn subscribed_with(
+        pattern: &str,
+        join_leave: Option<JoinLeave>,
+        capacity: usize,
+    ) -> (Registry, mpsc::Receiver<Delivery>) {
         let mut registry = Registry::default();
-        let (tx, rx) = mpsc::channel(16);
+        let (tx, rx) = mpsc::channel(capacity);
         let (reply, _) = oneshot::channel();
         let sub = LocalSub {
             id: 1,
             tx,
             shared: Arc::new(SubShared::default()),
             skipped: 0,
+            full: false,
         };
         let options = BrokerOptions {
             last: false,
             max_rate: None,
             resume: true,
-            join_leave: None,
+            join_leave,
         };
         let new = NewSub {
             waiter: Waiter { sub, reply },
@@ -342,14 +395,70 @@ mod tests {
         (registry, rx)
     }
 
-    fn delivery(topic: &str, epoch: u64, seq: u64, time_us: u64) -> Delivery<'_> {
-        Delivery {
+    fn delivery(topic: &str, epoch: u64, seq: u64, time_us: u64) -> WireDelivery<'_> {
+        WireDelivery {
             topic,
             epoch,
             seq,
             time_us,
             payload: Bytes::new(),
         }
+    }
+
+    /// The messages buffered in `rx` (there must be nothing else).
+    fn messages(rx: &mut mpsc::Receiver<Delivery>) -> Vec<Message> {
+        std::iter::from_fn(|| rx.try_recv().ok())
+            .map(|d| d.into_message().expect("only messages"))
+            .collect()
+    }
+
+    fn guest() -> PresenceEntry<'static> {
+        PresenceEntry {
+            client: Some("guest"),
+            ..PresenceEntry::default()
+        }
+    }
+
+    #[test]
+    fn joins_and_leaves_share_the_message_buffer_in_order() {
+        for pattern in ["room.1", "room.*"] {
+            let (mut registry, mut rx) = subscribed_with(pattern, Some(JoinLeave::Clients), 16);
+            registry.deliver_presence(true, "room.1", &guest());
+            registry.deliver(delivery("room.1", 1, 1, 0));
+            registry.deliver_presence(false, "room.1", &guest());
+            // Another kind (user-level) and another topic are not wanted.
+            registry.deliver_presence(true, "room.1", &PresenceEntry::default());
+            registry.deliver_presence(true, "lobby", &guest());
+            let got: Vec<&str> = std::iter::from_fn(|| rx.try_recv().ok())
+                .map(|d| match d {
+                    Delivery::Join(c) if c.client.as_deref() == Some("guest") => "join",
+                    Delivery::Message(m) if m.seq == 1 => "message",
+                    Delivery::Leave(c) if c.client.as_deref() == Some("guest") => "leave",
+                    other => panic!("unexpected {other:?}"),
+                })
+                .collect();
+            assert_eq!(got, ["join", "message", "leave"], "{pattern}");
+        }
+    }
+
+    #[test]
+    fn a_full_buffer_drops_and_counts_joins_and_leaves_like_messages() {
+        let (mut registry, mut rx) = subscribed_with("room.1", Some(JoinLeave::Clients), 1);
+        registry.deliver(delivery("room.1", 1, 1, 0));
+        registry.deliver_presence(true, "room.1", &guest());
+        registry.deliver(delivery("room.1", 1, 2, 0));
+        let shared = registry.entries["room.1"].subs[0].shared.clone();
+        assert_eq!(shared.dropped.load(Ordering::Relaxed), 2);
+        assert!(matches!(rx.try_recv(), Ok(Delivery::Message(m)) if m.seq == 1));
+        registry.deliver_presence(false, "room.1", &guest());
+        registry.deliver(delivery("room.1", 1, 3, 0));
+        assert!(matches!(rx.try_recv(), Ok(Delivery::Leave(_))));
+        registry.deliver(delivery("room.1", 1, 4, 0));
+        // `skipped` counts the messages dropped before this one (#2 and
+        // #3), not the join.
+        let msg = rx.try_recv().ok().and_then(Delivery::into_message);
+        assert_eq!(msg.map(|m| (m.seq, m.skipped)), Some((4, 2)));
+        assert_eq!(shared.dropped.load(Ordering::Relaxed), 3);
     }
 
     #[test]
@@ -362,9 +471,7 @@ mod tests {
         registry.deliver(delivery("s.a", 1, 3, 10));
         // A replay of what was delivered is still dropped, whatever its time.
         registry.deliver(delivery("s.a", 1, 3, 99_999));
-        let seqs: Vec<u64> = std::iter::from_fn(|| rx.try_recv().ok())
-            .map(|m| m.seq)
-            .collect();
+        let seqs: Vec<u64> = messages(&mut rx).iter().map(|m| m.seq).collect();
         assert_eq!(seqs, [1, 2, 3]);
     }
 
@@ -373,9 +480,7 @@ mod tests {
         let (mut registry, mut rx) = subscribed("s.a");
         registry.deliver(delivery("s.a", 1, 7, 5_000));
         registry.deliver(delivery("s.a", 2, 1, 4_000));
-        let got: Vec<(u64, u64)> = std::iter::from_fn(|| rx.try_recv().ok())
-            .map(|m| (m.epoch, m.seq))
-            .collect();
+        let got: Vec<(u64, u64)> = messages(&mut rx).iter().map(|m| (m.epoch, m.seq)).collect();
         assert_eq!(got, [(1, 7), (2, 1)]);
     }
 }

@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 use tickwire_protocol::message::{JoinLeave, Position};
 
 use crate::command::ClientInner;
+use crate::delivery::Delivery;
 use crate::error::Error;
 use crate::event::{EndReason, SubShared, SubscriptionEvent, SubscriptionEvents};
 use crate::message::Message;
@@ -142,8 +143,9 @@ impl SubscribeOptions {
     /// Receive join/leave events of the topics the subscription covers
     /// (topics with presence): [`JoinLeave::Clients`] one per client
     /// instance, [`JoinLeave::Users`] one per user (its first entry joins,
-    /// its last leaves). They arrive as [`SubscriptionEvent::Join`] and
-    /// [`SubscriptionEvent::Leave`], queued in order with the messages. An
+    /// its last leaves). They arrive as [`Delivery::Join`] and
+    /// [`Delivery::Leave`] in order with the messages: read them with
+    /// [`Subscription::recv_delivery`] ([`Subscription::recv`] skips them). An
     /// exact topic without presence is refused with
     /// [`ErrorCode::PresenceDisabled`](crate::ErrorCode::PresenceDisabled).
     pub fn join_leave(mut self, kind: JoinLeave) -> Self {
@@ -156,7 +158,9 @@ impl SubscribeOptions {
 ///
 /// Created by [`Client::subscribe`](crate::Client::subscribe). Read it with
 /// [`Subscription::recv`] or as a [`futures_core::Stream`] (for example with
-/// `futures::StreamExt::next`). It survives reconnects: the client renews
+/// `futures::StreamExt::next`); with [`SubscribeOptions::join_leave`], read
+/// it with [`Subscription::recv_delivery`] to get the joins and leaves in
+/// order with the messages (a [`Delivery`] each). It survives reconnects: the client renews
 /// the broker subscription on every new connection and, unless
 /// [`SubscribeOptions::resume`] is off, resumes each topic where it left off
 /// ([`SubscriptionEvent`] reports how that went).
@@ -166,9 +170,9 @@ impl SubscribeOptions {
 ///
 /// **Slow readers**: each subscription has a bounded buffer
 /// ([`ClientBuilder::subscription_capacity`](crate::ClientBuilder::subscription_capacity)).
-/// When it is full, new messages for this subscription are dropped (never
-/// blocking the connection or other subscriptions); [`Subscription::dropped`]
-/// counts them and the next delivered message reports the gap in
+/// When it is full, new messages (and join/leave changes) for this
+/// subscription are dropped (never blocking the connection or other
+/// subscriptions); [`Subscription::dropped`] counts them and the next delivered message reports the gap in
 /// [`Message::skipped`].
 ///
 /// **End of stream**: the stream ends (`None`) when the client is closed, or
@@ -194,7 +198,7 @@ impl SubscribeOptions {
 pub struct Subscription {
     pub(crate) id: u64,
     pub(crate) pattern: Arc<str>,
-    pub(crate) rx: mpsc::Receiver<Message>,
+    pub(crate) rx: mpsc::Receiver<Delivery>,
     pub(crate) shared: Arc<SubShared>,
     pub(crate) client: Arc<ClientInner>,
 }
@@ -205,16 +209,51 @@ impl Subscription {
         &self.pattern
     }
 
-    /// The next message, or `None` once the stream has ended.
+    /// The next message, or `None` once the stream has ended. Join/leave
+    /// changes waiting before it are skipped (read them with
+    /// [`Subscription::recv_delivery`]).
     ///
     /// Cancel-safe: dropping the future loses no message.
     pub async fn recv(&mut self) -> Option<Message> {
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// A message if one is buffered right now, without waiting (skipping
+    /// join/leave changes, like [`Subscription::recv`]).
+    pub fn try_recv(&mut self) -> Option<Message> {
+        std::iter::from_fn(|| self.try_recv_delivery()).find_map(Delivery::into_message)
+    }
+
+    /// The next [`Delivery`]: a message, or a join/leave change (with
+    /// [`SubscribeOptions::join_leave`]), in the order the broker sent
+    /// them; `None` once the stream has ended.
+    ///
+    /// Cancel-safe: dropping the future loses nothing.
+    pub async fn recv_delivery(&mut self) -> Option<Delivery> {
         self.rx.recv().await
     }
 
-    /// A message if one is buffered right now, without waiting.
-    pub fn try_recv(&mut self) -> Option<Message> {
+    /// A [`Delivery`] if one is buffered right now, without waiting.
+    pub fn try_recv_delivery(&mut self) -> Option<Delivery> {
         self.rx.try_recv().ok()
+    }
+
+    /// Polls for the next [`Delivery`], as [`Subscription::recv_delivery`]
+    /// does, for code that polls several subscriptions by hand.
+    pub fn poll_recv_delivery(&mut self, cx: &mut Context<'_>) -> Poll<Option<Delivery>> {
+        self.rx.poll_recv(cx)
+    }
+
+    /// Polls for the next message, skipping join/leave changes.
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Message>> {
+        loop {
+            match self.rx.poll_recv(cx) {
+                Poll::Ready(Some(Delivery::Message(msg))) => return Poll::Ready(Some(msg)),
+                Poll::Ready(Some(_)) => {}
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
     }
 
     /// The oldest queued [`SubscriptionEvent`], if any, without waiting.
@@ -247,8 +286,8 @@ impl Subscription {
         self.shared.events_dropped()
     }
 
-    /// Total messages dropped for this subscription because its buffer was
-    /// full.
+    /// Total messages (and join/leave changes) dropped for this
+    /// subscription because its buffer was full.
     pub fn dropped(&self) -> u64 {
         self.shared.dropped.load(Ordering::Relaxed)
     }
@@ -265,11 +304,7 @@ impl Stream for Subscription {
     type Item = Message;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Message>> {
-        self.rx.poll_recv(cx)
-    }
-
-    fn size_hint(&self) -> (usize, Option<usize>) {
-        (self.rx.len(), None)
+        self.poll_recv(cx)
     }
 }
 

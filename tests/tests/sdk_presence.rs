@@ -1,5 +1,6 @@
 //! Presence through the Rust SDK against the real broker: `presence` and
-//! `presence_stats`, join/leave events queued in order with the messages,
+//! `presence_stats`, join/leave changes delivered in order with the
+//! messages (`Subscription::recv_delivery`),
 //! and a client id that survives a reconnect, so that within the grace
 //! period the client stays one entry and nobody sees it leave and join.
 //!
@@ -8,18 +9,18 @@
 //! 4500-4999, and makes it reconnect with 4100-4499.
 //!
 //! Every wait is bounded by [`WAIT`]; nothing sleeps for correctness: "no
-//! event happened" is checked by making a later message happen and reading
-//! the events queued before it.
+//! change happened" is checked by making a later message happen and reading
+//! the changes delivered before it.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tickwire_broker::config::{BrokerConfig, TopicPolicy};
 use tickwire_broker::directory::DisconnectCode;
 use tickwire_client::{
-    Client, ConnectionState, Disconnect, Error, ErrorCode, JoinLeave, Member, Message,
+    Client, ConnectionState, Delivery, Disconnect, Error, ErrorCode, JoinLeave, Member, Message,
     PresenceChange, ReconnectPolicy, SubscribeOptions, Subscription, SubscriptionEvent,
 };
-use tickwire_e2e::sdk::{recv, wait_state};
+use tickwire_e2e::sdk::wait_state;
 use tickwire_e2e::{Relay, TestBroker, WAIT};
 use tickwire_protocol::topic::Pattern;
 
@@ -70,19 +71,25 @@ async fn watch(client: &Client, pattern: &str) -> Subscription {
         .expect("subscribe")
 }
 
-/// The next message, and the join/leave events queued before it.
-async fn message_with_changes(sub: &mut Subscription) -> (Message, Vec<SubscriptionEvent>) {
-    let msg = recv(sub).await;
+/// The next delivery (message, join or leave); fails after [`WAIT`] or if
+/// the subscription ends.
+async fn next_delivery(sub: &mut Subscription) -> Delivery {
+    tokio::time::timeout(WAIT, sub.recv_delivery())
+        .await
+        .expect("a delivery in time")
+        .expect("the subscription is live")
+}
+
+/// The next message, and the joins and leaves delivered before it, in
+/// order.
+async fn message_with_changes(sub: &mut Subscription) -> (Message, Vec<Delivery>) {
     let mut changes = Vec::new();
-    while let Some(event) = sub.next_event() {
-        if matches!(
-            event,
-            SubscriptionEvent::Join(_) | SubscriptionEvent::Leave(_)
-        ) {
-            changes.push(event);
+    loop {
+        match next_delivery(sub).await {
+            Delivery::Message(msg) => return (msg, changes),
+            change => changes.push(change),
         }
     }
-    (msg, changes)
 }
 
 fn change(topic: &str, client: &str) -> PresenceChange {
@@ -163,32 +170,42 @@ async fn joins_and_leaves_arrive_in_order_with_the_messages() {
         .await
         .expect("publish");
 
-    // The SDK queues an event before every message that follows it: once a
-    // message is received, the events that preceded it are in the queue
-    // (the queue may already hold later ones too).
-    let own = |e: &SubscriptionEvent| matches!(e, SubscriptionEvent::Join(c) if c.client.as_deref() == Some("watcher"));
+    // Joins and leaves share the subscription's buffer with the messages:
+    // the guest joins before it publishes "hello" and leaves after it, and
+    // before "bye". The exact subscription also sees the watcher's own join
+    // (it was made present by that very subscription), first.
+    let own = Delivery::Join(change("room.1", "watcher"));
     for sub in [&mut exact, &mut wild] {
-        let (hello, mut seen) = message_with_changes(sub).await;
+        let (hello, mut joins) = message_with_changes(sub).await;
+        if sub.pattern() == "room.1" {
+            assert_eq!(joins.first(), Some(&own), "the watcher's own join");
+            joins.remove(0);
+        }
         assert_eq!(hello.decode::<String>().expect("decode"), "hello");
-        seen.retain(|e| !own(e));
         assert_eq!(
-            seen.first(),
-            Some(&SubscriptionEvent::Join(change("room.1", "guest"))),
+            joins,
+            [Delivery::Join(change("room.1", "guest"))],
             "{}",
             sub.pattern()
         );
-        let (bye, later) = message_with_changes(sub).await;
+        let (bye, leaves) = message_with_changes(sub).await;
         assert_eq!(bye.decode::<String>().expect("decode"), "bye");
-        seen.extend(later);
         assert_eq!(
-            seen,
-            [
-                SubscriptionEvent::Join(change("room.1", "guest")),
-                SubscriptionEvent::Leave(change("room.1", "guest"))
-            ],
+            leaves,
+            [Delivery::Leave(change("room.1", "guest"))],
             "{}",
             sub.pattern()
         );
+        // `recv` skips joins and leaves; events carry none.
+        while let Some(event) = sub.next_event() {
+            assert!(
+                matches!(
+                    event,
+                    SubscriptionEvent::Subscribed { .. } | SubscriptionEvent::Resumed
+                ),
+                "{event:?}"
+            );
+        }
     }
     finish(broker, [watcher, guest]).await;
 }
@@ -203,7 +220,7 @@ async fn a_reconnect_within_the_grace_period_is_the_same_entry_and_makes_no_even
     let seat = guest.subscribe("room.1").await.expect("subscribe");
     guest.publish_acked("room.1", &1).await.expect("publish");
     let (_, before) = message_with_changes(&mut events).await;
-    assert!(before.contains(&SubscriptionEvent::Join(change("room.1", "guest"))));
+    assert!(before.contains(&Delivery::Join(change("room.1", "guest"))));
 
     // The network drops the guest's connection; the client reconnects with
     // the same id and renews its subscription.
@@ -300,7 +317,7 @@ async fn users_client_info_and_user_level_events() {
     let (_, changes) = message_with_changes(&mut users).await;
     // One user-level join for alice's two clients, without a client id.
     assert_eq!(changes.len(), 1, "{changes:?}");
-    let SubscriptionEvent::Join(alice) = &changes[0] else {
+    let Delivery::Join(alice) = &changes[0] else {
         panic!("expected a join, got {changes:?}");
     };
     assert_eq!(
@@ -334,7 +351,7 @@ async fn a_server_disconnect_with_4007_or_4500_to_4999_is_final_and_4100_to_4499
     let broker = TestBroker::start(with_presence).await;
     let url = broker.ws_url();
     let watcher = client(&url, "watcher").await;
-    let events = watch(&watcher, "room.d").await;
+    let mut events = watch(&watcher, "room.d").await;
     for (n, code) in [4007u16, 4100, 4500, 4499, 4999].into_iter().enumerate() {
         let id = format!("guest-{n}");
         let guest = client(&url, &id).await;
@@ -377,13 +394,9 @@ async fn a_server_disconnect_with_4007_or_4500_to_4999_is_final_and_4100_to_4499
         let expected = if code < 4500 && code != 4007 { 2 } else { 1 };
         let (mut joins, mut leaves) = (0, 0);
         while leaves < expected {
-            match tokio::time::timeout(WAIT, events.event()).await {
-                Ok(Some(SubscriptionEvent::Join(c))) if c.client.as_deref() == Some(&id) => {
-                    joins += 1
-                }
-                Ok(Some(SubscriptionEvent::Leave(c))) if c.client.as_deref() == Some(&id) => {
-                    leaves += 1
-                }
+            match tokio::time::timeout(WAIT, events.recv_delivery()).await {
+                Ok(Some(Delivery::Join(c))) if c.client.as_deref() == Some(&id) => joins += 1,
+                Ok(Some(Delivery::Leave(c))) if c.client.as_deref() == Some(&id) => leaves += 1,
                 Ok(Some(_)) => {}
                 other => {
                     panic!("{code}: no leave of {id} ({joins} joins, {leaves} leaves): {other:?}")

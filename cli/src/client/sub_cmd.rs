@@ -4,15 +4,13 @@ use crate::console::stderrln;
 use std::collections::HashMap;
 use std::future::poll_fn;
 use std::io::{self, BufWriter, Stdout, Write};
-use std::pin::Pin;
 use std::process::ExitCode;
 use std::task::Poll;
 use std::time::Duration;
 
-use futures_core::Stream;
 use tickwire_client::{
-    Client, ConnectionState, Error, JoinLeave, Message, Position, SubscribeOptions, Subscription,
-    SubscriptionEvent,
+    Client, ConnectionState, Delivery, Error, JoinLeave, Message, Position, PresenceChange,
+    SubscribeOptions, Subscription, SubscriptionEvent,
 };
 use tickwire_protocol::topic::{Pattern, validate_topic};
 use tokio::time::{Instant, MissedTickBehavior};
@@ -296,10 +294,10 @@ impl Printer {
             // Print what is already buffered (a bounded batch, so that
             // Ctrl-C is noticed under any load), then flush once.
             for _ in 0..BATCH {
-                let Some((index, msg)) = self.try_next(subs) else {
+                let Some((index, item)) = self.try_next(subs) else {
                     break;
                 };
-                if self.deliver(subs, index, msg)? {
+                if self.deliver(subs, index, item)? {
                     return Ok(());
                 }
             }
@@ -325,10 +323,10 @@ impl Printer {
                     }
                     self.report_events(subs);
                 }
-                (index, msg) = poll_fn(|cx| self.poll_next(subs, cx)) => {
-                    match msg {
-                        Some(msg) => {
-                            if self.deliver(subs, index, msg)? {
+                (index, item) = poll_fn(|cx| self.poll_next(subs, cx)) => {
+                    match item {
+                        Some(item) => {
+                            if self.deliver(subs, index, item)? {
                                 return Ok(());
                             }
                         }
@@ -340,14 +338,15 @@ impl Printer {
         }
     }
 
-    /// The next buffered message of any subscription, without waiting.
-    fn try_next(&mut self, subs: &mut [Subscription]) -> Option<(usize, Message)> {
+    /// The next buffered delivery (message, join or leave) of any
+    /// subscription, without waiting.
+    fn try_next(&mut self, subs: &mut [Subscription]) -> Option<(usize, Delivery)> {
         let n = subs.len();
         (0..n).find_map(|k| {
             let index = (self.next_poll + k) % n;
-            let msg = subs[index].try_recv()?;
+            let item = subs[index].try_recv_delivery()?;
             self.next_poll = (index + 1) % n;
-            Some((index, msg))
+            Some((index, item))
         })
     }
 
@@ -357,11 +356,11 @@ impl Printer {
         &mut self,
         subs: &mut [Subscription],
         cx: &mut std::task::Context<'_>,
-    ) -> Poll<(usize, Option<Message>)> {
+    ) -> Poll<(usize, Option<Delivery>)> {
         let n = subs.len();
         for k in 0..n {
             let index = (self.next_poll + k) % n;
-            if let Poll::Ready(item) = Pin::new(&mut subs[index]).poll_next(cx) {
+            if let Poll::Ready(item) = subs[index].poll_recv_delivery(cx) {
                 self.next_poll = (index + 1) % n;
                 return Poll::Ready((index, item));
             }
@@ -369,16 +368,39 @@ impl Printer {
         Poll::Pending
     }
 
-    /// Prints one message from `subs[index]` (after the events that precede
-    /// it), unless another pattern prints it. Returns whether to stop:
+    /// Prints one delivery of `subs[index]` (after the events that precede
+    /// it): a join or leave, or a message. Returns whether to stop:
     /// `--count` is reached or standard output was closed.
     fn deliver(
         &mut self,
         subs: &mut [Subscription],
         index: usize,
-        msg: Message,
+        item: Delivery,
     ) -> Result<bool, Failure> {
         self.report_events(subs);
+        match item {
+            Delivery::Message(msg) => self.print_message(index, msg),
+            Delivery::Join(change) => {
+                self.print_change(index, true, &change);
+                Ok(false)
+            }
+            Delivery::Leave(change) => {
+                self.print_change(index, false, &change);
+                Ok(false)
+            }
+            other => {
+                tracing::debug!(
+                    ?other,
+                    "ignoring a kind of delivery this command does not print"
+                );
+                Ok(false)
+            }
+        }
+    }
+
+    /// Prints one message of subscription `index`, unless another pattern
+    /// prints it. Returns whether to stop (as [`Printer::deliver`]).
+    fn print_message(&mut self, index: usize, msg: Message) -> Result<bool, Failure> {
         // Every local subscription whose pattern matches receives the
         // message: print it for the first one only.
         let first = self.patterns.iter().position(|p| p.matches(msg.topic()));
@@ -475,8 +497,6 @@ impl Printer {
                     }
                 }
             }
-            SubscriptionEvent::Join(change) => self.print_change(index, true, &change),
-            SubscriptionEvent::Leave(change) => self.print_change(index, false, &change),
             SubscriptionEvent::Gap {
                 topic,
                 expected,
@@ -493,7 +513,7 @@ impl Printer {
     /// pattern that also matches its topic prints it: on standard output in
     /// the text and json formats (a write error shows at the next flush),
     /// else on standard error.
-    fn print_change(&mut self, index: usize, join: bool, change: &tickwire_client::PresenceChange) {
+    fn print_change(&mut self, index: usize, join: bool, change: &PresenceChange) {
         let first = self.patterns.iter().position(|p| p.matches(&change.topic));
         if first != Some(index) {
             return;

@@ -72,6 +72,13 @@ for (const [kind, blockPaths] of [['sse', ['/ws']], ['poll', ['/ws', '/v1/sse']]
       relay.cut();
       await down;
       await publishN(publisher, topic, 'missed', 20);
+      // Restore only between two reconnect rounds: the client reports
+      // `disconnected` when a round has failed and it backs off, and the
+      // rest of this turn runs before its timer starts the next round.
+      // Restored in the middle of a round, after that round's SSE attempt
+      // was refused, the round's poll attempt would open and the client
+      // would rightly settle on poll (the first transport that opens wins).
+      await waitState(c, 'disconnected');
       const renewed = nextEvent(sub, 'subscribed');
       relay.restore();
       assert.equal((await renewed).recovered, true);
