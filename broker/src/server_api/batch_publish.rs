@@ -27,7 +27,7 @@ use crate::server_api::body;
 use crate::server_api::credentials::http_access;
 use crate::server_api::json_payload::payload_of;
 use crate::server_api::publish::{Pending, Refusal, check_retain, submit};
-use crate::server_api::reply::{Body, counted_error, json_response};
+use crate::server_api::reply::{Body, json_response};
 use crate::session::FORBIDDEN_MESSAGE;
 use crate::slot::ConnectionSlot;
 use crate::state::BrokerState;
@@ -39,16 +39,13 @@ pub const MAX_BATCH: usize = 1000;
 /// The keys a message object may have.
 const MESSAGE_KEYS: [&str; 4] = ["topic", "payload", "payload_base64", "retain"];
 
-/// The messages of a batch body, or the refusal of the whole request.
-fn messages(state: &BrokerState, body: &[u8]) -> Result<Vec<Value>, Box<Response<Body>>> {
-    let malformed = |message: &str| {
-        Box::new(counted_error(
-            state,
-            StatusCode::BAD_REQUEST,
-            ErrorCode::Malformed,
-            message,
-        ))
-    };
+/// The messages of a batch body, or the refusal of the whole request
+/// (status, code and message): 400 `malformed` when the body is not a JSON
+/// object whose `messages` is an array, 400 `invalid_option` for another
+/// key, 413 `payload_too_large` over [`MAX_BATCH`] messages. Pure, so that
+/// the fuzz target `server_api_json` runs it on arbitrary bodies.
+pub fn parse_batch(body: &[u8]) -> Result<Vec<Value>, Refusal> {
+    let malformed = |message: &str| Refusal::bad_request(ErrorCode::Malformed, message);
     let Ok(Value::Object(mut object)) = serde_json::from_slice::<Value>(body) else {
         return Err(malformed(
             "the body must be a JSON object {\"messages\": [...]}",
@@ -56,12 +53,7 @@ fn messages(state: &BrokerState, body: &[u8]) -> Result<Vec<Value>, Box<Response
     };
     if let Some(key) = object.keys().find(|k| *k != "messages") {
         let message = format!("unknown key {key}; the body has only \"messages\"");
-        return Err(Box::new(counted_error(
-            state,
-            StatusCode::BAD_REQUEST,
-            ErrorCode::InvalidOption,
-            &message,
-        )));
+        return Err(Refusal::bad_request(ErrorCode::InvalidOption, message));
     }
     let Some(Value::Array(messages)) = object.remove("messages") else {
         return Err(malformed(
@@ -69,25 +61,25 @@ fn messages(state: &BrokerState, body: &[u8]) -> Result<Vec<Value>, Box<Response
         ));
     };
     if messages.len() > MAX_BATCH {
-        let message = format!(
-            "{} messages; a batch holds at most {MAX_BATCH}: split it",
-            messages.len()
-        );
-        return Err(Box::new(counted_error(
-            state,
-            StatusCode::PAYLOAD_TOO_LARGE,
-            ErrorCode::PayloadTooLarge,
-            &message,
-        )));
+        return Err(Refusal {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            code: ErrorCode::PayloadTooLarge,
+            message: format!(
+                "{} messages; a batch holds at most {MAX_BATCH}: split it",
+                messages.len()
+            ),
+        });
     }
     Ok(messages)
 }
 
-/// What one message asks for, checked: its topic, payload and `retain`.
-fn check<'a>(
-    state: &BrokerState,
-    access: &Access,
+/// What one message of a batch asks for, read without the broker's state:
+/// its topic (valid, and allowed by `may_publish`), payload and `retain`;
+/// the refusal otherwise, in the order the checks run (topic, grant,
+/// payload, `retain`). Pure, for the fuzz target `server_api_json`.
+pub fn parse_message<'a>(
     message: &'a Value,
+    may_publish: impl FnOnce(Topic<'_>) -> bool,
 ) -> Result<(Topic<'a>, Bytes, bool), Refusal> {
     let Value::Object(fields) = message else {
         return Err(Refusal::bad_request(
@@ -109,7 +101,7 @@ fn check<'a>(
     };
     let topic = Topic::new(name)
         .map_err(|e| Refusal::bad_request(ErrorCode::InvalidTopic, e.to_string()))?;
-    if !access.may_publish(topic) {
+    if !may_publish(topic) {
         return Err(Refusal {
             status: StatusCode::FORBIDDEN,
             code: ErrorCode::Forbidden,
@@ -128,8 +120,19 @@ fn check<'a>(
             ));
         }
     };
-    check_retain(state, topic, retain)?;
     Ok((topic, Bytes::from(payload), retain))
+}
+
+/// One message checked against the connection's grants and the topic's
+/// `retain` policy.
+fn check<'a>(
+    state: &BrokerState,
+    access: &Access,
+    message: &'a Value,
+) -> Result<(Topic<'a>, Bytes, bool), Refusal> {
+    let (topic, payload, retain) = parse_message(message, |topic| access.may_publish(topic))?;
+    check_retain(state, topic, retain)?;
+    Ok((topic, payload, retain))
 }
 
 /// The result object of a refused message, counted in the metrics.
@@ -155,9 +158,9 @@ pub async fn answer(
         Ok(body) => body,
         Err(answer) => return answer,
     };
-    let messages = match messages(state, &body) {
+    let messages = match parse_batch(&body) {
         Ok(messages) => messages,
-        Err(answer) => return *answer,
+        Err(refusal) => return refusal.answer(state),
     };
     let mut flood = false;
     let pending: Vec<Pending> = messages
