@@ -31,7 +31,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use json::same_json;
 use libfuzzer_sys::fuzz_target;
-use serde_json::{Value, json};
+use serde_json::json;
 use tickwire_broker::cluster::presence::control::{
     ControlDisconnect, ControlTarget, encode_disconnect, parse_control,
 };

@@ -564,3 +564,53 @@ async fn oversized_or_deep_client_info_refuses_the_token() {
     still_serving(broker.addr, "room.1").await;
     broker.stop().await;
 }
+
+#[tokio::test]
+async fn a_presence_list_larger_than_a_message_fits_the_asker_budget() {
+    let secret = Secret::new();
+    let broker = broker(&secret, |c| {
+        c.max_message_size = 16 * 1024;
+        c.max_http_body = 16 * 1024;
+        c.outbound_queue_bytes = 40 * 1024;
+    })
+    .await;
+    // 60 entries with about 900 bytes of client info: a list of ~55 KB,
+    // more than a message and than the asker's whole queue budget.
+    let info = json!({"bio": "b".repeat(880)});
+    let token = token_for(Some("many"), json!({"sub": [">"], "info": info}));
+    let mut present = Vec::new();
+    for n in 0..60 {
+        let path = format!("/ws?client=c{n}&token={token}");
+        let mut c = RawClient::connect_with(broker.addr, &path, &[]).await;
+        c.subscribe("room.big").await;
+        present.push(c);
+    }
+    let mut asker = RawClient::connect(broker.addr).await;
+    for _ in 0..3 {
+        let id = asker.next_id();
+        asker
+            .send(&ClientMessage::Presence {
+                id,
+                topic: "room.big",
+                counts_only: false,
+            })
+            .await;
+        match next(&mut asker).await {
+            Received::Presence {
+                id: got,
+                clients,
+                users,
+                entries,
+            } => {
+                assert_eq!((got, clients, users), (id, 60, 1));
+                let entries = entries.expect("a list");
+                assert!(!entries.is_empty() && entries.len() < 60, "{}", entries.len());
+            }
+            other => panic!("expected PRESENCE_INFO, got {other:?}"),
+        }
+    }
+    // Counts only are exact and small; the asker is still served.
+    assert_eq!(presence_error(&mut asker, "room.big").await, None);
+    still_serving(broker.addr, "room.big").await;
+    broker.stop().await;
+}
