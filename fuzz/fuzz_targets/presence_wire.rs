@@ -27,7 +27,9 @@ mod json;
 use json::same_json;
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
-use tickwire_broker::cluster::presence::control::{ControlTarget, encode_disconnect, parse_control};
+use tickwire_broker::cluster::presence::control::{
+    ControlTarget, encode_disconnect, parse_control,
+};
 use tickwire_broker::cluster::presence::event::{encode_event, is_event, parse_event};
 use tickwire_broker::directory::{DisconnectCode, MAX_REASON_BYTES};
 use tickwire_broker::fallback::query::{Endpoint, parse};
@@ -91,7 +93,11 @@ fn control(bytes: &[u8]) {
 }
 
 fn client_id(text: &str) {
-    assert_eq!(parse_client_id(text).is_ok(), reference_client(text), "{text:?}");
+    assert_eq!(
+        parse_client_id(text).is_ok(),
+        reference_client(text),
+        "{text:?}"
+    );
     let query = format!("sub=a&client={text}");
     for endpoint in [Endpoint::Sse, Endpoint::Poll] {
         if let Ok(parsed) = parse(Some(&query), endpoint, 8) {

@@ -120,7 +120,6 @@ fn batch(body: &[u8]) {
     }
 }
 
-
 fn disconnect(body: &[u8]) {
     let request = match DisconnectRequest::parse(body) {
         Ok(request) => request,
@@ -190,5 +189,9 @@ fn history(query: &str) {
         .to_owned(),
     );
     let canonical = canonical.join("&");
-    assert_eq!(HistoryQuery::parse(Some(&canonical)), Ok(parsed), "{canonical}");
+    assert_eq!(
+        HistoryQuery::parse(Some(&canonical)),
+        Ok(parsed),
+        "{canonical}"
+    );
 }

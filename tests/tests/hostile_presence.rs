@@ -604,7 +604,11 @@ async fn a_presence_list_larger_than_a_message_fits_the_asker_budget() {
             } => {
                 assert_eq!((got, clients, users), (id, 60, 1));
                 let entries = entries.expect("a list");
-                assert!(!entries.is_empty() && entries.len() < 60, "{}", entries.len());
+                assert!(
+                    !entries.is_empty() && entries.len() < 60,
+                    "{}",
+                    entries.len()
+                );
             }
             other => panic!("expected PRESENCE_INFO, got {other:?}"),
         }

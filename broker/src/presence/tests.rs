@@ -291,7 +291,11 @@ fn a_presence_answer_keeps_the_entries_that_fit_in_a_message() {
         .to_frame();
         assert!(frame.len() <= max, "{max}: {} bytes", frame.len());
         assert!(kept > 0 || max < 256, "{max}");
-        assert_eq!((snapshot.clients, snapshot.users), (200, 3), "counts stay exact");
+        assert_eq!(
+            (snapshot.clients, snapshot.users),
+            (200, 3),
+            "counts stay exact"
+        );
         if max == 1 << 20 {
             assert_eq!(kept, 200);
         }
