@@ -12,11 +12,13 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tickwire_broker::config::{BrokerConfig, TopicPolicy};
 use tickwire_e2e::tokens::{Secret, token_for};
-use tickwire_e2e::{RawClient, Received, TestBroker, WAIT, http_with, try_handshake_at};
+use tickwire_e2e::{
+    RawClient, Received, TestBroker, WAIT, http_with, read_until_closed, try_handshake_at,
+};
 use tickwire_protocol::message::JoinLeave;
 use tickwire_protocol::topic::Pattern;
 use tickwire_protocol::{ClientMessage, ErrorCode, SubscribeOptions};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 /// Presence on `room.>`.
@@ -224,16 +226,6 @@ async fn server_api_bodies_and_queries_get_their_documented_errors() {
     broker.stop().await;
 }
 
-/// Reads until the broker closes the connection; fails after [`WAIT`].
-async fn read_until_closed(stream: &mut TcpStream) -> String {
-    let mut response = Vec::new();
-    tokio::time::timeout(WAIT, stream.read_to_end(&mut response))
-        .await
-        .expect("the broker answers and closes in time")
-        .expect("read response");
-    String::from_utf8_lossy(&response).into_owned()
-}
-
 #[tokio::test]
 async fn slow_server_api_bodies_are_answered_within_the_body_timeout() {
     let secret = Secret::new();
@@ -311,13 +303,7 @@ async fn hostile_client_ids_are_refused_as_invalid_option() {
 /// Sends `PRESENCE` for `topic`; the error code and message, or `None`
 /// when answered.
 async fn presence_error(c: &mut RawClient, topic: &str) -> Option<(ErrorCode, String)> {
-    let id = c.next_id();
-    c.send(&ClientMessage::Presence {
-        id,
-        topic,
-        counts_only: false,
-    })
-    .await;
+    let id = c.send_presence(topic, false).await;
     match next(c).await {
         Received::Presence { id: got, .. } if got == id => None,
         Received::Error {
@@ -390,14 +376,8 @@ async fn a_flood_of_presence_requests_is_answered_or_rate_limited_one_by_one() {
     c.subscribe("room.1").await;
     let first = c.next_id();
     const REQUESTS: u64 = 64;
-    for _ in 0..REQUESTS {
-        let id = c.next_id();
-        c.send(&ClientMessage::Presence {
-            id,
-            topic: "room.1",
-            counts_only: id % 2 == 0,
-        })
-        .await;
+    for n in 0..REQUESTS {
+        c.send_presence("room.1", n % 2 == 0).await;
     }
     let mut answered = Vec::new();
     let mut limited = 0;
@@ -587,14 +567,7 @@ async fn a_presence_list_larger_than_a_message_fits_the_asker_budget() {
     }
     let mut asker = RawClient::connect(broker.addr).await;
     for _ in 0..3 {
-        let id = asker.next_id();
-        asker
-            .send(&ClientMessage::Presence {
-                id,
-                topic: "room.big",
-                counts_only: false,
-            })
-            .await;
+        let id = asker.send_presence("room.big", false).await;
         match next(&mut asker).await {
             Received::Presence {
                 id: got,
