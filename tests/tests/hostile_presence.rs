@@ -334,6 +334,8 @@ async fn presence_refusals_do_not_tell_whether_a_topic_has_entries() {
         full, empty,
         "the same refusal whether the topic has entries or not"
     );
+    let no_presence = presence_error(&mut eve, "nopresence.x").await;
+    assert_eq!(full, no_presence, "nor whether it has presence");
     // Not a topic: refused as such even for a client that may see all.
     for topic in ["room.*", "room.>", "room..x", "", "room.a b"] {
         let refused = presence_error(&mut present, topic).await;
