@@ -31,7 +31,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use json::same_json;
 use libfuzzer_sys::fuzz_target;
-use serde_json::json;
+use serde_json::{Value, json};
 use tickwire_broker::cluster::presence::control::{
     ControlDisconnect, ControlTarget, encode_disconnect, parse_control,
 };
@@ -60,6 +60,9 @@ fuzz_target!(|data: &[u8]| {
     }
 });
 
+/// The payload bound of the batch check (`max_http_body`).
+const MAX_PAYLOAD: usize = 4096;
+
 /// The grant of the batch check: topics of an even length.
 fn granted(topic: Topic<'_>) -> bool {
     topic.as_str().len() % 2 == 0
@@ -82,7 +85,7 @@ fn batch(body: &[u8]) {
     };
     assert!(messages.len() <= MAX_BATCH);
     for message in &messages {
-        match parse_message(message, granted) {
+        match parse_message(message, MAX_PAYLOAD, granted) {
             Ok((topic, payload, _retain)) => {
                 assert_eq!(Some(topic.as_str()), message["topic"].as_str());
                 assert!(granted(topic));
@@ -91,7 +94,7 @@ fn batch(body: &[u8]) {
                     assert_eq!(STANDARD.decode(text).ok().as_deref(), Some(&payload[..]));
                 } else {
                     let value = &message["payload"];
-                    assert!(payload.len() <= 9 * body.len(), "{value}");
+                    assert!(payload.len() <= MAX_PAYLOAD, "{value}");
                     let mut reader = Reader::new(&payload);
                     reader.skip_value().expect("one MessagePack value");
                     assert_eq!(reader.position(), payload.len());
@@ -108,9 +111,22 @@ fn batch(body: &[u8]) {
                             | ErrorCode::InvalidOption
                             | ErrorCode::InvalidTopic
                             | ErrorCode::Forbidden
+                            | ErrorCode::PayloadTooLarge
                     ),
                     "{refusal:?}"
                 );
+                if refusal.code == ErrorCode::PayloadTooLarge {
+                    let json = message.get("payload").map(|v| {
+                        let mut out = Vec::new();
+                        tickwire_broker::presence::info::json_to_msgpack(v, &mut out);
+                        out.len()
+                    });
+                    let base64 = message.get("payload_base64").and_then(Value::as_str);
+                    let decoded = base64
+                        .and_then(|t| STANDARD.decode(t).ok())
+                        .map(|b| b.len());
+                    assert!(json.or(decoded).is_some_and(|n| n > MAX_PAYLOAD));
+                }
                 if refusal.code == ErrorCode::Forbidden {
                     let topic = message["topic"].as_str().and_then(|t| Topic::new(t).ok());
                     assert!(topic.is_some_and(|t| !granted(t)));

@@ -593,3 +593,34 @@ async fn a_presence_list_larger_than_a_message_fits_the_asker_budget() {
     still_serving(broker.addr, "room.big").await;
     broker.stop().await;
 }
+
+#[tokio::test]
+async fn a_json_payload_may_not_grow_past_the_body_limit_in_messagepack() {
+    let secret = Secret::new();
+    // The smallest valid queue budget: twice the largest message.
+    let broker = broker(&secret, |c| {
+        c.max_message_size = 64 * 1024;
+        c.max_http_body = 64 * 1024;
+        c.publish_bytes_burst = 1024 * 1024;
+        c.outbound_queue_bytes = 2 * (64 * 1024 + 1024);
+    })
+    .await;
+    let mut subscriber = RawClient::connect(broker.addr).await;
+    subscriber.subscribe("t").await;
+    // `1e1` is 3 bytes of JSON and 9 of MessagePack (a float 64): a body
+    // within max_http_body would make a payload over twice as big.
+    let items = vec!["1e1"; 16_000].join(",");
+    let body = format!(r#"{{"messages":[{{"topic":"t","payload":[{items}]}}]}}"#);
+    assert!(body.len() < 64 * 1024);
+    let (status, _, json) = api(broker.addr, "POST", "/v1/publish", body.as_bytes()).await;
+    assert_eq!(status, 200, "{json}");
+    assert_eq!(json["results"][0]["error"], "payload_too_large", "{json}");
+    // The subscriber was not sent it, and is still served.
+    let mut writer = RawClient::connect(broker.addr).await;
+    writer.publish_acked("t", b"\xa1a").await;
+    match next(&mut subscriber).await {
+        Received::Message { payload, .. } => assert_eq!(&payload[..], b"\xa1a"),
+        other => panic!("expected the small message, got {other:?}"),
+    }
+    broker.stop().await;
+}

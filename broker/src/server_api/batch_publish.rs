@@ -74,11 +74,19 @@ pub fn parse_batch(body: &[u8]) -> Result<Vec<Value>, Refusal> {
 }
 
 /// What one message of a batch asks for, read without the broker's state:
-/// its topic (valid, and allowed by `may_publish`), payload and `retain`;
-/// the refusal otherwise, in the order the checks run (topic, grant,
-/// payload, `retain`). Pure, for the fuzz target `server_api_json`.
+/// its topic (valid, and allowed by `may_publish`), payload (at most
+/// `max_payload` bytes) and `retain`; the refusal otherwise, in the order
+/// the checks run (topic, grant, payload, `retain`). Pure, for the fuzz
+/// target `server_api_json`.
+///
+/// The payload bound matters for JSON payloads: their MessagePack can be
+/// larger than their JSON text (`1e1` is 3 bytes of JSON, 9 of
+/// MessagePack), so a body within `max_http_body` could otherwise publish
+/// a payload more than twice as large, past what subscribers' queues are
+/// sized for (`outbound_queue_bytes`), closing every subscriber with 4001.
 pub fn parse_message<'a>(
     message: &'a Value,
+    max_payload: usize,
     may_publish: impl FnOnce(Topic<'_>) -> bool,
 ) -> Result<(Topic<'a>, Bytes, bool), Refusal> {
     let Value::Object(fields) = message else {
@@ -110,6 +118,16 @@ pub fn parse_message<'a>(
     }
     let payload = payload_of(fields.get("payload"), fields.get("payload_base64"))
         .map_err(|message| Refusal::bad_request(ErrorCode::Malformed, message))?;
+    if payload.len() > max_payload {
+        return Err(Refusal {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            code: ErrorCode::PayloadTooLarge,
+            message: format!(
+                "payload is {} bytes as MessagePack, more than the {max_payload}-byte limit (--max-http-body)",
+                payload.len()
+            ),
+        });
+    }
     let retain = match fields.get("retain") {
         None | Some(Value::Null) => false,
         Some(Value::Bool(retain)) => *retain,
@@ -130,7 +148,9 @@ fn check<'a>(
     access: &Access,
     message: &'a Value,
 ) -> Result<(Topic<'a>, Bytes, bool), Refusal> {
-    let (topic, payload, retain) = parse_message(message, |topic| access.may_publish(topic))?;
+    let max_payload = state.config.max_http_body;
+    let (topic, payload, retain) =
+        parse_message(message, max_payload, |topic| access.may_publish(topic))?;
     check_retain(state, topic, retain)?;
     Ok((topic, payload, retain))
 }
@@ -201,4 +221,49 @@ pub async fn answer(
             .insert(CONNECTION, HeaderValue::from_static("close"));
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn a_json_payload_is_bounded_as_messagepack() {
+        let everyone = |_: Topic<'_>| true;
+        // 3 bytes of JSON each, 9 of MessagePack: 30 bytes of JSON, 91 of
+        // payload (array header included).
+        let message = json!({"topic": "t", "payload": vec![1e1; 10]});
+        let (_, payload, _) = parse_message(&message, 91, everyone).unwrap();
+        assert_eq!(payload.len(), 91);
+        let refused = parse_message(&message, 90, everyone).unwrap_err();
+        assert_eq!(
+            (refused.status, refused.code),
+            (StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::PayloadTooLarge)
+        );
+        assert!(refused.message.contains("91 bytes"), "{}", refused.message);
+        let base64 = json!({"topic": "t", "payload_base64": "aGk="});
+        assert!(parse_message(&base64, 2, everyone).is_ok());
+        assert!(parse_message(&base64, 1, everyone).is_err());
+        // The grant is checked before the payload.
+        let refused = parse_message(&message, 0, |_| false).unwrap_err();
+        assert_eq!(refused.code, ErrorCode::Forbidden);
+    }
+
+    #[test]
+    fn batches_are_objects_with_at_most_max_batch_messages() {
+        assert_eq!(parse_batch(br#"{"messages":[]}"#), Ok(vec![]));
+        let over = json!({"messages": vec![1; MAX_BATCH + 1]}).to_string();
+        let refused = parse_batch(over.as_bytes()).unwrap_err();
+        assert_eq!(refused.code, ErrorCode::PayloadTooLarge);
+        for (body, code) in [
+            (&b"[]"[..], ErrorCode::Malformed),
+            (b"{\"messages\":{}}", ErrorCode::Malformed),
+            (b"{\"messages\":[],\"x\":1}", ErrorCode::InvalidOption),
+            (b"\xff", ErrorCode::Malformed),
+        ] {
+            assert_eq!(parse_batch(body).unwrap_err().code, code);
+        }
+    }
 }
