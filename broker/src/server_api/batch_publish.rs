@@ -39,6 +39,15 @@ pub const MAX_BATCH: usize = 1000;
 /// The keys a message object may have.
 const MESSAGE_KEYS: [&str; 4] = ["topic", "payload", "payload_base64", "retain"];
 
+/// A 413 `payload_too_large` refusal.
+fn too_large(message: String) -> Refusal {
+    Refusal {
+        status: StatusCode::PAYLOAD_TOO_LARGE,
+        code: ErrorCode::PayloadTooLarge,
+        message,
+    }
+}
+
 /// The messages of a batch body, or the refusal of the whole request
 /// (status, code and message): 400 `malformed` when the body is not a JSON
 /// object whose `messages` is an array, 400 `invalid_option` for another
@@ -61,14 +70,10 @@ pub fn parse_batch(body: &[u8]) -> Result<Vec<Value>, Refusal> {
         ));
     };
     if messages.len() > MAX_BATCH {
-        return Err(Refusal {
-            status: StatusCode::PAYLOAD_TOO_LARGE,
-            code: ErrorCode::PayloadTooLarge,
-            message: format!(
-                "{} messages; a batch holds at most {MAX_BATCH}: split it",
-                messages.len()
-            ),
-        });
+        return Err(too_large(format!(
+            "{} messages; a batch holds at most {MAX_BATCH}: split it",
+            messages.len()
+        )));
     }
     Ok(messages)
 }
@@ -119,14 +124,10 @@ pub fn parse_message<'a>(
     let payload = payload_of(fields.get("payload"), fields.get("payload_base64"))
         .map_err(|message| Refusal::bad_request(ErrorCode::Malformed, message))?;
     if payload.len() > max_payload {
-        return Err(Refusal {
-            status: StatusCode::PAYLOAD_TOO_LARGE,
-            code: ErrorCode::PayloadTooLarge,
-            message: format!(
-                "payload is {} bytes as MessagePack, more than the {max_payload}-byte limit (--max-http-body)",
-                payload.len()
-            ),
-        });
+        return Err(too_large(format!(
+            "payload is {} bytes as MessagePack, more than the {max_payload}-byte limit (--max-http-body)",
+            payload.len()
+        )));
     }
     let retain = match fields.get("retain") {
         None | Some(Value::Null) => false,
