@@ -297,6 +297,8 @@ async fn hostile_client_ids_are_refused_as_invalid_option() {
         .await;
     assert_eq!(info.client.as_deref(), Some("y".repeat(64).as_str()));
     still_serving(broker.addr, "t").await;
+    // Closed by the test, so the broker stops without waiting for them.
+    drop(ok);
     broker.stop().await;
 }
 
@@ -367,6 +369,8 @@ async fn presence_refusals_do_not_tell_whether_a_topic_has_entries() {
     assert_eq!((full, &full_body), (empty, &empty_body));
     assert_eq!(full, 403);
     still_serving(broker.addr, "room.full").await;
+    // Closed by the test, so the broker stops without waiting for them.
+    drop((present, publisher, eve));
     broker.stop().await;
 }
 
@@ -411,6 +415,8 @@ async fn a_flood_of_presence_requests_is_answered_or_rate_limited_one_by_one() {
     // The connection is still served.
     assert_eq!(presence_error(&mut c, "room.1").await, None);
     still_serving(broker.addr, "room.1").await;
+    // Closed by the test, so the broker stops without waiting for them.
+    drop(c);
     broker.stop().await;
 }
 
@@ -490,7 +496,7 @@ async fn a_join_leave_flood_disconnects_a_stalled_watcher_at_its_budget() {
     // The joiners and the fast watcher were served all along.
     let mut end = RawClient::connect(broker.addr).await;
     end.publish_acked("room.end", b"\x03").await;
-    let (_fast, events) = fast_reader.await.expect("fast watcher");
+    let (fast, events) = fast_reader.await.expect("fast watcher");
     assert!(events >= 2 * cycles, "{events} events for {cycles} cycles");
     // The stalled watcher, reading again, finds events and then 4001.
     loop {
@@ -504,6 +510,8 @@ async fn a_join_leave_flood_disconnects_a_stalled_watcher_at_its_budget() {
         }
     }
     still_serving(broker.addr, "room.1").await;
+    // Closed by the test, so the broker stops without waiting for them.
+    drop((stalled, fast, joiners, end));
     broker.stop().await;
 }
 
@@ -591,6 +599,8 @@ async fn a_presence_list_larger_than_a_message_fits_the_asker_budget() {
     // Counts only are exact and small; the asker is still served.
     assert_eq!(presence_error(&mut asker, "room.big").await, None);
     still_serving(broker.addr, "room.big").await;
+    // Closed by the test, so the broker stops without waiting for them.
+    drop((present, asker));
     broker.stop().await;
 }
 
@@ -622,5 +632,7 @@ async fn a_json_payload_may_not_grow_past_the_body_limit_in_messagepack() {
         Received::Message { payload, .. } => assert_eq!(&payload[..], b"\xa1a"),
         other => panic!("expected the small message, got {other:?}"),
     }
+    // Closed by the test, so the broker stops without waiting for them.
+    drop((subscriber, writer));
     broker.stop().await;
 }
