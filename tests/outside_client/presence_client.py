@@ -146,7 +146,7 @@ class Ws:
     def request(self, value, timeout=WAIT):
         """Sends a request and returns (raw, reply) for its id, with the frames seen before it."""
         self.send(value)
-        return self.until(lambda m: m[0] in (SUBSCRIBED, UNSUBSCRIBED, PUBLISHED, PONG, ERROR, PRESENCE_INFO)
+        return self.until(lambda m: m[0] in (SUBSCRIBED, UNSUBSCRIBED, PUBLISHED, PONG, ERROR, 17, PRESENCE_INFO)
                           and m[1] == value[1], timeout)
 
     def until(self, pred, timeout=WAIT):
@@ -238,6 +238,7 @@ ALICE_INFO = token("--sub", "room.>,plain.>", "--pub", "room.>", "--subject", "a
 BOB = token("--sub", "room.>", "--pub", "room.>", "--subject", "bob")
 NARROW = token("--sub", "other.>", "--pub", "room.a.>", "--subject", "carol")
 ADMIN = token("--admin", "--pub", ">", "--sub", ">")
+HUGE_INT_INFO = token("--sub", "room.>", "--subject", "erin", "--info", '{"n":9007199254740993}')
 BIG_INFO = token("--sub", "room.>", "--subject", "dave", "--info", json.dumps({"pad": "x" * 200}))
 
 
@@ -766,7 +767,7 @@ def server_api():
 
     status, _, body = http_json("GET", "/v1/nothing", token=ADMIN)
     check("unknown path: 404 not_found", status == 404 and is_error_body(body, "not_found"), (status, body))
-    status, _, body = http_json("GET", "/v1/topics?pattern=hist.*", token=ADMIN)
+    status, _, body = http_json("GET", "/v1/topics?pattern=hist.a", token=ADMIN)
     check("GET /v1/topics lists hist.a with its position",
           status == 200 and body.get("next") is None
           and [(t["topic"], t["seq"], t["epoch"]) for t in body.get("topics", [])] == [("hist.a", 4, epoch)], body)
@@ -785,6 +786,13 @@ def cli_commands():
           and sorted(ln.split() for ln in lines[2:]) == [["cli1", "alice", '{"name":"Alice"}'], ["k3", "-", "-"]],
           (code, out, err))
     anon.close()
+    e = Ws(HUGE_INT_INFO, client="bigcli")
+    subscribed(e, 1, "room.ci")
+    code, out, err = cli("presence", "room.ci", tok=ADMIN)
+    want = "base64:" + base64.b64encode(pack({"n": 9007199254740993})).decode()
+    check("tickwire presence: info that does not convert shows as base64:…",
+          code == 0 and out.splitlines()[2:] and out.splitlines()[2].split() == ["bigcli", "erin", want], (code, out))
+    e.close()
     code, out, err = cli("presence", "room.c", "--stats", tok=ADMIN)
     check("tickwire presence --stats: exit 0, counts", code == 0 and "clients 1" in out and "users 1" in out, (code, out))
     code, out, err = cli("presence", "room.c", "--json", tok=ADMIN)
@@ -878,8 +886,110 @@ def subscribe_rules():
             check(f"/ws with {what}: 400", False, err)
 
 
+def entry_lifecycle():
+    w = Ws(BOB, client="xw")
+    subscribed(w, 1, "room.x", {"join_leave": True})
+    w.until(lambda m: m[0] == JOIN)
+    r = Ws(ALICE)
+    reply = subscribed(r, 1, "room.x")
+    cid = reply[2].get("client", "")
+    check("without client= the broker picks 22 base64url characters",
+          re.fullmatch(r"[A-Za-z0-9_-]{22}", cid) is not None, cid)
+    r.close(1000)
+    w.until(lambda m: m[0] == LEAVE)
+    # Two connections with one key are one entry.
+    k1, k2 = Ws(ALICE, client="same"), Ws(ALICE, client="same")
+    subscribed(k1, 1, "room.x")
+    subscribed(k2, 1, "room.x")
+    seen = marker(k2, "room.x", w)
+    joins = [m for m in seen if m[0] == JOIN]
+    check("two connections with the same user and client id: one JOIN", len(joins) == 1, seen)
+    _, p, _ = w.request([PRESENCE, 2, "room.x", {"counts": True}])
+    check("... one entry", p[2].get("clients") == 2, p)
+    k1.close(1000)
+    k2.request([PING, 3])
+    seen = marker(k2, "room.x", w)
+    check("... closing one of them makes no LEAVE", not [m for m in seen if m[0] in (JOIN, LEAVE)], seen)
+    # REFRESH keeps the user and info the connection started with.
+    _, ref, _ = k2.request([5, 4, BOB])
+    _, p, _ = w.request([PRESENCE, 5, "room.x"])
+    mine = [e for e in p[2].get("entries", []) if e.get("client") == "same"]
+    check("REFRESH keeps the entry's user", ref[0] == 17 and mine == [{"client": "same", "user": "alice"}], (ref, mine))
+    k2.close(1000)
+    _, ev, _ = w.until(lambda m: m[0] in (JOIN, LEAVE))
+    check("... closing the last one: LEAVE at once", ev[0] == LEAVE and ev[2]["client"] == "same", ev)
+    # A client close with another code than 1000 keeps the entry for the grace period.
+    g = Ws(ALICE, client="c4000")
+    subscribed(g, 1, "room.x")
+    w.until(lambda m: m[0] == JOIN)
+    started = time.monotonic()
+    g.close(4000)
+    _, ev, _ = w.until(lambda m: m[0] in (JOIN, LEAVE), timeout=6)
+    took = time.monotonic() - started
+    check("a client close 4000 leaves after the grace period, not at once",
+          ev[0] == LEAVE and took >= 1.5, (ev, round(took, 2)))
+    # An UNSUBSCRIBE removes the entry at once even with a wildcard subscription left.
+    u = Ws(ALICE, client="unsub")
+    subscribed(u, 1, "room.*")
+    subscribed(u, 2, "room.x")
+    w.until(lambda m: m[0] == JOIN)
+    u.request([UNSUBSCRIBE, 3, "room.x"])
+    _, ev, _ = w.until(lambda m: m[0] in (JOIN, LEAVE), timeout=1.5)
+    check("UNSUBSCRIBE of the exact topic: LEAVE at once though a wildcard matches", ev[0] == LEAVE, ev)
+    u.close()
+    w.close()
+
+
+def json_payloads():
+    w = Ws(ALICE, client="jp")
+    subscribed(w, 1, "hist.j")
+    status, _, body = http_json("POST", "/v1/publish", {"messages": [
+        {"topic": "hist.j", "payload": {"b": 1, "a": 2.5, "c": -3, "d": [True, None, "x"]}},
+        {"topic": "hist.j", "payload": 300}]}, ALICE)
+    _, m1, _ = w.until(lambda m: m[0] == MESSAGE)
+    _, m2, _ = w.until(lambda m: m[0] == MESSAGE)
+    want = (b"\x84\xa1a\xcb" + struct.pack(">d", 2.5) + b"\xa1b\x01\xa1c\xfd\xa1d\x93\xc3\xc0\xa1x")
+    check("batch JSON payload: MessagePack with sorted keys, float 64, smallest ints", m1[5] == want,
+          (m1[5].hex(" "), want.hex(" ")))
+    check("batch JSON integer 300: uint 16", m2[5] == b"\xcd\x01\x2c", m2[5].hex(" "))
+    status, _, h = http_json("GET", "/v1/history/hist.j", token=ADMIN)
+    check("history shows the batch payload as the same JSON",
+          [m.get("payload") for m in h.get("messages", [])] == [{"a": 2.5, "b": 1, "c": -3, "d": [True, None, "x"]}, 300], h)
+    status, _, h = http_json("GET", "/v1/history/room.x", token=ADMIN)
+    check("history of a topic that keeps no history: 200, no messages",
+          status == 200 and h.get("messages") == [], (status, h))
+    w.close()
+    params = {"sub": "room.pd", "client": "pd1", "token": ALICE, "timeout": "0"}
+    status, _, first = http_json("GET", "/v1/poll?" + urllib.parse.urlencode(params))
+    http_json("POST", "/v1/disconnect", {"client": "pd1", "code": 4101, "reason": "bye"}, ADMIN)
+    params.update(session=first.get("session", ""), timeout="5")
+    status, _, ans = http_json("GET", "/v1/poll?" + urllib.parse.urlencode(params))
+    closes = [e for e in ans.get("events", []) if e.get("type") == "close"]
+    check("a disconnected poll session answers a close event with the code and reason",
+          closes == [{"type": "close", "code": 4101, "reason": "bye"}], ans)
+
+
+def info_rendering():
+    e = Ws(HUGE_INT_INFO, client="big")
+    subscribed(e, 1, "room.i")
+    _, p, _ = e.request([PRESENCE, 2, "room.i"])
+    check("PRESENCE shows a token's info with an integer over 2^53 exactly",
+          p[2].get("entries") == [{"client": "big", "user": "erin", "info": {"n": 9007199254740993}}], p)
+    status, _, body = http_json("GET", "/v1/presence/room.i", token=ADMIN)
+    want = base64.b64encode(pack({"n": 9007199254740993})).decode()
+    check("GET /v1/presence: info that does not convert to JSON goes as info_base64",
+          status == 200 and body.get("entries") == [{"client": "big", "user": "erin", "info_base64": want}], (status, body))
+    status, _, ans = http_json("GET", "/v1/poll?" + urllib.parse.urlencode(
+        {"sub": "room.i", "join_leave": "true", "client": "big2", "token": HUGE_INT_INFO, "timeout": "0"}))
+    joins = [ev for ev in ans.get("events", []) if ev.get("type") == "join"]
+    check("poll join: info that does not convert goes as info_base64",
+          joins == [{"type": "join", "topic": "room.i", "client": "big2", "user": "erin", "info_base64": want, "after": 0}],
+          ans)
+    e.close()
+
+
 GROUPS = (doc_byte_examples, subscribe_rules, join_leave_values, presence_requests, ordering, grace, users_level, disconnects,
-              fallbacks, server_api, cli_commands)
+              fallbacks, entry_lifecycle, info_rendering, json_payloads, server_api, cli_commands)
 ONLY = os.environ.get("OUTSIDE_CLIENT_ONLY", "")
 for group in GROUPS:
     if not ONLY or group.__name__ in ONLY.split(","):
