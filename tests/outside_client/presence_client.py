@@ -258,6 +258,14 @@ def marker(actor, topic, watcher):
     return seen
 
 
+def watcher(tok, client, topic, kind=True):
+    """A connection subscribed to `topic` with join_leave `kind`, past its own JOIN."""
+    ws = Ws(tok, client=client)
+    subscribed(ws, 1, topic, {"join_leave": kind})
+    ws.until(lambda m: m[0] == JOIN)
+    return ws
+
+
 def subscribed(ws, rid, pattern, options=None):
     msg = [SUBSCRIBE, rid, pattern] + ([options] if options is not None else [])
     _, reply, _ = ws.request(msg)
@@ -378,9 +386,7 @@ def presence_requests():
 
 
 def ordering():
-    b = Ws(BOB, client="ob")
-    subscribed(b, 1, "room.o", {"join_leave": True})
-    b.until(lambda m: m[0] == JOIN)
+    b = watcher(BOB, "ob", "room.o")
     a = Ws(ALICE, client="oa")
     subscribed(a, 1, "room.o")
     for i in range(3):
@@ -408,9 +414,7 @@ def ordering():
 
 
 def grace():
-    w = Ws(BOB, client="gw")
-    subscribed(w, 1, "room.g", {"join_leave": True})
-    w.until(lambda m: m[0] == JOIN)
+    w = watcher(BOB, "gw", "room.g")
     a = Ws(ALICE, client="g1")
     subscribed(a, 1, "room.g")
     w.until(lambda m: m[0] == JOIN and m[2]["client"] == "g1")
@@ -441,9 +445,7 @@ def grace():
 
 
 def users_level():
-    w = Ws(BOB, client="uw")
-    subscribed(w, 1, "room.u", {"join_leave": "users"})
-    w.until(lambda m: m[0] == JOIN)
+    w = watcher(BOB, "uw", "room.u", "users")
     t1, t2 = Ws(ALICE_INFO, client="t1"), Ws(ALICE_INFO, client="t2")
     subscribed(t1, 1, "room.u")
     subscribed(t2, 1, "room.u")
@@ -481,9 +483,7 @@ def users_level():
 
 
 def disconnects():
-    w = Ws(BOB, client="dw")
-    subscribed(w, 1, "room.d", {"join_leave": True})
-    w.until(lambda m: m[0] == JOIN)
+    w = watcher(BOB, "dw", "room.d")
     d = Ws(ALICE, client="d1")
     subscribed(d, 1, "room.d")
     w.until(lambda m: m[0] == JOIN)
@@ -884,9 +884,7 @@ def subscribe_rules():
 
 
 def entry_lifecycle():
-    w = Ws(BOB, client="xw")
-    subscribed(w, 1, "room.x", {"join_leave": True})
-    w.until(lambda m: m[0] == JOIN)
+    w = watcher(BOB, "xw", "room.x")
     r = Ws(ALICE)
     reply = subscribed(r, 1, "room.x")
     cid = reply[2].get("client", "")
