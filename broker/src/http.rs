@@ -549,7 +549,7 @@ fn switch_protocols<S, H>(
 ) -> Response<Body>
 where
     S: Transport,
-    H: MessageHandler,
+    H: MessageHandler + 'static,
 {
     let (response, upgrade) = match fastwebsockets::upgrade::upgrade(&mut req) {
         Ok(pair) => pair,
@@ -560,6 +560,8 @@ where
             );
         }
     };
+    // The session exists before the client can see the `101`.
+    let prepared = connection::prepare(&state, new_handler);
     let tasks = state.tasks.clone();
     let metrics = state.metrics.clone();
     tasks.spawn(metrics.count_task(async move {
@@ -572,7 +574,7 @@ where
         };
         match ws.into_inner().into_inner().downcast::<TokioIo<S>>() {
             Ok(parts) => {
-                connection::serve(state, parts.io.into_inner(), parts.read_buf, new_handler).await
+                connection::serve(state, parts.io.into_inner(), parts.read_buf, prepared).await
             }
             Err(_) => tracing::error!("upgraded connection is not the accepted stream"),
         }

@@ -409,9 +409,25 @@ pub async fn read_presence(
             break;
         }
     }
+    if cursor == 0 && entries.len() < max_entries {
+        // The whole hash was read: count what was read, so the counts
+        // agree with the list even when an entry came or went between
+        // the `HLEN`s and the scan.
+        return Ok(counted(entries));
+    }
     Ok(PresenceSnapshot {
         clients,
         users,
         entries: Some(entries),
     })
+}
+
+/// A snapshot of exactly `entries`: their number and their distinct users.
+fn counted(entries: Vec<PresenceEntry>) -> PresenceSnapshot {
+    let users: HashSet<&str> = entries.iter().filter_map(|e| e.user.as_deref()).collect();
+    PresenceSnapshot {
+        clients: entries.len() as u64,
+        users: users.len() as u64,
+        entries: Some(entries),
+    }
 }
