@@ -13,6 +13,12 @@ seed is copied by hand:
 * docs/configuration.md: the TOML examples, one file per setting with its
   documented default, and the dictionary of setting keys.
 * docs/*.md and tests/tests/*.rs: every /v1/publish/ request target.
+* docs/http-api.md: every JSON body (batch publish, disconnect, answers),
+  seeding server_api_json as a batch and as a disconnect, and their
+  disconnects as control messages of presence_wire; docs and tests: every
+  /v1/history query, every client= id and client info (`info`).
+* The presence entries of docs/http-api.md written as the Redis presence
+  events of docs/cluster.md (presence_wire).
 
 Usage: scripts/fuzz-seeds.py (from anywhere). Deletes and rewrites
 fuzz/corpus/*/ and fuzz/dict/; seed files are named after a hash of their
@@ -20,6 +26,7 @@ content, so reruns produce the same tree.
 """
 
 import hashlib
+import json
 import pathlib
 import re
 import shutil
@@ -34,6 +41,8 @@ TARGETS = [
     "topic_pattern",
     "config_file",
     "http_publish_query",
+    "server_api_json",
+    "presence_wire",
 ]
 
 # ws_frame input prefix: role flags (0 server, 1 client), the message size
@@ -150,6 +159,73 @@ def http_seeds(seeds):
             seeds["http_publish_query"].add(found.encode())
 
 
+def json_bodies(markdown):
+    """Every JSON object written in a code block: the whole block or the
+    body after an HTTP head."""
+    for _, body in code_blocks(markdown):
+        for part in [body] + body.split("\n\n")[1:]:
+            try:
+                value = json.loads(part)
+            except ValueError:
+                continue
+            if isinstance(value, dict):
+                yield value
+
+
+def msgpack(value):
+    """The MessagePack form of small JSON values (as json_to_msgpack
+    writes them, short forms only)."""
+    if value is None:
+        return b"\xc0"
+    if isinstance(value, bool):
+        return b"\xc3" if value else b"\xc2"
+    if isinstance(value, int) and 0 <= value < 128:
+        return bytes([value])
+    if isinstance(value, str) and len(value.encode()) < 32:
+        return bytes([0xA0 | len(value.encode())]) + value.encode()
+    if isinstance(value, list) and len(value) < 16:
+        return bytes([0x90 | len(value)]) + b"".join(msgpack(v) for v in value)
+    if isinstance(value, dict) and len(value) < 16:
+        items = sorted(value.items())
+        return bytes([0x80 | len(items)]) + b"".join(msgpack(k) + msgpack(v) for k, v in items)
+    return b"\xc0"
+
+
+def server_api_seeds(seeds):
+    doc = read("docs/http-api.md")
+    api, wire = seeds["server_api_json"], seeds["presence_wire"]
+    for value in json_bodies(doc):
+        body = json.dumps(value, separators=(",", ":")).encode()
+        api.add(b"\x00" + body)
+        api.add(b"\x01" + body)
+        if "info" in value:
+            wire.add(b"\x03" + json.dumps(value["info"]).encode())
+        for key, kind in (("client", "C"), ("user", "U")):
+            if isinstance(value.get(key), str) and ("code" in value or "reason" in value):
+                target = value[key].encode()
+                reason = value.get("reason", "").encode()
+                code = value.get("code", 4007)
+                wire.add(b"\x01" + f"D {kind} {code} {len(target)}\n".encode() + target + reason)
+        for entry in value.get("entries", []):
+            user = entry.get("user")
+            length = str(len(user.encode())) if user else "-"
+            info = msgpack(entry["info"]) if "info" in entry else b""
+            for kind in "JL":
+                head = f"P {kind} {int(bool(user))} {entry['client']} {length}\n".encode()
+                wire.add(b"\x00" + head + (user or "").encode() + info)
+    sources = sorted((ROOT / "docs").glob("*.md")) + sorted(
+        (ROOT / "tests" / "tests").glob("*.rs")
+    )
+    for path in sources:
+        text = path.read_text(encoding="utf-8")
+        for query in re.findall(r"/v1/history/[^\s?\"`']*\?([^\s\"`')]+)", text):
+            api.add(b"\x02" + query.encode())
+        for client in re.findall(r"[?&]client=([\w%-]*)", text):
+            wire.add(b"\x02" + client.encode())
+        for info in re.findall(r"--info '([^']*)'", text):
+            wire.add(b"\x03" + info.encode())
+
+
 def write(seeds, keys):
     for target in TARGETS:
         out = CORPUS / target
@@ -176,6 +252,7 @@ def main():
     test_frame_seeds(seeds)
     config_seeds(seeds, keys)
     http_seeds(seeds)
+    server_api_seeds(seeds)
     empty = [t for t in TARGETS if not seeds[t]]
     if empty:
         raise SystemExit(f"no seeds found for {', '.join(empty)}: did a source move?")

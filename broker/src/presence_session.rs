@@ -175,6 +175,10 @@ impl SessionPresence {
                 Ok(topic) => state.presence.snapshot(topic, counts_only).await,
                 Err(e) => Err(PresenceError::Unavailable(e.to_string())),
             };
+            let answer = answer.map(|mut snapshot| {
+                snapshot.fit_entries(state.config.max_message_size);
+                snapshot
+            });
             let frame = match answer {
                 Ok(snapshot) => ServerMessage::PresenceInfo {
                     id,

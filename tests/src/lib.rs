@@ -514,6 +514,19 @@ impl RawClient {
         self.send_frame(OpCode::Binary, &body).await;
     }
 
+    /// Sends `PRESENCE` for `topic` (only counts when `counts_only`) with
+    /// a fresh request id, which it returns; the answer is not awaited.
+    pub async fn send_presence(&mut self, topic: &str, counts_only: bool) -> u64 {
+        let id = self.next_id();
+        self.send(&ClientMessage::Presence {
+            id,
+            topic,
+            counts_only,
+        })
+        .await;
+        id
+    }
+
     /// Subscribes and waits for the `SUBSCRIBED` reply.
     pub async fn subscribe(&mut self, pattern: &str) -> SubscribedInfo {
         self.subscribe_with(pattern, SubscribeOptions::default())
@@ -754,6 +767,17 @@ pub async fn poll_within<T>(
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Reads everything until the broker closes the connection, as text;
+/// fails after [`WAIT`].
+pub async fn read_until_closed(stream: &mut TcpStream) -> String {
+    let mut response = Vec::new();
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut response))
+        .await
+        .expect("the broker answers and closes in time")
+        .expect("read response");
+    String::from_utf8_lossy(&response).into_owned()
 }
 
 /// Sends one HTTP/1.1 request and returns (status, body).

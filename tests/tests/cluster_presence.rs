@@ -568,13 +568,7 @@ async fn seen_sorted(c: &mut RawClient, n: usize) -> Vec<String> {
 /// The client ids `PRESENCE` on `topic` lists for `c`, sorted, and the
 /// user count (skipping deliveries and events before the answer).
 async fn presence(c: &mut RawClient, topic: &str) -> (Vec<String>, u64) {
-    let id = c.next_id();
-    c.send(&ClientMessage::Presence {
-        id,
-        topic,
-        counts_only: false,
-    })
-    .await;
+    let id = c.send_presence(topic, false).await;
     loop {
         match c.recv().await {
             Received::Message { .. } | Received::Join { .. } | Received::Leave { .. } => {}

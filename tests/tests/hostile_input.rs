@@ -5,21 +5,10 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tickwire_e2e::{RawClient, Received, TestBroker, WAIT};
+use tickwire_e2e::{RawClient, Received, TestBroker, WAIT, read_until_closed};
 use tickwire_protocol::ws::OpCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-/// Reads everything until the broker closes the connection; fails after
-/// [`WAIT`].
-async fn read_until_closed(stream: &mut TcpStream) -> String {
-    let mut response = Vec::new();
-    tokio::time::timeout(WAIT, stream.read_to_end(&mut response))
-        .await
-        .expect("the broker answers and closes in time")
-        .expect("read response");
-    String::from_utf8_lossy(&response).into_owned()
-}
 
 fn status(response: &str) -> u16 {
     response

@@ -29,6 +29,17 @@ impl PresenceEntry {
         }
     }
 
+    /// At most how many bytes the entry takes in a `PRESENCE_INFO` list:
+    /// its map with `client`, `user` and `info` (headers counted at their
+    /// largest).
+    pub fn wire_bytes(&self) -> usize {
+        let text = |key: &str, len: usize| 1 + key.len() + 5 + len;
+        text("client", self.client.len())
+            + self.user.as_ref().map_or(0, |u| text("user", u.len()))
+            + self.info.as_ref().map_or(0, |i| text("info", i.len()))
+            + 5
+    }
+
     /// The entry's user as a user-level event shows it (`{user, info?}`);
     /// `None` for an anonymous entry, which makes no user events.
     pub fn to_user_wire(&self) -> Option<message::PresenceEntry<'_>> {

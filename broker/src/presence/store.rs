@@ -49,7 +49,33 @@ pub struct PresenceSnapshot {
     pub entries: Option<Vec<PresenceEntry>>,
 }
 
+/// Bytes a `PRESENCE_INFO` frame takes besides its entries, at most: the
+/// WebSocket header, the envelope, the request id and the counts.
+const ANSWER_OVERHEAD: usize = 128;
+
 impl PresenceSnapshot {
+    /// Keeps only as many entries as fit in a `PRESENCE_INFO` frame of at
+    /// most `max_bytes` (the broker's max message size), so that answering
+    /// a large topic never sends a frame a client may refuse, nor one that
+    /// alone overflows the asker's queue budget (close 4001). `clients` and
+    /// `users` keep counting every entry: fewer entries than `clients` say
+    /// the list was cut. Which entries stay is unspecified (entries are in
+    /// no particular order).
+    pub fn fit_entries(&mut self, max_bytes: usize) {
+        let Some(entries) = &mut self.entries else {
+            return;
+        };
+        let mut total = ANSWER_OVERHEAD;
+        let keep = entries
+            .iter()
+            .take_while(|entry| {
+                total = total.saturating_add(entry.wire_bytes());
+                total <= max_bytes
+            })
+            .count();
+        entries.truncate(keep);
+    }
+
     /// The snapshot as the `PRESENCE_INFO` info map.
     pub fn to_wire(&self) -> message::PresenceInfo<'_> {
         message::PresenceInfo {

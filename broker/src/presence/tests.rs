@@ -266,3 +266,45 @@ fn a_grace_hold_leaves_on_expiry_unless_taken_over() {
     hub.expire(&reg, &ticket);
     assert_eq!(seen(&mut rx), ["leave a"]);
 }
+
+#[test]
+fn a_presence_answer_keeps_the_entries_that_fit_in_a_message() {
+    let entries: Vec<PresenceEntry> = (0..200usize)
+        .map(|n| PresenceEntry {
+            client: Arc::from(format!("client-{n}").as_str()),
+            user: (n % 3 != 0).then(|| Arc::from("u".repeat(n).as_str())),
+            info: (n % 2 == 0).then(|| bytes::Bytes::from(vec![0xc0; n * 7])),
+        })
+        .collect();
+    for max in [200, 1024, 16 * 1024, 1 << 20] {
+        let mut snapshot = PresenceSnapshot {
+            clients: 200,
+            users: 3,
+            entries: Some(entries.clone()),
+        };
+        snapshot.fit_entries(max);
+        let kept = snapshot.entries.as_ref().map_or(0, Vec::len);
+        let frame = ServerMessage::PresenceInfo {
+            id: u64::MAX,
+            info: snapshot.to_wire(),
+        }
+        .to_frame();
+        assert!(frame.len() <= max, "{max}: {} bytes", frame.len());
+        assert!(kept > 0 || max < 256, "{max}");
+        assert_eq!(
+            (snapshot.clients, snapshot.users),
+            (200, 3),
+            "counts stay exact"
+        );
+        if max == 1 << 20 {
+            assert_eq!(kept, 200);
+        }
+    }
+    let mut counts = PresenceSnapshot {
+        clients: 5,
+        users: 1,
+        entries: None,
+    };
+    counts.fit_entries(0);
+    assert_eq!(counts.entries, None);
+}

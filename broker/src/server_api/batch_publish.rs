@@ -27,7 +27,7 @@ use crate::server_api::body;
 use crate::server_api::credentials::http_access;
 use crate::server_api::json_payload::payload_of;
 use crate::server_api::publish::{Pending, Refusal, check_retain, submit};
-use crate::server_api::reply::{Body, counted_error, json_response};
+use crate::server_api::reply::{Body, json_response};
 use crate::session::FORBIDDEN_MESSAGE;
 use crate::slot::ConnectionSlot;
 use crate::state::BrokerState;
@@ -39,16 +39,22 @@ pub const MAX_BATCH: usize = 1000;
 /// The keys a message object may have.
 const MESSAGE_KEYS: [&str; 4] = ["topic", "payload", "payload_base64", "retain"];
 
-/// The messages of a batch body, or the refusal of the whole request.
-fn messages(state: &BrokerState, body: &[u8]) -> Result<Vec<Value>, Box<Response<Body>>> {
-    let malformed = |message: &str| {
-        Box::new(counted_error(
-            state,
-            StatusCode::BAD_REQUEST,
-            ErrorCode::Malformed,
-            message,
-        ))
-    };
+/// A 413 `payload_too_large` refusal.
+fn too_large(message: String) -> Refusal {
+    Refusal {
+        status: StatusCode::PAYLOAD_TOO_LARGE,
+        code: ErrorCode::PayloadTooLarge,
+        message,
+    }
+}
+
+/// The messages of a batch body, or the refusal of the whole request
+/// (status, code and message): 400 `malformed` when the body is not a JSON
+/// object whose `messages` is an array, 400 `invalid_option` for another
+/// key, 413 `payload_too_large` over [`MAX_BATCH`] messages. Pure, so that
+/// the fuzz target `server_api_json` runs it on arbitrary bodies.
+pub fn parse_batch(body: &[u8]) -> Result<Vec<Value>, Refusal> {
+    let malformed = |message: &str| Refusal::bad_request(ErrorCode::Malformed, message);
     let Ok(Value::Object(mut object)) = serde_json::from_slice::<Value>(body) else {
         return Err(malformed(
             "the body must be a JSON object {\"messages\": [...]}",
@@ -56,12 +62,7 @@ fn messages(state: &BrokerState, body: &[u8]) -> Result<Vec<Value>, Box<Response
     };
     if let Some(key) = object.keys().find(|k| *k != "messages") {
         let message = format!("unknown key {key}; the body has only \"messages\"");
-        return Err(Box::new(counted_error(
-            state,
-            StatusCode::BAD_REQUEST,
-            ErrorCode::InvalidOption,
-            &message,
-        )));
+        return Err(Refusal::bad_request(ErrorCode::InvalidOption, message));
     }
     let Some(Value::Array(messages)) = object.remove("messages") else {
         return Err(malformed(
@@ -69,25 +70,29 @@ fn messages(state: &BrokerState, body: &[u8]) -> Result<Vec<Value>, Box<Response
         ));
     };
     if messages.len() > MAX_BATCH {
-        let message = format!(
+        return Err(too_large(format!(
             "{} messages; a batch holds at most {MAX_BATCH}: split it",
             messages.len()
-        );
-        return Err(Box::new(counted_error(
-            state,
-            StatusCode::PAYLOAD_TOO_LARGE,
-            ErrorCode::PayloadTooLarge,
-            &message,
         )));
     }
     Ok(messages)
 }
 
-/// What one message asks for, checked: its topic, payload and `retain`.
-fn check<'a>(
-    state: &BrokerState,
-    access: &Access,
+/// What one message of a batch asks for, read without the broker's state:
+/// its topic (valid, and allowed by `may_publish`), payload (at most
+/// `max_payload` bytes) and `retain`; the refusal otherwise, in the order
+/// the checks run (topic, grant, payload, `retain`). Pure, for the fuzz
+/// target `server_api_json`.
+///
+/// The payload bound matters for JSON payloads: their MessagePack can be
+/// larger than their JSON text (`1e1` is 3 bytes of JSON, 9 of
+/// MessagePack), so a body within `max_http_body` could otherwise publish
+/// a payload more than twice as large, past what subscribers' queues are
+/// sized for (`outbound_queue_bytes`), closing every subscriber with 4001.
+pub fn parse_message<'a>(
     message: &'a Value,
+    max_payload: usize,
+    may_publish: impl FnOnce(Topic<'_>) -> bool,
 ) -> Result<(Topic<'a>, Bytes, bool), Refusal> {
     let Value::Object(fields) = message else {
         return Err(Refusal::bad_request(
@@ -109,7 +114,7 @@ fn check<'a>(
     };
     let topic = Topic::new(name)
         .map_err(|e| Refusal::bad_request(ErrorCode::InvalidTopic, e.to_string()))?;
-    if !access.may_publish(topic) {
+    if !may_publish(topic) {
         return Err(Refusal {
             status: StatusCode::FORBIDDEN,
             code: ErrorCode::Forbidden,
@@ -118,6 +123,12 @@ fn check<'a>(
     }
     let payload = payload_of(fields.get("payload"), fields.get("payload_base64"))
         .map_err(|message| Refusal::bad_request(ErrorCode::Malformed, message))?;
+    if payload.len() > max_payload {
+        return Err(too_large(format!(
+            "payload is {} bytes as MessagePack, more than the {max_payload}-byte limit (--max-http-body)",
+            payload.len()
+        )));
+    }
     let retain = match fields.get("retain") {
         None | Some(Value::Null) => false,
         Some(Value::Bool(retain)) => *retain,
@@ -128,8 +139,21 @@ fn check<'a>(
             ));
         }
     };
-    check_retain(state, topic, retain)?;
     Ok((topic, Bytes::from(payload), retain))
+}
+
+/// One message checked against the connection's grants and the topic's
+/// `retain` policy.
+fn check<'a>(
+    state: &BrokerState,
+    access: &Access,
+    message: &'a Value,
+) -> Result<(Topic<'a>, Bytes, bool), Refusal> {
+    let max_payload = state.config.max_http_body;
+    let (topic, payload, retain) =
+        parse_message(message, max_payload, |topic| access.may_publish(topic))?;
+    check_retain(state, topic, retain)?;
+    Ok((topic, payload, retain))
 }
 
 /// The result object of a refused message, counted in the metrics.
@@ -155,9 +179,9 @@ pub async fn answer(
         Ok(body) => body,
         Err(answer) => return answer,
     };
-    let messages = match messages(state, &body) {
+    let messages = match parse_batch(&body) {
         Ok(messages) => messages,
-        Err(answer) => return *answer,
+        Err(refusal) => return refusal.answer(state),
     };
     let mut flood = false;
     let pending: Vec<Pending> = messages
@@ -198,4 +222,49 @@ pub async fn answer(
             .insert(CONNECTION, HeaderValue::from_static("close"));
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn a_json_payload_is_bounded_as_messagepack() {
+        let everyone = |_: Topic<'_>| true;
+        // 3 bytes of JSON each, 9 of MessagePack: 30 bytes of JSON, 91 of
+        // payload (array header included).
+        let message = json!({"topic": "t", "payload": vec![1e1; 10]});
+        let (_, payload, _) = parse_message(&message, 91, everyone).unwrap();
+        assert_eq!(payload.len(), 91);
+        let refused = parse_message(&message, 90, everyone).unwrap_err();
+        assert_eq!(
+            (refused.status, refused.code),
+            (StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::PayloadTooLarge)
+        );
+        assert!(refused.message.contains("91 bytes"), "{}", refused.message);
+        let base64 = json!({"topic": "t", "payload_base64": "aGk="});
+        assert!(parse_message(&base64, 2, everyone).is_ok());
+        assert!(parse_message(&base64, 1, everyone).is_err());
+        // The grant is checked before the payload.
+        let refused = parse_message(&message, 0, |_| false).unwrap_err();
+        assert_eq!(refused.code, ErrorCode::Forbidden);
+    }
+
+    #[test]
+    fn batches_are_objects_with_at_most_max_batch_messages() {
+        assert_eq!(parse_batch(br#"{"messages":[]}"#), Ok(vec![]));
+        let over = json!({"messages": vec![1; MAX_BATCH + 1]}).to_string();
+        let refused = parse_batch(over.as_bytes()).unwrap_err();
+        assert_eq!(refused.code, ErrorCode::PayloadTooLarge);
+        for (body, code) in [
+            (&b"[]"[..], ErrorCode::Malformed),
+            (b"{\"messages\":{}}", ErrorCode::Malformed),
+            (b"{\"messages\":[],\"x\":1}", ErrorCode::InvalidOption),
+            (b"\xff", ErrorCode::Malformed),
+        ] {
+            assert_eq!(parse_batch(body).unwrap_err().code, code);
+        }
+    }
 }

@@ -10,9 +10,15 @@
 //! ```
 //!
 //! `KIND` is `C` (a client id) or `U` (a user id); `CODE` the close code
-//! (4007 or 4100-4999); `TARGET_LEN` the target's length in bytes.
+//! (4007 or 4100-4999); `TARGET_LEN` the target's length in bytes. A
+//! message whose target is empty, whose client id is not one, or whose
+//! reason is over [`MAX_REASON_BYTES`] is refused like any other malformed
+//! one: whatever reaches the channel, a node only closes connections with
+//! what `POST /v1/disconnect` could have asked.
 
 use crate::cluster::wire::split_header;
+use crate::directory::MAX_REASON_BYTES;
+use crate::presence::parse_client_id;
 
 /// The channel every node subscribes to.
 pub const CONTROL_CHANNEL: &str = "tickwire:control";
@@ -79,11 +85,12 @@ pub fn parse_control(bytes: &[u8]) -> Option<ControlDisconnect<'_>> {
         return None;
     }
     let rest = std::str::from_utf8(rest).ok()?;
-    let target = rest.get(..length)?;
-    let reason = rest.get(length..)?;
+    let target = rest.get(..length).filter(|t| !t.is_empty())?;
+    let reason = rest.get(length..).filter(|r| r.len() <= MAX_REASON_BYTES)?;
     let target = if user {
         ControlTarget::User(target)
     } else {
+        parse_client_id(target).ok()?;
         ControlTarget::Client(target)
     };
     Some(ControlDisconnect {
@@ -128,6 +135,8 @@ mod tests {
 
     #[test]
     fn malformed_control_messages_are_refused() {
+        let long_reason = format!("D U 4100 1\nu{}", "r".repeat(MAX_REASON_BYTES + 1));
+        assert_eq!(parse_control(long_reason.as_bytes()), None);
         for bad in [
             &b"D C 4100 5\nabc"[..],
             b"D X 4100 1\nc",
@@ -138,6 +147,8 @@ mod tests {
             b"D C 4100 1",
             b"D U 4100 1\n\xff",
             b"E C 4100 1\nc",
+            b"D U 4100 0\n",
+            b"D C 4100 3\na.b",
             b"",
         ] {
             assert_eq!(parse_control(bad), None, "{bad:?}");
