@@ -624,7 +624,12 @@ fn upgrade<S: Transport>(
         Ok(query) => query,
         Err(message) => return text(StatusCode::BAD_REQUEST, message),
     };
-    let client = match query.client.map(parse_client_id).transpose() {
+    // Percent-decoded, as on `/v1/sse` and `/v1/poll`, so one id is
+    // written the same way on every transport.
+    let client = query
+        .client
+        .map(|raw| percent_encoding::percent_decode_str(raw).decode_utf8_lossy());
+    let client = match client.as_deref().map(parse_client_id).transpose() {
         Ok(client) => client,
         Err(e) => {
             let message = format!("query parameter client: {e}");
