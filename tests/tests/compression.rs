@@ -262,3 +262,35 @@ async fn the_echo_service_compresses_its_replies() {
     drop(echo);
     broker.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rust_sdk_negotiates_and_inflates_when_asked() {
+    let broker = serve(&["--compression", "on"]).await;
+    let url = format!("ws://{}/ws", broker.addr);
+    let connect = |compression: bool| {
+        tickwire_client::Client::builder(&url)
+            .compression(compression)
+            .connect()
+    };
+    let deflating = connect(true).await.expect("connect offering deflate");
+    let plain = connect(false).await.expect("connect without deflate");
+    let mut a = deflating.subscribe("sdk").await.expect("subscribe");
+    let mut b = plain.subscribe("sdk").await.expect("subscribe");
+    let payload = ticker_json(8000);
+    plain
+        .publish_bytes_acked("sdk", payload.clone())
+        .await
+        .expect("publish");
+    for sub in [&mut a, &mut b] {
+        let msg = tickwire_e2e::sdk::recv(sub).await;
+        assert_eq!(&msg.payload()[..], &payload[..]);
+    }
+    assert_eq!(
+        metric(broker.addr, "tickwire_compression_messages_total").await,
+        1.0
+    );
+    drop((a, b));
+    deflating.close().await.expect("close");
+    plain.close().await.expect("close");
+    broker.stop().await;
+}
