@@ -363,9 +363,9 @@ fn parse_patterns(s: &str) -> Result<Vec<Pattern>, String> {
 /// Parses `true` or `false`.
 fn parse_on_off(s: &str) -> Result<bool, String> {
     match s.trim() {
-        "on" | "true" => Ok(true),
-        "off" | "false" => Ok(false),
-        other => Err(format!("`{other}` is not on or off")),
+        "on" => Ok(true),
+        "off" => Ok(false),
+        other => parse_bool(other).map_err(|_| format!("`{other}` is not on or off")),
     }
 }
 
@@ -1114,6 +1114,27 @@ mod tests {
     /// `outbound_queue_bytes`): sizes near usize::MAX made the queue budget
     /// check overflow, a panic in debug builds and a wrapped, wrong verdict
     /// in release builds.
+    #[test]
+    fn compression_settings() {
+        let parse = |text: &str| BrokerConfig::from_file_text(Path::new("c.toml"), text);
+        let on =
+            parse("compression = \"on\"\ncompression_level = 6\ncompression_min_size = \"1KiB\"\n")
+                .unwrap();
+        assert!(on.compression);
+        assert_eq!((on.compression_level, on.compression_min_size), (6, 1024));
+        assert!(parse("compression = true\n").unwrap().compression);
+        assert!(!parse("compression = \"off\"\n").unwrap().compression);
+        let defaults = parse("").unwrap();
+        assert!(!defaults.compression);
+        assert_eq!(
+            (defaults.compression_level, defaults.compression_min_size),
+            (1, 256)
+        );
+        for bad in ["compression = \"maybe\"\n", "compression_level = 10\n"] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+    }
+
     #[test]
     fn sizes_near_the_maximum_are_refused_not_overflowed() {
         let max = usize::MAX;

@@ -670,13 +670,7 @@ mod tests {
     }
 
     fn decode_all(bytes: &[u8], max: usize) -> Result<Vec<Incoming>, FrameError> {
-        let mut decoder = FrameDecoder::new(Role::Server, max);
-        let mut buf = BytesMut::from(bytes);
-        let mut items = Vec::new();
-        while let Some(item) = decoder.decode(&mut buf)? {
-            items.push(item);
-        }
-        Ok(items)
+        decode_with(&mut FrameDecoder::new(Role::Server, max), bytes)
     }
 
     #[test]

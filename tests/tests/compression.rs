@@ -90,6 +90,22 @@ fn ticker_json(n: usize) -> Vec<u8> {
     out
 }
 
+/// A masked binary frame of `payload` as it is, with RSV1 set.
+fn rsv1_frame(payload: &[u8]) -> Vec<u8> {
+    let mut frame = Vec::new();
+    tickwire_protocol::ws::write_client_frame(&mut frame, OpCode::Binary, payload, [1, 2, 3, 4]);
+    frame[0] |= 0x40;
+    frame
+}
+
+/// Waits for the broker's close frame and checks its code.
+async fn closes_with(client: &mut RawClient, want: u16) {
+    match client.recv_close().await {
+        Received::Close { code, .. } => assert_eq!(code, Some(want)),
+        other => panic!("expected close {want}, got {other:?}"),
+    }
+}
+
 async fn deflate_client(addr: SocketAddr) -> RawClient {
     let (client, answer) = RawClient::connect_offering(addr, "/ws", true, OFFER).await;
     assert_eq!(
@@ -167,21 +183,12 @@ async fn compressed_publishes_are_inflated_and_a_bomb_is_closed_with_1009() {
     publisher
         .send_compressed(OpCode::Binary, &vec![0; 1 << 20])
         .await;
-    match publisher.recv_close().await {
-        Received::Close { code, .. } => assert_eq!(code, Some(1009)),
-        other => panic!("expected close 1009, got {other:?}"),
-    }
+    closes_with(&mut publisher, 1009).await;
 
     // Not DEFLATE data: 1007.
     let mut garbage = deflate_client(broker.addr).await;
-    let mut frame = Vec::new();
-    tickwire_protocol::ws::write_client_frame(&mut frame, OpCode::Binary, &[0xff; 8], [1, 2, 3, 4]);
-    frame[0] |= 0x40;
-    garbage.send_raw(&frame).await;
-    match garbage.recv_close().await {
-        Received::Close { code, .. } => assert_eq!(code, Some(1007)),
-        other => panic!("expected close 1007, got {other:?}"),
-    }
+    garbage.send_raw(&rsv1_frame(&[0xff; 8])).await;
+    closes_with(&mut garbage, 1007).await;
     drop((sub, publisher, garbage));
     broker.stop().await;
 }
@@ -217,14 +224,8 @@ async fn offers_the_broker_cannot_honour_get_no_extension() {
         assert_eq!(answer, None, "{offer}");
     }
     // A client without the extension must not send RSV1: 1002.
-    let mut frame = Vec::new();
-    tickwire_protocol::ws::write_client_frame(&mut frame, OpCode::Binary, b"x", [1, 2, 3, 4]);
-    frame[0] |= 0x40;
-    client.send_raw(&frame).await;
-    match client.recv_close().await {
-        Received::Close { code, .. } => assert_eq!(code, Some(1002)),
-        other => panic!("expected close 1002, got {other:?}"),
-    }
+    client.send_raw(&rsv1_frame(b"x")).await;
+    closes_with(&mut client, 1002).await;
     drop(client);
     broker.stop().await;
 
