@@ -16,6 +16,7 @@ use std::time::SystemTime;
 
 use bytes::{Bytes, BytesMut};
 use tickwire_protocol::CloseCode;
+use tickwire_protocol::deflate::ServerAgreement;
 use tickwire_protocol::ws::{self, FrameDecoder, Incoming, OpCode, Role};
 use tokio::time::{Instant, sleep_until, timeout_at};
 
@@ -73,9 +74,15 @@ pub fn prepare<H>(
 /// Serves a WebSocket connection on `stream`, whose first bytes (received
 /// with the upgrade request) are `early`, handing its messages to the
 /// prepared handler, until the connection closes (or the handler's
-/// [`MessageHandler::expiry`]).
-pub async fn serve<S, H>(state: Arc<BrokerState>, stream: S, early: Bytes, prepared: Prepared<H>)
-where
+/// [`MessageHandler::expiry`]). With `deflate` (permessage-deflate was
+/// negotiated) compressed messages are accepted and inflated.
+pub async fn serve<S, H>(
+    state: Arc<BrokerState>,
+    stream: S,
+    early: Bytes,
+    prepared: Prepared<H>,
+    deflate: Option<ServerAgreement>,
+) where
     S: Transport,
     H: MessageHandler,
 {
@@ -110,7 +117,7 @@ where
         queue: &queue,
         socket: reader,
         buf,
-        decoder: FrameDecoder::new(Role::Server, state.config.max_message_size),
+        decoder: decoder(state.config.max_message_size, deflate),
     };
     let end = connection.read_messages(&mut handler).await;
     handler.release(&state);
@@ -129,6 +136,16 @@ where
     }
     drop(session_gauge);
     tracing::debug!(connection = id, "websocket session ended");
+}
+
+/// The frame decoder of a connection: with permessage-deflate, it inflates
+/// (keeping the client's context unless the client agreed to reset it).
+fn decoder(max_message_size: usize, deflate: Option<ServerAgreement>) -> FrameDecoder {
+    let decoder = FrameDecoder::new(Role::Server, max_message_size);
+    match deflate {
+        Some(agreed) => decoder.with_inflate(agreed.client_no_context_takeover),
+        None => decoder,
+    }
 }
 
 /// Whether the `message_timeout` clock runs for an incomplete message.

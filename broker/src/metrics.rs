@@ -90,6 +90,15 @@ pub struct Metrics {
     pub bytes_in: IntCounter,
     /// Bytes written to WebSocket connections.
     pub bytes_out: IntCounter,
+    /// Delivery frames compressed for permessage-deflate subscribers: one
+    /// per published message that had at least one such subscriber and was
+    /// big enough, however many subscribers share the result.
+    pub compression_messages: IntCounter,
+    /// Bytes of those frames before compression.
+    pub compression_bytes_in: IntCounter,
+    /// Bytes of the frames sent in their place (compressed, or the plain
+    /// frame when compression did not shrink it).
+    pub compression_bytes_out: IntCounter,
     /// Active subscriptions (exact and wildcard).
     pub subscriptions: IntGauge,
     /// Topics the registry tracks.
@@ -312,6 +321,18 @@ impl Metrics {
             ),
             bytes_in: counter("bytes_in_total", "Bytes of WebSocket frames received."),
             bytes_out: counter("bytes_out_total", "Bytes written to WebSocket connections."),
+            compression_messages: counter(
+                "compression_messages_total",
+                "Delivery frames compressed for permessage-deflate subscribers (once per message, shared by all of them).",
+            ),
+            compression_bytes_in: counter(
+                "compression_bytes_in_total",
+                "Bytes of delivery frames before permessage-deflate compression.",
+            ),
+            compression_bytes_out: counter(
+                "compression_bytes_out_total",
+                "Bytes of the frames sent instead (compressed, or plain when compression did not shrink them).",
+            ),
             subscriptions: gauge("subscriptions", "Active subscriptions, exact and wildcard."),
             topics: gauge("topics", "Topics tracked by the registry."),
             slow_consumer_disconnects: counter(

@@ -59,6 +59,9 @@ pub struct Session {
     publish_limiter: PublishLimiter,
     peer_identity: Option<Arc<PeerIdentity>>,
     presence: SessionPresence,
+    /// The connection negotiated permessage-deflate: its subscriptions get
+    /// compressed deliveries.
+    deflate: bool,
 }
 
 impl Session {
@@ -86,7 +89,15 @@ impl Session {
             publish_limiter: PublishLimiter::new(limits, Instant::now()),
             peer_identity,
             presence,
+            deflate: false,
         }
+    }
+
+    /// The same session, its subscriptions receiving compressed deliveries
+    /// when `deflate` (the connection negotiated permessage-deflate).
+    pub fn with_deflate(mut self, deflate: bool) -> Self {
+        self.deflate = deflate;
+        self
     }
 
     /// The connection's presence identity (client id, user, info).
@@ -194,6 +205,7 @@ impl Session {
             max_rate: options.max_rate,
             replay: None,
             join_leave: JoinLeaveKinds::from_option(options.join_leave),
+            deflate: self.deflate,
         };
         let client = self.presence.client_for(&plan);
         if state.backplane.is_some() {
