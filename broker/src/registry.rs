@@ -26,7 +26,7 @@
 //! pending replay.
 
 use std::collections::HashSet;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -44,7 +44,7 @@ use crate::cluster::interest::Interest;
 use crate::config::TopicPolicy;
 use crate::history::{StorageBudget, StorageFull, TopicMemory};
 use crate::metrics::Metrics;
-use crate::outbound::FrameOrigin;
+use crate::outbound::{FrameOrigin, OutboundQueue};
 use crate::pattern_trie::{PatternTrie, Subscriber};
 use crate::presence::event::{PresenceChange, PresenceEvent};
 use crate::replay::{PendingReplay, ReplayAsk, ReplayBatch};
@@ -80,12 +80,34 @@ impl RegistryError {
 }
 
 /// The outcome of a publish.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct PublishReceipt {
     /// The sequence number the message got on its topic.
     pub seq: u64,
     /// How many connections it was queued to.
     pub deliveries: usize,
+    /// The first subscriber queue found backed up during the fan-out
+    /// ([`OutboundQueue::needs_backpressure`]): the publisher should wait
+    /// for it to drain before publishing more (see [`Backlog`]).
+    pub backlog: Option<Arc<OutboundQueue>>,
+}
+
+/// A subscriber queue that a fan-out found backed up: over its high-water
+/// mark while its socket still drains, so the broker, not the subscriber,
+/// is behind. Producer backpressure waits on it instead of letting the
+/// queue grow until the subscriber is cut as a slow consumer.
+#[derive(Debug, Clone, Default)]
+struct Backlog(Option<Arc<OutboundQueue>>);
+
+impl Backlog {
+    /// Notes `queue` after a delivery was queued to it, if it is the first
+    /// backed-up one of this fan-out. One atomic load per delivery until
+    /// one is found, none after.
+    fn note(&mut self, queue: &Arc<OutboundQueue>) {
+        if self.0.is_none() && queue.needs_backpressure() {
+            self.0 = Some(Arc::clone(queue));
+        }
+    }
 }
 
 /// A subscription registered by [`TopicRegistry::subscribe_held`], whose
@@ -140,6 +162,11 @@ struct TopicState {
     last_active: Instant,
     evicted: bool,
     memory: TopicMemory,
+    /// The backed-up subscriber queue the last fan-out found, for
+    /// publishers that learn of it only before their next publish (HTTP,
+    /// and every publisher in a cluster); weak, so that it keeps no closed
+    /// connection alive.
+    backlog: Weak<OutboundQueue>,
 }
 
 impl TopicState {
@@ -267,6 +294,7 @@ impl TopicRegistry {
                 last_active: Instant::now(),
                 evicted: false,
                 memory: TopicMemory::new(Arc::clone(&self.storage)),
+                backlog: Weak::new(),
             }),
         }
     }
@@ -330,8 +358,13 @@ impl TopicRegistry {
             }
             state.next_seq += 1;
             state.last_active = now;
-            let deliveries = self.fan_out(topic.as_str(), state, seq, &frame, now);
-            Ok(PublishReceipt { seq, deliveries })
+            let (deliveries, Backlog(backlog)) =
+                self.fan_out(topic.as_str(), state, seq, &frame, now);
+            Ok(PublishReceipt {
+                seq,
+                deliveries,
+                backlog,
+            })
         })??;
         self.metrics.messages_published.inc();
         self.metrics.deliveries.inc_by(receipt.deliveries as u64);
@@ -339,7 +372,8 @@ impl TopicRegistry {
     }
 
     /// Queues `frame` (message `seq`) to every subscriber of `topic`;
-    /// returns to how many.
+    /// returns to how many, and the first subscriber queue it found backed
+    /// up (also kept in the topic for [`TopicRegistry::backlog`]).
     fn fan_out(
         &self,
         topic: &str,
@@ -347,9 +381,10 @@ impl TopicRegistry {
         seq: u64,
         frame: &Bytes,
         now: Instant,
-    ) -> usize {
+    ) -> (usize, Backlog) {
         let subscribers = self.resolve(topic, state);
         let mut deliveries = 0;
+        let mut backlog = Backlog::default();
         for subscriber in subscribers.iter() {
             let origin = state.origin(subscriber);
             let at = Position {
@@ -358,16 +393,31 @@ impl TopicRegistry {
             };
             if subscriber.deliver(at, frame.clone(), now, origin) {
                 deliveries += 1;
+                backlog.note(&subscriber.queue);
             }
         }
-        deliveries
+        state.backlog = backlog.0.as_ref().map_or_else(Weak::new, Arc::downgrade);
+        (deliveries, backlog)
+    }
+
+    /// The subscriber queue of `topic` that its last fan-out found backed
+    /// up, if it still is ([`OutboundQueue::needs_backpressure`]): a
+    /// publisher that cannot be paused between publishes (an HTTP request,
+    /// a publish through the cluster's backplane) waits for it to drain
+    /// before publishing. `None` for a topic the registry does not track.
+    pub fn backlog(&self, topic: Topic<'_>) -> Option<Arc<OutboundQueue>> {
+        let entry = self.topic(topic.as_str())?;
+        let queue = entry.state.lock().backlog.upgrade()?;
+        queue.needs_backpressure().then_some(queue)
     }
 
     /// Cluster mode: delivers a message that Redis numbered `at` (published
     /// on any node at `time_us`) to this node's subscribers of `topic`.
-    /// Returns to how many connections it was queued; `Ok(0)` without
-    /// queuing anything for a message already delivered (one that reached
-    /// this node through both a channel and a pattern subscription).
+    /// Returns to how many connections it was queued, with the first
+    /// subscriber queue found backed up (the caller waits for it before
+    /// delivering more); `(0, None)` without queuing anything for a message
+    /// already delivered (one that reached this node through both a channel
+    /// and a pattern subscription).
     ///
     /// The node keeps nothing of it: in cluster mode a topic's history and
     /// retained value live in Redis (see [`crate::cluster::catch_up`]).
@@ -377,10 +427,10 @@ impl TopicRegistry {
         at: Position,
         time_us: u64,
         payload: &[u8],
-    ) -> Result<usize, RegistryError> {
-        let deliveries = self.with_topic(topic, |state| {
+    ) -> Result<(usize, Option<Arc<OutboundQueue>>), RegistryError> {
+        let (deliveries, Backlog(backlog)) = self.with_topic(topic, |state| {
             if at.epoch == state.epoch && at.seq < state.next_seq {
-                return 0;
+                return (0, Backlog::default());
             }
             state.epoch = at.epoch;
             state.next_seq = at.seq.saturating_add(1);
@@ -390,7 +440,7 @@ impl TopicRegistry {
             self.fan_out(topic.as_str(), state, at.seq, &frame, now)
         })?;
         self.metrics.deliveries.inc_by(deliveries as u64);
-        Ok(deliveries)
+        Ok((deliveries, backlog))
     }
 
     /// Delivers a presence transition of `topic` to this node's

@@ -59,6 +59,10 @@ pub struct Session {
     publish_limiter: PublishLimiter,
     peer_identity: Option<Arc<PeerIdentity>>,
     presence: SessionPresence,
+    /// A subscriber queue that one of this connection's publishes found
+    /// backed up; the connection stops reading until it drains
+    /// ([`MessageHandler::backlog`]).
+    backlog: Option<Arc<OutboundQueue>>,
 }
 
 impl Session {
@@ -86,6 +90,7 @@ impl Session {
             publish_limiter: PublishLimiter::new(limits, Instant::now()),
             peer_identity,
             presence,
+            backlog: None,
         }
     }
 
@@ -360,10 +365,20 @@ impl Session {
                 queue.push(message, Instant::now());
             });
             let policy = state.registry.policy(topic.as_str());
-            return backplane.publish(topic, payload, retain, policy, done);
+            backplane.publish(topic, payload, retain, policy, done);
+            // This node's fan-out of the topic happens when Redis sends the
+            // message back; what it last found backed up paces this
+            // publisher.
+            if self.backlog.is_none() {
+                self.backlog = state.registry.backlog(topic);
+            }
+            return;
         }
         match state.registry.publish(topic, payload, retain) {
             Ok(receipt) => {
+                if self.backlog.is_none() {
+                    self.backlog = receipt.backlog;
+                }
                 if let Some(id) = id {
                     self.reply(ServerMessage::Published {
                         id,
