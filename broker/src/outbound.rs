@@ -27,6 +27,15 @@
 //! Lanes are behind a mutex, taken only by connections that have at least
 //! one active lane; every other connection stays on the lock-free path.
 //!
+//! A subscriber is a *slow consumer* when its own socket does not drain:
+//! bytes over the high-water mark (half the budget) and no write progress
+//! for `slow_consumer_timeout` ([`crate::progress`]). Such a connection is
+//! closed with 4001 on its next disconnect-policy push, whatever the budget
+//! still allows; the budget itself stays the hard memory bound. A queue over
+//! its high-water mark whose socket *is* draining only asks for producer
+//! backpressure ([`OutboundQueue::needs_backpressure`],
+//! [`OutboundQueue::drained`]): the broker is behind, not the subscriber.
+//!
 //! [`OutboundQueue::close`] is the one way a connection starts closing,
 //! whatever the reason: it queues the close frame behind the data already
 //! queued (or, for a slow consumer, instead of it) and cancels the
@@ -49,6 +58,28 @@ use tokio_util::sync::CancellationToken;
 
 use crate::closing::{CloseKind, CloseState};
 use crate::metrics::Metrics;
+use crate::progress::{DEFAULT_SLOW_CONSUMER_TIMEOUT, WriteProgress};
+
+/// How a connection's outbound queue is bounded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueSettings {
+    /// The byte budget (`outbound_queue_bytes`).
+    pub budget: usize,
+    /// How long bytes over the high-water mark may sit with no write
+    /// progress before the connection is a slow consumer
+    /// (`slow_consumer_timeout`).
+    pub slow_consumer_timeout: Duration,
+}
+
+impl QueueSettings {
+    /// `budget` bytes and the default slow-consumer timeout.
+    pub fn with_budget(budget: usize) -> Self {
+        QueueSettings {
+            budget,
+            slow_consumer_timeout: DEFAULT_SLOW_CONSUMER_TIMEOUT,
+        }
+    }
+}
 
 /// What a subscriber's queue does with a frame of this topic that does not
 /// fit its budget.
@@ -139,6 +170,13 @@ pub struct OutboundQueue {
     active_lanes: AtomicUsize,
     lanes: Mutex<Lanes>,
     urgent: Notify,
+    /// When the writer last moved bytes (idle while it waits for data).
+    progress: WriteProgress,
+    slow_consumer_timeout: Duration,
+    /// Wakes [`OutboundQueue::drained`] waiters after writes, only while
+    /// `drain_waiters` says there are some.
+    drain: Notify,
+    drain_waiters: AtomicUsize,
     metrics: Metrics,
     /// Set when the connection ends in a way that releases its presence at
     /// once (a client close 1000, a server disconnect) instead of after
@@ -154,18 +192,32 @@ pub struct OutboundReceiver {
 }
 
 impl OutboundQueue {
-    /// Creates the queue of connection `id`, bounded to `budget` bytes.
+    /// Creates the queue of connection `id`, bounded to `budget` bytes,
+    /// with the default slow-consumer timeout.
     pub fn new(id: u64, budget: usize, metrics: Metrics) -> (Arc<Self>, OutboundReceiver) {
+        Self::with_settings(id, QueueSettings::with_budget(budget), metrics)
+    }
+
+    /// Creates the queue of connection `id` bounded by `settings`.
+    pub fn with_settings(
+        id: u64,
+        settings: QueueSettings,
+        metrics: Metrics,
+    ) -> (Arc<Self>, OutboundReceiver) {
         let (tx, rx) = mpsc::unbounded_channel();
         let queue = Arc::new(OutboundQueue {
             id,
             tx,
             queued_bytes: AtomicUsize::new(0),
-            budget,
+            budget: settings.budget,
             close_state: CloseState::new(),
             active_lanes: AtomicUsize::new(0),
             lanes: Mutex::new(Lanes::default()),
             urgent: Notify::new(),
+            progress: WriteProgress::new(),
+            slow_consumer_timeout: settings.slow_consumer_timeout,
+            drain: Notify::new(),
+            drain_waiters: AtomicUsize::new(0),
             metrics,
             clean_end: AtomicBool::new(false),
         });
@@ -202,6 +254,77 @@ impl OutboundQueue {
     /// they could be queued (held during a replay).
     pub fn overflow_held(&self) -> PushOutcome {
         self.overflow()
+    }
+
+    /// How long bytes have been queued with no write progress at `now`:
+    /// `None` when nothing is queued or the writer is waiting for data.
+    pub fn stalled_for(&self, now: Instant) -> Option<Duration> {
+        let since = self.progress.since(now)?;
+        (self.queued_bytes() > 0).then_some(since)
+    }
+
+    /// Whether the socket has not drained for `slow_consumer_timeout`.
+    fn stalled(&self, now: Instant) -> bool {
+        self.stalled_for(now)
+            .is_some_and(|d| d >= self.slow_consumer_timeout)
+    }
+
+    /// The high-water mark: half the budget.
+    fn high_water(&self) -> usize {
+        self.budget / 2
+    }
+
+    /// Whether producers should slow down for this subscriber: more than
+    /// half its budget is queued while its socket is draining (the broker is
+    /// behind, not the subscriber). A stalled socket does not count: that
+    /// subscriber is a slow consumer and its topic's policy handles it.
+    pub fn needs_backpressure(&self) -> bool {
+        self.queued_bytes() > self.high_water()
+            && !self.is_closing()
+            && !self.stalled(Instant::now())
+    }
+
+    /// Resolves once the queue has drained to a quarter of its budget, the
+    /// connection starts closing, or the queue no longer needs backpressure
+    /// because its socket stalled past `slow_consumer_timeout`. Cancel safe.
+    pub async fn drained(&self) {
+        let low = self.budget / 4;
+        let _waiting = DrainWaiter::new(&self.drain_waiters);
+        loop {
+            let notified = self.drain.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.queued_bytes() <= low || self.is_closing() {
+                return;
+            }
+            let now = Instant::now();
+            let waited = self.stalled_for(now).unwrap_or_default();
+            let Some(left) = self.slow_consumer_timeout.checked_sub(waited) else {
+                return;
+            };
+            if left.is_zero() {
+                return;
+            }
+            tokio::select! {
+                _ = &mut notified => {}
+                _ = self.closing().cancelled() => return,
+                _ = tokio::time::sleep(left) => {}
+            }
+        }
+    }
+
+    /// The writer starts on queued data, or finished a write, at `now`.
+    /// Wakes [`OutboundQueue::drained`] waiters, if any.
+    pub fn record_progress(&self, now: Instant) {
+        self.progress.record(now);
+        if self.drain_waiters.load(Ordering::Acquire) > 0 {
+            self.drain.notify_waiters();
+        }
+    }
+
+    /// The writer waits for data: the stall clock stops.
+    pub fn record_idle(&self) {
+        self.progress.set_idle();
     }
 
     /// Whether any topic of this connection currently uses a lane.
@@ -278,7 +401,11 @@ impl OutboundQueue {
         }
         let len = frame.len();
         let before = self.queued_bytes.fetch_add(len, Ordering::Relaxed);
-        if before + len > limit {
+        // Over the high-water mark (rare), a socket that has not drained for
+        // the slow-consumer timeout is cut before the budget is full.
+        if before + len > limit
+            || (before + len > self.high_water() && self.stalled(Instant::now()))
+        {
             self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
             return self.overflow();
         }
@@ -432,6 +559,22 @@ impl OutboundQueue {
         self.metrics.close(code);
         self.send_close(code.as_u16(), Cow::Borrowed(code.reason()));
         true
+    }
+}
+
+/// Counts one [`OutboundQueue::drained`] waiter while it lives.
+struct DrainWaiter<'a>(&'a AtomicUsize);
+
+impl<'a> DrainWaiter<'a> {
+    fn new(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::AcqRel);
+        DrainWaiter(count)
+    }
+}
+
+impl Drop for DrainWaiter<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -676,6 +819,150 @@ mod tests {
             PushOutcome::Overflowed
         );
         assert_eq!(metrics.slow_consumer_disconnects.get(), 1);
+    }
+
+    fn settings(budget: usize, timeout_ms: u64) -> QueueSettings {
+        QueueSettings {
+            budget,
+            slow_consumer_timeout: Duration::from_millis(timeout_ms),
+        }
+    }
+
+    fn disconnect() -> FrameOrigin {
+        origin(1, SlowConsumerPolicy::Disconnect, None)
+    }
+
+    #[test]
+    fn the_stall_clock_runs_only_while_bytes_wait_for_a_busy_writer() {
+        let (queue, _rx) = OutboundQueue::with_settings(1, settings(1000, 2000), Metrics::new());
+        let now = Instant::now();
+        assert_eq!(queue.stalled_for(now), None, "nothing queued");
+        queue.push(frame(10), now);
+        assert_eq!(queue.stalled_for(now), None, "the writer is idle");
+        queue.record_progress(now);
+        let later = now + Duration::from_millis(700);
+        let stalled = queue.stalled_for(later).expect("bytes and a busy writer");
+        assert!(stalled >= Duration::from_millis(699));
+        queue.record_idle();
+        assert_eq!(queue.stalled_for(later), None);
+    }
+
+    #[test]
+    fn a_draining_queue_over_its_high_water_mark_asks_for_backpressure() {
+        let (queue, mut rx) =
+            OutboundQueue::with_settings(1, settings(1000, 60_000), Metrics::new());
+        let now = Instant::now();
+        queue.record_progress(now);
+        for _ in 0..5 {
+            queue.push_delivery(frame(100), now, disconnect());
+        }
+        assert!(!queue.needs_backpressure(), "exactly half is not over it");
+        queue.push_delivery(frame(100), now, disconnect());
+        assert!(queue.needs_backpressure());
+        rx.try_recv();
+        assert!(!queue.needs_backpressure());
+        queue.close(CloseCode::GoingAway);
+        queue.push(frame(1), now);
+        assert!(!queue.needs_backpressure(), "a closing queue never does");
+    }
+
+    #[test]
+    fn a_stalled_socket_over_the_high_water_mark_is_a_slow_consumer() {
+        let metrics = Metrics::new();
+        // A zero timeout: any busy writer with bytes queued counts as stalled.
+        let (queue, rx) = OutboundQueue::with_settings(1, settings(1000, 0), metrics.clone());
+        let now = Instant::now();
+        queue.record_progress(now);
+        for _ in 0..5 {
+            assert_eq!(
+                queue.push_delivery(frame(100), now, disconnect()),
+                PushOutcome::Queued
+            );
+        }
+        assert!(!queue.needs_backpressure(), "stalled: no backpressure");
+        assert_eq!(
+            queue.push_delivery(frame(100), now, disconnect()),
+            PushOutcome::Overflowed,
+            "over the high-water mark with no progress: cut within budget"
+        );
+        assert!(rx.overflowed());
+        assert_eq!(metrics.slow_consumer_disconnects.get(), 1);
+    }
+
+    #[test]
+    fn an_idle_writer_is_never_blamed_only_the_budget_binds() {
+        let (queue, _rx) = OutboundQueue::with_settings(1, settings(1000, 0), Metrics::new());
+        let now = Instant::now();
+        for _ in 0..10 {
+            assert_eq!(
+                queue.push_delivery(frame(100), now, disconnect()),
+                PushOutcome::Queued
+            );
+        }
+        assert_eq!(
+            queue.push_delivery(frame(1), now, disconnect()),
+            PushOutcome::Overflowed
+        );
+    }
+
+    #[test]
+    fn lane_policies_keep_their_lanes_when_stalled() {
+        let metrics = Metrics::new();
+        let (queue, _rx) = OutboundQueue::with_settings(1, settings(1000, 0), metrics.clone());
+        let now = Instant::now();
+        queue.record_progress(now);
+        let c = origin(2, SlowConsumerPolicy::Conflate, None);
+        for _ in 0..10 {
+            assert_eq!(queue.push_delivery(frame(100), now, c), PushOutcome::Queued);
+        }
+        assert!(!queue.is_closing());
+        assert_eq!(metrics.conflated.get(), 4);
+    }
+
+    #[tokio::test]
+    async fn drained_resolves_at_a_quarter_of_the_budget() {
+        use futures::FutureExt;
+        let (queue, mut rx) =
+            OutboundQueue::with_settings(1, settings(1000, 60_000), Metrics::new());
+        let now = Instant::now();
+        queue.record_progress(now);
+        for _ in 0..6 {
+            queue.push(frame(100), now);
+        }
+        let drained = queue.drained();
+        tokio::pin!(drained);
+        assert!(drained.as_mut().now_or_never().is_none());
+        for _ in 0..3 {
+            rx.try_recv();
+        }
+        queue.record_progress(Instant::now());
+        assert!(drained.as_mut().now_or_never().is_none(), "300 > 250");
+        rx.try_recv();
+        queue.record_progress(Instant::now());
+        assert!(drained.now_or_never().is_some());
+    }
+
+    #[tokio::test]
+    async fn drained_resolves_on_close_and_on_a_stall() {
+        use futures::FutureExt;
+        let (queue, _rx) = OutboundQueue::with_settings(1, settings(1000, 60_000), Metrics::new());
+        let now = Instant::now();
+        queue.record_progress(now);
+        for _ in 0..6 {
+            queue.push(frame(100), now);
+        }
+        let drained = queue.drained();
+        tokio::pin!(drained);
+        assert!(drained.as_mut().now_or_never().is_none());
+        queue.close(CloseCode::GoingAway);
+        assert!(drained.now_or_never().is_some());
+
+        let (stalled, _rx) = OutboundQueue::with_settings(2, settings(1000, 0), Metrics::new());
+        stalled.record_progress(now);
+        for _ in 0..6 {
+            stalled.push(frame(100), now);
+        }
+        assert!(stalled.drained().now_or_never().is_some());
     }
 
     #[test]

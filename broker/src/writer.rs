@@ -7,6 +7,10 @@
 //! once per publish and are shared with every other subscriber. Frames
 //! waiting in lanes (slow-consumer policies, `max_rate`) join the batch at
 //! their token's place or when their rate limit releases them.
+//!
+//! The writer also keeps its queue's write-progress clock
+//! ([`crate::progress`]): idle while it waits for data, restarted when it
+//! starts on queued data and after every completed write.
 
 use std::time::Instant;
 
@@ -77,9 +81,13 @@ pub async fn write_loop<W: AsyncWrite + Unpin>(
     let mut lane_frames: Vec<(Bytes, Instant)> = Vec::new();
     let mut due: Option<Instant> = None;
     loop {
+        // Waiting for data stops the queue's stall clock; starting on it and
+        // every completed write restart it.
+        outbound.queue().record_idle();
         let Some(first) = next_item(&mut outbound, due).await else {
             return;
         };
+        outbound.queue().record_progress(Instant::now());
         let mut close = None;
         let mut next = Some(first);
         while let Some(item) = next {
@@ -122,6 +130,7 @@ pub async fn write_loop<W: AsyncWrite + Unpin>(
                 return;
             }
             metrics.bytes_out.inc_by(batch.buf.len() as u64);
+            outbound.queue().record_progress(Instant::now());
             let waited = batch
                 .oldest
                 .take()
