@@ -18,7 +18,7 @@ use thiserror::Error;
 use tickwire_protocol::topic::Pattern;
 
 use crate::cluster::target::ClusterTlsFiles;
-use crate::outbound::SlowConsumerPolicy;
+use crate::outbound::{QueueSettings, SlowConsumerPolicy};
 use crate::tls::TlsFiles;
 
 /// The file key of the per-topic policy tables: `[[topic]]`.
@@ -900,6 +900,15 @@ impl BrokerConfig {
             key: self.tls_key_file.clone()?,
             client_ca: self.tls_client_ca_file.clone(),
         })
+    }
+
+    /// How each connection's outbound queue is bounded:
+    /// `outbound_queue_bytes` and `slow_consumer_timeout`.
+    pub fn queue_settings(&self) -> QueueSettings {
+        QueueSettings {
+            budget: self.outbound_queue_bytes,
+            slow_consumer_timeout: self.slow_consumer_timeout,
+        }
     }
 
     /// A configuration for tests and embedding: listen on 127.0.0.1 with an

@@ -68,7 +68,7 @@ pub fn prepare<H>(
 ) -> Prepared<H> {
     let id = state.next_connection_id();
     let (queue, outbound) =
-        OutboundQueue::new(id, state.config.outbound_queue_bytes, state.metrics.clone());
+        OutboundQueue::with_settings(id, state.config.queue_settings(), state.metrics.clone());
     let handler = new_handler(queue.clone());
     Prepared {
         id,

@@ -474,6 +474,12 @@ impl MessageHandler for Session {
         self.peer_identity.as_deref()
     }
 
+    /// The first subscriber queue that this connection's publishes since
+    /// the last call found backed up: the reader pauses until it drains.
+    fn backlog(&mut self) -> Option<Arc<OutboundQueue>> {
+        self.backlog.take()
+    }
+
     /// Removes every subscription of this session from the registry and
     /// releases its presence holds: at once after a client close 1000 or a
     /// server disconnect, else after `presence_grace`.

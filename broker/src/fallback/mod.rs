@@ -131,7 +131,7 @@ impl Feed {
     ) -> Feed {
         let id = state.next_connection_id();
         let (queue, outbound) =
-            OutboundQueue::new(id, state.config.outbound_queue_bytes, state.metrics.clone());
+            OutboundQueue::with_settings(id, state.config.queue_settings(), state.metrics.clone());
         let limits = PublishLimits::from_config(&state.config);
         let mut session = Session::new(
             state,

@@ -25,8 +25,7 @@ use crate::state::BrokerState;
 pub const OVERLOADED: &str = "overloaded";
 
 /// What an `overloaded` refusal says.
-pub const OVERLOADED_MESSAGE: &str =
-    "the broker is behind delivering this topic's messages; nothing was published; retry after the Retry-After delay";
+pub const OVERLOADED_MESSAGE: &str = "the broker is behind delivering this topic's messages; nothing was published; retry after the Retry-After delay";
 
 /// The `Retry-After` value (seconds) of an `overloaded` answer.
 const RETRY_AFTER_SECONDS: &str = "1";

@@ -25,11 +25,11 @@ use tickwire_protocol::topic::Topic;
 
 use crate::grants::Access;
 use crate::limits::Admission;
-use crate::server_api::{backpressure, body};
 use crate::server_api::credentials::http_access;
 use crate::server_api::json_payload::payload_of;
 use crate::server_api::publish::{Pending, Refusal, check_retain, submit};
 use crate::server_api::reply::{Body, json_response};
+use crate::server_api::{backpressure, body};
 use crate::session::FORBIDDEN_MESSAGE;
 use crate::slot::ConnectionSlot;
 use crate::state::BrokerState;
@@ -222,17 +222,19 @@ pub async fn answer(
             outcomes.push(Outcome::Overloaded);
             continue;
         }
-        outcomes.push(Outcome::Submitted(match slot.admit_http_publish(payload.len()) {
-            Admission::Accepted => submit(state, topic, payload, retain),
-            admission => {
-                flood |= admission == Admission::Flood;
-                Pending::Done(Err(Refusal {
-                    status: StatusCode::TOO_MANY_REQUESTS,
-                    code: ErrorCode::RateLimited,
-                    message: crate::limits::RATE_LIMITED_MESSAGE.to_owned(),
-                }))
-            }
-        }));
+        outcomes.push(Outcome::Submitted(
+            match slot.admit_http_publish(payload.len()) {
+                Admission::Accepted => submit(state, topic, payload, retain),
+                admission => {
+                    flood |= admission == Admission::Flood;
+                    Pending::Done(Err(Refusal {
+                        status: StatusCode::TOO_MANY_REQUESTS,
+                        code: ErrorCode::RateLimited,
+                        message: crate::limits::RATE_LIMITED_MESSAGE.to_owned(),
+                    }))
+                }
+            },
+        ));
     }
     let mut results = Vec::with_capacity(outcomes.len());
     let mut published = 0;
