@@ -213,13 +213,16 @@ impl<R: ReadSide> Connection<'_, R> {
         }
     }
 
-    /// Decodes and handles everything buffered. Returns `None` while the
-    /// connection stays open; `completed` is set when a message or control
-    /// frame was completed outside a fragmented message.
+    /// Decodes and handles everything buffered, or up to the first message
+    /// whose handling backed up a subscriber queue (then set in `paused`;
+    /// the rest waits in the buffer until it drained). Returns `None` while
+    /// the connection stays open; `completed` is set when a message or
+    /// control frame was completed outside a fragmented message.
     fn process(
         &mut self,
         handler: &mut impl MessageHandler,
         completed: &mut bool,
+        paused: &mut Option<Arc<OutboundQueue>>,
     ) -> Option<ReadEnd> {
         loop {
             let item = self.decoder.decode(&mut self.buf);
@@ -229,7 +232,8 @@ impl<R: ReadSide> Connection<'_, R> {
             match item {
                 Ok(None) => return None,
                 Ok(Some(Incoming::Message(kind, payload))) => {
-                    handler.on_message(self.state, kind, payload)
+                    handler.on_message(self.state, kind, payload);
+                    *paused = handler.backlog();
                 }
                 Ok(Some(Incoming::Ping(payload))) => {
                     let pong = ws::server_frame(OpCode::Pong, &payload);
@@ -248,6 +252,9 @@ impl<R: ReadSide> Connection<'_, R> {
             }
             if self.queue.is_closing() {
                 return Some(ReadEnd::Closing);
+            }
+            if paused.is_some() {
+                return None;
             }
         }
     }
@@ -276,8 +283,11 @@ impl<R: ReadSide> Connection<'_, R> {
         let expiry = sleep_until(valid_until.map_or(quiet_since, instant_at));
         tokio::pin!(expiry);
 
+        // The subscriber queue this connection's publishes backed up: no
+        // reading (or handling of what is buffered) until it has drained.
+        let mut paused = None;
         let mut completed = false;
-        if let Some(end) = self.process(handler, &mut completed) {
+        if let Some(end) = self.process(handler, &mut completed, &mut paused) {
             return end;
         }
         if message.arm(self.pending(), completed) {
@@ -285,9 +295,6 @@ impl<R: ReadSide> Connection<'_, R> {
                 .as_mut()
                 .reset(Instant::now() + config.message_timeout);
         }
-        // The subscriber queue this connection's publishes backed up: no
-        // reading until it has drained.
-        let mut paused = handler.backlog();
         loop {
             let current = handler.expiry().map(|(at, _)| at);
             if current != valid_until {
@@ -310,13 +317,24 @@ impl<R: ReadSide> Connection<'_, R> {
                     return ReadEnd::Closing;
                 }
                 _ = drained(&paused), if paused.is_some() => {
-                    paused = None;
+                    // Every queue the publishes backed up must have drained.
+                    paused = handler.backlog();
+                    if paused.is_some() {
+                        continue;
+                    }
                     // The pause was ours: the peer's quiet time and its
                     // message clock start over.
                     quiet_since = Instant::now();
                     pinged = false;
                     keepalive.as_mut().reset(quiet_since + config.keepalive_interval);
                     if message.armed {
+                        message_deadline.as_mut().reset(quiet_since + config.message_timeout);
+                    }
+                    let mut completed = false;
+                    if let Some(end) = self.process(handler, &mut completed, &mut paused) {
+                        return end;
+                    }
+                    if message.arm(self.pending(), completed) {
                         message_deadline.as_mut().reset(quiet_since + config.message_timeout);
                     }
                 }
@@ -328,14 +346,13 @@ impl<R: ReadSide> Connection<'_, R> {
                     pinged = false;
                     keepalive.as_mut().reset(quiet_since + config.keepalive_interval);
                     let mut completed = false;
-                    if let Some(end) = self.process(handler, &mut completed) {
+                    if let Some(end) = self.process(handler, &mut completed, &mut paused) {
                         return end;
                     }
                     if message.arm(self.pending(), completed) {
                         message_deadline.as_mut().reset(quiet_since + config.message_timeout);
                     }
                     self.release_idle_buffer(n);
-                    paused = handler.backlog();
                 }
                 _ = &mut message_deadline, if message.armed && paused.is_none() => {
                     self.queue.close(CloseCode::MessageTimeout);

@@ -86,28 +86,14 @@ pub struct PublishReceipt {
     pub seq: u64,
     /// How many connections it was queued to.
     pub deliveries: usize,
-    /// The first subscriber queue found backed up during the fan-out
-    /// ([`OutboundQueue::needs_backpressure`]): the publisher should wait
-    /// for it to drain before publishing more (see [`Backlog`]).
-    pub backlog: Option<Arc<OutboundQueue>>,
-}
-
-/// A subscriber queue that a fan-out found backed up: over its high-water
-/// mark while its socket still drains, so the broker, not the subscriber,
-/// is behind. Producer backpressure waits on it instead of letting the
-/// queue grow until the subscriber is cut as a slow consumer.
-#[derive(Debug, Clone, Default)]
-struct Backlog(Option<Arc<OutboundQueue>>);
-
-impl Backlog {
-    /// Notes `queue` after a delivery was queued to it, if it is the first
-    /// backed-up one of this fan-out. One atomic load per delivery until
-    /// one is found, none after.
-    fn note(&mut self, queue: &Arc<OutboundQueue>) {
-        if self.0.is_none() && queue.needs_backpressure() {
-            self.0 = Some(Arc::clone(queue));
-        }
-    }
+    /// The subscriber queues found backed up during the fan-out: over
+    /// their high-water mark while their sockets still drain
+    /// ([`OutboundQueue::needs_backpressure`]), so the broker, not the
+    /// subscriber, is behind. The publisher should wait for them to drain
+    /// before publishing more (producer backpressure) rather than let them
+    /// grow until their subscribers are cut as slow consumers. Usually
+    /// empty (no allocation).
+    pub backlog: Vec<Arc<OutboundQueue>>,
 }
 
 /// A subscription registered by [`TopicRegistry::subscribe_held`], whose
@@ -162,11 +148,11 @@ struct TopicState {
     last_active: Instant,
     evicted: bool,
     memory: TopicMemory,
-    /// The backed-up subscriber queue the last fan-out found, for
-    /// publishers that learn of it only before their next publish (HTTP,
-    /// and every publisher in a cluster); weak, so that it keeps no closed
+    /// The backed-up subscriber queues the last fan-out found, for
+    /// publishers that learn of them only before their next publish (HTTP,
+    /// and every publisher in a cluster); weak, so that they keep no closed
     /// connection alive.
-    backlog: Weak<OutboundQueue>,
+    backlog: Vec<Weak<OutboundQueue>>,
 }
 
 impl TopicState {
@@ -294,7 +280,7 @@ impl TopicRegistry {
                 last_active: Instant::now(),
                 evicted: false,
                 memory: TopicMemory::new(Arc::clone(&self.storage)),
-                backlog: Weak::new(),
+                backlog: Vec::new(),
             }),
         }
     }
@@ -358,8 +344,7 @@ impl TopicRegistry {
             }
             state.next_seq += 1;
             state.last_active = now;
-            let (deliveries, Backlog(backlog)) =
-                self.fan_out(topic.as_str(), state, seq, &frame, now);
+            let (deliveries, backlog) = self.fan_out(topic.as_str(), state, seq, &frame, now);
             Ok(PublishReceipt {
                 seq,
                 deliveries,
@@ -372,8 +357,9 @@ impl TopicRegistry {
     }
 
     /// Queues `frame` (message `seq`) to every subscriber of `topic`;
-    /// returns to how many, and the first subscriber queue it found backed
-    /// up (also kept in the topic for [`TopicRegistry::backlog`]).
+    /// returns to how many, and the subscriber queues it found backed up
+    /// (also kept in the topic for [`TopicRegistry::backlog`]). Costs one
+    /// atomic load per delivery (the queue's byte count, just written).
     fn fan_out(
         &self,
         topic: &str,
@@ -381,10 +367,10 @@ impl TopicRegistry {
         seq: u64,
         frame: &Bytes,
         now: Instant,
-    ) -> (usize, Backlog) {
+    ) -> (usize, Vec<Arc<OutboundQueue>>) {
         let subscribers = self.resolve(topic, state);
         let mut deliveries = 0;
-        let mut backlog = Backlog::default();
+        let mut backlog = Vec::new();
         for subscriber in subscribers.iter() {
             let origin = state.origin(subscriber);
             let at = Position {
@@ -393,29 +379,37 @@ impl TopicRegistry {
             };
             if subscriber.deliver(at, frame.clone(), now, origin) {
                 deliveries += 1;
-                backlog.note(&subscriber.queue);
+                if subscriber.queue.needs_backpressure() {
+                    backlog.push(Arc::clone(&subscriber.queue));
+                }
             }
         }
-        state.backlog = backlog.0.as_ref().map_or_else(Weak::new, Arc::downgrade);
+        if !(backlog.is_empty() && state.backlog.is_empty()) {
+            state.backlog = backlog.iter().map(Arc::downgrade).collect();
+        }
         (deliveries, backlog)
     }
 
-    /// The subscriber queue of `topic` that its last fan-out found backed
-    /// up, if it still is ([`OutboundQueue::needs_backpressure`]): a
+    /// A subscriber queue of `topic` that its last fan-out found backed
+    /// up, if one still is ([`OutboundQueue::needs_backpressure`]): a
     /// publisher that cannot be paused between publishes (an HTTP request,
     /// a publish through the cluster's backplane) waits for it to drain
     /// before publishing. `None` for a topic the registry does not track.
     pub fn backlog(&self, topic: Topic<'_>) -> Option<Arc<OutboundQueue>> {
         let entry = self.topic(topic.as_str())?;
-        let queue = entry.state.lock().backlog.upgrade()?;
-        queue.needs_backpressure().then_some(queue)
+        let state = entry.state.lock();
+        state
+            .backlog
+            .iter()
+            .filter_map(Weak::upgrade)
+            .find(|queue| queue.needs_backpressure())
     }
 
     /// Cluster mode: delivers a message that Redis numbered `at` (published
     /// on any node at `time_us`) to this node's subscribers of `topic`.
-    /// Returns to how many connections it was queued, with the first
-    /// subscriber queue found backed up (the caller waits for it before
-    /// delivering more); `(0, None)` without queuing anything for a message
+    /// Returns to how many connections it was queued, with the subscriber
+    /// queues found backed up (the caller waits for them before delivering
+    /// more); `(0, [])` without queuing anything for a message
     /// already delivered (one that reached this node through both a channel
     /// and a pattern subscription).
     ///
@@ -427,10 +421,10 @@ impl TopicRegistry {
         at: Position,
         time_us: u64,
         payload: &[u8],
-    ) -> Result<(usize, Option<Arc<OutboundQueue>>), RegistryError> {
-        let (deliveries, Backlog(backlog)) = self.with_topic(topic, |state| {
+    ) -> Result<(usize, Vec<Arc<OutboundQueue>>), RegistryError> {
+        let (deliveries, backlog) = self.with_topic(topic, |state| {
             if at.epoch == state.epoch && at.seq < state.next_seq {
-                return (0, Backlog::default());
+                return (0, Vec::new());
             }
             state.epoch = at.epoch;
             state.next_seq = at.seq.saturating_add(1);

@@ -59,10 +59,10 @@ pub struct Session {
     publish_limiter: PublishLimiter,
     peer_identity: Option<Arc<PeerIdentity>>,
     presence: SessionPresence,
-    /// A subscriber queue that one of this connection's publishes found
-    /// backed up; the connection stops reading until it drains
+    /// Subscriber queues that this connection's publishes found backed up;
+    /// the connection stops reading until they drained
     /// ([`MessageHandler::backlog`]).
-    backlog: Option<Arc<OutboundQueue>>,
+    backlog: Vec<Arc<OutboundQueue>>,
 }
 
 impl Session {
@@ -90,7 +90,7 @@ impl Session {
             publish_limiter: PublishLimiter::new(limits, Instant::now()),
             peer_identity,
             presence,
-            backlog: None,
+            backlog: Vec::new(),
         }
     }
 
@@ -369,16 +369,12 @@ impl Session {
             // This node's fan-out of the topic happens when Redis sends the
             // message back; what it last found backed up paces this
             // publisher.
-            if self.backlog.is_none() {
-                self.backlog = state.registry.backlog(topic);
-            }
+            self.backlog.extend(state.registry.backlog(topic));
             return;
         }
         match state.registry.publish(topic, payload, retain) {
             Ok(receipt) => {
-                if self.backlog.is_none() {
-                    self.backlog = receipt.backlog;
-                }
+                self.backlog.extend(receipt.backlog);
                 if let Some(id) = id {
                     self.reply(ServerMessage::Published {
                         id,
@@ -474,10 +470,16 @@ impl MessageHandler for Session {
         self.peer_identity.as_deref()
     }
 
-    /// The first subscriber queue that this connection's publishes since
-    /// the last call found backed up: the reader pauses until it drains.
+    /// A subscriber queue that this connection's publishes found backed
+    /// up and that still is: the reader pauses until it drains, then asks
+    /// again, so that it resumes once all of them have drained.
     fn backlog(&mut self) -> Option<Arc<OutboundQueue>> {
-        self.backlog.take()
+        while let Some(queue) = self.backlog.pop() {
+            if queue.needs_backpressure() {
+                return Some(queue);
+            }
+        }
+        None
     }
 
     /// Removes every subscription of this session from the registry and

@@ -83,9 +83,13 @@ pub async fn run(state: Arc<BrokerState>) {
 async fn receive(state: &BrokerState, mut stream: PubSubStream) {
     let mut last_event = LastEvent::default();
     while let Some(message) = stream.next().await {
-        if let Some(backlog) = deliver(state, &message, &mut last_event) {
-            let wait = state.config.publish_backpressure_wait;
-            let _ = tokio::time::timeout(wait, backlog.drained()).await;
+        let backlog = deliver(state, &message, &mut last_event);
+        if backlog.is_empty() {
+            continue;
+        }
+        let deadline = Instant::now() + state.config.publish_backpressure_wait;
+        for queue in backlog {
+            let _ = tokio::time::timeout_at(deadline, queue.drained()).await;
         }
     }
 }
@@ -118,37 +122,37 @@ impl LastEvent {
     }
 }
 
-/// Delivers one message from Redis; returns the local subscriber queue
-/// its fan-out found backed up, if any.
+/// Delivers one message from Redis; returns the local subscriber queues
+/// its fan-out found backed up.
 fn deliver(
     state: &BrokerState,
     message: &Msg,
     last_event: &mut LastEvent,
-) -> Option<Arc<OutboundQueue>> {
+) -> Vec<Arc<OutboundQueue>> {
     let name = message.get_channel_name();
     let bytes = message.get_payload_bytes();
     if name == CONTROL_CHANNEL {
         control(state, bytes);
-        return None;
+        return Vec::new();
     }
     let Some(topic) = topic_of_channel(name) else {
         malformed(state, name);
-        return None;
+        return Vec::new();
     };
     if is_event(bytes) {
         let Some(event) = parse_event(bytes) else {
             malformed(state, name);
-            return None;
+            return Vec::new();
         };
         state.metrics.backplane_received.inc();
         if !last_event.is_copy(name, bytes) {
             state.registry.deliver_presence(topic, &to_event(&event));
         }
-        return None;
+        return Vec::new();
     }
     let Some(parsed) = parse_message(bytes) else {
         malformed(state, name);
-        return None;
+        return Vec::new();
     };
     state.metrics.backplane_received.inc();
     match state
@@ -163,7 +167,7 @@ fn deliver(
                 .backplane_dropped
                 .with_label_values(&["registry"])
                 .inc();
-            None
+            Vec::new()
         }
     }
 }

@@ -36,16 +36,23 @@ pub fn deadline(state: &BrokerState) -> Instant {
 }
 
 /// Whether `topic` may be published to: at once when its last fan-out
-/// found no subscriber queue backed up, else once that queue drained (or
+/// found no subscriber queue backed up, else once those queues drained (or
 /// stopped draining: a stalled subscriber is left to its topic's
 /// slow-consumer policy), waiting until `deadline` at most. Counts a
-/// refusal in `tickwire_publish_backpressure_total`.
+/// refusal in `tickwire_publish_overloaded_total`.
 pub async fn clear(state: &BrokerState, topic: Topic<'_>, deadline: Instant) -> bool {
-    let Some(queue) = state.registry.backlog(topic) else {
-        return true;
-    };
-    let _ = tokio::time::timeout_at(deadline, queue.drained()).await;
-    let clear = queue.is_closing() || !queue.needs_backpressure();
+    while Instant::now() < deadline {
+        let Some(queue) = state.registry.backlog(topic) else {
+            return true;
+        };
+        if tokio::time::timeout_at(deadline, queue.drained())
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    let clear = state.registry.backlog(topic).is_none();
     if !clear {
         state.metrics.publish_overloaded.inc();
     }
