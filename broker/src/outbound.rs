@@ -3,9 +3,16 @@
 //!
 //! Publishers on any task push already-encoded frames ([`Bytes`], shared by
 //! every subscriber) with [`OutboundQueue::push`]; the connection's writer
-//! task drains them in batches ([`OutboundReceiver`]). On the fast path a
-//! push takes no lock: an atomic add on the byte counter plus a lock-free
-//! channel send.
+//! task drains them in batches ([`OutboundReceiver`]). The queue is a list
+//! of segments (NATS-style): a push is an atomic add on the byte counter
+//! plus an append under a short critical section (a mutex held for one
+//! `VecDeque::push_back`), and only the push that finds the list empty
+//! wakes the writer. The writer takes the whole list in one swap
+//! ([`OutboundReceiver::take_all`], the two lists trade their capacity, so
+//! the steady state allocates nothing) and writes the frames with vectored
+//! writes, without copying them ([`crate::writer`]). Queued bytes count
+//! until they are written, so a frame the writer holds still counts against
+//! the budget.
 //!
 //! The queue is bounded in bytes, and [`OutboundQueue::push`] is the one
 //! place that decides what happens to a frame that does not fit, according
@@ -53,7 +60,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use parking_lot::Mutex;
 use tickwire_protocol::CloseCode;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::closing::{CloseKind, CloseState};
@@ -158,12 +165,20 @@ struct Lanes {
     due: BinaryHeap<Reverse<(Instant, u64)>>,
 }
 
+/// A list that grew past this many items in a burst is released once the
+/// load is light again, so an idle connection keeps only a small one.
+pub const IDLE_ITEMS_KEEP: usize = 16;
+
 /// The sending side of a connection's outbound queue, shared (in an [`Arc`])
 /// by the topic registry and the connection itself.
 #[derive(Debug)]
 pub struct OutboundQueue {
     id: u64,
-    tx: mpsc::UnboundedSender<Outbound>,
+    /// The queued items, in order; allocated on the first push.
+    items: Mutex<VecDeque<Outbound>>,
+    /// Wakes the writer when a push finds `items` empty (a stored permit
+    /// if the writer is busy).
+    wake: Notify,
     queued_bytes: AtomicUsize,
     budget: usize,
     close_state: CloseState,
@@ -187,7 +202,6 @@ pub struct OutboundQueue {
 /// The receiving side, owned by the connection's writer task.
 #[derive(Debug)]
 pub struct OutboundReceiver {
-    rx: mpsc::UnboundedReceiver<Outbound>,
     queue: Arc<OutboundQueue>,
 }
 
@@ -204,10 +218,10 @@ impl OutboundQueue {
         settings: QueueSettings,
         metrics: Metrics,
     ) -> (Arc<Self>, OutboundReceiver) {
-        let (tx, rx) = mpsc::unbounded_channel();
         let queue = Arc::new(OutboundQueue {
             id,
-            tx,
+            items: Mutex::new(VecDeque::new()),
+            wake: Notify::new(),
             queued_bytes: AtomicUsize::new(0),
             budget: settings.budget,
             close_state: CloseState::new(),
@@ -222,7 +236,6 @@ impl OutboundQueue {
             clean_end: AtomicBool::new(false),
         });
         let receiver = OutboundReceiver {
-            rx,
             queue: queue.clone(),
         };
         (queue, receiver)
@@ -233,8 +246,8 @@ impl OutboundQueue {
         self.id
     }
 
-    /// Bytes currently queued (channel and lanes) and not yet taken by the
-    /// writer.
+    /// Bytes currently queued (list and lanes, including what the writer
+    /// took but has not written yet).
     pub fn queued_bytes(&self) -> usize {
         let lanes = if self.has_lanes() {
             self.lanes.lock().bytes
@@ -394,7 +407,7 @@ impl OutboundQueue {
         self.push_slow(frame, queued_at, origin)
     }
 
-    /// The lock-free path: channel send within `limit` bytes, else overflow.
+    /// The common path: an append within `limit` bytes, else overflow.
     fn push_direct(&self, frame: Bytes, queued_at: Instant, limit: usize) -> PushOutcome {
         if !self.close_state.is_open() {
             return PushOutcome::Closed;
@@ -409,12 +422,20 @@ impl OutboundQueue {
             self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
             return self.overflow();
         }
-        match self.tx.send(Outbound::Frame(frame, queued_at)) {
-            Ok(()) => PushOutcome::Queued,
-            Err(_) => {
-                self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
-                PushOutcome::Closed
-            }
+        self.enqueue(Outbound::Frame(frame, queued_at));
+        PushOutcome::Queued
+    }
+
+    /// Appends `item`; the push that finds the list empty wakes the writer.
+    fn enqueue(&self, item: Outbound) {
+        let was_empty = {
+            let mut items = self.items.lock();
+            let was_empty = items.is_empty();
+            items.push_back(item);
+            was_empty
+        };
+        if was_empty {
+            self.wake.notify_one();
         }
     }
 
@@ -495,12 +516,12 @@ impl OutboundQueue {
                 let earliest = lanes.due.peek().map(|Reverse((t, _))| *t);
                 lanes.due.push(Reverse((release, origin.topic_id)));
                 if earliest.is_none_or(|t| release < t) {
-                    let _ = self.tx.send(Outbound::Timer);
+                    self.enqueue(Outbound::Timer);
                 }
             }
         } else if !lane.token_queued {
             lane.token_queued = true;
-            let _ = self.tx.send(Outbound::Lane(origin.topic_id));
+            self.enqueue(Outbound::Lane(origin.topic_id));
         }
         PushOutcome::Queued
     }
@@ -547,8 +568,7 @@ impl OutboundQueue {
     }
 
     fn send_close(&self, code: u16, reason: Cow<'static, str>) {
-        // The receiver may already be gone; then nothing is left to close.
-        let _ = self.tx.send(Outbound::Close { code, reason });
+        self.enqueue(Outbound::Close { code, reason });
         self.close_state.cancel();
     }
 
@@ -584,26 +604,57 @@ impl OutboundReceiver {
         &self.queue
     }
 
-    /// Waits for the next item; `None` once every sender is gone.
+    /// Waits for the next item, one at a time (the fallback transports;
+    /// the WebSocket writer takes the whole list with
+    /// [`OutboundReceiver::take_all`]). A taken frame no longer counts as
+    /// queued. Always `Some`: the queue ends with its close item. Cancel
+    /// safe.
     pub async fn recv(&mut self) -> Option<Outbound> {
-        let item = self.rx.recv().await;
-        self.account(&item);
-        item
+        loop {
+            if let Some(item) = self.try_recv() {
+                return Some(item);
+            }
+            self.queue.wake.notified().await;
+        }
     }
 
     /// Takes the next item if one is ready.
     pub fn try_recv(&mut self) -> Option<Outbound> {
-        let item = self.rx.try_recv().ok();
-        self.account(&item);
+        let item = self.queue.items.lock().pop_front();
+        if let Some(Outbound::Frame(frame, _)) = &item {
+            self.written(frame.len());
+        }
         item
     }
 
-    fn account(&self, item: &Option<Outbound>) {
-        if let Some(Outbound::Frame(frame, _)) = item {
-            self.queue
-                .queued_bytes
-                .fetch_sub(frame.len(), Ordering::Relaxed);
+    /// Moves every queued item into `out` (which must be empty; its
+    /// capacity becomes the queue's). The frames still count as queued
+    /// until [`OutboundReceiver::written`] says they left.
+    pub fn take_all(&mut self, out: &mut VecDeque<Outbound>) {
+        debug_assert!(out.is_empty());
+        let mut items = self.queue.items.lock();
+        std::mem::swap(&mut *items, out);
+        // A light load (a short list) gives back what a burst grew.
+        if out.len() <= IDLE_ITEMS_KEEP && items.capacity() > IDLE_ITEMS_KEEP {
+            *items = VecDeque::new();
         }
+    }
+
+    /// Waits until a push finds the list empty (possibly already happened:
+    /// a stored wake-up). Cancel safe.
+    pub async fn wait(&self) {
+        self.queue.wake.notified().await;
+    }
+
+    /// `n` queued bytes were written (or dropped) by the writer.
+    pub fn written(&self, n: usize) {
+        self.queue.queued_bytes.fetch_sub(n, Ordering::Relaxed);
+    }
+
+    /// `n` bytes taken out of a lane are now held by the writer: they count
+    /// as queued until written.
+    pub fn holding(&self, n: usize) {
+        self.queue.queued_bytes.fetch_add(n, Ordering::Relaxed);
     }
 
     /// Whether the queue overflowed: queued data is to be discarded and only
