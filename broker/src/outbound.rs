@@ -307,7 +307,7 @@ impl OutboundQueue {
             let notified = self.drain.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if self.queued_bytes() <= low || self.is_closing() {
+            if self.is_below(low) || self.is_closing() {
                 return;
             }
             let now = Instant::now();
@@ -324,6 +324,21 @@ impl OutboundQueue {
                 _ = tokio::time::sleep(left) => {}
             }
         }
+    }
+
+    /// Whether at most `low` bytes are queued and no drop-oldest or
+    /// conflate lane is open: a delivery queued now joins the socket's
+    /// queue, so a producer resuming now costs a reading subscriber nothing
+    /// (a lane still open would replace or drop its next frames).
+    fn is_below(&self, low: usize) -> bool {
+        self.queued_bytes() <= low
+            && (!self.has_lanes()
+                || self
+                    .lanes
+                    .lock()
+                    .by_topic
+                    .values()
+                    .all(|l| l.rate.is_some()))
     }
 
     /// The writer starts on queued data, or finished a write, at `now`.
