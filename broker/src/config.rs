@@ -902,12 +902,14 @@ impl BrokerConfig {
         })
     }
 
-    /// How each connection's outbound queue is bounded:
-    /// `outbound_queue_bytes` and `slow_consumer_timeout`.
+    /// How each WebSocket connection's outbound queue is bounded:
+    /// `outbound_queue_bytes` and `slow_consumer_timeout`, holding
+    /// publishers back while it is backed up (producer backpressure).
     pub fn queue_settings(&self) -> QueueSettings {
         QueueSettings {
             budget: self.outbound_queue_bytes,
             slow_consumer_timeout: self.slow_consumer_timeout,
+            backpressure: true,
         }
     }
 

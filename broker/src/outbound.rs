@@ -76,6 +76,12 @@ pub struct QueueSettings {
     /// progress before the connection is a slow consumer
     /// (`slow_consumer_timeout`).
     pub slow_consumer_timeout: Duration,
+    /// Whether the queue may hold publishers back
+    /// ([`OutboundQueue::needs_backpressure`]): yes for a WebSocket, whose
+    /// writer drains it; no for an SSE or long-poll session, drained only
+    /// as its client asks, which its budget and its topics' slow-consumer
+    /// policies bound as before.
+    pub backpressure: bool,
 }
 
 impl QueueSettings {
@@ -84,6 +90,7 @@ impl QueueSettings {
         QueueSettings {
             budget,
             slow_consumer_timeout: DEFAULT_SLOW_CONSUMER_TIMEOUT,
+            backpressure: true,
         }
     }
 }
@@ -188,6 +195,8 @@ pub struct OutboundQueue {
     /// When the writer last moved bytes (idle while it waits for data).
     progress: WriteProgress,
     slow_consumer_timeout: Duration,
+    /// Whether it may hold publishers back ([`QueueSettings::backpressure`]).
+    backpressure: bool,
     /// Wakes [`OutboundQueue::drained`] waiters after writes, only while
     /// `drain_waiters` says there are some.
     drain: Notify,
@@ -230,6 +239,7 @@ impl OutboundQueue {
             urgent: Notify::new(),
             progress: WriteProgress::new(),
             slow_consumer_timeout: settings.slow_consumer_timeout,
+            backpressure: settings.backpressure,
             drain: Notify::new(),
             drain_waiters: AtomicUsize::new(0),
             metrics,
@@ -292,7 +302,8 @@ impl OutboundQueue {
     /// behind, not the subscriber). A stalled socket does not count: that
     /// subscriber is a slow consumer and its topic's policy handles it.
     pub fn needs_backpressure(&self) -> bool {
-        self.queued_bytes() > self.high_water()
+        self.backpressure
+            && self.queued_bytes() > self.high_water()
             && !self.is_closing()
             && !self.stalled(Instant::now())
     }
@@ -891,6 +902,7 @@ mod tests {
         QueueSettings {
             budget,
             slow_consumer_timeout: Duration::from_millis(timeout_ms),
+            backpressure: true,
         }
     }
 
