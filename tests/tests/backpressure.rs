@@ -208,15 +208,28 @@ async fn all_delivered(readers: Vec<JoinHandle<u64>>, total: u64) {
     }
 }
 
+/// [`FAST`] fast subscribers of `ticks` and a publisher with an unlimited
+/// window, publishing bursts until the metric `until` is above 0 (or for
+/// `max_bursts` bursts); every fast subscriber must then get every message.
+/// Returns how many were published.
+async fn fan_out(addr: SocketAddr, max_bursts: u64, until: Option<&str>) -> u64 {
+    let (total, _) = watch::channel(None);
+    let readers = fast_readers(addr, "ticks", &total).await;
+    let mut publisher = RawClient::connect(addr).await;
+    let published = publish_until(&mut publisher, "ticks", max_bursts, async || match until {
+        Some(name) => metric(addr, name).await > 0.0,
+        None => false,
+    })
+    .await;
+    total.send_replace(Some(published));
+    all_delivered(readers, published).await;
+    published
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_max_rate_publisher_is_slowed_down_and_fast_subscribers_lose_nothing() {
     let broker = Serve::start("fast", "", &[]).await;
-    let (total, _) = watch::channel(None);
-    let readers = fast_readers(broker.addr, "ticks", &total).await;
-    let mut publisher = RawClient::connect(broker.addr).await;
-    let published = publish_until(&mut publisher, "ticks", 30, async || false).await;
-    total.send_replace(Some(published));
-    all_delivered(readers, published).await;
+    fan_out(broker.addr, 30, None).await;
     assert_eq!(
         broker
             .metric("tickwire_slow_consumer_disconnects_total")
@@ -231,16 +244,8 @@ async fn a_stalled_subscriber_is_still_cut_and_the_others_get_everything() {
     // The close frame waits behind what the stalled socket already holds.
     let broker = Serve::start("stalled", "", &["--close-timeout", "60s"]).await;
     let mut stalled = subscriber(broker.addr, "ticks").await;
-    let (total, _) = watch::channel(None);
-    let readers = fast_readers(broker.addr, "ticks", &total).await;
-    let mut publisher = RawClient::connect(broker.addr).await;
-    let addr = broker.addr;
-    let published = publish_until(&mut publisher, "ticks", 1000, async || {
-        metric(addr, "tickwire_slow_consumer_disconnects_total").await > 0.0
-    })
-    .await;
-    total.send_replace(Some(published));
-    all_delivered(readers, published).await;
+    let until = Some("tickwire_slow_consumer_disconnects_total");
+    let published = fan_out(broker.addr, 1000, until).await;
     assert_eq!(
         broker
             .metric("tickwire_slow_consumer_disconnects_total")
@@ -279,16 +284,7 @@ async fn stalled_under_policy(policy: &str, counted_in: &str) -> u64 {
     let config = format!("[[topic]]\npattern = \"ticks\"\nslow_consumer = \"{policy}\"\n");
     let broker = Serve::start(policy, &config, &[]).await;
     let mut stalled = subscriber(broker.addr, "ticks").await;
-    let (total, _) = watch::channel(None);
-    let readers = fast_readers(broker.addr, "ticks", &total).await;
-    let mut publisher = RawClient::connect(broker.addr).await;
-    let addr = broker.addr;
-    let published = publish_until(&mut publisher, "ticks", 1000, async || {
-        metric(addr, counted_in).await > 0.0
-    })
-    .await;
-    total.send_replace(Some(published));
-    all_delivered(readers, published).await;
+    let published = fan_out(broker.addr, 1000, Some(counted_in)).await;
     let mut last = 0u64;
     let mut gaps = 0u64;
     while last < published {
