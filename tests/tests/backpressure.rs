@@ -59,6 +59,11 @@ const FLAGS: &[&str] = &[
     "warn",
 ];
 
+/// The fan-out tests' `slow_consumer_timeout`: a stalled subscriber holds
+/// the publisher back this long before it is a slow consumer; a fast
+/// subscriber on a loaded machine must never go this long unread.
+const SLOW_CONSUMER_TIMEOUT: [&str; 2] = ["--slow-consumer-timeout", "3s"];
+
 /// A `tickwire serve` process, killed when dropped.
 struct Serve {
     addr: SocketAddr,
@@ -228,7 +233,7 @@ async fn fan_out(addr: SocketAddr, max_bursts: u64, until: Option<&str>) -> u64 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_max_rate_publisher_is_slowed_down_and_fast_subscribers_lose_nothing() {
-    let broker = Serve::start("fast", "", &[]).await;
+    let broker = Serve::start("fast", "", &SLOW_CONSUMER_TIMEOUT).await;
     fan_out(broker.addr, 30, None).await;
     assert_eq!(
         broker
@@ -242,7 +247,8 @@ async fn a_max_rate_publisher_is_slowed_down_and_fast_subscribers_lose_nothing()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_subscriber_is_still_cut_and_the_others_get_everything() {
     // The close frame waits behind what the stalled socket already holds.
-    let broker = Serve::start("stalled", "", &["--close-timeout", "60s"]).await;
+    let args = [&SLOW_CONSUMER_TIMEOUT[..], &["--close-timeout", "60s"]].concat();
+    let broker = Serve::start("stalled", "", &args).await;
     let mut stalled = subscriber(broker.addr, "ticks").await;
     let until = Some("tickwire_slow_consumer_disconnects_total");
     let published = fan_out(broker.addr, 1000, until).await;
@@ -282,7 +288,7 @@ async fn a_stalled_subscriber_is_still_cut_and_the_others_get_everything() {
 /// one, reading again, ends on the last message. Returns the gaps it saw.
 async fn stalled_under_policy(policy: &str, counted_in: &str) -> u64 {
     let config = format!("[[topic]]\npattern = \"ticks\"\nslow_consumer = \"{policy}\"\n");
-    let broker = Serve::start(policy, &config, &[]).await;
+    let broker = Serve::start(policy, &config, &SLOW_CONSUMER_TIMEOUT).await;
     let mut stalled = subscriber(broker.addr, "ticks").await;
     let published = fan_out(broker.addr, 1000, Some(counted_in)).await;
     let mut last = 0u64;
