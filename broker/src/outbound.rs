@@ -970,16 +970,22 @@ mod tests {
         assert_eq!(metrics.conflated.get(), 4);
     }
 
-    #[tokio::test]
-    async fn drained_resolves_at_a_quarter_of_the_budget() {
-        use futures::FutureExt;
-        let (queue, mut rx) =
-            OutboundQueue::with_settings(1, settings(1000, 60_000), Metrics::new());
+    /// A queue of budget 1000 holding 600 bytes, its writer busy.
+    fn backed_up(timeout_ms: u64) -> (Arc<OutboundQueue>, OutboundReceiver) {
+        let (queue, rx) =
+            OutboundQueue::with_settings(1, settings(1000, timeout_ms), Metrics::new());
         let now = Instant::now();
         queue.record_progress(now);
         for _ in 0..6 {
             queue.push(frame(100), now);
         }
+        (queue, rx)
+    }
+
+    #[tokio::test]
+    async fn drained_resolves_at_a_quarter_of_the_budget() {
+        use futures::FutureExt;
+        let (queue, mut rx) = backed_up(60_000);
         let drained = queue.drained();
         tokio::pin!(drained);
         assert!(drained.as_mut().now_or_never().is_none());
@@ -996,23 +1002,14 @@ mod tests {
     #[tokio::test]
     async fn drained_resolves_on_close_and_on_a_stall() {
         use futures::FutureExt;
-        let (queue, _rx) = OutboundQueue::with_settings(1, settings(1000, 60_000), Metrics::new());
-        let now = Instant::now();
-        queue.record_progress(now);
-        for _ in 0..6 {
-            queue.push(frame(100), now);
-        }
+        let (queue, _rx) = backed_up(60_000);
         let drained = queue.drained();
         tokio::pin!(drained);
         assert!(drained.as_mut().now_or_never().is_none());
         queue.close(CloseCode::GoingAway);
         assert!(drained.now_or_never().is_some());
 
-        let (stalled, _rx) = OutboundQueue::with_settings(2, settings(1000, 0), Metrics::new());
-        stalled.record_progress(now);
-        for _ in 0..6 {
-            stalled.push(frame(100), now);
-        }
+        let (stalled, _rx) = backed_up(0);
         assert!(stalled.drained().now_or_never().is_some());
     }
 
