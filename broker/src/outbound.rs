@@ -19,9 +19,9 @@
 //! to its topic's slow-consumer policy ([`SlowConsumerPolicy`]):
 //!
 //! * `disconnect`: over the budget, the connection is closed with 4001.
-//! * `drop-oldest` and `conflate`: once the channel holds half the budget,
+//! * `drop-oldest` and `conflate`: once the list holds half the budget,
 //!   the topic's frames are diverted into a per-topic *lane* (a small queue
-//!   beside the channel; a token in the channel marks its place). A
+//!   beside the list; a token in the list marks its place). A
 //!   drop-oldest lane sheds its oldest frames to stay within the other half
 //!   of the budget; a conflate lane keeps only the newest frame. While a lane
 //!   is non-empty all of its topic's frames go through it, so per-topic order
@@ -32,7 +32,7 @@
 //!   always the newest.
 //!
 //! Lanes are behind a mutex, taken only by connections that have at least
-//! one active lane; every other connection stays on the lock-free path.
+//! one active lane; every other connection stays on the common path (no lanes mutex).
 //!
 //! A subscriber is a *slow consumer* when its own socket does not drain:
 //! bytes over the high-water mark (half the budget) and no write progress
@@ -390,7 +390,7 @@ impl OutboundQueue {
     }
 
     /// Queues a `JOIN`/`LEAVE` event: in order with the deliveries queued
-    /// on the lock-free path, within the byte budget (over it the
+    /// on the common path, within the byte budget (over it the
     /// connection is closed as a slow consumer), never diverted into a
     /// lane, so never conflated, dropped or rate-limited.
     pub fn push_event(&self, frame: Bytes, queued_at: Instant) -> PushOutcome {
@@ -423,7 +423,7 @@ impl OutboundQueue {
                 SlowConsumerPolicy::Disconnect => {
                     return self.push_direct(frame, queued_at, self.budget);
                 }
-                // Lane policies divert once the channel holds half the budget.
+                // Lane policies divert once the list holds half the budget.
                 _ if self.queued_bytes.load(Ordering::Relaxed) + frame.len() <= half => {
                     return self.push_direct(frame, queued_at, half);
                 }
@@ -815,7 +815,7 @@ mod tests {
         let (queue, mut rx) = OutboundQueue::new(1, 1000, metrics.clone());
         let now = Instant::now();
         let c = |t| origin(t, SlowConsumerPolicy::Conflate, None);
-        // Up to half the budget goes straight to the channel.
+        // Up to half the budget goes straight to the list.
         for _ in 0..5 {
             assert_eq!(
                 queue.push_delivery(frame(100), now, c(1)),
@@ -997,16 +997,22 @@ mod tests {
         assert_eq!(metrics.conflated.get(), 4);
     }
 
-    #[tokio::test]
-    async fn drained_resolves_at_a_quarter_of_the_budget() {
-        use futures::FutureExt;
-        let (queue, mut rx) =
-            OutboundQueue::with_settings(1, settings(1000, 60_000), Metrics::new());
+    /// A queue of budget 1000 holding 600 bytes, its writer busy.
+    fn backed_up(timeout_ms: u64) -> (Arc<OutboundQueue>, OutboundReceiver) {
+        let (queue, rx) =
+            OutboundQueue::with_settings(1, settings(1000, timeout_ms), Metrics::new());
         let now = Instant::now();
         queue.record_progress(now);
         for _ in 0..6 {
             queue.push(frame(100), now);
         }
+        (queue, rx)
+    }
+
+    #[tokio::test]
+    async fn drained_resolves_at_a_quarter_of_the_budget() {
+        use futures::FutureExt;
+        let (queue, mut rx) = backed_up(60_000);
         let drained = queue.drained();
         tokio::pin!(drained);
         assert!(drained.as_mut().now_or_never().is_none());
@@ -1023,23 +1029,14 @@ mod tests {
     #[tokio::test]
     async fn drained_resolves_on_close_and_on_a_stall() {
         use futures::FutureExt;
-        let (queue, _rx) = OutboundQueue::with_settings(1, settings(1000, 60_000), Metrics::new());
-        let now = Instant::now();
-        queue.record_progress(now);
-        for _ in 0..6 {
-            queue.push(frame(100), now);
-        }
+        let (queue, _rx) = backed_up(60_000);
         let drained = queue.drained();
         tokio::pin!(drained);
         assert!(drained.as_mut().now_or_never().is_none());
         queue.close(CloseCode::GoingAway);
         assert!(drained.now_or_never().is_some());
 
-        let (stalled, _rx) = OutboundQueue::with_settings(2, settings(1000, 0), Metrics::new());
-        stalled.record_progress(now);
-        for _ in 0..6 {
-            stalled.push(frame(100), now);
-        }
+        let (stalled, _rx) = backed_up(0);
         assert!(stalled.drained().now_or_never().is_some());
     }
 

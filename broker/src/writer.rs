@@ -161,6 +161,10 @@ fn absorb(
     let mut close = None;
     for item in taken.drain(..) {
         if close.is_some() {
+            // Pushed in a race with the close: never written.
+            if let Outbound::Frame(frame, _) = item {
+                outbound.written(frame.len());
+            }
             continue;
         }
         match item {
