@@ -18,7 +18,7 @@ use thiserror::Error;
 use tickwire_protocol::topic::Pattern;
 
 use crate::cluster::target::ClusterTlsFiles;
-use crate::outbound::SlowConsumerPolicy;
+use crate::outbound::{QueueSettings, SlowConsumerPolicy};
 use crate::tls::TlsFiles;
 
 /// The file key of the per-topic policy tables: `[[topic]]`.
@@ -506,6 +506,12 @@ broker_settings! {
     outbound_queue_bytes: usize = 8 << 20, "8MiB",
         env "TICKWIRE_OUTBOUND_QUEUE_BYTES", parse parse_nonzero_size,
         "Byte budget of each connection's outbound queue; beyond it the topic's slow-consumer policy applies (default: close with 4001).";
+    slow_consumer_timeout: Duration = Duration::from_secs(2), "2s",
+        env "TICKWIRE_SLOW_CONSUMER_TIMEOUT", parse parse_nonzero_duration,
+        "A connection whose outbound queue holds more than half its budget and whose socket took nothing for this long is a slow consumer: its topic's slow-consumer policy applies (default: close with 4001). A subscriber that keeps reading is never cut for the broker's own backlog: publishers are slowed down instead.";
+    publish_backpressure_wait: Duration = Duration::from_secs(1), "1s",
+        env "TICKWIRE_PUBLISH_BACKPRESSURE_WAIT", parse parse_duration,
+        "Longest an HTTP publish waits for a topic's backed-up subscriber queues to drain before it is refused with 503 overloaded and Retry-After (nothing published); also the longest the cluster's delivery of one message waits for them. 0s: refuse at once.";
     write_batch_bytes: usize = 64 << 10, "64KiB",
         env "TICKWIRE_WRITE_BATCH_BYTES", parse parse_nonzero_size,
         "Most bytes gathered into one socket write.";
@@ -918,6 +924,17 @@ impl BrokerConfig {
             key: self.tls_key_file.clone()?,
             client_ca: self.tls_client_ca_file.clone(),
         })
+    }
+
+    /// How each WebSocket connection's outbound queue is bounded:
+    /// `outbound_queue_bytes` and `slow_consumer_timeout`, holding
+    /// publishers back while it is backed up (producer backpressure).
+    pub fn queue_settings(&self) -> QueueSettings {
+        QueueSettings {
+            budget: self.outbound_queue_bytes,
+            slow_consumer_timeout: self.slow_consumer_timeout,
+            backpressure: true,
+        }
     }
 
     /// A configuration for tests and embedding: listen on 127.0.0.1 with an

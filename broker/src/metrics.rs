@@ -122,6 +122,8 @@ pub struct Metrics {
     pub queue_depth_bytes: Histogram,
     /// HTTP publishes answered 408 because the body was too slow.
     pub http_body_timeouts: IntCounter,
+    /// HTTP publishes refused with `overloaded` (producer backpressure).
+    pub publish_overloaded: IntCounter,
     /// Bytes of kept messages (retained values and history), all topics.
     pub retained_bytes: IntGauge,
     /// Messages a topic policy asked to keep that `max_retained_bytes` left
@@ -367,6 +369,10 @@ impl Metrics {
             http_body_timeouts: counter(
                 "http_body_timeouts_total",
                 "HTTP publishes answered 408 because the body did not arrive within http_body_timeout.",
+            ),
+            publish_overloaded: counter(
+                "publish_overloaded_total",
+                "HTTP publishes refused with 503 overloaded: the topic's fan-out stayed backed up for publish_backpressure_wait.",
             ),
             retained_bytes: gauge(
                 "retained_bytes",

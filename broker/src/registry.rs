@@ -26,8 +26,8 @@
 //! pending replay.
 
 use std::collections::HashSet;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -45,7 +45,7 @@ use crate::compression::{CompressionSettings, SharedFrame};
 use crate::config::TopicPolicy;
 use crate::history::{StorageBudget, StorageFull, TopicMemory};
 use crate::metrics::Metrics;
-use crate::outbound::FrameOrigin;
+use crate::outbound::{FrameOrigin, OutboundQueue};
 use crate::pattern_trie::{PatternTrie, Subscriber};
 use crate::presence::event::{PresenceChange, PresenceEvent};
 use crate::replay::{PendingReplay, ReplayAsk, ReplayBatch};
@@ -81,12 +81,20 @@ impl RegistryError {
 }
 
 /// The outcome of a publish.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct PublishReceipt {
     /// The sequence number the message got on its topic.
     pub seq: u64,
     /// How many connections it was queued to.
     pub deliveries: usize,
+    /// The subscriber queues found backed up during the fan-out: over
+    /// their high-water mark while their sockets still drain
+    /// ([`OutboundQueue::needs_backpressure`]), so the broker, not the
+    /// subscriber, is behind. The publisher should wait for them to drain
+    /// before publishing more (producer backpressure) rather than let them
+    /// grow until their subscribers are cut as slow consumers. Usually
+    /// empty (no allocation).
+    pub backlog: Vec<Arc<OutboundQueue>>,
 }
 
 /// A subscription registered by [`TopicRegistry::subscribe_held`], whose
@@ -141,6 +149,11 @@ struct TopicState {
     last_active: Instant,
     evicted: bool,
     memory: TopicMemory,
+    /// The backed-up subscriber queues the last fan-out found, for
+    /// publishers that learn of them only before their next publish (HTTP,
+    /// and every publisher in a cluster); weak, so that they keep no closed
+    /// connection alive.
+    backlog: Vec<Weak<OutboundQueue>>,
 }
 
 impl TopicState {
@@ -277,6 +290,7 @@ impl TopicRegistry {
                 last_active: Instant::now(),
                 evicted: false,
                 memory: TopicMemory::new(Arc::clone(&self.storage)),
+                backlog: Vec::new(),
             }),
         }
     }
@@ -340,8 +354,12 @@ impl TopicRegistry {
             }
             state.next_seq += 1;
             state.last_active = now;
-            let deliveries = self.fan_out(topic.as_str(), state, seq, &frame, now);
-            Ok(PublishReceipt { seq, deliveries })
+            let (deliveries, backlog) = self.fan_out(topic.as_str(), state, seq, &frame, now);
+            Ok(PublishReceipt {
+                seq,
+                deliveries,
+                backlog,
+            })
         })??;
         self.metrics.messages_published.inc();
         self.metrics.deliveries.inc_by(receipt.deliveries as u64);
@@ -350,7 +368,10 @@ impl TopicRegistry {
 
     /// Queues `frame` (message `seq`) to every subscriber of `topic`, the
     /// permessage-deflate ones getting its compressed form, made once
-    /// ([`SharedFrame`]); returns to how many.
+    /// ([`SharedFrame`]); returns to how many, and the subscriber queues it
+    /// found backed up (also kept in the topic for
+    /// [`TopicRegistry::backlog`]). Costs one atomic load per delivery (the
+    /// queue's byte count, just written).
     fn fan_out(
         &self,
         topic: &str,
@@ -358,10 +379,11 @@ impl TopicRegistry {
         seq: u64,
         frame: &Bytes,
         now: Instant,
-    ) -> usize {
+    ) -> (usize, Vec<Arc<OutboundQueue>>) {
         let subscribers = self.resolve(topic, state);
         let shared = SharedFrame::new(frame, self.compression, &self.metrics);
         let mut deliveries = 0;
+        let mut backlog = Vec::new();
         for subscriber in subscribers.iter() {
             let origin = state.origin(subscriber);
             let at = Position {
@@ -371,16 +393,39 @@ impl TopicRegistry {
             let frame = shared.for_subscriber(subscriber.deflate);
             if subscriber.deliver(at, frame, now, origin) {
                 deliveries += 1;
+                if subscriber.queue.needs_backpressure() {
+                    backlog.push(Arc::clone(&subscriber.queue));
+                }
             }
         }
-        deliveries
+        if !(backlog.is_empty() && state.backlog.is_empty()) {
+            state.backlog = backlog.iter().map(Arc::downgrade).collect();
+        }
+        (deliveries, backlog)
+    }
+
+    /// A subscriber queue of `topic` that its last fan-out found backed
+    /// up, if one still is ([`OutboundQueue::needs_backpressure`]): a
+    /// publisher that cannot be paused between publishes (an HTTP request,
+    /// a publish through the cluster's backplane) waits for it to drain
+    /// before publishing. `None` for a topic the registry does not track.
+    pub fn backlog(&self, topic: Topic<'_>) -> Option<Arc<OutboundQueue>> {
+        let entry = self.topic(topic.as_str())?;
+        let state = entry.state.lock();
+        state
+            .backlog
+            .iter()
+            .filter_map(Weak::upgrade)
+            .find(|queue| queue.needs_backpressure())
     }
 
     /// Cluster mode: delivers a message that Redis numbered `at` (published
     /// on any node at `time_us`) to this node's subscribers of `topic`.
-    /// Returns to how many connections it was queued; `Ok(0)` without
-    /// queuing anything for a message already delivered (one that reached
-    /// this node through both a channel and a pattern subscription).
+    /// Returns to how many connections it was queued, with the subscriber
+    /// queues found backed up (the caller waits for them before delivering
+    /// more); `(0, [])` without queuing anything for a message
+    /// already delivered (one that reached this node through both a channel
+    /// and a pattern subscription).
     ///
     /// The node keeps nothing of it: in cluster mode a topic's history and
     /// retained value live in Redis (see [`crate::cluster::catch_up`]).
@@ -390,10 +435,10 @@ impl TopicRegistry {
         at: Position,
         time_us: u64,
         payload: &[u8],
-    ) -> Result<usize, RegistryError> {
-        let deliveries = self.with_topic(topic, |state| {
+    ) -> Result<(usize, Vec<Arc<OutboundQueue>>), RegistryError> {
+        let (deliveries, backlog) = self.with_topic(topic, |state| {
             if at.epoch == state.epoch && at.seq < state.next_seq {
-                return 0;
+                return (0, Vec::new());
             }
             state.epoch = at.epoch;
             state.next_seq = at.seq.saturating_add(1);
@@ -403,7 +448,7 @@ impl TopicRegistry {
             self.fan_out(topic.as_str(), state, at.seq, &frame, now)
         })?;
         self.metrics.deliveries.inc_by(deliveries as u64);
-        Ok(deliveries)
+        Ok((deliveries, backlog))
     }
 
     /// Delivers a presence transition of `topic` to this node's

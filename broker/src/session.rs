@@ -62,6 +62,10 @@ pub struct Session {
     /// The connection negotiated permessage-deflate: its subscriptions get
     /// compressed deliveries.
     deflate: bool,
+    /// Subscriber queues that this connection's publishes found backed up;
+    /// the connection stops reading until they drained
+    /// ([`MessageHandler::backlog`]).
+    backlog: Vec<Arc<OutboundQueue>>,
 }
 
 impl Session {
@@ -90,6 +94,7 @@ impl Session {
             peer_identity,
             presence,
             deflate: false,
+            backlog: Vec::new(),
         }
     }
 
@@ -372,10 +377,16 @@ impl Session {
                 queue.push(message, Instant::now());
             });
             let policy = state.registry.policy(topic.as_str());
-            return backplane.publish(topic, payload, retain, policy, done);
+            backplane.publish(topic, payload, retain, policy, done);
+            // This node's fan-out of the topic happens when Redis sends the
+            // message back; what it last found backed up paces this
+            // publisher.
+            self.backlog.extend(state.registry.backlog(topic));
+            return;
         }
         match state.registry.publish(topic, payload, retain) {
             Ok(receipt) => {
+                self.backlog.extend(receipt.backlog);
                 if let Some(id) = id {
                     self.reply(ServerMessage::Published {
                         id,
@@ -469,6 +480,18 @@ impl MessageHandler for Session {
 
     fn peer_identity(&self) -> Option<&PeerIdentity> {
         self.peer_identity.as_deref()
+    }
+
+    /// A subscriber queue that this connection's publishes found backed
+    /// up and that still is: the reader pauses until it drains, then asks
+    /// again, so that it resumes once all of them have drained.
+    fn backlog(&mut self) -> Option<Arc<OutboundQueue>> {
+        while let Some(queue) = self.backlog.pop() {
+            if queue.needs_backpressure() {
+                return Some(queue);
+            }
+        }
+        None
     }
 
     /// Removes every subscription of this session from the registry and

@@ -36,6 +36,7 @@ use crate::cluster::publisher::{PING_INTERVAL, RECONNECT_INTERVAL, REDIS_TIMEOUT
 use crate::cluster::wire::{Subscription, parse_message, topic_of_channel};
 use crate::directory::{DisconnectCode, DisconnectTarget};
 use crate::metrics::Metrics;
+use crate::outbound::OutboundQueue;
 use crate::state::BrokerState;
 
 /// Channels or patterns per `SUBSCRIBE`/`UNSUBSCRIBE` command.
@@ -73,10 +74,23 @@ pub async fn run(state: Arc<BrokerState>) {
 }
 
 /// Fans out every message received until the connection closes.
+///
+/// When a fan-out finds a local subscriber queue backed up (the node is
+/// behind, not the subscriber), the next message waits until that queue
+/// drains, at most `publish_backpressure_wait`: Redis keeps the messages
+/// meanwhile (within its pub/sub output buffer limit), instead of every
+/// local subscriber's queue growing until it is cut as a slow consumer.
 async fn receive(state: &BrokerState, mut stream: PubSubStream) {
     let mut last_event = LastEvent::default();
     while let Some(message) = stream.next().await {
-        deliver(state, &message, &mut last_event);
+        let backlog = deliver(state, &message, &mut last_event);
+        if backlog.is_empty() {
+            continue;
+        }
+        let deadline = Instant::now() + state.config.publish_backpressure_wait;
+        for queue in backlog {
+            let _ = tokio::time::timeout_at(deadline, queue.drained()).await;
+        }
     }
 }
 
@@ -108,39 +122,53 @@ impl LastEvent {
     }
 }
 
-fn deliver(state: &BrokerState, message: &Msg, last_event: &mut LastEvent) {
+/// Delivers one message from Redis; returns the local subscriber queues
+/// its fan-out found backed up.
+fn deliver(
+    state: &BrokerState,
+    message: &Msg,
+    last_event: &mut LastEvent,
+) -> Vec<Arc<OutboundQueue>> {
     let name = message.get_channel_name();
     let bytes = message.get_payload_bytes();
     if name == CONTROL_CHANNEL {
-        return control(state, bytes);
+        control(state, bytes);
+        return Vec::new();
     }
     let Some(topic) = topic_of_channel(name) else {
-        return malformed(state, name);
+        malformed(state, name);
+        return Vec::new();
     };
     if is_event(bytes) {
         let Some(event) = parse_event(bytes) else {
-            return malformed(state, name);
+            malformed(state, name);
+            return Vec::new();
         };
         state.metrics.backplane_received.inc();
         if !last_event.is_copy(name, bytes) {
             state.registry.deliver_presence(topic, &to_event(&event));
         }
-        return;
+        return Vec::new();
     }
     let Some(parsed) = parse_message(bytes) else {
-        return malformed(state, name);
+        malformed(state, name);
+        return Vec::new();
     };
     state.metrics.backplane_received.inc();
-    if let Err(e) = state
+    match state
         .registry
         .deliver_remote(topic, parsed.at, parsed.time_us, parsed.payload)
     {
-        tracing::warn!(topic = topic.as_str(), error = %e, "cluster subscriber: message not delivered");
-        state
-            .metrics
-            .backplane_dropped
-            .with_label_values(&["registry"])
-            .inc();
+        Ok((_, backlog)) => backlog,
+        Err(e) => {
+            tracing::warn!(topic = topic.as_str(), error = %e, "cluster subscriber: message not delivered");
+            state
+                .metrics
+                .backplane_dropped
+                .with_label_values(&["registry"])
+                .inc();
+            Vec::new()
+        }
     }
 }
 

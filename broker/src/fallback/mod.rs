@@ -34,7 +34,7 @@ use crate::auth::Authorized;
 use crate::handler::MessageHandler;
 use crate::limits::PublishLimits;
 use crate::metrics::Metrics;
-use crate::outbound::OutboundQueue;
+use crate::outbound::{OutboundQueue, QueueSettings};
 use crate::session::Session;
 use crate::state::BrokerState;
 use crate::tls::PeerIdentity;
@@ -130,8 +130,12 @@ impl Feed {
         kind: Kind,
     ) -> Feed {
         let id = state.next_connection_id();
-        let (queue, outbound) =
-            OutboundQueue::new(id, state.config.outbound_queue_bytes, state.metrics.clone());
+        // Drained only when the client asks: it holds no publisher back.
+        let settings = QueueSettings {
+            backpressure: false,
+            ..state.config.queue_settings()
+        };
+        let (queue, outbound) = OutboundQueue::with_settings(id, settings, state.metrics.clone());
         let limits = PublishLimits::from_config(&state.config);
         let mut session = Session::new(
             state,

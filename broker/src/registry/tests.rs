@@ -115,13 +115,8 @@ fn overlapping_subscriptions_deliver_once() {
         reg.subscribe(plain(&p(pattern), &s), |_| {}).unwrap();
     }
     let receipt = reg.publish(t("stocks.AAPL"), b"x", false).unwrap();
-    assert_eq!(
-        receipt,
-        PublishReceipt {
-            seq: 1,
-            deliveries: 1
-        }
-    );
+    assert_eq!((receipt.seq, receipt.deliveries), (1, 1));
+    assert!(receipt.backlog.is_empty());
     assert_eq!(drain(&mut rx).len(), 1);
 }
 
@@ -218,8 +213,8 @@ fn topic_limit_and_idle_eviction() {
     reg.publish(t("a"), b"", false).unwrap();
     reg.publish(t("b"), b"", false).unwrap();
     assert_eq!(
-        reg.publish(t("c"), b"", false),
-        Err(RegistryError::TooManyTopics(2))
+        reg.publish(t("c"), b"", false).err(),
+        Some(RegistryError::TooManyTopics(2))
     );
     let (s, _rx) = sub(1);
     reg.subscribe(plain(&p("a"), &s), |_| {}).unwrap();
@@ -228,8 +223,8 @@ fn topic_limit_and_idle_eviction() {
     assert_eq!(reg.topic_count.load(Ordering::Relaxed), 1);
     assert_eq!(reg.publish(t("c"), b"", false).unwrap().seq, 1);
     assert_eq!(
-        reg.publish(t("b"), b"", false),
-        Err(RegistryError::TooManyTopics(2))
+        reg.publish(t("b"), b"", false).err(),
+        Some(RegistryError::TooManyTopics(2))
     );
     assert_eq!(reg.publish(t("c"), b"", false).unwrap().seq, 2);
 }
@@ -450,6 +445,7 @@ fn a_wildcard_resume_is_gapless_per_topic_while_publishes_race_the_walk() {
 fn remote(reg: &TopicRegistry, topic: &str, epoch: u64, seq: u64) -> usize {
     reg.deliver_remote(t(topic), Position { epoch, seq }, 1, b"m")
         .unwrap()
+        .0
 }
 
 #[test]
@@ -581,4 +577,36 @@ fn topic_listing_is_sorted_filtered_paginated_and_counts_subscribers() {
     reg.for_each_position(100, |name, _, seq| all_seen.push((name.to_owned(), seq)));
     all_seen.sort();
     assert_eq!(all_seen[1], ("s.b".to_owned(), 2));
+}
+
+#[test]
+fn a_fan_out_reports_the_backed_up_queues_and_the_topic_keeps_them() {
+    let reg = registry(100);
+    let (fast, _fast_rx) = sub(1);
+    let (queue, mut rx) = OutboundQueue::new(2, 4096, Metrics::new());
+    for s in [&fast, &Subscriber::unlimited(queue)] {
+        reg.subscribe(plain(&p("bp"), s), |_| {}).unwrap();
+    }
+    assert!(reg.backlog(t("bp")).is_none(), "nothing published yet");
+    let payload = [0u8; 256];
+    let mut published = 0;
+    let backlog = loop {
+        let receipt = reg.publish(t("bp"), &payload, false).unwrap();
+        assert_eq!(receipt.deliveries, 2);
+        published += 1;
+        if let [backlog] = &receipt.backlog[..] {
+            break Arc::clone(backlog);
+        }
+        assert!(published < 16, "no backlog within the budget");
+    };
+    assert_eq!(backlog.id(), 2, "the small queue is the backed-up one");
+    assert!(backlog.queued_bytes() > 2048);
+    let kept = reg.backlog(t("bp")).expect("the topic keeps its backlog");
+    assert!(Arc::ptr_eq(&kept, &backlog));
+    assert!(reg.backlog(t("other")).is_none());
+    // Once drained, the topic no longer reports it.
+    assert_eq!(drain(&mut rx).len(), published);
+    assert!(reg.backlog(t("bp")).is_none());
+    let receipt = reg.publish(t("bp"), &payload, false).unwrap();
+    assert!(receipt.backlog.is_empty());
 }

@@ -9,7 +9,9 @@
 //! registry (or, in a cluster, the backplane's ordered pipeline: all of a
 //! batch's messages are submitted in order before the answers are awaited,
 //! so they keep their order and share round trips). A refused message
-//! does not stop the others. The body is bounded by `max_http_body` and
+//! does not stop the others, except `overloaded` (producer backpressure,
+//! [`crate::server_api::backpressure`]): the messages after it are not
+//! published either: a client retries from the first `overloaded` one. The body is bounded by `max_http_body` and
 //! holds at most [`MAX_BATCH`] messages; a request over either bound, or
 //! one that is not such a JSON object, publishes nothing.
 
@@ -23,11 +25,11 @@ use tickwire_protocol::topic::Topic;
 
 use crate::grants::Access;
 use crate::limits::Admission;
-use crate::server_api::body;
 use crate::server_api::credentials::http_access;
 use crate::server_api::json_payload::payload_of;
 use crate::server_api::publish::{Pending, Refusal, check_retain, submit};
 use crate::server_api::reply::{Body, json_response};
+use crate::server_api::{backpressure, body};
 use crate::session::FORBIDDEN_MESSAGE;
 use crate::slot::ConnectionSlot;
 use crate::state::BrokerState;
@@ -156,6 +158,16 @@ fn check<'a>(
     Ok((topic, payload, retain))
 }
 
+/// What became of one message of a batch before its outcome is awaited.
+#[derive(Debug)]
+enum Outcome {
+    /// Checked and handed to the registry or the backplane, or refused.
+    Submitted(Pending),
+    /// Not published: a topic of the batch stayed backed up past
+    /// `publish_backpressure_wait` at this message or an earlier one.
+    Overloaded,
+}
+
 /// The result object of a refused message, counted in the metrics.
 fn refused(state: &BrokerState, refusal: &Refusal) -> Value {
     state.metrics.protocol_error(refusal.code);
@@ -165,6 +177,12 @@ fn refused(state: &BrokerState, refusal: &Refusal) -> Value {
 /// Answers `POST /v1/publish`: 401 without valid credentials, 400/408/413
 /// for a body that cannot be read or is not a batch, else 200 with one
 /// result per message.
+///
+/// Before each message the batch waits while the message's topic is
+/// backed up ([`backpressure::clear`]; one `publish_backpressure_wait` for
+/// the whole batch). When the wait runs out, that message and every later
+/// one are not published (`overloaded`), the answer carries `Retry-After`,
+/// and it is 503 instead of 200 if no message was published at all.
 pub async fn answer(
     state: &BrokerState,
     slot: &ConnectionSlot,
@@ -184,13 +202,27 @@ pub async fn answer(
         Err(refusal) => return refusal.answer(state),
     };
     let mut flood = false;
-    let pending: Vec<Pending> = messages
-        .iter()
-        .map(|message| {
-            let (topic, payload, retain) = match check(state, &access, message) {
-                Ok(checked) => checked,
-                Err(refusal) => return Pending::Done(Err(refusal)),
-            };
+    let deadline = backpressure::deadline(state);
+    let mut overloaded = false;
+    let mut outcomes = Vec::with_capacity(messages.len());
+    for message in &messages {
+        if overloaded {
+            outcomes.push(Outcome::Overloaded);
+            continue;
+        }
+        let (topic, payload, retain) = match check(state, &access, message) {
+            Ok(checked) => checked,
+            Err(refusal) => {
+                outcomes.push(Outcome::Submitted(Pending::Done(Err(refusal))));
+                continue;
+            }
+        };
+        if !backpressure::clear(state, topic, deadline).await {
+            overloaded = true;
+            outcomes.push(Outcome::Overloaded);
+            continue;
+        }
+        outcomes.push(Outcome::Submitted(
             match slot.admit_http_publish(payload.len()) {
                 Admission::Accepted => submit(state, topic, payload, retain),
                 admission => {
@@ -201,21 +233,39 @@ pub async fn answer(
                         message: crate::limits::RATE_LIMITED_MESSAGE.to_owned(),
                     }))
                 }
-            }
-        })
-        .collect();
-    let mut results = Vec::with_capacity(pending.len());
-    for pending in pending {
-        results.push(match pending.settle().await {
-            Ok(published) => {
-                let mut result = Map::new();
-                result.insert("seq".to_owned(), Value::from(published.seq));
-                Value::Object(result)
-            }
-            Err(refusal) => refused(state, &refusal),
+            },
+        ));
+    }
+    let mut results = Vec::with_capacity(outcomes.len());
+    let mut published = 0;
+    for outcome in outcomes {
+        results.push(match outcome {
+            Outcome::Submitted(pending) => match pending.settle().await {
+                Ok(done) => {
+                    published += 1;
+                    let mut result = Map::new();
+                    result.insert("seq".to_owned(), Value::from(done.seq));
+                    Value::Object(result)
+                }
+                Err(refusal) => refused(state, &refusal),
+            },
+            Outcome::Overloaded => json!({
+                "error": backpressure::OVERLOADED,
+                "message": backpressure::OVERLOADED_MESSAGE,
+            }),
         });
     }
-    let mut response = json_response(StatusCode::OK, json!({ "results": results }));
+    // Nothing published because the broker is behind: the request as a
+    // whole is to be retried later.
+    let status = if overloaded && published == 0 {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    let mut response = json_response(status, json!({ "results": results }));
+    if overloaded {
+        response = backpressure::retry_after(response);
+    }
     if flood {
         response
             .headers_mut()

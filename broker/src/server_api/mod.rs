@@ -17,6 +17,7 @@
 //! What every endpoint shares lives in [`reply`] (JSON answers and errors),
 //! [`credentials`] (who is asking) and [`body`] (reading a bounded body).
 
+pub mod backpressure;
 pub mod batch_publish;
 pub mod body;
 pub mod credentials;

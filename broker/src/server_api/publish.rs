@@ -15,9 +15,9 @@ use tokio::sync::oneshot;
 use crate::cluster::publisher::PublishError;
 use crate::limits::{self, Admission};
 use crate::registry::RegistryError;
-use crate::server_api::body;
 use crate::server_api::credentials::http_access;
 use crate::server_api::reply::{Body, counted_error, forbidden, json_error, json_response};
+use crate::server_api::{backpressure, body};
 use crate::slot::ConnectionSlot;
 use crate::state::BrokerState;
 use crate::tls::PeerIdentity;
@@ -185,7 +185,9 @@ pub fn rate_limited(state: &BrokerState, admission: Admission) -> Response<Body>
 }
 
 /// Answers `POST /v1/publish/{topic}`: credentials, topic, grant and query
-/// are checked before the body is read.
+/// are checked before the body is read; while the topic's fan-out is backed
+/// up the publish waits, and is refused with 503 `overloaded` if it stays
+/// backed up ([`backpressure`]).
 pub async fn publish(
     state: &BrokerState,
     slot: &ConnectionSlot,
@@ -231,6 +233,9 @@ pub async fn publish(
     let admission = slot.admit_http_publish(body.len());
     if admission != Admission::Accepted {
         return rate_limited(state, admission);
+    }
+    if !backpressure::clear(state, topic, backpressure::deadline(state)).await {
+        return backpressure::overloaded();
     }
     match submit(state, topic, body, retain).settle().await {
         Ok(Published {
