@@ -26,7 +26,7 @@ use crate::handler::MessageHandler;
 use crate::limits::{self, Admission, PublishLimiter, PublishLimits};
 use crate::outbound::OutboundQueue;
 use crate::pattern_trie::{JoinLeaveKinds, Subscriber};
-use crate::presence::{Identity, PresenceError};
+use crate::presence::PresenceError;
 use crate::presence_session::SessionPresence;
 use crate::registry::SubscribeRequest;
 use crate::state::BrokerState;
@@ -76,8 +76,8 @@ impl Session {
         peer_identity: Option<Arc<PeerIdentity>>,
         client: Option<Arc<str>>,
     ) -> Self {
-        let identity = Identity::new(client, authorized.user, authorized.info);
-        let presence = SessionPresence::new(state, &queue, identity);
+        let presence =
+            SessionPresence::new(state, &queue, client, authorized.user, authorized.info);
         Session {
             queue,
             access: authorized.access,
@@ -89,9 +89,10 @@ impl Session {
         }
     }
 
-    /// The connection's presence identity (client id, user, info).
-    pub fn identity(&self) -> &Identity {
-        self.presence.identity()
+    /// The connection's client id: the one it asked for, or its random one
+    /// once presence needed it; `None` before that.
+    pub fn client_id(&self) -> Option<&Arc<str>> {
+        self.presence.client()
     }
 
     /// When the connection's token expires (it is then closed with 4003);
@@ -230,7 +231,13 @@ impl Session {
 
     /// `PRESENCE`: allowed for a topic (not a pattern) with presence that
     /// the grants allow subscribing to; answered from a spawned task.
-    fn presence_request(&self, state: &Arc<BrokerState>, id: u64, topic: &str, counts_only: bool) {
+    fn presence_request(
+        &mut self,
+        state: &Arc<BrokerState>,
+        id: u64,
+        topic: &str,
+        counts_only: bool,
+    ) {
         let topic = match Topic::new(topic) {
             Ok(topic) => topic,
             Err(e) => return self.error(state, Some(id), ErrorCode::InvalidTopic, &e.to_string()),
