@@ -156,9 +156,7 @@ impl SessionPresence {
         };
         let identity = self.identity();
         if subscribed {
-            state
-                .presence
-                .announce(&state.registry, topic, &identity);
+            state.presence.announce(&state.registry, topic, &identity);
             self.held.insert(name);
         } else {
             state.presence.release(&state.registry, topic, &identity);
@@ -252,9 +250,7 @@ impl SessionPresence {
         if clean || grace.is_zero() {
             for name in &held {
                 if let Ok(topic) = Topic::new(name) {
-                    state
-                        .presence
-                        .release(&state.registry, topic, &identity);
+                    state.presence.release(&state.registry, topic, &identity);
                 }
             }
             return;
