@@ -10,6 +10,14 @@
 //! close handshake: once the connection starts closing, for whatever reason,
 //! the reader waits up to `close_timeout` for the peer's close frame or EOF
 //! while the writer flushes, and then the socket is dropped.
+//!
+//! Producer backpressure: when the handler reports that the messages it just
+//! handled backed up a subscriber's queue ([`MessageHandler::backlog`]), the
+//! reader stops reading until that queue has drained
+//! ([`OutboundQueue::drained`]), so a publisher is slowed down instead of
+//! its fast subscribers being cut. Closing, shutdown and expiry still end
+//! the pause; keepalive and the message timeout do not run while the reader
+//! is paused by the broker itself.
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -173,6 +181,13 @@ struct Connection<'a, R> {
     decoder: FrameDecoder,
 }
 
+/// Resolves once `queue` (if any) has drained.
+async fn drained(queue: &Option<Arc<OutboundQueue>>) {
+    if let Some(queue) = queue {
+        queue.drained().await;
+    }
+}
+
 /// The instant at which `at` (wall clock) will be reached; now if it has
 /// passed.
 fn instant_at(at: SystemTime) -> Instant {
@@ -286,6 +301,9 @@ impl<R: ReadSide> Connection<'_, R> {
                 .as_mut()
                 .reset(Instant::now() + config.message_timeout);
         }
+        // The subscriber queue this connection's publishes backed up: no
+        // reading until it has drained.
+        let mut paused = handler.backlog();
         loop {
             let current = handler.expiry().map(|(at, _)| at);
             if current != valid_until {
@@ -307,7 +325,18 @@ impl<R: ReadSide> Connection<'_, R> {
                     self.queue.close(code);
                     return ReadEnd::Closing;
                 }
-                n = self.fill() => {
+                _ = drained(&paused), if paused.is_some() => {
+                    paused = None;
+                    // The pause was ours: the peer's quiet time and its
+                    // message clock start over.
+                    quiet_since = Instant::now();
+                    pinged = false;
+                    keepalive.as_mut().reset(quiet_since + config.keepalive_interval);
+                    if message.armed {
+                        message_deadline.as_mut().reset(quiet_since + config.message_timeout);
+                    }
+                }
+                n = self.fill(), if paused.is_none() => {
                     if n == 0 {
                         return ReadEnd::Gone;
                     }
@@ -322,12 +351,13 @@ impl<R: ReadSide> Connection<'_, R> {
                         message_deadline.as_mut().reset(quiet_since + config.message_timeout);
                     }
                     self.release_idle_buffer(n);
+                    paused = handler.backlog();
                 }
-                _ = &mut message_deadline, if message.armed => {
+                _ = &mut message_deadline, if message.armed && paused.is_none() => {
                     self.queue.close(CloseCode::MessageTimeout);
                     return ReadEnd::Closing;
                 }
-                _ = &mut keepalive => {
+                _ = &mut keepalive, if paused.is_none() => {
                     if pinged {
                         self.queue.close(CloseCode::KeepaliveTimeout);
                         return ReadEnd::Closing;

@@ -14,6 +14,7 @@ use bytes::Bytes;
 use tickwire_protocol::CloseCode;
 use tickwire_protocol::ws::MessageKind;
 
+use crate::outbound::OutboundQueue;
 use crate::state::BrokerState;
 use crate::tls::PeerIdentity;
 
@@ -35,6 +36,15 @@ pub trait MessageHandler: Send {
     /// Who the client is according to its verified TLS client certificate
     /// (`tls_client_ca_file`), for the logs; `None` without one.
     fn peer_identity(&self) -> Option<&PeerIdentity> {
+        None
+    }
+
+    /// A subscriber queue that the messages just handled backed up (its
+    /// fan-out outran its draining socket), asked after each read's
+    /// messages. While one is returned the connection stops reading until
+    /// [`OutboundQueue::drained`] resolves: producer backpressure. `None`
+    /// (the default): keep reading.
+    fn backlog(&mut self) -> Option<Arc<OutboundQueue>> {
         None
     }
 

@@ -34,7 +34,8 @@
 //!   [`directory`]: live connections by client id and user, for server
 //!   disconnects.
 //! * [`outbound`]: each connection's bounded outbound queue (replies, pings,
-//!   deliveries); [`closing`]: its close state machine.
+//!   deliveries); [`closing`]: its close state machine; [`progress`]: its
+//!   write-progress clock (slow consumers, producer backpressure).
 //! * [`limits`]: what one client may make the broker keep (retain).
 //! * [`cluster`]: several nodes acting as one through Redis
 //!   (`--cluster`); without it, none of it runs.
@@ -78,6 +79,7 @@ pub mod outbound;
 pub mod pattern_trie;
 pub mod presence;
 pub mod presence_session;
+pub mod progress;
 pub mod registry;
 pub mod reload;
 pub mod replay;

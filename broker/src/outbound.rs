@@ -3,9 +3,16 @@
 //!
 //! Publishers on any task push already-encoded frames ([`Bytes`], shared by
 //! every subscriber) with [`OutboundQueue::push`]; the connection's writer
-//! task drains them in batches ([`OutboundReceiver`]). On the fast path a
-//! push takes no lock: an atomic add on the byte counter plus a lock-free
-//! channel send.
+//! task drains them in batches ([`OutboundReceiver`]). The queue is a list
+//! of segments (NATS-style): a push is an atomic add on the byte counter
+//! plus an append under a short critical section (a mutex held for one
+//! `VecDeque::push_back`), and only the push that finds the list empty
+//! wakes the writer. The writer takes the whole list in one swap
+//! ([`OutboundReceiver::take_all`], the two lists trade their capacity, so
+//! the steady state allocates nothing) and writes the frames with vectored
+//! writes, without copying them ([`crate::writer`]). Queued bytes count
+//! until they are written, so a frame the writer holds still counts against
+//! the budget.
 //!
 //! The queue is bounded in bytes, and [`OutboundQueue::push`] is the one
 //! place that decides what happens to a frame that does not fit, according
@@ -27,6 +34,15 @@
 //! Lanes are behind a mutex, taken only by connections that have at least
 //! one active lane; every other connection stays on the lock-free path.
 //!
+//! A subscriber is a *slow consumer* when its own socket does not drain:
+//! bytes over the high-water mark (half the budget) and no write progress
+//! for `slow_consumer_timeout` ([`crate::progress`]). Such a connection is
+//! closed with 4001 on its next disconnect-policy push, whatever the budget
+//! still allows; the budget itself stays the hard memory bound. A queue over
+//! its high-water mark whose socket *is* draining only asks for producer
+//! backpressure ([`OutboundQueue::needs_backpressure`],
+//! [`OutboundQueue::drained`]): the broker is behind, not the subscriber.
+//!
 //! [`OutboundQueue::close`] is the one way a connection starts closing,
 //! whatever the reason: it queues the close frame behind the data already
 //! queued (or, for a slow consumer, instead of it) and cancels the
@@ -44,11 +60,33 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use parking_lot::Mutex;
 use tickwire_protocol::CloseCode;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::closing::{CloseKind, CloseState};
 use crate::metrics::Metrics;
+use crate::progress::{DEFAULT_SLOW_CONSUMER_TIMEOUT, WriteProgress};
+
+/// How a connection's outbound queue is bounded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueSettings {
+    /// The byte budget (`outbound_queue_bytes`).
+    pub budget: usize,
+    /// How long bytes over the high-water mark may sit with no write
+    /// progress before the connection is a slow consumer
+    /// (`slow_consumer_timeout`).
+    pub slow_consumer_timeout: Duration,
+}
+
+impl QueueSettings {
+    /// `budget` bytes and the default slow-consumer timeout.
+    pub fn with_budget(budget: usize) -> Self {
+        QueueSettings {
+            budget,
+            slow_consumer_timeout: DEFAULT_SLOW_CONSUMER_TIMEOUT,
+        }
+    }
+}
 
 /// What a subscriber's queue does with a frame of this topic that does not
 /// fit its budget.
@@ -127,18 +165,33 @@ struct Lanes {
     due: BinaryHeap<Reverse<(Instant, u64)>>,
 }
 
+/// A list that grew past this many items in a burst is released once the
+/// load is light again, so an idle connection keeps only a small one.
+pub const IDLE_ITEMS_KEEP: usize = 16;
+
 /// The sending side of a connection's outbound queue, shared (in an [`Arc`])
 /// by the topic registry and the connection itself.
 #[derive(Debug)]
 pub struct OutboundQueue {
     id: u64,
-    tx: mpsc::UnboundedSender<Outbound>,
+    /// The queued items, in order; allocated on the first push.
+    items: Mutex<VecDeque<Outbound>>,
+    /// Wakes the writer when a push finds `items` empty (a stored permit
+    /// if the writer is busy).
+    wake: Notify,
     queued_bytes: AtomicUsize,
     budget: usize,
     close_state: CloseState,
     active_lanes: AtomicUsize,
     lanes: Mutex<Lanes>,
     urgent: Notify,
+    /// When the writer last moved bytes (idle while it waits for data).
+    progress: WriteProgress,
+    slow_consumer_timeout: Duration,
+    /// Wakes [`OutboundQueue::drained`] waiters after writes, only while
+    /// `drain_waiters` says there are some.
+    drain: Notify,
+    drain_waiters: AtomicUsize,
     metrics: Metrics,
     /// Set when the connection ends in a way that releases its presence at
     /// once (a client close 1000, a server disconnect) instead of after
@@ -149,28 +202,40 @@ pub struct OutboundQueue {
 /// The receiving side, owned by the connection's writer task.
 #[derive(Debug)]
 pub struct OutboundReceiver {
-    rx: mpsc::UnboundedReceiver<Outbound>,
     queue: Arc<OutboundQueue>,
 }
 
 impl OutboundQueue {
-    /// Creates the queue of connection `id`, bounded to `budget` bytes.
+    /// Creates the queue of connection `id`, bounded to `budget` bytes,
+    /// with the default slow-consumer timeout.
     pub fn new(id: u64, budget: usize, metrics: Metrics) -> (Arc<Self>, OutboundReceiver) {
-        let (tx, rx) = mpsc::unbounded_channel();
+        Self::with_settings(id, QueueSettings::with_budget(budget), metrics)
+    }
+
+    /// Creates the queue of connection `id` bounded by `settings`.
+    pub fn with_settings(
+        id: u64,
+        settings: QueueSettings,
+        metrics: Metrics,
+    ) -> (Arc<Self>, OutboundReceiver) {
         let queue = Arc::new(OutboundQueue {
             id,
-            tx,
+            items: Mutex::new(VecDeque::new()),
+            wake: Notify::new(),
             queued_bytes: AtomicUsize::new(0),
-            budget,
+            budget: settings.budget,
             close_state: CloseState::new(),
             active_lanes: AtomicUsize::new(0),
             lanes: Mutex::new(Lanes::default()),
             urgent: Notify::new(),
+            progress: WriteProgress::new(),
+            slow_consumer_timeout: settings.slow_consumer_timeout,
+            drain: Notify::new(),
+            drain_waiters: AtomicUsize::new(0),
             metrics,
             clean_end: AtomicBool::new(false),
         });
         let receiver = OutboundReceiver {
-            rx,
             queue: queue.clone(),
         };
         (queue, receiver)
@@ -181,8 +246,8 @@ impl OutboundQueue {
         self.id
     }
 
-    /// Bytes currently queued (channel and lanes) and not yet taken by the
-    /// writer.
+    /// Bytes currently queued (list and lanes, including what the writer
+    /// took but has not written yet).
     pub fn queued_bytes(&self) -> usize {
         let lanes = if self.has_lanes() {
             self.lanes.lock().bytes
@@ -202,6 +267,77 @@ impl OutboundQueue {
     /// they could be queued (held during a replay).
     pub fn overflow_held(&self) -> PushOutcome {
         self.overflow()
+    }
+
+    /// How long bytes have been queued with no write progress at `now`:
+    /// `None` when nothing is queued or the writer is waiting for data.
+    pub fn stalled_for(&self, now: Instant) -> Option<Duration> {
+        let since = self.progress.since(now)?;
+        (self.queued_bytes() > 0).then_some(since)
+    }
+
+    /// Whether the socket has not drained for `slow_consumer_timeout`.
+    fn stalled(&self, now: Instant) -> bool {
+        self.stalled_for(now)
+            .is_some_and(|d| d >= self.slow_consumer_timeout)
+    }
+
+    /// The high-water mark: half the budget.
+    fn high_water(&self) -> usize {
+        self.budget / 2
+    }
+
+    /// Whether producers should slow down for this subscriber: more than
+    /// half its budget is queued while its socket is draining (the broker is
+    /// behind, not the subscriber). A stalled socket does not count: that
+    /// subscriber is a slow consumer and its topic's policy handles it.
+    pub fn needs_backpressure(&self) -> bool {
+        self.queued_bytes() > self.high_water()
+            && !self.is_closing()
+            && !self.stalled(Instant::now())
+    }
+
+    /// Resolves once the queue has drained to a quarter of its budget, the
+    /// connection starts closing, or the queue no longer needs backpressure
+    /// because its socket stalled past `slow_consumer_timeout`. Cancel safe.
+    pub async fn drained(&self) {
+        let low = self.budget / 4;
+        let _waiting = DrainWaiter::new(&self.drain_waiters);
+        loop {
+            let notified = self.drain.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.queued_bytes() <= low || self.is_closing() {
+                return;
+            }
+            let now = Instant::now();
+            let waited = self.stalled_for(now).unwrap_or_default();
+            let Some(left) = self.slow_consumer_timeout.checked_sub(waited) else {
+                return;
+            };
+            if left.is_zero() {
+                return;
+            }
+            tokio::select! {
+                _ = &mut notified => {}
+                _ = self.closing().cancelled() => return,
+                _ = tokio::time::sleep(left) => {}
+            }
+        }
+    }
+
+    /// The writer starts on queued data, or finished a write, at `now`.
+    /// Wakes [`OutboundQueue::drained`] waiters, if any.
+    pub fn record_progress(&self, now: Instant) {
+        self.progress.record(now);
+        if self.drain_waiters.load(Ordering::Acquire) > 0 {
+            self.drain.notify_waiters();
+        }
+    }
+
+    /// The writer waits for data: the stall clock stops.
+    pub fn record_idle(&self) {
+        self.progress.set_idle();
     }
 
     /// Whether any topic of this connection currently uses a lane.
@@ -271,23 +407,35 @@ impl OutboundQueue {
         self.push_slow(frame, queued_at, origin)
     }
 
-    /// The lock-free path: channel send within `limit` bytes, else overflow.
+    /// The common path: an append within `limit` bytes, else overflow.
     fn push_direct(&self, frame: Bytes, queued_at: Instant, limit: usize) -> PushOutcome {
         if !self.close_state.is_open() {
             return PushOutcome::Closed;
         }
         let len = frame.len();
         let before = self.queued_bytes.fetch_add(len, Ordering::Relaxed);
-        if before + len > limit {
+        // Over the high-water mark (rare), a socket that has not drained for
+        // the slow-consumer timeout is cut before the budget is full.
+        if before + len > limit
+            || (before + len > self.high_water() && self.stalled(Instant::now()))
+        {
             self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
             return self.overflow();
         }
-        match self.tx.send(Outbound::Frame(frame, queued_at)) {
-            Ok(()) => PushOutcome::Queued,
-            Err(_) => {
-                self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
-                PushOutcome::Closed
-            }
+        self.enqueue(Outbound::Frame(frame, queued_at));
+        PushOutcome::Queued
+    }
+
+    /// Appends `item`; the push that finds the list empty wakes the writer.
+    fn enqueue(&self, item: Outbound) {
+        let was_empty = {
+            let mut items = self.items.lock();
+            let was_empty = items.is_empty();
+            items.push_back(item);
+            was_empty
+        };
+        if was_empty {
+            self.wake.notify_one();
         }
     }
 
@@ -368,12 +516,12 @@ impl OutboundQueue {
                 let earliest = lanes.due.peek().map(|Reverse((t, _))| *t);
                 lanes.due.push(Reverse((release, origin.topic_id)));
                 if earliest.is_none_or(|t| release < t) {
-                    let _ = self.tx.send(Outbound::Timer);
+                    self.enqueue(Outbound::Timer);
                 }
             }
         } else if !lane.token_queued {
             lane.token_queued = true;
-            let _ = self.tx.send(Outbound::Lane(origin.topic_id));
+            self.enqueue(Outbound::Lane(origin.topic_id));
         }
         PushOutcome::Queued
     }
@@ -420,8 +568,7 @@ impl OutboundQueue {
     }
 
     fn send_close(&self, code: u16, reason: Cow<'static, str>) {
-        // The receiver may already be gone; then nothing is left to close.
-        let _ = self.tx.send(Outbound::Close { code, reason });
+        self.enqueue(Outbound::Close { code, reason });
         self.close_state.cancel();
     }
 
@@ -435,32 +582,79 @@ impl OutboundQueue {
     }
 }
 
+/// Counts one [`OutboundQueue::drained`] waiter while it lives.
+struct DrainWaiter<'a>(&'a AtomicUsize);
+
+impl<'a> DrainWaiter<'a> {
+    fn new(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::AcqRel);
+        DrainWaiter(count)
+    }
+}
+
+impl Drop for DrainWaiter<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 impl OutboundReceiver {
     /// The queue this receiver drains.
     pub fn queue(&self) -> &Arc<OutboundQueue> {
         &self.queue
     }
 
-    /// Waits for the next item; `None` once every sender is gone.
+    /// Waits for the next item, one at a time (the fallback transports;
+    /// the WebSocket writer takes the whole list with
+    /// [`OutboundReceiver::take_all`]). A taken frame no longer counts as
+    /// queued. Always `Some`: the queue ends with its close item. Cancel
+    /// safe.
     pub async fn recv(&mut self) -> Option<Outbound> {
-        let item = self.rx.recv().await;
-        self.account(&item);
-        item
+        loop {
+            if let Some(item) = self.try_recv() {
+                return Some(item);
+            }
+            self.queue.wake.notified().await;
+        }
     }
 
     /// Takes the next item if one is ready.
     pub fn try_recv(&mut self) -> Option<Outbound> {
-        let item = self.rx.try_recv().ok();
-        self.account(&item);
+        let item = self.queue.items.lock().pop_front();
+        if let Some(Outbound::Frame(frame, _)) = &item {
+            self.written(frame.len());
+        }
         item
     }
 
-    fn account(&self, item: &Option<Outbound>) {
-        if let Some(Outbound::Frame(frame, _)) = item {
-            self.queue
-                .queued_bytes
-                .fetch_sub(frame.len(), Ordering::Relaxed);
+    /// Moves every queued item into `out` (which must be empty; its
+    /// capacity becomes the queue's). The frames still count as queued
+    /// until [`OutboundReceiver::written`] says they left.
+    pub fn take_all(&mut self, out: &mut VecDeque<Outbound>) {
+        debug_assert!(out.is_empty());
+        let mut items = self.queue.items.lock();
+        std::mem::swap(&mut *items, out);
+        // A light load (a short list) gives back what a burst grew.
+        if out.len() <= IDLE_ITEMS_KEEP && items.capacity() > IDLE_ITEMS_KEEP {
+            *items = VecDeque::new();
         }
+    }
+
+    /// Waits until a push finds the list empty (possibly already happened:
+    /// a stored wake-up). Cancel safe.
+    pub async fn wait(&self) {
+        self.queue.wake.notified().await;
+    }
+
+    /// `n` queued bytes were written (or dropped) by the writer.
+    pub fn written(&self, n: usize) {
+        self.queue.queued_bytes.fetch_sub(n, Ordering::Relaxed);
+    }
+
+    /// `n` bytes taken out of a lane are now held by the writer: they count
+    /// as queued until written.
+    pub fn holding(&self, n: usize) {
+        self.queue.queued_bytes.fetch_add(n, Ordering::Relaxed);
     }
 
     /// Whether the queue overflowed: queued data is to be discarded and only
@@ -676,6 +870,150 @@ mod tests {
             PushOutcome::Overflowed
         );
         assert_eq!(metrics.slow_consumer_disconnects.get(), 1);
+    }
+
+    fn settings(budget: usize, timeout_ms: u64) -> QueueSettings {
+        QueueSettings {
+            budget,
+            slow_consumer_timeout: Duration::from_millis(timeout_ms),
+        }
+    }
+
+    fn disconnect() -> FrameOrigin {
+        origin(1, SlowConsumerPolicy::Disconnect, None)
+    }
+
+    #[test]
+    fn the_stall_clock_runs_only_while_bytes_wait_for_a_busy_writer() {
+        let (queue, _rx) = OutboundQueue::with_settings(1, settings(1000, 2000), Metrics::new());
+        let now = Instant::now();
+        assert_eq!(queue.stalled_for(now), None, "nothing queued");
+        queue.push(frame(10), now);
+        assert_eq!(queue.stalled_for(now), None, "the writer is idle");
+        queue.record_progress(now);
+        let later = now + Duration::from_millis(700);
+        let stalled = queue.stalled_for(later).expect("bytes and a busy writer");
+        assert!(stalled >= Duration::from_millis(699));
+        queue.record_idle();
+        assert_eq!(queue.stalled_for(later), None);
+    }
+
+    #[test]
+    fn a_draining_queue_over_its_high_water_mark_asks_for_backpressure() {
+        let (queue, mut rx) =
+            OutboundQueue::with_settings(1, settings(1000, 60_000), Metrics::new());
+        let now = Instant::now();
+        queue.record_progress(now);
+        for _ in 0..5 {
+            queue.push_delivery(frame(100), now, disconnect());
+        }
+        assert!(!queue.needs_backpressure(), "exactly half is not over it");
+        queue.push_delivery(frame(100), now, disconnect());
+        assert!(queue.needs_backpressure());
+        rx.try_recv();
+        assert!(!queue.needs_backpressure());
+        queue.close(CloseCode::GoingAway);
+        queue.push(frame(1), now);
+        assert!(!queue.needs_backpressure(), "a closing queue never does");
+    }
+
+    #[test]
+    fn a_stalled_socket_over_the_high_water_mark_is_a_slow_consumer() {
+        let metrics = Metrics::new();
+        // A zero timeout: any busy writer with bytes queued counts as stalled.
+        let (queue, rx) = OutboundQueue::with_settings(1, settings(1000, 0), metrics.clone());
+        let now = Instant::now();
+        queue.record_progress(now);
+        for _ in 0..5 {
+            assert_eq!(
+                queue.push_delivery(frame(100), now, disconnect()),
+                PushOutcome::Queued
+            );
+        }
+        assert!(!queue.needs_backpressure(), "stalled: no backpressure");
+        assert_eq!(
+            queue.push_delivery(frame(100), now, disconnect()),
+            PushOutcome::Overflowed,
+            "over the high-water mark with no progress: cut within budget"
+        );
+        assert!(rx.overflowed());
+        assert_eq!(metrics.slow_consumer_disconnects.get(), 1);
+    }
+
+    #[test]
+    fn an_idle_writer_is_never_blamed_only_the_budget_binds() {
+        let (queue, _rx) = OutboundQueue::with_settings(1, settings(1000, 0), Metrics::new());
+        let now = Instant::now();
+        for _ in 0..10 {
+            assert_eq!(
+                queue.push_delivery(frame(100), now, disconnect()),
+                PushOutcome::Queued
+            );
+        }
+        assert_eq!(
+            queue.push_delivery(frame(1), now, disconnect()),
+            PushOutcome::Overflowed
+        );
+    }
+
+    #[test]
+    fn lane_policies_keep_their_lanes_when_stalled() {
+        let metrics = Metrics::new();
+        let (queue, _rx) = OutboundQueue::with_settings(1, settings(1000, 0), metrics.clone());
+        let now = Instant::now();
+        queue.record_progress(now);
+        let c = origin(2, SlowConsumerPolicy::Conflate, None);
+        for _ in 0..10 {
+            assert_eq!(queue.push_delivery(frame(100), now, c), PushOutcome::Queued);
+        }
+        assert!(!queue.is_closing());
+        assert_eq!(metrics.conflated.get(), 4);
+    }
+
+    #[tokio::test]
+    async fn drained_resolves_at_a_quarter_of_the_budget() {
+        use futures::FutureExt;
+        let (queue, mut rx) =
+            OutboundQueue::with_settings(1, settings(1000, 60_000), Metrics::new());
+        let now = Instant::now();
+        queue.record_progress(now);
+        for _ in 0..6 {
+            queue.push(frame(100), now);
+        }
+        let drained = queue.drained();
+        tokio::pin!(drained);
+        assert!(drained.as_mut().now_or_never().is_none());
+        for _ in 0..3 {
+            rx.try_recv();
+        }
+        queue.record_progress(Instant::now());
+        assert!(drained.as_mut().now_or_never().is_none(), "300 > 250");
+        rx.try_recv();
+        queue.record_progress(Instant::now());
+        assert!(drained.now_or_never().is_some());
+    }
+
+    #[tokio::test]
+    async fn drained_resolves_on_close_and_on_a_stall() {
+        use futures::FutureExt;
+        let (queue, _rx) = OutboundQueue::with_settings(1, settings(1000, 60_000), Metrics::new());
+        let now = Instant::now();
+        queue.record_progress(now);
+        for _ in 0..6 {
+            queue.push(frame(100), now);
+        }
+        let drained = queue.drained();
+        tokio::pin!(drained);
+        assert!(drained.as_mut().now_or_never().is_none());
+        queue.close(CloseCode::GoingAway);
+        assert!(drained.now_or_never().is_some());
+
+        let (stalled, _rx) = OutboundQueue::with_settings(2, settings(1000, 0), Metrics::new());
+        stalled.record_progress(now);
+        for _ in 0..6 {
+            stalled.push(frame(100), now);
+        }
+        assert!(stalled.drained().now_or_never().is_some());
     }
 
     #[test]

@@ -55,7 +55,13 @@ impl ReadSide for OwnedReadHalf {
             self.readable().await?;
             buf.reserve(want);
             match self.try_read_buf(buf) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                // The readiness was stale: give the space back before
+                // waiting again, or an idle connection would hold it.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if buf.is_empty() {
+                        *buf = BytesMut::new();
+                    }
+                }
                 result => return result,
             }
         }
