@@ -9,7 +9,6 @@
 //! `forbidden` with the same text whatever the topic's state, so it never
 //! reveals whether a topic exists.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -25,6 +24,7 @@ use crate::grants::Access;
 use crate::handler::MessageHandler;
 use crate::limits::{self, Admission, PublishLimiter, PublishLimits};
 use crate::outbound::OutboundQueue;
+use crate::pattern_set::PatternSet;
 use crate::pattern_trie::{JoinLeaveKinds, Subscriber};
 use crate::presence::PresenceError;
 use crate::presence_session::SessionPresence;
@@ -55,7 +55,7 @@ pub struct Session {
     queue: Arc<OutboundQueue>,
     access: Access,
     valid_until: Option<SystemTime>,
-    subscriptions: HashSet<Pattern>,
+    subscriptions: PatternSet,
     publish_limiter: PublishLimiter,
     peer_identity: Option<Arc<PeerIdentity>>,
     presence: SessionPresence,
@@ -82,7 +82,7 @@ impl Session {
             queue,
             access: authorized.access,
             valid_until: authorized.valid_until,
-            subscriptions: HashSet::new(),
+            subscriptions: PatternSet::default(),
             publish_limiter: PublishLimiter::new(limits, Instant::now()),
             peer_identity,
             presence,
@@ -470,7 +470,7 @@ impl MessageHandler for Session {
     /// releases its presence holds: at once after a client close 1000 or a
     /// server disconnect, else after `presence_grace`.
     fn release(&mut self, state: &Arc<BrokerState>) {
-        for pattern in self.subscriptions.drain() {
+        for pattern in self.subscriptions.take() {
             state.registry.unsubscribe(&pattern, self.queue.id());
         }
         self.presence.end(state, self.queue.ended_cleanly());
