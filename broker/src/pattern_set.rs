@@ -107,7 +107,7 @@ mod tests {
     use super::*;
 
     fn pattern(n: usize) -> Pattern {
-        Pattern::new(&format!("t.{n}")).expect("valid pattern")
+        Pattern::new(format!("t.{n}")).expect("valid pattern")
     }
 
     #[test]
