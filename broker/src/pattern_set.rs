@@ -57,6 +57,9 @@ impl PatternSet {
         match self {
             PatternSet::Few(few) if few.contains(&pattern) => false,
             PatternSet::Few(few) if few.len() < INLINE_MAX => {
+                // One slot at a time: a first push would otherwise reserve
+                // four, and most sets never grow past one.
+                few.reserve_exact(1);
                 few.push(pattern);
                 true
             }
