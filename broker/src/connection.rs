@@ -53,11 +53,32 @@ enum ReadEnd {
 /// in the broker's directory when the client sees its upgrade succeed, so
 /// a `POST /v1/disconnect` that follows reaches it, even if its reader has
 /// not started yet (the close is queued and the reader sees it at once).
-pub struct Prepared<H> {
+///
+/// Boxed: it travels through the upgrade task into [`serve`], and every
+/// `async` frame it passes through keeps a slot of its size for the whole
+/// connection; a pointer keeps those slots small and the handler is stored
+/// once, in `serve`.
+pub struct Prepared<H>(Box<PreparedParts<H>>);
+
+struct PreparedParts<H> {
     id: u64,
     queue: Arc<OutboundQueue>,
     outbound: OutboundReceiver,
     handler: H,
+}
+
+impl<H> Prepared<H> {
+    /// The connection id, its queue (sending and receiving side) and its
+    /// handler.
+    fn into_parts(self) -> (u64, Arc<OutboundQueue>, OutboundReceiver, H) {
+        let PreparedParts {
+            id,
+            queue,
+            outbound,
+            handler,
+        } = *self.0;
+        (id, queue, outbound, handler)
+    }
 }
 
 /// Makes a connection's outbound queue and the handler `new_handler` makes
@@ -71,12 +92,12 @@ pub fn prepare<H>(
     let (queue, outbound) =
         OutboundQueue::with_settings(id, state.config.queue_settings(), state.metrics.clone());
     let handler = new_handler(queue.clone());
-    Prepared {
+    Prepared(Box::new(PreparedParts {
         id,
         queue,
         outbound,
         handler,
-    }
+    }))
 }
 
 /// Serves a WebSocket connection on `stream`, whose first bytes (received
@@ -94,12 +115,7 @@ pub async fn serve<S, H>(
     S: Transport,
     H: MessageHandler,
 {
-    let Prepared {
-        id,
-        queue,
-        outbound,
-        mut handler,
-    } = prepared;
+    let (id, queue, outbound, mut handler) = prepared.into_parts();
     let (reader, writer) = stream.split();
     let mut writer_task = tokio::spawn(state.metrics.count_task(write_loop(
         writer,

@@ -36,9 +36,9 @@ use http_body_util::Either;
 use hyper::body::Incoming;
 use hyper::header::{
     ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS, ACCESS_CONTROL_ALLOW_ORIGIN,
-    ACCESS_CONTROL_MAX_AGE, CACHE_CONTROL, CONTENT_TYPE, HeaderName, HeaderValue, ORIGIN,
-    SEC_WEBSOCKET_EXTENSIONS, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_PROTOCOL, SEC_WEBSOCKET_VERSION,
-    VARY,
+    ACCESS_CONTROL_MAX_AGE, CACHE_CONTROL, CONNECTION, CONTENT_TYPE, HeaderName, HeaderValue,
+    ORIGIN, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_EXTENSIONS, SEC_WEBSOCKET_KEY,
+    SEC_WEBSOCKET_PROTOCOL, SEC_WEBSOCKET_VERSION, UPGRADE, VARY,
 };
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
@@ -571,28 +571,34 @@ where
     S: Transport,
     H: MessageHandler + 'static,
 {
-    let (response, upgrade) = match fastwebsockets::upgrade::upgrade(&mut req) {
-        Ok(pair) => pair,
-        Err(e) => {
-            return text(
-                StatusCode::BAD_REQUEST,
-                format!("bad WebSocket handshake: {e}\n"),
-            );
-        }
+    // The answer is built here and hyper hands the socket over once it is
+    // written; fastwebsockets' upgrade future would also make a frame codec
+    // with an 8 KiB buffer per connection that this broker never uses.
+    let key = req
+        .headers()
+        .get(SEC_WEBSOCKET_KEY)
+        .and_then(|key| key.to_str().ok());
+    let Some(accept) = key.and_then(|key| HeaderValue::try_from(handshake::accept_key(key)).ok())
+    else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "missing or invalid Sec-WebSocket-Key: send the base64 encoding of 16 random bytes\n",
+        );
     };
+    let upgrade = hyper::upgrade::on(&mut req);
     // The session exists before the client can see the `101`.
     let prepared = connection::prepare(&state, new_handler);
     let tasks = state.tasks.clone();
     let metrics = state.metrics.clone();
     tasks.spawn(metrics.count_task(async move {
-        let ws = match upgrade.await {
-            Ok(ws) => ws,
+        let upgraded = match upgrade.await {
+            Ok(upgraded) => upgraded,
             Err(e) => {
                 tracing::debug!(error = %e, "websocket upgrade failed");
                 return;
             }
         };
-        match ws.into_inner().into_inner().downcast::<TokioIo<S>>() {
+        match upgraded.downcast::<TokioIo<S>>() {
             Ok(parts) => {
                 let io = parts.io.into_inner();
                 connection::serve(state, io, parts.read_buf, prepared, deflate).await
@@ -601,18 +607,21 @@ where
         }
         drop(hold);
     }));
-    let (mut parts, _) = response.into_parts();
+    let mut response = Response::new(full(Bytes::new()));
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = response.headers_mut();
+    headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
+    headers.insert(SEC_WEBSOCKET_ACCEPT, accept);
     if let Some(p) = subprotocol {
-        parts
-            .headers
-            .insert(SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(p));
+        headers.insert(SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(p));
     }
     if let Some(agreed) = deflate {
         if let Ok(value) = HeaderValue::from_str(&agreed.response_header()) {
-            parts.headers.insert(SEC_WEBSOCKET_EXTENSIONS, value);
+            headers.insert(SEC_WEBSOCKET_EXTENSIONS, value);
         }
     }
-    Response::from_parts(parts, full(Bytes::new()))
+    response
 }
 
 /// Answers a request on the echo listener (`echo_listen`): any path, no

@@ -79,6 +79,7 @@ pub mod http;
 pub mod limits;
 pub mod metrics;
 pub mod outbound;
+pub mod pattern_set;
 pub mod pattern_trie;
 pub mod presence;
 pub mod presence_session;
