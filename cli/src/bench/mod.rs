@@ -25,6 +25,7 @@
 mod capacity;
 mod connections;
 mod fanout;
+mod inflate;
 mod load;
 mod raw_client;
 mod report;
@@ -194,6 +195,12 @@ pub struct LoadArgs {
     /// repeatable, round-robin like --subscriber-url. Default: --url.
     #[arg(long = "publisher-url", value_name = "URL")]
     pub publisher_urls: Vec<String>,
+    /// Subscribers offer permessage-deflate (`client_no_context_takeover`)
+    /// and inflate the compressed messages; the broker must agree (`serve
+    /// --compression on`), else the run fails like any setup error.
+    /// Publishers send uncompressed.
+    #[arg(long)]
+    pub compression: bool,
 }
 
 /// Runs `tickwire bench` and returns the exit code.

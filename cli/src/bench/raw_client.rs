@@ -19,7 +19,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tickwire_protocol::handshake::{ResponseHead, SubprotocolRule, UpgradeRequest};
+use tickwire_protocol::handshake::{HandshakeError, ResponseHead, SubprotocolRule, UpgradeRequest};
 use tickwire_protocol::ws::{
     FrameDecoder, Incoming, MessageKind, OpCode, Role, write_client_frame,
 };
@@ -122,6 +122,9 @@ pub enum ConnectError {
     Subscribe(String),
     /// The connection closed during setup.
     Closed(String),
+    /// permessage-deflate was asked for (`--compression`) and the broker
+    /// answered without it.
+    DeflateDeclined(SocketAddr),
     /// Another I/O error.
     Io(SocketAddr, io::Error),
 }
@@ -151,6 +154,10 @@ impl fmt::Display for ConnectError {
             }
             ConnectError::Subscribe(msg) => write!(f, "subscribe refused: {msg}"),
             ConnectError::Closed(msg) => write!(f, "connection closed during setup: {msg}"),
+            ConnectError::DeflateDeclined(addr) => write!(
+                f,
+                "the broker at {addr} declined permessage-deflate (--compression): start it with `tickwire serve --compression on`"
+            ),
             ConnectError::Io(addr, e) => {
                 let hint = match e.raw_os_error() {
                     Some(libc::EMFILE) | Some(libc::ENFILE) => {
@@ -175,21 +182,28 @@ pub struct Conn {
     pub stream: TcpStream,
     /// Received bytes not yet processed.
     pub leftover: Vec<u8>,
+    /// permessage-deflate was agreed: the broker may send compressed
+    /// (RSV1) messages, each compressed on its own
+    /// (`server_no_context_takeover`).
+    pub deflate: bool,
 }
 
 /// Opens a TCP connection (from `source`, if given) and performs the
-/// WebSocket upgrade, offering `tickwire.v1` and, with a token,
-/// `Authorization: Bearer`.
+/// WebSocket upgrade, offering `tickwire.v1`, with a token
+/// `Authorization: Bearer`, and with `deflate` permessage-deflate
+/// (`client_no_context_takeover`; the broker must agree, else
+/// [`ConnectError::DeflateDeclined`]).
 pub async fn open(
     target: &Target,
     source: Option<IpAddr>,
     token: Option<&str>,
+    deflate: bool,
     limit: Duration,
 ) -> Result<Conn, ConnectError> {
     let addr = target.addr;
     tokio::time::timeout(limit, async {
         let stream = connect_tcp(addr, source).await?;
-        handshake(stream, target, token).await
+        handshake(stream, target, token, deflate).await
     })
     .await
     .map_err(|_| ConnectError::Timeout(addr))?
@@ -226,9 +240,10 @@ async fn handshake(
     mut stream: TcpStream,
     target: &Target,
     token: Option<&str>,
+    deflate: bool,
 ) -> Result<Conn, ConnectError> {
     let addr = target.addr;
-    let mut request = UpgradeRequest::new(&target.host, &target.path);
+    let mut request = UpgradeRequest::new(&target.host, &target.path).offer_deflate(deflate);
     if let Some(token) = token {
         request = request.header("Authorization", &format!("Bearer {token}"));
     }
@@ -278,14 +293,25 @@ async fn handshake(
             response,
         });
     }
-    head.verify(request.key(), SubprotocolRule::Required)
-        .map_err(|e| ConnectError::Handshake {
-            status: head.status,
-            response: format!("{head_text}\n({e})"),
-        })?;
+    let refused = |e: HandshakeError| ConnectError::Handshake {
+        status: head.status,
+        response: format!("{head_text}\n({e})"),
+    };
+    if deflate {
+        // Agreed with or without `server_no_context_takeover`: the bench
+        // inflates every message on its own either way, and a tickwire
+        // broker always resets its context.
+        head.verify_deflate(request.key(), SubprotocolRule::Required)
+            .map_err(refused)?
+            .ok_or(ConnectError::DeflateDeclined(addr))?;
+    } else {
+        head.verify(request.key(), SubprotocolRule::Required)
+            .map_err(refused)?;
+    }
     Ok(Conn {
         stream,
         leftover: rest,
+        deflate,
     })
 }
 
@@ -314,6 +340,9 @@ pub async fn subscribe(conn: &mut Conn, id: u64, pattern: &str) -> Result<(), Co
         .await
         .map_err(|e| ConnectError::Io(addr, e))?;
     let mut decoder = FrameDecoder::new(Role::Client, 1 << 20);
+    if conn.deflate {
+        decoder = decoder.with_inflate(true);
+    }
     let mut buf = BytesMut::from(&conn.leftover[..]);
     loop {
         loop {
