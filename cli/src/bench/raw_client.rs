@@ -523,6 +523,62 @@ mod tests {
         }
     }
 
+    /// A one-shot fake broker: answers the upgrade with 101 plus
+    /// `extensions` (if any) as `Sec-WebSocket-Extensions`.
+    async fn fake_broker(extensions: Option<&'static str>) -> Target {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut request = Vec::new();
+            while !request.ends_with(b"\r\n\r\n") {
+                let mut byte = [0u8; 1];
+                stream.read_exact(&mut byte).await.unwrap();
+                request.push(byte[0]);
+            }
+            let request = String::from_utf8(request).unwrap();
+            let key = request
+                .lines()
+                .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: "))
+                .unwrap();
+            let mut answer = format!(
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                 Sec-WebSocket-Accept: {}\r\nSec-WebSocket-Protocol: tickwire.v1\r\n",
+                tickwire_protocol::handshake::accept_key(key)
+            );
+            if let Some(e) = extensions {
+                answer.push_str(&format!("Sec-WebSocket-Extensions: {e}\r\n"));
+            }
+            answer.push_str("\r\n");
+            stream.write_all(answer.as_bytes()).await.unwrap();
+            // Hold the socket until the client is done.
+            let _ = stream.read(&mut [0u8; 16]).await;
+        });
+        Target::resolve(&format!("ws://{addr}/ws")).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn compression_needs_the_brokers_agreement() {
+        let limit = Duration::from_secs(10);
+        let agreed = "permessage-deflate; server_no_context_takeover; client_no_context_takeover";
+        let target = fake_broker(Some(agreed)).await;
+        let conn = open(&target, None, None, true, limit).await.unwrap();
+        assert!(conn.deflate);
+
+        let target = fake_broker(None).await;
+        let err = open(&target, None, None, true, limit).await.unwrap_err();
+        assert!(matches!(err, ConnectError::DeflateDeclined(_)), "{err}");
+        assert!(err.to_string().contains("--compression on"), "{err}");
+
+        // Without --compression, an extension the client did not offer is
+        // refused; without it the connection is plain.
+        let target = fake_broker(Some(agreed)).await;
+        let err = open(&target, None, None, false, limit).await.unwrap_err();
+        assert!(matches!(err, ConnectError::Handshake { .. }), "{err}");
+        let target = fake_broker(None).await;
+        assert!(!open(&target, None, None, false, limit).await.unwrap().deflate);
+    }
+
     #[tokio::test]
     async fn urls_and_source_addresses() {
         let t = Target::resolve("ws://127.0.0.1:9/ws").await.unwrap();
