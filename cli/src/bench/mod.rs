@@ -27,6 +27,7 @@ mod connections;
 mod fanout;
 mod inflate;
 mod load;
+mod payload;
 mod raw_client;
 mod report;
 mod topics;
@@ -167,6 +168,11 @@ pub struct LoadArgs {
     /// send time), e.g. 128 or 1KiB.
     #[arg(long, default_value = "128", value_parser = parse_size, value_name = "SIZE")]
     pub payload: usize,
+    /// What follows the send time in each payload: `filler` (counting
+    /// bytes; compresses far better than real data) or `json` (JSON
+    /// market quotes, for realistic `--compression` figures).
+    #[arg(long, value_enum, default_value_t = payload::PayloadKind::Filler, value_name = "KIND")]
+    pub payload_kind: payload::PayloadKind,
     /// Publish at this total rate (messages/s) instead of as fast as flow
     /// control allows.
     #[arg(long, value_name = "MSGS_PER_SEC")]

@@ -27,6 +27,8 @@ use tickwire_protocol::{ClientMessage, ServerMessage, SubscribeOptions};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
+use super::payload::PayloadKind;
+
 /// The masking key of every frame the benchmark sends (RFC 6455, section
 /// 5.7's example key `0x37fa213d`).
 pub const MASK_KEY: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
@@ -438,13 +440,9 @@ pub struct PublishTemplate {
 
 impl PublishTemplate {
     /// Builds the frame for `payload_len`-byte payloads (at least 8) on
-    /// `topic`. The payload after the timestamp is filler.
-    pub fn new(topic: &str, payload_len: usize) -> PublishTemplate {
-        let mut payload = vec![0u8; payload_len.max(8)];
-        for (i, b) in payload.iter_mut().enumerate().skip(8) {
-            *b = (i % 251) as u8;
-        }
-        let payload = Bytes::from(payload);
+    /// `topic`; after the timestamp comes a payload of `kind`.
+    pub fn new(topic: &str, payload_len: usize, kind: PayloadKind) -> PublishTemplate {
+        let payload = Bytes::from(kind.payload(payload_len));
         let mut body = Vec::with_capacity(payload.len() + topic.len() + 16);
         ClientMessage::Publish {
             id: None,
@@ -492,7 +490,7 @@ mod tests {
     #[test]
     fn publish_template_decodes_with_the_stamp() {
         for (topic, len) in [("bench.fanout", 128usize), ("t", 8), ("x.y", 1000)] {
-            let template = PublishTemplate::new(topic, len);
+            let template = PublishTemplate::new(topic, len, PayloadKind::Filler);
             let mut out = Vec::new();
             template.append(&mut out, 0x0102_0304_0506_0708);
             template.append(&mut out, 42);

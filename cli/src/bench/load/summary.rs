@@ -9,6 +9,7 @@ use std::time::Instant;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+use super::super::payload::PayloadKind;
 use super::super::report::{self, BrokerUsage, CpuTime, Latency, LoadCpu, si};
 use super::super::{EXIT_CONNECT, EXIT_LOSS, EXIT_OK};
 use super::nodes::NodeShare;
@@ -54,6 +55,8 @@ pub struct LoadReport {
     pub publishers: usize,
     /// Payload bytes per message.
     pub payload_bytes: usize,
+    /// What the payload holds after the send time (`--payload-kind`).
+    pub payload_kind: PayloadKind,
     /// `--rate`, if given (messages/s, all publishers together).
     pub target_rate: Option<f64>,
     /// Flow-control window per topic at max rate (`None` with `--rate`).
@@ -193,6 +196,7 @@ impl LoadReport {
             subscribers: ctx.subs.len(),
             publishers: ctx.plan.publishers,
             payload_bytes: ctx.load.payload,
+            payload_kind: ctx.load.payload_kind,
             target_rate: ctx.load.rate,
             max_in_flight: ctx.load.rate.is_none().then_some(ctx.load.max_in_flight),
             threads: ctx.load.threads,
@@ -265,8 +269,13 @@ impl LoadReport {
             (
                 "topology",
                 format!(
-                    "{} topic(s) × {} subscriber(s) = {} connections, {} publisher(s), {} B payload",
-                    r.topics, r.subscribers_per_topic, r.subscribers, r.publishers, r.payload_bytes
+                    "{} topic(s) × {} subscriber(s) = {} connections, {} publisher(s), {} B {} payload",
+                    r.topics,
+                    r.subscribers_per_topic,
+                    r.subscribers,
+                    r.publishers,
+                    r.payload_bytes,
+                    r.payload_kind.name()
                 ),
             ),
             ("mode", mode),
