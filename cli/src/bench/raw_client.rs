@@ -574,7 +574,12 @@ mod tests {
         let err = open(&target, None, None, false, limit).await.unwrap_err();
         assert!(matches!(err, ConnectError::Handshake { .. }), "{err}");
         let target = fake_broker(None).await;
-        assert!(!open(&target, None, None, false, limit).await.unwrap().deflate);
+        assert!(
+            !open(&target, None, None, false, limit)
+                .await
+                .unwrap()
+                .deflate
+        );
     }
 
     #[tokio::test]

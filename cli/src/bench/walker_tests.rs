@@ -2,8 +2,8 @@
 //! that includes walker.rs compiles without them.
 
 use super::walker::*;
-use tickwire_protocol::message::{Position, encode_delivery_frame};
 use tickwire_protocol::deflate::compress;
+use tickwire_protocol::message::{Position, encode_delivery_frame};
 use tickwire_protocol::ws::{OpCode, compressed_server_frame, server_frame};
 use tickwire_protocol::{ErrorCode, ServerMessage};
 

@@ -19,7 +19,9 @@ pub(super) async fn publisher(p: usize, conn: Conn, ctx: Arc<Ctx>) {
     let topics = ctx.plan.publisher_topics(p);
     let templates: Vec<PublishTemplate> = topics
         .iter()
-        .map(|&t| PublishTemplate::new(&ctx.topics[t].name, ctx.load.payload, ctx.load.payload_kind))
+        .map(|&t| {
+            PublishTemplate::new(&ctx.topics[t].name, ctx.load.payload, ctx.load.payload_kind)
+        })
         .collect();
     let Conn {
         stream, leftover, ..

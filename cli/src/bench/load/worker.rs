@@ -11,8 +11,8 @@ use hdrhistogram::Histogram;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::task::{JoinSet, LocalSet};
 
-use super::super::raw_client::{self, Conn, ConnectError};
 use super::super::inflate::inflate;
+use super::super::raw_client::{self, Conn, ConnectError};
 use super::super::report;
 use super::super::walker::{Control, Walker};
 use super::publish::publisher;

@@ -19,7 +19,8 @@ const MAX_MESSAGE: usize = 64 << 20;
 /// Opens a WebSocket connection and subscribes it to `topic`.
 pub async fn open(setup: &Setup<'_>) -> Result<Conn, ConnectError> {
     let target = setup.target;
-    let mut conn = raw_client::open(target, setup.source, setup.token, false, setup.timeout).await?;
+    let mut conn =
+        raw_client::open(target, setup.source, setup.token, false, setup.timeout).await?;
     with_deadline(setup, raw_client::subscribe(&mut conn, 1, setup.topic)).await?;
     Ok(conn)
 }
