@@ -1,6 +1,7 @@
 //! A minimal WebSocket client for load generation: the HTTP upgrade through
-//! `tickwire_protocol::handshake`, subscribe and publish frames built once
-//! and reused.
+//! `tickwire_protocol::handshake` (offering permessage-deflate with
+//! `--compression`, and then insisting on it), subscribe and publish frames
+//! built once and reused.
 //!
 //! Nothing here is on the per-message receive path except through
 //! [`super::walker`]; this module sets connections up and builds the
