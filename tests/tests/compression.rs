@@ -4,13 +4,19 @@
 //! on the same topic get the plain frame, compressed client messages are
 //! inflated within `max_message_size` (a bomb is closed with 1009), and an
 //! offer the broker cannot honour, or `--compression off`, gives a
-//! connection without the extension.
+//! connection without the extension. `tickwire bench fanout --compression`
+//! inflates every delivery with zero loss and reports fewer wire bytes per
+//! delivery than a plain run; against a broker that declines the extension
+//! it fails at setup (exit code 3) instead of measuring plain deliveries.
 
 use std::net::SocketAddr;
-use std::process::Stdio;
+use std::process::{Output, Stdio};
+use std::time::Duration;
 
+use serde_json::Value;
 use tickwire_e2e::{
-    RawClient, Received, WAIT, metric, next_message, read_banner, signal, tickwire_command,
+    RawClient, Received, WAIT, assert_success, metric, next_message, output_within, read_banner,
+    signal, tickwire_command,
 };
 use tickwire_protocol::ClientMessage;
 use tickwire_protocol::ws::{Incoming, MessageKind, OpCode};
@@ -293,5 +299,80 @@ async fn the_rust_sdk_negotiates_and_inflates_when_asked() {
     drop((a, b));
     deflating.close().await.expect("close");
     plain.close().await.expect("close");
+    broker.stop().await;
+}
+
+/// Subscribers of every run.
+const SUBSCRIBERS: u64 = 4;
+
+/// Runs `tickwire bench fanout` on `addr` at a fixed rate for one second,
+/// 1 KiB payloads (over the broker's default 256 B minimum for
+/// compression), plus `args`.
+async fn bench(addr: SocketAddr, args: &[&str]) -> Output {
+    let url = format!("ws://{addr}/ws");
+    let subscribers = SUBSCRIBERS.to_string();
+    output_within(
+        tickwire_command(&["bench", "fanout", "--url", &url])
+            .args(["--subscribers", &subscribers, "--payload", "1KiB"])
+            .args(["--rate", "500", "--duration", "1s", "--drain", "5s"])
+            .args(["--json", "--quiet"])
+            .args(args),
+        Duration::from_secs(30),
+    )
+    .await
+}
+
+/// The report of a clean run: every published message arrived at every
+/// subscriber, once and in order.
+fn clean_report(output: &Output) -> Value {
+    let stdout = assert_success(output);
+    let report: Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
+    let published = report["published"].as_u64().expect("published");
+    assert!(published > 0, "{report}");
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(report["lost"], 0, "{report}");
+    assert_eq!(report["seq_gaps"], 0, "{report}");
+    assert_eq!(report["deliveries"], published * SUBSCRIBERS, "{report}");
+    report
+}
+
+fn per_delivery(report: &Value) -> f64 {
+    report["wire_bytes_per_delivery"]
+        .as_f64()
+        .expect("wire_bytes_per_delivery")
+}
+
+#[tokio::test]
+async fn compressed_fanout_inflates_every_delivery_with_zero_loss() {
+    let broker = serve(&["--compression", "on"]).await;
+
+    let compressed = clean_report(&bench(broker.addr, &["--compression"]).await);
+    assert_eq!(compressed["compression"], true, "{compressed}");
+    assert_eq!(
+        compressed["compressed_deliveries"], compressed["deliveries"],
+        "{compressed}"
+    );
+
+    let plain = clean_report(&bench(broker.addr, &[]).await);
+    assert_eq!(plain["compression"], false, "{plain}");
+    assert_eq!(plain["compressed_deliveries"], 0, "{plain}");
+    // A plain delivery is the payload plus the MESSAGE envelope and frame
+    // header; the compressed one is smaller.
+    assert!(per_delivery(&plain) > 1024.0, "{plain}");
+    assert!(
+        per_delivery(&compressed) < per_delivery(&plain),
+        "{compressed} vs {plain}"
+    );
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn a_broker_without_compression_fails_the_run_at_setup() {
+    let broker = serve(&[]).await;
+    let output = bench(broker.addr, &["--compression"]).await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("declined permessage-deflate"), "{stderr}");
+    assert!(output.stdout.is_empty(), "no report of a plain run");
     broker.stop().await;
 }

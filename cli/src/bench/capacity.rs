@@ -124,6 +124,7 @@ pub fn run(args: CapacityArgs) -> u8 {
                 Conn {
                     stream,
                     leftover: Vec::new(),
+                    deflate: false,
                 },
                 args.recv_buffer,
                 shared,

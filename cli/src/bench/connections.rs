@@ -35,6 +35,11 @@ pub struct ConnectionsArgs {
     /// Connection n subscribes to PREFIX.n.
     #[arg(long, default_value = "idle", value_name = "PREFIX")]
     pub topic_prefix: String,
+    /// Every connection offers permessage-deflate
+    /// (`client_no_context_takeover`); the broker must agree (`serve
+    /// --compression on`), else the connection counts as failed.
+    #[arg(long)]
+    pub compression: bool,
     /// Options shared by every benchmark.
     #[command(flatten)]
     pub common: CommonArgs,
@@ -152,8 +157,10 @@ async fn run_async(args: &ConnectionsArgs, target: Target) -> ConnectionsReport 
             let topic = format!("{}.{n}", args.topic_prefix);
             let source = target.source_for(n, common.connect.source_addrs);
             let limit = common.connect.connect_timeout;
+            let deflate = args.compression;
             connecting.spawn(async move {
-                let mut conn = raw_client::open(&target, source, token.as_deref(), limit).await?;
+                let mut conn =
+                    raw_client::open(&target, source, token.as_deref(), deflate, limit).await?;
                 tokio::time::timeout(limit, raw_client::subscribe(&mut conn, 1, &topic))
                     .await
                     .map_err(|_| ConnectError::Timeout(target.addr))??;
@@ -239,11 +246,12 @@ async fn hold(conn: Conn, holding: CancellationToken, closed: Arc<AtomicU64>) {
     let Conn {
         mut stream,
         leftover,
+        deflate,
     } = conn;
     let mut buf = vec![0u8; 512.max(leftover.len())];
     buf[..leftover.len()].copy_from_slice(&leftover);
     let mut filled = leftover.len();
-    let mut walker = Walker::new();
+    let mut walker = Walker::with_deflate(deflate);
     while let Ok(walked) = walker.walk(&buf[..filled], |_| {}) {
         buf.copy_within(walked.consumed..filled, 0);
         filled -= walked.consumed;
@@ -255,6 +263,8 @@ async fn hold(conn: Conn, holding: CancellationToken, closed: Arc<AtomicU64>) {
                 continue;
             }
             Some(Control::Close(_)) => break,
+            // An idle connection reads nothing it needs from a message.
+            Some(Control::Compressed(_)) => continue,
             None => {}
         }
         if walked.need > buf.len() || filled == buf.len() {

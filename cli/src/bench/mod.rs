@@ -25,7 +25,9 @@
 mod capacity;
 mod connections;
 mod fanout;
+mod inflate;
 mod load;
+mod payload;
 mod raw_client;
 mod report;
 mod topics;
@@ -166,6 +168,11 @@ pub struct LoadArgs {
     /// send time), e.g. 128 or 1KiB.
     #[arg(long, default_value = "128", value_parser = parse_size, value_name = "SIZE")]
     pub payload: usize,
+    /// What follows the send time in each payload: `filler` (counting
+    /// bytes; compresses far better than real data) or `json` (JSON
+    /// market quotes, for realistic `--compression` figures).
+    #[arg(long, value_enum, default_value_t = payload::PayloadKind::Filler, value_name = "KIND")]
+    pub payload_kind: payload::PayloadKind,
     /// Publish at this total rate (messages/s) instead of as fast as flow
     /// control allows.
     #[arg(long, value_name = "MSGS_PER_SEC")]
@@ -194,6 +201,12 @@ pub struct LoadArgs {
     /// repeatable, round-robin like --subscriber-url. Default: --url.
     #[arg(long = "publisher-url", value_name = "URL")]
     pub publisher_urls: Vec<String>,
+    /// Subscribers offer permessage-deflate (`client_no_context_takeover`)
+    /// and inflate the compressed messages; the broker must agree (`serve
+    /// --compression on`), else the run fails like any setup error.
+    /// Publishers send uncompressed.
+    #[arg(long)]
+    pub compression: bool,
 }
 
 /// Runs `tickwire bench` and returns the exit code.

@@ -1,6 +1,7 @@
 //! A minimal WebSocket client for load generation: the HTTP upgrade through
-//! `tickwire_protocol::handshake`, subscribe and publish frames built once
-//! and reused.
+//! `tickwire_protocol::handshake` (offering permessage-deflate with
+//! `--compression`, and then insisting on it), subscribe and publish frames
+//! built once and reused.
 //!
 //! Nothing here is on the per-message receive path except through
 //! [`super::walker`]; this module sets connections up and builds the
@@ -19,13 +20,15 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tickwire_protocol::handshake::{ResponseHead, SubprotocolRule, UpgradeRequest};
+use tickwire_protocol::handshake::{HandshakeError, ResponseHead, SubprotocolRule, UpgradeRequest};
 use tickwire_protocol::ws::{
     FrameDecoder, Incoming, MessageKind, OpCode, Role, write_client_frame,
 };
 use tickwire_protocol::{ClientMessage, ServerMessage, SubscribeOptions};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
+
+use super::payload::PayloadKind;
 
 /// The masking key of every frame the benchmark sends (RFC 6455, section
 /// 5.7's example key `0x37fa213d`).
@@ -122,6 +125,9 @@ pub enum ConnectError {
     Subscribe(String),
     /// The connection closed during setup.
     Closed(String),
+    /// permessage-deflate was asked for (`--compression`) and the broker
+    /// answered without it.
+    DeflateDeclined(SocketAddr),
     /// Another I/O error.
     Io(SocketAddr, io::Error),
 }
@@ -151,6 +157,10 @@ impl fmt::Display for ConnectError {
             }
             ConnectError::Subscribe(msg) => write!(f, "subscribe refused: {msg}"),
             ConnectError::Closed(msg) => write!(f, "connection closed during setup: {msg}"),
+            ConnectError::DeflateDeclined(addr) => write!(
+                f,
+                "the broker at {addr} declined permessage-deflate (--compression): start it with `tickwire serve --compression on`"
+            ),
             ConnectError::Io(addr, e) => {
                 let hint = match e.raw_os_error() {
                     Some(libc::EMFILE) | Some(libc::ENFILE) => {
@@ -175,21 +185,28 @@ pub struct Conn {
     pub stream: TcpStream,
     /// Received bytes not yet processed.
     pub leftover: Vec<u8>,
+    /// permessage-deflate was agreed: the broker may send compressed
+    /// (RSV1) messages, each compressed on its own
+    /// (`server_no_context_takeover`).
+    pub deflate: bool,
 }
 
 /// Opens a TCP connection (from `source`, if given) and performs the
-/// WebSocket upgrade, offering `tickwire.v1` and, with a token,
-/// `Authorization: Bearer`.
+/// WebSocket upgrade, offering `tickwire.v1`, with a token
+/// `Authorization: Bearer`, and with `deflate` permessage-deflate
+/// (`client_no_context_takeover`; the broker must agree, else
+/// [`ConnectError::DeflateDeclined`]).
 pub async fn open(
     target: &Target,
     source: Option<IpAddr>,
     token: Option<&str>,
+    deflate: bool,
     limit: Duration,
 ) -> Result<Conn, ConnectError> {
     let addr = target.addr;
     tokio::time::timeout(limit, async {
         let stream = connect_tcp(addr, source).await?;
-        handshake(stream, target, token).await
+        handshake(stream, target, token, deflate).await
     })
     .await
     .map_err(|_| ConnectError::Timeout(addr))?
@@ -226,9 +243,10 @@ async fn handshake(
     mut stream: TcpStream,
     target: &Target,
     token: Option<&str>,
+    deflate: bool,
 ) -> Result<Conn, ConnectError> {
     let addr = target.addr;
-    let mut request = UpgradeRequest::new(&target.host, &target.path);
+    let mut request = UpgradeRequest::new(&target.host, &target.path).offer_deflate(deflate);
     if let Some(token) = token {
         request = request.header("Authorization", &format!("Bearer {token}"));
     }
@@ -278,14 +296,25 @@ async fn handshake(
             response,
         });
     }
-    head.verify(request.key(), SubprotocolRule::Required)
-        .map_err(|e| ConnectError::Handshake {
-            status: head.status,
-            response: format!("{head_text}\n({e})"),
-        })?;
+    let refused = |e: HandshakeError| ConnectError::Handshake {
+        status: head.status,
+        response: format!("{head_text}\n({e})"),
+    };
+    if deflate {
+        // Agreed with or without `server_no_context_takeover`: the bench
+        // inflates every message on its own either way, and a tickwire
+        // broker always resets its context.
+        head.verify_deflate(request.key(), SubprotocolRule::Required)
+            .map_err(refused)?
+            .ok_or(ConnectError::DeflateDeclined(addr))?;
+    } else {
+        head.verify(request.key(), SubprotocolRule::Required)
+            .map_err(refused)?;
+    }
     Ok(Conn {
         stream,
         leftover: rest,
+        deflate,
     })
 }
 
@@ -314,6 +343,9 @@ pub async fn subscribe(conn: &mut Conn, id: u64, pattern: &str) -> Result<(), Co
         .await
         .map_err(|e| ConnectError::Io(addr, e))?;
     let mut decoder = FrameDecoder::new(Role::Client, 1 << 20);
+    if conn.deflate {
+        decoder = decoder.with_inflate(true);
+    }
     let mut buf = BytesMut::from(&conn.leftover[..]);
     loop {
         loop {
@@ -409,13 +441,9 @@ pub struct PublishTemplate {
 
 impl PublishTemplate {
     /// Builds the frame for `payload_len`-byte payloads (at least 8) on
-    /// `topic`. The payload after the timestamp is filler.
-    pub fn new(topic: &str, payload_len: usize) -> PublishTemplate {
-        let mut payload = vec![0u8; payload_len.max(8)];
-        for (i, b) in payload.iter_mut().enumerate().skip(8) {
-            *b = (i % 251) as u8;
-        }
-        let payload = Bytes::from(payload);
+    /// `topic`; after the timestamp comes a payload of `kind`.
+    pub fn new(topic: &str, payload_len: usize, kind: PayloadKind) -> PublishTemplate {
+        let payload = Bytes::from(kind.payload(payload_len));
         let mut body = Vec::with_capacity(payload.len() + topic.len() + 16);
         ClientMessage::Publish {
             id: None,
@@ -463,7 +491,7 @@ mod tests {
     #[test]
     fn publish_template_decodes_with_the_stamp() {
         for (topic, len) in [("bench.fanout", 128usize), ("t", 8), ("x.y", 1000)] {
-            let template = PublishTemplate::new(topic, len);
+            let template = PublishTemplate::new(topic, len, PayloadKind::Filler);
             let mut out = Vec::new();
             template.append(&mut out, 0x0102_0304_0506_0708);
             template.append(&mut out, 42);
@@ -492,6 +520,67 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A one-shot fake broker: answers the upgrade with 101 plus
+    /// `extensions` (if any) as `Sec-WebSocket-Extensions`.
+    async fn fake_broker(extensions: Option<&'static str>) -> Target {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut request = Vec::new();
+            while !request.ends_with(b"\r\n\r\n") {
+                let mut byte = [0u8; 1];
+                stream.read_exact(&mut byte).await.unwrap();
+                request.push(byte[0]);
+            }
+            let request = String::from_utf8(request).unwrap();
+            let key = request
+                .lines()
+                .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: "))
+                .unwrap();
+            let mut answer = format!(
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                 Sec-WebSocket-Accept: {}\r\nSec-WebSocket-Protocol: tickwire.v1\r\n",
+                tickwire_protocol::handshake::accept_key(key)
+            );
+            if let Some(e) = extensions {
+                answer.push_str(&format!("Sec-WebSocket-Extensions: {e}\r\n"));
+            }
+            answer.push_str("\r\n");
+            stream.write_all(answer.as_bytes()).await.unwrap();
+            // Hold the socket until the client is done.
+            let _ = stream.read(&mut [0u8; 16]).await;
+        });
+        Target::resolve(&format!("ws://{addr}/ws")).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn compression_needs_the_brokers_agreement() {
+        let limit = Duration::from_secs(10);
+        let agreed = "permessage-deflate; server_no_context_takeover; client_no_context_takeover";
+        let target = fake_broker(Some(agreed)).await;
+        let conn = open(&target, None, None, true, limit).await.unwrap();
+        assert!(conn.deflate);
+
+        let target = fake_broker(None).await;
+        let err = open(&target, None, None, true, limit).await.unwrap_err();
+        assert!(matches!(err, ConnectError::DeflateDeclined(_)), "{err}");
+        assert!(err.to_string().contains("--compression on"), "{err}");
+
+        // Without --compression, an extension the client did not offer is
+        // refused; without it the connection is plain.
+        let target = fake_broker(Some(agreed)).await;
+        let err = open(&target, None, None, false, limit).await.unwrap_err();
+        assert!(matches!(err, ConnectError::Handshake { .. }), "{err}");
+        let target = fake_broker(None).await;
+        assert!(
+            !open(&target, None, None, false, limit)
+                .await
+                .unwrap()
+                .deflate
+        );
     }
 
     #[tokio::test]

@@ -7,6 +7,12 @@
 //! skips everything else. It never allocates and never copies a payload.
 //! Control frames (ping, close) stop the walk so the caller can answer them.
 //!
+//! With permessage-deflate agreed ([`Walker::with_deflate`]) a compressed
+//! message (RSV1 set) also stops the walk: the caller inflates its body
+//! and hands the result to [`Walker::binary`]. The check for it sits on
+//! the branch that otherwise refuses reserved bits, so a plain walk pays
+//! nothing for it.
+//!
 //! This file depends on nothing but `std` so that the criterion benchmark
 //! `cli/benches/bench_client.rs` can include it and measure the load
 //! tool's receive ceiling without sockets.
@@ -21,6 +27,9 @@ pub enum Control {
     Ping(Vec<u8>),
     /// The broker's close frame, with its code (1005 when none was given).
     Close(u16),
+    /// A compressed binary message (only with [`Walker::with_deflate`]):
+    /// the range of its compressed body in the walked buffer.
+    Compressed(std::ops::Range<usize>),
 }
 
 /// What one call to [`Walker::walk`] did.
@@ -74,7 +83,10 @@ pub struct Walker {
     pub other: u64,
     /// Binary frames that are not well-formed tickwire messages.
     pub malformed: u64,
+    /// Compressed messages handed back to the caller.
+    pub compressed: u64,
     last_seq: u64,
+    deflate: bool,
 }
 
 /// Reads a MessagePack unsigned integer at `pos`; returns it and the position
@@ -153,6 +165,16 @@ impl Walker {
         Walker::default()
     }
 
+    /// A walker for a connection with permessage-deflate agreed when
+    /// `deflate` is true: compressed binary frames stop the walk with
+    /// [`Control::Compressed`] instead of being refused.
+    pub fn with_deflate(deflate: bool) -> Self {
+        Walker {
+            deflate,
+            ..Walker::default()
+        }
+    }
+
     /// Walks every complete frame at the front of `buf`, calling
     /// `on_message(sent_ns)` for each `MESSAGE` (`sent_ns` is 0 when the
     /// payload is shorter than 8 bytes). Stops early at a ping or close.
@@ -172,8 +194,10 @@ impl Walker {
                     control: None,
                 });
             };
-            // Unmasked, no reserved bits, opcode 0-2 or 8-10.
-            if b1 & 0x80 != 0 || b0 & 0x70 != 0 {
+            // Unmasked, no reserved bits (but RSV1 on a whole binary
+            // message with deflate), opcode 0-2 or 8-10.
+            let compressed = b0 & 0x70 != 0;
+            if b1 & 0x80 != 0 || (compressed && !(b0 == 0xc2 && self.deflate)) {
                 return Err(WalkError::BadFrame(b0, b1));
             }
             let (len, header) = match b1 {
@@ -198,30 +222,17 @@ impl Walker {
             let Some(body) = rest.get(header..total) else {
                 return Ok(self.partial(pos, total));
             };
+            let start = pos + header;
             pos += total;
             match b0 {
-                0x82 => {
-                    if let [0x96, 0x10, ..] = body {
-                        match parse_message(body) {
-                            Some((seq, sent)) => {
-                                self.messages += 1;
-                                if self.last_seq != 0 && seq != self.last_seq + 1 {
-                                    if seq > self.last_seq {
-                                        self.seq_gaps += seq - self.last_seq - 1;
-                                    } else {
-                                        self.seq_regressions += 1;
-                                    }
-                                }
-                                self.last_seq = seq;
-                                on_message(sent);
-                            }
-                            None => self.malformed += 1,
-                        }
-                    } else if let [0x94, 0x0f, ..] = body {
-                        self.errors += 1;
-                    } else {
-                        self.other += 1;
-                    }
+                0x82 => self.binary(body, &mut on_message),
+                0xc2 => {
+                    self.compressed += 1;
+                    return Ok(Walked {
+                        consumed: pos,
+                        need: 0,
+                        control: Some(Control::Compressed(start..pos)),
+                    });
                 }
                 0x89 => {
                     return Ok(Walked {
@@ -246,6 +257,33 @@ impl Walker {
                 // sends them.
                 _ => self.malformed += 1,
             }
+        }
+    }
+
+    /// Counts one binary message `body` (a frame's, or an inflated
+    /// compressed one's), calling `on_message(sent_ns)` for a `MESSAGE`.
+    #[inline(always)]
+    pub fn binary(&mut self, body: &[u8], mut on_message: impl FnMut(u64)) {
+        if let [0x96, 0x10, ..] = body {
+            match parse_message(body) {
+                Some((seq, sent)) => {
+                    self.messages += 1;
+                    if self.last_seq != 0 && seq != self.last_seq + 1 {
+                        if seq > self.last_seq {
+                            self.seq_gaps += seq - self.last_seq - 1;
+                        } else {
+                            self.seq_regressions += 1;
+                        }
+                    }
+                    self.last_seq = seq;
+                    on_message(sent);
+                }
+                None => self.malformed += 1,
+            }
+        } else if let [0x94, 0x0f, ..] = body {
+            self.errors += 1;
+        } else {
+            self.other += 1;
         }
     }
 

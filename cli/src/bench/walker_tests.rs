@@ -2,8 +2,9 @@
 //! that includes walker.rs compiles without them.
 
 use super::walker::*;
+use tickwire_protocol::deflate::compress;
 use tickwire_protocol::message::{Position, encode_delivery_frame};
-use tickwire_protocol::ws::{OpCode, server_frame};
+use tickwire_protocol::ws::{OpCode, compressed_server_frame, server_frame};
 use tickwire_protocol::{ErrorCode, ServerMessage};
 
 /// Position `seq` in a 64-bit epoch, the size real epochs have.
@@ -100,4 +101,45 @@ fn refuses_masked_frames() {
 
 fn w_err(buf: &[u8]) -> bool {
     Walker::new().walk(buf, |_| {}).is_err()
+}
+
+#[test]
+fn compressed_messages_stop_the_walk_only_with_deflate() {
+    let plain = encode_delivery_frame("t", at(1), 1, &payload(7, 600));
+    // A 600-byte payload takes a 4-byte frame header.
+    let body = encode_delivery_frame("t", at(2), 1, &payload(8, 600))[4..].to_vec();
+    let packed = compress(&body, 1);
+    let compressed = compressed_server_frame(OpCode::Binary, &packed);
+    let mut buf = plain.to_vec();
+    buf.extend_from_slice(&compressed);
+    buf.extend_from_slice(&encode_delivery_frame("t", at(3), 1, &payload(9, 8)));
+
+    // Without permessage-deflate agreed, RSV1 is a protocol error.
+    assert!(Walker::new().walk(&buf, |_| {}).is_err());
+
+    let mut w = Walker::with_deflate(true);
+    let mut sent = Vec::new();
+    let walked = w.walk(&buf, |s| sent.push(s)).unwrap();
+    assert_eq!(walked.consumed, plain.len() + compressed.len());
+    let Some(Control::Compressed(range)) = walked.control else {
+        panic!("no compressed control: {walked:?}");
+    };
+    assert_eq!(&buf[range], &packed[..]);
+    assert_eq!((w.messages, w.compressed), (1, 1));
+
+    // The caller walks the inflated body, then the rest of the buffer.
+    w.binary(&body, |s| sent.push(s));
+    let walked = w.walk(&buf[walked.consumed..], |s| sent.push(s)).unwrap();
+    assert_eq!(walked.control, None);
+    assert_eq!(sent, vec![7, 8, 9]);
+    assert_eq!((w.messages, w.seq_gaps, w.seq_regressions), (3, 0, 0));
+}
+
+#[test]
+fn deflate_allows_rsv1_only_on_whole_binary_messages() {
+    let mut w = Walker::with_deflate(true);
+    // A compressed text frame, a compressed fragment and RSV2 stay errors.
+    for b0 in [0xc1u8, 0x42, 0xa2] {
+        assert!(w.walk(&[b0, 0x00], |_| {}).is_err(), "{b0:#04x}");
+    }
 }

@@ -19,9 +19,13 @@ pub(super) async fn publisher(p: usize, conn: Conn, ctx: Arc<Ctx>) {
     let topics = ctx.plan.publisher_topics(p);
     let templates: Vec<PublishTemplate> = topics
         .iter()
-        .map(|&t| PublishTemplate::new(&ctx.topics[t].name, ctx.load.payload))
+        .map(|&t| {
+            PublishTemplate::new(&ctx.topics[t].name, ctx.load.payload, ctx.load.payload_kind)
+        })
         .collect();
-    let Conn { stream, leftover } = conn;
+    let Conn {
+        stream, leftover, ..
+    } = conn;
     let (reader, mut writer) = stream.into_split();
     tokio::task::spawn_local(publisher_reader(p, reader, leftover, ctx.clone()));
     ctx.start.cancelled().await;
@@ -168,7 +172,9 @@ async fn publisher_reader(p: usize, mut reader: OwnedReadHalf, leftover: Vec<u8>
             // The broker only pings connections that stay silent.
             Some(Control::Ping(_)) => continue,
             Some(Control::Close(code)) => break u32::from(code),
-            None => {}
+            // Publishers do not offer permessage-deflate: their walker
+            // refuses compressed frames instead of returning them.
+            Some(Control::Compressed(_)) | None => {}
         }
         if walked.need > buf.len() {
             buf.resize(walked.need, 0);

@@ -33,6 +33,11 @@ pub(crate) struct SubShared {
     pub(super) seq_regressions: AtomicU64,
     /// `ERROR` replies received.
     pub(super) errors: AtomicU64,
+    /// Compressed (permessage-deflate) messages received.
+    pub(super) compressed: AtomicU64,
+    /// Bytes read from the socket after the subscription was confirmed
+    /// (frame headers included): what the messages cost on the wire.
+    pub(super) wire_bytes: AtomicU64,
     /// How the connection ended ([`OPEN`] while it is open).
     pub(super) close_code: AtomicU32,
 }
@@ -133,6 +138,16 @@ impl Ctx {
     /// Messages published so far, all topics together.
     pub(super) fn published(&self) -> u64 {
         self.topics.iter().map(|t| t.published.load(Relaxed)).sum()
+    }
+
+    /// (compressed messages, bytes read) by all subscribers together.
+    pub(super) fn wire(&self) -> (u64, u64) {
+        self.subs.iter().fold((0, 0), |(c, b), s| {
+            (
+                c + s.compressed.load(Relaxed),
+                b + s.wire_bytes.load(Relaxed),
+            )
+        })
     }
 
     /// Subscribers whose connection is still open.

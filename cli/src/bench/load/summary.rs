@@ -9,6 +9,7 @@ use std::time::Instant;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+use super::super::payload::PayloadKind;
 use super::super::report::{self, BrokerUsage, CpuTime, Latency, LoadCpu, si};
 use super::super::{EXIT_CONNECT, EXIT_LOSS, EXIT_OK};
 use super::nodes::NodeShare;
@@ -54,6 +55,8 @@ pub struct LoadReport {
     pub publishers: usize,
     /// Payload bytes per message.
     pub payload_bytes: usize,
+    /// What the payload holds after the send time (`--payload-kind`).
+    pub payload_kind: PayloadKind,
     /// `--rate`, if given (messages/s, all publishers together).
     pub target_rate: Option<f64>,
     /// Flow-control window per topic at max rate (`None` with `--rate`).
@@ -77,6 +80,17 @@ pub struct LoadReport {
     /// Deliveries per second, from the start of publishing to the last
     /// delivery (or the end of the drain).
     pub deliveries_per_sec: f64,
+    /// Whether subscribers negotiated permessage-deflate (`--compression`).
+    pub compression: bool,
+    /// Deliveries that arrived compressed (RSV1); the broker sends a
+    /// message plain when it is under its `--compression-min-size` or does
+    /// not shrink.
+    pub compressed_deliveries: u64,
+    /// Bytes subscribers read from their sockets after subscribing (frame
+    /// headers included), all together.
+    pub wire_bytes_received: u64,
+    /// `wire_bytes_received / deliveries` (`None` without deliveries).
+    pub wire_bytes_per_delivery: Option<f64>,
     /// expected − received after the drain.
     pub lost: u64,
     /// Whether every expected message arrived within the drain time.
@@ -167,6 +181,7 @@ impl LoadReport {
             }
             None => (None, None),
         };
+        let (compressed_deliveries, wire_bytes_received) = ctx.wire();
         let delivery_window = if drained { wall } else { publish_end - t0 };
         LoadReport {
             bench: ctx.plan.bench,
@@ -181,6 +196,7 @@ impl LoadReport {
             subscribers: ctx.subs.len(),
             publishers: ctx.plan.publishers,
             payload_bytes: ctx.load.payload,
+            payload_kind: ctx.load.payload_kind,
             target_rate: ctx.load.rate,
             max_in_flight: ctx.load.rate.is_none().then_some(ctx.load.max_in_flight),
             threads: ctx.load.threads,
@@ -192,6 +208,11 @@ impl LoadReport {
             deliveries: received,
             expected_deliveries: expected,
             deliveries_per_sec: received as f64 / delivery_window.as_secs_f64().max(1e-9),
+            compression: ctx.load.compression,
+            compressed_deliveries,
+            wire_bytes_received,
+            wire_bytes_per_delivery: (received > 0)
+                .then(|| wire_bytes_received as f64 / received as f64),
             lost,
             drained,
             seq_gaps: ctx.subs.iter().map(|s| s.seq_gaps.load(Relaxed)).sum(),
@@ -248,8 +269,13 @@ impl LoadReport {
             (
                 "topology",
                 format!(
-                    "{} topic(s) × {} subscriber(s) = {} connections, {} publisher(s), {} B payload",
-                    r.topics, r.subscribers_per_topic, r.subscribers, r.publishers, r.payload_bytes
+                    "{} topic(s) × {} subscriber(s) = {} connections, {} publisher(s), {} B {} payload",
+                    r.topics,
+                    r.subscribers_per_topic,
+                    r.subscribers,
+                    r.publishers,
+                    r.payload_bytes,
+                    r.payload_kind.name()
                 ),
             ),
             ("mode", mode),
@@ -267,6 +293,21 @@ impl LoadReport {
             (
                 "deliveries",
                 format!("{} msgs, {} msgs/s", r.deliveries, si(r.deliveries_per_sec)),
+            ),
+            (
+                "wire",
+                format!(
+                    "{} received{}{}",
+                    report::bytes(r.wire_bytes_received as f64),
+                    r.wire_bytes_per_delivery
+                        .map(|b| format!(", {b:.1} B per delivery"))
+                        .unwrap_or_default(),
+                    if r.compression {
+                        format!(" ({} deliveries compressed)", r.compressed_deliveries)
+                    } else {
+                        String::new()
+                    }
+                ),
             ),
             (
                 "lost",

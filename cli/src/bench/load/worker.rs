@@ -11,6 +11,7 @@ use hdrhistogram::Histogram;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::task::{JoinSet, LocalSet};
 
+use super::super::inflate::inflate;
 use super::super::raw_client::{self, Conn, ConnectError};
 use super::super::report;
 use super::super::walker::{Control, Walker};
@@ -97,6 +98,7 @@ async fn open_all(ctx: &Arc<Ctx>, subs: &[usize], pubs: &[usize]) -> Result<Open
                     target,
                     source,
                     ctx.common.broker.token.as_deref(),
+                    ctx.load.compression && !is_pub,
                     ctx.common.connect.connect_timeout,
                 )
                 .await?;
@@ -132,7 +134,8 @@ async fn subscriber(i: usize, conn: Conn, ctx: Arc<Ctx>, histogram: Rc<RefCell<H
 /// The subscriber receive loop: read a big chunk, walk its frames in place,
 /// publish the counters, answer pings; until the broker closes the
 /// connection (the code is stored in `shared.close_code`) or the task is
-/// dropped. One clock reading per read; no allocation per message.
+/// dropped. One clock reading per read; no allocation per message, but for
+/// compressed ones (inflated by the thread's inflater, then walked).
 pub(crate) async fn receive(
     conn: Conn,
     recv_buffer: usize,
@@ -142,20 +145,34 @@ pub(crate) async fn receive(
     let Conn {
         mut stream,
         leftover,
+        deflate,
     } = conn;
     let mut buf = vec![0u8; recv_buffer.max(leftover.len() + 4096)];
     buf[..leftover.len()].copy_from_slice(&leftover);
     let mut filled = leftover.len();
-    let mut walker = Walker::new();
+    let mut wire_bytes = filled as u64;
+    let mut walker = Walker::with_deflate(deflate);
+    let mut now = now_ns();
     let code = loop {
-        let now = now_ns();
         let walked = {
             let mut h = histogram.borrow_mut();
-            walker.walk(&buf[..filled], |sent| {
+            let mut record = |sent: u64| {
                 if sent != 0 {
                     h.saturating_record(now.saturating_sub(sent).max(1));
                 }
-            })
+            };
+            match walker.walk(&buf[..filled], &mut record) {
+                Ok(walked) => match &walked.control {
+                    Some(Control::Compressed(body)) => inflate(&buf[body.clone()])
+                        .map(|body| {
+                            walker.binary(&body, &mut record);
+                            walked
+                        })
+                        .map_err(|_| ()),
+                    _ => Ok(walked),
+                },
+                Err(_) => Err(()),
+            }
         };
         shared.received.store(walker.messages, Relaxed);
         shared.seq_gaps.store(walker.seq_gaps, Relaxed);
@@ -184,6 +201,10 @@ pub(crate) async fn receive(
                 let _ = stream.write_all(&raw_client::close_frame()).await;
                 break u32::from(code);
             }
+            Some(Control::Compressed(_)) => {
+                shared.compressed.store(walker.compressed, Relaxed);
+                continue;
+            }
             None => {}
         }
         if walked.need > buf.len() {
@@ -194,7 +215,12 @@ pub(crate) async fn receive(
         }
         match stream.read(&mut buf[filled..]).await {
             Ok(0) => break EOF,
-            Ok(n) => filled += n,
+            Ok(n) => {
+                filled += n;
+                wire_bytes += n as u64;
+                shared.wire_bytes.store(wire_bytes, Relaxed);
+                now = now_ns();
+            }
             Err(_) => break FAILED,
         }
     };

@@ -169,6 +169,7 @@ pub async fn run(
                 &target,
                 None,
                 args.broker.token.as_deref(),
+                false,
                 args.connect.connect_timeout,
             )
             .await

@@ -19,7 +19,8 @@ const MAX_MESSAGE: usize = 64 << 20;
 /// Opens a WebSocket connection and subscribes it to `topic`.
 pub async fn open(setup: &Setup<'_>) -> Result<Conn, ConnectError> {
     let target = setup.target;
-    let mut conn = raw_client::open(target, setup.source, setup.token, setup.timeout).await?;
+    let mut conn =
+        raw_client::open(target, setup.source, setup.token, false, setup.timeout).await?;
     with_deadline(setup, raw_client::subscribe(&mut conn, 1, setup.topic)).await?;
     Ok(conn)
 }
@@ -29,6 +30,7 @@ pub async fn receive(conn: Conn, shared: &RunShared, tally: &mut Tally) -> TcpSt
     let Conn {
         mut stream,
         leftover,
+        ..
     } = conn;
     let mut decoder = FrameDecoder::new(Role::Client, MAX_MESSAGE);
     let mut buf = BytesMut::from(&leftover[..]);
