@@ -23,7 +23,7 @@
 //! the pause; keepalive and the message timeout do not run while the reader
 //! is paused by the broker itself.
 
-mod both;
+pub mod both;
 
 use std::pin::pin;
 use std::sync::Arc;

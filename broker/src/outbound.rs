@@ -175,7 +175,7 @@ struct Lanes {
 
 /// One entry of the segment list: a frame or a lane's place, 32 bytes (a
 /// [`Bytes`], the lane id fitting beside its niche). What an entry does not
-/// need to carry lives once per list ([`List`]): when the oldest frame was
+/// need to carry lives once per list (`List`): when the oldest frame was
 /// queued, the close frame, a rate-limit re-plan.
 #[derive(Debug)]
 pub enum Item {
