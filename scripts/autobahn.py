@@ -7,9 +7,18 @@ Autobahn TestSuite cases on Python 3), stops the broker with SIGTERM and
 judges the report:
 
 * no case FAILED, in any section;
-* UNIMPLEMENTED only in sections 12 and 13 (permessage-deflate, which the
-  broker does not negotiate);
-* every case of sections 1-10 OK, NON-STRICT or INFORMATIONAL.
+* UNIMPLEMENTED only in 13.3 and 13.5: their only offer asks for
+  `server_max_window_bits=9`, which the broker declines (it compresses
+  each message once for every subscriber, with a 32 KiB window);
+* every other case OK, NON-STRICT or INFORMATIONAL.
+
+The broker runs with `--compression on`. Sections 12 and 13
+(permessage-deflate) run in part, to keep CI time bounded: in each of their
+12 subsections, cases 3-8 (messages of 256 B to 16 KiB) and 11 (8 KiB
+messages auto-fragmented into 256-byte frames); `--all-compression` runs
+all of them (about 10 minutes on two busy cores). Cases on which kosoku
+0.1.0 fails before connecting ("Strings must be encoded before hashing", a
+harness error whatever the server) are never run: see KOSOKU_ERRORS.
 
 The summary table in docs/conformance.md (between the autobahn-server
 marker comments) is generated from the report:
@@ -50,6 +59,7 @@ KOSOKU_VERSION = "0.1.0"
 # two of them (the broker refuses a smaller budget).
 BROKER_ARGS = [
     "--listen", "127.0.0.1:0",
+    "--compression", "on",
     "--echo-listen", "127.0.0.1:0",
     "--max-message-size", "16MiB",
     "--publish-bytes-burst", "16MiB",
@@ -77,6 +87,40 @@ SECTIONS = {
 BEHAVIORS = ["OK", "NON-STRICT", "INFORMATIONAL", "UNIMPLEMENTED", "FAILED"]
 ACCEPTED = {"OK", "NON-STRICT", "INFORMATIONAL"}
 COMPRESSION = {"12", "13"}
+# The permessage-deflate offers the broker declines by design.
+DECLINED_OFFERS = {"13.3", "13.5"}
+# Cases of sections 12-13 run by default (the last part of the case id).
+COMPRESSION_CASES = {3, 4, 5, 6, 7, 8, 11}
+# Cases on which kosoku 0.1.0 raises "Strings must be encoded before
+# hashing" before it connects (the test data's first slices): never run.
+KOSOKU_ERRORS = [
+    "12.1.1", "12.1.2", "12.2.1", "12.2.2", "12.2.3", "12.3.1", "12.3.2",
+    "12.4.1", "12.4.2", *(f"12.5.{i}" for i in [1, 2, 3, 4, 5, 6, 7, 11, 12]),
+    *(f"13.{j}.{i}" for j in range(1, 8) for i in [1, 2]),
+]
+
+
+def compression_case(case: str) -> bool:
+    """Sections 12 and 13: the client side accepts UNIMPLEMENTED there."""
+    return case.split(".")[0] in COMPRESSION
+
+
+def declined_offer(case: str) -> bool:
+    """The cases whose only offer the broker declines (UNIMPLEMENTED)."""
+    return case.rsplit(".", 1)[0] in DECLINED_OFFERS
+
+
+def case_selection(all_compression: bool) -> list[str]:
+    """kosoku's `-x` arguments: the harness errors, and unless
+    `all_compression` the cases of sections 12-13 not in COMPRESSION_CASES."""
+    excluded = list(KOSOKU_ERRORS)
+    if not all_compression:
+        # Case ids one by one: kosoku's `*` would make `12.*.1` cover 12.1.11.
+        excluded += [f"{section}.{sub}.{i}"
+                     for section, subsections in (("12", 5), ("13", 7))
+                     for sub in range(1, subsections + 1)
+                     for i in range(1, 19) if i not in COMPRESSION_CASES]
+    return [arg for case in excluded for arg in ("-x", case)]
 
 
 def fail(message: str) -> None:
@@ -157,8 +201,9 @@ def stop(broker: subprocess.Popen) -> None:
         fail(f"the broker exited with status {code} after SIGTERM")
 
 
-def run_suite(binary: Path, outdir: Path) -> dict[str, dict]:
-    """Runs every case against a fresh broker; returns the case results."""
+def run_suite(binary: Path, outdir: Path, all_compression: bool) -> dict[str, dict]:
+    """Runs the cases (see `case_selection`) against a fresh broker;
+    returns the case results."""
     kosoku = ensure_kosoku()
     if not binary.exists():
         fail(f"{binary} not found; run `cargo build --bins` first")
@@ -180,7 +225,8 @@ def run_suite(binary: Path, outdir: Path) -> dict[str, dict]:
         # kosoku exits non-zero when any case is not OK (UNIMPLEMENTED
         # included): the report decides, below.
         suite = subprocess.run(
-            [kosoku, "-m", "fuzzingclient", "-p", PARALLELISM, "-o", str(outdir), address],
+            [kosoku, "-m", "fuzzingclient", "-p", PARALLELISM, "-o", str(outdir),
+             *case_selection(all_compression), address],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -214,16 +260,16 @@ def load_results(outdir: Path, output: str) -> dict[str, dict]:
     return results
 
 
-def judge(results: dict[str, dict]) -> list[str]:
-    """Every broken rule, as a line of text."""
+def judge(results: dict[str, dict], may_be_unimplemented=declined_offer) -> list[str]:
+    """Every broken rule, as a line of text; UNIMPLEMENTED is accepted for
+    the cases `may_be_unimplemented` names."""
     problems = []
     for case in sorted(results, key=case_key):
-        section = case.split(".")[0]
         behavior = results[case]["behavior"]
         if behavior == "FAILED":
             problems.append(f"{case} FAILED")
-        elif behavior == "UNIMPLEMENTED" and section not in COMPRESSION:
-            problems.append(f"{case} UNIMPLEMENTED outside sections 12-13")
+        elif behavior == "UNIMPLEMENTED" and not may_be_unimplemented(case):
+            problems.append(f"{case} UNIMPLEMENTED where it must not be")
         elif behavior not in ACCEPTED | {"UNIMPLEMENTED"}:
             problems.append(f"{case} has unknown behavior {behavior}")
     for section in SECTIONS:
@@ -234,12 +280,14 @@ def judge(results: dict[str, dict]) -> list[str]:
 
 def ranges(cases: list[str]) -> str:
     """`12.1.1-12.1.18, 12.2.1-...`: runs of consecutive cases per subsection."""
-    groups: dict[str, list[str]] = collections.defaultdict(list)
+    runs: list[list[str]] = []
     for case in sorted(cases, key=case_key):
-        groups[".".join(case.split(".")[:-1])].append(case)
-    return ", ".join(
-        run[0] if len(run) == 1 else f"{run[0]}-{run[-1]}" for run in groups.values()
-    )
+        key = case_key(case)
+        if runs and case_key(runs[-1][-1]) == key[:-1] + [key[-1] - 1]:
+            runs[-1].append(case)
+        else:
+            runs.append([case])
+    return ", ".join(run[0] if len(run) == 1 else f"{run[0]}-{run[-1]}" for run in runs)
 
 
 def table(results: dict[str, dict]) -> str:
@@ -294,13 +342,14 @@ def replace_generated(text: str, generated: str, begin: str = BEGIN, end: str = 
 
 
 def publish(results: dict[str, dict], outdir: Path, args: argparse.Namespace,
-            begin: str = BEGIN, end: str = END, script: str = "scripts/autobahn.py") -> None:
+            begin: str = BEGIN, end: str = END, script: str = "scripts/autobahn.py",
+            may_be_unimplemented=declined_offer) -> None:
     """Prints the table, fails when a case breaks the bar, then updates or
     checks the table between `begin` and `end` in docs/conformance.md as
     `--update-docs` / `--check-docs` (made by `docs_arguments`) ask."""
     generated = table(results)
     print(generated)
-    problems = judge(results)
+    problems = judge(results, may_be_unimplemented)
     if problems:
         fail(
             f"{len(problems)} case(s) break the bar (report: {outdir}/index.html):\n  "
@@ -316,7 +365,7 @@ def publish(results: dict[str, dict], outdir: Path, args: argparse.Namespace,
             f"the Autobahn table in {DOC.relative_to(ROOT)} differs from this run; "
             f"regenerate it with `python3 {script} --update-docs` and commit it"
         )
-    print("autobahn: every case in sections 1-10 passed; UNIMPLEMENTED only in 12-13")
+    print("autobahn: no case FAILED; UNIMPLEMENTED only where allowed")
 
 
 def docs_arguments(parser: argparse.ArgumentParser) -> None:
@@ -339,9 +388,13 @@ def main() -> None:
         "--outdir", type=Path, default=ROOT / "target" / "autobahn" / "server",
         help="where kosoku writes its report",
     )
+    parser.add_argument(
+        "--all-compression", action="store_true",
+        help="run every case of sections 12-13, not only cases 3-8 and 11 of each subsection",
+    )
     docs_arguments(parser)
     args = parser.parse_args()
-    publish(run_suite(args.binary, args.outdir), args.outdir, args)
+    publish(run_suite(args.binary, args.outdir, args.all_compression), args.outdir, args)
 
 
 if __name__ == "__main__":

@@ -95,7 +95,10 @@ def main() -> None:
     autobahn.docs_arguments(parser)
     args = parser.parse_args()
     results = run_suite(args.outdir)
-    autobahn.publish(results, args.outdir, args, BEGIN, END, "scripts/autobahn_client.py")
+    # The SDK does not offer permessage-deflate to the suite (yet):
+    # sections 12-13 stay UNIMPLEMENTED on this side.
+    autobahn.publish(results, args.outdir, args, BEGIN, END, "scripts/autobahn_client.py",
+                     autobahn.compression_case)
 
 
 if __name__ == "__main__":

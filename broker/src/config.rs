@@ -361,6 +361,21 @@ fn parse_patterns(s: &str) -> Result<Vec<Pattern>, String> {
 }
 
 /// Parses `true` or `false`.
+fn parse_on_off(s: &str) -> Result<bool, String> {
+    match s.trim() {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        other => parse_bool(other).map_err(|_| format!("`{other}` is not on or off")),
+    }
+}
+
+fn parse_compression_level(s: &str) -> Result<u32, String> {
+    match s.trim().parse() {
+        Ok(level @ 0..=9) => Ok(level),
+        _ => Err(format!("`{s}` is not a compression level from 0 to 9")),
+    }
+}
+
 fn parse_bool(s: &str) -> Result<bool, String> {
     match s.trim() {
         "true" => Ok(true),
@@ -503,6 +518,15 @@ broker_settings! {
     write_coalesce: Duration = Duration::from_millis(10), "10ms",
         env "TICKWIRE_WRITE_COALESCE", parse parse_duration,
         "When the broker falls behind (a batch waited 2ms or more), a writer pauses up to this long after a write that did not fill a batch, so deliveries go out in fewer, larger writes; replies end the pause; 0s turns it off.";
+    compression: bool = false, "off",
+        env "TICKWIRE_COMPRESSION", parse parse_on_off,
+        "permessage-deflate (RFC 7692) on /ws and the echo listener: on accepts a client's offer; each published message is then compressed once, when a subscriber that negotiated it needs it, and the same compressed frame goes to every such subscriber. off: the offer is declined. on or off.";
+    compression_min_size: usize = 256, "256B",
+        env "TICKWIRE_COMPRESSION_MIN_SIZE", parse parse_size,
+        "Delivery frames smaller than this go out uncompressed even to subscribers that negotiated permessage-deflate (as do frames compression does not shrink).";
+    compression_level: u32 = 1, "1",
+        env "TICKWIRE_COMPRESSION_LEVEL", parse parse_compression_level,
+        "DEFLATE level of compressed deliveries, 0 (stored) to 9 (smallest, slowest); 1 compresses typical JSON almost as well as 6 at a fraction of the CPU (docs/configuration.md).";
     handshake_timeout: Duration = Duration::from_secs(10), "10s",
         env "TICKWIRE_HANDSHAKE_TIMEOUT", parse parse_nonzero_duration,
         "Time allowed to send a complete HTTP request (and so to finish the WebSocket handshake).";
@@ -1107,6 +1131,27 @@ mod tests {
     /// `outbound_queue_bytes`): sizes near usize::MAX made the queue budget
     /// check overflow, a panic in debug builds and a wrapped, wrong verdict
     /// in release builds.
+    #[test]
+    fn compression_settings() {
+        let parse = |text: &str| BrokerConfig::from_file_text(Path::new("c.toml"), text);
+        let on =
+            parse("compression = \"on\"\ncompression_level = 6\ncompression_min_size = \"1KiB\"\n")
+                .unwrap();
+        assert!(on.compression);
+        assert_eq!((on.compression_level, on.compression_min_size), (6, 1024));
+        assert!(parse("compression = true\n").unwrap().compression);
+        assert!(!parse("compression = \"off\"\n").unwrap().compression);
+        let defaults = parse("").unwrap();
+        assert!(!defaults.compression);
+        assert_eq!(
+            (defaults.compression_level, defaults.compression_min_size),
+            (1, 256)
+        );
+        for bad in ["compression = \"maybe\"\n", "compression_level = 10\n"] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+    }
+
     #[test]
     fn sizes_near_the_maximum_are_refused_not_overflowed() {
         let max = usize::MAX;

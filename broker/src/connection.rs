@@ -31,6 +31,7 @@ use std::time::SystemTime;
 
 use bytes::{Bytes, BytesMut};
 use tickwire_protocol::CloseCode;
+use tickwire_protocol::deflate::ServerAgreement;
 use tickwire_protocol::ws::{self, FrameDecoder, Incoming, OpCode, Role};
 use tokio::time::{Instant, sleep_until, timeout_at};
 
@@ -60,11 +61,32 @@ enum ReadEnd {
 /// in the broker's directory when the client sees its upgrade succeed, so
 /// a `POST /v1/disconnect` that follows reaches it, even if its reader has
 /// not started yet (the close is queued and the reader sees it at once).
-pub struct Prepared<H> {
+///
+/// Boxed: it travels through the upgrade task into [`serve`], and every
+/// `async` frame it passes through keeps a slot of its size for the whole
+/// connection; a pointer keeps those slots small and the handler is stored
+/// once, in `serve`.
+pub struct Prepared<H>(Box<PreparedParts<H>>);
+
+struct PreparedParts<H> {
     id: u64,
     queue: Arc<OutboundQueue>,
     outbound: OutboundReceiver,
     handler: H,
+}
+
+impl<H> Prepared<H> {
+    /// The connection id, its queue (sending and receiving side) and its
+    /// handler.
+    fn into_parts(self) -> (u64, Arc<OutboundQueue>, OutboundReceiver, H) {
+        let PreparedParts {
+            id,
+            queue,
+            outbound,
+            handler,
+        } = *self.0;
+        (id, queue, outbound, handler)
+    }
 }
 
 /// Makes a connection's outbound queue and the handler `new_handler` makes
@@ -78,29 +100,30 @@ pub fn prepare<H>(
     let (queue, outbound) =
         OutboundQueue::with_settings(id, state.config.queue_settings(), state.metrics.clone());
     let handler = new_handler(queue.clone());
-    Prepared {
+    Prepared(Box::new(PreparedParts {
         id,
         queue,
         outbound,
         handler,
-    }
+    }))
 }
 
 /// Serves a WebSocket connection on `stream`, whose first bytes (received
 /// with the upgrade request) are `early`, handing its messages to the
 /// prepared handler, until the connection closes (or the handler's
-/// [`MessageHandler::expiry`]).
-pub async fn serve<S, H>(state: Arc<BrokerState>, stream: S, early: Bytes, prepared: Prepared<H>)
-where
+/// [`MessageHandler::expiry`]). With `deflate` (permessage-deflate was
+/// negotiated) compressed messages are accepted and inflated.
+pub async fn serve<S, H>(
+    state: Arc<BrokerState>,
+    stream: S,
+    early: Bytes,
+    prepared: Prepared<H>,
+    deflate: Option<ServerAgreement>,
+) where
     S: Transport,
     H: MessageHandler,
 {
-    let Prepared {
-        id,
-        queue,
-        outbound,
-        mut handler,
-    } = prepared;
+    let (id, queue, outbound, mut handler) = prepared.into_parts();
     let (reader, writer) = stream.split();
     // The writer runs in this task, beside the reader (see [`both`]); the
     // task gauge still counts it, as the reader's partner.
@@ -131,7 +154,7 @@ where
         queue: &queue,
         socket: reader,
         buf,
-        decoder: FrameDecoder::new(Role::Server, state.config.max_message_size),
+        decoder: decoder(state.config.max_message_size, deflate),
     };
     let end = {
         let reading = pin!(connection.read_messages(&mut handler));
@@ -160,6 +183,16 @@ where
     }
     drop(session_gauge);
     tracing::debug!(connection = id, "websocket session ended");
+}
+
+/// The frame decoder of a connection: with permessage-deflate, it inflates
+/// (keeping the client's context unless the client agreed to reset it).
+fn decoder(max_message_size: usize, deflate: Option<ServerAgreement>) -> FrameDecoder {
+    let decoder = FrameDecoder::new(Role::Server, max_message_size);
+    match deflate {
+        Some(agreed) => decoder.with_inflate(agreed.client_no_context_takeover),
+        None => decoder,
+    }
 }
 
 /// Whether the `message_timeout` clock runs for an incomplete message.

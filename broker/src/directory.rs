@@ -3,7 +3,12 @@
 //!
 //! A [`crate::session::Session`] (WebSocket, SSE or long-poll) registers
 //! itself when it is created ([`Directory::register`]) and is removed when
-//! its [`Registration`] is dropped. [`Directory::close_client`] and
+//! its [`Registration`] is dropped. It is filed only under the keys it has:
+//! its user (a token's `sub`) and its client id once that is known outside
+//! the broker, i.e. asked for with `client=` or drawn at random and shown in
+//! a presence entry ([`Registration::set_client`]). An anonymous connection
+//! that never used presence has no key an operator could name, so it costs
+//! the directory nothing: no entry, no lock at connect. [`Directory::close_client`] and
 //! [`Directory::close_user`] close the matching connections with a
 //! [`DisconnectCode`]: a WebSocket gets a close frame with that code and
 //! reason, an SSE stream a `close` event, a long poll a `close` answer (as
@@ -115,14 +120,33 @@ pub struct Directory {
 pub struct Registration {
     index: Arc<Mutex<Index>>,
     queue: Arc<OutboundQueue>,
-    client: Arc<str>,
+    client: Option<Arc<str>>,
     user: Option<Arc<str>>,
 }
 
 impl Registration {
+    /// Files the connection under `client`, its client id, once it has one
+    /// that can be named (see the module documentation). A connection has
+    /// one client id for its lifetime: a second call is ignored.
+    pub fn set_client(&mut self, client: Arc<str>) {
+        if self.client.is_some() {
+            return;
+        }
+        self.index
+            .lock()
+            .by_client
+            .entry(Arc::clone(&client))
+            .or_default()
+            .push(Arc::clone(&self.queue));
+        self.client = Some(client);
+    }
+
     /// Files the connection under `user` too (a connection that
     /// authenticated with `AUTH` after it opened).
     pub fn set_user(&mut self, user: Option<Arc<str>>) {
+        if self.user.is_none() && user.is_none() {
+            return;
+        }
         let mut index = self.index.lock();
         if let Some(old) = self.user.take() {
             remove_queue(&mut index.by_user, &old, self.queue.id());
@@ -140,9 +164,14 @@ impl Registration {
 
 impl Drop for Registration {
     fn drop(&mut self) {
+        if self.client.is_none() && self.user.is_none() {
+            return;
+        }
         let mut index = self.index.lock();
         let id = self.queue.id();
-        remove_queue(&mut index.by_client, &self.client, id);
+        if let Some(client) = &self.client {
+            remove_queue(&mut index.by_client, client, id);
+        }
         if let Some(user) = &self.user {
             remove_queue(&mut index.by_user, user, id);
         }
@@ -150,27 +179,24 @@ impl Drop for Registration {
 }
 
 impl Directory {
-    /// Files the connection of `queue` under `client` and `user`.
+    /// Files the connection of `queue` under `client` and `user`, those of
+    /// them it has (none: nothing is filed until
+    /// [`Registration::set_client`] or [`Registration::set_user`]).
     pub fn register(
         &self,
         queue: &Arc<OutboundQueue>,
-        client: &Arc<str>,
+        client: Option<&Arc<str>>,
         user: Option<&Arc<str>>,
     ) -> Registration {
-        {
-            let mut index = self.index.lock();
-            index
-                .by_client
-                .entry(Arc::clone(client))
-                .or_default()
-                .push(Arc::clone(queue));
-        }
         let mut registration = Registration {
             index: Arc::clone(&self.index),
             queue: Arc::clone(queue),
-            client: Arc::clone(client),
+            client: None,
             user: None,
         };
+        if let Some(client) = client {
+            registration.set_client(Arc::clone(client));
+        }
         registration.set_user(user.cloned());
         registration
     }
@@ -198,14 +224,15 @@ impl Directory {
         }
     }
 
-    /// Live connections registered (for tests and stats).
+    /// Live connections filed under a client id (for tests and stats).
     pub fn len(&self) -> usize {
         self.index.lock().by_client.values().map(Vec::len).sum()
     }
 
-    /// Whether no connection is registered.
+    /// Whether no connection is filed, under a client id or a user.
     pub fn is_empty(&self) -> bool {
-        self.index.lock().by_client.is_empty()
+        let index = self.index.lock();
+        index.by_client.is_empty() && index.by_user.is_empty()
     }
 }
 
@@ -252,9 +279,9 @@ mod tests {
         let (q2, _rx2) = OutboundQueue::new(2, 1000, metrics.clone());
         let (q3, _rx3) = OutboundQueue::new(3, 1000, metrics.clone());
         let alice: Arc<str> = Arc::from("alice");
-        let r1 = directory.register(&q1, &Arc::from("c1"), Some(&alice));
-        let r2 = directory.register(&q2, &Arc::from("c2"), Some(&alice));
-        let r3 = directory.register(&q3, &Arc::from("c1"), None);
+        let r1 = directory.register(&q1, Some(&Arc::from("c1")), Some(&alice));
+        let r2 = directory.register(&q2, Some(&Arc::from("c2")), Some(&alice));
+        let r3 = directory.register(&q3, Some(&Arc::from("c1")), None);
         assert_eq!(directory.len(), 3);
         let code = DisconnectCode::new(Some(4100), Some("moved")).unwrap();
         assert_eq!(directory.close_user("bob", code.clone()), 0);
@@ -269,5 +296,34 @@ mod tests {
         drop((r1, r2, r3));
         assert!(directory.is_empty());
         assert_eq!(directory.close_user("alice", DisconnectCode::standard()), 0);
+    }
+
+    #[tokio::test]
+    async fn a_connection_is_filed_only_under_the_keys_it_has() {
+        let directory = Directory::default();
+        let metrics = Metrics::new();
+        let (q1, _rx1) = OutboundQueue::new(1, 1000, metrics.clone());
+        let (q2, _rx2) = OutboundQueue::new(2, 1000, metrics);
+        let mut anonymous = directory.register(&q1, None, None);
+        assert!(directory.is_empty(), "no key: nothing filed");
+        let code = DisconnectCode::standard();
+        assert_eq!(directory.close_client("c1", code.clone()), 0);
+
+        // Its client id became known (shown in a presence entry).
+        anonymous.set_client(Arc::from("c1"));
+        anonymous.set_client(Arc::from("ignored"));
+        assert_eq!(directory.len(), 1);
+        assert_eq!(directory.close_client("ignored", code.clone()), 0);
+
+        // A user only: closable by user, not counted under a client id.
+        let mut user_only = directory.register(&q2, None, None);
+        user_only.set_user(Some(Arc::from("bob")));
+        assert_eq!(directory.len(), 1);
+        drop(anonymous);
+        assert!(!directory.is_empty(), "still filed under its user");
+        assert_eq!(directory.close_user("bob", code.clone()), 1);
+        assert!(q2.ended_cleanly() && !q1.ended_cleanly());
+        drop(user_only);
+        assert!(directory.is_empty());
     }
 }

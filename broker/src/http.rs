@@ -36,14 +36,17 @@ use http_body_util::Either;
 use hyper::body::Incoming;
 use hyper::header::{
     ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS, ACCESS_CONTROL_ALLOW_ORIGIN,
-    ACCESS_CONTROL_MAX_AGE, CACHE_CONTROL, CONTENT_TYPE, HeaderName, HeaderValue, ORIGIN,
-    SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_PROTOCOL, SEC_WEBSOCKET_VERSION, VARY,
+    ACCESS_CONTROL_MAX_AGE, CACHE_CONTROL, CONNECTION, CONTENT_TYPE, HeaderName, HeaderValue,
+    ORIGIN, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_EXTENSIONS, SEC_WEBSOCKET_KEY,
+    SEC_WEBSOCKET_PROTOCOL, SEC_WEBSOCKET_VERSION, UPGRADE, VARY,
 };
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use tickwire_protocol::deflate::{self, ServerAgreement};
 use tickwire_protocol::{ErrorCode, SUBPROTOCOL, WEBSOCKET_PATH, handshake};
 
 use crate::auth::AuthError;
+use crate::compression::CompressionSettings;
 use crate::config::BrokerConfig;
 use crate::connection;
 use crate::dashboard;
@@ -536,14 +539,31 @@ fn upgrade_refusal(state: &BrokerState, req: &Request<Incoming>) -> Option<Respo
     Some(refusal)
 }
 
+/// The permessage-deflate agreement for `req`: `None` unless `compression`
+/// is on and the client offered something the broker can honour
+/// ([`deflate::negotiate_server`]).
+fn negotiate_deflate(config: &BrokerConfig, req: &Request<Incoming>) -> Option<ServerAgreement> {
+    if !config.compression {
+        return None;
+    }
+    let offers = req
+        .headers()
+        .get_all(SEC_WEBSOCKET_EXTENSIONS)
+        .iter()
+        .filter_map(|v| v.to_str().ok());
+    deflate::negotiate_server(offers)
+}
+
 /// Answers the upgrade request `req` with 101 (naming `subprotocol`, if
-/// any) and serves the WebSocket, once upgraded, on the connection layer
-/// with the handler `new_handler` makes, in the broker's task set. `hold`
-/// (the connection's place) is kept until the WebSocket ends.
+/// any, and the permessage-deflate agreement `deflate`, if any) and serves
+/// the WebSocket, once upgraded, on the connection layer with the handler
+/// `new_handler` makes, in the broker's task set. `hold` (the connection's
+/// place) is kept until the WebSocket ends.
 fn switch_protocols<S, H>(
     state: Arc<BrokerState>,
     mut req: Request<Incoming>,
     subprotocol: Option<&'static str>,
+    deflate: Option<ServerAgreement>,
     new_handler: impl FnOnce(Arc<OutboundQueue>) -> H + Send + 'static,
     hold: impl Send + 'static,
 ) -> Response<Body>
@@ -551,42 +571,57 @@ where
     S: Transport,
     H: MessageHandler + 'static,
 {
-    let (response, upgrade) = match fastwebsockets::upgrade::upgrade(&mut req) {
-        Ok(pair) => pair,
-        Err(e) => {
-            return text(
-                StatusCode::BAD_REQUEST,
-                format!("bad WebSocket handshake: {e}\n"),
-            );
-        }
+    // The answer is built here and hyper hands the socket over once it is
+    // written; fastwebsockets' upgrade future would also make a frame codec
+    // with an 8 KiB buffer per connection that this broker never uses.
+    let key = req
+        .headers()
+        .get(SEC_WEBSOCKET_KEY)
+        .and_then(|key| key.to_str().ok());
+    let Some(accept) = key.and_then(|key| HeaderValue::try_from(handshake::accept_key(key)).ok())
+    else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "missing or invalid Sec-WebSocket-Key: send the base64 encoding of 16 random bytes\n",
+        );
     };
+    let upgrade = hyper::upgrade::on(&mut req);
     // The session exists before the client can see the `101`.
     let prepared = connection::prepare(&state, new_handler);
     let tasks = state.tasks.clone();
     let metrics = state.metrics.clone();
     tasks.spawn(metrics.count_task(async move {
-        let ws = match upgrade.await {
-            Ok(ws) => ws,
+        let upgraded = match upgrade.await {
+            Ok(upgraded) => upgraded,
             Err(e) => {
                 tracing::debug!(error = %e, "websocket upgrade failed");
                 return;
             }
         };
-        match ws.into_inner().into_inner().downcast::<TokioIo<S>>() {
+        match upgraded.downcast::<TokioIo<S>>() {
             Ok(parts) => {
-                connection::serve(state, parts.io.into_inner(), parts.read_buf, prepared).await
+                let io = parts.io.into_inner();
+                connection::serve(state, io, parts.read_buf, prepared, deflate).await
             }
             Err(_) => tracing::error!("upgraded connection is not the accepted stream"),
         }
         drop(hold);
     }));
-    let (mut parts, _) = response.into_parts();
+    let mut response = Response::new(full(Bytes::new()));
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = response.headers_mut();
+    headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
+    headers.insert(SEC_WEBSOCKET_ACCEPT, accept);
     if let Some(p) = subprotocol {
-        parts
-            .headers
-            .insert(SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(p));
+        headers.insert(SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(p));
     }
-    Response::from_parts(parts, full(Bytes::new()))
+    if let Some(agreed) = deflate {
+        if let Ok(value) = HeaderValue::from_str(&agreed.response_header()) {
+            headers.insert(SEC_WEBSOCKET_EXTENSIONS, value);
+        }
+    }
+    response
 }
 
 /// Answers a request on the echo listener (`echo_listen`): any path, no
@@ -608,7 +643,10 @@ pub fn upgrade_echo<S: Transport>(
     if let Some(refusal) = upgrade_refusal(&state, &req) {
         return refusal;
     }
-    switch_protocols::<S, _>(state, req, None, Echo::new, place)
+    let deflate = negotiate_deflate(&state.config, &req);
+    let settings = CompressionSettings::from_config(&state.config);
+    let new_echo = move |queue| Echo::new(queue, deflate.map(|_| settings));
+    switch_protocols::<S, _>(state, req, None, deflate, new_echo, place)
 }
 
 fn upgrade<S: Transport>(
@@ -655,10 +693,13 @@ fn upgrade<S: Transport>(
         Err(message) => return text(StatusCode::BAD_REQUEST, message),
     };
     let limits = PublishLimits::from_config(&state.config);
+    let deflate = negotiate_deflate(&state.config, &req);
     let session_state = Arc::clone(&state);
-    let new_session =
-        move |queue| Session::new(&session_state, queue, authorized, limits, identity, client);
+    let new_session = move |queue| {
+        Session::new(&session_state, queue, authorized, limits, identity, client)
+            .with_deflate(deflate.is_some())
+    };
     let sessions = state.metrics.transport_sessions.with_label_values(&["ws"]);
     let hold = (slot, GaugeHold::new(&sessions));
-    switch_protocols::<S, _>(state, req, subprotocol, new_session, hold)
+    switch_protocols::<S, _>(state, req, subprotocol, deflate, new_session, hold)
 }

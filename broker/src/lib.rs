@@ -28,6 +28,8 @@
 //!   (history ring, retained value); [`replay`]: what a new subscription
 //!   gets before live messages, and the wildcard replay's seam with live
 //!   publishes.
+//!   [`compression`]: permessage-deflate deliveries, compressed once per
+//!   message and shared.
 //! * [`presence`]: who is subscribed to topics with presence, `JOIN`/`LEAVE`
 //!   events, grace periods; [`presence_session`]: a session's side of it
 //!   (holds on subscribe, `PRESENCE` answers, release at the end);
@@ -63,6 +65,7 @@ pub mod busiest;
 pub mod cert_grants;
 pub mod closing;
 pub mod cluster;
+pub mod compression;
 pub mod config;
 pub mod connection;
 pub mod dashboard;
@@ -76,6 +79,7 @@ pub mod http;
 pub mod limits;
 pub mod metrics;
 pub mod outbound;
+pub mod pattern_set;
 pub mod pattern_trie;
 pub mod presence;
 pub mod presence_session;

@@ -11,6 +11,12 @@
 //! (CPU seconds, resident and virtual memory, open and maximum file
 //! descriptors, threads, start time) read from `/proc` at each scrape.
 
+use std::future::Future;
+use std::ops::Deref;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
@@ -62,9 +68,26 @@ pub const TRANSPORTS: [&str; 3] = ["ws", "sse", "poll"];
 /// the hot path, which these per-delivery counters stay off).
 pub const FALLBACK_TRANSPORTS: [&str; 2] = ["sse", "poll"];
 
-/// All broker metrics, registered in one [`Registry`].
+/// All broker metrics, registered in one [`Registry`]: a handle to one
+/// shared [`MetricSet`], which it dereferences to (`metrics.deliveries`).
+///
+/// Cloning it is one reference count increment: per-connection state
+/// (outbound queue, connection slot, writer) keeps a clone, so it must not
+/// cost a copy of every metric handle (about 60 of them, half a KiB and as
+/// many atomic increments, per clone).
 #[derive(Clone)]
-pub struct Metrics {
+pub struct Metrics(Arc<MetricSet>);
+
+impl Deref for Metrics {
+    type Target = MetricSet;
+
+    fn deref(&self) -> &MetricSet {
+        &self.0
+    }
+}
+
+/// The broker's metrics, shared by every [`Metrics`] handle.
+pub struct MetricSet {
     registry: Registry,
     /// Open connections (WebSocket and HTTP).
     pub connections: IntGauge,
@@ -90,6 +113,15 @@ pub struct Metrics {
     pub bytes_in: IntCounter,
     /// Bytes written to WebSocket connections.
     pub bytes_out: IntCounter,
+    /// Delivery frames compressed for permessage-deflate subscribers: one
+    /// per published message that had at least one such subscriber and was
+    /// big enough, however many subscribers share the result.
+    pub compression_messages: IntCounter,
+    /// Bytes of those frames before compression.
+    pub compression_bytes_in: IntCounter,
+    /// Bytes of the frames sent in their place (compressed, or the plain
+    /// frame when compression did not shrink it).
+    pub compression_bytes_out: IntCounter,
     /// Active subscriptions (exact and wildcard).
     pub subscriptions: IntGauge,
     /// Topics the registry tracks.
@@ -285,7 +317,7 @@ impl Metrics {
             .register(Box::new(transport_sessions.clone()))
             .expect("unique metric");
 
-        let metrics = Metrics {
+        let metrics = MetricSet {
             connections: gauge("connections", "Open TCP connections (WebSocket and HTTP)."),
             connections_accepted: counter(
                 "connections_accepted_total",
@@ -314,6 +346,18 @@ impl Metrics {
             ),
             bytes_in: counter("bytes_in_total", "Bytes of WebSocket frames received."),
             bytes_out: counter("bytes_out_total", "Bytes written to WebSocket connections."),
+            compression_messages: counter(
+                "compression_messages_total",
+                "Delivery frames compressed for permessage-deflate subscribers (once per message, shared by all of them).",
+            ),
+            compression_bytes_in: counter(
+                "compression_bytes_in_total",
+                "Bytes of delivery frames before permessage-deflate compression.",
+            ),
+            compression_bytes_out: counter(
+                "compression_bytes_out_total",
+                "Bytes of the frames sent instead (compressed, or plain when compression did not shrink them).",
+            ),
             subscriptions: gauge("subscriptions", "Active subscriptions, exact and wildcard."),
             topics: gauge("topics", "Topics tracked by the registry."),
             slow_consumer_disconnects: counter(
@@ -489,7 +533,7 @@ impl Metrics {
         for outcome in ["recovered", "incomplete"] {
             metrics.resumes.with_label_values(&[outcome]);
         }
-        metrics
+        Metrics(Arc::new(metrics))
     }
 
     /// Counts one error reply.
@@ -522,11 +566,15 @@ impl Metrics {
     /// is dropped. Tokio drops a task's future on every way out: it
     /// completed, it was aborted, it panicked, or the runtime shut down, so
     /// no exit path leaves the count behind.
-    pub fn count_task<F: Future>(&self, task: F) -> impl Future<Output = F::Output> + use<F> {
-        let hold = GaugeHold::new(&self.connection_tasks);
-        async move {
-            let _hold = hold;
-            task.await
+    ///
+    /// The wrapper is a plain struct around the future, not an `async`
+    /// block: an `async` block would keep the captured future and the
+    /// future it awaits as two fields, doubling the size of every
+    /// connection task.
+    pub fn count_task<F: Future>(&self, task: F) -> CountedTask<F> {
+        CountedTask {
+            task,
+            _hold: GaugeHold::new(&self.connection_tasks),
         }
     }
 
@@ -567,6 +615,24 @@ impl GaugeHold {
 impl Drop for GaugeHold {
     fn drop(&mut self) {
         self.0.dec();
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A future counted in `tickwire_connection_tasks` until it is dropped
+    /// ([`Metrics::count_task`]).
+    pub struct CountedTask<F> {
+        #[pin]
+        task: F,
+        _hold: GaugeHold,
+    }
+}
+
+impl<F: Future> Future for CountedTask<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        self.project().task.poll(cx)
     }
 }
 

@@ -65,6 +65,9 @@ pub struct Subscriber {
     pub replay: Option<Arc<PendingReplay>>,
     /// The presence events it asks for (`join_leave`).
     pub join_leave: JoinLeaveKinds,
+    /// The connection negotiated permessage-deflate: live deliveries get
+    /// the shared compressed frame ([`crate::compression::SharedFrame`]).
+    pub deflate: bool,
 }
 
 impl Subscriber {
@@ -75,6 +78,7 @@ impl Subscriber {
             max_rate: None,
             replay: None,
             join_leave: JoinLeaveKinds::default(),
+            deflate: false,
         }
     }
 

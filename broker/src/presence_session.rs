@@ -3,6 +3,12 @@
 //! topics with presence take, `PRESENCE` answers, and the release of its
 //! holds when the connection ends.
 //!
+//! A session that never uses presence pays nothing for it beyond this
+//! struct: a connection that did not ask for a client id gets its random
+//! one when a presence entry first needs it (and is filed under it in the
+//! directory then: before, nobody outside the broker could name it), and
+//! the `PRESENCE` request counter is allocated with the first request.
+//!
 //! Order of an exact subscribe to a topic with presence:
 //! [`SessionPresence::before_subscribe`] checks `join_leave` and takes the
 //! hold (bounds: `presence_full`, nothing subscribed), the registry queues
@@ -23,7 +29,7 @@ use tickwire_protocol::{ErrorCode, ServerMessage};
 
 use crate::directory::Registration;
 use crate::outbound::OutboundQueue;
-use crate::presence::{GraceTicket, Identity, PresenceError};
+use crate::presence::{GraceTicket, Identity, PresenceError, random_client_id};
 use crate::state::BrokerState;
 
 /// Most `PRESENCE` requests one connection may have in flight; more are
@@ -33,12 +39,20 @@ pub const MAX_PRESENCE_IN_FLIGHT: usize = 16;
 /// The presence state of one session.
 #[derive(Debug)]
 pub struct SessionPresence {
-    identity: Identity,
+    /// The client id: asked for with `client=`, else drawn at random on
+    /// first use ([`SessionPresence::identity`]); `None` until then.
+    client: Option<Arc<str>>,
+    /// The token's `sub`, if any.
+    user: Option<Arc<str>>,
+    /// The client info from the token's grants claim.
+    info: Option<Bytes>,
     registration: Registration,
     /// Topics this session holds an entry on (exact subscriptions to
     /// topics with presence).
     held: HashSet<String>,
-    in_flight: Arc<AtomicUsize>,
+    /// `PRESENCE` requests waiting for their answer; allocated by the
+    /// first request.
+    in_flight: Option<Arc<AtomicUsize>>,
 }
 
 /// What [`SessionPresence::before_subscribe`] decided for a subscribe.
@@ -52,24 +66,49 @@ pub enum Plan {
 }
 
 impl SessionPresence {
-    /// The presence state of the connection of `queue` as `identity`,
-    /// filed in the broker's directory.
-    pub fn new(state: &BrokerState, queue: &Arc<OutboundQueue>, identity: Identity) -> Self {
-        let registration =
-            state
-                .directory
-                .register(queue, &identity.client, identity.user.as_ref());
+    /// The presence state of the connection of `queue` that asked for
+    /// `client` (none: a random one is drawn when needed) and
+    /// authenticated as `user` with `info`, filed in the broker's
+    /// directory under the keys it has.
+    pub fn new(
+        state: &BrokerState,
+        queue: &Arc<OutboundQueue>,
+        client: Option<Arc<str>>,
+        user: Option<Arc<str>>,
+        info: Option<Bytes>,
+    ) -> Self {
+        let registration = state
+            .directory
+            .register(queue, client.as_ref(), user.as_ref());
         SessionPresence {
-            identity,
+            client,
+            user,
+            info,
             registration,
             held: HashSet::new(),
-            in_flight: Arc::new(AtomicUsize::new(0)),
+            in_flight: None,
         }
     }
 
-    /// The connection's identity.
-    pub fn identity(&self) -> &Identity {
-        &self.identity
+    /// The connection's identity; a connection without a client id gets
+    /// its random one now, and is filed under it in the directory.
+    pub fn identity(&mut self) -> Identity {
+        let client = match &self.client {
+            Some(client) => Arc::clone(client),
+            None => {
+                let client = random_client_id();
+                self.registration.set_client(Arc::clone(&client));
+                self.client = Some(Arc::clone(&client));
+                client
+            }
+        };
+        Identity::new(Some(client), self.user.clone(), self.info.clone())
+    }
+
+    /// The client id, if the connection asked for one or has used
+    /// presence.
+    pub fn client(&self) -> Option<&Arc<str>> {
+        self.client.as_ref()
     }
 
     /// Sets the user and client info of a connection that authenticated
@@ -79,8 +118,8 @@ impl SessionPresence {
         if !self.held.is_empty() {
             return;
         }
-        self.identity.user = user.clone();
-        self.identity.info = info;
+        self.user = user.clone();
+        self.info = info;
         self.registration.set_user(user);
     }
 
@@ -101,7 +140,7 @@ impl SessionPresence {
                 None => Ok(Plan::None),
             };
         }
-        state.presence.hold(topic, &self.identity)?;
+        state.presence.hold(topic, &self.identity())?;
         Ok(Plan::Held(topic.as_str().to_owned()))
     }
 
@@ -115,22 +154,19 @@ impl SessionPresence {
         let Ok(topic) = Topic::new(&name) else {
             return;
         };
+        let identity = self.identity();
         if subscribed {
-            state
-                .presence
-                .announce(&state.registry, topic, &self.identity);
+            state.presence.announce(&state.registry, topic, &identity);
             self.held.insert(name);
         } else {
-            state
-                .presence
-                .release(&state.registry, topic, &self.identity);
+            state.presence.release(&state.registry, topic, &identity);
         }
     }
 
     /// The client id for the `SUBSCRIBED` info of a subscribe of `plan`.
     pub fn client_for(&self, plan: &Plan) -> Option<String> {
         match plan {
-            Plan::Held(_) => Some(self.identity.client.to_string()),
+            Plan::Held(_) => self.client.as_deref().map(str::to_owned),
             Plan::None => None,
         }
     }
@@ -139,9 +175,8 @@ impl SessionPresence {
     pub fn unsubscribed(&mut self, state: &BrokerState, pattern: &Pattern) {
         if let Some(topic) = pattern.as_topic() {
             if self.held.remove(topic.as_str()) {
-                state
-                    .presence
-                    .release(&state.registry, topic, &self.identity);
+                let identity = self.identity();
+                state.presence.release(&state.registry, topic, &identity);
             }
         }
     }
@@ -150,14 +185,14 @@ impl SessionPresence {
     /// presence the grants cover) from a spawned task, since the store may
     /// need I/O (Redis).
     pub fn answer(
-        &self,
+        &mut self,
         state: &Arc<BrokerState>,
         queue: &Arc<OutboundQueue>,
         id: u64,
         topic: &str,
         counts_only: bool,
     ) -> Result<(), (ErrorCode, String)> {
-        let in_flight = Arc::clone(&self.in_flight);
+        let in_flight = Arc::clone(self.in_flight.get_or_insert_default());
         if in_flight.fetch_add(1, Ordering::AcqRel) >= MAX_PRESENCE_IN_FLIGHT {
             in_flight.fetch_sub(1, Ordering::AcqRel);
             return Err((
@@ -206,14 +241,16 @@ impl SessionPresence {
     /// end (`clean`: a client close 1000 or a server disconnect), else
     /// after `presence_grace` unless the same key is held again meanwhile.
     pub fn end(&mut self, state: &Arc<BrokerState>, clean: bool) {
+        if self.held.is_empty() {
+            return;
+        }
         let held: Vec<String> = self.held.drain().collect();
+        let identity = self.identity();
         let grace = state.presence.grace();
         if clean || grace.is_zero() {
             for name in &held {
                 if let Ok(topic) = Topic::new(name) {
-                    state
-                        .presence
-                        .release(&state.registry, topic, &self.identity);
+                    state.presence.release(&state.registry, topic, &identity);
                 }
             }
             return;
@@ -221,7 +258,7 @@ impl SessionPresence {
         let tickets: Vec<GraceTicket> = held
             .iter()
             .filter_map(|name| Topic::new(name).ok())
-            .filter_map(|topic| state.presence.defer(topic, &self.identity))
+            .filter_map(|topic| state.presence.defer(topic, &identity))
             .collect();
         if tickets.is_empty() {
             return;

@@ -41,6 +41,7 @@ use tickwire_protocol::message::{
 use tickwire_protocol::topic::{Pattern, Topic};
 
 use crate::cluster::interest::Interest;
+use crate::compression::{CompressionSettings, SharedFrame};
 use crate::config::TopicPolicy;
 use crate::history::{StorageBudget, StorageFull, TopicMemory};
 use crate::metrics::Metrics;
@@ -214,6 +215,7 @@ pub struct TopicRegistry {
     storage: Arc<StorageBudget>,
     metrics: Metrics,
     interest: Option<Arc<Interest>>,
+    compression: CompressionSettings,
 }
 
 /// Microseconds since the Unix epoch, by the system clock.
@@ -251,6 +253,7 @@ impl TopicRegistry {
             storage: Arc::new(StorageBudget::new(limits.max_retained_bytes, &metrics)),
             metrics,
             interest: None,
+            compression: CompressionSettings::default(),
         }
     }
 
@@ -258,6 +261,13 @@ impl TopicRegistry {
     /// (cluster mode: the node's Redis subscriptions follow it).
     pub fn with_interest(mut self, interest: Arc<Interest>) -> Self {
         self.interest = Some(interest);
+        self
+    }
+
+    /// The same registry, compressing delivery frames for permessage-deflate
+    /// subscribers with `settings`.
+    pub fn with_compression(mut self, settings: CompressionSettings) -> Self {
+        self.compression = settings;
         self
     }
 
@@ -356,10 +366,12 @@ impl TopicRegistry {
         Ok(receipt)
     }
 
-    /// Queues `frame` (message `seq`) to every subscriber of `topic`;
-    /// returns to how many, and the subscriber queues it found backed up
-    /// (also kept in the topic for [`TopicRegistry::backlog`]). Costs one
-    /// atomic load per delivery (the queue's byte count, just written).
+    /// Queues `frame` (message `seq`) to every subscriber of `topic`, the
+    /// permessage-deflate ones getting its compressed form, made once
+    /// ([`SharedFrame`]); returns to how many, and the subscriber queues it
+    /// found backed up (also kept in the topic for
+    /// [`TopicRegistry::backlog`]). Costs one atomic load per delivery (the
+    /// queue's byte count, just written).
     fn fan_out(
         &self,
         topic: &str,
@@ -369,6 +381,7 @@ impl TopicRegistry {
         now: Instant,
     ) -> (usize, Vec<Arc<OutboundQueue>>) {
         let subscribers = self.resolve(topic, state);
+        let shared = SharedFrame::new(frame, self.compression, &self.metrics);
         let mut deliveries = 0;
         let mut backlog = Vec::new();
         for subscriber in subscribers.iter() {
@@ -377,7 +390,8 @@ impl TopicRegistry {
                 epoch: state.epoch,
                 seq,
             };
-            if subscriber.deliver(at, frame.clone(), now, origin) {
+            let frame = shared.for_subscriber(subscriber.deflate);
+            if subscriber.deliver(at, frame, now, origin) {
                 deliveries += 1;
                 if subscriber.queue.needs_backpressure() {
                     backlog.push(Arc::clone(&subscriber.queue));

@@ -366,24 +366,25 @@ async fn serve_clients<S: Transport>(
 ) {
     let identity = socket.peer_identity().map(Arc::new);
     let route_state = state.clone();
-    let abort = slot.abort_token().clone();
+    let abort_slot = slot.clone();
     let route = move |req| {
         let (state, slot, polls) = (route_state.clone(), slot.clone(), polls.clone());
         http::route::<S>(state, slot, polls, identity.clone(), req)
     };
-    serve_http(state, socket, peer, route, abort).await
+    serve_http(state, socket, peer, route, abort_slot.aborted()).await
 }
 
 /// Serves HTTP/1.1 on one connection, answering each request with `route`,
 /// until the connection ends or shutdown; a WebSocket upgrade hands the
-/// socket over to [`crate::connection::serve`]. Cancelling `abort` drops the
-/// connection at once (an SSE stream whose client stopped reading).
+/// socket over to [`crate::connection::serve`]. When `abort` resolves the
+/// connection is dropped at once (an SSE stream whose client stopped
+/// reading).
 async fn serve_http<S, R, F>(
     state: Arc<BrokerState>,
     socket: S,
     peer: SocketAddr,
     route: R,
-    abort: CancellationToken,
+    abort: impl Future<Output = ()>,
 ) where
     S: Transport,
     R: Fn(Request<hyper::body::Incoming>) -> F + Send + 'static,
@@ -400,14 +401,15 @@ async fn serve_http<S, R, F>(
         .serve_connection(TokioIo::new(socket), service)
         .with_upgrades();
     tokio::pin!(connection);
+    tokio::pin!(abort);
     let result = tokio::select! {
         result = connection.as_mut() => result,
-        _ = abort.cancelled() => return,
+        _ = &mut abort => return,
         _ = state.shutdown.cancelled() => {
             connection.as_mut().graceful_shutdown();
             tokio::select! {
                 result = connection => result,
-                _ = abort.cancelled() => return,
+                _ = abort => return,
             }
         }
     };
@@ -578,7 +580,7 @@ async fn serve_echo(state: Arc<BrokerState>, listener: TcpListener, refusing: Ar
             socket,
             peer,
             route,
-            CancellationToken::new(),
+            std::future::pending(),
         )));
     })
     .await

@@ -9,7 +9,6 @@
 //! `forbidden` with the same text whatever the topic's state, so it never
 //! reveals whether a topic exists.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -25,8 +24,9 @@ use crate::grants::Access;
 use crate::handler::MessageHandler;
 use crate::limits::{self, Admission, PublishLimiter, PublishLimits};
 use crate::outbound::OutboundQueue;
+use crate::pattern_set::PatternSet;
 use crate::pattern_trie::{JoinLeaveKinds, Subscriber};
-use crate::presence::{Identity, PresenceError};
+use crate::presence::PresenceError;
 use crate::presence_session::SessionPresence;
 use crate::registry::SubscribeRequest;
 use crate::state::BrokerState;
@@ -55,10 +55,13 @@ pub struct Session {
     queue: Arc<OutboundQueue>,
     access: Access,
     valid_until: Option<SystemTime>,
-    subscriptions: HashSet<Pattern>,
+    subscriptions: PatternSet,
     publish_limiter: PublishLimiter,
     peer_identity: Option<Arc<PeerIdentity>>,
     presence: SessionPresence,
+    /// The connection negotiated permessage-deflate: its subscriptions get
+    /// compressed deliveries.
+    deflate: bool,
     /// Subscriber queues that this connection's publishes found backed up;
     /// the connection stops reading until they drained
     /// ([`MessageHandler::backlog`]).
@@ -80,23 +83,32 @@ impl Session {
         peer_identity: Option<Arc<PeerIdentity>>,
         client: Option<Arc<str>>,
     ) -> Self {
-        let identity = Identity::new(client, authorized.user, authorized.info);
-        let presence = SessionPresence::new(state, &queue, identity);
+        let presence =
+            SessionPresence::new(state, &queue, client, authorized.user, authorized.info);
         Session {
             queue,
             access: authorized.access,
             valid_until: authorized.valid_until,
-            subscriptions: HashSet::new(),
+            subscriptions: PatternSet::default(),
             publish_limiter: PublishLimiter::new(limits, Instant::now()),
             peer_identity,
             presence,
+            deflate: false,
             backlog: Vec::new(),
         }
     }
 
-    /// The connection's presence identity (client id, user, info).
-    pub fn identity(&self) -> &Identity {
-        self.presence.identity()
+    /// The same session, its subscriptions receiving compressed deliveries
+    /// when `deflate` (the connection negotiated permessage-deflate).
+    pub fn with_deflate(mut self, deflate: bool) -> Self {
+        self.deflate = deflate;
+        self
+    }
+
+    /// The connection's client id: the one it asked for, or its random one
+    /// once presence needed it; `None` before that.
+    pub fn client_id(&self) -> Option<&Arc<str>> {
+        self.presence.client()
     }
 
     /// When the connection's token expires (it is then closed with 4003);
@@ -199,6 +211,7 @@ impl Session {
             max_rate: options.max_rate,
             replay: None,
             join_leave: JoinLeaveKinds::from_option(options.join_leave),
+            deflate: self.deflate,
         };
         let client = self.presence.client_for(&plan);
         if state.backplane.is_some() {
@@ -235,7 +248,13 @@ impl Session {
 
     /// `PRESENCE`: allowed for a topic (not a pattern) with presence that
     /// the grants allow subscribing to; answered from a spawned task.
-    fn presence_request(&self, state: &Arc<BrokerState>, id: u64, topic: &str, counts_only: bool) {
+    fn presence_request(
+        &mut self,
+        state: &Arc<BrokerState>,
+        id: u64,
+        topic: &str,
+        counts_only: bool,
+    ) {
         let topic = match Topic::new(topic) {
             Ok(topic) => topic,
             Err(e) => return self.error(state, Some(id), ErrorCode::InvalidTopic, &e.to_string()),
@@ -486,7 +505,7 @@ impl MessageHandler for Session {
     /// releases its presence holds: at once after a client close 1000 or a
     /// server disconnect, else after `presence_grace`.
     fn release(&mut self, state: &Arc<BrokerState>) {
-        for pattern in self.subscriptions.drain() {
+        for pattern in self.subscriptions.take() {
             state.registry.unsubscribe(&pattern, self.queue.id());
         }
         self.presence.end(state, self.queue.ended_cleanly());

@@ -14,6 +14,7 @@ use crate::busiest::Busiest;
 use crate::cluster::backplane::Backplane;
 use crate::cluster::presence::PresenceSettings;
 use crate::cluster::target::TargetError;
+use crate::compression::CompressionSettings;
 use crate::config::BrokerConfig;
 use crate::directory::Directory;
 use crate::metrics::Metrics;
@@ -96,7 +97,8 @@ impl BrokerState {
             },
             config.topic_policies.clone(),
             metrics.clone(),
-        );
+        )
+        .with_compression(CompressionSettings::from_config(&config));
         if let Some(backplane) = &backplane {
             registry = registry.with_interest(Arc::clone(&backplane.interest));
         }

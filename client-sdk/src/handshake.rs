@@ -130,17 +130,20 @@ async fn rejection<S: AsyncRead + Unpin>(
     }
 }
 
-/// Performs the upgrade on `stream`. On success returns the bytes already
-/// read past the response head: the start of the WebSocket stream.
+/// Performs the upgrade on `stream`, offering permessage-deflate if
+/// `compression`. On success returns the bytes already read past the
+/// response head (the start of the WebSocket stream) and, if the broker
+/// accepted permessage-deflate, whether it resets its context per message.
 pub(crate) async fn handshake<S>(
     stream: &mut S,
     url: &BrokerUrl,
     token: Option<&str>,
-) -> Result<BytesMut, Failure>
+    compression: bool,
+) -> Result<(BytesMut, Option<bool>), Failure>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let request = build_request(url, token);
+    let request = build_request(url, token).offer_deflate(compression);
     let written = async {
         stream.write_all(&request.to_bytes()).await?;
         stream.flush().await
@@ -171,12 +174,17 @@ where
         return Err(rejection(stream, &head, rest).await.into());
     }
     written?;
-    head.verify(request.key(), SubprotocolRule::AllowMissing)
-        .map_err(public_error)?;
+    let inflate = if compression {
+        head.verify_deflate(request.key(), SubprotocolRule::AllowMissing)
+    } else {
+        head.verify(request.key(), SubprotocolRule::AllowMissing)
+            .map(|()| None)
+    }
+    .map_err(public_error)?;
     if head.tokens("sec-websocket-protocol").is_empty() {
         tracing::debug!("broker did not echo a subprotocol; assuming {SUBPROTOCOL}");
     }
-    Ok(rest)
+    Ok((rest, inflate))
 }
 
 #[cfg(test)]

@@ -103,7 +103,12 @@ impl Session {
             writer,
             rbuf: conn.leftover,
             out: BytesMut::with_capacity(16 * 1024),
-            decoder: FrameDecoder::new(Role::Client, max_message_size),
+            decoder: match conn.inflate {
+                Some(reset) => {
+                    FrameDecoder::new(Role::Client, max_message_size).with_inflate(reset)
+                }
+                None => FrameDecoder::new(Role::Client, max_message_size),
+            },
             needs_flush: false,
             last_recv: now,
             last_sent: now,
@@ -345,6 +350,7 @@ mod tests {
             stream: MaybeTlsStream::Plain(ours.unwrap()),
             leftover: BytesMut::new(),
             token_expires: None,
+            inflate: None,
         };
         (Session::new(conn, 1 << 20), theirs.unwrap().0)
     }

@@ -78,6 +78,9 @@ pub(crate) struct Connection {
     /// When the token from the token provider expires: the connection
     /// refreshes it before then. `None` without a provider.
     pub token_expires: Option<SystemTime>,
+    /// permessage-deflate was agreed: `Some(reset)`, `reset` telling
+    /// whether the broker compresses each message on its own.
+    pub inflate: Option<bool>,
 }
 
 /// Everything needed to (re)connect; cheap to share with the reconnect loop.
@@ -87,6 +90,8 @@ pub(crate) struct Target {
     pub token_provider: Option<TokenProvider>,
     pub connect_timeout: Duration,
     pub tls: Option<TlsConnector>,
+    /// Offer permessage-deflate.
+    pub compression: bool,
 }
 
 impl std::fmt::Debug for Target {
@@ -121,6 +126,7 @@ impl Target {
             token_provider: config.token_provider.clone(),
             connect_timeout: config.connect_timeout,
             tls,
+            compression: config.compression,
         })
     }
 
@@ -160,18 +166,21 @@ impl Target {
                 MaybeTlsStream::Tls(Box::new(tls))
             }
         };
-        let leftover = handshake::handshake(&mut stream, &self.url, token.as_deref())
-            .await
-            .map_err(|failure| match failure {
-                Failure::Handshake(e) => Error::Handshake(e),
-                Failure::Io(source) => Error::Connect {
-                    addr: self.url.authority(),
-                    source,
-                },
-            })?;
+        let offer = self.compression;
+        let (leftover, inflate) =
+            handshake::handshake(&mut stream, &self.url, token.as_deref(), offer)
+                .await
+                .map_err(|failure| match failure {
+                    Failure::Handshake(e) => Error::Handshake(e),
+                    Failure::Io(source) => Error::Connect {
+                        addr: self.url.authority(),
+                        source,
+                    },
+                })?;
         Ok(Connection {
             stream,
             leftover,
+            inflate,
             token_expires: token
                 .as_deref()
                 .filter(|_| self.token_provider.is_some())

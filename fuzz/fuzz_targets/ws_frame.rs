@@ -3,10 +3,12 @@
 //!
 //! Every input is used twice:
 //!
-//! * **Raw bytes.** Byte 0 picks the role (bit 0: 0 server, 1 client),
-//!   bytes 1-2 the message size limit (big endian, plus one), byte 3 seeds
+//! * **Raw bytes.** Byte 0 picks the role (bit 0: 0 server, 1 client)
+//!   and permessage-deflate (bit 1: negotiated, so RSV1 messages are
+//!   inflated; bit 2: the inflater is dropped after each message), bytes 1-2 the message size limit (big endian, plus one), byte 3 seeds
 //!   how the rest is cut into chunks; the rest is the byte stream. The
-//!   decoder must never panic, never deliver a message over the limit, a
+//!   decoder must never panic, never deliver a message over the limit
+//!   (inflated messages included: a compression bomb stops at it), a
 //!   text message that is not UTF-8 or a control payload over 125 bytes,
 //!   never ask to buffer more than one frame header plus the limit, and
 //!   reach exactly the same items and the same error whether the stream
@@ -14,15 +16,18 @@
 //!   also compares the early and the late UTF-8 verdicts).
 //! * **Encoded frames.** The same bytes, read by `arbitrary`, describe a
 //!   list of messages (binary and text, whole or fragmented, text cut at
-//!   any byte, even inside a character) and control frames; the crate's own
-//!   encoders (`write_client_frame`, `server_frame`, `close_body`) write
-//!   them and the decoder must give back exactly those payloads.
+//!   any byte, even inside a character), permessage-deflate messages
+//!   (`deflate::compress`, RSV1 set, whole or fragmented) and control
+//!   frames; the crate's own encoders (`write_client_frame`, `server_frame`,
+//!   `close_body`) write them and the decoder, with inflation negotiated,
+//!   must give back exactly those payloads.
 #![no_main]
 
 use arbitrary::{Arbitrary, Unstructured};
 use bytes::{Bytes, BytesMut};
 use libfuzzer_sys::fuzz_target;
 use tickwire_protocol::codes::is_valid_close_code;
+use tickwire_protocol::deflate;
 use tickwire_protocol::ws::{
     self, CloseFrame, FrameDecoder, FrameError, Incoming, MAX_CONTROL_PAYLOAD, MessageKind, OpCode,
     Role,
@@ -59,8 +64,9 @@ fn raw_stream(data: &[u8]) {
         Role::Client
     };
     let max = usize::from(u16::from_be_bytes([*hi, *lo])) + 1;
-    let whole = decode(role, max, &[stream]);
-    let chunked = decode(role, max, &chunks(stream, *seed));
+    let inflate = (flags & 2 != 0).then_some(flags & 4 != 0);
+    let whole = decode(role, max, inflate, &[stream]);
+    let chunked = decode(role, max, inflate, &chunks(stream, *seed));
     assert_eq!(whole, chunked, "whole and chunked input disagree");
 }
 
@@ -83,9 +89,13 @@ fn chunks(stream: &[u8], seed: u8) -> Vec<&[u8]> {
 }
 
 /// Feeds `chunks` one after the other, decoding everything each makes
-/// available, and checks every item and every wait on the way.
-fn decode(role: Role, max: usize, chunks: &[&[u8]]) -> Outcome {
+/// available (inflating RSV1 messages when `inflate` is `Some(reset)`), and
+/// checks every item and every wait on the way.
+fn decode(role: Role, max: usize, inflate: Option<bool>, chunks: &[&[u8]]) -> Outcome {
     let mut decoder = FrameDecoder::new(role, max);
+    if let Some(reset) = inflate {
+        decoder = decoder.with_inflate(reset);
+    }
     let mut buf = BytesMut::new();
     let mut items = Vec::new();
     for chunk in chunks {
@@ -159,6 +169,15 @@ struct Stream {
 enum Frame {
     Binary(Vec<u8>),
     Text(String),
+    /// A permessage-deflate message (text if `text`: the bytes made UTF-8),
+    /// compressed at `level`, cut into frames at `cuts` (modulo its
+    /// compressed length).
+    Compressed {
+        body: Vec<u8>,
+        text: bool,
+        level: u8,
+        cuts: Vec<u16>,
+    },
     /// A binary message in several frames, with a ping after the first.
     Fragmented {
         parts: Vec<Vec<u8>>,
@@ -228,6 +247,41 @@ fn encoded_frames(stream: &Stream) {
                 enc.frame(OpCode::Text, true, text.as_bytes());
                 let body = Bytes::copy_from_slice(text.as_bytes());
                 expected.push(Incoming::Message(MessageKind::Text, body));
+            }
+            Frame::Compressed {
+                body,
+                text,
+                level,
+                cuts,
+            } => {
+                let (kind, body) = if *text {
+                    let text = String::from_utf8_lossy(body).into_owned();
+                    (MessageKind::Text, text.into_bytes())
+                } else {
+                    (MessageKind::Binary, body.clone())
+                };
+                let squeezed = deflate::compress(&body, u32::from(*level % 10));
+                let mut cuts: Vec<usize> = cuts
+                    .iter()
+                    .map(|c| usize::from(*c) % (squeezed.len() + 1))
+                    .collect();
+                cuts.push(squeezed.len());
+                cuts.sort_unstable();
+                let mut start = 0;
+                for (i, end) in cuts.iter().enumerate() {
+                    let opcode = if i > 0 {
+                        OpCode::Continuation
+                    } else {
+                        kind.opcode()
+                    };
+                    let at = enc.out.len();
+                    enc.frame(opcode, i + 1 == cuts.len(), &squeezed[start..*end]);
+                    if i == 0 {
+                        enc.out[at] |= 0x40;
+                    }
+                    start = *end;
+                }
+                expected.push(Incoming::Message(kind, Bytes::from(body)));
             }
             Frame::FragmentedText { text, cuts } => {
                 let bytes = text.as_bytes();
@@ -305,6 +359,10 @@ fn encoded_frames(stream: &Stream) {
         error: None,
         pending: Some((0, false)),
     };
-    assert_eq!(decode(role, max, &[&enc.out]), want);
-    assert_eq!(decode(role, max, &chunks(&enc.out, stream.key[0])), want);
+    let inflate = Some(stream.key[1] & 1 == 0);
+    assert_eq!(decode(role, max, inflate, &[&enc.out]), want);
+    assert_eq!(
+        decode(role, max, inflate, &chunks(&enc.out, stream.key[0])),
+        want
+    );
 }

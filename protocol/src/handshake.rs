@@ -6,13 +6,15 @@
 //! A caller writes [`UpgradeRequest::to_bytes`], reads until
 //! [`ResponseHead::parse`] returns a head, keeps the bytes after
 //! [`ResponseHead::len`] (the start of the WebSocket stream), and calls
-//! [`ResponseHead::verify`]. Limits on the head's size and on time are the
+//! [`ResponseHead::verify`] (or [`ResponseHead::verify_deflate`] when the
+//! request offered permessage-deflate, [`UpgradeRequest::offer_deflate`]). Limits on the head's size and on time are the
 //! caller's. [`accept_key`] is also what a (fake) server answers.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use sha1::{Digest, Sha1};
 
+use crate::deflate;
 use crate::{SUBPROTOCOL, WEBSOCKET_PATH};
 
 /// The GUID RFC 6455 appends to the key before hashing.
@@ -54,7 +56,8 @@ pub enum HandshakeError {
     /// The server did not echo `tickwire.v1` and the rule required it.
     #[error("server did not select subprotocol {SUBPROTOCOL:?}")]
     MissingSubprotocol,
-    /// The server enabled extensions, which tickwire never negotiates.
+    /// The server enabled extensions that were not offered (anything but
+    /// the permessage-deflate that was, with valid parameters).
     #[error("server enabled WebSocket extensions that were not offered: {0}")]
     UnexpectedExtensions(String),
 }
@@ -90,6 +93,7 @@ pub struct UpgradeRequest {
     path: String,
     key: String,
     offer_subprotocol: bool,
+    offer_deflate: bool,
     headers: Vec<(String, String)>,
 }
 
@@ -106,6 +110,7 @@ impl UpgradeRequest {
             },
             key: generate_key(),
             offer_subprotocol: true,
+            offer_deflate: false,
             headers: Vec::new(),
         }
     }
@@ -119,6 +124,13 @@ impl UpgradeRequest {
     /// Whether to offer `Sec-WebSocket-Protocol: tickwire.v1` (the default).
     pub fn offer_subprotocol(mut self, offer: bool) -> UpgradeRequest {
         self.offer_subprotocol = offer;
+        self
+    }
+
+    /// Whether to offer permessage-deflate ([`deflate::CLIENT_OFFER`]; off
+    /// by default).
+    pub fn offer_deflate(mut self, offer: bool) -> UpgradeRequest {
+        self.offer_deflate = offer;
         self
     }
 
@@ -149,6 +161,11 @@ impl UpgradeRequest {
         if self.offer_subprotocol {
             req.push_str("Sec-WebSocket-Protocol: ");
             req.push_str(SUBPROTOCOL);
+            req.push_str("\r\n");
+        }
+        if self.offer_deflate {
+            req.push_str("Sec-WebSocket-Extensions: ");
+            req.push_str(deflate::CLIENT_OFFER);
             req.push_str("\r\n");
         }
         for (name, value) in &self.headers {
@@ -252,6 +269,37 @@ impl ResponseHead {
     /// `Sec-WebSocket-Accept`, `tickwire.v1` as the subprotocol (see
     /// `rule` for a missing one) and no extensions.
     pub fn verify(&self, key: &str, rule: SubprotocolRule) -> Result<(), HandshakeError> {
+        self.verify_head(key, rule)?;
+        let extensions = self.tokens("sec-websocket-extensions");
+        if !extensions.is_empty() {
+            return Err(HandshakeError::UnexpectedExtensions(extensions.join(", ")));
+        }
+        Ok(())
+    }
+
+    /// [`ResponseHead::verify`] for a request that offered permessage-deflate:
+    /// the server may accept it. `Ok(None)`: no extension; `Ok(Some(reset))`:
+    /// permessage-deflate, `reset` telling whether the server compresses
+    /// each message on its own (`server_no_context_takeover`, always so
+    /// from a tickwire broker).
+    pub fn verify_deflate(
+        &self,
+        key: &str,
+        rule: SubprotocolRule,
+    ) -> Result<Option<bool>, HandshakeError> {
+        self.verify_head(key, rule)?;
+        let values: Vec<String> = self
+            .headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case("sec-websocket-extensions"))
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+            .collect();
+        deflate::client_accepts(values.iter().map(String::as_str))
+            .map_err(HandshakeError::UnexpectedExtensions)
+    }
+
+    /// Everything [`ResponseHead::verify`] checks but the extensions.
+    fn verify_head(&self, key: &str, rule: SubprotocolRule) -> Result<(), HandshakeError> {
         if self.status != 101 {
             return Err(HandshakeError::Status {
                 status: self.status,
@@ -288,10 +336,6 @@ impl ResponseHead {
                     got: protocols.join(", "),
                 });
             }
-        }
-        let extensions = self.tokens("sec-websocket-extensions");
-        if !extensions.is_empty() {
-            return Err(HandshakeError::UnexpectedExtensions(extensions.join(", ")));
         }
         Ok(())
     }
@@ -451,6 +495,45 @@ mod tests {
                 "permessage-deflate".into()
             ))
         );
+    }
+
+    #[test]
+    fn an_offered_deflate_may_be_accepted() {
+        let req = UpgradeRequest::new("h", "/ws").offer_deflate(true);
+        let text = String::from_utf8(req.to_bytes()).unwrap();
+        assert!(text.contains(
+            "\r\nSec-WebSocket-Extensions: permessage-deflate; client_no_context_takeover\r\n"
+        ));
+        let accept = accept_key(KEY);
+        let head = |extra: &str| {
+            ResponseHead::parse(response(&accept, &format!("{PROTO}{extra}")).as_bytes())
+                .unwrap()
+                .unwrap()
+        };
+        let rule = SubprotocolRule::Required;
+        assert_eq!(head("").verify_deflate(KEY, rule), Ok(None));
+        assert_eq!(
+            head("Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover\r\n")
+                .verify_deflate(KEY, rule),
+            Ok(Some(true))
+        );
+        assert_eq!(
+            head("Sec-WebSocket-Extensions: permessage-deflate\r\n").verify_deflate(KEY, rule),
+            Ok(Some(false))
+        );
+        assert!(matches!(
+            head("Sec-WebSocket-Extensions: permessage-deflate; nope\r\n")
+                .verify_deflate(KEY, rule),
+            Err(HandshakeError::UnexpectedExtensions(_))
+        ));
+        // The other checks still apply.
+        assert!(matches!(
+            ResponseHead::parse(response("bm9wZQ==", PROTO).as_bytes())
+                .unwrap()
+                .unwrap()
+                .verify_deflate(KEY, rule),
+            Err(HandshakeError::AcceptMismatch { .. })
+        ));
     }
 
     #[test]

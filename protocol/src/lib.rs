@@ -6,6 +6,8 @@
 //! * [`handshake`]: the client's WebSocket opening handshake (request,
 //!   response checks, the accept key), sans I/O.
 //! * [`ws`]: WebSocket framing (RFC 6455) with tickwire's strict rules.
+//! * [`deflate`]: permessage-deflate (RFC 7692): negotiation, compression
+//!   of a message, bounded inflation.
 //! * [`utf8`]: the streaming UTF-8 check of text messages.
 //! * [`message`]: the MessagePack messages inside each binary frame, and
 //!   [`message::encode_delivery_frame`], the encode-once delivery frame.
@@ -17,6 +19,7 @@
 //! crate is its reference implementation.
 
 pub mod codes;
+pub mod deflate;
 pub mod handshake;
 pub mod message;
 pub mod msgpack;

@@ -7,7 +7,7 @@
 //!
 //! | violation | close code |
 //! |---|---|
-//! | reserved bits set (no extension is negotiated), reserved opcode | 1002 |
+//! | RSV2/RSV3 set; RSV1 set without permessage-deflate, or on a control or continuation frame; reserved opcode | 1002 |
 //! | client frame not masked (server side) / server frame masked (client side) | 1002 |
 //! | control frame over 125 bytes, or fragmented | 1002 |
 //! | continuation without a started message, new message inside a fragmented one | 1002 |
@@ -16,12 +16,21 @@
 //! | close frame with a 1-byte body or a code not allowed on the wire | 1002 |
 //! | text message or close reason that is not UTF-8 | 1007 |
 //! | a frame or a fragmented message over the size limit | 1009 |
+//! | a compressed message that inflates past the size limit | 1009 |
+//! | a compressed message that is not valid DEFLATE data | 1007 |
 //!
 //! Oversized input is refused as soon as the header announces it, before the
 //! payload is buffered. Text is checked as it arrives, fragment by fragment
 //! and even within a frame still being received, so invalid UTF-8 is refused
 //! at the first byte that makes it invalid; only a character cut at the very
 //! end of the message is an error that must wait for the final frame.
+//!
+//! With permessage-deflate negotiated ([`FrameDecoder::with_inflate`], see
+//! [`crate::deflate`]), a message whose first frame has RSV1 set is
+//! inflated once complete, into at most the size limit (a compression
+//! bomb is refused without allocating past it); a compressed text
+//! message's UTF-8 is checked after inflating. The inflater is made when
+//! the first compressed message arrives.
 //!
 //! Text messages are delivered ([`MessageKind::Text`]); whether to accept
 //! them is the receiver's decision (tickwire's `/ws` is binary-only and
@@ -31,6 +40,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use thiserror::Error;
 
 use crate::codes::{CloseCode, is_valid_close_code};
+use crate::deflate::{InflateError, Inflater};
 use crate::utf8::Utf8Validator;
 
 /// The largest payload a control frame may carry.
@@ -95,9 +105,13 @@ impl OpCode {
 /// A framing violation, with the close code that answers it.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum FrameError {
-    /// RSV1-3 set without a negotiated extension.
+    /// RSV2 or RSV3 set, or RSV1 where permessage-deflate does not allow
+    /// it (not negotiated, a control frame, a continuation frame).
     #[error("reserved bits set")]
     ReservedBits,
+    /// A compressed message that is not valid DEFLATE data.
+    #[error("compressed message is not valid DEFLATE data")]
+    Inflate,
     /// Opcode 0x3-0x7 or 0xB-0xF.
     #[error("reserved opcode 0x{0:x}")]
     ReservedOpcode(u8),
@@ -152,7 +166,9 @@ impl FrameError {
     pub fn close_code(&self) -> CloseCode {
         match self {
             FrameError::TooBig { .. } => CloseCode::MessageTooBig,
-            FrameError::InvalidCloseReason | FrameError::InvalidText => CloseCode::InvalidPayload,
+            FrameError::InvalidCloseReason | FrameError::InvalidText | FrameError::Inflate => {
+                CloseCode::InvalidPayload
+            }
             _ => CloseCode::ProtocolError,
         }
     }
@@ -163,6 +179,9 @@ impl FrameError {
 pub struct FrameHeader {
     /// FIN bit: last frame of a message.
     pub fin: bool,
+    /// RSV1: with permessage-deflate, the message is compressed (first
+    /// frame of a data message only).
+    pub rsv1: bool,
     /// The frame's opcode.
     pub opcode: OpCode,
     /// The masking key, if the frame is masked.
@@ -178,9 +197,10 @@ impl FrameHeader {
     /// are needed. Checks every header-level rule for frames sent to `role`.
     pub fn parse(buf: &[u8], role: Role) -> Result<Option<FrameHeader>, FrameError> {
         let [b0, b1, ..] = *buf else { return Ok(None) };
-        if b0 & 0x70 != 0 {
+        if b0 & 0x30 != 0 {
             return Err(FrameError::ReservedBits);
         }
+        let rsv1 = b0 & 0x40 != 0;
         let fin = b0 & 0x80 != 0;
         let opcode = OpCode::from_bits(b0 & 0x0f).ok_or(FrameError::ReservedOpcode(b0 & 0x0f))?;
         let masked = b1 & 0x80 != 0;
@@ -231,6 +251,7 @@ impl FrameHeader {
         };
         Ok(Some(FrameHeader {
             fin,
+            rsv1,
             opcode,
             mask,
             payload_len,
@@ -301,8 +322,11 @@ pub enum Incoming {
 pub struct FrameDecoder {
     role: Role,
     max_message_size: usize,
-    /// The first frames of a fragmented message, and its kind.
-    fragments: Option<(MessageKind, BytesMut)>,
+    /// The first frames of a fragmented message, its kind and whether it
+    /// is compressed.
+    fragments: Option<(MessageKind, bool, BytesMut)>,
+    /// permessage-deflate, if negotiated.
+    inflate: Option<InflateState>,
     /// The UTF-8 check of the text message in progress (fresh otherwise).
     utf8: Utf8Validator,
     /// How many payload bytes of the text frame still being received were
@@ -319,10 +343,29 @@ impl FrameDecoder {
             role,
             max_message_size,
             fragments: None,
+            inflate: None,
             utf8: Utf8Validator::new(),
             checked: 0,
             wanted: 2,
         }
+    }
+
+    /// The same decoder, accepting compressed messages (permessage-deflate
+    /// was negotiated). `reset_per_message`: the peer compresses each
+    /// message on its own (it agreed to no context takeover), so the
+    /// inflater is dropped after each message instead of kept.
+    pub fn with_inflate(mut self, reset_per_message: bool) -> Self {
+        self.inflate = Some(InflateState {
+            reset_per_message,
+            inflater: None,
+        });
+        self
+    }
+
+    /// Whether an inflater is held (made by the first compressed message,
+    /// kept only with context takeover).
+    pub fn holds_inflater(&self) -> bool {
+        self.inflate.as_ref().is_some_and(|s| s.inflater.is_some())
     }
 
     /// How many bytes `buf` must hold, at least, for the next call to make
@@ -348,27 +391,33 @@ impl FrameDecoder {
                 self.wanted = buf.len() + 1;
                 return Ok(None);
             };
-            let kind = match (header.opcode, &self.fragments) {
+            // RSV1 marks a compressed message, on its first frame only.
+            let starts_message = matches!(header.opcode, OpCode::Text | OpCode::Binary);
+            if header.rsv1 && !(starts_message && self.inflate.is_some()) {
+                return Err(FrameError::ReservedBits);
+            }
+            let (kind, compressed) = match (header.opcode, &self.fragments) {
                 (OpCode::Text | OpCode::Binary, Some(_)) => {
                     return Err(FrameError::ExpectedContinuation);
                 }
                 (OpCode::Continuation, None) => return Err(FrameError::UnexpectedContinuation),
-                (OpCode::Continuation, Some((kind, fragments))) => {
+                (OpCode::Continuation, Some((kind, compressed, fragments))) => {
                     self.check_size(fragments.len() as u64, header.payload_len)?;
-                    Some(*kind)
+                    (Some(*kind), *compressed)
                 }
                 (OpCode::Text, None) => {
                     self.check_size(0, header.payload_len)?;
-                    Some(MessageKind::Text)
+                    (Some(MessageKind::Text), header.rsv1)
                 }
                 (OpCode::Binary, None) => {
                     self.check_size(0, header.payload_len)?;
-                    Some(MessageKind::Binary)
+                    (Some(MessageKind::Binary), header.rsv1)
                 }
                 // Control frames: at most 125 bytes, checked by the header.
-                (OpCode::Close | OpCode::Ping | OpCode::Pong, _) => None,
+                (OpCode::Close | OpCode::Ping | OpCode::Pong, _) => (None, false),
             };
-            let text = kind == Some(MessageKind::Text);
+            // Compressed text is checked once inflated.
+            let text = kind == Some(MessageKind::Text) && !compressed;
             // Bounded by max_message_size (data) or 125 (control) above.
             let total = header.header_len + header.payload_len as usize;
             if buf.len() < total {
@@ -401,18 +450,59 @@ impl FrameDecoder {
                     _ => parse_close(&payload).map(|c| Some(Incoming::Close(c))),
                 };
             };
-            match self.fragments.take() {
-                None if header.fin => return Ok(Some(Incoming::Message(kind, payload.freeze()))),
-                None => self.fragments = Some((kind, payload)),
-                Some((kind, mut fragments)) => {
-                    fragments.extend_from_slice(&payload);
-                    if header.fin {
-                        return Ok(Some(Incoming::Message(kind, fragments.freeze())));
-                    }
-                    self.fragments = Some((kind, fragments));
+            let whole = match self.fragments.take() {
+                None if header.fin => payload,
+                None => {
+                    self.fragments = Some((kind, compressed, payload));
+                    continue;
                 }
-            }
+                Some((kind, compressed, mut fragments)) => {
+                    fragments.extend_from_slice(&payload);
+                    if !header.fin {
+                        self.fragments = Some((kind, compressed, fragments));
+                        continue;
+                    }
+                    fragments
+                }
+            };
+            let whole = if compressed {
+                self.inflate_message(kind, &whole)?
+            } else {
+                whole.freeze()
+            };
+            return Ok(Some(Incoming::Message(kind, whole)));
         }
+    }
+
+    /// Inflates a complete compressed message (checking a text message's
+    /// UTF-8), making the inflater if this is the first one, and dropping
+    /// it afterwards if the peer resets its context per message.
+    fn inflate_message(
+        &mut self,
+        kind: MessageKind,
+        compressed: &[u8],
+    ) -> Result<Bytes, FrameError> {
+        let limit = self.max_message_size;
+        // `compressed` is only set when inflating was negotiated.
+        let Some(state) = self.inflate.as_mut() else {
+            return Err(FrameError::ReservedBits);
+        };
+        let inflater = state.inflater.get_or_insert_with(Box::default);
+        let result = inflater.inflate(compressed, limit);
+        if state.reset_per_message || result.is_err() {
+            state.inflater = None;
+        }
+        let plain = result.map_err(|e| match e {
+            InflateError::TooBig { limit } => FrameError::TooBig {
+                size: limit as u64 + 1,
+                limit,
+            },
+            InflateError::Corrupt => FrameError::Inflate,
+        })?;
+        if kind == MessageKind::Text && std::str::from_utf8(&plain).is_err() {
+            return Err(FrameError::InvalidText);
+        }
+        Ok(Bytes::from(plain))
     }
 
     /// Refuses a data frame of `len` bytes that would take the message,
@@ -454,6 +544,16 @@ impl FrameDecoder {
     }
 }
 
+/// The permessage-deflate side of a [`FrameDecoder`].
+#[derive(Debug)]
+struct InflateState {
+    /// Drop the inflater after each message (the peer agreed to no context
+    /// takeover).
+    reset_per_message: bool,
+    /// Made when the first compressed message arrives.
+    inflater: Option<Box<Inflater>>,
+}
+
 fn parse_close(payload: &[u8]) -> Result<CloseFrame, FrameError> {
     match payload {
         [] => Ok(CloseFrame {
@@ -484,8 +584,8 @@ pub fn server_header_len(len: usize) -> usize {
     }
 }
 
-fn write_header(out: &mut Vec<u8>, opcode: OpCode, len: usize, mask_bit: u8) {
-    out.push(0x80 | opcode.bits());
+fn write_header(out: &mut Vec<u8>, first: u8, len: usize, mask_bit: u8) {
+    out.push(first);
     match len {
         0..=125 => out.push(mask_bit | len as u8),
         126..=0xffff => {
@@ -501,7 +601,7 @@ fn write_header(out: &mut Vec<u8>, opcode: OpCode, len: usize, mask_bit: u8) {
 
 /// Appends the header of an unmasked, final frame (as the broker sends).
 pub fn write_server_header(out: &mut Vec<u8>, opcode: OpCode, len: usize) {
-    write_header(out, opcode, len, 0);
+    write_header(out, 0x80 | opcode.bits(), len, 0);
 }
 
 /// Encodes `body` as one unmasked, final frame of `opcode`.
@@ -509,6 +609,16 @@ pub fn server_frame(opcode: OpCode, body: &[u8]) -> Bytes {
     let mut out = Vec::with_capacity(server_header_len(body.len()) + body.len());
     write_server_header(&mut out, opcode, body.len());
     out.extend_from_slice(body);
+    Bytes::from(out)
+}
+
+/// Encodes `compressed` (from [`crate::deflate::compress`]) as one
+/// unmasked, final frame of `opcode` with RSV1 set: a permessage-deflate
+/// message.
+pub fn compressed_server_frame(opcode: OpCode, compressed: &[u8]) -> Bytes {
+    let mut out = Vec::with_capacity(server_header_len(compressed.len()) + compressed.len());
+    write_header(&mut out, 0xc0 | opcode.bits(), compressed.len(), 0);
+    out.extend_from_slice(compressed);
     Bytes::from(out)
 }
 
@@ -537,7 +647,7 @@ pub fn server_close_frame(code: CloseCode) -> Bytes {
 
 /// Appends a masked, final frame (as a client sends) with the given key.
 pub fn write_client_frame(out: &mut Vec<u8>, opcode: OpCode, payload: &[u8], key: [u8; 4]) {
-    write_header(out, opcode, payload.len(), 0x80);
+    write_header(out, 0x80 | opcode.bits(), payload.len(), 0x80);
     out.extend_from_slice(&key);
     let start = out.len();
     out.extend_from_slice(payload);
@@ -560,13 +670,7 @@ mod tests {
     }
 
     fn decode_all(bytes: &[u8], max: usize) -> Result<Vec<Incoming>, FrameError> {
-        let mut decoder = FrameDecoder::new(Role::Server, max);
-        let mut buf = BytesMut::from(bytes);
-        let mut items = Vec::new();
-        while let Some(item) = decoder.decode(&mut buf)? {
-            items.push(item);
-        }
-        Ok(items)
+        decode_with(&mut FrameDecoder::new(Role::Server, max), bytes)
     }
 
     #[test]
@@ -827,6 +931,132 @@ mod tests {
             let frame = client_frame(OpCode::Close, true, &close_body(code, ""));
             assert_eq!(first_error(&frame, 64), FrameError::InvalidClose, "{code}");
         }
+    }
+
+    fn compressed_client_frame(opcode: OpCode, fin: bool, payload: &[u8]) -> Vec<u8> {
+        let mut out = client_frame(opcode, fin, payload);
+        out[0] |= 0x40;
+        out
+    }
+
+    fn inflating(max: usize, reset: bool) -> FrameDecoder {
+        FrameDecoder::new(Role::Server, max).with_inflate(reset)
+    }
+
+    fn decode_with(decoder: &mut FrameDecoder, bytes: &[u8]) -> Result<Vec<Incoming>, FrameError> {
+        let mut buf = BytesMut::from(bytes);
+        let mut items = Vec::new();
+        while let Some(item) = decoder.decode(&mut buf)? {
+            items.push(item);
+        }
+        Ok(items)
+    }
+
+    #[test]
+    fn rsv1_needs_permessage_deflate_and_a_first_data_frame() {
+        let squeezed = crate::deflate::compress(b"hello", 1);
+        let frame = compressed_client_frame(OpCode::Binary, true, &squeezed);
+        assert_eq!(first_error(&frame, 64), FrameError::ReservedBits);
+        let items = decode_with(&mut inflating(64, true), &frame).unwrap();
+        assert_eq!(
+            items,
+            vec![Incoming::Message(
+                MessageKind::Binary,
+                Bytes::from_static(b"hello")
+            )]
+        );
+        // RSV1 on a control frame or a continuation: 1002 even when
+        // negotiated; RSV2 and RSV3 never.
+        let ping = compressed_client_frame(OpCode::Ping, true, b"");
+        assert_eq!(
+            decode_with(&mut inflating(64, true), &ping),
+            Err(FrameError::ReservedBits)
+        );
+        let mut cont = client_frame(OpCode::Binary, false, b"a");
+        cont.extend(compressed_client_frame(OpCode::Continuation, true, b"b"));
+        assert_eq!(
+            decode_with(&mut inflating(64, true), &cont),
+            Err(FrameError::ReservedBits)
+        );
+        for bit in [0x20, 0x10] {
+            let mut frame = client_frame(OpCode::Binary, true, b"x");
+            frame[0] |= bit;
+            assert_eq!(
+                decode_with(&mut inflating(64, true), &frame),
+                Err(FrameError::ReservedBits)
+            );
+        }
+    }
+
+    #[test]
+    fn compressed_fragments_and_text() {
+        let text = "κόσμε ".repeat(20);
+        let squeezed = crate::deflate::compress(text.as_bytes(), 6);
+        let (a, b) = squeezed.split_at(squeezed.len() / 2);
+        let mut bytes = compressed_client_frame(OpCode::Text, false, a);
+        bytes.extend(client_frame(OpCode::Ping, true, b""));
+        bytes.extend(client_frame(OpCode::Continuation, true, b));
+        // And an uncompressed message on the same connection.
+        bytes.extend(client_frame(OpCode::Binary, true, b"plain"));
+        let mut decoder = inflating(1024, false);
+        assert_eq!(
+            decode_with(&mut decoder, &bytes).unwrap(),
+            vec![
+                Incoming::Ping(Bytes::new()),
+                Incoming::Message(MessageKind::Text, Bytes::from(text)),
+                Incoming::Message(MessageKind::Binary, Bytes::from_static(b"plain")),
+            ]
+        );
+        // Inflated text that is not UTF-8: 1007.
+        let bad = crate::deflate::compress(b"ok\xff", 1);
+        let frame = compressed_client_frame(OpCode::Text, true, &bad);
+        assert_eq!(
+            decode_with(&mut inflating(64, true), &frame),
+            Err(FrameError::InvalidText)
+        );
+        // Not DEFLATE data: 1007.
+        let frame = compressed_client_frame(OpCode::Binary, true, &[0xff, 0xff]);
+        let error = decode_with(&mut inflating(64, true), &frame).unwrap_err();
+        assert_eq!(error, FrameError::Inflate);
+        assert_eq!(error.close_code().as_u16(), 1007);
+    }
+
+    #[test]
+    fn a_compression_bomb_is_refused_with_1009() {
+        let bomb = crate::deflate::compress(&vec![0; 1 << 20], 9);
+        let frame = compressed_client_frame(OpCode::Binary, true, &bomb);
+        let error = decode_with(&mut inflating(4096, true), &frame).unwrap_err();
+        assert_eq!(error.close_code(), CloseCode::MessageTooBig);
+    }
+
+    #[test]
+    fn the_inflater_is_made_lazily_and_kept_only_with_context_takeover() {
+        let mut kept = inflating(64, false);
+        let mut reset = inflating(64, true);
+        assert!(!kept.holds_inflater() && !reset.holds_inflater());
+        decode_with(&mut kept, &client_frame(OpCode::Binary, true, b"plain")).unwrap();
+        assert!(!kept.holds_inflater(), "uncompressed messages need none");
+        let frame =
+            compressed_client_frame(OpCode::Binary, true, &crate::deflate::compress(b"z", 1));
+        decode_with(&mut kept, &frame).unwrap();
+        decode_with(&mut reset, &frame).unwrap();
+        assert!(kept.holds_inflater());
+        assert!(!reset.holds_inflater());
+    }
+
+    #[test]
+    fn compressed_server_frames_have_rsv1() {
+        let squeezed = crate::deflate::compress(b"abcabcabc", 1);
+        let frame = compressed_server_frame(OpCode::Binary, &squeezed);
+        assert_eq!(frame[0], 0xc2);
+        let mut decoder = FrameDecoder::new(Role::Client, 64).with_inflate(true);
+        assert_eq!(
+            decode_with(&mut decoder, &frame).unwrap(),
+            vec![Incoming::Message(
+                MessageKind::Binary,
+                Bytes::from_static(b"abcabcabc")
+            )]
+        );
     }
 
     #[test]

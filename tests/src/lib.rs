@@ -446,6 +446,47 @@ impl RawClient {
         Self::upgrade(Box::new(stream), request, SubprotocolRule::AllowMissing).await
     }
 
+    /// Connects to `path` offering `tickwire.v1` (unless `subprotocol` is
+    /// false: the echo service) and the extensions `offer` (a
+    /// `Sec-WebSocket-Extensions` value); returns the client, inflating
+    /// compressed messages if the server accepted permessage-deflate, and
+    /// the server's `Sec-WebSocket-Extensions` answer, if any.
+    pub async fn connect_offering(
+        addr: SocketAddr,
+        path: &str,
+        subprotocol: bool,
+        offer: &str,
+    ) -> (RawClient, Option<String>) {
+        let mut stream: Box<dyn RawStream> =
+            Box::new(TcpStream::connect(addr).await.expect("connect"));
+        let request = UpgradeRequest::new(&addr.to_string(), path)
+            .offer_subprotocol(subprotocol)
+            .header("Sec-WebSocket-Extensions", offer);
+        let Response { head, text, rest } = handshake(&mut stream, &request)
+            .await
+            .unwrap_or_else(|text| panic!("connection closed during the handshake: {text}"));
+        let rule = if subprotocol {
+            SubprotocolRule::Required
+        } else {
+            SubprotocolRule::AllowMissing
+        };
+        let agreed = head
+            .verify_deflate(request.key(), rule)
+            .unwrap_or_else(|e| panic!("handshake failed: {e}\n{text}"));
+        let decoder = FrameDecoder::new(Role::Client, 64 << 20);
+        let decoder = match agreed {
+            Some(reset) => decoder.with_inflate(reset),
+            None => decoder,
+        };
+        let client = RawClient {
+            stream,
+            buf: rest,
+            decoder,
+            next_id: 1,
+        };
+        (client, head.header("sec-websocket-extensions"))
+    }
+
     /// [`RawClient::connect`] that says why it failed instead of failing
     /// the test: for clients that retry, as through a load balancer whose
     /// node may be going away.
@@ -504,6 +545,16 @@ impl RawClient {
     pub async fn send_frame(&mut self, opcode: OpCode, payload: &[u8]) {
         let mut out = Vec::with_capacity(payload.len() + 14);
         ws::write_client_frame(&mut out, opcode, payload, [0x37, 0xfa, 0x21, 0x3d]);
+        self.send_raw(&out).await;
+    }
+
+    /// Sends `payload` compressed (permessage-deflate, RSV1 set) in one
+    /// masked frame of `opcode` with FIN set.
+    pub async fn send_compressed(&mut self, opcode: OpCode, payload: &[u8]) {
+        let compressed = tickwire_protocol::deflate::compress(payload, 6);
+        let mut out = Vec::with_capacity(compressed.len() + 14);
+        ws::write_client_frame(&mut out, opcode, &compressed, [0x37, 0xfa, 0x21, 0x3d]);
+        out[0] |= 0x40;
         self.send_raw(&out).await;
     }
 

@@ -55,8 +55,6 @@ const FLAGS: &[&str] = &[
     "1GiB",
     "--publish-bytes-burst",
     "1GiB",
-    "--log-level",
-    "warn",
 ];
 
 /// The fan-out tests' `slow_consumer_timeout`: a stalled subscriber holds
@@ -87,7 +85,15 @@ impl Serve {
         ));
         std::fs::write(&file, config).expect("write the config file");
         let path = file.to_str().expect("a UTF-8 temp path");
-        let mut all = vec!["serve", "--listen", "127.0.0.1:0", "--config", path];
+        let mut all = vec![
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--log-level",
+            "warn",
+            "--config",
+            path,
+        ];
         all.extend_from_slice(FLAGS);
         all.extend_from_slice(args);
         let mut child = tickwire_command(&all)

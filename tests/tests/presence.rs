@@ -696,3 +696,24 @@ async fn long_poll_answers_carry_join_and_leave_in_place() {
     );
     assert_eq!(answer["messages"].as_array().map(Vec::len), Some(1));
 }
+
+#[tokio::test]
+async fn an_anonymous_connection_is_closable_by_its_random_id_once_presence_showed_it() {
+    let broker = broker(LONG_GRACE, |_| {}).await;
+    let mut anon = connect(broker.addr, None, None).await;
+    assert_eq!(subscribe(&mut anon, "plain.1", None).await, None);
+    // No client id anyone could name yet: nothing filed.
+    assert!(broker.state.directory.is_empty());
+
+    let id = subscribe(&mut anon, "room.1", None)
+        .await
+        .expect("a client id");
+    assert_eq!(id.len(), 22, "a random id: {id}");
+    assert_eq!(broker.state.directory.len(), 1);
+    let code = DisconnectCode::standard();
+    assert_eq!(broker.state.directory.close_client(&id, code), 1);
+    match anon.recv_close().await {
+        Received::Close { code, .. } => assert_eq!(code, Some(4007)),
+        other => panic!("expected the close frame, got {other:?}"),
+    }
+}

@@ -86,6 +86,12 @@ pub struct ConnectArgs {
         requires = "cert_file"
     )]
     key_file: Option<PathBuf>,
+
+    /// Offer permessage-deflate (RFC 7692): a broker with `--compression
+    /// on` then sends large messages compressed. Messages sent stay
+    /// uncompressed.
+    #[arg(long)]
+    compression: bool,
 }
 
 impl ConnectArgs {
@@ -93,7 +99,8 @@ impl ConnectArgs {
     fn builder(&self) -> ClientBuilder {
         let mut builder = Client::builder(self.url.as_str())
             .connect_timeout(self.timeout)
-            .request_timeout(self.timeout);
+            .request_timeout(self.timeout)
+            .compression(self.compression);
         if let Some(token) = &self.token {
             builder = builder.token(token.as_str());
         }
