@@ -1,15 +1,19 @@
 //! One WebSocket connection, from its `101` answer to the closed
 //! socket.
 //!
-//! The connection runs two tasks: this reader, which decodes frames and
+//! The connection runs in one task: this reader, which decodes frames and
 //! hands whole messages to its [`MessageHandler`] (a
 //! [`crate::session::Session`] on `/ws`, an [`crate::echo::Echo`] on the
-//! echo listener), and the writer
-//! ([`crate::writer`]), which drains the outbound queue. The reader also keeps
-//! the connection alive (pings a quiet peer, closes a dead one) and runs the
+//! echo listener), and the writer ([`crate::writer`]), which drains the
+//! outbound queue, are two futures of that task, each polled only when
+//! something it waits for happened ([`both`]): a delivery that wakes the
+//! writer does not poll the reader's timers and socket, and an idle
+//! connection costs one task cell, not two. The reader also keeps the
+//! connection alive (pings a quiet peer, closes a dead one) and runs the
 //! close handshake: once the connection starts closing, for whatever reason,
 //! the reader waits up to `close_timeout` for the peer's close frame or EOF
-//! while the writer flushes, and then the socket is dropped.
+//! while the writer flushes (the close frame after the queued data, then a
+//! half-close), and then the socket is dropped.
 //!
 //! Producer backpressure: when the handler reports that the messages it just
 //! handled backed up a subscriber's queue ([`MessageHandler::backlog`]), the
@@ -19,6 +23,9 @@
 //! the pause; keepalive and the message timeout do not run while the reader
 //! is paused by the broker itself.
 
+pub mod both;
+
+use std::pin::pin;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -34,6 +41,7 @@ use crate::outbound::{OutboundQueue, OutboundReceiver};
 use crate::state::BrokerState;
 use crate::stream::{ReadSide, Transport};
 use crate::writer::{WriterSettings, write_loop};
+use both::Wakers;
 
 /// Smallest free space offered to each socket read.
 const MIN_READ_SPACE: usize = 4096;
@@ -117,7 +125,9 @@ pub async fn serve<S, H>(
 {
     let (id, queue, outbound, mut handler) = prepared.into_parts();
     let (reader, writer) = stream.split();
-    let mut writer_task = tokio::spawn(state.metrics.count_task(write_loop(
+    // The writer runs in this task, beside the reader (see [`both`]); the
+    // task gauge still counts it, as the reader's partner.
+    let writer = state.metrics.count_task(write_loop(
         writer,
         outbound,
         WriterSettings {
@@ -125,7 +135,10 @@ pub async fn serve<S, H>(
             coalesce: state.config.write_coalesce,
         },
         state.metrics.clone(),
-    )));
+    ));
+    let mut writer = pin!(writer);
+    let mut writer_done = false;
+    let wakers = Wakers::new();
     // Counted until this function returns or its task is dropped.
     let session_gauge = GaugeHold::new(&state.metrics.websockets);
     match handler.peer_identity() {
@@ -143,20 +156,30 @@ pub async fn serve<S, H>(
         buf,
         decoder: decoder(state.config.max_message_size, deflate),
     };
-    let end = connection.read_messages(&mut handler).await;
+    let end = {
+        let reading = pin!(connection.read_messages(&mut handler));
+        wakers
+            .both(reading, writer.as_mut(), &mut writer_done)
+            .await
+    };
     handler.release(&state);
 
     let deadline = Instant::now() + state.config.close_timeout;
     match end {
-        ReadEnd::Closing => connection.await_peer_close(deadline).await,
+        ReadEnd::Closing => {
+            // The peer's side of the handshake, while the writer flushes.
+            let peer = pin!(timeout_at(deadline, connection.await_peer_close()));
+            let _ = wakers.both(peer, writer.as_mut(), &mut writer_done).await;
+        }
         ReadEnd::PeerClosed => {}
         ReadEnd::Gone => {
+            // Nothing will read what is queued: the writer is dropped.
             queue.abandon();
-            writer_task.abort();
+            writer_done = true;
         }
     }
-    if timeout_at(deadline, &mut writer_task).await.is_err() {
-        writer_task.abort();
+    if !writer_done {
+        let _ = timeout_at(deadline, writer).await;
     }
     drop(session_gauge);
     tracing::debug!(connection = id, "websocket session ended");
@@ -407,23 +430,21 @@ impl<R: ReadSide> Connection<'_, R> {
     }
 
     /// After the broker started closing: discard incoming data until the
-    /// peer's close frame, EOF, a violation or the deadline.
-    async fn await_peer_close(&mut self, deadline: Instant) {
-        let wait = async {
+    /// peer's close frame, EOF or a violation (the caller bounds it with
+    /// `close_timeout`).
+    async fn await_peer_close(&mut self) {
+        loop {
             loop {
-                loop {
-                    match self.decoder.decode(&mut self.buf) {
-                        Ok(Some(Incoming::Close(_))) | Err(_) => return,
-                        Ok(Some(_)) => {}
-                        Ok(None) => break,
-                    }
-                }
-                if self.fill().await == 0 {
-                    return;
+                match self.decoder.decode(&mut self.buf) {
+                    Ok(Some(Incoming::Close(_))) | Err(_) => return,
+                    Ok(Some(_)) => {}
+                    Ok(None) => break,
                 }
             }
-        };
-        let _ = timeout_at(deadline, wait).await;
+            if self.fill().await == 0 {
+                return;
+            }
+        }
     }
 }
 

@@ -3,11 +3,12 @@
 //!
 //! Publishers on any task push already-encoded frames ([`Bytes`], shared by
 //! every subscriber) with [`OutboundQueue::push`]; the connection's writer
-//! task drains them in batches ([`OutboundReceiver`]). The queue is a list
+//! drains them in batches ([`OutboundReceiver`]). The queue is a list
 //! of segments (NATS-style): a push is an atomic add on the byte counter
 //! plus an append under a short critical section (a mutex held for one
-//! `VecDeque::push_back`), and only the push that finds the list empty
-//! wakes the writer. The writer takes the whole list in one swap
+//! `VecDeque::push_back` of a 32-byte [`Item`]; the queuing time, the close
+//! frame and rate-limit re-plans are kept once per list), and only the push
+//! that finds the list empty wakes the writer. The writer takes the whole list in one swap
 //! ([`OutboundReceiver::take_all`], the two lists trade their capacity, so
 //! the steady state allocates nothing) and writes the frames with vectored
 //! writes, without copying them ([`crate::writer`]). Queued bytes count
@@ -172,6 +173,73 @@ struct Lanes {
     due: BinaryHeap<Reverse<(Instant, u64)>>,
 }
 
+/// One entry of the segment list: a frame or a lane's place, 32 bytes (a
+/// [`Bytes`], the lane id fitting beside its niche). What an entry does not
+/// need to carry lives once per list (`List`): when the oldest frame was
+/// queued, the close frame, a rate-limit re-plan.
+#[derive(Debug)]
+pub enum Item {
+    /// A complete WebSocket frame.
+    Frame(Bytes),
+    /// The frames waiting in this topic's lane are next.
+    Lane(u64),
+}
+
+/// The close frame a connection ends with.
+#[derive(Debug)]
+pub struct CloseFrame {
+    /// The close code.
+    pub code: u16,
+    /// The reason text (an operator's, for a server disconnect).
+    pub reason: Cow<'static, str>,
+}
+
+/// The segment list behind the queue's mutex.
+#[derive(Debug, Default)]
+struct List {
+    items: VecDeque<Item>,
+    /// When the oldest frame of `items` was queued: set by the push that
+    /// finds the list empty (one clock value per list, not per frame).
+    oldest: Option<Instant>,
+    /// A rate-limited lane became due earlier than the writer planned.
+    retime: bool,
+    /// The close frame, once queued (boxed: rare, and out of the way).
+    close: Option<Box<CloseFrame>>,
+    /// How many of `items` precede the close frame; later ones were pushed
+    /// in a race with it and are never written.
+    close_after: usize,
+}
+
+impl Item {
+    /// The bytes it counts in the queue (a lane's place counts none).
+    fn len(&self) -> usize {
+        match self {
+            Item::Frame(frame) => frame.len(),
+            Item::Lane(_) => 0,
+        }
+    }
+}
+
+impl List {
+    /// Whether nothing at all is queued (the writer may be waiting).
+    fn is_idle(&self) -> bool {
+        self.items.is_empty() && !self.retime && self.close.is_none()
+    }
+}
+
+/// What the writer took from the queue besides its items
+/// ([`OutboundReceiver::take_all`]).
+#[derive(Debug, Default)]
+pub struct Taken {
+    /// When the oldest taken frame was queued.
+    pub oldest: Option<Instant>,
+    /// The rate-limited lanes need planning again.
+    pub retime: bool,
+    /// The close frame, after the first `.1` taken items (the rest raced
+    /// with it: never written).
+    pub close: Option<(Box<CloseFrame>, usize)>,
+}
+
 /// A list that grew past this many items in a burst is released once the
 /// load is light again, so an idle connection keeps only a small one.
 pub const IDLE_ITEMS_KEEP: usize = 16;
@@ -182,7 +250,7 @@ pub const IDLE_ITEMS_KEEP: usize = 16;
 pub struct OutboundQueue {
     id: u64,
     /// The queued items, in order; allocated on the first push.
-    items: Mutex<VecDeque<Outbound>>,
+    list: Mutex<List>,
     /// Wakes the writer when a push finds `items` empty (a stored permit
     /// if the writer is busy).
     wake: Notify,
@@ -208,7 +276,7 @@ pub struct OutboundQueue {
     clean_end: AtomicBool,
 }
 
-/// The receiving side, owned by the connection's writer task.
+/// The receiving side, owned by the connection's writer.
 #[derive(Debug)]
 pub struct OutboundReceiver {
     queue: Arc<OutboundQueue>,
@@ -229,7 +297,7 @@ impl OutboundQueue {
     ) -> (Arc<Self>, OutboundReceiver) {
         let queue = Arc::new(OutboundQueue {
             id,
-            items: Mutex::new(VecDeque::new()),
+            list: Mutex::new(List::default()),
             wake: Notify::new(),
             queued_bytes: AtomicUsize::new(0),
             budget: settings.budget,
@@ -448,19 +516,35 @@ impl OutboundQueue {
             self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
             return self.overflow();
         }
-        self.enqueue(Outbound::Frame(frame, queued_at));
+        self.enqueue(Item::Frame(frame), queued_at);
         PushOutcome::Queued
     }
 
     /// Appends `item`; the push that finds the list empty wakes the writer.
-    fn enqueue(&self, item: Outbound) {
-        let was_empty = {
-            let mut items = self.items.lock();
-            let was_empty = items.is_empty();
-            items.push_back(item);
-            was_empty
+    fn enqueue(&self, item: Item, queued_at: Instant) {
+        let was_idle = {
+            let mut list = self.list.lock();
+            if list.items.is_empty() {
+                list.oldest = Some(queued_at);
+            }
+            let was_idle = list.is_idle();
+            list.items.push_back(item);
+            was_idle
         };
-        if was_empty {
+        if was_idle {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Changes the list under its lock; wakes the writer if it was idle.
+    fn mark(&self, change: impl FnOnce(&mut List)) {
+        let was_idle = {
+            let mut list = self.list.lock();
+            let was_idle = list.is_idle();
+            change(&mut list);
+            was_idle
+        };
+        if was_idle {
             self.wake.notify_one();
         }
     }
@@ -542,12 +626,12 @@ impl OutboundQueue {
                 let earliest = lanes.due.peek().map(|Reverse((t, _))| *t);
                 lanes.due.push(Reverse((release, origin.topic_id)));
                 if earliest.is_none_or(|t| release < t) {
-                    self.enqueue(Outbound::Timer);
+                    self.mark(|list| list.retime = true);
                 }
             }
         } else if !lane.token_queued {
             lane.token_queued = true;
-            self.enqueue(Outbound::Lane(origin.topic_id));
+            self.enqueue(Item::Lane(origin.topic_id), queued_at);
         }
         PushOutcome::Queued
     }
@@ -594,7 +678,11 @@ impl OutboundQueue {
     }
 
     fn send_close(&self, code: u16, reason: Cow<'static, str>) {
-        self.enqueue(Outbound::Close { code, reason });
+        let close = Box::new(CloseFrame { code, reason });
+        self.mark(|list| {
+            list.close_after = list.items.len();
+            list.close = Some(close);
+        });
         self.close_state.cancel();
     }
 
@@ -646,23 +734,52 @@ impl OutboundReceiver {
 
     /// Takes the next item if one is ready.
     pub fn try_recv(&mut self) -> Option<Outbound> {
-        let item = self.queue.items.lock().pop_front();
-        if let Some(Outbound::Frame(frame, _)) = &item {
-            self.written(frame.len());
+        let mut list = self.queue.list.lock();
+        if list.retime {
+            list.retime = false;
+            return Some(Outbound::Timer);
         }
-        item
+        if list.close.is_some() && list.close_after == 0 {
+            // The items left raced with the close: never sent.
+            let raced: usize = list.items.drain(..).map(|item| item.len()).sum();
+            self.written(raced);
+            let close = list.close.take()?;
+            let CloseFrame { code, reason } = *close;
+            return Some(Outbound::Close { code, reason });
+        }
+        let item = list.items.pop_front()?;
+        list.close_after = list.close_after.saturating_sub(1);
+        let queued_at = list.oldest.unwrap_or_else(Instant::now);
+        if list.items.is_empty() {
+            list.oldest = None;
+        }
+        drop(list);
+        Some(match item {
+            Item::Frame(frame) => {
+                self.written(frame.len());
+                Outbound::Frame(frame, queued_at)
+            }
+            Item::Lane(topic_id) => Outbound::Lane(topic_id),
+        })
     }
 
     /// Moves every queued item into `out` (which must be empty; its
-    /// capacity becomes the queue's). The frames still count as queued
-    /// until [`OutboundReceiver::written`] says they left.
-    pub fn take_all(&mut self, out: &mut VecDeque<Outbound>) {
+    /// capacity becomes the queue's) and returns what comes with them. The
+    /// frames still count as queued until [`OutboundReceiver::written`] says
+    /// they left.
+    pub fn take_all(&mut self, out: &mut VecDeque<Item>) -> Taken {
         debug_assert!(out.is_empty());
-        let mut items = self.queue.items.lock();
-        std::mem::swap(&mut *items, out);
+        let mut list = self.queue.list.lock();
+        std::mem::swap(&mut list.items, out);
         // A light load (a short list) gives back what a burst grew.
-        if out.len() <= IDLE_ITEMS_KEEP && items.capacity() > IDLE_ITEMS_KEEP {
-            *items = VecDeque::new();
+        if out.len() <= IDLE_ITEMS_KEEP && list.items.capacity() > IDLE_ITEMS_KEEP {
+            list.items = VecDeque::new();
+        }
+        let close_after = std::mem::take(&mut list.close_after);
+        Taken {
+            oldest: list.oldest.take(),
+            retime: std::mem::take(&mut list.retime),
+            close: list.close.take().map(|close| (close, close_after)),
         }
     }
 
@@ -807,6 +924,44 @@ mod tests {
         ));
         assert!(rx.try_recv().is_none());
         assert!(!rx.overflowed());
+    }
+
+    #[test]
+    fn a_list_item_takes_32_bytes() {
+        assert_eq!(std::mem::size_of::<Item>(), 32);
+    }
+
+    #[test]
+    fn items_raced_behind_the_close_are_never_taken_and_stop_counting() {
+        let (queue, mut rx) = OutboundQueue::new(1, 100, Metrics::new());
+        let now = Instant::now();
+        queue.push(frame(10), now);
+        queue.close(CloseCode::GoingAway);
+        // A push that saw the connection open just before the close.
+        queue.queued_bytes.fetch_add(20, Ordering::Relaxed);
+        queue.enqueue(Item::Frame(frame(20)), now);
+        let mut taken = VecDeque::new();
+        let extra = rx.take_all(&mut taken);
+        assert_eq!(taken.len(), 2);
+        assert_eq!(extra.oldest, Some(now));
+        let Some((close, before)) = extra.close else {
+            panic!("the close came with the list");
+        };
+        assert_eq!((close.code, before), (1001, 1));
+
+        // The fallbacks' one-at-a-time reading drops them too.
+        let (queue, mut rx) = OutboundQueue::new(2, 100, Metrics::new());
+        queue.push(frame(10), now);
+        queue.close(CloseCode::GoingAway);
+        queue.queued_bytes.fetch_add(20, Ordering::Relaxed);
+        queue.enqueue(Item::Frame(frame(20)), now);
+        assert!(matches!(rx.try_recv(), Some(Outbound::Frame(f, _)) if f.len() == 10));
+        assert!(matches!(
+            rx.try_recv(),
+            Some(Outbound::Close { code: 1001, .. })
+        ));
+        assert_eq!(queue.queued_bytes(), 0);
+        assert!(rx.try_recv().is_none());
     }
 
     #[test]

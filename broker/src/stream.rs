@@ -39,7 +39,7 @@ pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {
     /// The write half after [`Transport::split`].
     type Writer: AsyncWrite + Unpin + Send + 'static;
 
-    /// Splits the stream for the WebSocket reader and writer tasks.
+    /// Splits the stream for the WebSocket reader and writer.
     fn split(self) -> (Self::Reader, Self::Writer);
 
     /// The verified client certificate's identity, if the client presented

@@ -1,4 +1,5 @@
-//! The writer task of one WebSocket connection.
+//! The writer of one WebSocket connection (a future of its connection's
+//! task, beside the reader: see [`crate::connection`]).
 //!
 //! It takes everything queued in the connection's [`OutboundReceiver`] at
 //! once ([`OutboundReceiver::take_all`]) and writes the frames with
@@ -25,7 +26,7 @@ use tickwire_protocol::ws::{self, OpCode};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use crate::metrics::Metrics;
-use crate::outbound::{IDLE_ITEMS_KEEP, Outbound, OutboundReceiver};
+use crate::outbound::{CloseFrame, IDLE_ITEMS_KEEP, Item, OutboundReceiver, Taken};
 
 /// Most frames handed to one vectored write (Linux allows 1024).
 pub const MAX_SLICES: usize = 256;
@@ -56,10 +57,14 @@ struct Pending {
 }
 
 impl Pending {
-    fn add(&mut self, frame: Bytes, queued_at: Instant) {
-        self.oldest = Some(self.oldest.map_or(queued_at, |o| o.min(queued_at)));
+    fn add(&mut self, frame: Bytes) {
         self.bytes += frame.len();
         self.segments.push_back(frame);
+    }
+
+    /// Frames queued at `queued_at` joined the batch.
+    fn queued_at(&mut self, queued_at: Instant) {
+        self.oldest = Some(self.oldest.map_or(queued_at, |o| o.min(queued_at)));
     }
 
     /// Drops `n` written bytes off the front.
@@ -150,34 +155,32 @@ async fn flush<W: AsyncWrite + Unpin>(
 }
 
 /// Moves the taken items into `pending`, lanes expanded at their token's
-/// place; returns the close item if one was reached (nothing after it is
+/// place; returns the close frame if one was reached (nothing after it is
 /// written).
 fn absorb(
-    taken: &mut VecDeque<Outbound>,
+    taken: &mut VecDeque<Item>,
+    extra: Taken,
     pending: &mut Pending,
     outbound: &OutboundReceiver,
     lane_frames: &mut Vec<(Bytes, Instant)>,
-) -> Option<(u16, std::borrow::Cow<'static, str>)> {
-    let mut close = None;
-    for item in taken.drain(..) {
-        if close.is_some() {
-            // Pushed in a race with the close: never written.
-            if let Outbound::Frame(frame, _) = item {
-                outbound.written(frame.len());
-            }
-            continue;
-        }
+) -> Option<Box<CloseFrame>> {
+    if let Some(oldest) = extra.oldest {
+        pending.queued_at(oldest);
+    }
+    let before_close = extra.close.as_ref().map_or(usize::MAX, |(_, n)| *n);
+    for (index, item) in taken.drain(..).enumerate() {
         match item {
-            Outbound::Frame(frame, queued_at) => pending.add(frame, queued_at),
-            Outbound::Lane(topic_id) => {
+            // Pushed in a race with the close: never written.
+            Item::Frame(frame) if index >= before_close => outbound.written(frame.len()),
+            Item::Lane(_) if index >= before_close => {}
+            Item::Frame(frame) => pending.add(frame),
+            Item::Lane(topic_id) => {
                 outbound.take_lane(topic_id, lane_frames);
                 add_lane_frames(lane_frames, pending, outbound);
             }
-            Outbound::Close { code, reason } => close = Some((code, reason)),
-            Outbound::Timer => {}
         }
     }
-    close
+    extra.close.map(|(close, _)| close)
 }
 
 /// Moves frames released from lanes into `pending`; they count as queued
@@ -190,7 +193,8 @@ fn add_lane_frames(
     let mut bytes = 0;
     for (frame, queued_at) in lane_frames.drain(..) {
         bytes += frame.len();
-        pending.add(frame, queued_at);
+        pending.queued_at(queued_at);
+        pending.add(frame);
     }
     outbound.holding(bytes);
 }
@@ -218,14 +222,14 @@ pub async fn write_loop<W: AsyncWrite + Unpin>(
         batch_bytes,
         coalesce,
     } = settings;
-    let mut taken: VecDeque<Outbound> = VecDeque::new();
+    let mut taken: VecDeque<Item> = VecDeque::new();
     let mut pending = Pending::default();
     let mut lane_frames: Vec<(Bytes, Instant)> = Vec::new();
     let mut due: Option<Instant> = None;
     loop {
-        outbound.take_all(&mut taken);
-        let timer_due = due.is_some_and(|at| at <= Instant::now());
-        if taken.is_empty() && !timer_due {
+        let extra = outbound.take_all(&mut taken);
+        let timer_due = extra.retime || due.is_some_and(|at| at <= Instant::now());
+        if taken.is_empty() && extra.close.is_none() && !timer_due {
             // Waiting for data stops the queue's stall clock; starting on it
             // and every write restart it.
             outbound.queue().record_idle();
@@ -234,7 +238,7 @@ pub async fn write_loop<W: AsyncWrite + Unpin>(
         }
         outbound.queue().record_progress(Instant::now());
         let light = taken.len() <= IDLE_ITEMS_KEEP;
-        let close = absorb(&mut taken, &mut pending, &outbound, &mut lane_frames);
+        let close = absorb(&mut taken, extra, &mut pending, &outbound, &mut lane_frames);
         if light && taken.capacity() > IDLE_ITEMS_KEEP {
             taken = VecDeque::new();
         }
@@ -277,8 +281,8 @@ pub async fn write_loop<W: AsyncWrite + Unpin>(
                 pending.segments = VecDeque::new();
             }
         }
-        if let Some((code, reason)) = close {
-            let frame = ws::server_frame(OpCode::Close, &ws::close_body(code, &reason));
+        if let Some(close) = close {
+            let frame = ws::server_frame(OpCode::Close, &ws::close_body(close.code, &close.reason));
             if socket.write_all(&frame).await.is_ok() {
                 metrics.bytes_out.inc_by(frame.len() as u64);
             }
@@ -424,9 +428,10 @@ mod tests {
     fn an_overflow_mid_frame_finishes_that_frame_only() {
         let mut pending = Pending::default();
         let now = Instant::now();
-        pending.add(Bytes::from_static(&[1; 10]), now);
-        pending.add(Bytes::from_static(&[2; 10]), now);
-        pending.add(Bytes::from_static(&[3; 10]), now);
+        pending.queued_at(now);
+        pending.add(Bytes::from_static(&[1; 10]));
+        pending.add(Bytes::from_static(&[2; 10]));
+        pending.add(Bytes::from_static(&[3; 10]));
         pending.consume(14);
         assert!(pending.started);
         assert_eq!(pending.discard_unstarted(), 10);
