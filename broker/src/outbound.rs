@@ -120,6 +120,10 @@ pub struct FrameOrigin {
     pub policy: SlowConsumerPolicy,
     /// The subscription's `max_rate`, messages per second.
     pub max_rate: Option<u32>,
+    /// The publish may be written straight to a quiet connection's socket
+    /// ([`DIRECT_WRITE_AFTER`]): its topic's fan-outs are far enough apart
+    /// (the fan-out decides, [`crate::registry`]).
+    pub direct: bool,
 }
 
 /// One item in a connection's outbound queue.
@@ -492,7 +496,7 @@ impl OutboundQueue {
     /// Queues a control frame or reply (never diverted, never dropped except
     /// by overflow). Replies are urgent: they cut a coalescing pause short.
     pub fn push(&self, frame: Bytes, queued_at: Instant) -> PushOutcome {
-        let outcome = self.push_direct(frame, queued_at, self.budget);
+        let outcome = self.push_direct(frame, queued_at, self.budget, true);
         self.urgent.notify_one();
         outcome
     }
@@ -502,7 +506,7 @@ impl OutboundQueue {
     /// connection is closed as a slow consumer), never diverted into a
     /// lane, so never conflated, dropped or rate-limited.
     pub fn push_event(&self, frame: Bytes, queued_at: Instant) -> PushOutcome {
-        self.push_direct(frame, queued_at, self.budget)
+        self.push_direct(frame, queued_at, self.budget, false)
     }
 
     /// Whether the connection ended in a way that releases its presence
@@ -529,11 +533,11 @@ impl OutboundQueue {
             let half = self.budget / 2;
             match origin.policy {
                 SlowConsumerPolicy::Disconnect => {
-                    return self.push_direct(frame, queued_at, self.budget);
+                    return self.push_direct(frame, queued_at, self.budget, origin.direct);
                 }
                 // Lane policies divert once the list holds half the budget.
                 _ if self.queued_bytes.load(Ordering::Relaxed) + frame.len() <= half => {
-                    return self.push_direct(frame, queued_at, half);
+                    return self.push_direct(frame, queued_at, half, origin.direct);
                 }
                 _ => {}
             }
@@ -542,7 +546,13 @@ impl OutboundQueue {
     }
 
     /// The common path: an append within `limit` bytes, else overflow.
-    fn push_direct(&self, frame: Bytes, queued_at: Instant, limit: usize) -> PushOutcome {
+    fn push_direct(
+        &self,
+        frame: Bytes,
+        queued_at: Instant,
+        limit: usize,
+        direct: bool,
+    ) -> PushOutcome {
         if !self.close_state.is_open() {
             return PushOutcome::Closed;
         }
@@ -556,17 +566,17 @@ impl OutboundQueue {
             self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
             return self.overflow();
         }
-        self.enqueue_frame(frame, queued_at);
+        self.enqueue_frame(frame, queued_at, direct);
         PushOutcome::Queued
     }
 
     /// Appends a frame, or writes it straight to a quiet connection's socket
-    /// ([`List::write_now`]); the push that finds the list empty wakes the
-    /// writer.
-    fn enqueue_frame(&self, mut frame: Bytes, queued_at: Instant) {
+    /// ([`List::write_now`]) if `direct` allows; the push that finds the
+    /// list empty wakes the writer.
+    fn enqueue_frame(&self, mut frame: Bytes, queued_at: Instant, direct: bool) {
         let was_idle = {
             let mut list = self.list.lock();
-            if list.quiet_since.is_some() && !self.has_lanes() {
+            if direct && list.quiet_since.is_some() && !self.has_lanes() {
                 if let Some(written) = list.write_now(&frame, queued_at) {
                     self.queued_bytes.fetch_sub(written, Ordering::Relaxed);
                     self.metrics.bytes_out.inc_by(written as u64);
@@ -660,6 +670,7 @@ impl OutboundQueue {
                         frame,
                         queued_at,
                         self.budget.saturating_sub(lanes.bytes),
+                        false,
                     );
                 }
                 self.active_lanes.fetch_add(1, Ordering::AcqRel);
@@ -677,7 +688,8 @@ impl OutboundQueue {
             if due && lane.frames.is_empty() && !lane.token_queued {
                 lane.next_release = Some(now + interval);
                 lanes.due.push(Reverse((now + interval, origin.topic_id)));
-                return self.push_direct(frame, queued_at, self.budget.saturating_sub(lanes.bytes));
+                let limit = self.budget.saturating_sub(lanes.bytes);
+                return self.push_direct(frame, queued_at, limit, false);
             }
         }
 
@@ -960,6 +972,7 @@ mod tests {
             topic_id,
             policy,
             max_rate,
+            direct: false,
         }
     }
 
@@ -1335,7 +1348,10 @@ mod tests {
         // writes straight to the socket, and nothing is queued.
         assert!(rx.take_all(&mut taken).close.is_none() && taken.is_empty());
         let later = Instant::now() + DIRECT_WRITE_AFTER;
-        assert_eq!(queue.push(Bytes::from_static(b"abc"), later), PushOutcome::Queued);
+        assert_eq!(
+            queue.push(Bytes::from_static(b"abc"), later),
+            PushOutcome::Queued
+        );
         assert_eq!(queue.queued_bytes(), 0);
         assert_eq!(metrics.bytes_out.get(), 3);
         let mut got = [0u8; 3];

@@ -396,6 +396,7 @@ mod tests {
             topic_id: 9,
             policy: SlowConsumerPolicy::Conflate,
             max_rate: None,
+            direct: false,
         };
         for _ in 0..5 {
             queue.push_delivery(Bytes::from_static(&[1; 100]), now, conflate);
