@@ -30,6 +30,7 @@ fn origin() -> FrameOrigin {
         topic_id: 1,
         policy: SlowConsumerPolicy::Disconnect,
         max_rate: None,
+        direct: false,
     }
 }
 

@@ -52,7 +52,7 @@ use crate::api_keys::ApiKeys;
 use crate::cert_grants::{CertGrants, CertGrantsError};
 use crate::config::BrokerConfig;
 use crate::grants::{Access, Grants};
-use crate::presence::info::json_to_msgpack;
+use crate::presence::info::info_to_msgpack;
 use crate::tls::PeerIdentity;
 
 /// Longest token accepted, in bytes; longer ones are refused unread.
@@ -110,6 +110,12 @@ pub enum AuthError {
     /// The client info (`info` of the grants claim) is too large.
     #[error("client info is {0} bytes, more than max_presence_info_bytes ({1})")]
     InfoTooLarge(usize, usize),
+    /// The client info nests deeper than the broker reads back.
+    #[error(
+        "client info nests deeper than {} levels",
+        tickwire_protocol::msgpack::MAX_SKIP_DEPTH
+    )]
+    InfoTooDeep,
     /// The `sub` claim is not a string.
     #[error("the sub claim is not a string")]
     BadSubject,
@@ -564,8 +570,7 @@ impl Authenticator {
         let info = match &grants.info {
             None => None,
             Some(value) => {
-                let mut out = Vec::new();
-                json_to_msgpack(value, &mut out);
+                let out = info_to_msgpack(value).ok_or(AuthError::InfoTooDeep)?;
                 if out.len() > self.max_info_bytes {
                     return Err(AuthError::InfoTooLarge(out.len(), self.max_info_bytes));
                 }

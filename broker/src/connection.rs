@@ -125,6 +125,9 @@ pub async fn serve<S, H>(
 {
     let (id, queue, outbound, mut handler) = prepared.into_parts();
     let (reader, writer) = stream.split();
+    if let Some(socket) = S::shared_socket(&writer) {
+        queue.attach_socket(socket);
+    }
     // The writer runs in this task, beside the reader (see [`both`]); the
     // task gauge still counts it, as the reader's partner.
     let writer = state.metrics.count_task(write_loop(
@@ -181,6 +184,7 @@ pub async fn serve<S, H>(
     if !writer_done {
         let _ = timeout_at(deadline, writer).await;
     }
+    queue.detach_socket();
     drop(session_gauge);
     tracing::debug!(connection = id, "websocket session ended");
 }

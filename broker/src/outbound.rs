@@ -58,9 +58,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use parking_lot::Mutex;
 use tickwire_protocol::CloseCode;
+use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -119,6 +120,10 @@ pub struct FrameOrigin {
     pub policy: SlowConsumerPolicy,
     /// The subscription's `max_rate`, messages per second.
     pub max_rate: Option<u32>,
+    /// The publish may be written straight to a quiet connection's socket
+    /// ([`DIRECT_WRITE_AFTER`]): its topic's fan-outs are far enough apart
+    /// (the fan-out decides, [`crate::registry`]).
+    pub direct: bool,
 }
 
 /// One item in a connection's outbound queue.
@@ -208,6 +213,16 @@ struct List {
     /// How many of `items` precede the close frame; later ones were pushed
     /// in a race with it and are never written.
     close_after: usize,
+    /// The connection's socket, for direct writes (plain TCP only; see
+    /// [`OutboundQueue::attach_socket`]).
+    socket: Option<Arc<TcpStream>>,
+    /// Since when the writer has had nothing to do (it found the list empty
+    /// and waits for a wake-up), or when the last direct write went out;
+    /// `None` while the writer is busy.
+    quiet_since: Option<Instant>,
+    /// The first item is the rest of a frame a direct write began: it must
+    /// be finished before anything else, even a close frame.
+    started: bool,
 }
 
 impl Item {
@@ -225,6 +240,25 @@ impl List {
     fn is_idle(&self) -> bool {
         self.items.is_empty() && !self.retime && self.close.is_none()
     }
+
+    /// Writes `frame` to the socket right away, in the pushing task, when
+    /// the connection has been quiet for [`DIRECT_WRITE_AFTER`]: nothing
+    /// queued, the writer waiting with nothing half-written, and no write
+    /// in that time. Returns how many bytes went out (possibly only part of
+    /// the frame); `None` if it did not write (busy, TLS, a full socket
+    /// buffer or a failed socket: the writer then takes the frame, and sees
+    /// the failure). Called under the list's lock, so nothing can be queued
+    /// or taken meanwhile: order holds.
+    fn write_now(&mut self, frame: &[u8], now: Instant) -> Option<usize> {
+        let quiet = self.quiet_since?;
+        if !self.is_idle() || now.saturating_duration_since(quiet) < DIRECT_WRITE_AFTER {
+            return None;
+        }
+        let written = self.socket.as_ref()?.try_write(frame).ok()?;
+        self.quiet_since = Some(now);
+        self.started = written < frame.len();
+        Some(written)
+    }
 }
 
 /// What the writer took from the queue besides its items
@@ -238,7 +272,17 @@ pub struct Taken {
     /// The close frame, after the first `.1` taken items (the rest raced
     /// with it: never written).
     pub close: Option<(Box<CloseFrame>, usize)>,
+    /// The first taken item is the rest of a frame a direct write began.
+    pub started: bool,
 }
+
+/// A connection quiet for at least this long (nothing queued, no write) has
+/// its next frame written by the pushing task itself, with no wake-up of
+/// the connection's task: the low-rate case (a dashboard gets a message
+/// every few tens of milliseconds), where a wake-up and a poll per message
+/// cost more than the write. A busier connection never qualifies, so
+/// under load frames still gather into vectored writes.
+pub const DIRECT_WRITE_AFTER: Duration = Duration::from_millis(2);
 
 /// A list that grew past this many items in a burst is released once the
 /// load is light again, so an idle connection keeps only a small one.
@@ -452,7 +496,7 @@ impl OutboundQueue {
     /// Queues a control frame or reply (never diverted, never dropped except
     /// by overflow). Replies are urgent: they cut a coalescing pause short.
     pub fn push(&self, frame: Bytes, queued_at: Instant) -> PushOutcome {
-        let outcome = self.push_direct(frame, queued_at, self.budget);
+        let outcome = self.push_direct(frame, queued_at, self.budget, true);
         self.urgent.notify_one();
         outcome
     }
@@ -462,7 +506,7 @@ impl OutboundQueue {
     /// connection is closed as a slow consumer), never diverted into a
     /// lane, so never conflated, dropped or rate-limited.
     pub fn push_event(&self, frame: Bytes, queued_at: Instant) -> PushOutcome {
-        self.push_direct(frame, queued_at, self.budget)
+        self.push_direct(frame, queued_at, self.budget, false)
     }
 
     /// Whether the connection ended in a way that releases its presence
@@ -489,11 +533,11 @@ impl OutboundQueue {
             let half = self.budget / 2;
             match origin.policy {
                 SlowConsumerPolicy::Disconnect => {
-                    return self.push_direct(frame, queued_at, self.budget);
+                    return self.push_direct(frame, queued_at, self.budget, origin.direct);
                 }
                 // Lane policies divert once the list holds half the budget.
                 _ if self.queued_bytes.load(Ordering::Relaxed) + frame.len() <= half => {
-                    return self.push_direct(frame, queued_at, half);
+                    return self.push_direct(frame, queued_at, half, origin.direct);
                 }
                 _ => {}
             }
@@ -502,7 +546,13 @@ impl OutboundQueue {
     }
 
     /// The common path: an append within `limit` bytes, else overflow.
-    fn push_direct(&self, frame: Bytes, queued_at: Instant, limit: usize) -> PushOutcome {
+    fn push_direct(
+        &self,
+        frame: Bytes,
+        queued_at: Instant,
+        limit: usize,
+        direct: bool,
+    ) -> PushOutcome {
         if !self.close_state.is_open() {
             return PushOutcome::Closed;
         }
@@ -516,8 +566,50 @@ impl OutboundQueue {
             self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
             return self.overflow();
         }
-        self.enqueue(Item::Frame(frame), queued_at);
+        self.enqueue_frame(frame, queued_at, direct);
         PushOutcome::Queued
+    }
+
+    /// Appends a frame, or writes it straight to a quiet connection's socket
+    /// ([`List::write_now`]) if `direct` allows; the push that finds the
+    /// list empty wakes the writer.
+    fn enqueue_frame(&self, mut frame: Bytes, queued_at: Instant, direct: bool) {
+        let was_idle = {
+            let mut list = self.list.lock();
+            if direct && list.quiet_since.is_some() && !self.has_lanes() {
+                if let Some(written) = list.write_now(&frame, queued_at) {
+                    self.queued_bytes.fetch_sub(written, Ordering::Relaxed);
+                    self.metrics.bytes_out.inc_by(written as u64);
+                    if written == frame.len() {
+                        return;
+                    }
+                    frame.advance(written);
+                }
+            }
+            if list.items.is_empty() {
+                list.oldest = Some(queued_at);
+            }
+            let was_idle = list.is_idle();
+            list.items.push_back(Item::Frame(frame));
+            was_idle
+        };
+        if was_idle {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Lets pushes write to the connection's `socket` directly while the
+    /// connection is quiet ([`DIRECT_WRITE_AFTER`]).
+    pub fn attach_socket(&self, socket: Arc<TcpStream>) {
+        self.list.lock().socket = Some(socket);
+    }
+
+    /// Ends direct writes: the connection is over, and the queue (which
+    /// topics may still hold for a moment) must not keep its socket open.
+    pub fn detach_socket(&self) {
+        let mut list = self.list.lock();
+        list.socket = None;
+        list.quiet_since = None;
     }
 
     /// Appends `item`; the push that finds the list empty wakes the writer.
@@ -578,6 +670,7 @@ impl OutboundQueue {
                         frame,
                         queued_at,
                         self.budget.saturating_sub(lanes.bytes),
+                        false,
                     );
                 }
                 self.active_lanes.fetch_add(1, Ordering::AcqRel);
@@ -595,7 +688,8 @@ impl OutboundQueue {
             if due && lane.frames.is_empty() && !lane.token_queued {
                 lane.next_release = Some(now + interval);
                 lanes.due.push(Reverse((now + interval, origin.topic_id)));
-                return self.push_direct(frame, queued_at, self.budget.saturating_sub(lanes.bytes));
+                let limit = self.budget.saturating_sub(lanes.bytes);
+                return self.push_direct(frame, queued_at, limit, false);
             }
         }
 
@@ -776,11 +870,17 @@ impl OutboundReceiver {
             list.items = VecDeque::new();
         }
         let close_after = std::mem::take(&mut list.close_after);
-        Taken {
+        let taken = Taken {
             oldest: list.oldest.take(),
             retime: std::mem::take(&mut list.retime),
             close: list.close.take().map(|close| (close, close_after)),
-        }
+            started: std::mem::take(&mut list.started),
+        };
+        // Found nothing: the writer is about to wait, and the connection's
+        // quiet time starts (direct writes need a socket to write to).
+        let waits = out.is_empty() && !taken.retime && taken.close.is_none();
+        list.quiet_since = (waits && list.socket.is_some()).then(Instant::now);
+        taken
     }
 
     /// Waits until a push finds the list empty (possibly already happened:
@@ -872,6 +972,7 @@ mod tests {
             topic_id,
             policy,
             max_rate,
+            direct: false,
         }
     }
 
@@ -1214,5 +1315,79 @@ mod tests {
         let lens: Vec<usize> = out.iter().map(|(f, _)| f.len()).collect();
         assert_eq!(lens, vec![19]);
         assert_eq!(metrics.conflated.get(), 8);
+    }
+
+    /// A loopback TCP pair: the broker's side and the client's side.
+    async fn socket_pair() -> (Arc<TcpStream>, TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        (Arc::new(server), client)
+    }
+
+    #[tokio::test]
+    async fn a_quiet_connection_is_written_by_the_pusher_a_busy_one_queues() {
+        use tokio::io::AsyncReadExt;
+        let metrics = Metrics::new();
+        let (queue, mut rx) = OutboundQueue::new(1, 10_000, metrics.clone());
+        let (server, mut client) = socket_pair().await;
+        queue.attach_socket(server);
+        let mut taken = VecDeque::new();
+        let quiet = Instant::now() + DIRECT_WRITE_AFTER;
+
+        // The writer has not looked yet (it may be busy): the frame queues.
+        assert_eq!(queue.push(frame(3), quiet), PushOutcome::Queued);
+        rx.take_all(&mut taken);
+        assert_eq!(taken.len(), 1);
+        rx.written(3);
+        taken.clear();
+
+        // The writer found nothing and waits: a push after the quiet time
+        // writes straight to the socket, and nothing is queued.
+        assert!(rx.take_all(&mut taken).close.is_none() && taken.is_empty());
+        let later = Instant::now() + DIRECT_WRITE_AFTER;
+        assert_eq!(
+            queue.push(Bytes::from_static(b"abc"), later),
+            PushOutcome::Queued
+        );
+        assert_eq!(queue.queued_bytes(), 0);
+        assert_eq!(metrics.bytes_out.get(), 3);
+        let mut got = [0u8; 3];
+        client.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"abc");
+        // The next one, right after a write, is the writer's again.
+        assert_eq!(queue.push(frame(4), later), PushOutcome::Queued);
+        let taken_with = rx.take_all(&mut taken);
+        assert_eq!(taken.len(), 1);
+        assert!(!taken_with.started);
+        taken.clear();
+        rx.written(4);
+
+        // After detaching (the connection ended) nothing is written directly.
+        rx.take_all(&mut taken);
+        queue.detach_socket();
+        let much_later = Instant::now() + DIRECT_WRITE_AFTER * 2;
+        assert_eq!(queue.push(frame(5), much_later), PushOutcome::Queued);
+        assert_eq!(queue.queued_bytes(), 5);
+    }
+
+    #[tokio::test]
+    async fn a_direct_write_the_socket_cannot_take_whole_leaves_the_rest_started() {
+        let (queue, mut rx) = OutboundQueue::new(1, 64 << 20, Metrics::new());
+        let (server, _client) = socket_pair().await;
+        queue.attach_socket(server);
+        let mut taken = VecDeque::new();
+        rx.take_all(&mut taken);
+        // Far more than the socket buffers hold, and the client never reads.
+        let big = frame(32 << 20);
+        let later = Instant::now() + DIRECT_WRITE_AFTER;
+        assert_eq!(queue.push(big, later), PushOutcome::Queued);
+        let rest = queue.queued_bytes();
+        assert!(rest > 0 && rest < 32 << 20, "part written, {rest} left");
+        let with = rx.take_all(&mut taken);
+        assert!(with.started, "the rest of a begun frame is marked");
+        assert!(matches!(&taken.front(), Some(Item::Frame(f)) if f.len() == rest));
     }
 }

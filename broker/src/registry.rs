@@ -45,7 +45,7 @@ use crate::compression::{CompressionSettings, SharedFrame};
 use crate::config::TopicPolicy;
 use crate::history::{StorageBudget, StorageFull, TopicMemory};
 use crate::metrics::Metrics;
-use crate::outbound::{FrameOrigin, OutboundQueue};
+use crate::outbound::{DIRECT_WRITE_AFTER, FrameOrigin, OutboundQueue};
 use crate::pattern_trie::{PatternTrie, Subscriber};
 use crate::presence::event::{PresenceChange, PresenceEvent};
 use crate::replay::{PendingReplay, ReplayAsk, ReplayBatch};
@@ -154,6 +154,12 @@ struct TopicState {
     /// and every publisher in a cluster); weak, so that they keep no closed
     /// connection alive.
     backlog: Vec<Weak<OutboundQueue>>,
+    /// When the last fan-out ended: a topic whose fan-outs are at least
+    /// [`DIRECT_WRITE_AFTER`] apart may write to quiet subscribers'
+    /// sockets directly (a slow ticker); back-to-back publishes never do,
+    /// so a busy topic keeps batching, and a direct fan-out that took long
+    /// does not make the next one direct too.
+    fanned_out_at: Option<Instant>,
 }
 
 impl TopicState {
@@ -177,6 +183,7 @@ impl TopicState {
             topic_id: self.id,
             policy: self.policy.slow_consumer,
             max_rate: subscriber.max_rate,
+            direct: false,
         }
     }
 
@@ -291,6 +298,7 @@ impl TopicRegistry {
                 evicted: false,
                 memory: TopicMemory::new(Arc::clone(&self.storage)),
                 backlog: Vec::new(),
+                fanned_out_at: None,
             }),
         }
     }
@@ -384,8 +392,14 @@ impl TopicRegistry {
         let shared = SharedFrame::new(frame, self.compression, &self.metrics);
         let mut deliveries = 0;
         let mut backlog = Vec::new();
+        let direct = state
+            .fanned_out_at
+            .is_none_or(|end| now.saturating_duration_since(end) >= DIRECT_WRITE_AFTER);
         for subscriber in subscribers.iter() {
-            let origin = state.origin(subscriber);
+            let origin = FrameOrigin {
+                direct,
+                ..state.origin(subscriber)
+            };
             let at = Position {
                 epoch: state.epoch,
                 seq,
@@ -401,6 +415,8 @@ impl TopicRegistry {
         if !(backlog.is_empty() && state.backlog.is_empty()) {
             state.backlog = backlog.iter().map(Arc::downgrade).collect();
         }
+        // Only a fan-out that may have written directly reads the clock again.
+        state.fanned_out_at = Some(if direct { Instant::now() } else { now });
         (deliveries, backlog)
     }
 

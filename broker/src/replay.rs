@@ -332,6 +332,7 @@ mod tests {
             topic_id,
             policy: SlowConsumerPolicy::Disconnect,
             max_rate: None,
+            direct: false,
         }
     }
 

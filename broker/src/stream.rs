@@ -4,16 +4,20 @@
 //! ([`crate::connection`]) and writer ([`crate::writer`]) are generic over
 //! [`Transport`], so each connection is compiled for its own kind of stream
 //! and a plain TCP connection pays nothing for TLS: its reader still waits
-//! for readability before it takes a read buffer, and its halves are
-//! tokio's lock-free owned halves.
+//! for readability before it takes a read buffer, and its two halves share
+//! the socket without a lock ([`TcpReader`], [`TcpWriter`]), which also lets
+//! the outbound queue write to it directly when the connection is idle.
 
 use std::future::Future;
-use std::io;
+use std::io::{self, IoSlice};
+use std::net::Shutdown;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio_rustls::server::TlsStream;
 
 use crate::tls::PeerIdentity;
@@ -42,19 +46,36 @@ pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {
     /// Splits the stream for the WebSocket reader and writer.
     fn split(self) -> (Self::Reader, Self::Writer);
 
+    /// The socket behind `writer`, when the outbound queue may also write
+    /// to it directly (plain TCP; see
+    /// [`crate::outbound::OutboundQueue::attach_socket`]); `None` for TLS.
+    fn shared_socket(_writer: &Self::Writer) -> Option<Arc<TcpStream>> {
+        None
+    }
+
     /// The verified client certificate's identity, if the client presented
     /// one.
     fn peer_identity(&self) -> Option<PeerIdentity>;
 }
 
-impl ReadSide for OwnedReadHalf {
+/// The read half of a plain TCP connection. Both halves share the socket
+/// (one `Arc`, no lock: reads and writes are independent system calls), so
+/// that the outbound queue can write to it too.
+#[derive(Debug)]
+pub struct TcpReader(Arc<TcpStream>);
+
+/// The write half of a plain TCP connection (see [`TcpReader`]).
+#[derive(Debug)]
+pub struct TcpWriter(Arc<TcpStream>);
+
+impl ReadSide for TcpReader {
     /// Buffer space is reserved only once the socket is readable, so an idle
     /// connection holds no read buffer while it waits.
     async fn fill(&mut self, buf: &mut BytesMut, want: usize) -> io::Result<usize> {
         loop {
-            self.readable().await?;
+            self.0.readable().await?;
             buf.reserve(want);
-            match self.try_read_buf(buf) {
+            match self.0.try_read_buf(buf) {
                 // The readiness was stale: give the space back before
                 // waiting again, or an idle connection would hold it.
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -68,12 +89,67 @@ impl ReadSide for OwnedReadHalf {
     }
 }
 
-impl Transport for TcpStream {
-    type Reader = OwnedReadHalf;
-    type Writer = OwnedWriteHalf;
+impl TcpWriter {
+    /// Runs `write` once the socket is writable, again after every
+    /// `WouldBlock` (which clears tokio's readiness, so the next poll waits).
+    fn poll_with(
+        &self,
+        cx: &mut Context<'_>,
+        write: impl Fn(&TcpStream) -> io::Result<usize>,
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            ready!(self.0.poll_write_ready(cx))?;
+            match write(&self.0) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                result => return Poll::Ready(result),
+            }
+        }
+    }
+}
 
-    fn split(self) -> (OwnedReadHalf, OwnedWriteHalf) {
-        self.into_split()
+impl AsyncWrite for TcpWriter {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.poll_with(cx, |socket| socket.try_write(buf))
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.poll_with(cx, |socket| socket.try_write_vectored(bufs))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    /// Half-closes: the peer reads EOF after what was written, and can still
+    /// send its close frame.
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(socket2::SockRef::from(&*self.0).shutdown(Shutdown::Write))
+    }
+}
+
+impl Transport for TcpStream {
+    type Reader = TcpReader;
+    type Writer = TcpWriter;
+
+    fn split(self) -> (TcpReader, TcpWriter) {
+        let socket = Arc::new(self);
+        (TcpReader(Arc::clone(&socket)), TcpWriter(socket))
+    }
+
+    fn shared_socket(writer: &TcpWriter) -> Option<Arc<TcpStream>> {
+        Some(Arc::clone(&writer.0))
     }
 
     fn peer_identity(&self) -> Option<PeerIdentity> {

@@ -15,6 +15,11 @@
 //! ([`crate::progress`]): idle while it waits for data, restarted when it
 //! starts on queued data and after every write that moved bytes.
 //! Metrics are updated once per batch, never per frame.
+//!
+//! A connection that has been quiet for a moment does not need its writer
+//! for the next frame: the pushing task writes it to the socket itself
+//! ([`crate::outbound::DIRECT_WRITE_AFTER`]), and the writer only takes
+//! what such a write could not finish.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
@@ -166,6 +171,11 @@ fn absorb(
 ) -> Option<Box<CloseFrame>> {
     if let Some(oldest) = extra.oldest {
         pending.queued_at(oldest);
+    }
+    // The rest of a frame a direct write began ([`crate::outbound`]):
+    // nothing was pending, so it is the front.
+    if extra.started {
+        pending.started = true;
     }
     let before_close = extra.close.as_ref().map_or(usize::MAX, |(_, n)| *n);
     for (index, item) in taken.drain(..).enumerate() {
@@ -386,6 +396,7 @@ mod tests {
             topic_id: 9,
             policy: SlowConsumerPolicy::Conflate,
             max_rate: None,
+            direct: false,
         };
         for _ in 0..5 {
             queue.push_delivery(Bytes::from_static(&[1; 100]), now, conflate);

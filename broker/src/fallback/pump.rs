@@ -135,6 +135,7 @@ mod tests {
             topic_id: 1,
             policy: SlowConsumerPolicy::Conflate,
             max_rate: None,
+            direct: false,
         };
         for n in 0..8 {
             queue.push_delivery(frame(n), now, conflate);

@@ -5,6 +5,17 @@
 use serde_json::Value;
 use tickwire_protocol::msgpack;
 
+/// The MessagePack form of a token's client info, or `None` when it nests
+/// deeper than [`msgpack::MAX_SKIP_DEPTH`] levels: such an info could not be
+/// read back by the broker's own MessagePack reader (presence events in a
+/// cluster carry it), so the token is refused instead.
+pub fn info_to_msgpack(value: &Value) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    json_to_msgpack(value, &mut out);
+    msgpack::Reader::new(&out).skip_value().ok()?;
+    Some(out)
+}
+
 /// Appends the MessagePack form of `value` to `out`: integers in their
 /// shortest form, other numbers as float 64, strings, arrays and maps as
 /// such. serde_json bounds the nesting when it parses (128 levels).
@@ -57,6 +68,16 @@ fn write_negative(out: &mut Vec<u8>, i: i64) {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn info_the_broker_cannot_read_back_is_refused() {
+        let nested = |depth: usize| -> Value {
+            serde_json::from_str(&format!("{}1{}", "[".repeat(depth), "]".repeat(depth))).unwrap()
+        };
+        assert!(info_to_msgpack(&nested(msgpack::MAX_SKIP_DEPTH)).is_some());
+        assert!(info_to_msgpack(&nested(40)).is_none());
+        assert!(info_to_msgpack(&serde_json::json!({"name": "ann"})).is_some());
+    }
     use serde_json::json;
 
     use super::*;

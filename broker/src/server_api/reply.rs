@@ -84,7 +84,7 @@ pub fn unauthorized(state: &BrokerState, reason: &AuthError) -> Response<Body> {
     // A valid token whose client info is too large: the issuer must know
     // why (the token checked out, so this reveals nothing to a forger).
     let message = match reason {
-        AuthError::InfoTooLarge(..) => reason.to_string(),
+        AuthError::InfoTooLarge(..) | AuthError::InfoTooDeep => reason.to_string(),
         _ => "a valid bearer token is required".to_owned(),
     };
     let mut response = counted_error(
