@@ -531,6 +531,8 @@ async fn oversized_or_deep_client_info_refuses_the_token() {
     for (info, want) in [
         (json!({"bio": "b".repeat(300)}), "client info is"),
         (json!(vec![1_000_000_000_000u64; 40]), "client info is"),
+        (nested(33), "client info nests deeper than 32 levels"),
+        (nested(100), "client info nests deeper than 32 levels"),
         (nested(129), ""),
         (nested(300), ""),
     ] {
@@ -539,9 +541,10 @@ async fn oversized_or_deep_client_info_refuses_the_token() {
         assert_eq!(status, 401, "{}", &body[..body.len().min(200)]);
         assert!(body.contains(want), "{body}");
     }
-    // Deep but small info is kept as it is and shown (as base64 over
-    // HTTP when too deep to render as JSON).
-    let token = token_for(Some("u"), json!({"sub": [">"], "info": nested(100)}));
+    // Deep but small info, as deep as the broker reads back (32 levels), is
+    // kept as it is and shown. Deeper is refused above: a cluster's presence
+    // events carry it and are read with that same bound.
+    let token = token_for(Some("u"), json!({"sub": [">"], "info": nested(32)}));
     let mut deep =
         RawClient::connect_with(broker.addr, &format!("/ws?token={token}&client=deep"), &[]).await;
     deep.subscribe("room.1").await;
