@@ -241,6 +241,17 @@ impl List {
         self.items.is_empty() && !self.retime && self.close.is_none()
     }
 
+    /// Appends `item` queued at `queued_at`; returns whether the list was
+    /// idle before (then the writer must be woken).
+    fn append(&mut self, item: Item, queued_at: Instant) -> bool {
+        if self.items.is_empty() {
+            self.oldest = Some(queued_at);
+        }
+        let was_idle = self.is_idle();
+        self.items.push_back(item);
+        was_idle
+    }
+
     /// Writes `frame` to the socket right away, in the pushing task, when
     /// the connection has been quiet for [`DIRECT_WRITE_AFTER`]: nothing
     /// queued, the writer waiting with nothing half-written, and no write
@@ -586,12 +597,7 @@ impl OutboundQueue {
                     frame.advance(written);
                 }
             }
-            if list.items.is_empty() {
-                list.oldest = Some(queued_at);
-            }
-            let was_idle = list.is_idle();
-            list.items.push_back(Item::Frame(frame));
-            was_idle
+            list.append(Item::Frame(frame), queued_at)
         };
         if was_idle {
             self.wake.notify_one();
@@ -614,15 +620,7 @@ impl OutboundQueue {
 
     /// Appends `item`; the push that finds the list empty wakes the writer.
     fn enqueue(&self, item: Item, queued_at: Instant) {
-        let was_idle = {
-            let mut list = self.list.lock();
-            if list.items.is_empty() {
-                list.oldest = Some(queued_at);
-            }
-            let was_idle = list.is_idle();
-            list.items.push_back(item);
-            was_idle
-        };
+        let was_idle = self.list.lock().append(item, queued_at);
         if was_idle {
             self.wake.notify_one();
         }
